@@ -1,0 +1,7 @@
+"""bld_runtime: the torch-free runtime for Binary Latent Diffusion bundles.
+
+Where to look: the RNG is `philox`, the schedule and posterior math is `contract`,
+the bundle manifest is `manifest`, and the 16-step loop is `pipeline`.
+"""
+
+__version__ = "0.1.0"
