@@ -1,0 +1,34 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+# Both create .venv, install the project with its training extras (PyTorch as the local
+# CPU wheel, torch==2.13.0) and run.
+PYTHON ?= python3
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+BLD    := $(VENV)/bin/bld
+RUN    ?= runs/digits
+STAMP  := $(VENV)/.installed
+
+.PHONY: install demo test clean
+
+install: $(STAMP)
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[train,dev]'
+	touch $@
+
+# Train both models on the built-in digits, export a bundle, sample on the runtime, score it.
+demo: $(STAMP)
+	$(BLD) train autoencoder --preset digits --run $(RUN)
+	$(BLD) train prior --run $(RUN)
+	$(VENV)/bin/bld-export onnx $(RUN) -o $(RUN)/bundle --force
+	$(BLD) sample $(RUN)/bundle --seed 0 -n 100 --class all -o $(RUN)/samples
+	$(BLD) evaluate $(RUN)/bundle --run $(RUN) --guidance 0,1,3
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+clean:
+	rm -rf $(VENV) runs
