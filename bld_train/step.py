@@ -46,7 +46,8 @@ class DenoiserStep(nn.Module):
         null = torch.full_like(class_label, self.null_class)
         both = self.denoiser(torch.cat([bits, bits]), torch.cat([t, t]),
                              torch.cat([class_label, null])).float()
-        l_cond, l_uncond = both.chunk(2)
+        n = bits.shape[0]  # slice, not chunk(2): chunk puts a guard on the batch size in torch.export
+        l_cond, l_uncond = both[:n], both[n:]
         g = guidance.float()[:, None, None]
         return (1.0 + g) * (l_cond / tau) - g * (l_uncond / tau)
 
