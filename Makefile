@@ -25,7 +25,7 @@ demo: $(STAMP)
 	$(BLD) train prior --run $(RUN)
 	$(VENV)/bin/bld-export onnx $(RUN) -o $(RUN)/bundle --force
 	$(BLD) sample $(RUN)/bundle --seed 0 -n 100 --class all -o $(RUN)/samples
-	$(BLD) evaluate $(RUN)/bundle --run $(RUN) --guidance 0,1,3
+	$(BLD) evaluate $(RUN)/bundle --guidance 0,1,3
 
 test: $(STAMP)
 	$(PY) -m pytest -q
