@@ -1,0 +1,230 @@
+"""Philox4x32-10, bit-compatible with cuRAND, vectorised in numpy (sampling contract, section 2).
+
+Every random bit of a sample comes from here. The stream of image `i` at denoising draw `s` is
+cuRAND's `curand_init(seed_i, subsequence=s, offset=0)`: element `e` of the latent uses word
+`e % 4` of the Philox block `j = e // 4`, whose counter is `(j lo, j hi, s lo, s hi)` and whose
+key is `(seed lo, seed hi)`. So an image's bits never depend on the batch it was drawn in.
+
+All words live in uint64 lanes (values < 2^32) so that the 32x32->64 bit multiply of a Philox
+round is one plain numpy multiply; the high and low halves are then a shift and a mask.
+`BernoulliDrawer` owns all scratch buffers, and the module-level functions are thin wrappers
+around it, so there is exactly one implementation of the math.
+"""
+
+import operator
+
+import numpy as np
+
+from .errors import InvalidRequestError
+
+ROUNDS = 10
+MULTIPLIERS = (0xD2511F53, 0xCD9E8D57)
+KEY_INCREMENTS = (0x9E3779B9, 0xBB67AE85)
+
+_MASK32 = 0xFFFFFFFF
+_U64_MAX = 2**64 - 1
+_TWO_POW_M32 = np.float32(2.0**-32)  # curand's CURAND_2POW32_INV
+_TWO_POW_M33 = np.float32(2.0**-33)  # half of it: keeps u away from 0, so u is in (0, 1]
+
+
+def _philox_rounds(state, key, prod, hi):
+    """Run the 10 Philox rounds on `state` in place.
+
+    state: uint64 (2, 2, *lanes) holding the counter words (< 2^32) as
+      state[0] = (c0, c2), the words that enter the multiplies, and
+      state[1] = (c1, c3), the words that are xored in;
+      it becomes the output words in the same layout.
+    key:   uint64 (2, *lanes), the key words (k0, k1) of every lane; bumped in place (scratch).
+    prod, hi: uint64 (2, *lanes) scratch.
+    One round: (c0, c1, c2, c3) -> (hi(M1*c2) ^ c1 ^ k0, lo(M1*c2), hi(M0*c0) ^ c3 ^ k1, lo(M0*c0)).
+    Every operation below is on same-shaped contiguous arrays or with a Python scalar: that
+    keeps numpy on its fast path, which needs no temporary buffers (broadcasting or reversed
+    views would make it allocate some on each call).
+    """
+    even, odd = state[0], state[1]
+    k0, k1 = key[0, ...], key[1, ...]  # `[i, ...]` keeps 0-d lanes arrays, never scalars
+    c0, c2 = even[0, ...], even[1, ...]
+    swapped_prod = prod[0, ...], prod[1, ...]
+    for r in range(ROUNDS):
+        if r:  # the key is bumped between rounds, not before the first
+            np.add(k0, KEY_INCREMENTS[0], out=k0)
+            np.add(k1, KEY_INCREMENTS[1], out=k1)
+            np.bitwise_and(key, _MASK32, out=key)
+        np.multiply(c2, MULTIPLIERS[1], out=swapped_prod[0])  # M1*c2, exact in 64 bits
+        np.multiply(c0, MULTIPLIERS[0], out=swapped_prod[1])  # M0*c0
+        np.right_shift(prod, 32, out=hi)  # (hi1, hi0)
+        np.bitwise_xor(hi, odd, out=even)  # (hi1 ^ c1, hi0 ^ c3)
+        np.bitwise_xor(even, key, out=even)  # ... ^ (k0, k1)
+        np.bitwise_and(prod, _MASK32, out=odd)  # (lo1, lo0)
+
+
+def _words_last(state):
+    """View (2, 2, *lanes) state as (*lanes, 2, 2) whose flattened last axes are words 0..3."""
+    # word w sits at state[w % 2, w // 2]; moving (pair, parity) last orders them w = 2*pair+parity
+    return np.moveaxis(state, (1, 0), (-2, -1))
+
+
+def _as_u32_words(a, name, width):
+    a = np.asarray(a)
+    if a.ndim == 0 or a.shape[-1] != width:
+        raise ValueError(f"{name} must have shape (..., {width}), got {a.shape}")
+    if not np.issubdtype(a.dtype, np.integer) or (a.size and (a.min() < 0 or a.max() > _MASK32)):
+        raise ValueError(f"{name} must hold unsigned 32-bit integers")
+    return a
+
+
+def philox4x32_10(counter, key):
+    """Philox4x32-10 of uint32 counters (..., 4) under uint32 keys (..., 2) -> uint32 (..., 4).
+
+    The leading shapes broadcast. This is the raw block function of Random123 / cuRAND.
+    """
+    counter = _as_u32_words(counter, "counter", 4)
+    key = _as_u32_words(key, "key", 2)
+    lanes = np.broadcast_shapes(counter.shape[:-1], key.shape[:-1])
+    state = np.empty((2, 2) + lanes, dtype=np.uint64)
+    words = np.broadcast_to(counter, lanes + (4,)).reshape(lanes + (2, 2))
+    np.copyto(_words_last(state), words, casting="unsafe")  # range checked above
+    keys = np.moveaxis(np.broadcast_to(key, lanes + (2,)), -1, 0).astype(np.uint64)  # a copy
+    scratch = np.empty((2,) + lanes, dtype=np.uint64)
+    _philox_rounds(state, keys, scratch, np.empty_like(scratch))
+    return _words_last(state).reshape(lanes + (4,)).astype(np.uint32)
+
+
+def words_to_uniforms(words, out=None):
+    """curand_uniform: u = f32(f32(word) * 2^-32 + 2^-33), in (0, 1].
+
+    The product with 2^-32 is exact, so the only roundings are word -> float32 and the
+    addition, both round-to-nearest in IEEE float32 (a fused multiply-add gives the same).
+    `words` may be uint32 or uint64 (values < 2^32); `out` a float32 array of its shape.
+    """
+    if out is None:
+        out = np.empty(np.shape(words), dtype=np.float32)
+    np.copyto(out, words, casting="unsafe")  # integer -> float32, rounded to nearest
+    np.multiply(out, _TWO_POW_M32, out=out)
+    np.add(out, _TWO_POW_M33, out=out)
+    return out
+
+
+def as_seeds(seeds):
+    """Seeds as a 1-D uint64 array (one per image); rejects values outside [0, 2^64)."""
+    a = np.asarray(seeds)
+    if a.ndim != 1:
+        raise InvalidRequestError(f"seeds must be a 1-D array of integers, got shape {a.shape}")
+    if a.dtype == np.uint64:
+        return a
+    if a.dtype == object or np.issubdtype(a.dtype, np.integer):
+        values = [operator.index(v) for v in a.tolist()]
+        if any(v < 0 or v > _U64_MAX for v in values):
+            raise InvalidRequestError("seeds must be integers in [0, 2^64)")
+        return np.array(values, dtype=np.uint64)
+    raise InvalidRequestError(f"seeds must be integers, got dtype {a.dtype}")
+
+
+def seed_range(base_seed, count):
+    """The seeds of `count` images requested from `base_seed`: base, base+1, ... (mod 2^64)."""
+    base_seed, count = operator.index(base_seed), operator.index(count)
+    if not 0 <= base_seed <= _U64_MAX:
+        raise InvalidRequestError(f"seed must be in [0, 2^64), got {base_seed}")
+    if count < 0:
+        raise InvalidRequestError(f"count must be >= 0, got {count}")
+    return np.uint64(base_seed) + np.arange(count, dtype=np.uint64)  # uint64 arrays wrap
+
+
+def _as_subsequence(subsequence):
+    s = operator.index(subsequence)
+    if not 0 <= s <= _U64_MAX:
+        raise InvalidRequestError(f"subsequence must be in [0, 2^64), got {s}")
+    return s
+
+
+class BernoulliDrawer:
+    """Draws Bernoulli bits for up to `batch` images of `n` elements without allocating.
+
+    All buffers are made once here; `draw` (called once per denoising step) only writes
+    into them. A call may use fewer images than `batch` (the last, partial batch).
+    """
+
+    def __init__(self, batch, n):
+        batch, n = operator.index(batch), operator.index(n)
+        if batch < 1 or n < 1:
+            raise ValueError(f"batch and n must be >= 1, got batch={batch}, n={n}")
+        self.batch, self.n = batch, n
+        self.blocks = -(-n // 4)  # Philox blocks per image; the tail of the last one is unused
+        block = np.arange(self.blocks, dtype=np.uint64)
+        self._block_lo = block & _MASK32  # counter words 0 and 1: the block index j
+        self._block_hi = block >> 32
+        self._state = np.empty((2, 2, batch, self.blocks), dtype=np.uint64)
+        self._seed_key = np.empty((2, batch, 1), dtype=np.uint64)  # (seed lo, seed hi) per image
+        self._key = np.empty((2, batch, self.blocks), dtype=np.uint64)  # ... for every block
+        self._prod = np.empty((2, batch, self.blocks), dtype=np.uint64)
+        self._hi = np.empty_like(self._prod)
+        self._u = np.empty((batch, self.blocks * 4), dtype=np.float32)
+
+    def _generate(self, seeds, subsequence):
+        """Fill the state with the words of `seeds` at `subsequence`; returns (b, state view).
+
+        Element e = 4j + w of image i is word w of block j, i.e. state[w % 2, w // 2, i, j].
+        """
+        seeds, s = as_seeds(seeds), _as_subsequence(subsequence)
+        b = len(seeds)
+        if not 1 <= b <= self.batch:
+            raise ValueError(f"this drawer serves 1..{self.batch} images, got {b} seeds")
+        state, key, seed_key = self._state[:, :, :b], self._key[:, :b], self._seed_key[:, :b]
+        np.copyto(state[0, 0], self._block_lo)  # counter word 0
+        np.copyto(state[1, 0], self._block_hi)  # counter word 1
+        state[0, 1].fill(s & _MASK32)  # counter word 2
+        state[1, 1].fill(s >> 32)  # counter word 3
+        np.bitwise_and(seeds, _MASK32, out=seed_key[0, :, 0])  # key word 0: seed lo
+        np.right_shift(seeds, 32, out=seed_key[1, :, 0])  # key word 1: seed hi
+        np.copyto(key, seed_key)
+        _philox_rounds(state, key, self._prod[:, :b], self._hi[:, :b])
+        return b, state
+
+    def words(self, seeds, subsequence):
+        """uint32 (b, n): the raw words of elements 0..n-1 of each image's stream (a new array)."""
+        b, state = self._generate(seeds, subsequence)
+        return _words_last(state).reshape(b, -1)[:, : self.n].astype(np.uint32)
+
+    def uniforms(self, seeds, subsequence):
+        """float32 (b, n) curand_uniform values; a view of scratch, overwritten by the next call."""
+        b, state = self._generate(seeds, subsequence)
+        u = self._u[:b]
+        words_to_uniforms(_words_last(state), out=u.reshape(b, self.blocks, 2, 2))
+        return u[:, : self.n]
+
+    def draw(self, p, seeds, subsequence, out=None):
+        """Bits uint8 shaped like p (b, ...): 1 where u <= p. p must be float32, n per image."""
+        if p.dtype != np.float32:
+            raise ValueError(f"p must be float32 (the contract compares in float32), got {p.dtype}")
+        b = p.shape[0] if p.ndim else 0
+        if p.ndim < 1 or p[0].size != self.n:
+            raise ValueError(f"p must have shape (batch, ...) with {self.n} elements per image")
+        if b != len(seeds):
+            raise ValueError(f"p has {b} images but {len(seeds)} seeds were given")
+        if out is None:
+            out = np.empty(p.shape, dtype=np.uint8)
+        elif out.shape != p.shape or out.dtype != np.uint8 or not out.flags.c_contiguous:
+            raise ValueError("out must be a C-contiguous uint8 array shaped like p")
+        u = self.uniforms(seeds, subsequence)
+        np.less_equal(u, p.reshape(b, self.n), out=out.reshape(b, self.n).view(np.bool_))
+        return out
+
+
+def random_words(seeds, subsequence, n):
+    """uint32 (B, n): words of elements 0..n-1 of curand_init(seed, subsequence, 0), per seed."""
+    seeds = as_seeds(seeds)
+    return BernoulliDrawer(max(len(seeds), 1), n).words(seeds, subsequence)
+
+
+def uniforms(seeds, subsequence, n):
+    """float32 (B, n): curand_uniform of elements 0..n-1 of each seed's stream."""
+    seeds = as_seeds(seeds)
+    return BernoulliDrawer(max(len(seeds), 1), n).uniforms(seeds, subsequence).copy()
+
+
+def bernoulli(p, seeds, subsequence, out=None):
+    """uint8 bits shaped like p (B, ...): bit = u <= p over each image's flat C-order index."""
+    p = np.asarray(p, dtype=np.float32)
+    if p.ndim < 1 or p.shape[0] < 1:
+        raise ValueError(f"p must have shape (batch, ...) with batch >= 1, got {p.shape}")
+    return BernoulliDrawer(p.shape[0], p[0].size).draw(p, seeds, subsequence, out=out)
