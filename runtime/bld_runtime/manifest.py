@@ -1,0 +1,429 @@
+"""The bundle manifest bld.json: typed, frozen dataclasses and a strict loader (bundle format v1).
+
+One generic parser walks the dataclasses' type hints, so the Python types below ARE the schema:
+unknown keys, missing keys and wrong types are rejected with a path-qualified message such as
+`bld.json: graphs.step.inputs[0]: unknown key 'foo'`. Each dataclass checks its own invariants
+in __post_init__ (raising ManifestError with a field-relative message that the parser prefixes
+with the path). `load_bundle` then checks the files: paths stay inside the bundle directory,
+files exist, sha256 matches (BundleIntegrityError).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+import os
+import re
+import tempfile
+import types
+import typing
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath, PureWindowsPath
+from typing import Literal, Union
+
+from . import contract
+from .errors import BundleIntegrityError, ContractError, ManifestError
+
+FORMAT = "bld-bundle"
+SCHEMA_VERSION = 1
+SUPPORTED_SCHEMA_VERSIONS = (1,)
+MANIFEST_NAME = "bld.json"
+
+REQUIRED_GRAPHS = ("encoder", "decoder", "step", "step_guided")
+OPTIONAL_GRAPHS = ("decoder_fp16", "step_fp16", "step_guided_fp16")
+
+DType = Literal["float32", "float16", "int64", "int32", "uint8", "bool"]
+Precision = Literal["fp32", "fp16"]
+_SHA256 = re.compile(r"[0-9a-f]{64}")
+
+
+def _require(ok: bool, message: str) -> None:
+    if not ok:
+        raise ManifestError(message)
+
+
+@dataclass(frozen=True)
+class TensorSpec:
+    """One graph input or output. String dims are dynamic axes ("batch"), ints are fixed."""
+
+    name: str
+    dtype: DType
+    shape: tuple[int | str, ...]
+
+    def __post_init__(self):
+        _require(self.name != "", "name must not be empty")
+        for i, d in enumerate(self.shape):
+            _require(d != "" and (isinstance(d, str) or d >= 1),
+                     f"shape[{i}] must be a positive integer or a dynamic axis name, got {d!r}")
+
+
+@dataclass(frozen=True)
+class GraphSpec:
+    """One ONNX graph of the bundle: its file (relative to the bundle directory) and its I/O."""
+
+    file: str
+    sha256: str
+    precision: Precision
+    opset: int
+    inputs: tuple[TensorSpec, ...]
+    outputs: tuple[TensorSpec, ...]
+
+    def __post_init__(self):
+        _require(self.file != "", "file must not be empty")
+        _require(_SHA256.fullmatch(self.sha256) is not None,
+                 f"sha256 must be 64 lowercase hexadecimal digits, got {self.sha256!r}")
+        _require(self.opset >= 1, f"opset must be >= 1, got {self.opset}")
+        for kind, specs in (("inputs", self.inputs), ("outputs", self.outputs)):
+            _require(len(specs) >= 1, f"{kind} must not be empty")
+            names = [s.name for s in specs]
+            _require(len(set(names)) == len(names), f"{kind} has duplicate names: {names}")
+
+    def input(self, name: str) -> TensorSpec:
+        return next(s for s in self.inputs if s.name == name)
+
+
+@dataclass(frozen=True)
+class ImageSpec:
+    height: int
+    width: int
+    channels: int
+
+    def __post_init__(self):
+        for field in ("height", "width", "channels"):
+            _require(getattr(self, field) >= 1, f"{field} must be >= 1, got {getattr(self, field)}")
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        """(H, W, channels): one image of the runtime's uint8 NHWC API."""
+        return (self.height, self.width, self.channels)
+
+
+@dataclass(frozen=True)
+class LatentSpec:
+    height: int
+    width: int
+    bits: int
+
+    def __post_init__(self):
+        _require(self.height >= 1, f"height must be >= 1, got {self.height}")
+        _require(self.width >= 1, f"width must be >= 1, got {self.width}")
+        _require(self.bits >= 1, f"bits must be > 0, got {self.bits}")
+
+    @property
+    def tokens(self) -> int:
+        return self.height * self.width
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(L, C): one image's latent bits, L = H*W tokens in row-major order."""
+        return (self.tokens, self.bits)
+
+
+@dataclass(frozen=True)
+class ClassesSpec:
+    count: int
+    null_class: int
+
+    def __post_init__(self):
+        _require(self.count >= 0, f"count must be >= 0, got {self.count}")
+        _require(self.null_class == self.count,
+                 f"null_class ({self.null_class}) must equal count ({self.count}): the "
+                 "unconditional class is the index after the last class")
+
+
+@dataclass(frozen=True)
+class ScheduleSpec:
+    name: str
+    train_steps: int
+    sampling_steps: int
+    timesteps: tuple[int, ...]
+
+    def __post_init__(self):
+        known = ", ".join(contract.SCHEDULES)
+        _require(self.name in contract.SCHEDULES,
+                 f"unknown schedule {self.name!r}; the contract defines {known}")
+        ts, k = self.timesteps, self.sampling_steps
+        _require(len(ts) == k, f"timesteps has {len(ts)} entries but sampling_steps is {k}")
+        for a, b in zip(ts, ts[1:]):
+            _require(a > b, f"timesteps must be strictly decreasing, but {a} is followed by {b}")
+        _require(len(ts) > 0 and ts[-1] == 1, f"timesteps must end at 1, got {list(ts[-1:])}")
+        _require(ts[0] <= self.train_steps,
+                 f"timesteps must not exceed train_steps ({self.train_steps}), got {ts[0]}")
+        try:
+            expected = contract.sampling_timesteps(self.train_steps, k).tolist()
+        except ContractError as e:
+            raise ManifestError(str(e)) from None
+        _require(list(ts) == expected,
+                 f"timesteps {list(ts)} differ from the contract's {expected} for "
+                 f"train_steps={self.train_steps}, sampling_steps={k}")
+
+
+@dataclass(frozen=True)
+class Defaults:
+    temperature: float
+    guidance: float
+
+    def __post_init__(self):
+        _require(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
+        _require(self.guidance >= 0, f"guidance must be >= 0, got {self.guidance}")
+
+
+@dataclass(frozen=True)
+class Producer:
+    """Versions of the software that exported the bundle (informational)."""
+
+    bld: str
+    torch: str
+    onnx: str
+    onnxruntime: str
+
+
+@dataclass(frozen=True)
+class Manifest:
+    format: str
+    schema_version: int
+    image: ImageSpec
+    latent: LatentSpec
+    classes: ClassesSpec
+    schedule: ScheduleSpec
+    defaults: Defaults
+    max_batch: int
+    graphs: Mapping[str, GraphSpec]  # read-only once parsed
+    producer: Producer
+
+    def __post_init__(self):
+        _check_format(self.format, self.schema_version)
+        _require(self.max_batch >= 1, f"max_batch must be >= 1, got {self.max_batch}")
+        for name in self.graphs:
+            _require(name in REQUIRED_GRAPHS + OPTIONAL_GRAPHS,
+                     f"graphs: unknown graph {name!r}; known graphs are "
+                     f"{', '.join(REQUIRED_GRAPHS + OPTIONAL_GRAPHS)}")
+        for name in REQUIRED_GRAPHS:
+            _require(name in self.graphs, f"graphs: missing graph {name!r}")
+
+    @classmethod
+    def from_dict(cls, data: object, source: str = MANIFEST_NAME) -> Manifest:
+        """Parse a decoded bld.json; every error names `source` and the path of the bad value."""
+        if isinstance(data, dict):  # check the version first: a newer schema may differ anywhere
+            try:
+                _check_format(data.get("format"), data.get("schema_version"))
+            except ManifestError as e:
+                raise ManifestError(f"{source}: {e}") from None
+        return _parse(cls, data, "", source)
+
+    def to_dict(self) -> dict:
+        """The JSON-ready dict; `Manifest.from_dict(m.to_dict()) == m`."""
+        return _unparse(self)
+
+
+def _check_format(fmt: object, version: object) -> None:
+    _require(fmt == FORMAT, f"format is {fmt!r}, expected {FORMAT!r}: this is not a bld bundle")
+    _require(type(version) is int and version in SUPPORTED_SCHEMA_VERSIONS,
+             f"schema_version {version!r} is not supported; this runtime reads "
+             f"{', '.join(map(str, SUPPORTED_SCHEMA_VERSIONS))}")
+
+
+# --- the generic parser, driven by the type hints ----------------------------------------------
+
+_JSON_NAMES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
+               int: "an integer", float: "a number", type(None): "null"}
+
+
+def _describe(value: object) -> str:
+    return _JSON_NAMES.get(type(value), type(value).__name__)
+
+
+def _expected(tp: object) -> str:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_expected(a) for a in typing.get_args(tp))
+    if origin is Literal:
+        return "one of " + ", ".join(repr(a) for a in typing.get_args(tp))
+    if origin is tuple:
+        return "an array"
+    if origin is Mapping or dataclasses.is_dataclass(tp):
+        return "an object"
+    return _JSON_NAMES[tp]
+
+
+def _parse(tp: object, value: object, path: str, source: str) -> object:
+    def fail(message: str) -> typing.NoReturn:
+        raise ManifestError(f"{source}: {path}: {message}" if path else f"{source}: {message}")
+
+    def wrong_type() -> typing.NoReturn:
+        shown = f" {value!r}" if isinstance(value, (str, int, float)) else ""
+        fail(f"expected {_expected(tp)}, got {_describe(value)}{shown}")
+
+    origin = typing.get_origin(tp)
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            wrong_type()
+        hints = typing.get_type_hints(tp)
+        names = [f.name for f in dataclasses.fields(tp)]
+        for key in value:
+            if key not in hints:
+                fail(f"unknown key {key!r}")
+        for key in names:
+            if key not in value:
+                fail(f"missing key {key!r}")
+        kwargs = {k: _parse(hints[k], value[k], f"{path}.{k}" if path else k, source)
+                  for k in names}
+        try:
+            return tp(**kwargs)
+        except ManifestError as e:
+            fail(str(e))
+    if origin is Mapping:
+        key_type, value_type = typing.get_args(tp)
+        if not isinstance(value, dict):
+            wrong_type()
+        parsed = {k: _parse(value_type, v, f"{path}.{k}", source) for k, v in value.items()}
+        return types.MappingProxyType(parsed)
+    if origin is tuple:
+        item_type, _ = typing.get_args(tp)  # tuple[X, ...]
+        if not isinstance(value, list):
+            wrong_type()
+        return tuple(_parse(item_type, v, f"{path}[{i}]", source) for i, v in enumerate(value))
+    if origin in (Union, types.UnionType):
+        for option in typing.get_args(tp):
+            try:
+                return _parse(option, value, path, source)
+            except ManifestError:
+                continue
+        wrong_type()
+    if origin is Literal:
+        if type(value) is not str or value not in typing.get_args(tp):
+            wrong_type()
+        return value
+    if tp is float:  # JSON writes 1.0 as 1 at times; bools are not numbers
+        if type(value) not in (int, float):
+            wrong_type()
+        return float(value)
+    if type(value) is not tp:  # exact: JSON true is not an integer
+        wrong_type()
+    return value
+
+
+def _unparse(value: object) -> object:
+    if dataclasses.is_dataclass(value):
+        return {f.name: _unparse(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, Mapping):
+        return {k: _unparse(v) for k, v in value.items()}
+    if isinstance(value, (tuple, list)):
+        return [_unparse(v) for v in value]
+    return value
+
+
+# --- files -------------------------------------------------------------------------------------
+
+
+def _reject_duplicate_keys(pairs):
+    keys = [k for k, _ in pairs]
+    for k in keys:
+        if keys.count(k) > 1:
+            raise ManifestError(f"{MANIFEST_NAME}: duplicate key {k!r}")
+    return dict(pairs)
+
+
+def _reject_constant(name):
+    raise ManifestError(f"{MANIFEST_NAME}: {name} is not a valid JSON number")
+
+
+def parse_manifest_text(text: str) -> Manifest:
+    """Parse the text of a bld.json (strict JSON: no NaN/Infinity, no duplicate keys)."""
+    try:
+        data = json.loads(text, object_pairs_hook=_reject_duplicate_keys,
+                          parse_constant=_reject_constant)
+    except json.JSONDecodeError as e:
+        where = f"line {e.lineno}, column {e.colno}"
+        raise ManifestError(f"{MANIFEST_NAME}: not valid JSON ({e.msg} at {where})") from None
+    return Manifest.from_dict(data)
+
+
+def write_manifest(bundle_dir: str | os.PathLike, manifest: Manifest) -> Path:
+    """Validate `manifest` and write bundle_dir/bld.json atomically (temporary file + rename)."""
+    data = manifest.to_dict()
+    Manifest.from_dict(data)  # a manifest built in code gets the same checks as a loaded one
+    target = Path(bundle_dir) / MANIFEST_NAME
+    _atomic_write(target, (json.dumps(data, indent=2) + "\n").encode())
+    return target
+
+
+def _atomic_write(target: Path, payload: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
+    """Hex sha256 of a file, read in chunks (graphs can be hundreds of MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+@dataclass(frozen=True)
+class Bundle:
+    """A loaded bundle: its directory and manifest."""
+
+    directory: Path
+    manifest: Manifest
+
+    def graph_path(self, name: str) -> Path:
+        graphs = self.manifest.graphs
+        if name not in graphs:
+            raise ManifestError(f"bundle {self.directory} has no graph {name!r} "
+                                f"(it has {', '.join(graphs)})")
+        return self.directory / graphs[name].file
+
+
+def _check_graph_file(directory: Path, name: str, graph: GraphSpec, verify_hash: bool) -> None:
+    where = f"{MANIFEST_NAME}: graphs.{name}.file {graph.file!r}"
+    posix, windows = PurePosixPath(graph.file), PureWindowsPath(graph.file)
+    if posix.is_absolute() or windows.is_absolute() or windows.drive or windows.root:
+        raise BundleIntegrityError(f"{where} is an absolute path; graph files must be relative "
+                                   "to the bundle directory")
+    if ".." in posix.parts or ".." in windows.parts:
+        raise BundleIntegrityError(f"{where} uses '..' to leave the bundle directory")
+    path = directory / graph.file
+    if not path.resolve().is_relative_to(directory.resolve()):
+        raise BundleIntegrityError(f"{where} resolves (through a symlink) to {path.resolve()}, "
+                                   "outside the bundle directory")
+    if not path.is_file():
+        raise BundleIntegrityError(f"graph file {graph.file!r} (graphs.{name}) is missing "
+                                   f"from bundle {directory}")
+    if verify_hash:
+        actual = sha256_file(path)
+        if actual != graph.sha256:
+            raise BundleIntegrityError(f"graph file {graph.file!r} (graphs.{name}) does not match "
+                                       f"the manifest: sha256 expected {graph.sha256}, "
+                                       f"actual {actual}")
+
+
+def load_bundle(path: str | os.PathLike, verify_hashes: bool = True) -> Bundle:
+    """Load and check a bundle directory (or its bld.json): manifest, paths, files, hashes."""
+    path = Path(path)
+    directory = path.parent if path.name == MANIFEST_NAME and path.is_file() else path
+    if not directory.is_dir():
+        raise BundleIntegrityError(f"bundle directory {directory} does not exist")
+    manifest_path = directory / MANIFEST_NAME
+    if not manifest_path.is_file():
+        raise BundleIntegrityError(f"{directory} is not a bundle: it has no {MANIFEST_NAME}")
+    try:
+        text = manifest_path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise ManifestError(f"{MANIFEST_NAME}: not valid UTF-8 text") from None
+    manifest = parse_manifest_text(text)
+    for name, graph in manifest.graphs.items():
+        _check_graph_file(directory, name, graph, verify_hashes)
+    return Bundle(directory=directory, manifest=manifest)
