@@ -69,9 +69,11 @@ class GraphSpec:
     opset: int
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]
+    flops: int  # per image per call (MatMul/Gemm/Conv, 2 per multiply-add), counted at export
 
     def __post_init__(self):
         _require(self.file != "", "file must not be empty")
+        _require(self.flops >= 0, f"flops must be >= 0, got {self.flops}")
         _require(_SHA256.fullmatch(self.sha256) is not None,
                  f"sha256 must be 64 lowercase hexadecimal digits, got {self.sha256!r}")
         _require(self.opset >= 1, f"opset must be >= 1, got {self.opset}")
