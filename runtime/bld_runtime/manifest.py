@@ -348,17 +348,21 @@ def write_manifest(bundle_dir: str | os.PathLike, manifest: Manifest) -> Path:
     data = manifest.to_dict()
     Manifest.from_dict(data)  # a manifest built in code gets the same checks as a loaded one
     target = Path(bundle_dir) / MANIFEST_NAME
-    _atomic_write(target, (json.dumps(data, indent=2) + "\n").encode())
+    atomic_write(target, (json.dumps(data, indent=2) + "\n").encode())
     return target
 
 
-def _atomic_write(target: Path, payload: bytes) -> None:
+def atomic_write(target: str | os.PathLike, payload: bytes) -> None:
+    """Write `payload` to `target` via a temporary file in the same directory and a rename, so
+    readers see the old file or the new one, never a partial one."""
+    target = Path(target)
     fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(payload)
             f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes the file private (0600); bundles are shared
         os.replace(tmp, target)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -1,0 +1,161 @@
+"""Packed latent bits on disk: `.npy` (a packed uint8 array) and `.bldz` (self-describing).
+
+Bits are (B, L, C) uint8 0/1; packing follows the sampling contract, section 1:
+`numpy.packbits(..., bitorder="little")` over each image's flat index e = token * C + c, so a
+16x16x64 latent is exactly 2048 bytes.
+
+.bldz layout, little-endian:
+    magic  b"BLDZ"                      4 bytes
+    version                             uint8 (1)
+    batch, height, width, bits          4 x uint32 (the latent is height x width tokens of `bits`)
+    crc32 of the payload                uint32
+    payload                             batch x ceil(height*width*bits / 8) packed bytes
+A `.npy` file holds only the packed (B, bytes) array, so reading it needs the bundle's latent shape.
+Files are written to a temporary name and renamed, so an error never leaves a partial file.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+
+from .errors import PackedBitsError
+from .manifest import atomic_write
+
+MAGIC = b"BLDZ"
+VERSION = 1
+_HEADER = struct.Struct("<4sB4II")  # magic, version, (batch, height, width, bits), crc32
+SUFFIXES = (".bldz", ".npy")
+
+
+def packed_bytes(tokens: int, bits: int) -> int:
+    """Bytes per image of a packed L x C latent."""
+    return -(-tokens * bits // 8)
+
+
+def pack_bits(bits: np.ndarray) -> np.ndarray:
+    """(B, L, C) 0/1 values -> uint8 (B, ceil(L*C/8)), little bit order over the flat index."""
+    bits = np.asarray(bits)
+    if bits.ndim != 3:
+        raise PackedBitsError(f"bits must have shape (batch, L, C), got {bits.shape}")
+    if bits.dtype != np.bool_ and not np.isin(bits, (0, 1)).all():
+        found = bits[(bits != 0) & (bits != 1)].flat[0].item()
+        raise PackedBitsError(f"bits must be 0 or 1, found the value {found}")
+    return np.packbits(bits.reshape(len(bits), -1).astype(bool), axis=1, bitorder="little")
+
+
+def unpack_bits(packed: np.ndarray, latent_shape: tuple[int, int]) -> np.ndarray:
+    """uint8 (B, ceil(L*C/8)) -> uint8 0/1 (B, L, C) for latent_shape (L, C)."""
+    tokens, channels = latent_shape
+    n = tokens * channels
+    packed = np.asarray(packed)
+    if packed.dtype != np.uint8 or packed.ndim != 2:
+        raise PackedBitsError(f"packed bits must be a 2-D uint8 array, got {packed.dtype} "
+                              f"{packed.shape}")
+    if packed.shape[1] != packed_bytes(tokens, channels):
+        raise PackedBitsError(f"packed bits have {packed.shape[1]} bytes per image but a "
+                              f"{tokens}x{channels} latent packs into "
+                              f"{packed_bytes(tokens, channels)}")
+    bits = np.unpackbits(packed, axis=1, bitorder="little")
+    if bits[:, n:].any():  # the pad bits of the last byte are written as 0
+        raise PackedBitsError("packed bits are corrupt: the padding bits of the last byte are "
+                              "not zero")
+    return bits[:, :n].reshape(len(packed), tokens, channels)
+
+
+def save_bits(path: str | os.PathLike, bits: np.ndarray, latent_hw: tuple[int, int]) -> Path:
+    """Write (B, L, C) bits to `path` (.bldz or .npy) atomically; latent_hw = (H, W), H*W = L."""
+    path = Path(path)
+    kind = _kind(path)
+    packed = pack_bits(bits)
+    batch, tokens, channels = np.shape(bits)
+    height, width = (int(v) for v in latent_hw)
+    if height * width != tokens:
+        raise PackedBitsError(f"latent_hw ({height}, {width}) has {height * width} tokens but "
+                              f"the bits have {tokens}")
+    if kind == ".npy":
+        buffer = io.BytesIO()
+        np.save(buffer, packed, allow_pickle=False)
+        atomic_write(path, buffer.getvalue())
+    else:
+        payload = packed.tobytes()
+        header = _HEADER.pack(MAGIC, VERSION, batch, height, width, channels, zlib.crc32(payload))
+        atomic_write(path, header + payload)
+    return path
+
+
+def load_bits(path: str | os.PathLike, latent: tuple[int, int, int] | None = None) -> np.ndarray:
+    """Read bits saved by `save_bits` as uint8 (B, L, C).
+
+    latent = the bundle's (H, W, C): a .bldz file must match it; a .npy file needs it.
+    """
+    path = Path(path)
+    kind = _kind(path)
+    if not path.is_file():
+        raise PackedBitsError(f"bits file {path} does not exist")
+    if kind == ".npy":
+        if latent is None:
+            raise PackedBitsError(f"{path} is a .npy file, which does not record the latent "
+                                  "shape; give the bundle's (H, W, C)")
+        try:
+            packed = np.load(path, allow_pickle=False)
+        except (ValueError, OSError, EOFError) as e:
+            raise PackedBitsError(f"{path} is not a readable .npy file ({e})") from None
+        height, width, channels = latent
+        if not isinstance(packed, np.ndarray) or packed.dtype != np.uint8 or packed.ndim != 2:
+            raise PackedBitsError(f"{path} must hold a 2-D uint8 array of packed bits, got "
+                                  f"{packed.dtype} {packed.shape}")
+        if packed.shape[1] != packed_bytes(height * width, channels):
+            raise PackedBitsError(f"{path} has {packed.shape[1]} bytes per image but the bundle's "
+                                  f"{height}x{width}x{channels} latent packs into "
+                                  f"{packed_bytes(height * width, channels)}")
+        return _unpack(path, packed, (height * width, channels))
+
+    data = path.read_bytes()
+    if len(data) < _HEADER.size:
+        if not MAGIC.startswith(data[: len(MAGIC)]):
+            raise PackedBitsError(f"{path} is not a .bldz bits file (bad magic bytes)")
+        raise PackedBitsError(f"{path} is truncated: its header has {len(data)} of "
+                              f"{_HEADER.size} bytes")
+    magic, version, batch, height, width, channels, crc = _HEADER.unpack_from(data)
+    if magic != MAGIC:
+        raise PackedBitsError(f"{path} is not a .bldz bits file (bad magic bytes)")
+    if version != VERSION:
+        raise PackedBitsError(f"{path} is .bldz version {version}; this runtime reads version "
+                              f"{VERSION}")
+    if min(height, width, channels) < 1:
+        raise PackedBitsError(f"{path} is corrupt: its header has an empty latent shape "
+                              f"{height}x{width}x{channels}")
+    if latent is not None and (height, width, channels) != tuple(latent):
+        raise PackedBitsError(f"{path} holds {height}x{width}x{channels} latents but the bundle "
+                              f"expects {'x'.join(map(str, latent))}")
+    payload = data[_HEADER.size :]
+    expected = batch * packed_bytes(height * width, channels)
+    if len(payload) != expected:
+        state = "truncated" if len(payload) < expected else "too long"
+        raise PackedBitsError(f"{path} is {state}: its payload has {len(payload)} bytes, the "
+                              f"header's shape needs {expected}")
+    if zlib.crc32(payload) != crc:
+        raise PackedBitsError(f"{path} is corrupt: the payload's crc32 is "
+                              f"{zlib.crc32(payload):08x}, the header says {crc:08x}")
+    packed = np.frombuffer(payload, dtype=np.uint8).reshape(batch, -1)
+    return _unpack(path, packed, (height * width, channels))
+
+
+def _unpack(path: Path, packed: np.ndarray, latent_shape: tuple[int, int]) -> np.ndarray:
+    try:
+        return unpack_bits(packed, latent_shape)
+    except PackedBitsError as e:
+        raise PackedBitsError(f"{path}: {e}") from None
+
+
+def _kind(path: Path) -> str:
+    if path.suffix not in SUFFIXES:
+        suffix = path.suffix or "no suffix"
+        raise PackedBitsError(f"{path}: bits files end in .bldz or .npy, not {suffix}")
+    return path.suffix
