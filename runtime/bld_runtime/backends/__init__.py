@@ -1,0 +1,40 @@
+"""Backends by name: "cpu" (default), "cuda" and "tensorrt-ep" (onnxruntime GPU providers).
+
+Every backend implements base.Backend; `create` picks one by name and reports clearly when a
+backend cannot run here (missing provider, missing CuPy, no device). The names are importable
+without onnxruntime (the CLI lists them in --help); everything else loads on first use.
+"""
+from __future__ import annotations
+
+BACKENDS = ("cpu", "cuda", "tensorrt-ep")
+_FROM_BASE = ("Backend", "BackendOptions", "GraphSet", "Loop", "available_providers")
+
+
+def create(name: str, graphs, options=None):
+    """The backend `name` for `graphs` (a base.GraphSet) with base.BackendOptions."""
+    from ..errors import BackendUnavailableError
+    from .base import available_providers
+
+    if name == "cpu":
+        from .cpu import CpuBackend
+
+        return CpuBackend(graphs, options)
+    if name in ("cuda", "tensorrt-ep"):
+        from .cuda import CudaBackend, TensorRTBackend
+
+        cls = CudaBackend if name == "cuda" else TensorRTBackend
+        return cls(graphs, options)
+    raise BackendUnavailableError(
+        f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)} (onnxruntime here has "
+        f"{', '.join(available_providers())})")
+
+
+def __getattr__(name):
+    if name in _FROM_BASE:
+        from . import base
+
+        return getattr(base, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = ["BACKENDS", "create", *_FROM_BASE]

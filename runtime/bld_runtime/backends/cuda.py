@@ -1,0 +1,176 @@
+"""GPU backends: onnxruntime's CUDA and TensorRT execution providers, with the loop on device.
+
+The bits and probabilities never leave the GPU during the K steps: they are CuPy arrays that
+the step graph is bound to through I/O binding (raw device pointers), and the contract's draw
+runs as a small CUDA kernel (kernels.py) on the same arrays. The host sees the bits only when
+asked (previews, traces, the final result). CuPy is optional; without it, or without the
+provider, these backends raise BackendUnavailableError saying what is missing.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..errors import BackendUnavailableError
+from .base import GRAPH_IO, Backend, Loop, require_provider
+from .kernels import KERNELS
+
+THREADS = 256  # per CUDA block; the kernels are memory-bound, any multiple of 32 does
+
+
+def _cupy():
+    """CuPy with at least one visible device, or a clear BackendUnavailableError."""
+    try:
+        import cupy
+    except ImportError:
+        raise BackendUnavailableError(
+            "the GPU backends draw the bits on the device with CuPy, which is not installed "
+            "(pip install cupy-cuda12x)") from None
+    try:
+        count = cupy.cuda.runtime.getDeviceCount()
+    except Exception as e:  # CUDA driver missing or broken: CuPy raises its own runtime errors
+        raise BackendUnavailableError(f"CuPy cannot reach a CUDA device: {e}") from None
+    if count < 1:
+        raise BackendUnavailableError("CuPy sees no CUDA device")
+    return cupy
+
+
+class CupyLoop(Loop):
+    def __init__(self, backend: "CudaBackend", batch: int):
+        cp = backend.cp
+        L, C = backend.graphs.latent
+        self.backend, self.batch, self.num_steps = backend, batch, backend.graphs.num_steps
+        self.n, self.shape = L * C, (batch, L, C)
+        with cp.cuda.Device(backend.options.device_id):
+            self.bits = cp.zeros(self.shape, cp.float32)  # the state z, as the graph reads it
+            self.probs = cp.zeros(self.shape, cp.float32)
+            self.half = cp.full(self.shape, 0.5, cp.float32)
+            self.keep = cp.zeros(self.shape, cp.uint8)
+            self.known = cp.zeros(self.shape, cp.float32)
+            self.seeds = cp.zeros(batch, cp.uint64)
+            self.inputs = {
+                "bits": self.bits,
+                "step": cp.zeros(batch, cp.int64),
+                "class_label": cp.zeros(batch, cp.int64),
+                "temperature": cp.ones(batch, cp.float32),
+                "guidance": cp.zeros(batch, cp.float32),
+            }
+        # Host staging, allocated once: reads go device float -> host float -> host uint8.
+        self.host_f32 = np.zeros(self.shape, np.float32)
+        self.host_bits = np.zeros(self.shape, np.uint8)
+        self.step_host = {i: np.full(batch, i, np.int64) for i in range(self.num_steps)}
+        self.blocks = -(-self.n // 4)
+        self.masked = np.int32(0)
+        self.role = "step"
+        self._bindings: dict[str, tuple] = {}
+
+    def _binding(self, role):
+        if role not in self._bindings:
+            sess = self.backend.session(role)
+            binding = sess.io_binding()
+            names, output = GRAPH_IO[role]
+            dev = self.backend.options.device_id
+            for name in names:
+                arr = self.inputs[name]
+                binding.bind_input(name, "cuda", dev, arr.dtype.type, list(arr.shape),
+                                   arr.data.ptr)
+            binding.bind_output(output, "cuda", dev, np.float32, list(self.shape),
+                                self.probs.data.ptr)
+            self._bindings[role] = (sess, binding)
+        return self._bindings[role]
+
+    def _launch_draw(self, p, subsequence):
+        k = self.backend.kernels["bld_draw"]
+        grid = -(-(self.batch * self.blocks) // THREADS)
+        k((grid,), (THREADS,), (p, self.seeds, np.uint64(subsequence), np.int64(self.n),
+                                np.int64(self.blocks), np.int32(self.batch), self.bits,
+                                self.keep, self.known, self.masked))
+
+    def start(self, seeds, classes, temperature, guidance, guided, mask, known):
+        self.seeds.set(np.ascontiguousarray(seeds, np.uint64))
+        self.inputs["class_label"].set(np.ascontiguousarray(classes, np.int64))
+        self.inputs["temperature"].set(np.ascontiguousarray(temperature, np.float32))
+        self.inputs["guidance"].set(np.ascontiguousarray(guidance, np.float32))
+        self.masked = np.int32(mask is not None)
+        if mask is not None:
+            self.keep.set(np.ascontiguousarray(mask, np.uint8))
+            self.known.set(np.ascontiguousarray(known, np.float32))
+        self.role = "step_guided" if guided else "step"
+        self._binding(self.role)
+        self._launch_draw(self.half, 0)
+
+    def run_step(self, i):
+        sess, binding = self._binding(self.role)
+        self.inputs["step"].set(self.step_host[i])
+        # onnxruntime runs on its own stream: our kernel's writes must be done before it reads.
+        self.backend.cp.cuda.get_current_stream().synchronize()
+        sess.run_with_iobinding(binding)  # returns once its stream is done (ORT's default)
+
+    def advance(self, i):
+        if i < self.num_steps - 1:
+            self._launch_draw(self.probs, i + 1)
+        else:
+            k = self.backend.kernels["bld_threshold"]
+            total = self.batch * self.n
+            k((-(-total // THREADS),), (THREADS,),
+              (self.probs, np.int64(total), self.bits, self.keep, self.known, self.masked))
+
+    def set_bits(self, bits):
+        np.copyto(self.host_f32, bits)
+        self.bits.set(self.host_f32)
+
+    def read_bits(self, out):
+        self.bits.get(out=self.host_f32)
+        np.copyto(out, self.host_f32, casting="unsafe")  # exact: the values are 0.0 and 1.0
+        return out
+
+    def read_probs(self, out):
+        self.probs.get(out=self.host_f32)
+        np.copyto(out, self.host_f32)
+        return out
+
+    def bits_view(self):
+        return self.read_bits(self.host_bits)
+
+
+class CudaBackend(Backend):
+    name = "cuda"
+    provider = "CUDAExecutionProvider"
+    hint = "pip install onnxruntime-gpu"
+
+    def __init__(self, graphs, options=None):
+        super().__init__(graphs, options)
+        require_provider(self.name, self.provider, self.hint)
+        self.cp = _cupy()
+        with self.cp.cuda.Device(self.options.device_id):
+            module = self.cp.RawModule(code=KERNELS, options=("--std=c++11",))
+            self.kernels = {n: module.get_function(n) for n in ("bld_draw", "bld_threshold")}
+
+    def providers(self):
+        return [(self.provider, cuda_provider_options(self.options))]
+
+    def _make_loop(self, batch):
+        return CupyLoop(self, batch)
+
+
+class TensorRTBackend(CudaBackend):
+    """TensorRT EP first, CUDA EP for whatever TensorRT does not take; same device loop."""
+
+    name = "tensorrt-ep"
+    provider = "TensorrtExecutionProvider"
+    hint = "onnxruntime-gpu built with TensorRT, and the TensorRT libraries"
+
+    def providers(self):
+        return [(self.provider, tensorrt_provider_options(self.options)),
+                ("CUDAExecutionProvider", cuda_provider_options(self.options))]
+
+
+def cuda_provider_options(options) -> dict:
+    return {"device_id": str(options.device_id)}
+
+
+def tensorrt_provider_options(options) -> dict:
+    """TensorRT EP options; the engine cache avoids rebuilding engines at every start."""
+    opts = {"device_id": str(options.device_id), "trt_fp16_enable": str(options.trt_fp16)}
+    if options.trt_cache_dir:
+        opts.update(trt_engine_cache_enable="True", trt_engine_cache_path=options.trt_cache_dir)
+    return opts

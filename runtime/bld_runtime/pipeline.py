@@ -1,0 +1,374 @@
+"""The runtime's public API: load a bundle, generate, encode, decode, inpaint.
+
+    pipe = Pipeline.load("runs/digits/bundle")
+    out = pipe.generate(n=8, seeds=0, classes=3, guidance=1.0)
+    out.save_png("samples/")
+
+The K-step loop follows SAMPLING_CONTRACT.md: the initial state is Philox subsequence 0 at
+p = 0.5; step i runs the step graph (`step_guided` when any guidance is > 0), then draws with
+subsequence i + 1, except the last step, which thresholds p0 > 0.5; the inpainting mask is
+written back after the initial state and after every step. Requests above the bundle's
+max_batch run in chunks; each chunk size gets its arrays once (Backend.bind), so the loop
+itself allocates nothing. Every argument is checked before any work starts, with one clear
+InvalidRequestError per problem.
+"""
+from __future__ import annotations
+
+import math
+import operator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from . import backends, philox
+from .backends import BackendOptions, GraphSet
+from .errors import CancelledError, InvalidRequestError, ManifestError
+from .images import from_float, make_grid, nchw_to_nhwc, nhwc_to_nchw, save_png, to_float
+from .manifest import Bundle, load_bundle
+
+PRECISIONS = ("fp32", "fp16")
+_U64_MAX = 2**64 - 1
+
+
+@dataclass
+class Trace:
+    """Per-step record of a generation, for parity tests with other implementations.
+
+    states[i]: the bits fed to step i; probs[i]: what step i returned. Both (K, N, L, C).
+    """
+
+    states: np.ndarray
+    probs: np.ndarray
+
+
+@dataclass
+class Generation:
+    images: np.ndarray  # uint8 (N, H, W, channels)
+    bits: np.ndarray  # uint8 (N, L, C)
+    seeds: np.ndarray  # uint64 (N,)
+    classes: np.ndarray  # int64 (N,); the null class means unconditional
+    trace: Trace | None = None
+
+    def save_png(self, directory, prefix: str = "") -> list[Path]:
+        """Write one PNG per image, named by position: {prefix}00000.png, ..."""
+        directory = Path(directory)
+        return [save_png(directory / f"{prefix}{i:05d}.png", image)
+                for i, image in enumerate(self.images)]
+
+    def grid(self, rows: int | None = None, cols: int | None = None) -> np.ndarray:
+        return make_grid(self.images, rows=rows, cols=cols)
+
+    def save_grid(self, path, rows: int | None = None, cols: int | None = None) -> Path:
+        return save_png(path, self.grid(rows=rows, cols=cols))
+
+
+class Pipeline:
+    def __init__(self, bundle: Bundle, backend: backends.Backend, precision: str = "fp32"):
+        self.bundle = bundle
+        self.manifest = bundle.manifest
+        self.backend = backend
+        self.precision = precision
+        m = self.manifest
+        self.num_steps = m.schedule.sampling_steps
+        self.latent_shape = m.latent.shape  # (L, C)
+        self.image_shape = m.image.shape  # (H, W, channels)
+        self.max_batch = m.max_batch
+        self.num_classes = m.classes.count
+        self.null_class = m.classes.null_class
+
+    @classmethod
+    def load(cls, bundle_dir, backend: str = "cpu", precision: str = "fp32",
+             options: BackendOptions | None = None, verify_hashes: bool = True) -> "Pipeline":
+        """Load a bundle (manifest, files, hashes) onto a backend; graphs load on first use."""
+        if precision not in PRECISIONS:
+            raise InvalidRequestError(
+                f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+        if options is not None and not isinstance(options, BackendOptions):
+            raise InvalidRequestError("options must be a bld_runtime.backends.BackendOptions")
+        bundle = load_bundle(bundle_dir, verify_hashes=verify_hashes)
+        graphs = GraphSet(paths=_graph_paths(bundle, precision),
+                          latent=bundle.manifest.latent.shape,
+                          num_steps=bundle.manifest.schedule.sampling_steps)
+        return cls(bundle, backends.create(backend, graphs, options), precision)
+
+    # --- generation ------------------------------------------------------------------------
+
+    def generate(self, n: int | None = None, seeds=None, classes=None, guidance=None,
+                 temperature=None, mask=None, known_bits=None, callback=None,
+                 trace: bool = False, chunk: bool = True, teacher_states=None) -> Generation:
+        """Sample images.
+
+        n, seeds: `seeds` is a base seed (int; the images get seeds, seeds+1, ... mod 2^64,
+          n of them, default 1) or one seed per image (n, if given, must match).
+        classes: None (unconditional), one class for all, or one per image; the null class
+          (= number of classes) is also unconditional.
+        guidance, temperature: scalars or one per image (default: the bundle's defaults).
+        mask, known_bits: inpainting in latent space, (L, C) or (N, L, C) of 0/1; where mask
+          is 1 the known bit is kept.
+        callback(step, K, bits): called after each step (step = 1..K) of each chunk with the
+          chunk's current bits (a view, valid during the call); returning False cancels.
+        trace: record every step's input bits and probabilities (Generation.trace).
+        chunk: split batches above the bundle's max_batch (else such a batch is an error).
+        teacher_states: (K, N, L, C) bits fed to each step instead of our own (parity tests).
+        """
+        seeds = self._seeds(n, seeds)
+        count = len(seeds)
+        self._check_batch(count, chunk)
+        classes = self._classes(classes, count)
+        guidance = self._per_image("guidance", guidance, self.manifest.defaults.guidance, count,
+                                   lambda g: g >= 0, "finite and >= 0")
+        temperature = self._per_image("temperature", temperature,
+                                      self.manifest.defaults.temperature, count,
+                                      lambda t: t > 0, "finite and > 0")
+        mask, known = self._mask(mask, known_bits, count)
+        teacher = self._teacher(teacher_states, count)
+        guided = bool(np.any(guidance > 0))
+        K = self.num_steps
+        bits = np.empty((count,) + self.latent_shape, np.uint8)
+        record = None
+        if trace:
+            record = Trace(np.empty((K, count) + self.latent_shape, np.uint8),
+                           np.empty((K, count) + self.latent_shape, np.float32))
+
+        for lo in range(0, count, self.max_batch):
+            hi = min(lo + self.max_batch, count)
+            loop = self.backend.bind(hi - lo)
+            loop.start(seeds[lo:hi], classes[lo:hi], temperature[lo:hi], guidance[lo:hi], guided,
+                       None if mask is None else mask[lo:hi],
+                       None if known is None else known[lo:hi])
+            for i in range(K):
+                if teacher is not None:
+                    loop.set_bits(teacher[i, lo:hi])
+                if record is not None:
+                    loop.read_bits(record.states[i, lo:hi])
+                loop.run_step(i)
+                if record is not None:
+                    loop.read_probs(record.probs[i, lo:hi])
+                loop.advance(i)
+                if callback is not None and callback(i + 1, K, loop.bits_view()) is False:
+                    raise CancelledError(f"generation cancelled by the callback after step "
+                                         f"{i + 1} of {K}")
+            loop.read_bits(bits[lo:hi])
+        return Generation(self.decode(bits), bits, seeds, classes, record)
+
+    def inpaint(self, image: np.ndarray, regenerate: np.ndarray, seed: int = 0, classes=None,
+                guidance=None, temperature=None, callback=None) -> Generation:
+        """Regenerate the region of one image (H, W, ch) where `regenerate` (H, W) is True.
+
+        The image is encoded deterministically; every latent token that touches the region is
+        regenerated (latent_mask), the other tokens keep the image's bits.
+        """
+        known = self.encode(np.asarray(image)[None])
+        keep = self.latent_mask(regenerate)
+        return self.generate(seeds=seed, classes=classes, guidance=guidance,
+                             temperature=temperature, mask=keep, known_bits=known,
+                             callback=callback)
+
+    def latent_mask(self, regenerate: np.ndarray) -> np.ndarray:
+        """Image-space mask (H, W), True = regenerate -> latent keep-mask (L, C) uint8.
+
+        Conservative: a token is regenerated if any pixel it covers is to be regenerated, so
+        nothing inside the region keeps the old image's bits.
+        """
+        H, W, _ = self.image_shape
+        regenerate = np.asarray(regenerate, bool)
+        if regenerate.shape != (H, W):
+            raise InvalidRequestError(f"the mask must be {H}x{W} (the image size), "
+                                      f"got shape {regenerate.shape}")
+        lh, lw = self.manifest.latent.height, self.manifest.latent.width
+        rows = np.arange(H) * lh // H  # the token row each pixel row falls in
+        cols = np.arange(W) * lw // W
+        touched = np.zeros((lh, lw), bool)
+        np.logical_or.at(touched, (rows[:, None], cols[None, :]), regenerate)
+        keep = ~touched.reshape(lh * lw, 1)
+        return np.broadcast_to(keep, self.latent_shape).astype(np.uint8)
+
+    # --- autoencoder -----------------------------------------------------------------------
+
+    def encode_probs(self, images: np.ndarray, chunk: bool = True) -> np.ndarray:
+        """uint8 images (N, H, W, ch) -> float32 (N, L, C) encoder bit probabilities."""
+        images = self._check_images(images)
+        self._check_batch(len(images), chunk)
+        x = nhwc_to_nchw(to_float(images))
+        return np.concatenate([self.backend.encode(x[lo : lo + self.max_batch])
+                               for lo in range(0, len(x), self.max_batch)])
+
+    def encode(self, images: np.ndarray, seed=None, deterministic: bool | None = None,
+               chunk: bool = True) -> np.ndarray:
+        """uint8 images (N, H, W, ch) -> bits uint8 (N, L, C).
+
+        Deterministic (the default, without a seed): bit = p > 0.5. With `seed` (a base seed
+        or one per image): Philox subsequence 0 draws each bit from the encoder's p.
+        """
+        if deterministic is None:
+            deterministic = seed is None
+        if deterministic and seed is not None:
+            raise InvalidRequestError("deterministic encoding takes no seed")
+        if not deterministic and seed is None:
+            raise InvalidRequestError("seeded encoding needs a seed")
+        probs = self.encode_probs(images, chunk)
+        if deterministic:
+            return (probs > np.float32(0.5)).astype(np.uint8)
+        return philox.bernoulli(probs, self._seeds(len(probs), seed), 0)
+
+    def decode(self, bits: np.ndarray, chunk: bool = True) -> np.ndarray:
+        """Bits (N, L, C) of 0/1 -> uint8 images (N, H, W, ch)."""
+        bits = self._check_bits(bits, "bits")
+        self._check_batch(len(bits), chunk)
+        x = np.concatenate([self.backend.decode(bits[lo : lo + self.max_batch])
+                            for lo in range(0, len(bits), self.max_batch)])
+        return from_float(nchw_to_nhwc(x))
+
+    def step_probs(self, bits, step: int, classes=None, guidance=None,
+                   temperature=None) -> np.ndarray:
+        """One step graph call on given bits (N, L, C): the probabilities it returns.
+
+        Outside the loop (it allocates): for parity tests and tools.
+        """
+        bits = self._check_bits(bits, "bits")
+        count = len(bits)
+        step = operator.index(step)
+        if not 0 <= step < self.num_steps:
+            raise InvalidRequestError(f"step must be in 0..{self.num_steps - 1}, got {step}")
+        classes = self._classes(classes, count)
+        g = self._per_image("guidance", guidance, self.manifest.defaults.guidance, count,
+                            lambda v: v >= 0, "finite and >= 0")
+        t = self._per_image("temperature", temperature, self.manifest.defaults.temperature,
+                            count, lambda v: v > 0, "finite and > 0")
+        return self.backend.step_probs(bits, np.full(count, step, np.int64), classes, t,
+                                       g if np.any(g > 0) else None)
+
+    # --- argument checks -------------------------------------------------------------------
+
+    def _check_batch(self, count: int, chunk: bool) -> None:
+        if count < 1:
+            raise InvalidRequestError(f"batch size must be at least 1, got {count}")
+        if count > self.max_batch and not chunk:
+            raise InvalidRequestError(
+                f"batch size {count} is above this bundle's max_batch of {self.max_batch} "
+                f"(allow chunking or send fewer images)")
+
+    def _seeds(self, n, seeds) -> np.ndarray:
+        if n is not None:
+            if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
+                raise InvalidRequestError(f"n must be an integer, got {n!r}")
+            if n < 1:
+                raise InvalidRequestError(f"batch size must be at least 1, got {n}")
+        if seeds is None:
+            seeds = 0
+        if np.ndim(seeds) == 0:
+            base = _as_seed(seeds)
+            return philox.seed_range(base, 1 if n is None else int(n))
+        values = list(seeds) if not isinstance(seeds, np.ndarray) else seeds
+        arr = np.asarray(values)
+        if arr.dtype.kind in "ui" or arr.dtype == object:
+            arr = np.array([_as_seed(s) for s in arr.tolist()], np.uint64) if arr.size else \
+                np.zeros(0, np.uint64)
+        elif arr.size:
+            raise InvalidRequestError(f"seeds must be integers in [0, 2^64), got dtype "
+                                      f"{arr.dtype}")
+        else:
+            arr = np.zeros(0, np.uint64)
+        if n is not None and len(arr) != n:
+            raise InvalidRequestError(f"got {len(arr)} seeds for n={n} images")
+        return arr
+
+    def _classes(self, classes, count: int) -> np.ndarray:
+        if classes is None:
+            return np.full(count, self.null_class, np.int64)
+        arr = np.asarray(classes)
+        if arr.dtype.kind not in "ui" or arr.ndim > 1:
+            raise InvalidRequestError(f"classes must be integers (one, or one per image), "
+                                      f"got {classes!r}")
+        if arr.ndim == 1 and len(arr) != count:
+            raise InvalidRequestError(f"got {len(arr)} classes for {count} images")
+        bad = arr[(arr < 0) | (arr > self.null_class)]
+        if bad.size:
+            raise InvalidRequestError(
+                f"class {bad.flat[0]} is out of range: this bundle has classes "
+                f"0..{self.num_classes - 1} ({self.null_class} = unconditional)"
+                if self.num_classes else
+                f"class {bad.flat[0]} is out of range: this bundle is unconditional (class 0)")
+        return np.broadcast_to(arr.astype(np.int64), (count,)).copy()
+
+    @staticmethod
+    def _per_image(name, value, default, count, ok, rule) -> np.ndarray:
+        if value is None:
+            value = default
+        try:
+            arr = np.asarray(value, dtype=np.float64)
+        except (TypeError, ValueError):
+            raise InvalidRequestError(f"{name} must be a number, got {value!r}") from None
+        if arr.ndim > 1 or (arr.ndim == 1 and len(arr) != count):
+            raise InvalidRequestError(f"{name} must be one number or one per image "
+                                      f"({count}), got shape {arr.shape}")
+        for v in arr.reshape(-1):
+            if not (math.isfinite(v) and ok(v)):
+                raise InvalidRequestError(f"{name} must be {rule}, got {v:g}")
+        return np.broadcast_to(arr.astype(np.float32), (count,)).copy()
+
+    def _check_images(self, images) -> np.ndarray:
+        images = np.asarray(images)
+        H, W, ch = self.image_shape
+        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (H, W, ch):
+            raise InvalidRequestError(
+                f"images must be uint8 shaped (N, {H}, {W}, {ch}), got {images.dtype} "
+                f"{images.shape}")
+        return images
+
+    def _check_bits(self, bits, name: str, count: int | None = None) -> np.ndarray:
+        bits = np.asarray(bits)
+        L, C = self.latent_shape
+        if bits.ndim == 2:
+            bits = bits[None]
+        if bits.dtype.kind not in "uib" or bits.ndim != 3 or bits.shape[1:] != (L, C):
+            raise InvalidRequestError(f"{name} must be 0/1 integers shaped (N, {L}, {C}), "
+                                      f"got {bits.dtype} {bits.shape}")
+        if bits.size and (bits.min() < 0 or bits.max() > 1):
+            raise InvalidRequestError(f"{name} must hold only 0 and 1")
+        if count is not None and len(bits) not in (1, count):
+            raise InvalidRequestError(f"{name} has {len(bits)} rows for {count} images")
+        return bits.astype(np.uint8, copy=False)
+
+    def _mask(self, mask, known, count):
+        if mask is None and known is None:
+            return None, None
+        if mask is None or known is None:
+            raise InvalidRequestError("inpainting needs both mask and known_bits")
+        shape = (count,) + self.latent_shape
+        mask = np.broadcast_to(self._check_bits(mask, "mask", count), shape)
+        known = np.broadcast_to(self._check_bits(known, "known_bits", count), shape)
+        return np.ascontiguousarray(mask), np.ascontiguousarray(known)
+
+    def _teacher(self, states, count):
+        if states is None:
+            return None
+        states = np.asarray(states)
+        want = (self.num_steps, count) + self.latent_shape
+        if states.shape != want:
+            raise InvalidRequestError(f"teacher_states must have shape {want}, got "
+                                      f"{states.shape}")
+        return states.astype(np.uint8, copy=False)
+
+
+def _as_seed(value) -> int:
+    """One seed: a Python or numpy integer in [0, 2^64)."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise InvalidRequestError(f"seed must be an integer in [0, 2^64), got {value!r}")
+    value = int(value)
+    if not 0 <= value <= _U64_MAX:
+        raise InvalidRequestError(f"seed must be an integer in [0, 2^64), got {value}")
+    return value
+
+
+def _graph_paths(bundle: Bundle, precision: str) -> dict[str, Path]:
+    """Graph files by role. fp16 swaps in the *_fp16 graphs; the encoder is always fp32."""
+    paths = {}
+    for role in ("encoder", "decoder", "step", "step_guided"):
+        name = role if precision == "fp32" or role == "encoder" else f"{role}_fp16"
+        if name not in bundle.manifest.graphs:
+            raise ManifestError(f"bundle {bundle.directory} has no {name!r} graph, which "
+                                f"precision {precision!r} needs (export with --fp16)")
+        paths[role] = bundle.graph_path(name)
+    return paths
