@@ -1,0 +1,208 @@
+"""Run directories: configs, inference weights and resumable training state, written atomically.
+
+    RUN/autoencoder/  config.json  model.safetensors  training_state.pt  log.jsonl
+    RUN/prior/        config.json  model.safetensors  training_state.pt  log.jsonl
+                      latents.safetensors (the training set encoded by the autoencoder)
+
+config.json holds the preset name and the model, training and data configs (bld_train.config
+to_dict/from_dict), so a run directory alone rebuilds its models. model.safetensors holds the
+EMA weights, which is what inference uses. training_state.pt holds everything `--resume`
+needs (raw weights, EMA, optimizer and grad-scaler state, step); it contains only tensors and
+plain Python values, so it loads with torch.load(weights_only=True). Every file is written to
+a temporary name in the same directory and moved into place with os.replace, so a killed run
+leaves either the old or the new file, never half of one.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import tempfile
+from dataclasses import replace
+from pathlib import Path
+
+import torch
+
+from bld_runtime.errors import BldError
+from bld_train import config as C
+
+FORMAT = "bld-train-run/1"
+STAGES = ("autoencoder", "prior")
+CONFIG, MODEL, STATE, LOG, LATENTS = ("config.json", "model.safetensors", "training_state.pt",
+                                      "log.jsonl", "latents.safetensors")
+
+
+class CheckpointError(BldError):
+    """A run directory without the checkpoint asked for, or with files that do not load."""
+
+
+# --- atomic writes ---------------------------------------------------------------------------
+
+def _atomic(path: Path, write) -> None:
+    """Call write(tmp_path), fsync it, then move it onto `path` in one step."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def save_json(path: Path, data: dict) -> None:
+    def write(tmp):
+        with open(tmp, "w") as f:
+            json.dump(data, f, indent=2, sort_keys=True)
+            f.write("\n")
+    _atomic(path, write)
+
+
+def save_safetensors(path: Path, tensors: dict[str, torch.Tensor],
+                     metadata: dict[str, str] | None = None) -> None:
+    from safetensors.torch import save_file
+
+    tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    _atomic(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+
+
+def save_torch(path: Path, obj: dict) -> None:
+    _atomic(path, lambda tmp: torch.save(obj, tmp))
+
+
+def file_sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# --- one stage (autoencoder or prior) of a run -----------------------------------------------
+
+def stage_dir(run_dir: str | os.PathLike, stage: str) -> Path:
+    if stage not in STAGES:
+        raise ValueError(f"unknown stage {stage!r}")
+    return Path(run_dir) / stage
+
+
+def write_stage_config(run_dir, stage: str, preset_name: str, model_cfg, train_cfg,
+                       data_cfg: C.DataConfig, extra: dict | None = None) -> None:
+    data = {"format": FORMAT, "stage": stage, "preset": preset_name,
+            "model": C.to_dict(model_cfg), "train": C.to_dict(train_cfg),
+            "data": C.to_dict(data_cfg), **(extra or {})}
+    save_json(stage_dir(run_dir, stage) / CONFIG, data)
+
+
+def read_stage_config(run_dir, stage: str) -> dict:
+    """The stage's config.json with its model/train/data entries as dataclasses."""
+    path = stage_dir(run_dir, stage) / CONFIG
+    if not path.is_file():
+        hint = ("train one with `bld train autoencoder --run RUN`" if stage == "autoencoder"
+                else "train one with `bld train prior --run RUN`")
+        raise CheckpointError(f"no {stage} in run {str(run_dir)!r} ({path} is missing); {hint}")
+    try:
+        raw = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise CheckpointError(f"{path} is not readable JSON: {error}") from None
+    if raw.get("format") != FORMAT or raw.get("stage") != stage:
+        raise CheckpointError(f"{path} is not a {stage} config of format {FORMAT}")
+    model_cls = C.AutoencoderConfig if stage == "autoencoder" else C.PriorConfig
+    train_cls = C.AutoencoderTrainConfig if stage == "autoencoder" else C.PriorTrainConfig
+    out = dict(raw)
+    out["model"] = C.from_dict(model_cls, raw["model"], f"{path}: model")
+    out["train"] = C.from_dict(train_cls, raw["train"], f"{path}: train")
+    out["data"] = C.from_dict(C.DataConfig, raw["data"], f"{path}: data")
+    return out
+
+
+def save_checkpoint(run_dir, stage: str, ema_weights: dict[str, torch.Tensor],
+                    training_state: dict, step: int) -> None:
+    """Write the inference weights (EMA) and then the resumable state of one stage."""
+    directory = stage_dir(run_dir, stage)
+    save_safetensors(directory / MODEL, ema_weights, {"step": str(step), "stage": stage})
+    save_torch(directory / STATE, {**training_state, "step": step})
+
+
+def load_training_state(run_dir, stage: str) -> dict | None:
+    path = stage_dir(run_dir, stage) / STATE
+    if not path.is_file():
+        return None
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # noqa: BLE001 - torch raises many types for bad files
+        raise CheckpointError(f"{path} does not load: {error}") from None
+
+
+def has_training_state(run_dir, stage: str) -> bool:
+    return (stage_dir(run_dir, stage) / STATE).is_file()
+
+
+def load_weights(run_dir, stage: str) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    path = stage_dir(run_dir, stage) / MODEL
+    if not path.is_file():
+        raise CheckpointError(f"no {stage} weights in run {str(run_dir)!r} ({path} is missing)")
+    return load_file(str(path))
+
+
+# --- public loaders --------------------------------------------------------------------------
+
+def load_run_configs(run_dir) -> C.Preset:
+    """The configs a run was trained with, as a Preset.
+
+    Stages that have not been trained yet take their configs from the named preset (the prior
+    is always sized to the autoencoder's latent grid and bits).
+    """
+    ae = read_stage_config(run_dir, "autoencoder")
+    base = C.PRESETS[ae["preset"]]() if ae["preset"] in C.PRESETS else None
+    ae_cfg: C.AutoencoderConfig = ae["model"]
+    if (stage_dir(run_dir, "prior") / CONFIG).is_file():
+        prior = read_stage_config(run_dir, "prior")
+        prior_cfg, prior_train = prior["model"], prior["train"]
+    else:
+        prior_cfg = base.prior if base else C.PriorConfig()
+        prior_cfg = replace(prior_cfg, latent_size=ae_cfg.latent_size, bits=ae_cfg.bits)
+        prior_train = base.prior_train if base else C.PriorTrainConfig()
+    return C.Preset(name=ae["preset"], data=ae["data"], autoencoder=ae_cfg,
+                    autoencoder_train=ae["train"], prior=prior_cfg, prior_train=prior_train)
+
+
+def load_autoencoder(run_dir, device: str | torch.device = "cpu"):
+    """The run's BinaryAutoencoder with its EMA weights, in eval mode."""
+    from bld_train.autoencoder import BinaryAutoencoder
+
+    cfg = read_stage_config(run_dir, "autoencoder")["model"]
+    model = BinaryAutoencoder(cfg)
+    _load_into(model, load_weights(run_dir, "autoencoder"), run_dir, "autoencoder")
+    return model.to(device).eval()
+
+
+def load_prior(run_dir, device: str | torch.device = "cpu"):
+    """(Denoiser with EMA weights in eval mode, its PriorConfig)."""
+    from bld_train.denoiser import Denoiser
+
+    cfg = read_stage_config(run_dir, "prior")["model"]
+    model = Denoiser(cfg)
+    _load_into(model, load_weights(run_dir, "prior"), run_dir, "prior")
+    return model.to(device).eval(), cfg
+
+
+def _load_into(model: torch.nn.Module, weights: dict, run_dir, stage: str) -> None:
+    try:
+        model.load_state_dict(weights, strict=True)
+    except RuntimeError as error:
+        first = str(error).strip().splitlines()[0]
+        raise CheckpointError(f"the {stage} weights in {str(run_dir)!r} do not fit its config: "
+                              f"{first}") from None
+
+
+__all__ = ["CheckpointError", "load_autoencoder", "load_prior", "load_run_configs",
+           "save_checkpoint", "load_training_state", "read_stage_config", "write_stage_config",
+           "save_json", "save_safetensors", "save_torch", "file_sha256", "stage_dir"]

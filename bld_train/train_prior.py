@@ -1,0 +1,223 @@
+"""Train the Bernoulli diffusion prior on the autoencoder's binary latents.
+
+First the training images are encoded once with the trained autoencoder (EMA weights,
+deterministic bits p > 0.5) into RUN/prior/latents.safetensors, packed 8 bits per byte in the
+contract's flat order; the file is reused while the autoencoder weights stay the same. Then a
+plain loop trains the denoiser on those bits (see bld_train.diffusion for the loss).
+"""
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Callable
+
+import torch
+from torch.nn.parallel import DistributedDataParallel as DDP
+from torch.utils.data import DataLoader
+from tqdm.auto import tqdm
+
+from bld_train import checkpoint as ckpt
+from bld_train import config as C
+from bld_train import distributed as D
+from bld_train.data import make_dataset
+from bld_train.denoiser import Denoiser
+from bld_train.diffusion import BernoulliDiffusion
+from bld_train.loop import EMA, Log, Precision, adamw, lr_at, optimizer_step, set_lr
+
+STAGE = "prior"
+BETAS = (0.9, 0.95)
+ENCODE_BATCH = 64
+
+
+def pack_bits(bits: torch.Tensor) -> torch.Tensor:
+    """(N, L, C) 0/1 -> (N, ceil(L*C/8)) uint8, little bit order over the flat index."""
+    flat = bits.reshape(bits.shape[0], -1).to(torch.uint8)
+    pad = (-flat.shape[1]) % 8
+    flat = torch.nn.functional.pad(flat, (0, pad)).view(flat.shape[0], -1, 8)
+    shifts = torch.arange(8, dtype=torch.uint8, device=bits.device)
+    return (flat << shifts).sum(dim=-1, dtype=torch.uint8)
+
+
+def unpack_bits(packed: torch.Tensor, tokens: int, bits: int) -> torch.Tensor:
+    """Inverse of pack_bits, as float 0./1. of shape (N, tokens, bits)."""
+    shifts = torch.arange(8, dtype=torch.uint8, device=packed.device)
+    flat = ((packed[..., None] >> shifts) & 1).reshape(packed.shape[0], -1)
+    return flat[:, : tokens * bits].reshape(-1, tokens, bits).float()
+
+
+@torch.no_grad()
+def encode_dataset(run_dir, data_cfg: C.DataConfig, device: torch.device, workers: int = 4,
+                   progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+    """(packed bits (N, bytes) uint8, labels (N,)) of the training split, in dataset order."""
+    autoencoder = ckpt.load_autoencoder(run_dir, device)
+    dataset = make_dataset(data_cfg, autoencoder.cfg, "train")
+    loader = DataLoader(dataset, batch_size=ENCODE_BATCH, shuffle=False,
+                        num_workers=0 if hasattr(dataset, "images") else workers)
+    packed, labels = [], []
+    for images, y in tqdm(loader, desc="encoding latents", disable=not progress,
+                          dynamic_ncols=True):
+        probs = autoencoder.encode_probs(images.to(device))
+        packed.append(pack_bits(probs > 0.5).cpu())
+        labels.append(y)
+    return torch.cat(packed), torch.cat(labels).long()
+
+
+def latents(run_dir, data_cfg: C.DataConfig, info: D.DistInfo, workers: int, progress: bool):
+    """The encoded training set, made by rank 0 once per autoencoder version, read by all."""
+    from safetensors.torch import load_file
+
+    path = ckpt.stage_dir(run_dir, STAGE) / ckpt.LATENTS
+    ae_hash = ckpt.file_sha256(ckpt.stage_dir(run_dir, "autoencoder") / ckpt.MODEL)
+    wanted = {"autoencoder_sha256": ae_hash, "data": data_cfg.source,
+              "holdout": str(data_cfg.holdout)}
+    if info.is_main and _metadata(path) != wanted:
+        packed, labels = encode_dataset(run_dir, data_cfg, info.device, workers, progress)
+        ckpt.save_safetensors(path, {"bits_packed": packed, "labels": labels}, wanted)
+    D.barrier()
+    tensors = load_file(str(path))
+    return tensors["bits_packed"], tensors["labels"], ae_hash
+
+
+def _metadata(path: Path) -> dict | None:
+    from safetensors import safe_open
+
+    if not path.is_file():
+        return None
+    with safe_open(str(path), framework="pt") as f:
+        return f.metadata()
+
+
+def resolve_configs(run_dir, preset: C.Preset | str | None, *, resume: bool,
+                    steps: int | None = None, seed: int | None = None):
+    """(preset name, PriorConfig, PriorTrainConfig, DataConfig) to train the prior with."""
+    ae = ckpt.read_stage_config(run_dir, "autoencoder")
+    ae_cfg: C.AutoencoderConfig = ae["model"]
+    if resume:
+        saved = ckpt.read_stage_config(run_dir, STAGE)
+        name, prior_cfg, train_cfg = saved["preset"], saved["model"], saved["train"]
+        wanted = preset.name if isinstance(preset, C.Preset) else preset
+        if wanted is not None and wanted != name:
+            raise C.ConfigError(f"the run was started with preset {name!r}; a resumed run "
+                                "cannot change it")
+        if seed is not None and seed != train_cfg.seed:
+            raise C.ConfigError(f"the run was started with seed {train_cfg.seed}; a resumed run "
+                                "cannot change it")
+    else:
+        if ckpt.has_training_state(run_dir, STAGE):
+            raise C.ConfigError(f"{ckpt.stage_dir(run_dir, STAGE)} already holds a checkpoint; "
+                                "pass --resume to continue it or choose another --run")
+        p = preset if isinstance(preset, C.Preset) else C.preset(preset or ae["preset"])
+        name, prior_cfg, train_cfg = p.name, p.prior, p.prior_train
+        if seed is not None:
+            train_cfg = dataclasses.replace(train_cfg, seed=seed)
+    if (prior_cfg.latent_size, prior_cfg.bits) != (ae_cfg.latent_size, ae_cfg.bits):
+        raise C.ConfigError(
+            f"preset {name!r} has a {prior_cfg.latent_size}x{prior_cfg.latent_size}x"
+            f"{prior_cfg.bits} prior but the autoencoder's latents are "
+            f"{ae_cfg.latent_size}x{ae_cfg.latent_size}x{ae_cfg.bits}")
+    if train_cfg.loss not in ("weighted", "mean"):
+        raise C.ConfigError(f"unknown prior loss {train_cfg.loss!r}; choose weighted or mean")
+    if steps is not None:
+        train_cfg = dataclasses.replace(train_cfg, steps=steps)
+    if train_cfg.steps < 1:
+        raise C.ConfigError(f"steps must be at least 1, got {train_cfg.steps}")
+    return name, prior_cfg, train_cfg, ae["data"]
+
+
+def train_prior(run_dir, preset: C.Preset | str | None = None, *, resume: bool = False,
+                steps: int | None = None, seed: int | None = None, device: str | None = None,
+                amp: bool = True, workers: int = 4, progress: bool = True,
+                on_step: Callable[[int], None] | None = None) -> Path:
+    """Train (or resume) RUN/prior on the latents of RUN/autoencoder; returns its directory.
+
+    The preset defaults to the one the autoencoder was trained with. on_step(step) is called
+    after every optimizer step (from 1), after any checkpoint of that step has been written.
+    """
+    info = D.setup(device)
+    try:
+        return _train(run_dir, preset, resume, steps, seed, info, amp, workers, progress, on_step)
+    finally:
+        D.cleanup()
+
+
+def _train(run_dir, preset, resume, steps, seed, info: D.DistInfo, amp, workers, progress,
+           on_step) -> Path:
+    name, cfg, tcfg, dcfg = resolve_configs(run_dir, preset, resume=resume, steps=steps,
+                                            seed=seed)
+    dev = info.device
+    packed, labels, ae_hash = latents(run_dir, dcfg, info, workers, progress and info.is_main)
+    if len(labels) and int(labels.max()) >= cfg.num_classes:
+        raise C.ConfigError(f"the data has {int(labels.max()) + 1} classes but the prior has "
+                            f"{cfg.num_classes}")
+    tokens = cfg.latent_size ** 2
+    if packed.numel() < 2**30:  # small enough to keep on the device: no per-step copies
+        packed, labels = packed.to(dev), labels.to(dev)
+
+    torch.manual_seed(D.step_seed(tcfg.seed, 0, -1))  # same initial weights on every rank
+    model = Denoiser(cfg).to(dev)
+    diffusion = BernoulliDiffusion(cfg.schedule, cfg.train_steps).to(dev)
+    optimizer = adamw(model, tcfg.lr, tcfg.weight_decay, BETAS, dev)
+    precision = Precision(dev, amp)
+    scaler = precision.scaler()
+    ema = EMA(model, tcfg.ema_decay)
+
+    start = 0
+    state = ckpt.load_training_state(run_dir, STAGE) if resume else None
+    if resume and state is None:
+        raise C.ConfigError(f"nothing to resume: {ckpt.stage_dir(run_dir, STAGE)} has no "
+                            "training state")
+    if state is not None:
+        start = int(state["step"])
+        model.load_state_dict(state["model"])
+        ema.load_state_dict(state["ema"])
+        optimizer.load_state_dict(state["optimizer"])
+        scaler.load_state_dict(state["scaler"])
+        if state.get("autoencoder_sha256") != ae_hash and info.is_main:
+            tqdm.write("warning: the autoencoder changed since this prior was started")
+        if state.get("world_size", 1) != info.world_size and info.is_main:
+            tqdm.write(f"resuming a {state.get('world_size')}-process run with "
+                       f"{info.world_size} processes: data order differs from the original")
+    if info.is_main:
+        ckpt.write_stage_config(run_dir, STAGE, name, cfg, tcfg, dcfg,
+                                {"autoencoder_sha256": ae_hash})
+
+    net = DDP(model, device_ids=[dev] if dev.type == "cuda" else None) if info.enabled else model
+    batches = D.StepBatches(len(labels), tcfg.batch_size, tcfg.seed, info.rank, info.world_size)
+    log = Log(ckpt.stage_dir(run_dir, STAGE) / ckpt.LOG, start, info.is_main)
+    bar = tqdm(total=tcfg.steps, initial=start, disable=not (progress and info.is_main),
+               desc=f"prior ({precision.name})", dynamic_ncols=True)
+    model.train()
+
+    for step in range(start, tcfg.steps):
+        torch.manual_seed(D.step_seed(tcfg.seed, info.rank, step))
+        index = batches.indices(step).to(packed.device)
+        z0 = unpack_bits(packed[index], tokens, cfg.bits).to(dev, non_blocking=True)
+        y = labels[index].to(dev, non_blocking=True)
+        lr = lr_at(step, tcfg.lr, tcfg.warmup_steps, tcfg.steps)
+        set_lr(optimizer, lr)
+        with precision.autocast():
+            loss, stats = diffusion.loss(net, z0, y, tcfg, cfg.num_classes)
+        stats["grad_norm"] = optimizer_step(loss, net, optimizer, scaler, tcfg.grad_clip)
+        ema.update(model, step)
+
+        done = step + 1
+        if done % tcfg.log_every == 0 or done == tcfg.steps:
+            values = D.mean_across_ranks({k: float(v) for k, v in stats.items()}, dev)
+            values = log.write(done, {"lr": lr, **values})
+            bar.set_postfix({k: f"{v:.4g}" for k, v in values.items() if k != "step"})
+        bar.update(1)
+        if info.is_main and (done % tcfg.checkpoint_every == 0 or done == tcfg.steps):
+            training_state = {
+                "model": model.state_dict(), "ema": ema.state_dict(),
+                "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
+                "world_size": info.world_size, "autoencoder_sha256": ae_hash,
+            }
+            ckpt.save_checkpoint(run_dir, STAGE, ema.weights_like(model), training_state, done)
+        if on_step is not None:
+            on_step(done)
+    bar.close()
+    D.barrier()
+    return ckpt.stage_dir(run_dir, STAGE)
+
+
+__all__ = ["train_prior", "encode_dataset", "pack_bits", "unpack_bits", "resolve_configs"]
