@@ -6,6 +6,7 @@ Under torchrun, put `--` before the command (torchrun would take `--run` for its
 """
 from __future__ import annotations
 
+import os
 import sys
 
 import click
@@ -33,8 +34,8 @@ _common = [
                  help="Override the preset's seed (new runs only)."),
     click.option("--device", default=None, help="torch device; default cuda:LOCAL_RANK or cpu."),
     click.option("--no-amp", is_flag=True, help="Train in float32 even on CUDA."),
-    click.option("--workers", type=click.IntRange(min=0), default=4,
-                 help="Data loader processes for image folders."),
+    click.option("--workers", type=click.IntRange(min=0), default=min(4, os.cpu_count() or 1),
+                 show_default=True, help="Data loader processes for image folders."),
     click.option("--quiet", is_flag=True, help="No progress bar."),
 ]
 

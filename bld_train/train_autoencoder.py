@@ -54,8 +54,10 @@ def resolve_configs(run_dir, preset: C.Preset | str | None, *, resume: bool,
             train_cfg = dataclasses.replace(train_cfg, seed=seed)
     if steps is not None:
         train_cfg = dataclasses.replace(train_cfg, steps=steps)
-    if data is not None:
-        data_cfg = dataclasses.replace(data_cfg, source=data)
+    if data is not None and data != data_cfg.source:
+        # The holdout count belongs to the preset's own data; a user's folder trains on all of it.
+        data_cfg = C.DataConfig(source=data, holdout=C.DataConfig().holdout if data == "digits"
+                                else 0)
     if train_cfg.steps < 1:
         raise C.ConfigError(f"steps must be at least 1, got {train_cfg.steps}")
     return name, model_cfg, train_cfg, data_cfg

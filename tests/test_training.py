@@ -299,3 +299,23 @@ def test_cli_trains_and_reports_errors(tmp_path):
            str(tmp_path / "nowhere")], "does not exist")
     usage = runner.invoke(train_cli, ["autoencoder", "--preset", "huge", "--run", str(run)])
     assert usage.exit_code == 2  # click's own usage error
+
+
+def test_cli_trains_on_an_image_folder_with_loader_workers(tmp_path):
+    from PIL import Image
+
+    for i in range(6):
+        folder = tmp_path / "images" / ("odd" if i % 2 else "even")
+        folder.mkdir(parents=True, exist_ok=True)
+        Image.new("RGB", (24, 20), (40 * i, 255 - 40 * i, 0)).save(folder / f"{i}.png")
+    run = tmp_path / "run"
+    result = CliRunner().invoke(train_cli, [
+        "autoencoder", "--preset", "tiny", "--run", str(run), "--steps", "2", "--quiet",
+        "--data", str(tmp_path / "images"), "--workers", "1"])
+    assert result.exit_code == 0, result.output
+    data = ckpt.read_stage_config(run, "autoencoder")["data"]
+    assert data.source == str(tmp_path / "images") and data.holdout == 0
+    result = CliRunner().invoke(train_cli, ["prior", "--run", str(run), "--steps", "2", "--quiet"])
+    assert result.exit_code == 0, result.output
+    labels = load_file(str(run / "prior" / "latents.safetensors"))["labels"]
+    assert labels.tolist() == [0, 0, 0, 1, 1, 1]  # sorted files: even/0,2,4 then odd/1,3,5
