@@ -1,0 +1,156 @@
+"""The `bld-export` command line: export a run to a bundle, inspect it, verify it.
+
+    bld-export onnx RUN_DIR -o BUNDLE [--fp16] [--opset N] [--max-batch N] [--force]
+    bld-export inspect BUNDLE
+    bld-export verify BUNDLE [--run RUN_DIR]
+
+Every expected failure (a BldError, a bad option) prints `error: <message>` and exits 1,
+without a traceback.
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import click
+
+from bld_runtime.errors import BldError
+
+from .flops import format_flops
+
+
+def _fail(message: str) -> None:
+    click.echo(f"error: {message}", err=True)
+    sys.exit(1)
+
+
+class ExportGroup(click.Group):
+    """A click group whose errors print one line instead of a traceback."""
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as e:
+            click.echo(e.format_message())
+            rv = 0
+        except BldError as e:
+            _fail(str(e))
+        except click.ClickException as e:
+            _fail(e.format_message())
+        except click.Abort:
+            _fail("interrupted")
+        except OSError as e:  # a file that cannot be read or written
+            _fail(f"{e.strerror or e}: {e.filename}" if e.filename else str(e))
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+@click.group(cls=ExportGroup)
+def main():
+    """Export trained bld runs to self-describing ONNX bundles, inspect and verify them."""
+
+
+@main.command("onnx")
+@click.argument("run_dir", type=click.Path(path_type=Path))
+@click.option("-o", "--output", "bundle", required=True, type=click.Path(path_type=Path),
+              help="Bundle directory to write (must not exist or be empty).")
+@click.option("--fp16", is_flag=True, help="Also export decoder/step graphs that run in fp16.")
+@click.option("--opset", default=17, show_default=True, type=int, help="ONNX opset (>= 17).")
+@click.option("--max-batch", default=64, show_default=True, type=int,
+              help="Largest batch the bundle declares (TensorRT profiles use it).")
+@click.option("--force", is_flag=True, help="Replace an existing bundle at the output path.")
+def onnx_command(run_dir, bundle, fp16, opset, max_batch, force):
+    """Export RUN_DIR to a validated ONNX bundle."""
+    from .export import export_bundle
+
+    export_bundle(run_dir, bundle, fp16=fp16, opset=opset, max_batch=max_batch,
+                  progress=click.echo, force=force)
+
+
+@main.command("inspect")
+@click.argument("bundle", type=click.Path(path_type=Path))
+def inspect_command(bundle):
+    """Summarize a bundle: sizes, schedule, graphs with their I/O and FLOPs."""
+    from rich.console import Console
+    from rich.markup import escape
+    from rich.table import Table
+
+    from bld_runtime.manifest import load_bundle
+
+    loaded = load_bundle(bundle)
+    m = loaded.manifest
+    console = Console(highlight=False)
+    console.print(f"[bold]{escape(str(loaded.directory))}[/bold]  ({m.format} v{m.schema_version}, "
+                  f"bld {m.producer.bld}, torch {m.producer.torch}, onnx {m.producer.onnx}, "
+                  f"onnxruntime {m.producer.onnxruntime})")
+    console.print(f"image    {m.image.height}x{m.image.width}x{m.image.channels}   "
+                  f"latent {m.latent.height}x{m.latent.width} tokens x {m.latent.bits} bits   "
+                  f"classes {m.classes.count} (null class {m.classes.null_class})")
+    s = m.schedule
+    console.print(f"schedule {s.name}, T={s.train_steps}, K={s.sampling_steps}, timesteps "
+                  + escape(str(list(s.timesteps))))
+    console.print(f"defaults temperature {m.defaults.temperature}, guidance "
+                  f"{m.defaults.guidance}   max batch {m.max_batch}")
+
+    graphs = Table(title="graphs")
+    for column in ("graph", "file", "precision", "opset", "FLOPs/image", "MB"):
+        graphs.add_column(column, justify="right" if column in ("FLOPs/image", "MB") else "left")
+    for name, g in m.graphs.items():
+        size = (loaded.directory / g.file).stat().st_size / 1e6
+        graphs.add_row(name, g.file, g.precision, str(g.opset), format_flops(g.flops),
+                       f"{size:.1f}")
+    console.print(graphs)
+
+    io = Table(title="inputs and outputs")
+    for column in ("graph", "", "name", "dtype", "shape"):
+        io.add_column(column)
+    for name, g in m.graphs.items():
+        rows = [("in", t) for t in g.inputs] + [("out", t) for t in g.outputs]
+        for i, (direction, t) in enumerate(rows):
+            shape = escape("[" + ", ".join(map(str, t.shape)) + "]")  # not rich markup
+            io.add_row(name if i == 0 else "", direction, t.name, t.dtype, shape,
+                       end_section=i == len(rows) - 1)
+    console.print(io)
+
+    K = s.sampling_steps
+    for suffix in ("", "_fp16"):
+        if "step" + suffix not in m.graphs:
+            continue
+        step, guided = m.graphs["step" + suffix].flops, m.graphs["step_guided" + suffix].flops
+        decoder = m.graphs["decoder" + suffix].flops
+        label = "fp16" if suffix else "fp32"
+        console.print(f"FLOPs per step ({label}): {format_flops(step)} unguided, "
+                      f"{format_flops(guided)} guided; one image = {K} steps + decoder = "
+                      f"{format_flops(K * step + decoder)} unguided, "
+                      f"{format_flops(K * guided + decoder)} guided")
+
+
+@main.command("verify")
+@click.argument("bundle", type=click.Path(path_type=Path))
+@click.option("--run", "run_dir", type=click.Path(path_type=Path), default=None,
+              help="The run the bundle was exported from: also compare with PyTorch.")
+def verify_command(bundle, run_dir):
+    """Check hashes and re-run validation (ONNX Runtime vs reference evaluator [vs PyTorch])."""
+    from bld_runtime.manifest import load_bundle
+
+    from .errors import ValidationError
+    from .graphs import Dims, Models
+    from .validate import validate_bundle
+
+    loaded = load_bundle(bundle, verify_hashes=True)
+    click.echo(f"{len(loaded.manifest.graphs)} graph files present, sha256 matches the manifest")
+    models = None
+    if run_dir is not None:
+        models = Models.load(run_dir)
+        run_dims = Dims.from_configs(models.autoencoder.cfg, models.prior_cfg)
+        if run_dims != Dims.from_manifest(loaded.manifest):
+            raise ValidationError(f"run {run_dir} does not match bundle {bundle}: the run has "
+                                  f"{run_dims}, the bundle {Dims.from_manifest(loaded.manifest)}")
+    results = validate_bundle(loaded.directory, loaded.manifest, models,
+                              log=lambda line: click.echo(f"  {line}"))
+    backends = "ONNX Runtime, reference evaluator" + (", PyTorch" if models else "")
+    click.echo(f"ok: {len(results)} comparisons passed ({backends})")
+
+
+__all__ = ["main"]
