@@ -31,21 +31,33 @@ def graph_flops(model: onnx.ModelProto | str) -> int:
 
 def _shapes_at_batch_one(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
     """Static shape of every tensor, from shape inference with every symbolic input dim = 1."""
-    fixed = onnx.ModelProto()
-    fixed.CopyFrom(model)
-    del fixed.graph.value_info[:]  # the exporter's symbolic shapes would only get in the way
-    for value in list(fixed.graph.input) + list(fixed.graph.output):
-        for dim in value.type.tensor_type.shape.dim:
+    graph = model.graph
+    # Weights only matter through their shapes: pass big ones as typed inputs, so shape
+    # inference never copies hundreds of MB. Small ones (reshape targets) keep their values.
+    small = [t for t in graph.initializer if math.prod(t.dims) <= 1024]
+    weights = [onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+               for t in graph.initializer if math.prod(t.dims) > 1024]
+    inputs = []
+    for value in list(graph.input) + list(graph.output):
+        fixed = onnx.ValueInfoProto()
+        fixed.CopyFrom(value)
+        for dim in fixed.type.tensor_type.shape.dim:
             if not dim.HasField("dim_value"):
                 dim.dim_value = 1
-    inferred = onnx.shape_inference.infer_shapes(fixed, data_prop=True)
+        inputs.append(fixed)
+    n_in = len(graph.input)
+    light = onnx.helper.make_model(
+        onnx.helper.make_graph(graph.node, graph.name, inputs[:n_in] + weights, inputs[n_in:],
+                               initializer=small),
+        opset_imports=model.opset_import, ir_version=model.ir_version)
+    inferred = onnx.shape_inference.infer_shapes(light, data_prop=True)
     shapes: dict[str, tuple[int, ...]] = {}
-    graph = inferred.graph
-    for value in list(graph.input) + list(graph.output) + list(graph.value_info):
+    g = inferred.graph
+    for value in list(g.input) + list(g.output) + list(g.value_info):
         dims = value.type.tensor_type.shape.dim
         if all(d.HasField("dim_value") for d in dims):
             shapes[value.name] = tuple(d.dim_value for d in dims)
-    for init in graph.initializer:
+    for init in small:
         shapes[init.name] = tuple(init.dims)
     return shapes
 
