@@ -32,12 +32,13 @@ from .errors import ValidationError
 from .graphs import BATCH, GraphDecl, Models, declare, Dims, noised_bits
 
 # ONNX ops our graphs may contain: all are supported by TensorRT 10's ONNX parser (see
-# onnx-tensorrt docs/operators.md) and by ONNX Runtime's CPU provider. Anything else, in
-# particular fused attention or contrib-domain ops, fails the export.
+# onnx-tensorrt docs/operators.md; Gelu is opset 20's, which the exporter emits at --opset 20)
+# and by ONNX Runtime's CPU provider. Anything else, in particular fused attention or
+# contrib-domain ops, fails the export.
 TENSORRT_OPS = frozenset({
     "Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Neg", "Abs", "Exp", "Log", "Erf", "Tanh",
-    "Sigmoid", "Relu", "Sin", "Cos", "Min", "Max", "Clip", "Where", "Equal", "Greater", "Less",
-    "GreaterOrEqual", "LessOrEqual", "Not", "And", "Or",
+    "Sigmoid", "Relu", "Gelu", "Sin", "Cos", "Min", "Max", "Clip", "Where", "Equal", "Greater",
+    "Less", "GreaterOrEqual", "LessOrEqual", "Not", "And", "Or",
     "MatMul", "Gemm", "Conv", "Softmax", "ReduceMean", "ReduceSum",
     "LayerNormalization", "InstanceNormalization", "GroupNormalization",
     "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Concat", "Split", "Slice",
