@@ -3,7 +3,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import signal
 import subprocess
@@ -60,6 +59,7 @@ def _random_lpips_file(path: Path) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_perceptual_loss_from_a_local_file(tmp_path):
     loss = PerceptualLoss(_random_lpips_file(tmp_path / "lpips.safetensors"))
     x = torch.rand(2, 1, 32, 32) * 2 - 1
@@ -152,6 +152,7 @@ def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
 # --- a trained tiny run ----------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_tiny_run_loads(tiny_run):
     from bld_train.autoencoder import BinaryAutoencoder
     from bld_train.denoiser import Denoiser
@@ -164,7 +165,8 @@ def test_tiny_run_loads(tiny_run):
     ae = ckpt.load_autoencoder(tiny_run)
     assert isinstance(ae, BinaryAutoencoder) and not ae.training
     x = torch.zeros(2, 1, 16, 16)
-    assert ae.encode_probs(x).shape == (2, 64, 8) and ae.decode(torch.ones(2, 64, 8)).shape == x.shape
+    assert ae.encode_probs(x).shape == (2, 64, 8)
+    assert ae.decode(torch.ones(2, 64, 8)).shape == x.shape
     denoiser, cfg = ckpt.load_prior(tiny_run)
     assert isinstance(denoiser, Denoiser) and not denoiser.training and cfg == tiny.prior
     logits = denoiser(torch.ones(2, 64, 8), torch.tensor([0, 31]), torch.tensor([3, 10]))
@@ -226,7 +228,8 @@ def _kill_then_resume(stage, run, tiny_run, subprocess_env, python):
     assert _same_tensors(resumed["ema"], reference["ema"])
     assert _same_tensors(load_file(str(run / stage / "model.safetensors")),
                          load_file(str(tiny_run / stage / "model.safetensors")))
-    steps = [json.loads(line)["step"] for line in (run / stage / "log.jsonl").read_text().splitlines()]
+    log = (run / stage / "log.jsonl").read_text().splitlines()
+    steps = [json.loads(line)["step"] for line in log]
     assert steps == [5, 10, 15, 20]
 
 
@@ -274,6 +277,7 @@ def test_torchrun_two_cpu_processes(tmp_path, subprocess_env, python):
 # --- CLI -------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_trains_and_reports_errors(tmp_path):
     runner = CliRunner()
     run = tmp_path / "run"
