@@ -155,7 +155,7 @@ class BinaryAutoencoder(nn.Module):
     def decode(self, bits: torch.Tensor) -> torch.Tensor:
         """Bits (B, L, C) as float -> images (B, ch, H, W), roughly in [-1, 1]."""
         s = self.cfg.latent_size
-        bits_map = bits.transpose(1, 2).reshape(bits.shape[0], self.cfg.bits, s, s)
+        bits_map = bits.transpose(1, 2).reshape(bits.shape[0], self.cfg.bits, s, s).contiguous()
         return self.decoder(bits_map)
 
     def forward(self, x: torch.Tensor, generator: torch.Generator | None = None):

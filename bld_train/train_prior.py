@@ -16,6 +16,7 @@ from torch.nn.parallel import DistributedDataParallel as DDP
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from bld_runtime.bits import pack_bits, unpack_bits
 from bld_train import checkpoint as ckpt
 from bld_train import config as C
 from bld_train import distributed as D
@@ -29,20 +30,9 @@ BETAS = (0.9, 0.95)
 ENCODE_BATCH = 64
 
 
-def pack_bits(bits: torch.Tensor) -> torch.Tensor:
-    """(N, L, C) 0/1 -> (N, ceil(L*C/8)) uint8, little bit order over the flat index."""
-    flat = bits.reshape(bits.shape[0], -1).to(torch.uint8)
-    pad = (-flat.shape[1]) % 8
-    flat = torch.nn.functional.pad(flat, (0, pad)).view(flat.shape[0], -1, 8)
-    shifts = torch.arange(8, dtype=torch.uint8, device=bits.device)
-    return (flat << shifts).sum(dim=-1, dtype=torch.uint8)
-
-
-def unpack_bits(packed: torch.Tensor, tokens: int, bits: int) -> torch.Tensor:
-    """Inverse of pack_bits, as float 0./1. of shape (N, tokens, bits)."""
-    shifts = torch.arange(8, dtype=torch.uint8, device=packed.device)
-    flat = ((packed[..., None] >> shifts) & 1).reshape(packed.shape[0], -1)
-    return flat[:, : tokens * bits].reshape(-1, tokens, bits).float()
+def unpack_batch(packed: torch.Tensor, latent_shape: tuple[int, int]) -> torch.Tensor:
+    """Packed rows (N, bytes) -> float 0./1. bits (N, L, C), via the runtime's unpacker."""
+    return torch.from_numpy(unpack_bits(packed.numpy(), latent_shape)).float()
 
 
 @torch.no_grad()
@@ -57,7 +47,7 @@ def encode_dataset(run_dir, data_cfg: C.DataConfig, device: torch.device, worker
     for images, y in tqdm(loader, desc="encoding latents", disable=not progress,
                           dynamic_ncols=True):
         probs = autoencoder.encode_probs(images.to(device))
-        packed.append(pack_bits(probs > 0.5).cpu())
+        packed.append(torch.from_numpy(pack_bits((probs > 0.5).cpu().numpy())))
         labels.append(y)
     return torch.cat(packed), torch.cat(labels).long()
 
@@ -150,8 +140,8 @@ def _train(run_dir, preset, resume, steps, seed, info: D.DistInfo, amp, workers,
         raise C.ConfigError(f"the data has {int(labels.max()) + 1} classes but the prior has "
                             f"{cfg.num_classes}")
     tokens = cfg.latent_size ** 2
-    if packed.numel() < 2**30:  # small enough to keep on the device: no per-step copies
-        packed, labels = packed.to(dev), labels.to(dev)
+    # Packed latents stay in host memory (8x smaller than bits); each batch is unpacked by the
+    # runtime's unpacker, the one implementation of the contract's bit layout.
 
     torch.manual_seed(D.step_seed(tcfg.seed, 0, -1))  # same initial weights on every rank
     model = Denoiser(cfg).to(dev)
@@ -190,8 +180,8 @@ def _train(run_dir, preset, resume, steps, seed, info: D.DistInfo, amp, workers,
 
     for step in range(start, tcfg.steps):
         torch.manual_seed(D.step_seed(tcfg.seed, info.rank, step))
-        index = batches.indices(step).to(packed.device)
-        z0 = unpack_bits(packed[index], tokens, cfg.bits).to(dev, non_blocking=True)
+        index = batches.indices(step)
+        z0 = unpack_batch(packed[index], (tokens, cfg.bits)).to(dev, non_blocking=True)
         y = labels[index].to(dev, non_blocking=True)
         lr = lr_at(step, tcfg.lr, tcfg.warmup_steps, tcfg.steps)
         set_lr(optimizer, lr)
@@ -220,4 +210,4 @@ def _train(run_dir, preset, resume, steps, seed, info: D.DistInfo, amp, workers,
     return ckpt.stage_dir(run_dir, STAGE)
 
 
-__all__ = ["train_prior", "encode_dataset", "pack_bits", "unpack_bits", "resolve_configs"]
+__all__ = ["train_prior", "encode_dataset", "unpack_batch", "resolve_configs"]

@@ -21,7 +21,7 @@ from bld_train.loop import EMA, lr_at
 from bld_train.losses import (VGG16_CONVS, VGG16_WIDTHS, PerceptualLoss, PerceptualWeightsError,
                               adaptive_gan_weight, code_confidence_loss, hinge_d_loss,
                               hinge_g_loss, reconstruction_loss)
-from bld_train.train_prior import pack_bits, unpack_bits
+from bld_train.train_prior import unpack_batch
 
 # --- losses ----------------------------------------------------------------------------------
 
@@ -125,16 +125,6 @@ def test_step_batches_are_seeded_epoch_permutations_sharded_by_rank():
     assert step_seed(0, 0, 1) != step_seed(0, 1, 1) != step_seed(1, 0, 1)
 
 
-def test_pack_bits_is_the_contract_layout():
-    import numpy as np
-
-    bits = torch.randint(0, 2, (3, 5, 7))  # 35 bits: padding in the last byte
-    packed = pack_bits(bits)
-    expected = np.packbits(bits.numpy().reshape(3, -1).astype(np.uint8), axis=1, bitorder="little")
-    assert packed.dtype == torch.uint8 and np.array_equal(packed.numpy(), expected)
-    assert torch.equal(unpack_bits(packed, 5, 7), bits.float())
-
-
 def test_atomic_write_keeps_the_old_file_on_failure(tmp_path):
     path = tmp_path / "x.json"
     ckpt.save_json(path, {"a": 1})
@@ -189,7 +179,7 @@ def test_prior_latents_are_the_thresholded_codes(tiny_run):
     ae = ckpt.load_autoencoder(tiny_run)
     with torch.no_grad():
         bits = (ae.encode_probs(images[:32]) > 0.5).float()
-    assert torch.equal(unpack_bits(latents["bits_packed"][:32], 64, 8), bits)
+    assert torch.equal(unpack_batch(latents["bits_packed"][:32], (64, 8)), bits)
 
 
 # --- bit-exact resume after SIGKILL ----------------------------------------------------------
