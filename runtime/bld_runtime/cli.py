@@ -144,10 +144,15 @@ def parse_classes(text: str, count: int, num_classes: int):
             raise InvalidRequestError("--class all: this bundle is unconditional (no classes)")
         return np.arange(count) % num_classes
     try:
-        return int(text, 10)
+        value = int(text, 10)
     except ValueError:
         raise InvalidRequestError(f"--class must be a class index, 'all' or 'none', "
                                   f"got {text!r}") from None
+    if not 0 <= value < num_classes:
+        known = f"classes 0..{num_classes - 1}" if num_classes else "no classes"
+        raise InvalidRequestError(f"class {value} is out of range: this bundle has {known} "
+                                  f"(--class none samples unconditionally)")
+    return value
 
 
 def sampling_options(f):
