@@ -126,6 +126,7 @@ def test_inpaint_writes_one_png(pipe, tiny_bundle, digit_png, tmp_path):
     (["-n", "65", "--no-chunk"], "batch size 65 is above this bundle's max_batch of 64"),
     (["-n", "two"], "Invalid value for '-n': 'two' is not a valid integer"),
     (["--backend", "metal"], "Invalid value for '--backend'"),
+    (["--threads", "-1"], "--threads must be >= 0"),
 ])
 def test_sample_errors(tiny_bundle, tmp_path, args, message):
     out = tmp_path / "out"

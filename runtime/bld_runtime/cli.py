@@ -118,6 +118,8 @@ def _load(bundle, backend, precision, threads):
     from .backends import BackendOptions
     from .pipeline import Pipeline
 
+    if threads < 0:
+        raise InvalidRequestError(f"--threads must be >= 0 (0 = one per core), got {threads}")
     return Pipeline.load(bundle, backend=backend, precision=precision,
                          options=BackendOptions(intra_op_threads=threads))
 
