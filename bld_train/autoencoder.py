@@ -158,12 +158,26 @@ class BinaryAutoencoder(nn.Module):
         bits_map = bits.transpose(1, 2).reshape(bits.shape[0], self.cfg.bits, s, s).contiguous()
         return self.decoder(bits_map)
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None):
-        """Training pass: sample bits with a straight-through gradient, then decode."""
+    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None,
+                cycle: bool = False):
+        """Training pass: sample bits with a straight-through gradient, then decode.
+
+        Returns (recon, probs, bits, reencoded). With `cycle`, `reencoded` holds the encoder's
+        probabilities for the decoded image of the thresholded bits, quantised to uint8 levels
+        as the runtime sees it, with no gradient into the decoder: training it towards those
+        bits makes deterministic encode -> decode -> encode a fixed point.
+        """
         probs = self.encode_probs(x)
         sample = torch.bernoulli(probs.detach(), generator=generator)
         bits = sample + probs - probs.detach()
-        return self.decode(bits), probs, bits
+        recon = self.decode(bits)
+        reencoded = None
+        if cycle:
+            with torch.no_grad():
+                decoded = self.decode((probs > 0.5).to(probs.dtype)).clamp(-1.0, 1.0)
+                decoded = torch.round((decoded + 1.0) * 127.5) / 127.5 - 1.0
+            reencoded = self.encode_probs(decoded)
+        return recon, probs, bits, reencoded
 
 
 class NLayerDiscriminator(nn.Module):

@@ -58,6 +58,7 @@ class AutoencoderTrainConfig:
     warmup_steps: int = 100
     ema_decay: float = 0.999
     code_weight: float = 0.1          # weight of the code-confidence term mean(p * (1 - p))
+    cycle_weight: float = 0.5         # re-encoding a decoded image must give its bits back
     disc_start: int = -1              # step at which the PatchGAN starts; -1 disables it
     disc_weight: float = 0.1
     disc_channels: int = 32

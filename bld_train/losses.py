@@ -25,6 +25,11 @@ def code_confidence_loss(probs: torch.Tensor) -> torch.Tensor:
     return (probs * (1 - probs)).mean()
 
 
+def cycle_consistency_loss(reencoded: torch.Tensor, bits: torch.Tensor) -> torch.Tensor:
+    """BCE of the re-encoded decoded image's bit probabilities against the bits it came from."""
+    return F.binary_cross_entropy(reencoded.clamp(1e-6, 1 - 1e-6), bits)
+
+
 def hinge_d_loss(logits_real: torch.Tensor, logits_fake: torch.Tensor) -> torch.Tensor:
     return 0.5 * (F.relu(1.0 - logits_real).mean() + F.relu(1.0 + logits_fake).mean())
 

@@ -23,6 +23,7 @@ from bld_train.autoencoder import BinaryAutoencoder, NLayerDiscriminator
 from bld_train.data import TensorImageDataset, make_dataset
 from bld_train.loop import EMA, Log, Precision, adamw, lr_at, optimizer_step, set_lr
 from bld_train.losses import (PerceptualLoss, adaptive_gan_weight, code_confidence_loss,
+                              cycle_consistency_loss,
                               hinge_d_loss, hinge_g_loss, reconstruction_loss)
 
 STAGE = "autoencoder"
@@ -154,7 +155,7 @@ def _train(run_dir, preset, resume, steps, seed, data, info: D.DistInfo, amp, wo
         gan_on = use_gan and step >= tcfg.disc_start
 
         with precision.autocast():
-            recon, probs, _ = net(x)
+            recon, probs, _, reencoded = net(x, cycle=tcfg.cycle_weight > 0)
         rec = reconstruction_loss(x, recon.float())
         if perceptual is not None:
             with precision.autocast():
@@ -162,6 +163,10 @@ def _train(run_dir, preset, resume, steps, seed, data, info: D.DistInfo, amp, wo
         code = code_confidence_loss(probs.float())
         loss = rec + tcfg.code_weight * code
         stats = {"rec": rec.detach(), "code": code.detach()}
+        if reencoded is not None:
+            cycle = cycle_consistency_loss(reencoded.float(), (probs.detach() > 0.5).float())
+            loss = loss + tcfg.cycle_weight * cycle
+            stats["cycle"] = cycle.detach()
         if gan_on:
             disc.requires_grad_(False)  # the generator step must not touch D's gradients
             with precision.autocast():
