@@ -129,6 +129,27 @@ def save_checkpoint(run_dir, stage: str, ema_weights: dict[str, torch.Tensor],
     save_torch(directory / STATE, {**training_state, "step": step})
 
 
+def init_random_run(run_dir, preset: C.Preset, seed: int = 0) -> None:
+    """A run with the preset's configs and untrained weights: for export and speed checks
+    of configurations too big to train here (speed does not depend on the weights)."""
+    from bld_train.autoencoder import BinaryAutoencoder
+    from bld_train.denoiser import Denoiser
+
+    for stage in STAGES:
+        if has_training_state(run_dir, stage) or (stage_dir(run_dir, stage) / MODEL).exists():
+            raise CheckpointError(f"{stage_dir(run_dir, stage)} already holds weights; choose "
+                                  "another --run")
+    torch.manual_seed(seed)
+    stages = (("autoencoder", BinaryAutoencoder(preset.autoencoder), preset.autoencoder,
+               preset.autoencoder_train),
+              ("prior", Denoiser(preset.prior), preset.prior, preset.prior_train))
+    for stage, model, model_cfg, train_cfg in stages:
+        write_stage_config(run_dir, stage, preset.name, model_cfg, train_cfg, preset.data,
+                           extra={"note": f"untrained: random weights (seed {seed})"})
+        save_safetensors(stage_dir(run_dir, stage) / MODEL, model.state_dict(),
+                         {"step": "0", "stage": stage})
+
+
 def load_training_state(run_dir, stage: str) -> dict | None:
     path = stage_dir(run_dir, stage) / STATE
     if not path.is_file():

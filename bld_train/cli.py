@@ -76,6 +76,19 @@ def prior(preset, run_dir, steps, resume, seed, device, no_amp, workers, quiet):
          device=device, amp=not no_amp, workers=workers, progress=not quiet)
 
 
+@train.command(help="Create RUN with untrained (random) weights for both stages: for exporting "
+                    "and benchmarking configurations too big to train here.")
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), required=True)
+@click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False))
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+def init(preset, run_dir, seed):
+    from bld_train.checkpoint import init_random_run
+    from bld_train.config import preset as load_preset
+
+    _run(init_random_run, run_dir=run_dir, preset=load_preset(preset), seed=seed)
+    click.echo(f"wrote an untrained {preset} run to {run_dir}")
+
+
 if __name__ == "__main__":
     # torchrun may pass the `--` separator through; it is not part of our command line.
     train(args=[a for i, a in enumerate(sys.argv[1:]) if not (i == 0 and a == "--")])

@@ -313,3 +313,18 @@ def test_cli_trains_on_an_image_folder_with_loader_workers(tmp_path):
     assert result.exit_code == 0, result.output
     labels = load_file(str(run / "prior" / "latents.safetensors"))["labels"]
     assert labels.tolist() == [0, 0, 0, 1, 1, 1]  # sorted files: even/0,2,4 then odd/1,3,5
+
+
+def test_init_writes_a_loadable_untrained_run_once(tmp_path):
+    from click.testing import CliRunner
+
+    from bld_train.cli import train
+
+    run = tmp_path / "run"
+    result = CliRunner().invoke(train, ["init", "--preset", "tiny", "--run", str(run)])
+    assert result.exit_code == 0, result.output
+    ae = ckpt.load_autoencoder(run)
+    denoiser, prior_cfg = ckpt.load_prior(run)
+    assert prior_cfg.latent_size == ae.cfg.latent_size and denoiser.cfg == prior_cfg
+    again = CliRunner().invoke(train, ["init", "--preset", "tiny", "--run", str(run)])
+    assert again.exit_code == 1 and "already holds weights" in again.output
