@@ -1,0 +1,205 @@
+"""Reproduce the README's speed table: the runtime against eager PyTorch, same run, same machine.
+
+    python benchmarks/run_all.py                 # everything (tens of minutes on 2 cores)
+    python benchmarks/run_all.py --only digits-random --batches 1,16
+
+Configurations:
+- demo            runs/digits/bundle, trained by `make demo` (skipped until it exists)
+- digits-random   the demo's architecture (preset "digits") with random weights
+- paper256-random the paper's ImageNet 256px setting (preset "paper256") with random weights
+
+Speed does not depend on the weights, so the random-weight runs stand in for trained ones. No
+project command makes an untrained run directory (`bld train` needs data and at least one
+step), so this script writes one with bld_train.checkpoint's own writers: the preset's configs
+and freshly initialised weights (torch seed 0). Export and benchmark use the project's commands
+(`bld-export onnx`, `bld bench`). Each benchmark waits until the machine is quiet (load
+average and other Python processes), since shared cores make timings meaningless.
+
+Results: benchmarks/results/<config>.json (schema bld-bench/1), <config>.png, and
+benchmarks/results/table.md, the README table.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+RUNS = REPO / "runs"
+RESULTS = REPO / "benchmarks" / "results"
+
+# name -> (run directory, preset to create it from with random weights (None: trained), batches,
+#          warmup, iters). The 256px model is ~93 GFLOP per image per step and its decoder ~250
+#          GFLOP per image: one generation at batch 16 takes minutes on 2 cores, so few rounds
+#          (the per-step figures still pool K = 16 steps per round).
+CONFIGS = {
+    "demo": (RUNS / "digits", None, "1,4,16", 2, 10),
+    "digits-random": (RUNS / "bench" / "digits-random", "digits", "1,4,16", 2, 10),
+    "paper256-random": (RUNS / "bench" / "paper256-random", "paper256", "1,16", 1, 1),
+}
+
+
+def command(script: str, module: str) -> list[str]:
+    """An installed console script (next to this Python), else the module through Python."""
+    exe = Path(sys.executable).parent / script
+    if exe.exists():
+        return [str(exe)]
+    return [sys.executable, "-c", f"from {module} import main; main()"]
+
+
+def make_random_run(run_dir: Path, preset_name: str, seed: int = 0) -> None:
+    """A run directory with the preset's configs and untrained (random) EMA weights."""
+    import torch
+
+    from bld_train import checkpoint
+    from bld_train.autoencoder import BinaryAutoencoder
+    from bld_train.config import preset
+    from bld_train.denoiser import Denoiser
+
+    p = preset(preset_name)
+    torch.manual_seed(seed)
+    for stage, model, model_cfg, train_cfg in (
+            ("autoencoder", BinaryAutoencoder(p.autoencoder), p.autoencoder, p.autoencoder_train),
+            ("prior", Denoiser(p.prior), p.prior, p.prior_train)):
+        checkpoint.write_stage_config(run_dir, stage, preset_name, model_cfg, train_cfg, p.data,
+                                      extra={"note": "random weights, for speed measurements"})
+        checkpoint.save_safetensors(checkpoint.stage_dir(run_dir, stage) / checkpoint.MODEL,
+                                    model.state_dict(), {"step": "0", "stage": stage})
+
+
+def ensure_bundle(name: str, run_dir: Path, preset_name: str | None) -> Path | None:
+    bundle = run_dir / "bundle"
+    if (bundle / "bld.json").is_file():
+        return bundle
+    if preset_name is None:
+        print(f"[{name}] {bundle} does not exist (run `make demo`); skipped", flush=True)
+        return None
+    if not (run_dir / "prior" / "model.safetensors").is_file():
+        print(f"[{name}] writing a random-weight run at {run_dir}", flush=True)
+        make_random_run(run_dir, preset_name)
+    print(f"[{name}] exporting {bundle}", flush=True)
+    subprocess.run(command("bld-export", "bld_export.cli")
+                   + ["onnx", str(run_dir), "-o", str(bundle), "--force"], check=True)
+    return bundle
+
+
+def busy_processes() -> list[str]:
+    """Other processes using a lot of CPU right now (from ps), excluding ourselves."""
+    ours = {os.getpid(), os.getppid()}
+    out = subprocess.run(["ps", "-eo", "pid=,pcpu=,args="], capture_output=True, text=True).stdout
+    busy = []
+    for line in out.splitlines():
+        pid, cpu, args = line.split(None, 2)
+        if int(pid) not in ours and float(cpu) > 20 and "ps -eo" not in args:
+            busy.append(f"{pid} {cpu}% {args[:80]}")
+    return busy
+
+
+def wait_until_quiet(max_wait: float, load_limit: float = 0.5, interval: float = 20) -> bool:
+    """Wait (up to max_wait seconds) for a 1-minute load average below load_limit with no other
+    busy process. Returns whether the machine became quiet."""
+    deadline = time.monotonic() + max_wait
+    while True:
+        load = os.getloadavg()[0]
+        busy = busy_processes()
+        if load < load_limit and not busy:
+            return True
+        if time.monotonic() > deadline:
+            print(f"machine still busy after {max_wait:.0f}s (load {load:.2f}; "
+                  f"{'; '.join(busy) or 'no single busy process'}); measuring anyway",
+                  flush=True)
+            return False
+        print(f"waiting for a quiet machine (load {load:.2f}, {len(busy)} busy processes)",
+              flush=True)
+        time.sleep(interval)
+
+
+def run_bench(name: str, bundle: Path, run_dir: Path, batches: str, warmup: int, iters: int,
+              backends: str, threads: int | None, max_wait: float) -> dict:
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    quiet = wait_until_quiet(max_wait)
+    cmd = command("bld", "bld_runtime.cli") + [
+        "bench", str(bundle), "--run", str(run_dir), "--backend", backends, "--batch", batches,
+        "--warmup", str(warmup), "--iters", str(iters), "--json",
+        "--plot", str(RESULTS / f"{name}.png")] + (["--threads", str(threads)] if threads else [])
+    print(f"[{name}] {' '.join(cmd)}", flush=True)
+    out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
+    report = json.loads(out)
+    report["measured_on_quiet_machine"] = quiet  # not part of bld-bench/1: the script's note
+    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:,.1f} ms"
+
+
+def table(reports: dict[str, dict]) -> str:
+    """The README table: the runtime ("cpu") against eager PyTorch per model and batch size."""
+    lines = ["| model | batch | runtime p50 | eager PyTorch p50 | speedup | step speedup "
+             "| runtime overhead | step GFLOP/s (% of GEMM peak) |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, report in reports.items():
+        rows = {(r["backend"], r["batch"]): r for r in report["results"]}
+        for batch in report["settings"]["batches"]:
+            rt, pt = rows.get(("cpu", batch)), rows.get(("torch", batch))
+            if rt is None:
+                continue
+            cells = [name, str(batch), _ms(rt["latency"]["p50"]),
+                     _ms(pt["latency"]["p50"]) if pt else "-",
+                     f"{rt['speedup']:.2f}x" if pt else "-",
+                     f"{rt['step_speedup']:.2f}x" if pt else "-",
+                     f"{rt['overhead_share']:.1%}",
+                     "-" if rt["gemm_peak_share"] is None else
+                     f"{rt['step_gflops_per_second']:.0f} ({rt['gemm_peak_share']:.0%})"]
+            lines.append("| " + " | ".join(cells) + " |")
+    if reports:
+        first = next(iter(reports.values()))
+        peaks = ", ".join(f"{g:.0f}" for g in dict.fromkeys(
+            round(r["gemm_peak"]["gflops"]) for r in reports.values() if r.get("gemm_peak")))
+        lines += ["", f"{first['machine']['processor']}, {first['settings']['threads']} threads, "
+                      f"steps {first['bundle']['steps']}; measured GEMM peak (fp32): {peaks} "
+                      "GFLOP/s. p50 = median latency of a whole generation (initial draw, "
+                      "K steps, decode)."]
+    return "\n".join(lines) + "\n"
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--only", action="append", choices=sorted(CONFIGS),
+                        help="Run only this configuration (repeatable).")
+    parser.add_argument("--backends", default="cpu,torch",
+                        help="Contenders for `bld bench` (add torch-compile if wanted).")
+    parser.add_argument("--batches", default=None, help="Override every configuration's batches.")
+    parser.add_argument("--warmup", type=int, default=None, help="Override the warm-up rounds.")
+    parser.add_argument("--iters", type=int, default=None, help="Override the timed rounds.")
+    parser.add_argument("--threads", type=int, default=None,
+                        help="Threads for every backend (default: all usable cores). On a "
+                             "machine shared with other work, 1 thread is the steadier figure.")
+    parser.add_argument("--max-wait", type=float, default=1200,
+                        help="Seconds to wait for a quiet machine before each benchmark.")
+    args = parser.parse_args()
+    if shutil.which("ps") is None:
+        sys.exit("error: this script needs `ps` to see whether the machine is quiet")
+    reports = {}
+    for name in args.only or CONFIGS:
+        run_dir, preset_name, batches, warmup, iters = CONFIGS[name]
+        bundle = ensure_bundle(name, run_dir, preset_name)
+        if bundle is None:
+            continue
+        reports[name] = run_bench(
+            name, bundle, run_dir, args.batches or batches,
+            warmup if args.warmup is None else args.warmup, args.iters or iters, args.backends,
+            args.threads, args.max_wait)
+    text = table(reports)
+    (RESULTS / "table.md").write_text(text)
+    print(text)
+
+
+if __name__ == "__main__":
+    main()
