@@ -8,12 +8,10 @@ Configurations:
 - digits-random   the demo's architecture (preset "digits") with random weights
 - paper256-random the paper's ImageNet 256px setting (preset "paper256") with random weights
 
-Speed does not depend on the weights, so the random-weight runs stand in for trained ones. No
-project command makes an untrained run directory (`bld train` needs data and at least one
-step), so this script writes one with bld_train.checkpoint's own writers: the preset's configs
-and freshly initialised weights (torch seed 0). Export and benchmark use the project's commands
-(`bld-export onnx`, `bld bench`). Each benchmark waits until the machine is quiet (load
-average and other Python processes), since shared cores make timings meaningless.
+Speed does not depend on the weights, so the random-weight runs stand in for trained ones. All
+steps use the project's commands: `bld train init` (an untrained run), `bld-export onnx`,
+`bld bench`. Each benchmark waits until the machine is quiet (load average and other busy
+processes), since timings taken on shared, busy cores are noise.
 
 Results: benchmarks/results/<config>.json (schema bld-bench/1), <config>.png, and
 benchmarks/results/table.md, the README table.
@@ -52,26 +50,6 @@ def command(script: str, module: str) -> list[str]:
     return [sys.executable, "-c", f"from {module} import main; main()"]
 
 
-def make_random_run(run_dir: Path, preset_name: str, seed: int = 0) -> None:
-    """A run directory with the preset's configs and untrained (random) EMA weights."""
-    import torch
-
-    from bld_train import checkpoint
-    from bld_train.autoencoder import BinaryAutoencoder
-    from bld_train.config import preset
-    from bld_train.denoiser import Denoiser
-
-    p = preset(preset_name)
-    torch.manual_seed(seed)
-    for stage, model, model_cfg, train_cfg in (
-            ("autoencoder", BinaryAutoencoder(p.autoencoder), p.autoencoder, p.autoencoder_train),
-            ("prior", Denoiser(p.prior), p.prior, p.prior_train)):
-        checkpoint.write_stage_config(run_dir, stage, preset_name, model_cfg, train_cfg, p.data,
-                                      extra={"note": "random weights, for speed measurements"})
-        checkpoint.save_safetensors(checkpoint.stage_dir(run_dir, stage) / checkpoint.MODEL,
-                                    model.state_dict(), {"step": "0", "stage": stage})
-
-
 def ensure_bundle(name: str, run_dir: Path, preset_name: str | None) -> Path | None:
     bundle = run_dir / "bundle"
     if (bundle / "bld.json").is_file():
@@ -80,8 +58,9 @@ def ensure_bundle(name: str, run_dir: Path, preset_name: str | None) -> Path | N
         print(f"[{name}] {bundle} does not exist (run `make demo`); skipped", flush=True)
         return None
     if not (run_dir / "prior" / "model.safetensors").is_file():
-        print(f"[{name}] writing a random-weight run at {run_dir}", flush=True)
-        make_random_run(run_dir, preset_name)
+        print(f"[{name}] creating a random-weight run at {run_dir}", flush=True)
+        subprocess.run(command("bld", "bld_runtime.cli") + [
+            "train", "init", "--preset", preset_name, "--run", str(run_dir)], check=True)
     print(f"[{name}] exporting {bundle}", flush=True)
     subprocess.run(command("bld-export", "bld_export.cli")
                    + ["onnx", str(run_dir), "-o", str(bundle), "--force"], check=True)
