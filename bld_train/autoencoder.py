@@ -164,8 +164,9 @@ class BinaryAutoencoder(nn.Module):
 
         Returns (recon, probs, bits, reencoded). With `cycle`, `reencoded` holds the encoder's
         probabilities for the decoded image of the thresholded bits, quantised to uint8 levels
-        as the runtime sees it, with no gradient into the decoder: training it towards those
-        bits makes deterministic encode -> decode -> encode a fixed point.
+        as the runtime sees them (straight-through). Training both networks towards those bits
+        makes deterministic encode -> decode -> encode a fixed point: the decoder learns to
+        keep every bit recoverable, the encoder to recover it.
         """
         probs = self.encode_probs(x)
         sample = torch.bernoulli(probs.detach(), generator=generator)
@@ -173,10 +174,9 @@ class BinaryAutoencoder(nn.Module):
         recon = self.decode(bits)
         reencoded = None
         if cycle:
-            with torch.no_grad():
-                decoded = self.decode((probs > 0.5).to(probs.dtype)).clamp(-1.0, 1.0)
-                decoded = torch.round((decoded + 1.0) * 127.5) / 127.5 - 1.0
-            reencoded = self.encode_probs(decoded)
+            decoded = self.decode((probs.detach() > 0.5).to(probs.dtype)).clamp(-1.0, 1.0)
+            levels = torch.round((decoded + 1.0) * 127.5) / 127.5 - 1.0
+            reencoded = self.encode_probs(decoded + (levels - decoded).detach())
         return recon, probs, bits, reencoded
 
 

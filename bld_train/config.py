@@ -58,7 +58,9 @@ class AutoencoderTrainConfig:
     warmup_steps: int = 100
     ema_decay: float = 0.999
     code_weight: float = 0.1          # weight of the code-confidence term mean(p * (1 - p))
-    cycle_weight: float = 0.5         # re-encoding a decoded image must give its bits back
+    cycle_weight: float = 1.0         # re-encoding a decoded image must give its bits back
+    cycle_start: int = -1             # step at which that term starts; -1 disables it. Early on
+                                      # it collapses the code (constant bits are consistent)
     disc_start: int = -1              # step at which the PatchGAN starts; -1 disables it
     disc_weight: float = 0.1
     disc_channels: int = 32
@@ -113,7 +115,8 @@ def _tiny() -> Preset:
         data=DataConfig(),
         autoencoder=ae,
         autoencoder_train=AutoencoderTrainConfig(steps=20, batch_size=16, warmup_steps=2,
-                                                 disc_start=10, disc_channels=8, log_every=5,
+                                                 disc_start=10, cycle_start=10, disc_channels=8,
+                                                 log_every=5,
                                                  checkpoint_every=5),
         prior=PriorConfig(latent_size=ae.latent_size, bits=ae.bits, width=32, depth=2, heads=2,
                           train_steps=32, sampling_steps=16),
@@ -129,7 +132,7 @@ def _digits() -> Preset:
         name="digits",
         data=DataConfig(),
         autoencoder=ae,
-        autoencoder_train=AutoencoderTrainConfig(steps=1500),
+        autoencoder_train=AutoencoderTrainConfig(steps=1500, cycle_start=1000),
         prior=PriorConfig(latent_size=ae.latent_size, bits=ae.bits, width=128, depth=4, heads=4),
         prior_train=PriorTrainConfig(steps=4000),
     )

@@ -69,8 +69,12 @@ def evaluate_bundle(bundle: str, guidances=(0.0,), per_class: int = 50, seed: in
     classifier = train_classifier(train_u8, train_labels)
     real_accuracy = float((classifier.predict(to_8x8(held_u8)) == held_labels).mean())
 
-    recon = pipe.decode(pipe.encode(held_u8))
+    codes = pipe.encode(held_u8)
+    recon = pipe.decode(codes)
     recon_psnr = psnr(held_u8, recon)
+    again = pipe.encode(recon)  # deterministic encode -> decode -> encode should be a fixed point
+    fixed_bits = float((again == codes).mean())
+    fixed_latents = float((again == codes).all(axis=(1, 2)).mean())
 
     real_spread = [mean_pairwise_distance(to_8x8(held_u8[held_labels == c]))
                    for c in range(num_classes)]
@@ -88,6 +92,7 @@ def evaluate_bundle(bundle: str, guidances=(0.0,), per_class: int = 50, seed: in
             first = np.concatenate([np.flatnonzero(classes == c)[:10] for c in range(num_classes)])
             save_grid(grid_path, out.images[first], rows=num_classes)
     return {"psnr_db": recon_psnr, "classifier_accuracy_on_real": real_accuracy,
+            "fixed_point_bits": fixed_bits, "fixed_point_latents": fixed_latents,
             "samples_per_class": per_class, "results": [asdict(r) for r in results]}
 
 
@@ -112,6 +117,8 @@ def evaluate(bundle, guidance, per_class, seed, out_dir):
         json.dump(report, f, indent=2)
     first = report["results"][0]
     click.echo(f"reconstruction PSNR (held-out digits): {report['psnr_db']:.2f} dB")
+    click.echo(f"encode -> decode -> encode: {report['fixed_point_latents']:.1%} of held-out "
+               f"latents unchanged ({report['fixed_point_bits']:.2%} of bits)")
     click.echo(f"sample accuracy (guidance {first['guidance']:g}): {first['accuracy']:.3f}")
     click.echo(f"sample diversity (guidance {first['guidance']:g}): {first['diversity']:.3f}")
     click.echo("guidance  accuracy  diversity")

@@ -155,7 +155,7 @@ def _train(run_dir, preset, resume, steps, seed, data, info: D.DistInfo, amp, wo
         gan_on = use_gan and step >= tcfg.disc_start
 
         with precision.autocast():
-            recon, probs, _, reencoded = net(x, cycle=tcfg.cycle_weight > 0)
+            recon, probs, _, reencoded = net(x, cycle=0 <= tcfg.cycle_start <= step)
         rec = reconstruction_loss(x, recon.float())
         if perceptual is not None:
             with precision.autocast():
