@@ -9,44 +9,16 @@ without a traceback.
 """
 from __future__ import annotations
 
-import sys
 from pathlib import Path
 
 import click
 
-from bld_runtime.errors import BldError
+from bld_runtime.cli import OneLineErrorGroup
 
 from .flops import format_flops
 
 
-def _fail(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
-    sys.exit(1)
-
-
-class ExportGroup(click.Group):
-    """A click group whose errors print one line instead of a traceback."""
-
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        try:
-            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except click.exceptions.NoArgsIsHelpError as e:
-            click.echo(e.format_message())
-            rv = 0
-        except BldError as e:
-            _fail(str(e))
-        except click.ClickException as e:
-            _fail(e.format_message())
-        except click.Abort:
-            _fail("interrupted")
-        except OSError as e:  # a file that cannot be read or written
-            _fail(f"{e.strerror or e}: {e.filename}" if e.filename else str(e))
-        if not standalone_mode:
-            return rv
-        sys.exit(rv if isinstance(rv, int) else 0)
-
-
-@click.group(cls=ExportGroup)
+@click.group(cls=OneLineErrorGroup)
 def main():
     """Export trained bld runs to self-describing ONNX bundles, inspect and verify them."""
 

@@ -26,8 +26,33 @@ def _fail(message: str) -> None:
     sys.exit(1)
 
 
-class BldGroup(click.Group):
-    """A click group whose plugin commands load lazily and whose errors print one line."""
+class OneLineErrorGroup(click.Group):
+    """A click group whose expected errors print `error: <message>` (no traceback), exit 1.
+
+    Shared by every CLI of the project (`bld`, `bld-export`).
+    """
+
+    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        try:
+            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+        except click.exceptions.NoArgsIsHelpError as e:
+            click.echo(e.format_message())
+            rv = 0
+        except BldError as e:
+            _fail(str(e))
+        except click.ClickException as e:
+            _fail(e.format_message())
+        except click.Abort:
+            _fail("interrupted")
+        except OSError as e:  # a file that cannot be read or written
+            _fail(f"{e.strerror or e}: {e.filename}" if e.filename else str(e))
+        if not standalone_mode:
+            return rv
+        sys.exit(rv if isinstance(rv, int) else 0)
+
+
+class BldGroup(OneLineErrorGroup):
+    """The `bld` group: plugin commands from other packages load lazily."""
 
     def _plugins(self) -> dict[str, metadata.EntryPoint]:
         return {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)
@@ -61,24 +86,6 @@ class BldGroup(click.Group):
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
-
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
-        try:
-            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except click.exceptions.NoArgsIsHelpError as e:
-            click.echo(e.format_message())
-            rv = 0
-        except BldError as e:
-            _fail(str(e))
-        except click.ClickException as e:
-            _fail(e.format_message())
-        except click.Abort:
-            _fail("interrupted")
-        except OSError as e:  # a file that cannot be read or written
-            _fail(f"{e.strerror or e}: {e.filename}" if e.filename else str(e))
-        if not standalone_mode:
-            return rv
-        sys.exit(rv if isinstance(rv, int) else 0)
 
 
 @click.group(cls=BldGroup, context_settings={"help_option_names": ["-h", "--help"]})
