@@ -66,12 +66,12 @@ def inspect_command(bundle):
                   f"{m.defaults.guidance}   max batch {m.max_batch}")
 
     graphs = Table(title="graphs")
-    for column in ("graph", "file", "precision", "opset", "FLOPs/image", "MB"):
+    for column in ("graph", "precision", "opset", "FLOPs/image", "MB"):
         graphs.add_column(column, justify="right" if column in ("FLOPs/image", "MB") else "left")
     for name, g in m.graphs.items():
         size = (loaded.directory / g.file).stat().st_size / 1e6
-        graphs.add_row(name, g.file, g.precision, str(g.opset), format_flops(g.flops),
-                       f"{size:.1f}")
+        label = name if g.file == f"{name}.onnx" else f"{name} ({escape(g.file)})"
+        graphs.add_row(label, g.precision, str(g.opset), format_flops(g.flops), f"{size:.1f}")
     console.print(graphs)
 
     io = Table(title="inputs and outputs")

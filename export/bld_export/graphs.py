@@ -11,7 +11,9 @@ FLOP counting and engine building read these declarations; none of them re-state
     step_guided(...)  the same plus guidance                       -> probs float32 [batch, L, C]
 
 fp16 variants keep float32 at the boundary: the torch module casts inputs down and outputs up,
-so a strongly typed TensorRT network runs the network body in fp16 and nothing else.
+so a strongly typed TensorRT network runs the network body in fp16 and nothing else. Inside,
+the step graphs keep sigmoid and posterior in fp32 (DenoiserStep) and the fp16 decoder keeps
+its GroupNorms in fp32 (Float32GroupNorm); every MatMul and Conv is fp16.
 """
 from __future__ import annotations
 
@@ -27,8 +29,7 @@ import torch.nn as nn
 from bld_runtime import contract
 
 BATCH = "batch"
-KINDS = ("encoder", "decoder", "step", "step_guided")
-FP16_KINDS = ("decoder", "step", "step_guided")  # the encoder only runs at export/encode time
+KINDS = ("encoder", "decoder", "step", "step_guided")  # fp16 variants: all but the encoder
 
 
 @dataclass(frozen=True)
@@ -179,12 +180,44 @@ class DecoderGraph(nn.Module):
         return image.float()
 
 
+class Float32GroupNorm(nn.Module):
+    """A GroupNorm that runs in float32 inside an fp16 network, with explicit casts both ways.
+
+    One group of a 256x256 feature map holds 262144 values: summed in fp16 they overflow (the
+    ONNX reference evaluator does exactly that). As an fp32 island the norm means the same on
+    every backend, and a strongly typed TensorRT network keeps it fp32 while convs run fp16.
+    """
+
+    def __init__(self, norm: nn.GroupNorm):
+        super().__init__()
+        self.norm = copy.deepcopy(norm).float()
+
+    def forward(self, x):
+        return self.norm(x.float()).to(x.dtype)
+
+
+def _half_with_float32_norms(model: nn.Module) -> nn.Module:
+    """An fp16 copy of `model` whose GroupNorms are Float32GroupNorms of the fp32 originals."""
+    originals = dict(model.named_modules())
+    half = copy.deepcopy(model).half()
+
+    def swap(parent: nn.Module, prefix: str) -> None:
+        for name, child in parent.named_children():
+            if isinstance(child, nn.GroupNorm):
+                setattr(parent, name, Float32GroupNorm(originals[prefix + name]))
+            else:
+                swap(child, f"{prefix}{name}.")
+
+    swap(half, "")
+    return half
+
+
 def _build_encoder(models: Models) -> nn.Module:
     return EncoderGraph(models.autoencoder).eval()
 
 
 def _build_decoder(models: Models, fp16: bool) -> nn.Module:
-    autoencoder = copy.deepcopy(models.autoencoder).half() if fp16 else models.autoencoder
+    autoencoder = _half_with_float32_norms(models.autoencoder) if fp16 else models.autoencoder
     return DecoderGraph(autoencoder).eval()
 
 
@@ -232,5 +265,5 @@ def noised_bits(clean: np.ndarray, step: np.ndarray, schedule: str, train_steps:
     return (rng.random(clean.shape) < p).astype(np.float32)
 
 
-__all__ = ["BATCH", "KINDS", "FP16_KINDS", "Dims", "TensorDecl", "Models", "GraphDecl",
-           "EncoderGraph", "DecoderGraph", "declare", "noised_bits"]
+__all__ = ["BATCH", "KINDS", "Dims", "TensorDecl", "Models", "GraphDecl",
+           "EncoderGraph", "DecoderGraph", "Float32GroupNorm", "declare", "noised_bits"]

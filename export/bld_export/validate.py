@@ -47,10 +47,14 @@ TENSORRT_OPS = frozenset({
 })
 
 # Largest allowed |a - b| between two backends, by precision and output. Probabilities are
-# the step and encoder outputs; images are the decoder's, in [-1, 1].
+# the step and encoder outputs; images are the decoder's, in [-1, 1], where 0.0078 is one uint8
+# level. Measured on paper256 with random weights (max over the validation inputs): fp32
+# decoder 5e-5, fp32 probabilities 6e-7; fp16 decoder 1.9e-2 (reference evaluator, which
+# rounds every op to fp16, vs the fp32 model), fp16 probabilities 7e-4. An export bug (a wrong
+# op, a lost cast) shows up as errors of order 0.1 to 1.
 TOLERANCES = {
-    "fp32": {"probs": 1e-5, "image": 1e-4},
-    "fp16": {"probs": 1e-2, "image": 2e-2},
+    "fp32": {"probs": 1e-5, "image": 2e-4},
+    "fp16": {"probs": 1e-2, "image": 5e-2},
 }
 
 ONNX_DTYPES = {"float32": onnx.TensorProto.FLOAT, "float16": onnx.TensorProto.FLOAT16,
