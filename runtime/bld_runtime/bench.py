@@ -72,7 +72,7 @@ from .manifest import load_bundle
 SCHEMA = "bld-bench/1"
 PLUGIN_GROUP = "bld.bench_backends"
 PERCENTILES = (50, 90, 99)
-GPU_BACKENDS = ("cuda", "tensorrt-ep")
+SETTLE_SECONDS = 0.1  # idle time before each run, so that one contender's threads go quiet
 
 
 # --- what every benchmarked backend gets and reports --------------------------------------------
@@ -413,9 +413,14 @@ def make_request(batch: int, seed: int, num_classes: int, guidance: float,
 
 
 def run_rounds(contenders: list[Contender], requests: dict[int, Request], num_steps: int,
-               warmup: int, iters: int, log=lambda message: None) -> list[dict]:
+               warmup: int, iters: int, log=lambda message: None,
+               settle: float = SETTLE_SECONDS) -> list[dict]:
     """For each batch: warmup + iters rounds, each running every available contender once, in
-    the same order (A B A B ...). Returns the order of the runs; timings go into contenders."""
+    the same order (A B A B ...). Returns the order of the runs; timings go into contenders.
+
+    Before each run we sleep `settle` seconds: thread pools (onnxruntime's, OpenMP's) may spin
+    for a while after a run, and on few cores that would slow whoever runs next.
+    """
     order = []
     track_rss = reset_peak_rss()
     for batch, request in requests.items():
@@ -428,6 +433,7 @@ def run_rounds(contenders: list[Contender], requests: dict[int, Request], num_st
                 if not c.available:
                     continue
                 clock = StageClock(num_steps)
+                time.sleep(settle)
                 if track_rss:
                     reset_peak_rss()
                 c.backend.reset_device_peak()
