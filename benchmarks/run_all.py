@@ -120,16 +120,17 @@ def _ms(seconds: float) -> str:
 
 def table(reports: dict[str, dict]) -> str:
     """The README table: the runtime ("cpu") against eager PyTorch per model and batch size."""
-    lines = ["| model | batch | runtime p50 | eager PyTorch p50 | speedup | step speedup "
+    lines = ["| model | threads | batch | runtime p50 | eager PyTorch p50 | speedup | step speedup "
              "| runtime overhead | step GFLOP/s (% of GEMM peak) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|"]
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for name, report in reports.items():
         rows = {(r["backend"], r["batch"]): r for r in report["results"]}
         for batch in report["settings"]["batches"]:
             rt, pt = rows.get(("cpu", batch)), rows.get(("torch", batch))
             if rt is None:
                 continue
-            cells = [name, str(batch), _ms(rt["latency"]["p50"]),
+            cells = [name, str(report["settings"]["threads"]), str(batch),
+                     _ms(rt["latency"]["p50"]),
                      _ms(pt["latency"]["p50"]) if pt else "-",
                      f"{rt['speedup']:.2f}x" if pt else "-",
                      f"{rt['step_speedup']:.2f}x" if pt else "-",
@@ -139,12 +140,11 @@ def table(reports: dict[str, dict]) -> str:
             lines.append("| " + " | ".join(cells) + " |")
     if reports:
         first = next(iter(reports.values()))
-        peaks = ", ".join(f"{g:.0f}" for g in dict.fromkeys(
-            round(r["gemm_peak"]["gflops"]) for r in reports.values() if r.get("gemm_peak")))
-        lines += ["", f"{first['machine']['processor']}, {first['settings']['threads']} threads, "
-                      f"steps {first['bundle']['steps']}; measured GEMM peak (fp32): {peaks} "
-                      "GFLOP/s. p50 = median latency of a whole generation (initial draw, "
-                      "K steps, decode)."]
+        peaks = ", ".join(f"{r['gemm_peak']['gflops']:.0f} ({r['settings']['threads']} threads)"
+                          for r in reports.values() if r.get("gemm_peak"))
+        lines += ["", f"{first['machine']['processor']}, K = {first['bundle']['steps']} steps; "
+                      f"measured fp32 GEMM peak, GFLOP/s: {peaks}. p50: median latency of a "
+                      "whole generation (initial draw, K steps, decode to uint8)."]
     return "\n".join(lines) + "\n"
 
 
