@@ -43,8 +43,8 @@ class TorchBackend(BenchBackend):
             raise BackendUnavailableError(
                 f"backend {self.name!r} needs the run directory the bundle was exported from "
                 "(--run RUN_DIR)")
-        if threads > 0:
-            torch.set_num_threads(threads)
+        # torch's thread count is process-global: set it only while this backend runs.
+        self.threads = threads if threads > 0 else torch.get_num_threads()
         denoiser, cfg = load_prior(run_dir)
         if cfg.sampling_steps != num_steps:
             raise BackendUnavailableError(
@@ -55,7 +55,6 @@ class TorchBackend(BenchBackend):
         self.decoder = self.autoencoder.decode
         if self.compiled:
             self._compile()
-        self.threads = torch.get_num_threads()
         for module in (self.sampler.step, self.sampler.guided_step):
             module.register_forward_pre_hook(self._step_starts)
             module.register_forward_hook(self._step_ends)
@@ -88,6 +87,14 @@ class TorchBackend(BenchBackend):
     # --- BenchBackend -------------------------------------------------------------------------
 
     def generate(self, request: Request, clock: StageClock) -> np.ndarray:
+        previous = torch.get_num_threads()
+        torch.set_num_threads(self.threads)
+        try:
+            return self._generate(request, clock)
+        finally:
+            torch.set_num_threads(previous)
+
+    def _generate(self, request: Request, clock: StageClock) -> np.ndarray:
         self._clock, self._step = clock, 0
         self._mark = time.perf_counter()
         bits = self.sampler.sample(request.seeds, request.classes, guidance=request.guidance,
