@@ -131,6 +131,26 @@ class Log:
         return values
 
 
+def resume_from(run_dir, stage: str, resume: bool, model: nn.Module, ema: EMA,
+                optimizer: torch.optim.Optimizer, scaler) -> dict | None:
+    """With `resume`, load the stage's training state into the model, EMA, optimizer and
+    scaler and return it (the caller restores anything else it saved); else None."""
+    from bld_train import checkpoint as ckpt
+    from bld_train.config import ConfigError
+
+    if not resume:
+        return None
+    state = ckpt.load_training_state(run_dir, stage)
+    if state is None:
+        raise ConfigError(f"nothing to resume: {ckpt.stage_dir(run_dir, stage)} has no "
+                          "training state")
+    model.load_state_dict(state["model"])
+    ema.load_state_dict(state["ema"])
+    optimizer.load_state_dict(state["optimizer"])
+    scaler.load_state_dict(state["scaler"])
+    return state
+
+
 def unwrap(model: nn.Module) -> nn.Module:
     return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
 

@@ -21,7 +21,8 @@ from bld_train import config as C
 from bld_train import distributed as D
 from bld_train.autoencoder import BinaryAutoencoder, NLayerDiscriminator
 from bld_train.data import TensorImageDataset, make_dataset
-from bld_train.loop import EMA, Log, Precision, adamw, lr_at, optimizer_step, set_lr
+from bld_train.loop import (EMA, Log, Precision, adamw, lr_at, optimizer_step, resume_from,
+                            set_lr)
 from bld_train.losses import (PerceptualLoss, adaptive_gan_weight, code_confidence_loss,
                               cycle_consistency_loss,
                               hinge_d_loss, hinge_g_loss, reconstruction_loss)
@@ -117,17 +118,10 @@ def _train(run_dir, preset, resume, steps, seed, data, info: D.DistInfo, amp, wo
     scaler, disc_scaler = precision.scaler(), precision.scaler()
     ema = EMA(model, tcfg.ema_decay)
 
+    state = resume_from(run_dir, STAGE, resume, model, ema, optimizer, scaler)
     start = 0
-    state = ckpt.load_training_state(run_dir, STAGE) if resume else None
-    if resume and state is None:
-        raise C.ConfigError(f"nothing to resume: {ckpt.stage_dir(run_dir, STAGE)} has no "
-                            "training state")
     if state is not None:
         start = int(state["step"])
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
         if use_gan:
             disc.load_state_dict(state["disc"])
             disc_optimizer.load_state_dict(state["disc_optimizer"])

@@ -23,7 +23,8 @@ from bld_train import distributed as D
 from bld_train.data import make_dataset
 from bld_train.denoiser import Denoiser
 from bld_train.diffusion import BernoulliDiffusion
-from bld_train.loop import EMA, Log, Precision, adamw, lr_at, optimizer_step, set_lr
+from bld_train.loop import (EMA, Log, Precision, adamw, lr_at, optimizer_step, resume_from,
+                            set_lr)
 
 STAGE = "prior"
 BETAS = (0.9, 0.95)
@@ -151,17 +152,10 @@ def _train(run_dir, preset, resume, steps, seed, info: D.DistInfo, amp, workers,
     scaler = precision.scaler()
     ema = EMA(model, tcfg.ema_decay)
 
+    state = resume_from(run_dir, STAGE, resume, model, ema, optimizer, scaler)
     start = 0
-    state = ckpt.load_training_state(run_dir, STAGE) if resume else None
-    if resume and state is None:
-        raise C.ConfigError(f"nothing to resume: {ckpt.stage_dir(run_dir, STAGE)} has no "
-                            "training state")
     if state is not None:
         start = int(state["step"])
-        model.load_state_dict(state["model"])
-        ema.load_state_dict(state["ema"])
-        optimizer.load_state_dict(state["optimizer"])
-        scaler.load_state_dict(state["scaler"])
         if state.get("autoencoder_sha256") != ae_hash and info.is_main:
             tqdm.write("warning: the autoencoder changed since this prior was started")
         if state.get("world_size", 1) != info.world_size and info.is_main:

@@ -225,9 +225,10 @@ def test_encode_deterministic_and_seeded(pipe):
 
 
 def test_encode_decode_encode_on_the_tiny_bundle(pipe):
-    """On a 20-step tiny model, encode(decode(b)) != b in general; measure how close it is.
+    """Measure how close deterministic encode -> decode -> encode is to a fixed point.
 
-    The fixed point is tested on a trained autoencoder in test_fixed_point_on_a_trained_run.
+    It is not one yet, not even on the trained demo autoencoder (98.1% of held-out bits, no
+    latent whole; `bld evaluate` reports it), so this only guards against a broken round trip.
     """
     b1 = pipe.encode(pipe.generate(n=16, seeds=0, classes=np.arange(16) % 10).images)
     b2 = pipe.encode(pipe.decode(b1))
