@@ -129,6 +129,27 @@ def save_checkpoint(run_dir, stage: str, ema_weights: dict[str, torch.Tensor],
     save_torch(directory / STATE, {**training_state, "step": step})
 
 
+def config_to_resume(run_dir, stage: str, preset, seed: int | None) -> dict:
+    """The stage's saved config, after checking a resume asks for neither another preset nor
+    another seed (both would silently change the run)."""
+    saved = read_stage_config(run_dir, stage)
+    wanted = preset.name if isinstance(preset, C.Preset) else preset
+    if wanted is not None and wanted != saved["preset"]:
+        raise C.ConfigError(f"the run was started with preset {saved['preset']!r}; a resumed run "
+                            "cannot change it")
+    if seed is not None and seed != saved["train"].seed:
+        raise C.ConfigError(f"the run was started with seed {saved['train'].seed}; a resumed run "
+                            "cannot change it")
+    return saved
+
+
+def require_fresh(run_dir, stage: str) -> None:
+    """A new (not resumed) stage must not overwrite a checkpoint."""
+    if has_training_state(run_dir, stage):
+        raise C.ConfigError(f"{stage_dir(run_dir, stage)} already holds a checkpoint; "
+                            "pass --resume to continue it or choose another --run")
+
+
 def init_random_run(run_dir, preset: C.Preset, seed: int = 0) -> None:
     """A run with the preset's configs and untrained weights: for export and speed checks
     of configurations too big to train here (speed does not depend on the weights)."""

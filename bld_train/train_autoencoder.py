@@ -36,20 +36,11 @@ def resolve_configs(run_dir, preset: C.Preset | str | None, *, resume: bool,
                     ) -> tuple[str, C.AutoencoderConfig, C.AutoencoderTrainConfig, C.DataConfig]:
     """The configs to train with: the preset's for a new run, the saved ones on resume."""
     if resume:
-        saved = ckpt.read_stage_config(run_dir, STAGE)
+        saved = ckpt.config_to_resume(run_dir, STAGE, preset, seed)
         name, model_cfg, train_cfg, data_cfg = (saved["preset"], saved["model"], saved["train"],
                                                 saved["data"])
-        wanted = preset.name if isinstance(preset, C.Preset) else preset
-        if wanted is not None and wanted != name:
-            raise C.ConfigError(f"the run was started with preset {name!r}; a resumed run "
-                                "cannot change it")
-        if seed is not None and seed != train_cfg.seed:
-            raise C.ConfigError(f"the run was started with seed {train_cfg.seed}; a resumed run "
-                                "cannot change it")
     else:
-        if ckpt.has_training_state(run_dir, STAGE):
-            raise C.ConfigError(f"{ckpt.stage_dir(run_dir, STAGE)} already holds a checkpoint; "
-                                "pass --resume to continue it or choose another --run")
+        ckpt.require_fresh(run_dir, STAGE)
         p = C.preset(preset or "digits") if not isinstance(preset, C.Preset) else preset
         name, model_cfg, train_cfg, data_cfg = p.name, p.autoencoder, p.autoencoder_train, p.data
         if seed is not None:

@@ -84,19 +84,10 @@ def resolve_configs(run_dir, preset: C.Preset | str | None, *, resume: bool,
     ae = ckpt.read_stage_config(run_dir, "autoencoder")
     ae_cfg: C.AutoencoderConfig = ae["model"]
     if resume:
-        saved = ckpt.read_stage_config(run_dir, STAGE)
+        saved = ckpt.config_to_resume(run_dir, STAGE, preset, seed)
         name, prior_cfg, train_cfg = saved["preset"], saved["model"], saved["train"]
-        wanted = preset.name if isinstance(preset, C.Preset) else preset
-        if wanted is not None and wanted != name:
-            raise C.ConfigError(f"the run was started with preset {name!r}; a resumed run "
-                                "cannot change it")
-        if seed is not None and seed != train_cfg.seed:
-            raise C.ConfigError(f"the run was started with seed {train_cfg.seed}; a resumed run "
-                                "cannot change it")
     else:
-        if ckpt.has_training_state(run_dir, STAGE):
-            raise C.ConfigError(f"{ckpt.stage_dir(run_dir, STAGE)} already holds a checkpoint; "
-                                "pass --resume to continue it or choose another --run")
+        ckpt.require_fresh(run_dir, STAGE)
         p = preset if isinstance(preset, C.Preset) else C.preset(preset or ae["preset"])
         name, prior_cfg, train_cfg = p.name, p.prior, p.prior_train
         if seed is not None:
