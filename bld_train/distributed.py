@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime
 import hashlib
+import importlib
 import os
 from dataclasses import dataclass
 
@@ -41,6 +42,12 @@ def setup(device: str | None = None) -> DistInfo:
     if dev.type == "cuda":
         torch.cuda.set_device(dev)
     if world_size > 1 and not dist.is_initialized():
+        # Importing torch._dynamo while a process group exists makes it hold that group for
+        # good: destroy_process_group then leaves gloo's threads running into interpreter
+        # shutdown, where a rank can abort ("terminate called without an active exception").
+        # DDP and the optimizers import it lazily, so import it before the group exists.
+        importlib.import_module("torch._dynamo")
+
         # A long timeout: rank 0 may encode a whole dataset while the others wait at a barrier.
         dist.init_process_group("nccl" if dev.type == "cuda" else "gloo",
                                 timeout=datetime.timedelta(hours=2))
@@ -58,13 +65,25 @@ def barrier() -> None:
 
 
 def average_gradients(module: torch.nn.Module, world_size: int) -> None:
-    """All-reduce-mean the gradients of a module that is not wrapped in DDP."""
+    """All-reduce-mean the gradients of a module not wrapped in DDP, in one flat collective.
+
+    A parameter without a gradient counts as zeros, so every rank reduces the same buffer.
+    """
     if world_size <= 1:
         return
-    for p in module.parameters():
-        if p.grad is not None:
-            dist.all_reduce(p.grad)
-            p.grad.div_(world_size)
+    params = [p for p in module.parameters() if p.requires_grad]
+    if not params:
+        return
+    for p in params:
+        if p.grad is None:
+            p.grad = torch.zeros_like(p)
+    flat = torch.cat([p.grad.reshape(-1) for p in params])
+    dist.all_reduce(flat)
+    flat.div_(world_size)
+    offset = 0
+    for p in params:
+        p.grad.copy_(flat[offset : offset + p.numel()].view_as(p.grad))
+        offset += p.numel()
 
 
 def mean_across_ranks(values: dict[str, float], device: torch.device) -> dict[str, float]:

@@ -6,6 +6,7 @@ import math
 import shutil
 import signal
 import subprocess
+import textwrap
 from pathlib import Path
 
 import pytest
@@ -262,6 +263,40 @@ def test_torchrun_two_cpu_processes(tmp_path, subprocess_env, python):
     ckpt.load_autoencoder(tmp_path)
     ckpt.load_prior(tmp_path)
     assert "d" in json.loads((tmp_path / "autoencoder" / "log.jsonl").read_text().splitlines()[-1])
+
+
+GLOO_WORKER = textwrap.dedent("""
+    import glob, sys
+    import torch
+    from bld_train import distributed as D
+    from bld_train.train_autoencoder import train_autoencoder
+
+    info = D.setup("cpu")  # training joins this group and destroys it when done
+    model = torch.nn.Linear(3, 2)  # gradients differ by rank, one is missing
+    model.weight.grad = torch.full_like(model.weight, float(info.rank))
+    D.average_gradients(model, info.world_size)
+    assert torch.equal(model.weight.grad, torch.full_like(model.weight, 0.5))
+    assert torch.equal(model.bias.grad, torch.zeros_like(model.bias))
+    train_autoencoder(sys.argv[1], "tiny", steps=12, progress=False, workers=0)
+    names = sorted(open(task + "/comm").read().strip() for task in glob.glob("/proc/self/task/*"))
+    print(f"rank {info.rank} threads at exit: {names}")
+""")
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not Path("/proc/self/task").is_dir(), reason="lists threads through /proc")
+def test_process_group_is_gone_before_exit(tmp_path, subprocess_env, python):
+    """No collective thread may outlive training: one that does can abort the rank at exit."""
+    script = tmp_path / "worker.py"
+    script.write_text(GLOO_WORKER)
+    command = [python, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
+               str(script), str(tmp_path / "run")]
+    done = subprocess.run(command, env=subprocess_env, capture_output=True, text=True,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr[-3000:]
+    lines = [line for line in done.stdout.splitlines() if "threads at exit" in line]
+    assert len(lines) == 2
+    assert not any("gloo" in line for line in lines), lines
 
 
 # --- CLI -------------------------------------------------------------------------------------
