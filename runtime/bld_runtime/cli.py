@@ -10,6 +10,7 @@ a temporary name and a rename.
 from __future__ import annotations
 
 import sys
+import warnings
 from importlib import metadata
 from pathlib import Path
 
@@ -240,8 +241,12 @@ def sample(bundle, count, seed, class_, guidance, temperature, out_dir, backend,
               help="Output file, .bldz (self-describing) or .npy (packed array).")
 @click.option("--seed", default=None,
               help="Sample the bits (Philox, subsequence 0) instead of thresholding p > 0.5.")
+@click.option("--rounds", type=click.IntRange(min=0), default=None,
+              help="Most rounds of encode(decode(.)) that carry the thresholded bits to their "
+                   "canonical code, so that encoding a decoded image gives its bits back "
+                   "[default: 32]; 0 keeps p > 0.5 as it is.")
 @runtime_options()
-def encode(bundle, images, out_file, seed, backend, precision, threads, chunk):
+def encode(bundle, images, out_file, seed, rounds, backend, precision, threads, chunk):
     """Encode PNG images into packed latent bits."""
     import numpy as np
 
@@ -254,7 +259,15 @@ def encode(bundle, images, out_file, seed, backend, precision, threads, chunk):
     pipe = _load(bundle, backend, precision, threads)
     H, W, ch = pipe.image_shape
     batch = np.stack([load_png(p, H, W, ch) for p in images])
-    bits = pipe.encode(batch, seed=seed, chunk=chunk)
+    from .errors import CodeNotSettledWarning
+    from .pipeline import CANONICAL_ROUNDS
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", CodeNotSettledWarning)
+        bits = pipe.encode(batch, seed=seed, chunk=chunk,
+                           rounds=CANONICAL_ROUNDS if rounds is None else rounds)
+    for warning in caught:
+        click.echo(f"note: {warning.message}", err=True)
     latent = pipe.manifest.latent
     save_bits(out_file, bits, (latent.height, latent.width))
     click.echo(f"wrote the bits of {len(images)} image{'s' if len(images) != 1 else ''} "

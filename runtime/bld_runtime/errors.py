@@ -31,3 +31,11 @@ class PackedBitsError(BldError):
 
 class CancelledError(BldError):
     """Generation stopped because a callback asked for it."""
+
+
+class BldWarning(UserWarning):
+    """Base class of the warnings this project issues."""
+
+
+class CodeNotSettledWarning(BldWarning):
+    """Deterministic encoding ran out of rounds before some latents reached their canonical code."""

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import operator
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,11 +24,14 @@ import numpy as np
 
 from . import backends, philox
 from .backends import BackendOptions, GraphSet
-from .errors import CancelledError, InvalidRequestError, ManifestError
+from .errors import (CancelledError, InvalidRequestError, ManifestError,
+                     CodeNotSettledWarning)
 from .images import from_float, make_grid, nchw_to_nhwc, nhwc_to_nchw, save_png, to_float
 from .manifest import Bundle, load_bundle
 
 PRECISIONS = ("fp32", "fp16")
+#: Most rounds of b <- encode(decode(b)) deterministic encoding takes to settle (canonical).
+CANONICAL_ROUNDS = 32
 _U64_MAX = 2**64 - 1
 
 
@@ -195,11 +199,13 @@ class Pipeline:
                                for lo in range(0, len(x), self.max_batch)])
 
     def encode(self, images: np.ndarray, seed=None, deterministic: bool | None = None,
-               chunk: bool = True) -> np.ndarray:
+               chunk: bool = True, rounds: int = CANONICAL_ROUNDS) -> np.ndarray:
         """uint8 images (N, H, W, ch) -> bits uint8 (N, L, C).
 
-        Deterministic (the default, without a seed): bit = p > 0.5. With `seed` (a base seed
-        or one per image): Philox subsequence 0 draws each bit from the encoder's p.
+        Deterministic (the default, without a seed): the canonical code, i.e. the bits p > 0.5
+        carried to the fixed point of b -> encode(decode(b)) (see `canonical`), so that
+        encode(decode(encode(x))) == encode(x). With `seed` (a base seed or one per image):
+        Philox subsequence 0 draws each bit from the encoder's p.
         """
         if deterministic is None:
             deterministic = seed is None
@@ -207,10 +213,57 @@ class Pipeline:
             raise InvalidRequestError("deterministic encoding takes no seed")
         if not deterministic and seed is None:
             raise InvalidRequestError("seeded encoding needs a seed")
+        _check_rounds(rounds)
         probs = self.encode_probs(images, chunk)
         if deterministic:
-            return (probs > np.float32(0.5)).astype(np.uint8)
+            return self.canonical(_threshold(probs), rounds, chunk)
         return philox.bernoulli(probs, self._seeds(len(probs), seed), 0)
+
+    def canonical(self, bits: np.ndarray, rounds: int = CANONICAL_ROUNDS,
+                  chunk: bool = True) -> np.ndarray:
+        """The canonical code of `bits`: where iterating T(b) = threshold(encode(decode(b))) ends.
+
+        A thresholded code need not be a fixed point of T: the decoder renders every bit, but
+        the encoder may read a bit the image barely carries the other way. Each latent follows
+        its orbit under T until a code repeats; the orbit has then entered a cycle, and the
+        canonical code is the cycle's smallest member (bytewise), usually the one fixed point.
+        Every code on the cycle has the same canonical code, so canonical(T(c)) == c and
+        deterministic encoding is idempotent: encode(decode(encode(x))) == encode(x).
+        A latent whose orbit has not closed after `rounds` evaluations of T is returned as the
+        last code reached, with a CodeNotSettledWarning. rounds=0 returns the bits unchanged.
+        """
+        codes, settled = self.settle(bits, rounds, chunk)
+        if rounds and not settled.all():
+            warnings.warn(f"{int((~settled).sum())} of {len(codes)} latents did not settle under "
+                          f"encode(decode(.)) in {rounds} round{'s' if rounds > 1 else ''}",
+                          CodeNotSettledWarning, stacklevel=2)
+        return codes
+
+    def settle(self, bits: np.ndarray, rounds: int = CANONICAL_ROUNDS,
+               chunk: bool = True) -> tuple[np.ndarray, np.ndarray]:
+        """(canonical codes, bool (N,) whether each latent's orbit closed): see `canonical`."""
+        _check_rounds(rounds)
+        bits = self._check_bits(bits, "bits").copy()
+        settled = np.zeros(len(bits), bool)
+        orbits = [[np.packbits(b).tobytes()] for b in bits]  # codes visited, in order
+        moving = np.arange(len(bits)) if rounds else np.arange(0)
+        for _ in range(rounds):
+            again = _threshold(self.encode_probs(self.decode(bits[moving], chunk), chunk))
+            bits[moving] = again
+            for i, code in zip(moving, again):
+                key = np.packbits(code).tobytes()
+                orbit = orbits[i]
+                if key in orbit:  # the orbit closed: orbit[start:] is its cycle
+                    smallest = min(orbit[orbit.index(key):])
+                    bits[i] = np.unpackbits(np.frombuffer(smallest, np.uint8),
+                                            count=code.size).reshape(code.shape)
+                    settled[i] = True
+                else:
+                    orbit.append(key)
+            moving = moving[~settled[moving]]
+            if not len(moving):
+                break
+        return bits, settled
 
     def decode(self, bits: np.ndarray, chunk: bool = True) -> np.ndarray:
         """Bits (N, L, C) of 0/1 -> uint8 images (N, H, W, ch)."""
@@ -372,3 +425,12 @@ def _graph_paths(bundle: Bundle, precision: str) -> dict[str, Path]:
                                 f"precision {precision!r} needs (export with --fp16)")
         paths[role] = bundle.graph_path(name)
     return paths
+
+
+def _threshold(probs: np.ndarray) -> np.ndarray:
+    return (probs > np.float32(0.5)).astype(np.uint8)
+
+
+def _check_rounds(rounds) -> None:
+    if isinstance(rounds, bool) or not isinstance(rounds, (int, np.integer)) or rounds < 0:
+        raise InvalidRequestError(f"rounds must be an integer >= 0, got {rounds!r}")
