@@ -162,22 +162,25 @@ class BinaryAutoencoder(nn.Module):
                 cycle: bool = False):
         """Training pass: sample bits with a straight-through gradient, then decode.
 
-        Returns (recon, probs, bits, reencoded). With `cycle`, `reencoded` holds the encoder's
-        probabilities for the decoded image of the thresholded bits, quantised to uint8 levels
-        as the runtime sees them (straight-through). Training both networks towards those bits
-        makes deterministic encode -> decode -> encode a fixed point: the decoder learns to
-        keep every bit recoverable, the encoder to recover it.
+        Returns (recon, probs, bits, cycle_pairs). With `cycle`, cycle_pairs holds (probs the
+        encoder gives the decoded image of some bits, those bits) for the thresholded bits and
+        for the sampled ones, the images quantised to uint8 as the runtime sees them
+        (straight-through). Training both networks towards those bits makes the decoder render
+        every bit recoverably and the encoder recover it, over the neighbourhood of codes the
+        sampling covers, so deterministic encode -> decode -> encode is (near) a fixed point.
         """
         probs = self.encode_probs(x)
         sample = torch.bernoulli(probs.detach(), generator=generator)
         bits = sample + probs - probs.detach()
         recon = self.decode(bits)
-        reencoded = None
+        cycle_pairs = []
         if cycle:
-            decoded = self.decode((probs.detach() > 0.5).to(probs.dtype)).clamp(-1.0, 1.0)
-            levels = torch.round((decoded + 1.0) * 127.5) / 127.5 - 1.0
-            reencoded = self.encode_probs(decoded + (levels - decoded).detach())
-        return recon, probs, bits, reencoded
+            threshold = (probs.detach() > 0.5).to(probs.dtype)
+            for image, target in ((self.decode(threshold), threshold), (recon, sample)):
+                image = image.clamp(-1.0, 1.0)
+                levels = torch.round((image + 1.0) * 127.5) / 127.5 - 1.0
+                cycle_pairs.append((self.encode_probs(image + (levels - image).detach()), target))
+        return recon, probs, bits, cycle_pairs
 
 
 class NLayerDiscriminator(nn.Module):

@@ -140,7 +140,7 @@ def _train(run_dir, preset, resume, steps, seed, data, info: D.DistInfo, amp, wo
         gan_on = use_gan and step >= tcfg.disc_start
 
         with precision.autocast():
-            recon, probs, _, reencoded = net(x, cycle=0 <= tcfg.cycle_start <= step)
+            recon, probs, _, cycle_pairs = net(x, cycle=0 <= tcfg.cycle_start <= step)
         rec = reconstruction_loss(x, recon.float())
         if perceptual is not None:
             with precision.autocast():
@@ -148,8 +148,9 @@ def _train(run_dir, preset, resume, steps, seed, data, info: D.DistInfo, amp, wo
         code = code_confidence_loss(probs.float())
         loss = rec + tcfg.code_weight * code
         stats = {"rec": rec.detach(), "code": code.detach()}
-        if reencoded is not None:
-            cycle = cycle_consistency_loss(reencoded.float(), (probs.detach() > 0.5).float())
+        if cycle_pairs:
+            cycle = sum(cycle_consistency_loss(reencoded.float(), target.float())
+                        for reencoded, target in cycle_pairs) / len(cycle_pairs)
             loss = loss + tcfg.cycle_weight * cycle
             stats["cycle"] = cycle.detach()
         if gan_on:
