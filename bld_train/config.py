@@ -132,7 +132,9 @@ def _digits() -> Preset:
         name="digits",
         data=DataConfig(),
         autoencoder=ae,
-        autoencoder_train=AutoencoderTrainConfig(steps=1500, cycle_start=1000),
+        # The cycle term from step 300 at weight 5 makes canonical codes settle within 10 rounds
+        # on held-out digits (measured: 26.3 dB at the fixed point, 28.8 dB for p > 0.5).
+        autoencoder_train=AutoencoderTrainConfig(steps=1500, cycle_start=300, cycle_weight=5.0),
         prior=PriorConfig(latent_size=ae.latent_size, bits=ae.bits, width=128, depth=4, heads=4),
         prior_train=PriorTrainConfig(steps=4000),
     )

@@ -22,7 +22,7 @@ from bld_runtime.backends import BackendOptions
 from bld_runtime.errors import (BackendUnavailableError, CancelledError, InvalidRequestError,
                                 ManifestError, CodeNotSettledWarning)
 from bld_runtime.images import from_float, load_png, make_grid, save_png, to_float
-from bld_runtime.pipeline import Pipeline
+from bld_runtime.pipeline import Pipeline, settle_orbits
 
 
 @pytest.fixture(scope="module")
@@ -501,3 +501,24 @@ def test_gpu_backend_matches_cpu(tiny_bundle, pipe, backend):
     probs_gpu, drawn_gpu = _loop_with_teacher(gpu, *args)
     assert np.abs(probs_cpu - probs_gpu).max() < 1e-4
     assert (drawn_cpu == drawn_gpu).mean() >= 0.9999
+
+
+def test_settle_orbits_picks_the_smallest_code_of_each_cycle():
+    """A map on 1-bit-per-token codes with known orbits: a fixed point, a tail into a 3-cycle."""
+    def code(n):  # n as 8 bits, shaped (L=1, C=8)
+        return np.unpackbits(np.array([n], np.uint8)).reshape(1, 8)
+
+    successor = {5: 5, 9: 7, 7: 200, 200: 3, 3: 7, 100: 101, 101: 102, 102: 103, 103: 104}
+    calls = []
+
+    def step(batch):
+        calls.append(len(batch))
+        return np.stack([code(successor[int(np.packbits(b)[0])]) for b in batch])
+
+    start = np.stack([code(5), code(9), code(200), code(100)])
+    codes, settled = settle_orbits(start, step, rounds=4)
+    np.testing.assert_array_equal(settled, [True, True, True, False])
+    np.testing.assert_array_equal(codes[:3], np.stack([code(5), code(3), code(3)]))
+    np.testing.assert_array_equal(codes[3], code(104))  # ran out of rounds: the last code
+    assert calls == [4, 3, 3, 2]  # settled latents leave the batch (5 after 1 round, 200 after 3)
+    np.testing.assert_array_equal(settle_orbits(start, step, rounds=0)[0], start)

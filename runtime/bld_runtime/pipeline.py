@@ -243,27 +243,9 @@ class Pipeline:
                chunk: bool = True) -> tuple[np.ndarray, np.ndarray]:
         """(canonical codes, bool (N,) whether each latent's orbit closed): see `canonical`."""
         _check_rounds(rounds)
-        bits = self._check_bits(bits, "bits").copy()
-        settled = np.zeros(len(bits), bool)
-        orbits = [[np.packbits(b).tobytes()] for b in bits]  # codes visited, in order
-        moving = np.arange(len(bits)) if rounds else np.arange(0)
-        for _ in range(rounds):
-            again = _threshold(self.encode_probs(self.decode(bits[moving], chunk), chunk))
-            bits[moving] = again
-            for i, code in zip(moving, again):
-                key = np.packbits(code).tobytes()
-                orbit = orbits[i]
-                if key in orbit:  # the orbit closed: orbit[start:] is its cycle
-                    smallest = min(orbit[orbit.index(key):])
-                    bits[i] = np.unpackbits(np.frombuffer(smallest, np.uint8),
-                                            count=code.size).reshape(code.shape)
-                    settled[i] = True
-                else:
-                    orbit.append(key)
-            moving = moving[~settled[moving]]
-            if not len(moving):
-                break
-        return bits, settled
+        bits = self._check_bits(bits, "bits")
+        return settle_orbits(
+            bits, lambda b: _threshold(self.encode_probs(self.decode(b, chunk), chunk)), rounds)
 
     def decode(self, bits: np.ndarray, chunk: bool = True) -> np.ndarray:
         """Bits (N, L, C) of 0/1 -> uint8 images (N, H, W, ch)."""
@@ -434,3 +416,33 @@ def _threshold(probs: np.ndarray) -> np.ndarray:
 def _check_rounds(rounds) -> None:
     if isinstance(rounds, bool) or not isinstance(rounds, (int, np.integer)) or rounds < 0:
         raise InvalidRequestError(f"rounds must be an integer >= 0, got {rounds!r}")
+
+
+def settle_orbits(bits: np.ndarray, step, rounds: int) -> tuple[np.ndarray, np.ndarray]:
+    """Follow each code's orbit under `step` (a batch map of codes) until a code repeats.
+
+    Returns (codes, settled): a settled latent gets the smallest member (bytewise, packed) of
+    the cycle its orbit entered, so every member of that cycle gets the same code; the others
+    get the last code reached after `rounds` steps. `step` only sees latents still moving.
+    """
+    bits = np.array(bits, dtype=np.uint8, copy=True)
+    settled = np.zeros(len(bits), bool)
+    orbits = [[np.packbits(b).tobytes()] for b in bits]  # codes visited, in order
+    moving = np.arange(len(bits)) if rounds else np.arange(0)
+    for _ in range(rounds):
+        again = step(bits[moving])
+        bits[moving] = again
+        for i, code in zip(moving, again):
+            key = np.packbits(code).tobytes()
+            orbit = orbits[i]
+            if key in orbit:  # the orbit closed: orbit[start:] is its cycle
+                smallest = min(orbit[orbit.index(key):])
+                bits[i] = np.unpackbits(np.frombuffer(smallest, np.uint8),
+                                        count=code.size).reshape(code.shape)
+                settled[i] = True
+            else:
+                orbit.append(key)
+        moving = moving[~settled[moving]]
+        if not len(moving):
+            break
+    return bits, settled
