@@ -175,6 +175,11 @@ def main():
             name, bundle, run_dir, args.batches or batches,
             warmup if args.warmup is None else args.warmup, args.iters or iters, args.backends,
             args.threads, args.max_wait)
+    # The table covers every report in results/ (<config>*.json, e.g. a single-batch run saved
+    # as paper256-random-batch16-1thread.json), so `--only` refreshes just its own rows.
+    for name in CONFIGS:
+        for path in sorted(RESULTS.glob(f"{name}*.json")):
+            reports.setdefault(path.stem, json.loads(path.read_text()))
     text = table(reports)
     (RESULTS / "table.md").write_text(text)
     print(text)
