@@ -248,3 +248,32 @@ def test_plugin_commands_load_lazily(tmp_path, monkeypatch):
     assert_error(bld("broken"), "`bld broken` comes from no_such_module_xyz:cmd, which cannot "
                                 "be imported here")
     assert_error(bld("nosuchcommand"), "No such command 'nosuchcommand'")
+
+
+def test_encode_decode_encode_through_files_gives_the_same_bits(pipe, tiny_bundle, digit_png,
+                                                                tmp_path):
+    latent = pipe.manifest.latent
+    shape = (latent.height, latent.width, latent.bits)
+    result = bld("encode", tiny_bundle, digit_png, "-o", tmp_path / "a.bldz")
+    assert result.exit_code == 0 and "note:" not in result.output, result.output  # it settled
+    assert bld("decode", tiny_bundle, tmp_path / "a.bldz", "-o", tmp_path / "a").exit_code == 0
+    result = bld("encode", tiny_bundle, tmp_path / "a" / "00000.png", "-o", tmp_path / "b.bldz")
+    assert result.exit_code == 0, result.output
+    np.testing.assert_array_equal(load_bits(tmp_path / "b.bldz", shape),
+                                  load_bits(tmp_path / "a.bldz", shape))
+    result = bld("encode", tiny_bundle, digit_png, "--rounds", 0, "-o", tmp_path / "raw.bldz")
+    assert result.exit_code == 0, result.output
+    H, W, ch = pipe.image_shape
+    probs = pipe.encode_probs(load_png(digit_png, H, W, ch)[None])
+    np.testing.assert_array_equal(load_bits(tmp_path / "raw.bldz", shape),
+                                  (probs > 0.5).astype(np.uint8))
+
+
+def test_encode_notes_latents_that_did_not_settle(pipe, tiny_bundle, tmp_path):
+    noise = np.random.default_rng(3).integers(0, 256, pipe.image_shape, dtype=np.uint8)
+    save_png(tmp_path / "noise.png", noise)
+    result = bld("encode", tiny_bundle, tmp_path / "noise.png", "--rounds", 1,
+                 "-o", tmp_path / "n.bldz")
+    assert result.exit_code == 0, result.output
+    assert "note: 1 of 1 latents did not settle" in result.stderr
+    assert (tmp_path / "n.bldz").is_file()
