@@ -24,8 +24,8 @@ import numpy as np
 
 from . import backends, philox
 from .backends import BackendOptions, GraphSet
-from .errors import (CancelledError, InvalidRequestError, ManifestError,
-                     CodeNotSettledWarning)
+from .errors import (CancelledError, CodeNotSettledWarning, InvalidRequestError,
+                     ManifestError)
 from .images import from_float, make_grid, nchw_to_nhwc, nhwc_to_nchw, save_png, to_float
 from .manifest import Bundle, load_bundle
 
@@ -203,7 +203,7 @@ class Pipeline:
         """uint8 images (N, H, W, ch) -> bits uint8 (N, L, C).
 
         Deterministic (the default, without a seed): the canonical code, i.e. the bits p > 0.5
-        carried to the fixed point of b -> encode(decode(b)) (see `canonical`), so that
+        carried along b -> encode(decode(b)) until they settle (see `canonical`), so that
         encode(decode(encode(x))) == encode(x). With `seed` (a base seed or one per image):
         Philox subsequence 0 draws each bit from the encoder's p.
         """
@@ -428,7 +428,7 @@ def settle_orbits(bits: np.ndarray, step, rounds: int) -> tuple[np.ndarray, np.n
     bits = np.array(bits, dtype=np.uint8, copy=True)
     settled = np.zeros(len(bits), bool)
     orbits = [[np.packbits(b).tobytes()] for b in bits]  # codes visited, in order
-    moving = np.arange(len(bits)) if rounds else np.arange(0)
+    moving = np.arange(len(bits))
     for _ in range(rounds):
         again = step(bits[moving])
         bits[moving] = again
