@@ -278,3 +278,17 @@ def test_drawer_rejects_mismatched_inputs():
         drawer.words(seed_range(0, 3), 1)
     with pytest.raises(ValueError, match="out"):
         drawer.draw(np.zeros((2, 8), np.float32), seeds, 1, out=np.empty((2, 8), np.int64))
+
+
+def test_a_span_of_subsequences_equals_one_at_a_time():
+    drawer = BernoulliDrawer(batch=3, n=70, subsequences=5)
+    seeds = np.array([0, 2**64 - 1, 12345], dtype=np.uint64)
+    for b in (3, 2):  # a partial batch uses the first b images of every buffer
+        span = drawer.uniforms_span(seeds[:b], 7, 4).copy()
+        assert span.shape == (4, b, 70)
+        for k in range(4):
+            np.testing.assert_array_equal(span[k], uniforms(seeds[:b], 7 + k, 70))
+    with pytest.raises(ValueError, match="1..5 subsequences"):
+        drawer.uniforms_span(seeds, 0, 6)
+    with pytest.raises(InvalidRequestError, match="subsequence must be in"):
+        drawer.uniforms_span(seeds, 2**64 - 2, 3)  # would run past the last subsequence

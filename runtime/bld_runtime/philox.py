@@ -140,57 +140,74 @@ def _as_subsequence(subsequence):
 class BernoulliDrawer:
     """Draws Bernoulli bits for up to `batch` images of `n` elements without allocating.
 
-    All buffers are made once here; `draw` (called once per denoising step) only writes
-    into them. A call may use fewer images than `batch` (the last, partial batch).
+    All buffers are made once here; the calls only write into them. A call may use fewer images
+    than `batch` (the last, partial batch). With `subsequences` > 1, `uniforms_span` computes
+    that many consecutive subsequences in one vectorised pass: numpy's per-call cost is paid
+    once instead of once per subsequence, which is most of the work for small latents.
     """
 
-    def __init__(self, batch, n):
-        batch, n = operator.index(batch), operator.index(n)
-        if batch < 1 or n < 1:
-            raise ValueError(f"batch and n must be >= 1, got batch={batch}, n={n}")
-        self.batch, self.n = batch, n
+    def __init__(self, batch, n, subsequences=1):
+        batch, n, span = operator.index(batch), operator.index(n), operator.index(subsequences)
+        if batch < 1 or n < 1 or span < 1:
+            raise ValueError(f"batch, n and subsequences must be >= 1, got batch={batch}, "
+                             f"n={n}, subsequences={span}")
+        self.batch, self.n, self.span = batch, n, span
         self.blocks = -(-n // 4)  # Philox blocks per image; the tail of the last one is unused
         block = np.arange(self.blocks, dtype=np.uint64)
         self._block_lo = block & _MASK32  # counter words 0 and 1: the block index j
         self._block_hi = block >> 32
-        self._state = np.empty((2, 2, batch, self.blocks), dtype=np.uint64)
-        self._seed_key = np.empty((2, batch, 1), dtype=np.uint64)  # (seed lo, seed hi) per image
-        self._key = np.empty((2, batch, self.blocks), dtype=np.uint64)  # ... for every block
-        self._prod = np.empty((2, batch, self.blocks), dtype=np.uint64)
+        lanes = (span, batch, self.blocks)
+        self._state = np.empty((2, 2) + lanes, dtype=np.uint64)
+        self._seed_key = np.empty((2, 1, batch, 1), dtype=np.uint64)  # (seed lo, hi) per image
+        self._key = np.empty((2,) + lanes, dtype=np.uint64)  # ... for every block
+        self._prod = np.empty((2,) + lanes, dtype=np.uint64)
         self._hi = np.empty_like(self._prod)
-        self._u = np.empty((batch, self.blocks * 4), dtype=np.float32)
+        self._u = np.empty(lanes + (2, 2), dtype=np.float32)  # uniforms in word order
 
-    def _generate(self, seeds, subsequence):
-        """Fill the state with the words of `seeds` at `subsequence`; returns (b, state view).
+    def _generate(self, seeds, first, count):
+        """Fill the state with the words of `seeds` at subsequences first..first+count-1.
 
-        Element e = 4j + w of image i is word w of block j, i.e. state[w % 2, w // 2, i, j].
+        Returns (b, state view (2, 2, count, b, blocks)). Element e = 4j + w of image i at
+        subsequence first + k is word w of block j, i.e. state[w % 2, w // 2, k, i, j].
         """
-        seeds, s = as_seeds(seeds), _as_subsequence(subsequence)
+        seeds, first = as_seeds(seeds), _as_subsequence(first)
         b = len(seeds)
         if not 1 <= b <= self.batch:
             raise ValueError(f"this drawer serves 1..{self.batch} images, got {b} seeds")
-        state, key, seed_key = self._state[:, :, :b], self._key[:, :b], self._seed_key[:, :b]
+        if not 1 <= count <= self.span:
+            raise ValueError(f"this drawer serves 1..{self.span} subsequences, got {count}")
+        _as_subsequence(first + count - 1)
+        state, key = self._state[:, :, :count, :b], self._key[:, :count, :b]
+        seed_key = self._seed_key[:, :, :b]
         np.copyto(state[0, 0], self._block_lo)  # counter word 0
         np.copyto(state[1, 0], self._block_hi)  # counter word 1
-        state[0, 1].fill(s & _MASK32)  # counter word 2
-        state[1, 1].fill(s >> 32)  # counter word 3
-        np.bitwise_and(seeds, _MASK32, out=seed_key[0, :, 0])  # key word 0: seed lo
-        np.right_shift(seeds, 32, out=seed_key[1, :, 0])  # key word 1: seed hi
+        for k in range(count):
+            state[0, 1, k].fill((first + k) & _MASK32)  # counter word 2
+            state[1, 1, k].fill((first + k) >> 32)  # counter word 3
+        np.bitwise_and(seeds, _MASK32, out=seed_key[0, 0, :, 0])  # key word 0: seed lo
+        np.right_shift(seeds, 32, out=seed_key[1, 0, :, 0])  # key word 1: seed hi
         np.copyto(key, seed_key)
-        _philox_rounds(state, key, self._prod[:, :b], self._hi[:, :b])
+        _philox_rounds(state, key, self._prod[:, :count, :b], self._hi[:, :count, :b])
         return b, state
 
     def words(self, seeds, subsequence):
         """uint32 (b, n): the raw words of elements 0..n-1 of each image's stream (a new array)."""
-        b, state = self._generate(seeds, subsequence)
-        return _words_last(state).reshape(b, -1)[:, : self.n].astype(np.uint32)
+        b, state = self._generate(seeds, subsequence, 1)
+        return _words_last(state[:, :, 0]).reshape(b, -1)[:, : self.n].astype(np.uint32)
+
+    def uniforms_span(self, seeds, first, count):
+        """float32 (count, b, n): curand_uniform values of subsequences first..first+count-1.
+
+        A view of scratch, overwritten by the next call.
+        """
+        b, state = self._generate(seeds, first, count)
+        u = self._u[:count, :b]
+        words_to_uniforms(_words_last(state), out=u)
+        return u.reshape(count, b, self.blocks * 4)[:, :, : self.n]
 
     def uniforms(self, seeds, subsequence):
         """float32 (b, n) curand_uniform values; a view of scratch, overwritten by the next call."""
-        b, state = self._generate(seeds, subsequence)
-        u = self._u[:b]
-        words_to_uniforms(_words_last(state), out=u.reshape(b, self.blocks, 2, 2))
-        return u[:, : self.n]
+        return self.uniforms_span(seeds, subsequence, 1)[0]
 
     def draw(self, p, seeds, subsequence, out=None):
         """Bits uint8 shaped like p (b, ...): 1 where u <= p. p must be float32, n per image."""

@@ -4,6 +4,9 @@ Per batch size, every array of the loop is allocated once: the uint8 state the P
 writes, its float32 copy that the step graph reads, the probabilities the graph writes, and the
 per-image inputs. The step graphs are bound to these arrays once (OrtValues that share numpy's
 memory), so a step is: fill the step index, run, draw in place, mask in place, convert in place.
+The Philox uniforms of several steps are computed in one pass (as many subsequences as fit in
+LANE_BUDGET Philox blocks): for small latents numpy's per-call cost, paid once per pass, is
+most of the sampling time.
 """
 from __future__ import annotations
 
@@ -12,6 +15,8 @@ import onnxruntime as ort
 
 from ..philox import BernoulliDrawer
 from .base import GRAPH_IO, Backend, Loop
+
+LANE_BUDGET = 1 << 15  # Philox blocks per pass: ~3 MB of scratch, whatever the model size
 
 
 class CpuLoop(Loop):
@@ -34,7 +39,10 @@ class CpuLoop(Loop):
             "guidance": np.zeros(batch, np.float32),
         }
         self.seeds = np.zeros(batch, np.uint64)
-        self.drawer = BernoulliDrawer(batch, L * C)
+        blocks = -(-L * C // 4)
+        span = min(self.num_steps, max(1, LANE_BUDGET // (batch * blocks)))
+        self.drawer = BernoulliDrawer(batch, L * C, subsequences=span)
+        self._uniforms, self._first = None, 0  # the current pass: subsequences first, first+1..
         self.role = "step"
         self._bindings: dict[str, tuple] = {}
 
@@ -63,8 +71,19 @@ class CpuLoop(Loop):
             np.not_equal(mask, 0, out=self.keep)
             np.copyto(self.known, known)
         self._binding(self.role)
-        self.drawer.draw(self.half, self.seeds, 0, out=self.bits)
+        self._uniforms = None
+        self._draw(self.half, 0)
         self._finish_state()
+
+    def _draw(self, p, subsequence):
+        """bits = u <= p with the uniforms of `subsequence` (0 initial state, i + 1 step i)."""
+        k = subsequence - self._first
+        if self._uniforms is None or not 0 <= k < len(self._uniforms):
+            count = min(self.drawer.span, self.num_steps - subsequence)
+            self._uniforms = self.drawer.uniforms_span(self.seeds, subsequence, count)
+            self._first, k = subsequence, 0
+        np.less_equal(self._uniforms[k], p.reshape(self.batch, -1),
+                      out=self.bits.reshape(self.batch, -1).view(np.bool_))
 
     def run_step(self, i):
         sess, binding, _ = self._binding(self.role)
@@ -73,7 +92,7 @@ class CpuLoop(Loop):
 
     def advance(self, i):
         if i < self.num_steps - 1:
-            self.drawer.draw(self.probs, self.seeds, i + 1, out=self.bits)
+            self._draw(self.probs, i + 1)
         else:
             np.greater(self.probs, np.float32(0.5), out=self.bits.view(np.bool_))
         self._finish_state()
