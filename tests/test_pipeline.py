@@ -144,9 +144,13 @@ def test_chunked_batches_equal_single_batches(tiny_bundle):
 
 
 def test_thread_count_does_not_change_the_bits(tiny_bundle):
-    bits = [Pipeline.load(tiny_bundle, options=BackendOptions(intra_op_threads=t))
-            .generate(n=8, seeds=3, classes=np.arange(8), guidance=2.0).bits for t in (1, 2)]
-    np.testing.assert_array_equal(bits[0], bits[1])
+    settings = [(1, True), (2, True), (2, False)]  # (threads, park threads after each call)
+    bits = [Pipeline.load(tiny_bundle, options=BackendOptions(intra_op_threads=t,
+                                                              stop_spinning=stop))
+            .generate(n=8, seeds=3, classes=np.arange(8), guidance=2.0).bits
+            for t, stop in settings]
+    for other in bits[1:]:
+        np.testing.assert_array_equal(bits[0], other)
 
 
 def test_another_process_produces_the_same_bits(pipe, tiny_bundle, tmp_path, subprocess_env):
@@ -372,6 +376,8 @@ def test_backend_and_precision_errors(tiny_bundle, tmp_path):
         BackendOptions(graph_optimization="max")
     with pytest.raises(InvalidRequestError, match="intra_op_threads"):
         BackendOptions(intra_op_threads=-1)
+    with pytest.raises(InvalidRequestError, match="stop_spinning must be True or False"):
+        BackendOptions(stop_spinning="no")
     # A bundle without fp16 graphs: precision fp16 says so.
     import json
 

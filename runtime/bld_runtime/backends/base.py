@@ -44,6 +44,11 @@ class BackendOptions:
     device_id: int = 0  # CUDA device, for the GPU backends
     trt_cache_dir: str | None = None  # where TensorRT keeps built engines ("tensorrt-ep")
     trt_fp16: bool = False  # let TensorRT pick fp16 kernels ("tensorrt-ep")
+    # Park onnxruntime's intra-op threads when a graph call ends instead of letting them spin.
+    # Between step calls the loop samples on the calling thread, and after the loop the decoder
+    # runs in another session: threads still spinning would take the cores from both (demo
+    # model, 2 cores: batch 1 p50 9-11 ms -> 4.7 ms, batch 16 73-89 ms -> 38-39 ms).
+    stop_spinning: bool = True
 
     def __post_init__(self):
         for name in ("intra_op_threads", "inter_op_threads", "device_id"):
@@ -54,6 +59,10 @@ class BackendOptions:
             raise InvalidRequestError(
                 f"graph_optimization must be one of {', '.join(OPTIMIZATION_LEVELS)}, "
                 f"got {self.graph_optimization!r}")
+        for name in ("trt_fp16", "stop_spinning"):
+            if not isinstance(getattr(self, name), bool):
+                raise InvalidRequestError(f"{name} must be True or False, "
+                                          f"got {getattr(self, name)!r}")
 
     def session_options(self) -> ort.SessionOptions:
         so = ort.SessionOptions()
@@ -62,6 +71,8 @@ class BackendOptions:
         so.graph_optimization_level = OPTIMIZATION_LEVELS[self.graph_optimization]
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         so.log_severity_level = 3  # errors only: ORT's warnings are not the user's business
+        if self.stop_spinning:
+            so.add_session_config_entry("session.force_spinning_stop", "1")
         return so
 
 
