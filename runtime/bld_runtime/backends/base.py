@@ -46,8 +46,10 @@ class BackendOptions:
     trt_fp16: bool = False  # let TensorRT pick fp16 kernels ("tensorrt-ep")
     # Park onnxruntime's intra-op threads when a graph call ends instead of letting them spin.
     # Between step calls the loop samples on the calling thread, and after the loop the decoder
-    # runs in another session: threads still spinning would take the cores from both (demo
-    # model, 2 cores: batch 1 p50 9-11 ms -> 4.7 ms, batch 16 73-89 ms -> 38-39 ms).
+    # runs in another session: threads still spinning take the cores from both. Demo model,
+    # 2 cores, p50 of back-to-back generations: batch 1 9-12 ms -> 5 ms, batch 16 75-88 ms ->
+    # 40-42 ms. The price: every call wakes its threads, so a lone batch-1 request after the
+    # machine idled is slower (9 ms spinning, 13-16 ms parked); set False for such traffic.
     stop_spinning: bool = True
 
     def __post_init__(self):
