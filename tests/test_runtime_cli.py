@@ -277,3 +277,11 @@ def test_encode_notes_latents_that_did_not_settle(pipe, tiny_bundle, tmp_path):
     assert result.exit_code == 0, result.output
     assert "note: 1 of 1 latents did not settle" in result.stderr
     assert (tmp_path / "n.bldz").is_file()
+
+
+def test_encode_help_states_the_runtime_default_rounds():
+    from bld_runtime.pipeline import CANONICAL_ROUNDS
+
+    result = bld("encode", "--help")
+    assert result.exit_code == 0
+    assert f"[default: {CANONICAL_ROUNDS}]" in " ".join(result.output.split())
