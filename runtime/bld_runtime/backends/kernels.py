@@ -1,62 +1,14 @@
-"""CUDA source of the device-side draw: Philox4x32-10 and the contract's Bernoulli/threshold.
+"""CUDA source of the device-side draw, built from the project's one Philox C source.
 
-`CORE` is plain C (no CUDA types) so that a test can compile it with the host C compiler and
-check it against bld_runtime.philox bit for bit; `KERNELS` wraps it in the two __global__
-functions the GPU backends launch through CuPy. Both follow SAMPLING_CONTRACT.md section 2:
-the key is the image's seed, block j's counter is (j lo, j hi, subsequence lo, subsequence hi),
-element 4j + w uses word w, u = f32(f32(word) * 2^-32 + 2^-33) and bit = (u <= p).
-The multiply by 2^-32 is exact, so a fused multiply-add rounds exactly like the two steps.
+`CORE` is csrc/bld_philox.h (plain C: Philox4x32-10, curand_uniform and the contract's draw of
+one block), the same file the C++ runtime includes; a test compiles it with the host C compiler
+and checks it against bld_runtime.philox bit for bit. `KERNELS` wraps it in the two __global__
+functions the GPU backends launch (CuPy here; NVRTC for the native TensorRT backend).
 """
+from importlib.resources import files
 
-CORE = r"""
-#ifndef BLD_DEVICE
-#define BLD_DEVICE
-#endif
-typedef unsigned int bld_u32;
-typedef unsigned long long bld_u64;
-
-/* Philox4x32 with 10 rounds on counter c under key (k0, k1), in place (Random123's round). */
-BLD_DEVICE static inline void bld_philox4x32_10(bld_u32 c[4], bld_u32 k0, bld_u32 k1) {
-    for (int r = 0; r < 10; ++r) {
-        if (r) { k0 += 0x9E3779B9u; k1 += 0xBB67AE85u; }
-        bld_u64 p0 = (bld_u64)0xD2511F53u * c[0];
-        bld_u64 p1 = (bld_u64)0xCD9E8D57u * c[2];
-        bld_u32 n0 = (bld_u32)(p1 >> 32) ^ c[1] ^ k0;
-        bld_u32 n2 = (bld_u32)(p0 >> 32) ^ c[3] ^ k1;
-        c[0] = n0; c[1] = (bld_u32)p1; c[2] = n2; c[3] = (bld_u32)p0;
-    }
-}
-
-/* curand_uniform: (0, 1], in float32 with round-to-nearest. */
-BLD_DEVICE static inline float bld_uniform(bld_u32 word) {
-    return (float)word * 2.3283064365386962890625e-10f + 1.16415321826934814453125e-10f;
-}
-
-/* The four uniforms of Philox block `block` of stream curand_init(seed, subsequence, 0). */
-BLD_DEVICE static inline void bld_block_uniforms(bld_u64 seed, bld_u64 subsequence,
-                                                 bld_u64 block, float u[4]) {
-    bld_u32 c[4] = {(bld_u32)block, (bld_u32)(block >> 32),
-                    (bld_u32)subsequence, (bld_u32)(subsequence >> 32)};
-    bld_philox4x32_10(c, (bld_u32)seed, (bld_u32)(seed >> 32));
-    for (int w = 0; w < 4; ++w) u[w] = bld_uniform(c[w]);
-}
-
-/* Draw elements 4*block .. 4*block+3 of one image of n elements: bits[e] = u <= p[e], then
-   the inpainting mask (keep[e] != 0 writes known[e] back). Bits are float 0/1, as the step
-   graph reads them. */
-BLD_DEVICE static inline void bld_draw_block(const float *p, bld_u64 seed, bld_u64 subsequence,
-                                             bld_u64 block, bld_u64 n, float *bits,
-                                             const unsigned char *keep, const float *known) {
-    float u[4];
-    bld_block_uniforms(seed, subsequence, block, u);
-    for (int w = 0; w < 4; ++w) {
-        bld_u64 e = 4 * block + w;
-        if (e >= n) break;
-        float z = u[w] <= p[e] ? 1.0f : 0.0f;
-        bits[e] = (keep && keep[e]) ? known[e] : z;
-    }
-}
-"""
+PHILOX_HEADER = "bld_philox.h"
+CORE = files("bld_runtime").joinpath("csrc", PHILOX_HEADER).read_text(encoding="utf-8")
 
 KERNELS = "#define BLD_DEVICE __device__\n" + CORE + r"""
 /* One thread per (image, Philox block); keep/known are read only when `masked` is set. */
