@@ -8,22 +8,25 @@ config.json holds the preset name and the model, training and data configs (bld_
 to_dict/from_dict), so a run directory alone rebuilds its models. model.safetensors holds the
 EMA weights, which is what inference uses. training_state.pt holds everything `--resume`
 needs (raw weights, EMA, optimizer and grad-scaler state, step); it contains only tensors and
-plain Python values, so it loads with torch.load(weights_only=True). Every file is written to
-a temporary name in the same directory and moved into place with os.replace, so a killed run
-leaves either the old or the new file, never half of one.
+plain Python values, so it loads with torch.load(weights_only=True). Every file is written with
+bld_runtime.files.atomic_write_with (a temporary name in the same directory, then a rename),
+so a killed run leaves either the old or the new file, never half of one; a training process
+holds its stage's lock (`stage_lock`) and sweeps the temporaries a killed one left.
 """
 from __future__ import annotations
 
-import hashlib
+import contextlib
+import errno
 import json
 import os
-import tempfile
+from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
 
 import torch
 
-from bld_runtime.errors import BldError
+from bld_runtime import files
+from bld_runtime.errors import BldError, OutputError
 from bld_train import config as C
 
 FORMAT = "bld-train-run/1"
@@ -39,28 +42,34 @@ class CheckpointError(BldError):
 # --- atomic writes ---------------------------------------------------------------------------
 
 def _atomic(path: Path, write) -> None:
-    """Call write(tmp_path), fsync it, then move it onto `path` in one step."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
+    """write(tmp) then one rename onto `path`; a failed write (a full disk) is one clear error."""
     try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+        files.atomic_write_with(path, write)
+    except Exception as error:  # noqa: BLE001 - torch (RuntimeError) and safetensors
+        # (SafetensorError) report a full disk in their own types
+        raise CheckpointError(f"cannot write {path}: {_disk_reason(path, error)}") from None
+
+
+def _disk_reason(path: Path, error: Exception) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror
+    try:
+        import shutil
+
+        if shutil.disk_usage(Path(path).parent).free < (64 << 20):
+            return os.strerror(errno.ENOSPC)
+    except OSError:
+        pass
+    return _first_line(error)
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 def save_json(path: Path, data: dict) -> None:
-    def write(tmp):
-        with open(tmp, "w") as f:
-            json.dump(data, f, indent=2, sort_keys=True)
-            f.write("\n")
-    _atomic(path, write)
+    _atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))
 
 
 def save_safetensors(path: Path, tensors: dict[str, torch.Tensor],
@@ -68,19 +77,28 @@ def save_safetensors(path: Path, tensors: dict[str, torch.Tensor],
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
-    _atomic(path, lambda tmp: save_file(tensors, tmp, metadata=metadata))
+    _atomic(path, lambda tmp: save_file(tensors, str(tmp), metadata=metadata))
 
 
 def save_torch(path: Path, obj: dict) -> None:
     _atomic(path, lambda tmp: torch.save(obj, tmp))
 
 
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+file_sha256 = files.sha256_file
+
+
+@contextlib.contextmanager
+def stage_lock(run_dir, stage: str) -> Iterator[None]:
+    """Held while a process trains one stage of a run: a second trainer of the same stage is
+    refused, and the temporaries of a killed one are swept (we are the only writer)."""
+    directory = stage_dir(run_dir, stage)
+    directory.mkdir(parents=True, exist_ok=True)
+    try:
+        with files.OutputLock(directory, f"{directory} (training)"):
+            files.sweep_temporaries(directory)
+            yield
+    except OutputError as error:
+        raise CheckpointError(str(error)) from None
 
 
 # --- one stage (autoencoder or prior) of a run -----------------------------------------------
@@ -108,16 +126,19 @@ def read_stage_config(run_dir, stage: str) -> dict:
         raise CheckpointError(f"no {stage} in run {str(run_dir)!r} ({path} is missing); {hint}")
     try:
         raw = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as error:
-        raise CheckpointError(f"{path} is not readable JSON: {error}") from None
+    except (OSError, ValueError, RecursionError) as error:
+        raise CheckpointError(f"{path} is not readable JSON: {_first_line(error)}") from None
+    if not isinstance(raw, dict):
+        raise CheckpointError(f"{path} is not a {stage} config of format {FORMAT}")
     if raw.get("format") != FORMAT or raw.get("stage") != stage:
         raise CheckpointError(f"{path} is not a {stage} config of format {FORMAT}")
     model_cls = C.AutoencoderConfig if stage == "autoencoder" else C.PriorConfig
     train_cls = C.AutoencoderTrainConfig if stage == "autoencoder" else C.PriorTrainConfig
     out = dict(raw)
-    out["model"] = C.from_dict(model_cls, raw["model"], f"{path}: model")
-    out["train"] = C.from_dict(train_cls, raw["train"], f"{path}: train")
-    out["data"] = C.from_dict(C.DataConfig, raw["data"], f"{path}: data")
+    for key, cls in (("model", model_cls), ("train", train_cls), ("data", C.DataConfig)):
+        if not isinstance(raw.get(key), dict):
+            raise CheckpointError(f"{path}: {key} must be an object")
+        out[key] = C.from_dict(cls, raw[key], f"{path}: {key}")
     return out
 
 
@@ -178,7 +199,8 @@ def load_training_state(run_dir, stage: str) -> dict | None:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - torch raises many types for bad files
-        raise CheckpointError(f"{path} does not load: {error}") from None
+        raise CheckpointError(f"{path} does not load ({_first_line(error)}); it is damaged: "
+                              "restart the stage without --resume") from None
 
 
 def has_training_state(run_dir, stage: str) -> bool:
@@ -191,7 +213,11 @@ def load_weights(run_dir, stage: str) -> dict[str, torch.Tensor]:
     path = stage_dir(run_dir, stage) / MODEL
     if not path.is_file():
         raise CheckpointError(f"no {stage} weights in run {str(run_dir)!r} ({path} is missing)")
-    return load_file(str(path))
+    try:
+        return load_file(str(path))
+    except Exception as error:  # noqa: BLE001 - safetensors raises SafetensorError and others
+        raise CheckpointError(f"{path} does not load ({_first_line(error)}); it is damaged: "
+                              "retrain the stage") from None
 
 
 # --- public loaders --------------------------------------------------------------------------
@@ -247,4 +273,5 @@ def _load_into(model: torch.nn.Module, weights: dict, run_dir, stage: str) -> No
 
 __all__ = ["CheckpointError", "load_autoencoder", "load_prior", "load_run_configs",
            "save_checkpoint", "load_training_state", "read_stage_config", "write_stage_config",
-           "save_json", "save_safetensors", "save_torch", "file_sha256", "stage_dir"]
+           "save_json", "save_safetensors", "save_torch", "file_sha256", "stage_dir",
+           "stage_lock"]

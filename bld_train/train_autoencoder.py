@@ -7,6 +7,7 @@ from a seeded per-epoch permutation, so `resume=True` continues a run bit for bi
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
 from typing import Callable
@@ -82,8 +83,9 @@ def train_autoencoder(run_dir, preset: C.Preset | str | None = None, *, resume: 
     """
     info = D.setup(device)
     try:
-        return _train(run_dir, preset, resume, steps, seed, data, info, amp, workers, progress,
-                      on_step)
+        with ckpt.stage_lock(run_dir, STAGE) if info.is_main else contextlib.nullcontext():
+            return _train(run_dir, preset, resume, steps, seed, data, info, amp, workers,
+                          progress, on_step)
     finally:
         D.cleanup()
 

@@ -7,6 +7,7 @@ plain loop trains the denoiser on those bits (see bld_train.diffusion for the lo
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 from pathlib import Path
 from typing import Callable
@@ -117,7 +118,9 @@ def train_prior(run_dir, preset: C.Preset | str | None = None, *, resume: bool =
     """
     info = D.setup(device)
     try:
-        return _train(run_dir, preset, resume, steps, seed, info, amp, workers, progress, on_step)
+        with ckpt.stage_lock(run_dir, STAGE) if info.is_main else contextlib.nullcontext():
+            return _train(run_dir, preset, resume, steps, seed, info, amp, workers, progress,
+                          on_step)
     finally:
         D.cleanup()
 

@@ -1,6 +1,7 @@
 """Typed errors. Each carries one clear sentence; CLIs print it without a traceback."""
 
 
+
 class BldError(Exception):
     """Base class of every error this project raises on purpose."""
 
@@ -29,6 +30,15 @@ class PackedBitsError(BldError):
     """A packed-bits file that is corrupt or does not match the bundle's latent shape."""
 
 
+class OutputError(BldError):
+    """An output that cannot be written as asked: in use by another process, or not ours to
+    replace."""
+
+
+class BackendError(BldError):
+    """A graph call that failed at run time (onnxruntime or a device reported an error)."""
+
+
 class CancelledError(BldError):
     """Generation stopped because a callback asked for it."""
 
@@ -39,3 +49,23 @@ class BldWarning(UserWarning):
 
 class CodeNotSettledWarning(BldWarning):
     """Deterministic encoding ran out of rounds before some latents reached their canonical code."""
+
+
+def describe(error: BaseException) -> str:
+    """One line for an exception that is not one of ours (the OS, a library, memory)."""
+    if isinstance(error, BldError):
+        return str(error)
+    if isinstance(error, OSError):
+        text = error.strerror or str(error)
+        name = error.filename
+        if getattr(error, "filename2", None):
+            name = f"{error.filename} -> {error.filename2}"
+        return f"{text}: {name}" if name else text
+    if isinstance(error, MemoryError):
+        return "out of memory; ask for fewer images or a smaller batch"
+    if isinstance(error, RecursionError):
+        return "input nested too deeply to process"
+    if isinstance(error, ValueError) and "null" in str(error).lower():
+        return f"a path contains a NUL character ({error})"
+    text = " ".join(str(error).split()) or "no message"
+    return f"unexpected {type(error).__name__}: {text} (BLD_TRACEBACK=1 shows where)"

@@ -1,0 +1,278 @@
+"""Files the project writes: atomically, hashed, locked, and recoverable after a crash.
+
+Every output of bld (bundles, checkpoints, PNGs, packed bits) goes through here, so there is one
+implementation of each guarantee:
+
+- `atomic_write`: a temporary file in the target's directory, then one rename. Readers and a
+  process killed at any point see the old file or the new one, never half of one. The
+  temporaries are named `.NAME.XXXXXXXX.tmp`; `sweep_temporaries` removes those a killed writer
+  left behind (call it only while holding the directory's lock).
+- `OutputLock`: an advisory lock (flock) that a writer holds on an output path for as long as it
+  writes, so two bld processes never write into one output at the same time. The kernel drops it
+  when the process dies, so a lock is never stale.
+- `replace_directory` / `recover_directory`: replace a directory (a bundle) by a complete staged
+  one through renames that a later call can always finish or undo: whatever instant a process is
+  killed at, the target ends up as the old or the new directory after at most one more call.
+"""
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+from .errors import OutputError
+
+TMP_SUFFIX = ".tmp"
+_CHUNK = 1 << 20
+
+
+# --- hashes ---------------------------------------------------------------------------------------
+
+
+def sha256_bytes(data: bytes | memoryview) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_file(path: str | os.PathLike[str], chunk_size: int = _CHUNK) -> str:
+    """Hex sha256 of a file, read in chunks (graphs can be hundreds of MB)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while chunk := f.read(chunk_size):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+# --- atomic writes ------------------------------------------------------------------------------
+
+
+def atomic_write_with(target: str | os.PathLike[str], write: Callable[[Path], None],
+                      durable: bool = True) -> Path:
+    """Call write(temporary path), then move the temporary file onto `target` in one rename.
+
+    durable: fsync the file before the rename, so that it survives a power loss too (a killed
+    process never leaves a partial file either way; outputs written by the thousand skip it).
+    """
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=TMP_SUFFIX)
+    os.close(fd)
+    tmp = Path(name)
+    try:
+        write(tmp)
+        if durable:
+            with open(tmp, "rb+") as f:
+                os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes the file private; our outputs are shared files
+        os.replace(tmp, target)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    return target
+
+
+def atomic_write(target: str | os.PathLike[str], payload: bytes, durable: bool = True) -> Path:
+    """Write `payload` to `target` atomically (see atomic_write_with)."""
+    return atomic_write_with(target, lambda tmp: tmp.write_bytes(payload), durable)
+
+
+def sweep_temporaries(directory: str | os.PathLike[str]) -> list[Path]:
+    """Remove the temporaries of atomic writes that a killed process left in `directory`.
+
+    Only call it while holding the lock that every writer of `directory` takes: a live writer's
+    temporary looks the same as a dead one's.
+    """
+    directory = Path(directory)
+    if not directory.is_dir():
+        return []
+    swept = []
+    for path in directory.glob(f".*{TMP_SUFFIX}"):
+        if path.is_file() and not path.is_symlink():
+            path.unlink(missing_ok=True)
+            swept.append(path)
+    return swept
+
+
+def fsync_tree(root: Path) -> None:
+    """fsync every file below `root` and the directories themselves (before a rename publishes
+    them), so that a power loss cannot leave a published directory with empty files."""
+    for directory, _, names in os.walk(root):
+        for name in names:
+            with open(os.path.join(directory, name), "rb") as f:
+                os.fsync(f.fileno())
+        _fsync_directory(Path(directory))
+
+
+def _fsync_directory(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:  # some platforms cannot open directories; their renames are what they are
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+# --- locks ----------------------------------------------------------------------------------------
+
+
+def lock_path(target: str | os.PathLike[str]) -> Path:
+    """The lock file of an output path: `.NAME.lock` beside it (not inside, so an output
+    directory holds only outputs)."""
+    target = Path(target)
+    return target.parent / f".{target.name}.lock"
+
+
+class OutputLock:
+    """An exclusive advisory lock on an output path, held while a process writes it.
+
+        with OutputLock(out_dir, "the output folder"):
+            ...  # nobody else holding an OutputLock on out_dir writes meanwhile
+
+    `wait=False` (the default) refuses at once with OutputError when another process holds it.
+    """
+
+    def __init__(self, target: str | os.PathLike[str], what: str = "", wait: bool = False):
+        self.target, self.wait = Path(target), wait
+        self.what = what or str(self.target)
+        self.path = lock_path(self.target)
+        self._fd: int | None = None
+
+    def __enter__(self) -> OutputLock:
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            if not _lock(fd, self.wait):
+                holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+                raise OutputError(f"{self.what} is being written by another bld process "
+                                  f"(pid {holder}); wait for it to finish or choose another path")
+            os.ftruncate(fd, 0)
+            os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        except BaseException:
+            os.close(fd)
+            raise
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._fd is not None:
+            fd, self._fd = self._fd, None
+            with contextlib.suppress(OSError):
+                os.ftruncate(fd, 0)
+            os.close(fd)  # closing the descriptor releases the lock
+
+
+def _lock(fd: int, wait: bool) -> bool:
+    try:
+        import fcntl
+    except ImportError:  # Windows
+        import msvcrt
+
+        try:
+            msvcrt.locking(fd, msvcrt.LK_LOCK if wait else msvcrt.LK_NBLCK, 1)
+        except OSError:
+            return False
+        return True
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
+    except BlockingIOError:
+        return False
+    return True
+
+
+# --- replacing a directory ------------------------------------------------------------------------
+
+
+def _siblings(target: Path) -> tuple[Path, Path]:
+    """(.NAME.new, .NAME.old): the complete new directory waiting to be moved in, and the old
+    one moved aside. Fixed names, so that a later call finds them."""
+    return target.parent / f".{target.name}.new", target.parent / f".{target.name}.old"
+
+
+def staging_directory(target: str | os.PathLike[str]) -> Path:
+    """A fresh, empty directory beside `target` to build its replacement in (`.NAME.partial-*`;
+    `recover_directory` removes those a killed process left)."""
+    target = Path(target)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    staged = Path(tempfile.mkdtemp(dir=target.parent, prefix=f".{target.name}.partial-"))
+    os.chmod(staged, 0o755)  # mkdtemp makes it private; a bundle is an ordinary directory
+    return staged
+
+
+def replace_directory(staged: Path, target: Path) -> None:
+    """Publish the complete directory `staged` at `target`, replacing what is there.
+
+    Call it holding OutputLock(target), after recover_directory(target). The steps, and what `recover_directory` makes of a kill
+    after each: staged -> .NAME.new (complete from here on: the swap is finished), target ->
+    .NAME.old, .NAME.new -> target (done: the old one is removed), remove .NAME.old.
+    """
+    new, old = _siblings(target)
+    fsync_tree(staged)
+    os.replace(staged, new)
+    _fsync_directory(target.parent)
+    _finish(target, new, old)
+
+
+def recover_directory(target: Path) -> str | None:
+    """Finish or undo a replace_directory that a killed process left half done; remove its
+    staging folders. Returns what it did (None if nothing was pending). Call it holding
+    OutputLock(target): the lock tells a dead writer from a live one."""
+    new, old = _siblings(target)
+    done = None
+    if new.is_dir():
+        _finish(target, new, old)
+        done = f"finished replacing {target} (an earlier process stopped half way)"
+    elif old.is_dir():
+        if target.is_dir():
+            shutil.rmtree(old)
+        else:  # cannot happen with replace_directory's order; restore rather than lose it
+            os.replace(old, target)
+            done = f"restored {target} (an earlier process stopped half way)"
+    for partial in target.parent.glob(f".{target.name}.partial-*"):
+        shutil.rmtree(partial, ignore_errors=True)
+    return done
+
+
+def _finish(target: Path, new: Path, old: Path) -> None:
+    if old.exists():
+        shutil.rmtree(old)
+    if target.exists():
+        os.replace(target, old)
+    os.replace(new, target)
+    _fsync_directory(target.parent)
+    if old.exists():
+        shutil.rmtree(old)
+
+
+def pending_replacement(target: Path) -> bool:
+    """Whether a replacement of `target` was left half done (see recover_directory)."""
+    new, old = _siblings(Path(target))
+    return new.is_dir() or old.is_dir()
+
+
+@contextlib.contextmanager
+def replacing_directory(target: str | os.PathLike[str], what: str = "") -> Iterator[Path]:
+    """Build a directory's replacement and publish it only if the block succeeds:
+
+        with replacing_directory(out_dir, "bundle") as staged:
+            ...  # write everything into `staged`
+
+    The lock is held throughout; on an error the staged directory is removed and `target` is
+    untouched.
+    """
+    target = Path(target)
+    with OutputLock(target, what or str(target)):
+        recover_directory(target)
+        staged = staging_directory(target)
+        try:
+            yield staged
+            replace_directory(staged, target)
+        except BaseException:
+            shutil.rmtree(staged, ignore_errors=True)
+            raise
