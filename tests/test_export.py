@@ -22,7 +22,8 @@ from bld_export.flops import graph_flops
 from bld_export.graphs import BATCH, Dims, Models, declare
 from bld_export.validate import check_graph, onnxruntime_session
 from bld_runtime import contract
-from bld_runtime.manifest import load_bundle, sha256_file
+from bld_runtime.files import sha256_file
+from bld_runtime.manifest import load_bundle
 
 FP32_GRAPHS = ("encoder", "decoder", "step", "step_guided")
 FP16_GRAPHS = ("decoder_fp16", "step_fp16", "step_guided_fp16")
@@ -319,4 +320,4 @@ def test_failed_export_leaves_nothing_behind(tiny_run, tmp_path, monkeypatch):
     monkeypatch.setattr(export_module, "export_graph", fail_on_decoder)
     with pytest.raises(ExportError, match="simulated"):
         export_module.export_bundle(tiny_run, tmp_path / "out")
-    assert list(tmp_path.iterdir()) == []
+    assert [p.name for p in tmp_path.iterdir()] == [".out.lock"]  # the (released) lock file

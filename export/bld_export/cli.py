@@ -4,8 +4,7 @@
     bld-export inspect BUNDLE
     bld-export verify BUNDLE [--run RUN_DIR]
 
-Every expected failure (a BldError, a bad option) prints `error: <message>` and exits 1,
-without a traceback.
+Every failure prints one line, `error: <message>`, and exits 1, without a traceback.
 """
 from __future__ import annotations
 
@@ -50,7 +49,9 @@ def inspect_command(bundle):
 
     from bld_runtime.manifest import load_bundle
 
+    _recover(bundle)
     loaded = load_bundle(bundle)
+    loaded.verify_files()
     m = loaded.manifest
     console = Console(highlight=False)
     console.print(f"[bold]{escape(str(loaded.directory))}[/bold]  ({m.format} v{m.schema_version}, "
@@ -103,15 +104,16 @@ def inspect_command(bundle):
 @click.option("--run", "run_dir", type=click.Path(path_type=Path), default=None,
               help="The run the bundle was exported from: also compare with PyTorch.")
 def verify_command(bundle, run_dir):
-    """Check hashes and re-run validation (ONNX Runtime vs reference evaluator [vs PyTorch])."""
-    from bld_runtime.manifest import load_bundle
+    """Check hashes, the manifest against every graph (I/O, recorded facts, probed schedule
+    and classes), and re-run validation (ONNX Runtime vs reference evaluator [vs PyTorch])."""
+    from bld_runtime.verify import verify_bundle
 
     from .errors import ValidationError
     from .graphs import Dims, Models
     from .validate import validate_bundle
 
-    loaded = load_bundle(bundle, verify_hashes=True)
-    click.echo(f"{len(loaded.manifest.graphs)} graph files present, sha256 matches the manifest")
+    _recover(bundle)
+    loaded = verify_bundle(bundle, log=click.echo)
     models = None
     if run_dir is not None:
         models = Models.load(run_dir)
@@ -125,4 +127,22 @@ def verify_command(bundle, run_dir):
     click.echo(f"ok: {len(results)} comparisons passed ({backends})")
 
 
+def _recover(bundle: Path) -> None:
+    """Finish or undo a replacement of `bundle` that a killed export left, and remove its
+    staging folders; nothing to do while another export holds the bundle's lock."""
+    from bld_runtime.errors import OutputError
+    from bld_runtime.files import OutputLock, recover_directory
+
+    try:
+        with OutputLock(bundle, f"bundle {bundle}"):
+            note = recover_directory(bundle)
+    except OutputError:  # an export is writing it right now: it will finish the job
+        return
+    if note:
+        click.echo(note)
+
+
 __all__ = ["main"]
+
+if __name__ == "__main__":
+    main(prog_name="bld-export")

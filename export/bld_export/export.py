@@ -2,10 +2,12 @@
 
     export_bundle(run_dir, out_dir, fp16=False, opset=17, max_batch=64) -> Manifest
 
-Every graph declared in graphs.py is exported, its FLOPs counted, the manifest written, and the
-whole bundle validated (validate.py) inside a temporary directory next to `out_dir`. Only a
-bundle that passed every check is moved into place, so a failed export leaves no partial
-bundle behind.
+Every graph declared in graphs.py is exported (recording its facts in its ONNX metadata,
+`bld.graph`), its FLOPs counted, the manifest written, and the whole bundle validated
+(validate.py) inside a staging directory next to `out_dir`. Only a bundle that passed every
+check is moved into place (bld_runtime.files.replacing_directory), so a failed export leaves no
+partial bundle behind, and an export killed at any instant leaves the old or the new bundle,
+restored by the next command that touches it.
 
 Exporter choice (torch 2.13): the torch.export-based exporter (`dynamo=True`) gives clean
 graphs: about half the nodes of the TorchScript exporter (`dynamo=False`, deprecated since
@@ -18,10 +20,8 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
 import logging
-import os
-import shutil
-import tempfile
 import time
 import warnings
 from pathlib import Path
@@ -33,14 +33,15 @@ import torch
 
 import bld_runtime
 from bld_runtime import contract
-from bld_runtime.manifest import (FORMAT, MANIFEST_NAME, SCHEMA_VERSION, ClassesSpec, Defaults,
-                                  GraphSpec, ImageSpec, LatentSpec, Manifest, Producer,
-                                  ScheduleSpec, TensorSpec, load_bundle, sha256_file,
+from bld_runtime.files import replacing_directory, sha256_file
+from bld_runtime.manifest import (FORMAT, GRAPH_METADATA_KEY, MANIFEST_NAME, SCHEMA_VERSION,
+                                  ClassesSpec, Defaults, GraphSpec, ImageSpec, LatentSpec,
+                                  Manifest, Producer, ScheduleSpec, TensorSpec, load_bundle,
                                   write_manifest)
 
 from .errors import ExportError
 from .flops import format_flops, graph_flops
-from .graphs import Dims, GraphDecl, Models, declare
+from .graphs import Dims, GraphDecl, Models, declare, decl_facts
 from .opset import EXPORTER_OPSET, convert_18_to_17
 from .validate import validate_bundle
 
@@ -70,8 +71,10 @@ class Stages:
         self.log(f"[{elapsed:7.1f}s] {label}")
 
 
-def export_graph(decl: GraphDecl, models: Models, path: Path, opset: int) -> None:
-    """Export one declared graph to `path` with the torch.export-based ONNX exporter."""
+def export_graph(decl: GraphDecl, models: Models, path: Path, opset: int,
+                 schedule: ScheduleSpec) -> None:
+    """Export one declared graph to `path` with the torch.export-based ONNX exporter; its
+    metadata records the facts it was built for (graphs.decl_facts)."""
     module = decl.build(models)
     captured = io.StringIO()
     try:
@@ -98,6 +101,9 @@ def export_graph(decl: GraphDecl, models: Models, path: Path, opset: int) -> Non
         # files depend on where the code lives and several times larger, and nothing reads them.
         del node.metadata_props[:]
     model.doc_string = f"bld {decl.name} graph ({decl.precision})"
+    del model.metadata_props[:]
+    model.metadata_props.add(key=GRAPH_METADATA_KEY,
+                             value=json.dumps(decl_facts(decl, opset, schedule), sort_keys=True))
     onnx.save(model, str(path))
 
 
@@ -126,22 +132,26 @@ def build_manifest(bundle_dir: Path, decls: tuple[GraphDecl, ...], ae_cfg, prior
                           outputs=tensor_specs(d.outputs), flops=flops[d.name])
         for d in decls
     }
-    timesteps = contract.sampling_timesteps(prior_cfg.train_steps, prior_cfg.sampling_steps)
     return Manifest(
         format=FORMAT, schema_version=SCHEMA_VERSION,
         image=ImageSpec(height=ae_cfg.image_size, width=ae_cfg.image_size,
                         channels=ae_cfg.in_channels),
         latent=LatentSpec(height=ae_cfg.latent_size, width=ae_cfg.latent_size, bits=ae_cfg.bits),
         classes=ClassesSpec(count=prior_cfg.num_classes, null_class=prior_cfg.num_classes),
-        schedule=ScheduleSpec(name=prior_cfg.schedule, train_steps=prior_cfg.train_steps,
-                              sampling_steps=prior_cfg.sampling_steps,
-                              timesteps=tuple(int(t) for t in timesteps)),
+        schedule=schedule_spec(prior_cfg),
         defaults=Defaults(temperature=1.0, guidance=0.0),
         max_batch=max_batch,
         graphs=graphs,
         producer=Producer(bld=bld_runtime.__version__, torch=str(torch.__version__),
                           onnx=onnx.__version__, onnxruntime=onnxruntime.__version__),
     )
+
+
+def schedule_spec(prior_cfg) -> ScheduleSpec:
+    timesteps = contract.sampling_timesteps(prior_cfg.train_steps, prior_cfg.sampling_steps)
+    return ScheduleSpec(name=prior_cfg.schedule, train_steps=prior_cfg.train_steps,
+                        sampling_steps=prior_cfg.sampling_steps,
+                        timesteps=tuple(int(t) for t in timesteps))
 
 
 def _check_output_dir(out_dir: Path, force: bool) -> None:
@@ -157,16 +167,6 @@ def _check_output_dir(out_dir: Path, force: bool) -> None:
         # --force replaces an old bundle, never an arbitrary directory someone pointed -o at.
         raise ExportError(f"output directory {out_dir} is not empty and holds no {MANIFEST_NAME}; "
                           f"refusing to replace it even with --force")
-
-
-def _move_into_place(tmp: Path, out_dir: Path) -> None:
-    if out_dir.exists():
-        old = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.old-"))
-        os.replace(out_dir, old / out_dir.name)
-        os.replace(tmp, out_dir)
-        shutil.rmtree(old)
-    else:
-        os.replace(tmp, out_dir)
 
 
 def export_bundle(run_dir, out_dir, fp16: bool = False, opset: int = MIN_OPSET,
@@ -192,14 +192,13 @@ def export_bundle(run_dir, out_dir, fp16: bool = False, opset: int = MIN_OPSET,
                           f"{ae_cfg.latent_size}x{ae_cfg.latent_size} of {ae_cfg.bits}")
     decls = declare(Dims.from_configs(ae_cfg, prior_cfg), fp16=fp16)
 
-    out_dir.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out_dir.parent, prefix=f".{out_dir.name}.partial-"))
-    try:
-        os.chmod(tmp, 0o755)  # mkdtemp makes it private; a bundle is an ordinary directory
+    with replacing_directory(out_dir, f"bundle {out_dir}") as tmp:
+        _check_output_dir(out_dir, force)  # again, now that we hold the lock
         flops = {}
+        schedule = schedule_spec(prior_cfg)
         for decl in decls:
             with stages.stage(f"export {decl.name} ({decl.precision}, opset {opset})"):
-                export_graph(decl, models, tmp / decl.file, opset)
+                export_graph(decl, models, tmp / decl.file, opset, schedule)
             flops[decl.name] = graph_flops(str(tmp / decl.file))
             size = (tmp / decl.file).stat().st_size / 1e6
             stages.log(f"{'':10}{decl.file}: {size:.1f} MB, {format_flops(flops[decl.name])} "
@@ -207,16 +206,13 @@ def export_bundle(run_dir, out_dir, fp16: bool = False, opset: int = MIN_OPSET,
         with stages.stage("write manifest (sha256 of every graph)"):
             manifest = build_manifest(tmp, decls, ae_cfg, prior_cfg, opset, max_batch, flops)
             write_manifest(tmp, manifest)
-            manifest = load_bundle(tmp).manifest  # what the runtime will read, hashes checked
+            bundle = load_bundle(tmp)  # what the runtime will read
+            bundle.verify_files()
+            manifest = bundle.manifest
         with stages.stage("validate (checker, shape inference, ONNX Runtime vs reference "
                           "evaluator vs PyTorch)"):
             validate_bundle(tmp, manifest, models, batch=validation_batch,
                             log=lambda line: stages.log(f"{'':10}{line}"))
-        _check_output_dir(out_dir, force)  # it may have appeared while we worked
-        _move_into_place(tmp, out_dir)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     stages.log(f"bundle written to {out_dir} in {sum(stages.timings.values()):.1f}s")
     return manifest
 

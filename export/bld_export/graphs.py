@@ -1,14 +1,11 @@
 """Every exported submodel, declared once (in the style of TensorRT's demo/Diffusion models.py).
 
 A GraphDecl says what a graph is called, how its torch module is built from a run's models,
-its input/output names, dtypes and shapes (with the dynamic "batch" axis), what valid inputs
-look like (example and random inputs) and its TensorRT shape profile. Export, validation,
-FLOP counting and engine building read these declarations; none of them re-states a shape.
-
-    encoder           image float32 [batch, ch, H, W] in [-1, 1]   -> probs float32 [batch, L, C]
-    decoder(_fp16)    bits float32 [batch, L, C] (0/1)             -> image float32 [batch, ch, H, W]
-    step(_fp16)       bits, step, class_label, temperature         -> probs float32 [batch, L, C]
-    step_guided(...)  the same plus guidance                       -> probs float32 [batch, L, C]
+its input/output names, dtypes and shapes (with the dynamic "batch" axis: taken from
+bld_runtime.manifest.graph_io, the one definition of bundle format v1's graphs), what valid
+inputs look like (example and random inputs) and its TensorRT shape profile. Export,
+validation, FLOP counting and engine building read these declarations; none of them re-states
+a shape.
 
 fp16 variants keep float32 at the boundary: the torch module casts inputs down and outputs up,
 so a strongly typed TensorRT network runs the network body in fp16 and nothing else. Inside,
@@ -27,9 +24,8 @@ import torch
 import torch.nn as nn
 
 from bld_runtime import contract
-
-BATCH = "batch"
-KINDS = ("encoder", "decoder", "step", "step_guided")  # fp16 variants: all but the encoder
+from bld_runtime.manifest import (BATCH, FP16_SUFFIX, KINDS, ClassesSpec, ImageSpec, LatentSpec,
+                                  ScheduleSpec, graph_facts, graph_io)
 
 
 @dataclass(frozen=True)
@@ -39,23 +35,36 @@ class Dims:
     channels: int
     height: int
     width: int
-    tokens: int             # L = latent height * latent width
+    latent_height: int
+    latent_width: int
     bits: int               # C
     classes: int            # the null class is index `classes`
     steps: int              # K, sampling steps (the step graphs' `step` input is 0..K-1)
 
+    @property
+    def tokens(self) -> int:
+        """L = latent height * latent width."""
+        return self.latent_height * self.latent_width
+
     @classmethod
     def from_configs(cls, ae_cfg, prior_cfg) -> "Dims":
         return cls(channels=ae_cfg.in_channels, height=ae_cfg.image_size, width=ae_cfg.image_size,
-                   tokens=ae_cfg.latent_size ** 2, bits=ae_cfg.bits,
-                   classes=prior_cfg.num_classes, steps=prior_cfg.sampling_steps)
+                   latent_height=ae_cfg.latent_size, latent_width=ae_cfg.latent_size,
+                   bits=ae_cfg.bits, classes=prior_cfg.num_classes,
+                   steps=prior_cfg.sampling_steps)
 
     @classmethod
     def from_manifest(cls, manifest) -> "Dims":
         image, latent = manifest.image, manifest.latent
         return cls(channels=image.channels, height=image.height, width=image.width,
-                   tokens=latent.height * latent.width, bits=latent.bits,
+                   latent_height=latent.height, latent_width=latent.width, bits=latent.bits,
                    classes=manifest.classes.count, steps=len(manifest.schedule.timesteps))
+
+    def image(self) -> ImageSpec:
+        return ImageSpec(height=self.height, width=self.width, channels=self.channels)
+
+    def latent(self) -> LatentSpec:
+        return LatentSpec(height=self.latent_height, width=self.latent_width, bits=self.bits)
 
 
 @dataclass(frozen=True)
@@ -63,6 +72,11 @@ class TensorDecl:
     name: str
     dtype: str                            # numpy dtype name: "float32" or "int64"
     shape: tuple[str | int, ...]          # "batch" is the dynamic axis, ints are fixed
+
+    @classmethod
+    def of(cls, spec) -> "TensorDecl":
+        """From a bld_runtime.manifest.TensorSpec."""
+        return cls(spec.name, spec.dtype, tuple(spec.shape))
 
     def concrete(self, batch: int) -> tuple[int, ...]:
         return tuple(batch if d == BATCH else d for d in self.shape)
@@ -231,29 +245,31 @@ def _build_step(models: Models, guided: bool, fp16: bool) -> nn.Module:
 
 
 def declare(dims: Dims, fp16: bool = False) -> tuple[GraphDecl, ...]:
-    """The graphs of a bundle: encoder, decoder, step, step_guided (+ fp16 variants)."""
-    L, C = dims.tokens, dims.bits
-    image = TensorDecl("image", "float32", (BATCH, dims.channels, dims.height, dims.width))
-    bits = TensorDecl("bits", "float32", (BATCH, L, C))
-    probs = TensorDecl("probs", "float32", (BATCH, L, C))
-    conditions = (TensorDecl("step", "int64", (BATCH,)),
-                  TensorDecl("class_label", "int64", (BATCH,)),
-                  TensorDecl("temperature", "float32", (BATCH,)))
-    guidance = TensorDecl("guidance", "float32", (BATCH,))
+    """The graphs of a bundle: encoder, decoder, step, step_guided (+ fp16 variants).
 
-    graphs = [GraphDecl("encoder", "encoder", "fp32", (image,), (probs,), _build_encoder, dims)]
+    Their I/O is bundle format v1's (bld_runtime.manifest.graph_io)."""
+    builders = {"encoder": _build_encoder, "decoder": _build_decoder,
+                "step": partial(_build_step, guided=False),
+                "step_guided": partial(_build_step, guided=True)}
+    graphs = []
     for half in (False, True) if fp16 else (False,):
-        suffix, precision = ("_fp16", "fp16") if half else ("", "fp32")
-        graphs += [
-            GraphDecl("decoder" + suffix, "decoder", precision, (bits,), (image,),
-                      partial(_build_decoder, fp16=half), dims),
-            GraphDecl("step" + suffix, "step", precision, (bits, *conditions), (probs,),
-                      partial(_build_step, guided=False, fp16=half), dims),
-            GraphDecl("step_guided" + suffix, "step_guided", precision,
-                      (bits, *conditions, guidance), (probs,),
-                      partial(_build_step, guided=True, fp16=half), dims),
-        ]
+        for kind in KINDS:
+            if half and kind == "encoder":
+                continue  # the encoder always runs in fp32
+            inputs, outputs = graph_io(kind, dims.image(), dims.latent())
+            build = builders[kind] if kind == "encoder" else partial(builders[kind], fp16=half)
+            graphs.append(GraphDecl(kind + (FP16_SUFFIX if half else ""), kind,
+                                    "fp16" if half else "fp32",
+                                    tuple(map(TensorDecl.of, inputs)),
+                                    tuple(map(TensorDecl.of, outputs)), build, dims))
     return tuple(graphs)
+
+
+def decl_facts(decl: GraphDecl, opset: int, schedule: ScheduleSpec) -> dict:
+    """The facts a graph file records about itself (ONNX metadata bld.graph)."""
+    d = decl.dims
+    return graph_facts(decl.name, opset, d.image(), d.latent(),
+                       ClassesSpec(count=d.classes, null_class=d.classes), schedule)
 
 
 def noised_bits(clean: np.ndarray, step: np.ndarray, schedule: str, train_steps: int,
@@ -266,4 +282,5 @@ def noised_bits(clean: np.ndarray, step: np.ndarray, schedule: str, train_steps:
 
 
 __all__ = ["BATCH", "KINDS", "Dims", "TensorDecl", "Models", "GraphDecl",
-           "EncoderGraph", "DecoderGraph", "Float32GroupNorm", "declare", "noised_bits"]
+           "EncoderGraph", "DecoderGraph", "Float32GroupNorm", "declare", "decl_facts",
+           "noised_bits"]

@@ -337,9 +337,9 @@ def validate_bundle(bundle_dir, manifest, models: Models | None = None, batch: i
         start = time.perf_counter()
         module, label = None, "torch"
         if models is not None and decl.precision == "fp16":
-            # PyTorch's fp16 kernels on CPU are 100x slower than its fp32 ones (minutes per
-            # paper256 call), so fp16 graphs are held to the fp32 model, within the fp16
-            # tolerance: that bounds export errors and fp16 rounding together.
+            # PyTorch's fp16 kernels on CPU are far slower than its fp32 ones, so fp16 graphs
+            # are held to the fp32 model, within the fp16 tolerance: that bounds export errors
+            # and fp16 rounding together.
             module, label = decls[name.removesuffix("_fp16")].build(models), "torch-fp32"
         elif models is not None:
             module = decl.build(models)

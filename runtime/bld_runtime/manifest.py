@@ -4,35 +4,50 @@ One generic parser walks the dataclasses' type hints, so the Python types below 
 unknown keys, missing keys and wrong types are rejected with a path-qualified message such as
 `bld.json: graphs.step.inputs[0]: unknown key 'foo'`. Each dataclass checks its own invariants
 in __post_init__ (raising ManifestError with a field-relative message that the parser prefixes
-with the path). `load_bundle` then checks the files: paths stay inside the bundle directory,
-files exist, sha256 matches (BundleIntegrityError).
+with the path).
+
+The format's graph interface is defined once, by `graph_io`: what each graph kind takes and
+returns for a bundle's image and latent shapes. A manifest whose graphs list other I/O is
+refused; every loader (this runtime, the C++ runtime, the engines and Triton exports) reads the
+I/O from the manifest. Each graph file also records, in its ONNX metadata (`bld.graph`), the
+facts it was built for (`graph_facts`: geometry, classes, schedule); loaders compare them with
+the manifest (`check_graph_facts`), so an edited bld.json cannot silently change what a graph
+means.
+
+`load_bundle` checks the files: paths stay inside the bundle directory and files exist
+(BundleIntegrityError). Hashes are checked when a graph is read (`Bundle.read_graph`), on the
+very bytes that are then used, and only for the graphs a caller needs.
 """
 
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
+import math
 import os
 import re
-import tempfile
 import types
 import typing
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath, PureWindowsPath
-from typing import Literal, Union
+from typing import Any, Literal, Union
 
-from . import contract
-from .errors import BundleIntegrityError, ContractError, ManifestError
+from . import contract, files
+from .errors import BundleIntegrityError, ContractError, ManifestError, OutputError
 
 FORMAT = "bld-bundle"
 SCHEMA_VERSION = 1
 SUPPORTED_SCHEMA_VERSIONS = (1,)
 MANIFEST_NAME = "bld.json"
 
-REQUIRED_GRAPHS = ("encoder", "decoder", "step", "step_guided")
+KINDS = ("encoder", "decoder", "step", "step_guided")
+REQUIRED_GRAPHS = KINDS
 OPTIONAL_GRAPHS = ("decoder_fp16", "step_fp16", "step_guided_fp16")
+FP16_SUFFIX = "_fp16"
+BATCH = "batch"  # the dynamic axis every graph input and output starts with
+GRAPH_METADATA_KEY = "bld.graph"  # ONNX metadata_props entry holding graph_facts as JSON
+MAX_MANIFEST_BYTES = 4 << 20  # a real bld.json is a few kB; refuse anything absurd unread
 
 DType = Literal["float32", "float16", "int64", "int32", "uint8", "bool"]
 Precision = Literal["fp32", "fp16"]
@@ -84,6 +99,14 @@ class GraphSpec:
 
     def input(self, name: str) -> TensorSpec:
         return next(s for s in self.inputs if s.name == name)
+
+    @property
+    def input_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.inputs)
+
+    @property
+    def output_names(self) -> tuple[str, ...]:
+        return tuple(s.name for s in self.outputs)
 
 
 @dataclass(frozen=True)
@@ -204,6 +227,8 @@ class Manifest:
                      f"{', '.join(REQUIRED_GRAPHS + OPTIONAL_GRAPHS)}")
         for name in REQUIRED_GRAPHS:
             _require(name in self.graphs, f"graphs: missing graph {name!r}")
+        for name, graph in self.graphs.items():
+            _check_graph_interface(name, graph, self.image, self.latent)
 
     @classmethod
     def from_dict(cls, data: object, source: str = MANIFEST_NAME) -> Manifest:
@@ -225,6 +250,101 @@ def _check_format(fmt: object, version: object) -> None:
     _require(type(version) is int and version in SUPPORTED_SCHEMA_VERSIONS,
              f"schema_version {version!r} is not supported; this runtime reads "
              f"{', '.join(map(str, SUPPORTED_SCHEMA_VERSIONS))}")
+
+
+# --- the graph interface of format v1 ----------------------------------------------------------
+
+
+def graph_kind(name: str) -> str:
+    """The kind of a graph ("step" for "step_fp16")."""
+    return name.removesuffix(FP16_SUFFIX)
+
+
+def graph_precision(name: str) -> str:
+    return "fp16" if name.endswith(FP16_SUFFIX) else "fp32"
+
+
+def graph_io(kind: str, image: ImageSpec, latent: LatentSpec
+             ) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+    """(inputs, outputs) of a graph kind: the one definition of bundle format v1's graphs.
+
+        encoder      image float32 [batch, ch, H, W] in [-1, 1]   -> probs float32 [batch, L, C]
+        decoder      bits float32 [batch, L, C] (0/1)             -> image float32 [batch, ch, H, W]
+        step         bits, step, class_label, temperature         -> probs float32 [batch, L, C]
+        step_guided  the same plus guidance                       -> probs float32 [batch, L, C]
+
+    fp16 graphs have the same float32 interface (they compute in fp16 inside).
+    """
+    pixels = TensorSpec("image", "float32", (BATCH, image.channels, image.height, image.width))
+    bits = TensorSpec("bits", "float32", (BATCH, latent.tokens, latent.bits))
+    probs = TensorSpec("probs", "float32", (BATCH, latent.tokens, latent.bits))
+    conditions = (TensorSpec("step", "int64", (BATCH,)),
+                  TensorSpec("class_label", "int64", (BATCH,)),
+                  TensorSpec("temperature", "float32", (BATCH,)))
+    if kind == "encoder":
+        return (pixels,), (probs,)
+    if kind == "decoder":
+        return (bits,), (pixels,)
+    if kind == "step":
+        return (bits, *conditions), (probs,)
+    if kind == "step_guided":
+        return (bits, *conditions, TensorSpec("guidance", "float32", (BATCH,))), (probs,)
+    raise ManifestError(f"unknown graph kind {kind!r}; bundle format v1 has {', '.join(KINDS)}")
+
+
+def _show_io(specs: tuple[TensorSpec, ...]) -> str:
+    return ", ".join(f"{s.name} {s.dtype} [{', '.join(map(str, s.shape))}]" for s in specs)
+
+
+def _check_graph_interface(name: str, graph: GraphSpec, image: ImageSpec,
+                           latent: LatentSpec) -> None:
+    inputs, outputs = graph_io(graph_kind(name), image, latent)
+    for field, listed, wanted in (("inputs", graph.inputs, inputs),
+                                  ("outputs", graph.outputs, outputs)):
+        _require(listed == wanted, f"graphs.{name}.{field}: bundle format v1 defines "
+                 f"{_show_io(wanted)} for this image and latent, got {_show_io(listed)}")
+    _require(graph.precision == graph_precision(name),
+             f"graphs.{name}.precision: must be {graph_precision(name)!r}, got "
+             f"{graph.precision!r}")
+
+
+def graph_facts(name: str, opset: int, image: ImageSpec, latent: LatentSpec,
+                classes: ClassesSpec, schedule: ScheduleSpec) -> dict[str, Any]:
+    """What a graph file records about itself (ONNX metadata `bld.graph`, as JSON): everything
+    the graph embodies that the manifest also states. The exporter writes it into every graph;
+    `check_graph_facts` holds a manifest to it."""
+    return {"name": name, "kind": graph_kind(name), "precision": graph_precision(name),
+            "opset": opset, "image": _unparse(image), "latent": _unparse(latent),
+            "classes": _unparse(classes), "schedule": _unparse(schedule)}
+
+
+def manifest_graph_facts(manifest: Manifest, name: str) -> dict[str, Any]:
+    m = manifest
+    return graph_facts(name, m.graphs[name].opset, m.image, m.latent, m.classes, m.schedule)
+
+
+def check_graph_facts(manifest: Manifest, name: str, metadata: Mapping[str, str]) -> None:
+    """Refuse a graph whose recorded facts differ from the manifest's (ManifestError naming the
+    graph and the first fact that differs)."""
+    where = f"graph {name!r} ({manifest.graphs[name].file})"
+    raw = metadata.get(GRAPH_METADATA_KEY)
+    if raw is None:
+        raise ManifestError(f"{where} records no {GRAPH_METADATA_KEY!r} metadata, so the "
+                            "manifest cannot be checked against it; re-export the bundle with "
+                            "this version of bld-export")
+    try:
+        recorded = json.loads(raw)
+    except (ValueError, RecursionError):
+        raise ManifestError(f"{where}: its {GRAPH_METADATA_KEY!r} metadata is not valid "
+                            "JSON") from None
+    expected = manifest_graph_facts(manifest, name)
+    if not isinstance(recorded, dict):
+        raise ManifestError(f"{where}: its {GRAPH_METADATA_KEY!r} metadata is not an object")
+    for key, want in expected.items():
+        got = recorded.get(key)
+        if got != want:
+            raise ManifestError(f"{where} was built for {key} {json.dumps(got)}, but "
+                                f"{MANIFEST_NAME} says {json.dumps(want)}")
 
 
 # --- the generic parser, driven by the type hints ----------------------------------------------
@@ -301,9 +421,13 @@ def _parse(tp: object, value: object, path: str, source: str) -> object:
     if tp is float:  # JSON writes 1.0 as 1 at times; bools are not numbers
         if type(value) not in (int, float):
             wrong_type()
+        if not math.isfinite(float(value)):
+            fail(f"{value} is not a finite number")
         return float(value)
     if type(value) is not tp:  # exact: JSON true is not an integer
         wrong_type()
+    if tp is int and not -(2**63) <= value < 2**63:
+        fail(f"{value} is out of range (64-bit integers)")
     return value
 
 
@@ -332,55 +456,41 @@ def _reject_constant(name):
     raise ManifestError(f"{MANIFEST_NAME}: {name} is not a valid JSON number")
 
 
+def _finite_float(text: str) -> float:
+    value = float(text)
+    if not math.isfinite(value):  # 1e999 parses as inf
+        raise ManifestError(f"{MANIFEST_NAME}: the number {text} is out of range")
+    return value
+
+
 def parse_manifest_text(text: str) -> Manifest:
     """Parse the text of a bld.json (strict JSON: no NaN/Infinity, no duplicate keys)."""
     try:
         data = json.loads(text, object_pairs_hook=_reject_duplicate_keys,
-                          parse_constant=_reject_constant)
+                          parse_constant=_reject_constant, parse_float=_finite_float)
     except json.JSONDecodeError as e:
         where = f"line {e.lineno}, column {e.colno}"
         raise ManifestError(f"{MANIFEST_NAME}: not valid JSON ({e.msg} at {where})") from None
+    except RecursionError:
+        raise ManifestError(f"{MANIFEST_NAME}: nested too deeply to be a bundle manifest") from None
+    except ValueError as e:  # e.g. an integer with more digits than Python converts
+        raise ManifestError(f"{MANIFEST_NAME}: not a valid bundle manifest ({e})") from None
     return Manifest.from_dict(data)
 
 
-def write_manifest(bundle_dir: str | os.PathLike, manifest: Manifest) -> Path:
+def write_manifest(bundle_dir: str | os.PathLike[str], manifest: Manifest) -> Path:
     """Validate `manifest` and write bundle_dir/bld.json atomically (temporary file + rename)."""
     data = manifest.to_dict()
     Manifest.from_dict(data)  # a manifest built in code gets the same checks as a loaded one
     target = Path(bundle_dir) / MANIFEST_NAME
-    atomic_write(target, (json.dumps(data, indent=2) + "\n").encode())
+    files.atomic_write(target, (json.dumps(data, indent=2) + "\n").encode())
     return target
-
-
-def atomic_write(target: str | os.PathLike, payload: bytes) -> None:
-    """Write `payload` to `target` via a temporary file in the same directory and a rename, so
-    readers see the old file or the new one, never a partial one."""
-    target = Path(target)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes the file private (0600); bundles are shared
-        os.replace(tmp, target)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
-def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
-    """Hex sha256 of a file, read in chunks (graphs can be hundreds of MB)."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)
 class Bundle:
-    """A loaded bundle: its directory and manifest."""
+    """A loaded bundle: its directory and manifest. Graph bytes are read (and their sha256
+    checked) on demand, by `read_graph`."""
 
     directory: Path
     manifest: Manifest
@@ -392,9 +502,40 @@ class Bundle:
                                 f"(it has {', '.join(graphs)})")
         return self.directory / graphs[name].file
 
+    def read_graph(self, name: str, verify_hash: bool = True) -> bytes:
+        """The bytes of graph `name`, checked against the manifest's sha256.
 
-def _check_graph_file(directory: Path, name: str, graph: GraphSpec, verify_hash: bool) -> None:
+        Use these very bytes (e.g. onnxruntime.InferenceSession(bytes)): a file swapped after
+        this check is never run.
+        """
+        path = self.graph_path(name)
+        _check_graph_file(self.directory, name, self.manifest.graphs[name])
+        data = path.read_bytes()
+        if verify_hash:
+            actual = files.sha256_bytes(data)
+            expected = self.manifest.graphs[name].sha256
+            if actual != expected:
+                raise BundleIntegrityError(
+                    f"graph file {self.manifest.graphs[name].file!r} (graphs.{name}) does not "
+                    f"match the manifest: sha256 expected {expected}, actual {actual}")
+        return data
+
+    def verify_files(self, names: typing.Iterable[str] | None = None) -> None:
+        """Check the sha256 of the named graphs (default: all), reading each in chunks."""
+        for name in self.manifest.graphs if names is None else names:
+            graph = self.manifest.graphs[name]
+            _check_graph_file(self.directory, name, graph)
+            actual = files.sha256_file(self.graph_path(name))
+            if actual != graph.sha256:
+                raise BundleIntegrityError(
+                    f"graph file {graph.file!r} (graphs.{name}) does not match the manifest: "
+                    f"sha256 expected {graph.sha256}, actual {actual}")
+
+
+def _check_graph_file(directory: Path, name: str, graph: GraphSpec) -> None:
     where = f"{MANIFEST_NAME}: graphs.{name}.file {graph.file!r}"
+    if "\0" in graph.file:
+        raise BundleIntegrityError(f"{where} contains a NUL character")
     posix, windows = PurePosixPath(graph.file), PureWindowsPath(graph.file)
     if posix.is_absolute() or windows.is_absolute() or windows.drive or windows.root:
         raise BundleIntegrityError(f"{where} is an absolute path; graph files must be relative "
@@ -402,34 +543,51 @@ def _check_graph_file(directory: Path, name: str, graph: GraphSpec, verify_hash:
     if ".." in posix.parts or ".." in windows.parts:
         raise BundleIntegrityError(f"{where} uses '..' to leave the bundle directory")
     path = directory / graph.file
-    if not path.resolve().is_relative_to(directory.resolve()):
-        raise BundleIntegrityError(f"{where} resolves (through a symlink) to {path.resolve()}, "
+    try:
+        resolved = path.resolve(strict=False)
+        inside = resolved.is_relative_to(directory.resolve())
+    except (OSError, RuntimeError):  # a symlink loop
+        raise BundleIntegrityError(f"{where} cannot be resolved (a symlink loop?)") from None
+    if not inside:
+        raise BundleIntegrityError(f"{where} resolves (through a symlink) to {resolved}, "
                                    "outside the bundle directory")
     if not path.is_file():
         raise BundleIntegrityError(f"graph file {graph.file!r} (graphs.{name}) is missing "
                                    f"from bundle {directory}")
-    if verify_hash:
-        actual = sha256_file(path)
-        if actual != graph.sha256:
-            raise BundleIntegrityError(f"graph file {graph.file!r} (graphs.{name}) does not match "
-                                       f"the manifest: sha256 expected {graph.sha256}, "
-                                       f"actual {actual}")
 
 
-def load_bundle(path: str | os.PathLike, verify_hashes: bool = True) -> Bundle:
-    """Load and check a bundle directory (or its bld.json): manifest, paths, files, hashes."""
+def load_bundle(path: str | os.PathLike[str]) -> Bundle:
+    """Load and check a bundle directory (or its bld.json): manifest, paths and files.
+
+    Graph hashes are checked when the graphs are read (Bundle.read_graph / verify_files).
+    A bundle left half replaced by a killed `bld-export --force` is finished first.
+    """
     path = Path(path)
     directory = path.parent if path.name == MANIFEST_NAME and path.is_file() else path
+    if not directory.is_dir() and files.pending_replacement(directory):
+        _finish_replacement(directory)
     if not directory.is_dir():
         raise BundleIntegrityError(f"bundle directory {directory} does not exist")
     manifest_path = directory / MANIFEST_NAME
     if not manifest_path.is_file():
         raise BundleIntegrityError(f"{directory} is not a bundle: it has no {MANIFEST_NAME}")
+    if manifest_path.stat().st_size > MAX_MANIFEST_BYTES:
+        raise ManifestError(f"{manifest_path} is {manifest_path.stat().st_size} bytes, far "
+                            f"larger than any bundle manifest (at most {MAX_MANIFEST_BYTES})")
     try:
         text = manifest_path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
         raise ManifestError(f"{MANIFEST_NAME}: not valid UTF-8 text") from None
     manifest = parse_manifest_text(text)
     for name, graph in manifest.graphs.items():
-        _check_graph_file(directory, name, graph, verify_hashes)
+        _check_graph_file(directory, name, graph)
     return Bundle(directory=directory, manifest=manifest)
+
+
+def _finish_replacement(directory: Path) -> None:
+    try:
+        with files.OutputLock(directory, f"bundle {directory}"):
+            files.recover_directory(directory)
+    except (OSError, OutputError) as e:
+        raise BundleIntegrityError(f"bundle {directory} was being replaced by another process "
+                                   f"and cannot be restored now ({e})") from None
