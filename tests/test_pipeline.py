@@ -46,8 +46,12 @@ def _loop_with_teacher(pipe, states, seeds, classes, guidance, temperature):
 
     Returns (probs, drawn): what each step returned and the bits the loop drew from them.
     """
+    with pipe.backend.loop(len(seeds)) as loop:
+        return _drive(loop, states, seeds, classes, guidance, temperature)
+
+
+def _drive(loop, states, seeds, classes, guidance, temperature):
     K, n = len(states), len(seeds)
-    loop = pipe.backend.bind(n)
     loop.start(seeds, classes, np.full(n, temperature, np.float32),
                np.full(n, guidance, np.float32), guidance > 0, None, None)
     probs = np.empty(states.shape, np.float32)
@@ -222,18 +226,38 @@ def test_encode_deterministic_and_seeded(pipe):
     images = pipe.generate(n=5, seeds=11).images
     probs = pipe.encode_probs(images)
     threshold = (probs > 0.5).astype(np.uint8)
-    np.testing.assert_array_equal(pipe.encode(images, rounds=0), threshold)
+    np.testing.assert_array_equal(pipe.encode(images), threshold)  # the paper's code
     with warnings.catch_warnings():  # the tiny autoencoder does not settle every latent
         warnings.simplefilter("ignore", CodeNotSettledWarning)
-        np.testing.assert_array_equal(pipe.encode(images), pipe.settle(threshold)[0])
+        np.testing.assert_array_equal(pipe.encode(images, canonical=True),
+                                      pipe.settle(threshold)[0])
     seeded = pipe.encode(images, seed=77)
     np.testing.assert_array_equal(seeded, philox.bernoulli(probs, philox.seed_range(77, 5), 0))
     np.testing.assert_array_equal(pipe.encode(images, seed=[77, 78, 79, 80, 81]), seeded)
-    with pytest.raises(InvalidRequestError):
-        pipe.encode(images, seed=1, deterministic=True)
+    with pytest.raises(InvalidRequestError, match="takes no seed"):
+        pipe.encode(images, seed=1, canonical=True)
     for rounds in (-1, 1.5, True):
         with pytest.raises(InvalidRequestError, match="rounds must be"):
-            pipe.encode(images, rounds=rounds)
+            pipe.encode(images, canonical=True, rounds=rounds)
+
+
+def test_default_encoding_makes_one_encoder_call_per_chunk(tiny_bundle, monkeypatch):
+    pipe = Pipeline.load(tiny_bundle)
+    calls = {"encode": 0, "decode": 0}
+    for method in calls:
+        original = getattr(pipe.backend, method)
+
+        def counted(x, original=original, method=method):
+            calls[method] += 1
+            return original(x)
+
+        monkeypatch.setattr(pipe.backend, method, counted)
+    H, W, ch = pipe.image_shape
+    images = np.random.default_rng(0).integers(0, 256, (2 * pipe.max_batch + 1, H, W, ch),
+                                               dtype=np.uint8)
+    bits = pipe.encode(images)
+    assert calls == {"encode": 3, "decode": 0}
+    np.testing.assert_array_equal(bits, (pipe.encode_probs(images) > 0.5).astype(np.uint8))
 
 
 def _images_to_encode(pipe):
@@ -249,14 +273,14 @@ def test_encode_decode_encode_is_a_fixed_point(pipe):
     """Exact for every latent whose orbit settles; on a trained autoencoder that is all of them
     (`bld evaluate` reports the share), on the barely trained tiny one most."""
     images = _images_to_encode(pipe)
-    raw = pipe.encode(images, rounds=0)
-    raw_kept = (pipe.encode(pipe.decode(raw), rounds=0) == raw).all(axis=(1, 2))
+    raw = pipe.encode(images)
+    raw_kept = (pipe.encode(pipe.decode(raw)) == raw).all(axis=(1, 2))
     codes, settled = pipe.settle(raw)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", CodeNotSettledWarning)
-        np.testing.assert_array_equal(pipe.encode(images), codes)
-        again = pipe.encode(pipe.decode(codes))
-        third = pipe.encode(pipe.decode(again))
+        np.testing.assert_array_equal(pipe.encode(images, canonical=True), codes)
+        again = pipe.encode(pipe.decode(codes), canonical=True)
+        third = pipe.encode(pipe.decode(again), canonical=True)
     print(f"\ntiny bundle: the p > 0.5 code is a fixed point for {int(raw_kept.sum())}/{len(raw)} "
           f"latents, the canonical code settles for {int(settled.sum())}/{len(raw)}")
     assert settled.mean() >= 0.5
@@ -268,18 +292,18 @@ def test_encode_decode_encode_is_a_fixed_point(pipe):
 
 
 def test_canonical_is_the_smallest_code_of_a_cycle(pipe):
-    codes, settled = pipe.settle(pipe.encode(_images_to_encode(pipe), rounds=0))
+    codes, settled = pipe.settle(pipe.encode(_images_to_encode(pipe)))
     for code in codes[settled][:4]:  # walk each cycle: its members all map back to `code`
         cycle, member = [], code[None]
         while not cycle or not np.array_equal(member[0], code):
             cycle.append(np.packbits(member[0]).tobytes())
-            member = pipe.encode(pipe.decode(member), rounds=0)
+            member = pipe.encode(pipe.decode(member))
         assert min(cycle) == cycle[0]
         np.testing.assert_array_equal(pipe.settle(member)[0], code[None])
 
 
 def test_canonical_warns_when_rounds_run_out(pipe):
-    codes, settled = pipe.settle(pipe.encode(_images_to_encode(pipe), rounds=0))
+    codes, settled = pipe.settle(pipe.encode(_images_to_encode(pipe)))
     np.testing.assert_array_equal(pipe.canonical(codes[settled], rounds=0), codes[settled])
     random_bits = np.random.default_rng(1).integers(0, 2, (6,) + pipe.latent_shape, np.uint8)
     with pytest.warns(CodeNotSettledWarning, match=r"6 of 6 latents did not settle"):
@@ -416,7 +440,7 @@ def test_png_files_and_grids(tmp_path):
     np.testing.assert_array_equal(load_png(tmp_path / "g.png", 6, 4, 1), gray)
     with pytest.raises(InvalidRequestError, match="has mode L; this bundle needs RGB"):
         load_png(tmp_path / "g.png", 6, 4, 3)
-    with pytest.raises(InvalidRequestError, match="is 4x6; this bundle needs 4x5"):
+    with pytest.raises(InvalidRequestError, match="is 4x6; it must be 4x5"):
         load_png(tmp_path / "g.png", 5, 4, 1)
     (tmp_path / "junk.png").write_bytes(b"not a png")
     with pytest.raises(InvalidRequestError, match="cannot read image"):

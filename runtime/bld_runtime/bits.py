@@ -11,21 +11,25 @@ Bits are (B, L, C) uint8 0/1; packing follows the sampling contract, section 1:
     crc32 of the payload                uint32
     payload                             batch x ceil(height*width*bits / 8) packed bytes
 A `.npy` file holds only the packed (B, bytes) array, so reading it needs the bundle's latent shape.
-Files are written to a temporary name and renamed, so an error never leaves a partial file.
+Files are written to a temporary name and renamed, so an error never leaves a partial file;
+`BitsWriter` streams a .bldz file chunk by chunk the same way. Readers check the sizes a header
+claims against the file before reading or allocating anything.
 """
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 import struct
+import tempfile
 import zlib
 from pathlib import Path
 
 import numpy as np
 
 from .errors import PackedBitsError
-from .manifest import atomic_write
+from .files import TMP_SUFFIX, atomic_write
 
 MAGIC = b"BLDZ"
 VERSION = 1
@@ -102,11 +106,12 @@ def load_bits(path: str | os.PathLike, latent: tuple[int, int, int] | None = Non
         if latent is None:
             raise PackedBitsError(f"{path} is a .npy file, which does not record the latent "
                                   "shape; give the bundle's (H, W, C)")
+        height, width, channels = latent
+        _check_npy_header(path, packed_bytes(height * width, channels))
         try:
             packed = np.load(path, allow_pickle=False)
         except (ValueError, OSError, EOFError) as e:
             raise PackedBitsError(f"{path} is not a readable .npy file ({e})") from None
-        height, width, channels = latent
         if not isinstance(packed, np.ndarray) or packed.dtype != np.uint8 or packed.ndim != 2:
             raise PackedBitsError(f"{path} must hold a 2-D uint8 array of packed bits, got "
                                   f"{packed.dtype} {packed.shape}")
@@ -116,35 +121,136 @@ def load_bits(path: str | os.PathLike, latent: tuple[int, int, int] | None = Non
                                   f"{packed_bytes(height * width, channels)}")
         return _unpack(path, packed, (height * width, channels))
 
-    data = path.read_bytes()
-    if len(data) < _HEADER.size:
-        if not MAGIC.startswith(data[: len(MAGIC)]):
+    size = path.stat().st_size
+    with open(path, "rb") as f:
+        head = f.read(_HEADER.size)
+        if len(head) < _HEADER.size:
+            if not MAGIC.startswith(head[: len(MAGIC)]):
+                raise PackedBitsError(f"{path} is not a .bldz bits file (bad magic bytes)")
+            raise PackedBitsError(f"{path} is truncated: its header has {len(head)} of "
+                                  f"{_HEADER.size} bytes")
+        magic, version, batch, height, width, channels, crc = _HEADER.unpack(head)
+        if magic != MAGIC:
             raise PackedBitsError(f"{path} is not a .bldz bits file (bad magic bytes)")
-        raise PackedBitsError(f"{path} is truncated: its header has {len(data)} of "
-                              f"{_HEADER.size} bytes")
-    magic, version, batch, height, width, channels, crc = _HEADER.unpack_from(data)
-    if magic != MAGIC:
-        raise PackedBitsError(f"{path} is not a .bldz bits file (bad magic bytes)")
-    if version != VERSION:
-        raise PackedBitsError(f"{path} is .bldz version {version}; this runtime reads version "
-                              f"{VERSION}")
-    if min(height, width, channels) < 1:
-        raise PackedBitsError(f"{path} is corrupt: its header has an empty latent shape "
-                              f"{height}x{width}x{channels}")
-    if latent is not None and (height, width, channels) != tuple(latent):
-        raise PackedBitsError(f"{path} holds {height}x{width}x{channels} latents but the bundle "
-                              f"expects {'x'.join(map(str, latent))}")
-    payload = data[_HEADER.size :]
-    expected = batch * packed_bytes(height * width, channels)
+        if version != VERSION:
+            raise PackedBitsError(f"{path} is .bldz version {version}; this runtime reads "
+                                  f"version {VERSION}")
+        if min(height, width, channels) < 1:
+            raise PackedBitsError(f"{path} is corrupt: its header has an empty latent shape "
+                                  f"{height}x{width}x{channels}")
+        if batch < 1:
+            raise PackedBitsError(f"{path} holds no latents (its header says batch 0)")
+        if latent is not None and (height, width, channels) != tuple(latent):
+            raise PackedBitsError(f"{path} holds {height}x{width}x{channels} latents but the "
+                                  f"bundle expects {'x'.join(map(str, latent))}")
+        expected = batch * packed_bytes(height * width, channels)
+        if size - _HEADER.size != expected:  # before reading: a header may claim terabytes
+            state = "truncated" if size - _HEADER.size < expected else "too long"
+            raise PackedBitsError(f"{path} is {state}: its payload has {size - _HEADER.size} "
+                                  f"bytes, the header's shape needs {expected}")
+        payload = f.read(expected)
     if len(payload) != expected:
-        state = "truncated" if len(payload) < expected else "too long"
-        raise PackedBitsError(f"{path} is {state}: its payload has {len(payload)} bytes, the "
-                              f"header's shape needs {expected}")
+        raise PackedBitsError(f"{path} changed while it was read")
     if zlib.crc32(payload) != crc:
         raise PackedBitsError(f"{path} is corrupt: the payload's crc32 is "
                               f"{zlib.crc32(payload):08x}, the header says {crc:08x}")
     packed = np.frombuffer(payload, dtype=np.uint8).reshape(batch, -1)
     return _unpack(path, packed, (height * width, channels))
+
+
+def _check_npy_header(path: Path, row_bytes: int) -> None:
+    """Refuse a .npy whose header does not describe a 2-D uint8 array that fits the file."""
+    try:
+        with open(path, "rb") as f:
+            major, _ = np.lib.format.read_magic(f)
+            read_header = (np.lib.format.read_array_header_1_0 if major == 1
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(f)
+            offset = f.tell()
+    except (ValueError, OSError, EOFError, SyntaxError) as e:
+        raise PackedBitsError(f"{path} is not a readable .npy file ({e})") from None
+    if dtype != np.uint8 or len(shape) != 2 or fortran:
+        raise PackedBitsError(f"{path} must hold a 2-D uint8 array of packed bits, got "
+                              f"{dtype} {shape}")
+    if shape[0] < 1:
+        raise PackedBitsError(f"{path} holds no latents (its array has 0 rows)")
+    if shape[1] != row_bytes:
+        raise PackedBitsError(f"{path} has {shape[1]} bytes per image but the bundle's latent "
+                              f"packs into {row_bytes}")
+    if path.stat().st_size - offset != shape[0] * shape[1]:
+        raise PackedBitsError(f"{path} is truncated or too long for the {shape[0]}x{shape[1]} "
+                              "array its header describes")
+
+
+class BitsWriter:
+    """Stream (B, L, C) bits into a .bldz file chunk by chunk; `close()` publishes it.
+
+        with BitsWriter(path, (H, W), C) as writer:
+            for bits in chunks: writer.write(bits)
+
+    The payload goes to a temporary file beside `path`; closing writes the header (batch and
+    crc32 are known only then) and renames it into place, so `path` only ever holds a complete
+    file. Each `write` is flushed before it counts: a write that fails (a full disk) leaves the
+    latents written before it, and `close(keep=True)` publishes exactly those. Leaving the block
+    with an error discards the temporary file.
+    """
+
+    def __init__(self, path: str | os.PathLike[str], latent_hw: tuple[int, int], bits: int):
+        self.path = Path(path)
+        if self.path.suffix != ".bldz":
+            raise PackedBitsError(f"{self.path}: streamed bits files end in .bldz")
+        self.height, self.width = (int(v) for v in latent_hw)
+        self.channels, self.count, self.crc = int(bits), 0, 0
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.",
+                                    suffix=TMP_SUFFIX)
+        self._tmp = Path(name)
+        self._file: io.BufferedWriter | None = os.fdopen(fd, "wb")
+        self._file.write(b"\0" * _HEADER.size)  # the header is written last
+
+    def write(self, bits: np.ndarray) -> None:
+        if self._file is None:
+            raise PackedBitsError(f"{self.path} is closed")
+        if np.shape(bits)[1:] != (self.height * self.width, self.channels):
+            raise PackedBitsError(f"bits have shape {np.shape(bits)}; this file holds "
+                                  f"{self.height * self.width}x{self.channels} latents")
+        payload = pack_bits(bits).tobytes()
+        self._file.write(payload)
+        self._file.flush()  # only what reached the file counts
+        self.crc = zlib.crc32(payload, self.crc)
+        self.count += len(bits)
+
+    def close(self, keep: bool = True) -> Path | None:
+        """Publish the file (keep) or discard it; publishing nothing (0 latents) discards."""
+        if self._file is None:
+            return self.path if keep else None
+        f, self._file = self._file, None
+        try:
+            if keep and self.count:
+                rows = self.count * packed_bytes(self.height * self.width, self.channels)
+                with contextlib.suppress(OSError):  # a failed write's bytes may sit in the buffer
+                    f.flush()
+                f.truncate(_HEADER.size + rows)  # drop whatever a failed write left
+                f.seek(0)
+                f.write(_HEADER.pack(MAGIC, VERSION, self.count, self.height, self.width,
+                                     self.channels, self.crc))
+                f.flush()
+                os.fsync(f.fileno())
+                f.close()
+                os.chmod(self._tmp, 0o644)
+                os.replace(self._tmp, self.path)
+                return self.path
+        finally:
+            if not f.closed:
+                f.close()
+            self._tmp.unlink(missing_ok=True)
+        return None
+
+    def __enter__(self) -> BitsWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self.close(keep=exc_type is None)
 
 
 def _unpack(path: Path, packed: np.ndarray, latent_shape: tuple[int, int]) -> np.ndarray:

@@ -1,9 +1,13 @@
-"""Images at the runtime's boundary: uint8 <-> float conversion, PNG files and grids.
+"""Images at the runtime's boundary: uint8 <-> float conversion, image files, fitting, grids.
 
 The user-facing layout is uint8 NHWC (N, H, W, channels); the graphs take float32 NCHW in
 [-1, 1]. The conversion is the project's convention: x = u8 / 127.5 - 1 and
 u8 = clip(round((x + 1) * 127.5), 0, 255). PNGs are encoded in memory and written with
-manifest.atomic_write (temporary file + rename), so a failed write leaves no partial file.
+files.atomic_write (temporary file + rename), so a failed write leaves no partial file.
+
+`fit` is the one implementation of the resize and center crop that training applies to a
+folder of images (bld_train.data imports it), so that a file gives the same pixels, and so the
+same bits, through training's data path and through `bld encode --fit`.
 """
 from __future__ import annotations
 
@@ -14,9 +18,10 @@ from pathlib import Path
 import numpy as np
 
 from .errors import InvalidRequestError
-from .manifest import atomic_write
+from .files import atomic_write
 
 MODES = {1: "L", 3: "RGB"}  # PNG mode per channel count
+MAX_PIXELS = 64 << 20  # larger images are refused from their header, before decoding
 
 
 def to_float(images_u8: np.ndarray) -> np.ndarray:
@@ -41,8 +46,11 @@ def nhwc_to_nchw(x: np.ndarray) -> np.ndarray:
 # --- files --------------------------------------------------------------------------------
 
 
-def save_png(path, image: np.ndarray) -> Path:
-    """Write one uint8 image (H, W, 1 or 3) as a PNG (mode L or RGB)."""
+def save_png(path, image: np.ndarray, durable: bool = True) -> Path:
+    """Write one uint8 image (H, W, 1 or 3) as a PNG (mode L or RGB), atomically.
+
+    durable=False skips the fsync (a killed process still never leaves a partial file), for
+    outputs written by the thousand."""
     from PIL import Image
 
     image = np.asarray(image)
@@ -54,49 +62,87 @@ def save_png(path, image: np.ndarray) -> Path:
     pil.save(buffer, format="PNG")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, buffer.getvalue())
+    atomic_write(path, buffer.getvalue(), durable=durable)
     return path
 
 
-def _open(path):
+def _open(path, size: tuple[int, int] | None = None, mismatch: str = "", what: str = "image"):
+    """Decode an image file. The size in its header is checked before any pixel is decoded:
+    against `size` (width, height) when given (`mismatch` says what to do), else against
+    MAX_PIXELS."""
+    import warnings
+
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(path) as img:
-            img.load()
-            return img.copy()  # close() releases the pixels of `img` itself
-    except (OSError, UnidentifiedImageError) as e:
-        raise InvalidRequestError(f"cannot read image {path}: {e}") from None
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            with Image.open(path) as img:
+                if size is not None and img.size != size:
+                    raise InvalidRequestError(
+                        f"{what} {path} is {img.size[0]}x{img.size[1]}; it must be "
+                        f"{size[0]}x{size[1]}{mismatch}")
+                if img.size[0] * img.size[1] > MAX_PIXELS:
+                    raise InvalidRequestError(
+                        f"{what} {path} is {img.size[0]}x{img.size[1]}, more than "
+                        f"{MAX_PIXELS} pixels; refusing to decode it")
+                img.load()
+                return img.copy()  # close() releases the pixels of `img` itself
+    except InvalidRequestError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise InvalidRequestError(f"{what} {path} is too large to decode safely ({e})") from None
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+        raise InvalidRequestError(f"cannot read {what} {path}: {e}") from None
 
 
-def load_png(path, height: int, width: int, channels: int) -> np.ndarray:
-    """Read an image file as uint8 (H, W, channels); its size and mode must match exactly.
+def fit(img, size: int, channels: int):
+    """A Pillow image converted to the bundle's mode, its shorter side resized to `size`
+    (bicubic) and center-cropped to size x size: what training does to a folder of images."""
+    from PIL import Image
 
-    No resizing or colour conversion happens here: a silent conversion would change what the
-    encoder sees, so a mismatch is the caller's to fix.
+    img = img.convert(MODES[channels])
+    width, height = img.size
+    scale = size / min(width, height)
+    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
+    img = img.resize((new_w, new_h), Image.Resampling.BICUBIC, reducing_gap=3.0)
+    left, top = (new_w - size) // 2, (new_h - size) // 2
+    return img.crop((left, top, left + size, top + size))
+
+
+def load_image(path, height: int, width: int, channels: int, fit_size: bool = False) -> np.ndarray:
+    """Read an image file as uint8 (H, W, channels).
+
+    Without `fit_size` its size and mode must match exactly: a silent conversion would change
+    what the encoder sees. With it, the image is converted, resized and center-cropped like
+    training's data (`fit`; square images only).
     """
-    img = _open(path)
+    if fit_size:
+        if height != width:
+            raise InvalidRequestError(f"--fit makes square images; this bundle's are "
+                                      f"{width}x{height}")
+        img = fit(_open(path), height, channels)
+        return np.asarray(img, np.uint8).reshape(height, width, channels)
+    img = _open(path, (width, height), ", the bundle's image size (--fit resizes and crops)")
     want = MODES.get(channels)
     if img.mode != want:
         raise InvalidRequestError(
             f"image {path} has mode {img.mode}; this bundle needs {want} images "
             f"({channels} channel{'s' if channels > 1 else ''})")
-    if img.size != (width, height):
-        raise InvalidRequestError(
-            f"image {path} is {img.size[0]}x{img.size[1]}; this bundle needs {width}x{height}")
     return np.asarray(img, np.uint8).reshape(height, width, channels)
+
+
+def load_png(path, height: int, width: int, channels: int) -> np.ndarray:
+    """load_image without fitting (the name the runtime's callers used)."""
+    return load_image(path, height, width, channels)
 
 
 def load_mask(path, height: int, width: int) -> np.ndarray:
     """Read an inpainting mask as bool (H, W): True (white, >= 128) where to regenerate."""
-    img = _open(path)
+    img = _open(path, (width, height), ", the size of the image", what="mask")
     if img.mode not in ("1", "L"):
         raise InvalidRequestError(
             f"mask {path} has mode {img.mode}; it must be a black-and-white or grayscale image")
-    if img.size != (width, height):
-        raise InvalidRequestError(
-            f"mask {path} is {img.size[0]}x{img.size[1]}; it must be {width}x{height}, "
-            f"the size of the image")
     return np.asarray(img.convert("L"), np.uint8) >= 128
 
 

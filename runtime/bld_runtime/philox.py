@@ -105,26 +105,77 @@ def words_to_uniforms(words, out=None):
     return out
 
 
-def as_seeds(seeds):
-    """Seeds as a 1-D uint64 array (one per image); rejects values outside [0, 2^64)."""
-    a = np.asarray(seeds)
-    if a.ndim != 1:
-        raise InvalidRequestError(f"seeds must be a 1-D array of integers, got shape {a.shape}")
-    if a.dtype == np.uint64:
-        return a
-    if a.dtype == object or np.issubdtype(a.dtype, np.integer):
-        values = [operator.index(v) for v in a.tolist()]
-        if any(v < 0 or v > _U64_MAX for v in values):
-            raise InvalidRequestError("seeds must be integers in [0, 2^64)")
-        return np.array(values, dtype=np.uint64)
-    raise InvalidRequestError(f"seeds must be integers, got dtype {a.dtype}")
+SEED_RULE = "an integer in [0, 2^64)"
+
+
+def as_seed(value) -> int:
+    """One seed: a Python or numpy integer in [0, 2^64). The one check of a seed's value in
+    the project; refuses everything else."""
+    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
+        raise InvalidRequestError(f"seed must be {SEED_RULE}, got {value!r}")
+    value = int(value)
+    if not 0 <= value <= _U64_MAX:
+        raise InvalidRequestError(f"seed must be {SEED_RULE}, got {value}")
+    return value
+
+
+def as_seeds(seeds) -> np.ndarray:
+    """Seeds as a 1-D uint64 array (one per image) from an integer array of any dtype or a
+    sequence of integers; every value must be in [0, 2^64).
+
+    A list is read element by element, never through numpy's type guessing: numpy turns
+    [0, 2**63 + 5, 2**64 - 1] into float64 and rounds the seeds.
+    """
+    if isinstance(seeds, np.ndarray):
+        if seeds.ndim != 1:
+            raise InvalidRequestError(f"seeds must be one-dimensional, got shape {seeds.shape}")
+        if seeds.dtype == np.uint64:
+            return seeds
+        if seeds.dtype.kind not in "uiO":
+            raise InvalidRequestError(f"seeds must be integers, got an array of {seeds.dtype}")
+        values = seeds.tolist()
+    elif isinstance(seeds, (list, tuple, range)):
+        values = list(seeds)
+    else:
+        raise InvalidRequestError(f"seeds must be a sequence of integers, got {seeds!r}")
+    out = np.empty(len(values), np.uint64)
+    for i, value in enumerate(values):
+        out[i] = as_seed(value)
+    return out
+
+
+def request_seeds(seeds, n=None) -> np.ndarray:
+    """The per-image seeds of a request: `seeds` is a base seed (an integer; the images get
+    seed, seed + 1, ... mod 2^64, `n` of them, default 1) or one seed per image (`n`, if given,
+    must match). None means base seed 0."""
+    if n is not None:
+        n = check_count(n)
+    if seeds is None:
+        seeds = 0
+    if isinstance(seeds, np.ndarray) and seeds.ndim == 0:
+        seeds = seeds.item()
+    if not isinstance(seeds, (list, tuple, range, np.ndarray)):  # one base seed
+        return seed_range(as_seed(seeds), 1 if n is None else int(n))
+    arr = as_seeds(seeds)
+    if n is not None and len(arr) != n:
+        raise InvalidRequestError(f"got {len(arr)} seeds for n={n} images")
+    if len(arr) == 0:
+        raise InvalidRequestError("batch size must be at least 1, got 0 seeds")
+    return arr
+
+
+def check_count(n) -> int:
+    """The number of images of a request: an integer >= 1."""
+    if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
+        raise InvalidRequestError(f"n must be an integer, got {n!r}")
+    if n < 1:
+        raise InvalidRequestError(f"batch size must be at least 1, got {n}")
+    return int(n)
 
 
 def seed_range(base_seed, count):
     """The seeds of `count` images requested from `base_seed`: base, base+1, ... (mod 2^64)."""
-    base_seed, count = operator.index(base_seed), operator.index(count)
-    if not 0 <= base_seed <= _U64_MAX:
-        raise InvalidRequestError(f"seed must be in [0, 2^64), got {base_seed}")
+    base_seed, count = as_seed(base_seed), operator.index(count)
     if count < 0:
         raise InvalidRequestError(f"count must be >= 0, got {count}")
     return np.uint64(base_seed) + np.arange(count, dtype=np.uint64)  # uint64 arrays wrap

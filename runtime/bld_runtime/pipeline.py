@@ -8,31 +8,39 @@ The K-step loop follows SAMPLING_CONTRACT.md: the initial state is Philox subseq
 p = 0.5; step i runs the step graph (`step_guided` when any guidance is > 0), then draws with
 subsequence i + 1, except the last step, which thresholds p0 > 0.5; the inpainting mask is
 written back after the initial state and after every step. Requests above the bundle's
-max_batch run in chunks; each chunk size gets its arrays once (Backend.bind), so the loop
-itself allocates nothing. Every argument is checked before any work starts, with one clear
-InvalidRequestError per problem.
+max_batch run in chunks; each chunk borrows a loop whose arrays were allocated once
+(Backend.loop), so the loop itself allocates nothing. Every argument is checked before any work
+starts, with one clear InvalidRequestError per problem.
+
+Threads: one Pipeline may be shared by any number of threads. Each call borrows its own loop
+state; the onnxruntime sessions are shared, and their runs are thread-safe. An image's bits do
+not depend on what other threads do (tested).
+
+Memory: `generate` returns every image of a request at once; `iter_generate` yields one chunk at
+a time (at most max_batch images), so its memory stays bounded whatever n is.
 """
 from __future__ import annotations
 
 import math
 import operator
+import os
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from . import backends, philox
-from .backends import BackendOptions, GraphSet
-from .errors import (CancelledError, CodeNotSettledWarning, InvalidRequestError,
-                     ManifestError)
+from .backends import BackendOptions
+from .backends.base import PRECISIONS
+from .errors import CancelledError, CodeNotSettledWarning, InvalidRequestError
 from .images import from_float, make_grid, nchw_to_nhwc, nhwc_to_nchw, save_png, to_float
-from .manifest import Bundle, load_bundle
+from .manifest import load_bundle
 
-PRECISIONS = ("fp32", "fp16")
-#: Most rounds of b <- encode(decode(b)) deterministic encoding takes to settle (canonical).
+#: Most rounds of b <- threshold(encode(decode(b))) the canonical code takes to settle.
 CANONICAL_ROUNDS = 32
-_U64_MAX = 2**64 - 1
+_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass
@@ -68,7 +76,7 @@ class Generation:
 
 
 class Pipeline:
-    def __init__(self, bundle: Bundle, backend: backends.Backend, precision: str = "fp32"):
+    def __init__(self, bundle, backend: backends.Backend, precision: str = "fp32"):
         self.bundle = bundle
         self.manifest = bundle.manifest
         self.backend = backend
@@ -83,30 +91,29 @@ class Pipeline:
 
     @classmethod
     def load(cls, bundle_dir, backend: str = "cpu", precision: str = "fp32",
-             options: BackendOptions | None = None, verify_hashes: bool = True) -> "Pipeline":
-        """Load a bundle (manifest, files, hashes) onto a backend; graphs load on first use."""
+             options: BackendOptions | None = None) -> "Pipeline":
+        """Load a bundle onto a backend: the manifest, then the graphs of `precision` (fp16:
+        the *_fp16 graphs; the encoder is always fp32), each read once, its sha256 checked,
+        and its session made from those very bytes and checked against the manifest (I/O and
+        the facts the graph records). Graphs of the other precision are never read."""
         if precision not in PRECISIONS:
             raise InvalidRequestError(
                 f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
-        if options is not None and not isinstance(options, BackendOptions):
-            raise InvalidRequestError("options must be a bld_runtime.backends.BackendOptions")
-        bundle = load_bundle(bundle_dir, verify_hashes=verify_hashes)
-        graphs = GraphSet(paths=_graph_paths(bundle, precision),
-                          latent=bundle.manifest.latent.shape,
-                          num_steps=bundle.manifest.schedule.sampling_steps)
-        return cls(bundle, backends.create(backend, graphs, options), precision)
+        bundle = load_bundle(bundle_dir)
+        return cls(bundle, backends.create(backend, bundle, precision, options), precision)
 
     # --- generation ------------------------------------------------------------------------
 
     def generate(self, n: int | None = None, seeds=None, classes=None, guidance=None,
                  temperature=None, mask=None, known_bits=None, callback=None,
                  trace: bool = False, chunk: bool = True, teacher_states=None) -> Generation:
-        """Sample images.
+        """Sample images; every image of the request is returned at once.
 
         n, seeds: `seeds` is a base seed (int; the images get seeds, seeds+1, ... mod 2^64,
           n of them, default 1) or one seed per image (n, if given, must match).
-        classes: None (unconditional), one class for all, or one per image; the null class
-          (= number of classes) is also unconditional.
+        classes: None (unconditional), one class for all, one per image, or "all" (image i gets
+          class i % number of classes); the null class (= number of classes) is also
+          unconditional.
         guidance, temperature: scalars or one per image (default: the bundle's defaults).
         mask, known_bits: inpainting in latent space, (L, C) or (N, L, C) of 0/1; where mask
           is 1 the known bit is kept.
@@ -116,8 +123,53 @@ class Pipeline:
         chunk: split batches above the bundle's max_batch (else such a batch is an error).
         teacher_states: (K, N, L, C) bits fed to each step instead of our own (parity tests).
         """
-        seeds = self._seeds(n, seeds)
-        count = len(seeds)
+        request = self._request(n, seeds, classes, guidance, temperature, mask, known_bits,
+                                chunk, teacher_states)
+        count = request.count
+        self._check_result_fits(count, trace)
+        K = self.num_steps
+        bits = np.empty((count,) + self.latent_shape, np.uint8)
+        images = np.empty((count,) + self.image_shape, np.uint8)
+        record = None
+        if trace:
+            record = Trace(np.empty((K, count) + self.latent_shape, np.uint8),
+                           np.empty((K, count) + self.latent_shape, np.float32))
+        for lo, hi in _chunks(count, self.max_batch):
+            self._sample_chunk(request, lo, hi, bits[lo:hi], callback, record)
+            images[lo:hi] = self.decode(bits[lo:hi])
+        return Generation(images, bits, request.seeds(0, count), request.classes(0, count),
+                          record)
+
+    def iter_generate(self, n: int | None = None, seeds=None, classes=None, guidance=None,
+                      temperature=None, mask=None, known_bits=None,
+                      callback=None) -> Iterator[Generation]:
+        """Sample like `generate`, yielding one Generation per chunk of at most max_batch images,
+        in order, as each is decoded: memory stays bounded whatever n is. All arguments are
+        checked before the first chunk starts."""
+        request = self._request(n, seeds, classes, guidance, temperature, mask, known_bits,
+                                True, None)
+
+        def chunks() -> Iterator[Generation]:
+            for lo, hi in _chunks(request.count, self.max_batch):
+                bits = np.empty((hi - lo,) + self.latent_shape, np.uint8)
+                self._sample_chunk(request, lo, hi, bits, callback, None)
+                yield Generation(self.decode(bits), bits, request.seeds(lo, hi),
+                                 request.classes(lo, hi))
+
+        return chunks()
+
+    def _request(self, n, seeds, classes, guidance, temperature, mask, known_bits, chunk,
+                 teacher_states) -> "_Request":
+        """Check every argument; scalars stay scalars (memory does not grow with n)."""
+        if isinstance(seeds, np.ndarray) and seeds.ndim == 0:
+            seeds = seeds.item()
+        if seeds is None or isinstance(seeds, (int, np.integer)) or \
+                not isinstance(seeds, (list, tuple, range, np.ndarray)):
+            base = philox.as_seed(0 if seeds is None else seeds)
+            count, seed_list = 1 if n is None else philox.check_count(n), None
+        else:
+            seed_list = philox.request_seeds(seeds, n)
+            base, count = 0, len(seed_list)
         self._check_batch(count, chunk)
         classes = self._classes(classes, count)
         guidance = self._per_image("guidance", guidance, self.manifest.defaults.guidance, count,
@@ -127,23 +179,20 @@ class Pipeline:
                                       lambda t: t > 0, "finite and > 0")
         mask, known = self._mask(mask, known_bits, count)
         teacher = self._teacher(teacher_states, count)
-        guided = bool(np.any(guidance > 0))
-        K = self.num_steps
-        bits = np.empty((count,) + self.latent_shape, np.uint8)
-        record = None
-        if trace:
-            record = Trace(np.empty((K, count) + self.latent_shape, np.uint8),
-                           np.empty((K, count) + self.latent_shape, np.float32))
+        return _Request(count, base, seed_list, classes, self.num_classes, guidance, temperature,
+                        mask, known, teacher, bool(np.any(guidance > 0)))
 
-        for lo in range(0, count, self.max_batch):
-            hi = min(lo + self.max_batch, count)
-            loop = self.backend.bind(hi - lo)
-            loop.start(seeds[lo:hi], classes[lo:hi], temperature[lo:hi], guidance[lo:hi], guided,
-                       None if mask is None else mask[lo:hi],
-                       None if known is None else known[lo:hi])
+    def _sample_chunk(self, r: "_Request", lo: int, hi: int, out: np.ndarray,
+                      callback, record: "Trace | None") -> None:
+        """Run the K steps for images lo..hi-1 of request r on a borrowed loop; bits -> out."""
+        K = self.num_steps
+        with self.backend.loop(hi - lo) as loop:
+            loop.start(r.seeds(lo, hi), r.classes(lo, hi), _rows(r.temperature, lo, hi),
+                       _rows(r.guidance, lo, hi), r.guided, _rows(r.mask, lo, hi),
+                       _rows(r.known, lo, hi))
             for i in range(K):
-                if teacher is not None:
-                    loop.set_bits(teacher[i, lo:hi])
+                if r.teacher is not None:
+                    loop.set_bits(r.teacher[i, lo:hi])
                 if record is not None:
                     loop.read_bits(record.states[i, lo:hi])
                 loop.run_step(i)
@@ -153,15 +202,27 @@ class Pipeline:
                 if callback is not None and callback(i + 1, K, loop.bits_view()) is False:
                     raise CancelledError(f"generation cancelled by the callback after step "
                                          f"{i + 1} of {K}")
-            loop.read_bits(bits[lo:hi])
-        return Generation(self.decode(bits), bits, seeds, classes, record)
+            loop.read_bits(out)
+
+    def _check_result_fits(self, count: int, trace: bool) -> None:
+        """generate() holds the whole result in memory: refuse one that cannot fit, before
+        allocating it (iter_generate streams any size)."""
+        L, C = self.latent_shape
+        per_image = L * C + math.prod(self.image_shape) + (self.num_steps * L * C * 5 if trace
+                                                            else 0)
+        needed, memory = count * per_image, _physical_memory()
+        if memory is not None and needed > memory // 2:
+            raise InvalidRequestError(
+                f"{count} images need {needed / 2**30:.1f} GiB at once, more than half of this "
+                f"machine's {memory / 2**30:.1f} GiB; use iter_generate (bld sample streams) or "
+                "ask for fewer")
 
     def inpaint(self, image: np.ndarray, regenerate: np.ndarray, seed: int = 0, classes=None,
                 guidance=None, temperature=None, callback=None) -> Generation:
         """Regenerate the region of one image (H, W, ch) where `regenerate` (H, W) is True.
 
-        The image is encoded deterministically; every latent token that touches the region is
-        regenerated (latent_mask), the other tokens keep the image's bits.
+        The image is encoded deterministically (p > 0.5); every latent token that touches the
+        region is regenerated (latent_mask), the other tokens keep the image's bits.
         """
         known = self.encode(np.asarray(image)[None])
         keep = self.latent_mask(regenerate)
@@ -198,26 +259,25 @@ class Pipeline:
         return np.concatenate([self.backend.encode(x[lo : lo + self.max_batch])
                                for lo in range(0, len(x), self.max_batch)])
 
-    def encode(self, images: np.ndarray, seed=None, deterministic: bool | None = None,
-               chunk: bool = True, rounds: int = CANONICAL_ROUNDS) -> np.ndarray:
+    def encode(self, images: np.ndarray, seed=None, canonical: bool = False,
+               rounds: int = CANONICAL_ROUNDS, chunk: bool = True) -> np.ndarray:
         """uint8 images (N, H, W, ch) -> bits uint8 (N, L, C).
 
-        Deterministic (the default, without a seed): the canonical code, i.e. the bits p > 0.5
-        carried along b -> encode(decode(b)) until they settle (see `canonical`), so that
-        encode(decode(encode(x))) == encode(x). With `seed` (a base seed or one per image):
-        Philox subsequence 0 draws each bit from the encoder's p.
+        Default: the paper's deterministic code, bit = p > 0.5 (one encoder call per chunk).
+        seed (a base seed or one per image): draw each bit from the encoder's p with Philox
+          subsequence 0 instead.
+        canonical: carry the p > 0.5 code to its canonical code (see `canonical`), so that
+          encode(decode(encode(x))) == encode(x) exactly. It costs up to 2 * rounds more graph
+          calls per chunk, and the canonical code decodes less faithfully than p > 0.5 (README).
         """
-        if deterministic is None:
-            deterministic = seed is None
-        if deterministic and seed is not None:
-            raise InvalidRequestError("deterministic encoding takes no seed")
-        if not deterministic and seed is None:
-            raise InvalidRequestError("seeded encoding needs a seed")
+        if canonical and seed is not None:
+            raise InvalidRequestError("canonical encoding is deterministic: it takes no seed")
         _check_rounds(rounds)
         probs = self.encode_probs(images, chunk)
-        if deterministic:
-            return self.canonical(_threshold(probs), rounds, chunk)
-        return philox.bernoulli(probs, self._seeds(len(probs), seed), 0)
+        if seed is not None:
+            return philox.bernoulli(probs, philox.request_seeds(seed, len(probs)), 0)
+        bits = _threshold(probs)
+        return self.canonical(bits, rounds, chunk) if canonical else bits
 
     def canonical(self, bits: np.ndarray, rounds: int = CANONICAL_ROUNDS,
                   chunk: bool = True) -> np.ndarray:
@@ -263,16 +323,24 @@ class Pipeline:
         """
         bits = self._check_bits(bits, "bits")
         count = len(bits)
-        step = operator.index(step)
+        try:
+            step = operator.index(step)
+        except TypeError:
+            raise InvalidRequestError(f"step must be an integer, got {step!r}") from None
         if not 0 <= step < self.num_steps:
             raise InvalidRequestError(f"step must be in 0..{self.num_steps - 1}, got {step}")
         classes = self._classes(classes, count)
+        if isinstance(classes, str):
+            classes = np.arange(count) % self.num_classes
         g = self._per_image("guidance", guidance, self.manifest.defaults.guidance, count,
                             lambda v: v >= 0, "finite and >= 0")
         t = self._per_image("temperature", temperature, self.manifest.defaults.temperature,
                             count, lambda v: v > 0, "finite and > 0")
-        return self.backend.step_probs(bits, np.full(count, step, np.int64), classes, t,
-                                       g if np.any(g > 0) else None)
+        rows = (count,)
+        return self.backend.step_probs(bits, np.full(count, step, np.int64),
+                                       np.broadcast_to(classes, rows),
+                                       np.broadcast_to(t, rows),
+                                       np.broadcast_to(g, rows) if np.any(g > 0) else None)
 
     # --- argument checks -------------------------------------------------------------------
 
@@ -284,34 +352,16 @@ class Pipeline:
                 f"batch size {count} is above this bundle's max_batch of {self.max_batch} "
                 f"(allow chunking or send fewer images)")
 
-    def _seeds(self, n, seeds) -> np.ndarray:
-        if n is not None:
-            if isinstance(n, bool) or not isinstance(n, (int, np.integer)):
-                raise InvalidRequestError(f"n must be an integer, got {n!r}")
-            if n < 1:
-                raise InvalidRequestError(f"batch size must be at least 1, got {n}")
-        if seeds is None:
-            seeds = 0
-        if np.ndim(seeds) == 0:
-            base = _as_seed(seeds)
-            return philox.seed_range(base, 1 if n is None else int(n))
-        values = list(seeds) if not isinstance(seeds, np.ndarray) else seeds
-        arr = np.asarray(values)
-        if arr.dtype.kind in "ui" or arr.dtype == object:
-            arr = np.array([_as_seed(s) for s in arr.tolist()], np.uint64) if arr.size else \
-                np.zeros(0, np.uint64)
-        elif arr.size:
-            raise InvalidRequestError(f"seeds must be integers in [0, 2^64), got dtype "
-                                      f"{arr.dtype}")
-        else:
-            arr = np.zeros(0, np.uint64)
-        if n is not None and len(arr) != n:
-            raise InvalidRequestError(f"got {len(arr)} seeds for n={n} images")
-        return arr
-
-    def _classes(self, classes, count: int) -> np.ndarray:
+    def _classes(self, classes, count: int) -> np.ndarray | str:
+        """A 0-d int64 array (one class for all), (count,) int64, or "all"."""
         if classes is None:
-            return np.full(count, self.null_class, np.int64)
+            return np.array(self.null_class, np.int64)
+        if isinstance(classes, str):
+            if classes != "all":
+                raise InvalidRequestError(f"classes must be integers or 'all', got {classes!r}")
+            if not self.num_classes:
+                raise InvalidRequestError("classes='all': this bundle is unconditional")
+            return classes
         arr = np.asarray(classes)
         if arr.dtype.kind not in "ui" or arr.ndim > 1:
             raise InvalidRequestError(f"classes must be integers (one, or one per image), "
@@ -325,10 +375,11 @@ class Pipeline:
                 f"0..{self.num_classes - 1} ({self.null_class} = unconditional)"
                 if self.num_classes else
                 f"class {bad.flat[0]} is out of range: this bundle is unconditional (class 0)")
-        return np.broadcast_to(arr.astype(np.int64), (count,)).copy()
+        return arr.astype(np.int64)
 
     @staticmethod
     def _per_image(name, value, default, count, ok, rule) -> np.ndarray:
+        """float32: 0-d (one value for all) or (count,)."""
         if value is None:
             value = default
         try:
@@ -341,7 +392,10 @@ class Pipeline:
         for v in arr.reshape(-1):
             if not (math.isfinite(v) and ok(v)):
                 raise InvalidRequestError(f"{name} must be {rule}, got {v:g}")
-        return np.broadcast_to(arr.astype(np.float32), (count,)).copy()
+            if abs(v) > _FLOAT32_MAX:  # the graphs take float32
+                raise InvalidRequestError(f"{name} must be at most {_FLOAT32_MAX:.4g} (float32), "
+                                          f"got {v:g}")
+        return arr.astype(np.float32)
 
     def _check_images(self, images) -> np.ndarray:
         images = np.asarray(images)
@@ -371,10 +425,8 @@ class Pipeline:
             return None, None
         if mask is None or known is None:
             raise InvalidRequestError("inpainting needs both mask and known_bits")
-        shape = (count,) + self.latent_shape
-        mask = np.broadcast_to(self._check_bits(mask, "mask", count), shape)
-        known = np.broadcast_to(self._check_bits(known, "known_bits", count), shape)
-        return np.ascontiguousarray(mask), np.ascontiguousarray(known)
+        # (1 or count, L, C): one mask for every image stays one mask
+        return self._check_bits(mask, "mask", count), self._check_bits(known, "known_bits", count)
 
     def _teacher(self, states, count):
         if states is None:
@@ -387,26 +439,56 @@ class Pipeline:
         return states.astype(np.uint8, copy=False)
 
 
-def _as_seed(value) -> int:
-    """One seed: a Python or numpy integer in [0, 2^64)."""
-    if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
-        raise InvalidRequestError(f"seed must be an integer in [0, 2^64), got {value!r}")
-    value = int(value)
-    if not 0 <= value <= _U64_MAX:
-        raise InvalidRequestError(f"seed must be an integer in [0, 2^64), got {value}")
-    return value
+@dataclass(frozen=True)
+class _Request:
+    """A checked request of `count` images. Values the same for every image are kept once, so
+    a request's size costs no memory; `seeds(lo, hi)` and the like give the rows of a chunk."""
+
+    count: int
+    base_seed: int  # image i's seed is base_seed + i (mod 2^64) ...
+    seed_list: np.ndarray | None  # ... unless one seed per image was given
+    class_spec: np.ndarray | str  # 0-d, (count,) or "all"
+    num_classes: int
+    guidance: np.ndarray  # float32, 0-d or (count,)
+    temperature: np.ndarray
+    mask: np.ndarray | None  # (1 or count, L, C)
+    known: np.ndarray | None
+    teacher: np.ndarray | None
+    guided: bool
+
+    def seeds(self, lo: int, hi: int) -> np.ndarray:
+        if self.seed_list is not None:
+            return self.seed_list[lo:hi]
+        return np.uint64(self.base_seed) + np.arange(lo, hi, dtype=np.uint64)  # wraps
+
+    def classes(self, lo: int, hi: int) -> np.ndarray:
+        if isinstance(self.class_spec, str):  # "all"
+            return np.arange(lo, hi, dtype=np.int64) % self.num_classes
+        return np.broadcast_to(self.class_spec, (self.count,))[lo:hi].copy()
 
 
-def _graph_paths(bundle: Bundle, precision: str) -> dict[str, Path]:
-    """Graph files by role. fp16 swaps in the *_fp16 graphs; the encoder is always fp32."""
-    paths = {}
-    for role in ("encoder", "decoder", "step", "step_guided"):
-        name = role if precision == "fp32" or role == "encoder" else f"{role}_fp16"
-        if name not in bundle.manifest.graphs:
-            raise ManifestError(f"bundle {bundle.directory} has no {name!r} graph, which "
-                                f"precision {precision!r} needs (export with --fp16)")
-        paths[role] = bundle.graph_path(name)
-    return paths
+def _rows(value: np.ndarray | None, lo: int, hi: int) -> np.ndarray | None:
+    """Rows lo..hi-1 of a per-image value, which is kept 0-d or as one row when it is the same
+    for every image (a read-only broadcast view then)."""
+    if value is None:
+        return None
+    if value.ndim == 0:
+        return np.broadcast_to(value, (hi - lo,))
+    if len(value) == 1:
+        return np.broadcast_to(value, (hi - lo,) + value.shape[1:])
+    return value[lo:hi]
+
+
+def _chunks(count: int, size: int) -> Iterator[tuple[int, int]]:
+    for lo in range(0, count, size):
+        yield lo, min(lo + size, count)
+
+
+def _physical_memory() -> int | None:
+    try:
+        return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+    except (ValueError, OSError, AttributeError):  # not POSIX
+        return None
 
 
 def _threshold(probs: np.ndarray) -> np.ndarray:

@@ -7,23 +7,24 @@ without onnxruntime (the CLI lists them in --help); everything else loads on fir
 from __future__ import annotations
 
 BACKENDS = ("cpu", "cuda", "tensorrt-ep")
-_FROM_BASE = ("Backend", "BackendOptions", "GraphSet", "Loop", "available_providers")
+_FROM_BASE = ("Backend", "BackendOptions", "Loop", "available_providers", "usable_cores")
 
 
-def create(name: str, graphs, options=None):
-    """The backend `name` for `graphs` (a base.GraphSet) with base.BackendOptions."""
+def create(name: str, bundle, precision: str = "fp32", options=None):
+    """The backend `name` for a loaded bundle (manifest.Bundle), its graphs of `precision`
+    ("fp32" or "fp16"), with base.BackendOptions."""
     from ..errors import BackendUnavailableError
     from .base import available_providers
 
     if name == "cpu":
         from .cpu import CpuBackend
 
-        return CpuBackend(graphs, options)
+        return CpuBackend(bundle, precision, options)
     if name in ("cuda", "tensorrt-ep"):
         from .cuda import CudaBackend, TensorRTBackend
 
         cls = CudaBackend if name == "cuda" else TensorRTBackend
-        return cls(graphs, options)
+        return cls(bundle, precision, options)
     raise BackendUnavailableError(
         f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)} (onnxruntime here has "
         f"{', '.join(available_providers())})")

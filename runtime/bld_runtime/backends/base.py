@@ -1,37 +1,56 @@
 """The interface every backend implements, and what they share.
 
-A backend owns onnxruntime sessions for one bundle's graphs and, per batch size, a `Loop`:
-the preallocated state of one batch going through the K denoising steps. The pipeline drives
-the loop (`start`, then `run_step` + `advance` K times, then `read_bits`); the backend decides
-where the bits and probabilities live (host numpy arrays for "cpu", device memory for "cuda")
-and how the contract's draws are made there. Nothing in a loop allocates after `bind`.
+A backend owns one onnxruntime session per graph kind of a bundle (the chosen precision's
+graphs), created at load from the very bytes whose sha256 was checked, and checked against the
+manifest: the I/O the session reports and the facts the graph records (manifest.check_graph_facts).
+A `Loop` is the preallocated state of one batch going through the K denoising steps; the pipeline
+drives it (`start`, then `run_step` + `advance` K times, then `read_bits`), the backend decides
+where bits and probabilities live (host numpy arrays for "cpu", device memory for "cuda") and how
+the contract's draws are made there. Nothing in a loop allocates after it is made.
+
+Threads: one backend may serve several threads at once. Sessions are shared (onnxruntime's
+run is thread-safe); loops are not, so `Backend.loop(batch)` lends each caller a loop of its own
+from a pool and takes it back when the caller is done.
 """
 from __future__ import annotations
 
+import contextlib
 import operator
+import os
+import shutil
+import tempfile
+import threading
 from abc import ABC, abstractmethod
+from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 
-from ..errors import BackendUnavailableError, InvalidRequestError, ManifestError
+from ..errors import (BackendError, BackendUnavailableError, InvalidRequestError,
+                      ManifestError)
+from ..manifest import BATCH, FP16_SUFFIX, KINDS, Bundle, GraphSpec, check_graph_facts
 
-STEP_INPUTS = ("bits", "step", "class_label", "temperature")
-GUIDED_STEP_INPUTS = STEP_INPUTS + ("guidance",)
-GRAPH_IO = {  # role -> (input names, output name), as bundle format v1 defines them
-    "encoder": (("image",), "probs"),
-    "decoder": (("bits",), "image"),
-    "step": (STEP_INPUTS, "probs"),
-    "step_guided": (GUIDED_STEP_INPUTS, "probs"),
-}
 OPTIMIZATION_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
     "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
+PRECISIONS = ("fp32", "fp16")
+ORT_TYPES = {"float32": "tensor(float)", "float16": "tensor(float16)", "int64": "tensor(int64)",
+             "int32": "tensor(int32)", "uint8": "tensor(uint8)", "bool": "tensor(bool)"}
+# Where onnxruntime looks for external-data files of a graph loaded from bytes: an empty folder,
+# so that such a graph fails to load instead of reading files from the working directory.
+_EXTERNAL_DATA_KEY = "session.model_external_initializers_file_folder_path"
+
+
+def usable_cores() -> int:
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # macOS, Windows
+        return os.cpu_count() or 1
 
 
 @dataclass(frozen=True)
@@ -44,19 +63,24 @@ class BackendOptions:
     device_id: int = 0  # CUDA device, for the GPU backends
     trt_cache_dir: str | None = None  # where TensorRT keeps built engines ("tensorrt-ep")
     trt_fp16: bool = False  # let TensorRT pick fp16 kernels ("tensorrt-ep")
-    # Park onnxruntime's intra-op threads when a graph call ends instead of letting them spin.
-    # Between step calls the loop samples on the calling thread, and after the loop the decoder
-    # runs in another session: threads still spinning take the cores from both. Demo model,
-    # 2 cores, p50 of back-to-back generations: batch 1 9-12 ms -> 5 ms, batch 16 75-88 ms ->
-    # 40-42 ms. The price: every call wakes its threads, so a lone batch-1 request after the
-    # machine idled is slower (9 ms spinning, 13-16 ms parked); set False for such traffic.
+    # Park onnxruntime's intra-op threads when a graph call ends instead of letting them spin:
+    # between step calls the loop samples on the calling thread, and after the loop the decoder
+    # runs in another session, and threads still spinning would take the cores from both. The
+    # price: every call wakes its threads, so a lone request after idling starts a little later
+    # (README, Speed); set False for such traffic.
     stop_spinning: bool = True
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
+        cores = usable_cores()
         for name in ("intra_op_threads", "inter_op_threads", "device_id"):
             value = getattr(self, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < 0:
                 raise InvalidRequestError(f"{name} must be an integer >= 0, got {value!r}")
+        for name in ("intra_op_threads", "inter_op_threads"):
+            if getattr(self, name) > cores:
+                raise InvalidRequestError(
+                    f"{name} is {getattr(self, name)}, more than the {cores} cores this process "
+                    "may use (more threads than cores only slows onnxruntime down)")
         if self.graph_optimization not in OPTIMIZATION_LEVELS:
             raise InvalidRequestError(
                 f"graph_optimization must be one of {', '.join(OPTIMIZATION_LEVELS)}, "
@@ -72,20 +96,45 @@ class BackendOptions:
         so.inter_op_num_threads = self.inter_op_threads
         so.graph_optimization_level = OPTIMIZATION_LEVELS[self.graph_optimization]
         so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        so.log_severity_level = 3  # errors only: ORT's warnings are not the user's business
+        # Fatal only: a failed call raises (and we report it once); ORT's own error log would
+        # print it a second time, and its warnings are not the user's business.
+        so.log_severity_level = 4
         if self.stop_spinning:
             so.add_session_config_entry("session.force_spinning_stop", "1")
         return so
 
 
 @dataclass(frozen=True)
-class GraphSet:
-    """What a backend needs from a bundle: graph files by role (precision already chosen),
-    the latent shape (L, C) and the number of denoising steps K."""
+class Graph:
+    """One graph a backend runs: its kind ("step"), manifest name ("step_fp16") and spec."""
 
-    paths: dict[str, Path]
-    latent: tuple[int, int]
-    num_steps: int
+    kind: str
+    name: str
+    spec: GraphSpec
+
+    @property
+    def inputs(self) -> tuple[str, ...]:
+        return self.spec.input_names
+
+    @property
+    def output(self) -> str:
+        return self.spec.outputs[0].name
+
+
+def graph_names(bundle: Bundle, precision: str) -> dict[str, str]:
+    """Graph names by kind for a precision. fp16 swaps in the *_fp16 graphs, except the encoder,
+    which is always fp32."""
+    if precision not in PRECISIONS:
+        raise InvalidRequestError(
+            f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+    names = {}
+    for kind in KINDS:
+        name = kind if precision == "fp32" or kind == "encoder" else kind + FP16_SUFFIX
+        if name not in bundle.manifest.graphs:
+            raise ManifestError(f"bundle {bundle.directory} has no {name!r} graph, which "
+                                f"precision {precision!r} needs (export with --fp16)")
+        names[kind] = name
+    return names
 
 
 class Loop(ABC):
@@ -94,6 +143,7 @@ class Loop(ABC):
     The pipeline calls `start` once per batch, then for i = 0..K-1 `run_step(i)` (the step graph
     on the current bits) and `advance(i)` (the contract's draw, or the threshold at i = K-1,
     then the inpainting mask). Bits are uint8 0/1 on the host side of the interface.
+    A loop serves one caller at a time (Backend.loop lends it out).
     """
 
     batch: int
@@ -132,49 +182,68 @@ class Loop(ABC):
 
 
 class Backend(ABC):
-    """onnxruntime sessions for one bundle plus a cache of loops per batch size."""
+    """onnxruntime sessions for one bundle's graphs plus a pool of loops per batch size."""
 
     name: str = ""
-    max_cached_loops = 4  # a full chunk and a remainder are the common case
+    max_idle_loops = 4  # kept for reuse; a full chunk and a remainder are the common case
 
-    def __init__(self, graphs: GraphSet, options: BackendOptions | None = None):
-        self.graphs = graphs
+    def __init__(self, bundle: Bundle, precision: str = "fp32",
+                 options: BackendOptions | None = None):
+        if options is not None and not isinstance(options, BackendOptions):
+            raise InvalidRequestError("options must be a bld_runtime.backends.BackendOptions")
+        self.bundle = bundle
+        self.manifest = bundle.manifest
+        self.precision = precision
         self.options = options or BackendOptions()
-        self._sessions: dict[str, ort.InferenceSession] = {}
-        self._loops: dict[int, Loop] = {}
+        self.latent: tuple[int, int] = self.manifest.latent.shape
+        self.num_steps = self.manifest.schedule.sampling_steps
+        self.graphs = {kind: Graph(kind, name, self.manifest.graphs[name])
+                       for kind, name in graph_names(bundle, precision).items()}
+        self._pool_lock = threading.Lock()
+        self._idle: list[Loop] = []  # loops not lent out, oldest first
+        self._prepare()
+        self._sessions = {kind: self._load_session(graph) for kind, graph in self.graphs.items()}
+
+    def _prepare(self) -> None:
+        """Check that this backend can run here, before any graph is read (override)."""
 
     # --- sessions ------------------------------------------------------------------------
 
     @abstractmethod
-    def providers(self) -> list:
+    def providers(self) -> list[Any]:
         """The execution providers (with options) of this backend's sessions."""
 
-    def session(self, role: str) -> ort.InferenceSession:
-        """The session of a graph role, created on first use and checked against format v1."""
-        if role not in self._sessions:
-            if role not in self.graphs.paths:
-                raise ManifestError(f"this bundle has no {role!r} graph")
-            path = self.graphs.paths[role]
-            try:
-                sess = ort.InferenceSession(str(path), sess_options=self.options.session_options(),
-                                            providers=self.providers())
-            except Exception as e:  # onnxruntime raises its own types for bad files and EPs
-                raise ManifestError(f"onnxruntime cannot load {path.name}: {e}") from None
-            self._check_io(role, sess)
-            self._check_providers(sess)
-            self._sessions[role] = sess
-        return self._sessions[role]
+    def _load_session(self, graph: Graph) -> ort.InferenceSession:
+        """A session made from the graph's verified bytes, checked against the manifest."""
+        data = self.bundle.read_graph(graph.name)
+        options = self.options.session_options()
+        empty = tempfile.mkdtemp(prefix="bld-no-external-data-")
+        options.add_session_config_entry(_EXTERNAL_DATA_KEY, empty)
+        try:
+            session = ort.InferenceSession(data, sess_options=options,
+                                           providers=self.providers())
+        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types
+            raise self._load_error(graph, e) from None
+        finally:
+            shutil.rmtree(empty, ignore_errors=True)
+        check_session_io(graph, session)
+        check_graph_facts(self.manifest, graph.name, session.get_modelmeta().custom_metadata_map)
+        self._check_providers(session)
+        return session
 
-    def _check_io(self, role, sess):
-        inputs, output = GRAPH_IO[role]
-        have_in = {i.name for i in sess.get_inputs()}
-        have_out = {o.name for o in sess.get_outputs()}
-        if have_in != set(inputs) or output not in have_out:
-            raise ManifestError(
-                f"graph {role!r} has inputs {sorted(have_in)} and outputs {sorted(have_out)}; "
-                f"bundle format v1 needs inputs {list(inputs)} and output {output!r}")
+    def _load_error(self, graph: Graph, error: Exception) -> ManifestError:
+        text = _first_line(error)
+        where = f"graph {graph.name!r} ({graph.spec.file})"
+        if "external data" in text.lower():
+            return ManifestError(f"{where} keeps tensors in external data files, which bundles "
+                                 "do not allow (every graph must be one self-contained .onnx "
+                                 "file covered by its sha256)")
+        return ManifestError(f"onnxruntime cannot load {where}: {text}")
 
-    def _check_providers(self, sess):
+    def session(self, kind: str) -> ort.InferenceSession:
+        return self._sessions[kind]
+
+    def _check_providers(self, sess: ort.InferenceSession) -> None:
         """onnxruntime silently falls back to the CPU when a provider cannot start: refuse."""
         wanted = [p[0] if isinstance(p, tuple) else p for p in self.providers()]
         if wanted[0] not in sess.get_providers():
@@ -184,16 +253,27 @@ class Backend(ABC):
 
     # --- the loop ------------------------------------------------------------------------
 
-    def bind(self, batch: int) -> Loop:
-        """The loop for `batch` images, preallocated on first use and reused afterwards."""
+    @contextlib.contextmanager
+    def loop(self, batch: int) -> Iterator[Loop]:
+        """Lend the caller a loop for `batch` images: an idle one of that size, else a new one.
+
+        While lent, no other caller gets it; afterwards it goes back to the pool (which keeps
+        at most `max_idle_loops`, dropping the oldest).
+        """
         batch = operator.index(batch)
         if batch < 1:
             raise InvalidRequestError(f"batch size must be at least 1, got {batch}")
-        if batch not in self._loops:
-            if len(self._loops) >= self.max_cached_loops:
-                self._loops.pop(next(iter(self._loops)))  # the oldest
-            self._loops[batch] = self._make_loop(batch)
-        return self._loops[batch]
+        with self._pool_lock:
+            found = next((i for i, lp in enumerate(self._idle) if lp.batch == batch), None)
+            loop = self._idle.pop(found) if found is not None else None
+        if loop is None:
+            loop = self._make_loop(batch)
+        try:
+            yield loop
+        finally:
+            with self._pool_lock:
+                self._idle.append(loop)
+                del self._idle[:-self.max_idle_loops]
 
     @abstractmethod
     def _make_loop(self, batch: int) -> Loop: ...
@@ -202,26 +282,64 @@ class Backend(ABC):
 
     def encode(self, images: np.ndarray) -> np.ndarray:
         """float32 NCHW images in [-1, 1] -> float32 (B, L, C) bit probabilities."""
-        return self._run("encoder", image=np.ascontiguousarray(images, np.float32))
+        return self._run("encoder", np.ascontiguousarray(images, np.float32))
 
     def decode(self, bits: np.ndarray) -> np.ndarray:
         """(B, L, C) 0/1 bits -> float32 NCHW images, roughly in [-1, 1]."""
-        return self._run("decoder", bits=np.ascontiguousarray(bits, np.float32))
+        return self._run("decoder", np.ascontiguousarray(bits, np.float32))
 
-    def step_probs(self, bits, step, classes, temperature, guidance=None) -> np.ndarray:
+    def step_probs(self, bits: np.ndarray, step: np.ndarray, classes: np.ndarray,
+                   temperature: np.ndarray, guidance: np.ndarray | None = None) -> np.ndarray:
         """One step graph call on given arrays (outside the loop: for tests and tools)."""
-        feeds = {"bits": np.ascontiguousarray(bits, np.float32),
-                 "step": np.ascontiguousarray(step, np.int64),
-                 "class_label": np.ascontiguousarray(classes, np.int64),
-                 "temperature": np.ascontiguousarray(temperature, np.float32)}
+        values = [np.ascontiguousarray(bits, np.float32), np.ascontiguousarray(step, np.int64),
+                  np.ascontiguousarray(classes, np.int64),
+                  np.ascontiguousarray(temperature, np.float32)]
         if guidance is None:
-            return self._run("step", **feeds)
-        return self._run("step_guided", guidance=np.ascontiguousarray(guidance, np.float32),
-                         **feeds)
+            return self._run("step", *values)
+        return self._run("step_guided", *values, np.ascontiguousarray(guidance, np.float32))
 
-    def _run(self, role: str, **feeds) -> np.ndarray:
-        _, output = GRAPH_IO[role]
-        return self.session(role).run([output], feeds)[0]
+    def _run(self, kind: str, *values: np.ndarray) -> np.ndarray:
+        graph = self.graphs[kind]
+        feeds = dict(zip(graph.inputs, values, strict=True))
+        session = self._sessions[kind]
+        return run_guarded(graph, session.run, [graph.output], feeds)[0]
+
+
+def run_guarded(graph: Graph, call: Any, *args: Any) -> Any:
+    """call(*args), one graph call; onnxruntime's failures become one-line BackendErrors."""
+    try:
+        return call(*args)
+    except MemoryError:
+        raise BackendError(f"out of memory running graph {graph.name!r}; send a smaller batch "
+                           "(the bundle's max_batch bounds each call)") from None
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types
+        raise BackendError(f"onnxruntime failed running graph {graph.name!r}: "
+                           f"{_first_line(e)}") from None
+
+
+def check_session_io(graph: Graph, session: ort.InferenceSession) -> None:
+    """Refuse a graph whose real inputs/outputs differ from what the manifest lists for it."""
+    where = f"graph {graph.name!r} ({graph.spec.file})"
+    for direction, listed, actual in (("input", graph.spec.inputs, session.get_inputs()),
+                                      ("output", graph.spec.outputs, session.get_outputs())):
+        names = [a.name for a in actual]
+        if names != [s.name for s in listed]:
+            raise ManifestError(f"{where} has {direction}s {names}, but the manifest lists "
+                                f"{[s.name for s in listed]}")
+        for spec, arg in zip(listed, actual):
+            if arg.type != ORT_TYPES[spec.dtype]:
+                raise ManifestError(f"{where}: {direction} {spec.name!r} has type {arg.type}, but "
+                                    f"the manifest says {spec.dtype}")
+            shape = [BATCH if isinstance(d, str) or d is None else d for d in arg.shape]
+            if shape != list(spec.shape):
+                raise ManifestError(f"{where}: {direction} {spec.name!r} has shape {arg.shape}, "
+                                    f"but the manifest says {list(spec.shape)}")
+
+
+def _first_line(error: BaseException) -> str:
+    text = str(error).strip()
+    line = text.splitlines()[0] if text else type(error).__name__
+    return line.removeprefix("[ONNXRuntimeError] : ").strip()
 
 
 def available_providers() -> list[str]:

@@ -14,16 +14,16 @@ import numpy as np
 import onnxruntime as ort
 
 from ..philox import BernoulliDrawer
-from .base import GRAPH_IO, Backend, Loop
+from .base import Backend, Loop, run_guarded
 
 LANE_BUDGET = 1 << 15  # Philox blocks per pass: ~3 MB of scratch, whatever the model size
 
 
 class CpuLoop(Loop):
     def __init__(self, backend: "CpuBackend", batch: int):
-        L, C = backend.graphs.latent
+        L, C = backend.latent
         shape = (batch, L, C)
-        self.backend, self.batch, self.num_steps = backend, batch, backend.graphs.num_steps
+        self.backend, self.batch, self.num_steps = backend, batch, backend.num_steps
         self.bits = np.zeros(shape, np.uint8)  # the state z, as the contract's 0/1 bytes
         self.graph_bits = np.zeros(shape, np.float32)  # z as the step graph reads it
         self.probs = np.zeros(shape, np.float32)  # what the step graph writes
@@ -31,7 +31,7 @@ class CpuLoop(Loop):
         self.keep = np.zeros(shape, np.bool_)  # inpainting: True where the known bit stays
         self.known = np.zeros(shape, np.uint8)
         self.masked = False
-        self.inputs = {
+        self.inputs = {  # by the names bundle format v1 gives the step graphs' inputs
             "bits": self.graph_bits,
             "step": np.zeros(batch, np.int64),
             "class_label": np.zeros(batch, np.int64),
@@ -43,22 +43,23 @@ class CpuLoop(Loop):
         span = min(self.num_steps, max(1, LANE_BUDGET // (batch * blocks)))
         self.drawer = BernoulliDrawer(batch, L * C, subsequences=span)
         self._uniforms, self._first = None, 0  # the current pass: subsequences first, first+1..
-        self.role = "step"
+        self.role = "step"  # the step graph kind this batch runs: "step" or "step_guided"
         self._bindings: dict[str, tuple] = {}
 
-    def _binding(self, role):
-        """Bind the role's graph to our arrays once; OrtValues share the numpy memory."""
-        if role not in self._bindings:
-            sess = self.backend.session(role)
+    def _binding(self, kind):
+        """Bind the kind's graph to our arrays once; OrtValues share the numpy memory."""
+        if kind not in self._bindings:
+            graph = self.backend.graphs[kind]
+            sess = self.backend.session(kind)
             binding = sess.io_binding()
-            names, output = GRAPH_IO[role]
-            values = [ort.OrtValue.ortvalue_from_numpy(self.inputs[n]) for n in names]
-            for name, value in zip(names, values):
+            values = [ort.OrtValue.ortvalue_from_numpy(self.inputs[n]) for n in graph.inputs]
+            for name, value in zip(graph.inputs, values):
                 binding.bind_ortvalue_input(name, value)
             values.append(ort.OrtValue.ortvalue_from_numpy(self.probs))
-            binding.bind_ortvalue_output(output, values[-1])
-            self._bindings[role] = (sess, binding, values)  # values: keep the OrtValues alive
-        return self._bindings[role]
+            binding.bind_ortvalue_output(graph.output, values[-1])
+            # values: keep the OrtValues alive as long as the binding
+            self._bindings[kind] = (graph, sess, binding, values)
+        return self._bindings[kind]
 
     def start(self, seeds, classes, temperature, guidance, guided, mask, known):
         np.copyto(self.seeds, seeds)
@@ -86,9 +87,9 @@ class CpuLoop(Loop):
                       out=self.bits.reshape(self.batch, -1).view(np.bool_))
 
     def run_step(self, i):
-        sess, binding, _ = self._binding(self.role)
+        graph, sess, binding, _ = self._binding(self.role)
         self.inputs["step"].fill(i)
-        sess.run_with_iobinding(binding)
+        run_guarded(graph, sess.run_with_iobinding, binding)
 
     def advance(self, i):
         if i < self.num_steps - 1:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..errors import BackendUnavailableError
-from .base import GRAPH_IO, Backend, Loop, require_provider
+from .base import Backend, Loop, require_provider, run_guarded
 from .kernels import KERNELS
 
 THREADS = 256  # per CUDA block; the kernels are memory-bound, any multiple of 32 does
@@ -37,8 +37,8 @@ def _cupy():
 class CupyLoop(Loop):
     def __init__(self, backend: "CudaBackend", batch: int):
         cp = backend.cp
-        L, C = backend.graphs.latent
-        self.backend, self.batch, self.num_steps = backend, batch, backend.graphs.num_steps
+        L, C = backend.latent
+        self.backend, self.batch, self.num_steps = backend, batch, backend.num_steps
         self.n, self.shape = L * C, (batch, L, C)
         with cp.cuda.Device(backend.options.device_id):
             self.bits = cp.zeros(self.shape, cp.float32)  # the state z, as the graph reads it
@@ -63,20 +63,20 @@ class CupyLoop(Loop):
         self.role = "step"
         self._bindings: dict[str, tuple] = {}
 
-    def _binding(self, role):
-        if role not in self._bindings:
-            sess = self.backend.session(role)
+    def _binding(self, kind):
+        if kind not in self._bindings:
+            graph = self.backend.graphs[kind]
+            sess = self.backend.session(kind)
             binding = sess.io_binding()
-            names, output = GRAPH_IO[role]
             dev = self.backend.options.device_id
-            for name in names:
+            for name in graph.inputs:
                 arr = self.inputs[name]
                 binding.bind_input(name, "cuda", dev, arr.dtype.type, list(arr.shape),
                                    arr.data.ptr)
-            binding.bind_output(output, "cuda", dev, np.float32, list(self.shape),
+            binding.bind_output(graph.output, "cuda", dev, np.float32, list(self.shape),
                                 self.probs.data.ptr)
-            self._bindings[role] = (sess, binding)
-        return self._bindings[role]
+            self._bindings[kind] = (graph, sess, binding)
+        return self._bindings[kind]
 
     def _launch_draw(self, p, subsequence):
         k = self.backend.kernels["bld_draw"]
@@ -99,11 +99,12 @@ class CupyLoop(Loop):
         self._launch_draw(self.half, 0)
 
     def run_step(self, i):
-        sess, binding = self._binding(self.role)
+        graph, sess, binding = self._binding(self.role)
         self.inputs["step"].set(self.step_host[i])
         # onnxruntime runs on its own stream: our kernel's writes must be done before it reads.
         self.backend.cp.cuda.get_current_stream().synchronize()
-        sess.run_with_iobinding(binding)  # returns once its stream is done (ORT's default)
+        # returns once its stream is done (ORT's default)
+        run_guarded(graph, sess.run_with_iobinding, binding)
 
     def advance(self, i):
         if i < self.num_steps - 1:
@@ -137,8 +138,7 @@ class CudaBackend(Backend):
     provider = "CUDAExecutionProvider"
     hint = "pip install onnxruntime-gpu"
 
-    def __init__(self, graphs, options=None):
-        super().__init__(graphs, options)
+    def _prepare(self):
         require_provider(self.name, self.provider, self.hint)
         self.cp = _cupy()
         with self.cp.cuda.Device(self.options.device_id):
