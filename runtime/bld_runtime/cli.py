@@ -1,14 +1,19 @@
 """The `bld` command line: sample, encode, decode and inpaint with a bundle.
 
 Other packages add commands through the entry-point group "bld.commands" (bld_train adds
-`train` and `evaluate`). They are listed without being imported and load only when run, so
-`bld sample` and `bld --help` never import torch. Every expected failure (a BldError, a bad
-option, a file that cannot be written) prints `error: <message>` and exits 1, without a
-traceback; outputs are written only after the request is known to be valid, each file through
-a temporary name and a rename.
+`train` and `evaluate`, bld_bench adds `bench`). Their modules import nothing heavy at the top,
+so `bld --help` lists them with their descriptions, and `bld sample` never imports torch.
+
+Every failure prints exactly one line, `error: <message>`, and exits 1, without a traceback
+(BLD_TRACEBACK=1 shows it): the project's errors carry their own sentence, and everything else
+(the OS, Pillow, onnxruntime, numpy, running out of memory) is described in one line here.
+Outputs are written only after the request is known to be valid, each file through a temporary
+name and a rename; output folders are locked while written (outputs.OutputFolder).
 """
 from __future__ import annotations
 
+import os
+import signal
 import sys
 import warnings
 from importlib import metadata
@@ -16,26 +21,40 @@ from pathlib import Path
 
 import click
 
-from .errors import BldError, InvalidRequestError
+from .errors import BldError, InvalidRequestError, describe
 
 ENTRY_POINT_GROUP = "bld.commands"
-_U64_MAX = 2**64 - 1
 
 
 def _fail(message: str) -> None:
-    click.echo(f"error: {message}", err=True)
+    click.echo(f"error: {' '.join(message.split())}", err=True)  # one line, whatever it holds
     sys.exit(1)
 
 
+class _Terminated(Exception):
+    """SIGTERM, raised where the process is, so that outputs are closed cleanly."""
+
+
+def _raise_terminated(signum, frame):
+    raise _Terminated()
+
+
 class OneLineErrorGroup(click.Group):
-    """A click group whose expected errors print `error: <message>` (no traceback), exit 1.
+    """A click group whose failures print `error: <message>` (no traceback) and exit 1.
 
     Shared by every CLI of the project (`bld`, `bld-export`).
     """
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        previous = None
         try:
-            rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+            previous = signal.signal(signal.SIGTERM, _raise_terminated)
+        except ValueError:  # not the main thread (tests): leave signals alone
+            pass
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # a warning would be a second stderr line
+                rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
         except click.exceptions.NoArgsIsHelpError as e:
             click.echo(e.format_message())
             rv = 0
@@ -43,17 +62,22 @@ class OneLineErrorGroup(click.Group):
             _fail(str(e))
         except click.ClickException as e:
             _fail(e.format_message())
-        except click.Abort:
+        except (click.Abort, KeyboardInterrupt, _Terminated):
             _fail("interrupted")
-        except OSError as e:  # a file that cannot be read or written
-            _fail(f"{e.strerror or e}: {e.filename}" if e.filename else str(e))
+        except Exception as e:  # noqa: BLE001 - the last line of defence: one line, exit 1
+            if os.environ.get("BLD_TRACEBACK"):
+                raise
+            _fail(describe(e))
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
         if not standalone_mode:
             return rv
         sys.exit(rv if isinstance(rv, int) else 0)
 
 
 class BldGroup(OneLineErrorGroup):
-    """The `bld` group: plugin commands from other packages load lazily."""
+    """The `bld` group: plugin commands from other packages load on demand."""
 
     def _plugins(self) -> dict[str, metadata.EntryPoint]:
         return {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)
@@ -76,14 +100,15 @@ class BldGroup(OneLineErrorGroup):
                            f"pip install 'bld[train]'") from None
 
     def format_commands(self, ctx, formatter):
-        """Like click's, but plugin commands are described without importing them."""
+        """Like click's, but a plugin that cannot be imported here is still listed."""
         rows = []
-        plugins = self._plugins()
         for name in self.list_commands(ctx):
-            if name in self.commands:
-                rows.append((name, self.commands[name].get_short_help_str(limit=60)))
-            else:
-                rows.append((name, f"(from {plugins[name].value.split(':')[0]})"))
+            try:
+                command = self.get_command(ctx, name)
+                rows.append((name, command.get_short_help_str(limit=60)))
+            except BldError:
+                rows.append((name, f"(needs {self._plugins()[name].value.split(':')[0]}, "
+                                   "not installed)"))
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
@@ -107,7 +132,7 @@ def runtime_options(batched: bool = True):
     def decorate(f):
         from .backends import BACKENDS
 
-        f = click.option("--threads", type=int, default=0, show_default=True,
+        f = click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
                          help="onnxruntime intra-op threads (0 = one per core).")(f)
         f = click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32",
                          show_default=True, help="fp16 uses the bundle's *_fp16 graphs.")(f)
@@ -123,41 +148,40 @@ def runtime_options(batched: bool = True):
 
 
 def _load(bundle, backend, precision, threads):
+    import onnxruntime
+
     from .backends import BackendOptions
     from .pipeline import Pipeline
 
-    if threads < 0:
-        raise InvalidRequestError(f"--threads must be >= 0 (0 = one per core), got {threads}")
+    onnxruntime.set_default_logger_severity(4)  # a CLI says one line of its own, not ORT's
+
     return Pipeline.load(bundle, backend=backend, precision=precision,
                          options=BackendOptions(intra_op_threads=threads))
 
 
 def parse_seed(text: str) -> int:
     """A seed from the command line: a decimal integer in [0, 2^64)."""
-    try:
-        value = int(text, 10)
-    except ValueError:
-        value = None
-    if value is None or not 0 <= value <= _U64_MAX:
-        raise InvalidRequestError(f"--seed must be an integer in [0, 2^64), got {text!r}")
-    return value
+    from .philox import SEED_RULE, as_seed
+
+    digits = text.strip()
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 20 or \
+            int(digits, 10) >= 2**64:
+        raise InvalidRequestError(f"--seed must be {SEED_RULE}, got {text!r}")
+    return as_seed(int(digits, 10))
 
 
 def parse_classes(text: str, count: int, num_classes: int):
     """--class: an index, 'all' (image i gets class i % classes) or 'none' (unconditional)."""
-    import numpy as np
-
     if text == "none":
         return None
     if text == "all":
         if num_classes == 0:
             raise InvalidRequestError("--class all: this bundle is unconditional (no classes)")
-        return np.arange(count) % num_classes
-    try:
-        value = int(text, 10)
-    except ValueError:
+        return "all"
+    if not (text.isascii() and text.lstrip("-").isdigit()):
         raise InvalidRequestError(f"--class must be a class index, 'all' or 'none', "
-                                  f"got {text!r}") from None
+                                  f"got {text!r}")
+    value = int(text, 10)
     if not 0 <= value < num_classes:
         known = f"classes 0..{num_classes - 1}" if num_classes else "no classes"
         raise InvalidRequestError(f"class {value} is out of range: this bundle has {known} "
@@ -179,16 +203,16 @@ def sampling_options(f):
 
 
 class Progress:
-    """A rich progress bar on stderr, fed by the pipeline's per-step callback."""
+    """A rich progress bar on stderr (only on a terminal), fed by the per-step callback."""
 
-    def __init__(self, total: int, label: str):
+    def __init__(self, total: int, label: str, unit: str = "steps"):
         from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress
         from rich.progress import TextColumn, TimeElapsedColumn
 
         console = Console(stderr=True)
         self.bar = RichProgress(TextColumn(label), BarColumn(), MofNCompleteColumn(),
-                                TextColumn("steps"), TimeElapsedColumn(), console=console,
+                                TextColumn(unit), TimeElapsedColumn(), console=console,
                                 transient=True, disable=not console.is_terminal)
         self.task = self.bar.add_task(label, total=total)
 
@@ -199,37 +223,49 @@ class Progress:
     def __exit__(self, *exc):
         return self.bar.__exit__(*exc)
 
+    def advance(self, amount: int = 1) -> None:
+        self.bar.advance(self.task, amount)
+
     def __call__(self, step, num_steps, bits):
-        self.bar.advance(self.task)
+        self.advance()
 
 
 # --- commands ------------------------------------------------------------------------------
 
 @cli.command()
 @click.argument("bundle", type=click.Path(exists=True, file_okay=False))
-@click.option("-n", "count", type=int, default=1, show_default=True, help="Number of images.")
+@click.option("-n", "count", type=click.IntRange(min=1), default=1, show_default=True,
+              help="Number of images.")
 @sampling_options
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Directory for the PNGs, bits.bldz and grid.png.")
+              help="Folder for the PNGs, bits.bldz, grid.png and samples.json (new or empty).")
+@click.option("--force", is_flag=True, help="Replace an earlier run's output in that folder.")
 @runtime_options()
-def sample(bundle, count, seed, class_, guidance, temperature, out_dir, backend, precision,
-           threads, chunk):
-    """Generate images: one PNG each, their packed bits (bits.bldz) and a grid.png."""
-    from .bits import save_bits
+def sample(bundle, count, seed, class_, guidance, temperature, out_dir, force, backend,
+           precision, threads, chunk):
+    """Generate images: PNGs, their packed bits (bits.bldz), a grid.png, samples.json.
+
+    Images are written as each chunk of the bundle's max_batch completes, so memory stays
+    bounded whatever -n is; a run that stops early keeps the images it finished, with their
+    bits, and samples.json says how far it got.
+    """
+    from .sampling import write_samples
 
     seed = parse_seed(seed)
     pipe = _load(bundle, backend, precision, threads)
     classes = parse_classes(class_, count, pipe.num_classes)
-    chunks = -(-count // pipe.max_batch) if count > 0 else 0
-    with Progress(chunks * pipe.num_steps, "sampling") as progress:
-        out = pipe.generate(n=count, seeds=seed, classes=classes, guidance=guidance,
-                            temperature=temperature, callback=progress, chunk=chunk)
-    out_dir = Path(out_dir)
-    out.save_png(out_dir)
-    latent = pipe.manifest.latent
-    save_bits(out_dir / "bits.bldz", out.bits, (latent.height, latent.width))
+    if not chunk and count > pipe.max_batch:
+        raise InvalidRequestError(
+            f"batch size {count} is above this bundle's max_batch of {pipe.max_batch} "
+            f"(allow chunking or send fewer images)")
+    chunks = pipe.iter_generate(n=count, seeds=seed, classes=classes, guidance=guidance,
+                                temperature=temperature)
+    request = {"bundle": str(bundle), "seed": seed, "n": count, "class": class_,
+               "guidance": guidance, "temperature": temperature, "precision": precision,
+               "backend": backend}
     cols = pipe.num_classes if class_ == "all" and count >= pipe.num_classes else None
-    out.save_grid(out_dir / "grid.png", cols=cols)
+    write_samples(pipe, chunks, count, Path(out_dir), force, request, grid_cols=cols,
+                  progress=Progress(count, "sampling", "images"))
     click.echo(f"wrote {count} image{'s' if count != 1 else ''}, bits.bldz and grid.png "
                f"to {out_dir}")
 
@@ -241,35 +277,43 @@ def sample(bundle, count, seed, class_, guidance, temperature, out_dir, backend,
               help="Output file, .bldz (self-describing) or .npy (packed array).")
 @click.option("--seed", default=None,
               help="Sample the bits (Philox, subsequence 0) instead of thresholding p > 0.5.")
-@click.option("--rounds", type=click.IntRange(min=0), default=None,
-              help="Most rounds of encode(decode(.)) that carry the thresholded bits to their "
-                   "canonical code, so that encoding a decoded image gives its bits back "
-                   "[default: 32]; 0 keeps p > 0.5 as it is.")
+@click.option("--canonical", is_flag=True,
+              help="Return each image's canonical code instead of p > 0.5, so that encoding a "
+                   "decoded image gives its bits back exactly (costs up to 2 x rounds more "
+                   "graph calls and some fidelity; see the README).")
+@click.option("--rounds", type=click.IntRange(min=1), default=None,
+              help="With --canonical: most rounds of encode(decode(.)) to settle "
+                   "[default: 32].")
+@click.option("--fit", "fit_size", is_flag=True,
+              help="Convert, resize (shorter side) and center-crop each image to the bundle's "
+                   "size, as training does; without it images must match exactly.")
 @runtime_options()
-def encode(bundle, images, out_file, seed, rounds, backend, precision, threads, chunk):
-    """Encode PNG images into packed latent bits."""
+def encode(bundle, images, out_file, seed, canonical, rounds, fit_size, backend, precision,
+           threads, chunk):
+    """Encode images into packed latent bits (default: the paper's p > 0.5)."""
     import numpy as np
 
     from .bits import SUFFIXES, save_bits
-    from .images import load_png
+    from .errors import CodeNotSettledWarning
+    from .images import load_image
+    from .pipeline import CANONICAL_ROUNDS
 
     if Path(out_file).suffix not in SUFFIXES:
         raise InvalidRequestError(f"-o must end in .bldz or .npy, got {out_file!r}")
+    if rounds is not None and not canonical:
+        raise InvalidRequestError("--rounds applies to --canonical encoding only")
     seed = None if seed is None else parse_seed(seed)
     pipe = _load(bundle, backend, precision, threads)
     H, W, ch = pipe.image_shape
-    batch = np.stack([load_png(p, H, W, ch) for p in images])
-    from .errors import CodeNotSettledWarning
-    from .pipeline import CANONICAL_ROUNDS
-
+    batch = np.stack([load_image(p, H, W, ch, fit_size) for p in images])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", CodeNotSettledWarning)
-        bits = pipe.encode(batch, seed=seed, chunk=chunk,
+        bits = pipe.encode(batch, seed=seed, canonical=canonical, chunk=chunk,
                            rounds=CANONICAL_ROUNDS if rounds is None else rounds)
-    for warning in caught:
-        click.echo(f"note: {warning.message}", err=True)
     latent = pipe.manifest.latent
     save_bits(out_file, bits, (latent.height, latent.width))
+    for warning in caught:
+        click.echo(f"note: {warning.message}", err=True)
     click.echo(f"wrote the bits of {len(images)} image{'s' if len(images) != 1 else ''} "
                f"to {out_file}")
 
@@ -278,20 +322,24 @@ def encode(bundle, images, out_file, seed, rounds, backend, precision, threads, 
 @click.argument("bundle", type=click.Path(exists=True, file_okay=False))
 @click.argument("bits_file", metavar="FILE", type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Directory for the decoded PNGs.")
+              help="Folder for the decoded PNGs (new or empty).")
+@click.option("--force", is_flag=True, help="Replace an earlier run's output in that folder.")
 @runtime_options()
-def decode(bundle, bits_file, out_dir, backend, precision, threads, chunk):
+def decode(bundle, bits_file, out_dir, force, backend, precision, threads, chunk):
     """Decode packed latent bits (.bldz or .npy) into PNG images."""
     from .bits import load_bits
-    from .images import save_png
+    from .sampling import write_decoded
 
     pipe = _load(bundle, backend, precision, threads)
     latent = pipe.manifest.latent
     bits = load_bits(bits_file, (latent.height, latent.width, latent.bits))
-    images = pipe.decode(bits, chunk=chunk)
-    for i, image in enumerate(images):
-        save_png(Path(out_dir) / f"{i:05d}.png", image)
-    click.echo(f"wrote {len(images)} image{'s' if len(images) != 1 else ''} to {out_dir}")
+    if not chunk and len(bits) > pipe.max_batch:
+        raise InvalidRequestError(
+            f"batch size {len(bits)} is above this bundle's max_batch of {pipe.max_batch} "
+            f"(allow chunking or send fewer images)")
+    write_decoded(pipe, bits, Path(out_dir), force, {"bundle": str(bundle),
+                                                     "bits": str(bits_file)})
+    click.echo(f"wrote {len(bits)} image{'s' if len(bits) != 1 else ''} to {out_dir}")
 
 
 @cli.command()
@@ -302,16 +350,21 @@ def decode(bundle, bits_file, out_dir, backend, precision, threads, chunk):
 @sampling_options
 @click.option("-o", "--out", "out_file", required=True, type=click.Path(dir_okay=False),
               help="Output PNG.")
+@click.option("--fit", "fit_size", is_flag=True,
+              help="Resize and center-crop IMAGE to the bundle's size first (the mask must "
+                   "match the fitted size).")
 @runtime_options(batched=False)
-def inpaint(bundle, image, mask_file, seed, class_, guidance, temperature, out_file, backend,
-            precision, threads):
+def inpaint(bundle, image, mask_file, seed, class_, guidance, temperature, out_file, fit_size,
+            backend, precision, threads):
     """Regenerate the white region of MASK in IMAGE (every latent token it touches)."""
-    from .images import load_mask, load_png, save_png
+    from .images import load_image, load_mask, save_png
 
+    if Path(out_file).suffix.lower() != ".png":
+        raise InvalidRequestError(f"-o must end in .png, got {out_file!r}")
     seed = parse_seed(seed)
     pipe = _load(bundle, backend, precision, threads)
     H, W, ch = pipe.image_shape
-    pixels = load_png(image, H, W, ch)
+    pixels = load_image(image, H, W, ch, fit_size)
     regenerate = load_mask(mask_file, H, W)
     classes = parse_classes(class_, 1, pipe.num_classes)
     with Progress(pipe.num_steps, "inpainting") as progress:

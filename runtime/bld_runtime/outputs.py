@@ -1,0 +1,86 @@
+"""Output folders of the CLI (`bld sample -o DIR`, `bld decode -o DIR`).
+
+A folder is written by one process at a time (files.OutputLock beside it) and holds the output
+of one run: it must be new or empty, or hold a previous run's output (its `samples.json`) and
+the user must ask to replace it (`--force`, which removes exactly those files first). Images are
+written as they are made; `samples.json` records the request and how far the run got, after
+every chunk, so a run that stops early (interrupted, killed, or failed) leaves complete files
+and says where it stopped.
+"""
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+from typing import Any
+
+from .errors import OutputError
+from .files import OutputLock, atomic_write, sweep_temporaries
+
+RECORD = "samples.json"
+FORMAT = "bld-samples/1"
+_OURS = re.compile(r"(\d{5,}\.png|bits\.bldz|grid\.png|samples\.json)")
+
+
+def image_name(index: int, count: int) -> str:
+    """00000.png ...: zero-padded to at least 5 digits, so names sort in order."""
+    return f"{index:0{max(5, len(str(count - 1)))}d}.png"
+
+
+class OutputFolder:
+    """The folder one run writes into; use as a context manager (it holds the lock)."""
+
+    def __init__(self, path: str | Path, force: bool, command: str):
+        self.path, self.force, self.command = Path(path), force, command
+        self._lock = OutputLock(self.path, f"output folder {self.path}")
+        self.record: dict[str, Any] = {}
+
+    def __enter__(self) -> OutputFolder:
+        self._lock.__enter__()
+        try:
+            self._prepare()
+        except BaseException:
+            self._lock.__exit__(None, None, None)
+            raise
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._lock.__exit__(*exc)
+
+    def _prepare(self) -> None:
+        path = self.path
+        if path.exists() and not path.is_dir():
+            raise OutputError(f"{path} exists and is not a folder")
+        if path.is_dir():
+            sweep_temporaries(path)  # a killed run's temporaries; we hold the lock
+            entries = list(path.iterdir())
+            if entries:
+                ours = (path / RECORD).is_file() and all(_OURS.fullmatch(p.name) for p in entries)
+                if not ours:
+                    raise OutputError(f"output folder {path} is not empty and holds files bld "
+                                      f"did not write there; choose a new or empty folder")
+                if not self.force:
+                    raise OutputError(f"output folder {path} holds an earlier run's output; "
+                                      "pass --force to replace it or choose another folder")
+                for entry in entries:
+                    entry.unlink()
+        path.mkdir(parents=True, exist_ok=True)
+
+    def start(self, request: dict[str, Any], total: int) -> None:
+        self.record = {"format": FORMAT, "command": self.command, "request": request,
+                       "requested": total, "written": 0, "status": "running"}
+        self._save()
+
+    def progress(self, written: int) -> None:
+        self.record["written"] = written
+        self._save()
+
+    def finish(self, status: str = "complete", detail: str | None = None) -> None:
+        self.record["status"] = status
+        if detail:
+            self.record["detail"] = detail
+        self._save()
+
+    def _save(self) -> None:
+        atomic_write(self.path / RECORD, (json.dumps(self.record, indent=2) + "\n").encode(),
+                     durable=False)

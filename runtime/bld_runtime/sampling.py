@@ -1,0 +1,113 @@
+"""Writing generated and decoded images to an output folder as they are made.
+
+`write_samples` consumes chunks (Pipeline.iter_generate, or any iterator of objects with
+`images` and `bits`, such as a remote server's replies) and writes each chunk's PNGs and packed
+bits before the next one is made, so memory is bounded by one chunk whatever the request size.
+A run that stops early (Ctrl-C, SIGTERM, an error) keeps what it finished: its PNGs, a
+bits.bldz holding exactly their bits, and samples.json saying how far it got; the error then
+says where it stopped. A run killed outright (SIGKILL) leaves complete PNGs and samples.json,
+at most one chunk behind.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from .bits import BitsWriter
+from .errors import BldError, OutputError, describe
+from .images import make_grid, save_png
+from .outputs import OutputFolder, image_name
+
+GRID_IMAGES = 100  # grid.png shows the first images only: a grid of 10^5 images helps nobody
+
+
+def write_samples(pipe: Any, chunks: Iterable[Any], count: int, out_dir: Path, force: bool,
+                  request: dict[str, Any], grid_cols: int | None = None,
+                  progress: Any = None) -> None:
+    latent = pipe.manifest.latent
+    grid: list[np.ndarray] = []
+    with OutputFolder(out_dir, force, "sample") as out:
+        out.start(request, count)
+        writer = BitsWriter(out_dir / "bits.bldz", (latent.height, latent.width), latent.bits)
+        done = 0
+        try:
+            with progress if progress is not None else _Nothing():
+                for chunk in chunks:
+                    for i, image in enumerate(chunk.images):
+                        save_png(out_dir / image_name(done + i, count), image, durable=False)
+                    writer.write(chunk.bits)
+                    grid.extend(chunk.images[: max(0, GRID_IMAGES - len(grid))])
+                    done += len(chunk.images)
+                    out.progress(done)
+                    if progress is not None:
+                        progress.advance(len(chunk.images))
+        except BaseException as error:
+            _drop_unfinished(out_dir, done, count)
+            _stop_early(out, writer, grid, grid_cols, done, count, error)
+        writer.close()
+        if grid:
+            save_png(out_dir / "grid.png", make_grid(np.stack(grid), cols=grid_cols))
+        out.finish()
+
+
+def write_decoded(pipe: Any, bits: np.ndarray, out_dir: Path, force: bool,
+                  request: dict[str, Any]) -> None:
+    count = len(bits)
+    with OutputFolder(out_dir, force, "decode") as out:
+        out.start(request, count)
+        done = 0
+        try:
+            for lo in range(0, count, pipe.max_batch):
+                for i, image in enumerate(pipe.decode(bits[lo:lo + pipe.max_batch])):
+                    save_png(out_dir / image_name(lo + i, count), image, durable=False)
+                done = min(lo + pipe.max_batch, count)
+                out.progress(done)
+        except BaseException as error:
+            _drop_unfinished(out_dir, done, count)
+            _stop_early(out, None, [], None, done, count, error)
+        out.finish()
+
+
+def _drop_unfinished(out_dir: Path, done: int, count: int) -> None:
+    """Remove the images of the chunk a run stopped in: the folder keeps whole chunks only,
+    whose PNGs and bits were all written."""
+    for index in range(done, count):
+        path = out_dir / image_name(index, count)
+        if not path.exists():
+            break
+        path.unlink(missing_ok=True)
+
+
+def _stop_early(out: OutputFolder, writer: BitsWriter | None, grid: list[np.ndarray],
+                grid_cols: int | None, done: int, count: int, error: BaseException) -> None:
+    """Keep what a stopped run finished, record why it stopped, and re-raise with where."""
+    stopped = isinstance(error, (KeyboardInterrupt, SystemExit)) or \
+        type(error).__name__ in ("_Terminated", "Abort")
+    reason = "interrupted" if stopped else describe(error)
+    bits_kept = False
+    try:
+        if writer is not None:
+            bits_kept = writer.close(keep=done > 0) is not None
+        if grid:
+            save_png(out.path / "grid.png", make_grid(np.stack(grid[:done]), cols=grid_cols))
+        out.finish("stopped", reason)
+    except OSError:  # e.g. the disk that stopped the run is still full; the PNGs are complete
+        pass
+    kept = (f"{out.path} holds images {image_name(0, count)[:-4]}..{image_name(done - 1, count)}"
+            f" (of {count})" + (" and their bits (bits.bldz)" if bits_kept else "")
+            if done else f"nothing was written to {out.path}")
+    message = f"{reason}; stopped after {done} of {count} images: {kept}"
+    if isinstance(error, BldError) and not isinstance(error, OutputError):
+        raise type(error)(message) from None
+    raise OutputError(message) from None
+
+
+class _Nothing:
+    def __enter__(self) -> None:
+        return None
+
+    def __exit__(self, *exc: object) -> None:
+        return None
