@@ -12,7 +12,7 @@ sampler's own loop, not a copy of it:
                    sample() returns): the Philox draw and the tensor <-> array conversions
     decode         the autoencoder's decoder; the uint8 conversion after it is overhead
 
-The benchmark core (bld_runtime.bench) finds these backends through the entry-point group
+The benchmark core (bld_bench.core) finds these backends through the entry-point group
 "bld.bench_backends", so the runtime never imports torch.
 """
 from __future__ import annotations
@@ -22,7 +22,7 @@ import time
 import numpy as np
 import torch
 
-from bld_runtime.bench import BenchBackend, Request, StageClock
+from bld_bench.core import BenchBackend, Request, StageClock
 from bld_runtime.errors import BackendUnavailableError
 from bld_runtime.images import from_float, nchw_to_nhwc
 

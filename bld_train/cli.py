@@ -11,17 +11,9 @@ import sys
 
 import click
 
+from bld_runtime.cli import OneLineErrorGroup
 from bld_runtime.errors import BldError
 from bld_train.config import PRESETS
-
-
-def _run(fn, **kwargs) -> None:
-    """Call a training function; expected failures print `error: ...` and exit 1."""
-    try:
-        fn(**kwargs)
-    except BldError as error:
-        click.echo(f"error: {error}", err=True)
-        sys.exit(1)
 
 
 _common = [
@@ -46,7 +38,8 @@ def common_options(fn):
     return fn
 
 
-@click.group(help="Train the binary autoencoder and the diffusion prior of a run.")
+@click.group(cls=OneLineErrorGroup,
+             help="Train the binary autoencoder and the diffusion prior of a run.")
 def train():
     pass
 
@@ -60,7 +53,7 @@ def train():
 def autoencoder(preset, data, run_dir, steps, resume, seed, device, no_amp, workers, quiet):
     from bld_train.train_autoencoder import train_autoencoder
 
-    _run(train_autoencoder, run_dir=run_dir, preset=preset, resume=resume, steps=steps,
+    train_autoencoder(run_dir=run_dir, preset=preset, resume=resume, steps=steps,
          seed=seed, data=data, device=device, amp=not no_amp, workers=workers,
          progress=not quiet)
 
@@ -72,7 +65,7 @@ def autoencoder(preset, data, run_dir, steps, resume, seed, device, no_amp, work
 def prior(preset, run_dir, steps, resume, seed, device, no_amp, workers, quiet):
     from bld_train.train_prior import train_prior
 
-    _run(train_prior, run_dir=run_dir, preset=preset, resume=resume, steps=steps, seed=seed,
+    train_prior(run_dir=run_dir, preset=preset, resume=resume, steps=steps, seed=seed,
          device=device, amp=not no_amp, workers=workers, progress=not quiet)
 
 
@@ -85,8 +78,29 @@ def init(preset, run_dir, seed):
     from bld_train.checkpoint import init_random_run
     from bld_train.config import preset as load_preset
 
-    _run(init_random_run, run_dir=run_dir, preset=load_preset(preset), seed=seed)
+    init_random_run(run_dir=run_dir, preset=load_preset(preset), seed=seed)
     click.echo(f"wrote an untrained {preset} run to {run_dir}")
+
+
+@click.command("evaluate")
+@click.argument("bundle", type=click.Path(exists=True, file_okay=False))
+@click.option("--guidance", default="0", show_default=True,
+              help="Comma-separated guidance scales to score, e.g. 0,1,3.")
+@click.option("--per-class", type=click.IntRange(min=2), default=50, show_default=True,
+              help="Samples per class.")
+@click.option("--seed", type=click.IntRange(min=0, max=2**64 - 1), default=0, show_default=True,
+              help="Base seed of the samples.")
+@click.option("--out", "out_dir", default=None, help="Where to write grid.png and eval.json "
+              "(default: the bundle's parent directory).")
+def evaluate(bundle, guidance, per_class, seed, out_dir):
+    """Score a digits bundle: reconstruction PSNR, sample accuracy and diversity."""
+    from bld_train.evaluate import run_evaluation
+
+    try:
+        guidances = tuple(float(g) for g in guidance.split(","))
+    except ValueError:
+        raise BldError(f"--guidance must be comma-separated numbers, got {guidance!r}") from None
+    run_evaluation(bundle, guidances, per_class, seed, out_dir, click.echo)
 
 
 if __name__ == "__main__":

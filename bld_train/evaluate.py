@@ -1,9 +1,10 @@
 """Demo figures, measured on the runtime's own outputs: reconstruction PSNR, sample accuracy
 and sample diversity on the built-in digits.
 
-- PSNR: held-out digits -> runtime encode (deterministic: the canonical code, a fixed point of
-  encode(decode(.))) -> runtime decode, in uint8; also for the plain p > 0.5 code.
-- Fixed points: the share of held-out latents that encode(decode(.)) gives back unchanged.
+- PSNR: held-out digits -> runtime encode (the default deterministic code, p > 0.5) -> runtime
+  decode, in uint8; also for the canonical code (`encode(canonical=True)`).
+- Round trip: the share of bits the p > 0.5 code keeps through decode -> encode, and the share
+  of held-out latents whose canonical code is a fixed point of encode(decode(.)).
 - Accuracy: a scikit-learn classifier trained on the real training digits (8x8, the data's
   native resolution) labels samples conditioned on each class.
 - Diversity: mean pairwise L2 distance between same-class samples at 8x8, divided by the same
@@ -16,14 +17,11 @@ import os
 import warnings
 from dataclasses import asdict, dataclass
 
-import click
 import numpy as np
 
-from bld_runtime.errors import BldError, CodeNotSettledWarning
+from bld_runtime.errors import CodeNotSettledWarning
 from bld_runtime.images import from_float, save_grid
 from bld_runtime.pipeline import Pipeline
-
-from .data import digits_dataset
 
 
 @dataclass
@@ -52,6 +50,8 @@ def psnr(a_u8: np.ndarray, b_u8: np.ndarray) -> float:
 
 
 def _real_digits(image_size: int, split: str):
+    from .data import digits_dataset
+
     images, labels = digits_dataset(image_size, split=split)
     return from_float(images.permute(0, 2, 3, 1).numpy()), labels.numpy()
 
@@ -72,14 +72,15 @@ def evaluate_bundle(bundle: str, guidances=(0.0,), per_class: int = 50, seed: in
     classifier = train_classifier(train_u8, train_labels)
     real_accuracy = float((classifier.predict(to_8x8(held_u8)) == held_labels).mean())
 
-    # The plain code (p > 0.5) and the canonical one that deterministic encoding returns.
-    raw = pipe.encode(held_u8, rounds=0)
-    raw_kept = float((pipe.encode(pipe.decode(raw), rounds=0) == raw).mean())
+    # The default code (p > 0.5) and the canonical one (encode(canonical=True)).
+    raw = pipe.encode(held_u8)
+    recon = pipe.decode(raw)
+    raw_kept = float((pipe.encode(recon) == raw).mean())
     codes, settled = pipe.settle(raw)
-    recon = pipe.decode(codes)
+    canonical_recon = pipe.decode(codes)
     with warnings.catch_warnings():  # unsettled latents are counted below
         warnings.simplefilter("ignore", CodeNotSettledWarning)
-        again = pipe.encode(recon)  # deterministic encode -> decode -> encode: a fixed point
+        again = pipe.encode(canonical_recon, canonical=True)  # a fixed point, if settled
     fixed_latents = float((again == codes).all(axis=(1, 2)).mean())
 
     real_spread = [mean_pairwise_distance(to_8x8(held_u8[held_labels == c]))
@@ -98,41 +99,30 @@ def evaluate_bundle(bundle: str, guidances=(0.0,), per_class: int = 50, seed: in
             first = np.concatenate([np.flatnonzero(classes == c)[:10] for c in range(num_classes)])
             save_grid(grid_path, out.images[first], rows=num_classes)
     return {"psnr_db": psnr(held_u8, recon), "classifier_accuracy_on_real": real_accuracy,
-            "psnr_threshold_code_db": psnr(held_u8, pipe.decode(raw)),
+            "psnr_canonical_code_db": psnr(held_u8, canonical_recon),
             "round_trip_bits_threshold_code": raw_kept, "fixed_point_latents": fixed_latents,
             "settled_latents": float(settled.mean()),
             "samples_per_class": per_class, "results": [asdict(r) for r in results]}
 
 
-@click.command("evaluate")
-@click.argument("bundle", type=click.Path(exists=True, file_okay=False))
-@click.option("--guidance", default="0", show_default=True,
-              help="Comma-separated guidance scales to score, e.g. 0,1,3.")
-@click.option("--per-class", default=50, show_default=True, help="Samples per class.")
-@click.option("--seed", default=0, show_default=True, help="Base seed of the samples.")
-@click.option("--out", "out_dir", default=None, help="Where to write grid.png and eval.json "
-              "(default: the bundle's parent directory).")
-def evaluate(bundle, guidance, per_class, seed, out_dir):
-    """Score a digits bundle: reconstruction PSNR, sample accuracy and diversity."""
-    try:
-        guidances = tuple(float(g) for g in guidance.split(","))
-    except ValueError:
-        raise BldError(f"--guidance must be comma-separated numbers, got {guidance!r}") from None
+def run_evaluation(bundle: str, guidances: tuple[float, ...], per_class: int, seed: int,
+                   out_dir: str | None, echo) -> dict:
+    """`bld evaluate`: score, write grid.png and eval.json, print the figures."""
     out_dir = out_dir or os.path.dirname(os.path.abspath(bundle))
     os.makedirs(out_dir, exist_ok=True)
     report = evaluate_bundle(bundle, guidances, per_class, seed, os.path.join(out_dir, "grid.png"))
     with open(os.path.join(out_dir, "eval.json"), "w") as f:
         json.dump(report, f, indent=2)
     first = report["results"][0]
-    click.echo(f"reconstruction PSNR (held-out digits): {report['psnr_db']:.2f} dB")
-    click.echo(f"encode -> decode -> encode: {report['fixed_point_latents']:.1%} of held-out "
-               f"latents unchanged, {report['settled_latents']:.1%} settled (the p > 0.5 code "
-               f"alone keeps "
-               f"{report['round_trip_bits_threshold_code']:.2%} of bits at "
-               f"{report['psnr_threshold_code_db']:.2f} dB)")
-    click.echo(f"sample accuracy (guidance {first['guidance']:g}): {first['accuracy']:.3f}")
-    click.echo(f"sample diversity (guidance {first['guidance']:g}): {first['diversity']:.3f}")
-    click.echo("guidance  accuracy  diversity")
+    echo(f"reconstruction PSNR (held-out digits, p > 0.5 codes): {report['psnr_db']:.2f} dB")
+    echo(f"decode -> encode keeps {report['round_trip_bits_threshold_code']:.2%} of the bits; "
+         f"canonical codes: {report['psnr_canonical_code_db']:.2f} dB, "
+         f"{report['settled_latents']:.1%} settled, {report['fixed_point_latents']:.1%} fixed "
+         "points")
+    echo(f"sample accuracy (guidance {first['guidance']:g}): {first['accuracy']:.3f}")
+    echo(f"sample diversity (guidance {first['guidance']:g}): {first['diversity']:.3f}")
+    echo("guidance  accuracy  diversity")
     for r in report["results"]:
-        click.echo(f"{r['guidance']:>8g}  {r['accuracy']:>8.3f}  {r['diversity']:>9.3f}")
-    click.echo(f"grid: {os.path.join(out_dir, 'grid.png')}")
+        echo(f"{r['guidance']:>8g}  {r['accuracy']:>8.3f}  {r['diversity']:>9.3f}")
+    echo(f"grid: {os.path.join(out_dir, 'grid.png')}")
+    return report
