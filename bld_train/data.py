@@ -6,8 +6,10 @@ and `label` an int64 class index. `make_dataset` picks one from a `DataConfig`.
 - digits: scikit-learn's 1797 real 8x8 handwritten digits (bundled with scikit-learn, so nothing
   is downloaded), upscaled with Pillow's bilinear filter. A fixed, class-stratified holdout split
   is kept out of training for evaluation.
-- a folder: every image below it, resized (shorter side) and center-cropped. Labels come from
-  the first-level subfolders (sorted names) when every image lives in one, else all are class 0.
+- a folder: every image below it, converted, resized (shorter side) and center-cropped by
+  bld_runtime.images.fit, the same function `bld encode --fit` uses, so a file gives the same
+  pixels here and in the runtime. Labels come from the first-level subfolders (sorted names)
+  when every image lives in one, else all are class 0.
 """
 from __future__ import annotations
 
@@ -21,6 +23,7 @@ from PIL import Image
 from torch.utils.data import Dataset
 
 from bld_runtime.errors import BldError
+from bld_runtime.images import fit
 from bld_train.config import AutoencoderConfig, DataConfig
 
 IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
@@ -98,15 +101,6 @@ def digits_dataset(image_size: int, split: str = "train",
     return torch.stack(images), torch.from_numpy(labels[keep])
 
 
-def _resize_center_crop(image: Image.Image, size: int) -> Image.Image:
-    width, height = image.size
-    scale = size / min(width, height)
-    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
-    image = image.resize((new_w, new_h), Image.Resampling.BICUBIC, reducing_gap=3.0)
-    left, top = (new_w - size) // 2, (new_h - size) // 2
-    return image.crop((left, top, left + size, top + size))
-
-
 class ImageFolderDataset(Dataset):
     """All images below `root` (recursively), resized and center-cropped to image_size.
 
@@ -157,10 +151,8 @@ class ImageFolderDataset(Dataset):
         return max(1, len(self.classes))
 
     def load(self, index: int) -> torch.Tensor:
-        mode = "L" if self.channels == 1 else "RGB"
         with Image.open(self.files[index]) as image:
-            image = image.convert(mode)
-        return to_tensor(_resize_center_crop(image, self.image_size))
+            return to_tensor(fit(image, self.image_size, self.channels))
 
     def __getitem__(self, index: int):
         for attempt in range(len(self.files)):

@@ -26,12 +26,14 @@ def focal_loss(logits: torch.Tensor, targets: torch.Tensor, gamma: float) -> tor
     return ((1 - share) * targets + share * (1 - targets)) * loss
 
 
-def posterior_one_step(z_t: torch.Tensor, p0: torch.Tensor, k_prev: torch.Tensor,
-                       b_prev: torch.Tensor, beta: torch.Tensor) -> torch.Tensor:
-    """q(z_{t-1} = 1 | z_t, z_0 ~ B(p0)): the contract's section-4 posterior with t' = t - 1."""
-    a = k_prev * p0 + b_prev
-    h1 = beta * z_t + 0.5 * (1 - beta)
-    h0 = beta * (1 - z_t) + 0.5 * (1 - beta)
+def posterior(z_t: torch.Tensor, p0: torch.Tensor, k_next: torch.Tensor, b_next: torch.Tensor,
+              beta_prod: torch.Tensor) -> torch.Tensor:
+    """q(z_{t'} = 1 | z_t, z_0 ~ B(p0)): the contract's section-4 posterior, the one torch copy
+    of it (the sampler's step uses it too). k_next, b_next: k and b at t'; beta_prod: the
+    product of beta over t'+1..t (beta_t itself for t' = t - 1)."""
+    a = k_next * p0 + b_next
+    h1 = beta_prod * z_t + 0.5 * (1 - beta_prod)
+    h0 = beta_prod * (1 - z_t) + 0.5 * (1 - beta_prod)
     return a * h1 / (a * h1 + (1 - a) * h0)
 
 
@@ -94,8 +96,8 @@ class BernoulliDiffusion(nn.Module):
                 p0 = z_t * (1 - f) + (1 - z_t) * f
                 k_prev, b_prev = self._table(self.k, t - 1), self._table(self.b, t - 1)
                 beta = self._table(self.beta, t)
-                predicted = posterior_one_step(z_t, p0, k_prev, b_prev, beta)
-                true = posterior_one_step(z_t, z0, k_prev, b_prev, beta)
+                predicted = posterior(z_t, p0, k_prev, b_prev, beta)
+                true = posterior(z_t, z0, k_prev, b_prev, beta)
                 # At t = 1 the posterior of z_0 is the prediction itself (as in the reference).
                 predicted = torch.where((t == 1)[:, None, None], p0, predicted)
                 aux = F.binary_cross_entropy(predicted.clamp(1e-6, 1 - 1e-6), true.clamp(0, 1),
@@ -107,4 +109,4 @@ class BernoulliDiffusion(nn.Module):
         return loss, stats
 
 
-__all__ = ["BernoulliDiffusion", "posterior_one_step", "focal_loss"]
+__all__ = ["BernoulliDiffusion", "posterior", "focal_loss"]

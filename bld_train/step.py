@@ -12,6 +12,7 @@ import torch.nn as nn
 from bld_runtime import contract
 
 from .denoiser import Denoiser
+from .diffusion import posterior
 
 
 class DenoiserStep(nn.Module):
@@ -57,8 +58,4 @@ class DenoiserStep(nn.Module):
         p0 = z * (1.0 - f) + (1.0 - z) * f
         k_next, b_next, beta_prod, is_last = (
             x[step][:, None, None] for x in (self.k_next, self.b_next, self.beta_prod, self.is_last))
-        a = k_next * p0 + b_next
-        h1 = beta_prod * z + 0.5 * (1.0 - beta_prod)
-        h0 = beta_prod * (1.0 - z) + 0.5 * (1.0 - beta_prod)
-        p = a * h1 / (a * h1 + (1.0 - a) * h0)
-        return torch.where(is_last > 0.5, p0, p)
+        return torch.where(is_last > 0.5, p0, posterior(z, p0, k_next, b_next, beta_prod))

@@ -19,6 +19,16 @@ def subprocess_env() -> dict[str, str]:
     return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "PYTHONUNBUFFERED": "1"}
 
 
+def _cached(name: str, tmp_path_factory) -> tuple[Path, bool]:
+    """(directory, exists): under $BLD_TEST_CACHE when set (a developer's shortcut across test
+    runs: delete it after changing training or export), else a fresh temporary directory."""
+    cache = os.environ.get("BLD_TEST_CACHE")
+    if not cache:
+        return tmp_path_factory.mktemp(name), False
+    path = Path(cache) / name
+    return path, (path / ".complete").is_file()
+
+
 @pytest.fixture(scope="session")
 def tiny_run(tmp_path_factory) -> Path:
     """A run directory with the tiny preset trained (autoencoder, then prior; 20 steps each).
@@ -28,9 +38,11 @@ def tiny_run(tmp_path_factory) -> Path:
     from bld_train.train_autoencoder import train_autoencoder
     from bld_train.train_prior import train_prior
 
-    run = tmp_path_factory.mktemp("tiny_run")
-    train_autoencoder(run, "tiny", progress=False)
-    train_prior(run, progress=False)
+    run, done = _cached("tiny_run", tmp_path_factory)
+    if not done:
+        train_autoencoder(run, "tiny", progress=False)
+        train_prior(run, progress=False)
+        (run / ".complete").touch()
     return run
 
 
@@ -47,6 +59,9 @@ def tiny_bundle(tiny_run, tmp_path_factory) -> Path:
     """
     from bld_export.export import export_bundle
 
-    bundle = tmp_path_factory.mktemp("tiny_bundle") / "bundle"
-    export_bundle(tiny_run, bundle, fp16=True)
+    parent, done = _cached("tiny_bundle", tmp_path_factory)
+    bundle = parent / "bundle"
+    if not done:
+        export_bundle(tiny_run, bundle, fp16=True, force=True)
+        (parent / ".complete").touch()
     return bundle

@@ -130,3 +130,42 @@ def test_make_dataset_dispatch(tmp_path):
     assert set(folder_train.indices.tolist()).isdisjoint(folder_held.indices.tolist())
     with pytest.raises(DataError, match="no built-in data"):
         make_dataset(DataConfig(source=""), rgb, "train")
+
+
+def test_training_and_bld_encode_fit_see_the_same_pixels_and_bits(tiny_bundle, tmp_path):
+    """One torch-free resize + center crop (bld_runtime.images.fit) serves training's folders
+    and `bld encode --fit`: the same file gives the same pixels, so the same bits."""
+    import numpy as np
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from bld_runtime.bits import load_bits
+    from bld_runtime.cli import cli
+    from bld_runtime.images import load_image
+    from bld_runtime.pipeline import Pipeline
+    from bld_train.data import ImageFolderDataset
+
+    rng = np.random.default_rng(0)
+    folder = tmp_path / "photos"
+    folder.mkdir()
+    paths = []
+    for i, (w, h, mode) in enumerate([(37, 23, "RGB"), (16, 40, "L"), (200, 201, "RGBA")]):
+        pixels = rng.integers(0, 256, (h, w, len(mode)) if len(mode) > 1 else (h, w), np.uint8)
+        paths.append(folder / f"{i}.png")
+        Image.fromarray(pixels, mode).save(paths[-1])
+    pipe = Pipeline.load(tiny_bundle)
+    H, W, ch = pipe.image_shape
+    dataset = ImageFolderDataset(folder, H, ch)
+    assert [p.name for p in dataset.files] == [p.name for p in paths]
+    training = np.stack([np.rint((dataset.load(i).numpy().transpose(1, 2, 0) + 1) * 127.5)
+                         .astype(np.uint8) for i in range(len(paths))])
+    runtime = np.stack([load_image(p, H, W, ch, fit_size=True) for p in paths])
+    np.testing.assert_array_equal(runtime, training)
+
+    out = tmp_path / "codes.bldz"
+    result = CliRunner().invoke(cli, ["encode", str(tiny_bundle), *map(str, paths), "--fit",
+                                      "-o", str(out)])
+    assert result.exit_code == 0, result.output
+    latent = pipe.manifest.latent
+    np.testing.assert_array_equal(load_bits(out, (latent.height, latent.width, latent.bits)),
+                                  pipe.encode(training))

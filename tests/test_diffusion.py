@@ -12,7 +12,7 @@ from torch import nn
 from bld_runtime import contract
 from bld_train.config import PriorConfig, PriorTrainConfig
 from bld_train.denoiser import Denoiser
-from bld_train.diffusion import BernoulliDiffusion, posterior_one_step
+from bld_train.diffusion import BernoulliDiffusion, posterior
 
 T = 16
 
@@ -64,7 +64,7 @@ def test_posterior_matches_the_contract_and_bayes_rule():
     z_t = rng.integers(0, 2, 1000).astype(np.float32)
     p0 = rng.random(1000).astype(np.float32)
     for t in (2, 5, T):
-        ours = posterior_one_step(torch.from_numpy(z_t), torch.from_numpy(p0),
+        ours = posterior(torch.from_numpy(z_t), torch.from_numpy(p0),
                                   torch.tensor(k[t - 1]).float(), torch.tensor(b[t - 1]).float(),
                                   torch.tensor(beta[t]).float()).numpy()
         theirs = contract.posterior(z_t, p0, k[t - 1], b[t - 1], beta[t])
@@ -74,7 +74,7 @@ def test_posterior_matches_the_contract_and_bayes_rule():
             prior1 = k[t - 1] * clean + b[t - 1]
             like = {v: beta[t] * (z_t == v) + 0.5 * (1 - beta[t]) for v in (0.0, 1.0)}
             bayes = prior1 * like[1.0] / (prior1 * like[1.0] + (1 - prior1) * like[0.0])
-            exact = posterior_one_step(torch.from_numpy(z_t), torch.tensor(clean),
+            exact = posterior(torch.from_numpy(z_t), torch.tensor(clean),
                                        torch.tensor(k[t - 1]), torch.tensor(b[t - 1]),
                                        torch.tensor(beta[t])).numpy()
             np.testing.assert_allclose(exact, bayes, rtol=1e-6)
