@@ -20,12 +20,10 @@ $(STAMP): pyproject.toml
 	touch $@
 
 # Train both models on the built-in digits, export a bundle, sample on the runtime, score it.
+# A second run reuses every finished stage (and resumes an interrupted training); FRESH=1
+# starts over.
 demo: $(STAMP)
-	$(BLD) train autoencoder --preset digits --run $(RUN)
-	$(BLD) train prior --run $(RUN)
-	$(VENV)/bin/bld-export onnx $(RUN) -o $(RUN)/bundle --force
-	$(BLD) sample $(RUN)/bundle --seed 0 -n 100 --class all -o $(RUN)/samples
-	$(BLD) evaluate $(RUN)/bundle --guidance 0,1,3
+	$(BLD) demo --run $(RUN) $(if $(FRESH),--fresh,)
 
 test: $(STAMP)
 	$(PY) -m pytest -q

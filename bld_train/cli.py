@@ -103,6 +103,21 @@ def evaluate(bundle, guidance, per_class, seed, out_dir):
     run_evaluation(bundle, guidances, per_class, seed, out_dir, click.echo)
 
 
+@click.command("demo")
+@click.option("--run", "run_dir", default="runs/digits", show_default=True,
+              type=click.Path(file_okay=False), help="Run directory of the demo.")
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), default="digits",
+              show_default=True)
+@click.option("--fresh", is_flag=True, help="Start over: remove the run directory first.")
+@click.option("--per-class", type=click.IntRange(min=2), default=50, show_default=True,
+              help="Samples per class for the figures.")
+def demo(run_dir, preset, fresh, per_class):
+    """Train, export, sample and score the demo, reusing the stages already done."""
+    from bld_train.demo import run_demo
+
+    run_demo(run_dir, preset, fresh=fresh, per_class=per_class, echo=click.echo)
+
+
 if __name__ == "__main__":
     # torchrun may pass the `--` separator through; it is not part of our command line.
     train(args=[a for i, a in enumerate(sys.argv[1:]) if not (i == 0 and a == "--")])

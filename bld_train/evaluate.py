@@ -106,13 +106,20 @@ def evaluate_bundle(bundle: str, guidances=(0.0,), per_class: int = 50, seed: in
 
 
 def run_evaluation(bundle: str, guidances: tuple[float, ...], per_class: int, seed: int,
-                   out_dir: str | None, echo) -> dict:
-    """`bld evaluate`: score, write grid.png and eval.json, print the figures."""
+                   out_dir: str | None, echo, extra: dict | None = None) -> dict:
+    """`bld evaluate`: score, write grid.png and eval.json (with `extra` keys), print."""
+    from bld_runtime.files import atomic_write
+
     out_dir = out_dir or os.path.dirname(os.path.abspath(bundle))
     os.makedirs(out_dir, exist_ok=True)
     report = evaluate_bundle(bundle, guidances, per_class, seed, os.path.join(out_dir, "grid.png"))
-    with open(os.path.join(out_dir, "eval.json"), "w") as f:
-        json.dump(report, f, indent=2)
+    report.update(extra or {})
+    atomic_write(os.path.join(out_dir, "eval.json"), json.dumps(report, indent=2).encode())
+    print_report(report, out_dir, echo)
+    return report
+
+
+def print_report(report: dict, out_dir: str, echo) -> None:
     first = report["results"][0]
     echo(f"reconstruction PSNR (held-out digits, p > 0.5 codes): {report['psnr_db']:.2f} dB")
     echo(f"decode -> encode keeps {report['round_trip_bits_threshold_code']:.2%} of the bits; "
@@ -125,4 +132,3 @@ def run_evaluation(bundle: str, guidances: tuple[float, ...], per_class: int, se
     for r in report["results"]:
         echo(f"{r['guidance']:>8g}  {r['accuracy']:>8.3f}  {r['diversity']:>9.3f}")
     echo(f"grid: {os.path.join(out_dir, 'grid.png')}")
-    return report
