@@ -18,7 +18,6 @@ claims against the file before reading or allocating anything.
 
 from __future__ import annotations
 
-import contextlib
 import io
 import os
 import struct
@@ -205,8 +204,10 @@ class BitsWriter:
         fd, name = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.",
                                     suffix=TMP_SUFFIX)
         self._tmp = Path(name)
-        self._file: io.BufferedWriter | None = os.fdopen(fd, "wb")
-        self._file.write(b"\0" * _HEADER.size)  # the header is written last
+        # Unbuffered: a write that fails (a full disk) must not leave bytes in a buffer that a
+        # later seek or close would try to write again.
+        self._file: io.FileIO | None = io.FileIO(fd, "wb")
+        _write_all(self._file, b"\0" * _HEADER.size)  # the header is written last
 
     def write(self, bits: np.ndarray) -> None:
         if self._file is None:
@@ -215,8 +216,7 @@ class BitsWriter:
             raise PackedBitsError(f"bits have shape {np.shape(bits)}; this file holds "
                                   f"{self.height * self.width}x{self.channels} latents")
         payload = pack_bits(bits).tobytes()
-        self._file.write(payload)
-        self._file.flush()  # only what reached the file counts
+        _write_all(self._file, payload)  # only what reached the file counts
         self.crc = zlib.crc32(payload, self.crc)
         self.count += len(bits)
 
@@ -228,13 +228,10 @@ class BitsWriter:
         try:
             if keep and self.count:
                 rows = self.count * packed_bytes(self.height * self.width, self.channels)
-                with contextlib.suppress(OSError):  # a failed write's bytes may sit in the buffer
-                    f.flush()
                 f.truncate(_HEADER.size + rows)  # drop whatever a failed write left
                 f.seek(0)
-                f.write(_HEADER.pack(MAGIC, VERSION, self.count, self.height, self.width,
-                                     self.channels, self.crc))
-                f.flush()
+                _write_all(f, _HEADER.pack(MAGIC, VERSION, self.count, self.height, self.width,
+                                           self.channels, self.crc))
                 os.fsync(f.fileno())
                 f.close()
                 os.chmod(self._tmp, 0o644)
@@ -251,6 +248,16 @@ class BitsWriter:
 
     def __exit__(self, exc_type, exc, tb) -> None:
         self.close(keep=exc_type is None)
+
+
+def _write_all(f: io.FileIO, data: bytes) -> None:
+    """Write all of `data` to an unbuffered file (a raw write may write only part of it)."""
+    view = memoryview(data)
+    while view:
+        written = f.write(view)
+        if not written:
+            raise OSError(f"cannot write to {f.name}")
+        view = view[written:]
 
 
 def _unpack(path: Path, packed: np.ndarray, latent_shape: tuple[int, int]) -> np.ndarray:

@@ -46,6 +46,9 @@ class OneLineErrorGroup(click.Group):
     """
 
     def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+        # onnxruntime's telemetry warns on stderr when it cannot persist a device id (a HOME that
+        # is not writable), which would be a second line; a command line tool sends none anyway.
+        os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
         previous = None
         try:
             previous = signal.signal(signal.SIGTERM, _raise_terminated)
@@ -233,7 +236,7 @@ class Progress:
 # --- commands ------------------------------------------------------------------------------
 
 @cli.command()
-@click.argument("bundle", type=click.Path(exists=True, file_okay=False))
+@click.argument("bundle", type=click.Path(file_okay=False))
 @click.option("-n", "count", type=click.IntRange(min=1), default=1, show_default=True,
               help="Number of images.")
 @sampling_options
@@ -271,7 +274,7 @@ def sample(bundle, count, seed, class_, guidance, temperature, out_dir, force, b
 
 
 @cli.command()
-@click.argument("bundle", type=click.Path(exists=True, file_okay=False))
+@click.argument("bundle", type=click.Path(file_okay=False))
 @click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--out", "out_file", required=True, type=click.Path(dir_okay=False),
               help="Output file, .bldz (self-describing) or .npy (packed array).")
@@ -319,7 +322,7 @@ def encode(bundle, images, out_file, seed, canonical, rounds, fit_size, backend,
 
 
 @cli.command()
-@click.argument("bundle", type=click.Path(exists=True, file_okay=False))
+@click.argument("bundle", type=click.Path(file_okay=False))
 @click.argument("bits_file", metavar="FILE", type=click.Path(exists=True, dir_okay=False))
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder for the decoded PNGs (new or empty).")
@@ -343,7 +346,7 @@ def decode(bundle, bits_file, out_dir, force, backend, precision, threads, chunk
 
 
 @cli.command()
-@click.argument("bundle", type=click.Path(exists=True, file_okay=False))
+@click.argument("bundle", type=click.Path(file_okay=False))
 @click.argument("image", type=click.Path(exists=True, dir_okay=False))
 @click.option("--mask", "mask_file", required=True, type=click.Path(exists=True, dir_okay=False),
               help="Mask image of the same size: white = regenerate, black = keep.")

@@ -2,8 +2,8 @@
 
     python crash_at.py os.replace 3 before bld_export.cli onnx RUN -o OUT --force
 
-(a module name, or the path of a script). `os.replace~TEXT` counts only the calls whose first
-argument is the path TEXT.
+(a module name, or the path of a script). `os.replace~TEXT` counts only the calls with an
+argument that is, or ends with, the path TEXT.
 kills the exporter just before its third os.replace: the way a power cut or `kill -9` stops a
 program, with no chance to clean up. `after` kills right after the call returned. Test tooling
 only: the product has no crash hooks.
@@ -25,7 +25,7 @@ def main() -> None:
 
     def crashing(*a, **k):
         nonlocal calls
-        if only and str(a[0]) != only:
+        if only and not any(str(arg).endswith(only) for arg in a):
             return real(*a, **k)
         calls += 1
         if calls == int(count) and when == "before":

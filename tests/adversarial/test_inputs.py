@@ -86,7 +86,7 @@ def test_sample_without_fp16_graphs(tiny_bundle, tmp_path):
 def test_missing_bundle(tiny_bundle, tmp_path):
     out = tmp_path / "out"
     check_refused(run("bld", "sample", tmp_path / "nope", "-o", out),
-                  "Invalid value for 'BUNDLE'", [out])
+                  f"bundle directory {tmp_path / 'nope'} does not exist", [out])
     check_refused(run("bld", "sample", tiny_bundle / "bld.json", "-o", out),
                   "Invalid value for 'BUNDLE'", [out])
 
