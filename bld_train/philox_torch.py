@@ -32,26 +32,15 @@ def _mulhilo(c: torch.Tensor, m_lo: torch.Tensor, m_hi: torch.Tensor):
     return hi, lo
 
 
-def philox_words(seeds: torch.Tensor, first: int, count: int, blocks: int) -> torch.Tensor:
-    """int64 (count, B, blocks, 4): the output words of Philox4x32-10 for every image's seed at
-    subsequences first..first+count-1 and blocks 0..blocks-1 (counter (j, 0, s lo, s hi), key
-    (seed lo, seed hi)); word w of block j is the random word of element 4j + w.
-
-    seeds: int64 (B,) holding the bits of the uint64 seeds (numpy's uint64 viewed as int64).
-    """
-    if first < 0 or first + count > 2**63:
-        raise ValueError(f"subsequences {first}..{first + count - 1} are outside [0, 2^63)")
-    device = seeds.device
-    sub = first + torch.arange(count, device=device, dtype=torch.int64).view(count, 1, 1)
-    block = torch.arange(blocks, device=device, dtype=torch.int64).view(1, 1, blocks)
-    shape = (count, seeds.shape[0], blocks)
-    # Lanes (pair, subsequence, image, block): `even` holds (c0, c2), the words that enter the
-    # multiplies, `odd` holds (c1, c3), the words that are xored in.
-    even = torch.stack([(block & _MASK32).expand(shape), (sub & _MASK32).expand(shape)])
-    odd = torch.stack([(block >> 32).expand(shape), (sub >> 32).expand(shape)])
-    key = torch.stack([seeds & _MASK32, (seeds >> 32) & _MASK32]).view(2, 1, -1, 1)
-    bump = torch.tensor(philox.KEY_INCREMENTS, device=device, dtype=torch.int64).view(2, 1, 1, 1)
-    m = torch.tensor(philox.MULTIPLIERS, device=device, dtype=torch.int64).view(2, 1, 1, 1)
+def _rounds(even: torch.Tensor, odd: torch.Tensor, key: torch.Tensor):
+    """The 10 rounds on counter words even = (c0, c2), odd = (c1, c3) under key = (k0, k1), each
+    stacked on dim 0 (the words that enter the multiplies, and those that are xored in).
+    Returns the output words in the same layout."""
+    device = even.device
+    bump = torch.tensor(philox.KEY_INCREMENTS, device=device, dtype=torch.int64)
+    m = torch.tensor(philox.MULTIPLIERS, device=device, dtype=torch.int64)
+    shape = (2,) + (1,) * (even.dim() - 1)
+    bump, m = bump.view(shape), m.view(shape)
     m_lo, m_hi = m & 0xFFFF, m >> 16
     for r in range(ROUNDS):
         if r:  # the key is bumped between rounds, not before the first
@@ -60,7 +49,37 @@ def philox_words(seeds: torch.Tensor, first: int, count: int, blocks: int) -> to
         # (c0, c1, c2, c3) <- (hi(M1 c2) ^ c1 ^ k0, lo(M1 c2), hi(M0 c0) ^ c3 ^ k1, lo(M0 c0))
         even = hi.flip(0) ^ odd ^ key
         odd = lo.flip(0)
-    # Words 0..3 of each block are (c0, c1, c2, c3).
+    return even, odd
+
+
+def philox4x32_10(counter: torch.Tensor, key: torch.Tensor) -> torch.Tensor:
+    """The raw block function: int64 counters (..., 4) under int64 keys (..., 2), all words in
+    [0, 2^32) -> int64 (..., 4). The leading shapes broadcast."""
+    lanes = torch.broadcast_shapes(counter.shape[:-1], key.shape[:-1])
+    counter, key = counter.expand(lanes + (4,)), key.expand(lanes + (2,))
+    even = torch.stack([counter[..., 0], counter[..., 2]])
+    odd = torch.stack([counter[..., 1], counter[..., 3]])
+    even, odd = _rounds(even, odd, torch.stack([key[..., 0], key[..., 1]]))
+    return torch.stack([even[0], odd[0], even[1], odd[1]], dim=-1)
+
+
+def philox_words(seeds: torch.Tensor, first: int, count: int, blocks: int) -> torch.Tensor:
+    """int64 (count, B, blocks, 4): the output words of every image's stream (curand_init(seed,
+    subsequence, 0)) at subsequences first..first+count-1, blocks 0..blocks-1: counter
+    (j, 0, s lo, s hi), key (seed lo, seed hi); word w of block j is element 4j + w's.
+
+    seeds: int64 (B,) holding the bits of the uint64 seeds (see seeds_tensor).
+    """
+    if first < 0 or first + count > 2**63:
+        raise ValueError(f"subsequences {first}..{first + count - 1} are outside [0, 2^63)")
+    device = seeds.device
+    sub = first + torch.arange(count, device=device, dtype=torch.int64).view(count, 1, 1)
+    block = torch.arange(blocks, device=device, dtype=torch.int64).view(1, 1, blocks)
+    shape = (count, seeds.shape[0], blocks)
+    even = torch.stack([(block & _MASK32).expand(shape), (sub & _MASK32).expand(shape)])
+    odd = torch.stack([(block >> 32).expand(shape), (sub >> 32).expand(shape)])
+    key = torch.stack([seeds & _MASK32, (seeds >> 32) & _MASK32]).view(2, 1, -1, 1)
+    even, odd = _rounds(even, odd, key)
     return torch.stack([even[0], odd[0], even[1], odd[1]], dim=-1)
 
 
@@ -83,4 +102,4 @@ def seeds_tensor(seeds, device=None) -> torch.Tensor:
     return torch.from_numpy(philox.as_seeds(seeds).view(np.int64).copy()).to(device)
 
 
-__all__ = ["philox_words", "words_to_uniforms", "uniforms", "seeds_tensor"]
+__all__ = ["philox4x32_10", "philox_words", "words_to_uniforms", "uniforms", "seeds_tensor"]

@@ -27,7 +27,7 @@ from click.testing import CliRunner
 from bld_train import checkpoint as ckpt
 from bld_train.autoencoder import BinaryAutoencoder
 from bld_train.config import ConfigError, PriorConfig, PriorTrainConfig, preset
-from bld_train.denoiser import Denoiser, timestep_features, use_fused_attention
+from bld_train.denoiser import Denoiser, timestep_features
 from bld_train.diffaug import diff_augment, parse_policy, translation
 from bld_train.loop import EMA, lr_at
 from bld_train.losses import adaptive_gan_weight
@@ -130,21 +130,6 @@ def test_torch_init_keeps_pytorch_defaults_but_upstreams_two():
     assert abs(model.bit_proj.weight.std().item() - 0.02) < 0.005  # upstream's tok_emb
     assert abs(model.class_emb.weight.std().item() - 1.0) < 0.2   # nn.Embedding's N(0, 1)
     assert model.head.bias.abs().max() > 0                         # Linear's default bias
-
-
-def test_fused_attention_computes_the_explicit_attention():
-    torch.manual_seed(0)
-    cfg = dataclasses.replace(preset("tiny").prior, width=64, heads=4, depth=2, layer_scale=True,
-                              learned_pos=True, time_features="rescaled")
-    model = Denoiser(cfg).eval()
-    bits = torch.randint(0, 2, (6, cfg.latent_size ** 2, cfg.bits)).float()
-    t, y = torch.tensor([0, 5, 31, 7, 2, 30]), torch.tensor([0, 1, 10, 3, 10, 9])
-    with torch.no_grad():
-        explicit = model(bits, t, y)
-        fused = use_fused_attention(model)(bits, t, y)
-        back = use_fused_attention(model, False)(bits, t, y)
-    torch.testing.assert_close(fused, explicit, atol=1e-5, rtol=1e-5)
-    assert torch.equal(back, explicit)
 
 
 def test_unknown_choices_are_refused_with_the_file_and_field(tmp_path):
