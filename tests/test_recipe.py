@@ -322,3 +322,23 @@ def test_init_writes_an_exportable_paper256_run_config(tmp_path):
     assert ae.cfg.heads == "binaryae"
     bits = torch.zeros(1, 256, 64)
     assert np.isfinite(denoiser(bits, torch.tensor([63]), torch.tensor([1000])).numpy()).all()
+
+
+def upstream_timesteps(T: int, K: int) -> list[int]:
+    """Upstream's BinaryDiffusion.sample: np.linspace, truncated; every step if K == T."""
+    steps = np.arange(1, T + 1)
+    if K != T:
+        steps = steps[np.array(np.linspace(0.0, 1.0, K) * (T - 1), int)]
+    return steps[::-1].tolist()
+
+
+def test_sampling_timesteps_match_upstreams_for_the_shipped_settings_only():
+    from bld_runtime import contract
+
+    for name in ("tiny", "digits", "paper256"):
+        cfg = preset(name).prior
+        assert (contract.sampling_timesteps(cfg.train_steps, cfg.sampling_steps).tolist()
+                == upstream_timesteps(cfg.train_steps, cfg.sampling_steps)), name
+    assert contract.sampling_timesteps(64, 64).tolist() == upstream_timesteps(64, 64)
+    ours, theirs = contract.sampling_timesteps(76, 16).tolist(), upstream_timesteps(76, 16)
+    assert [(a, b) for a, b in zip(ours, theirs) if a != b] == [(56, 55)]
