@@ -51,8 +51,28 @@ def command(script: str, module: str) -> list[str]:
     return [sys.executable, "-c", f"from {module} import main; main()"]
 
 
+def stale(run_dir: Path, preset_name: str) -> bool:
+    """Whether a random-weight run was made from an older version of its preset (its saved
+    model configs differ from the preset's now): its bundle would time another model."""
+    from bld_train import config as C
+
+    preset = C.preset(preset_name)
+    for stage, model in (("autoencoder", preset.autoencoder), ("prior", preset.prior)):
+        path = run_dir / stage / "config.json"
+        if not path.is_file():
+            return True
+        saved = json.loads(path.read_text())["model"]
+        if C.from_dict(type(model), saved, str(path)) != model:
+            return True
+    return False
+
+
 def ensure_bundle(name: str, run_dir: Path, preset_name: str | None) -> Path | None:
     bundle = run_dir / "bundle"
+    if preset_name is not None and run_dir.exists() and stale(run_dir, preset_name):
+        print(f"[{name}] {run_dir} was made from an older {preset_name!r} preset; recreating it",
+              flush=True)
+        shutil.rmtree(run_dir)  # the script's own cache under runs/bench
     if (bundle / "bld.json").is_file():
         return bundle
     if preset_name is None:
