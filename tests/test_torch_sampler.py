@@ -123,7 +123,7 @@ def test_eager_sampler_gives_the_reference_bits(tiny_run, guidance, temperature)
 
 
 def test_stage_clock_and_bits_of_a_batch_are_each_images_own(tiny_run):
-    from bld_runtime.bench import StageClock
+    from bld_bench.core import StageClock
 
     sampler = _sampler(tiny_run)
     clock = StageClock(sampler.num_steps)
