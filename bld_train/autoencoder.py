@@ -4,6 +4,10 @@ The encoder outputs, per latent token, C Bernoulli probabilities (sigmoid). Trai
 bits from them with a straight-through gradient; inference thresholds at 0.5 or samples with
 a seed. The decoder maps the bits to an embedding with a learned linear map, then upsamples.
 Latents are laid out (B, L, C) with L = h * w tokens in row-major order (the contract's layout).
+
+AutoencoderConfig.heads = "binaryae" builds the official BinaryAutoEncoder's ends instead of
+VQGAN's: the encoder's last conv makes emb_dim channels and a 1x1 conv projects them to the bit
+logits (upstream's BinaryQuantizer.proj), and neither end has a SiLU after its last GroupNorm.
 """
 from __future__ import annotations
 
@@ -100,7 +104,11 @@ class Encoder(nn.Module):
                 layers.append(Downsample(cout))
                 res //= 2
         layers += _middle(cin, cfg.dropout)
-        layers += [group_norm(cin), nn.SiLU(), nn.Conv2d(cin, cfg.bits, 3, padding=1)]
+        if cfg.heads == "binaryae":
+            layers += [group_norm(cin), nn.Conv2d(cin, cfg.emb_dim, 3, padding=1),
+                       nn.Conv2d(cfg.emb_dim, cfg.bits, 1)]
+        else:
+            layers += [group_norm(cin), nn.SiLU(), nn.Conv2d(cin, cfg.bits, 3, padding=1)]
         self.net = nn.Sequential(*layers)
 
     def forward(self, x):
@@ -112,21 +120,21 @@ class Decoder(nn.Module):
         super().__init__()
         widths = [cfg.ch * m for m in cfg.ch_mult]
         # The bits enter through a learned linear map (a 1x1 conv), not a codebook lookup.
-        self.embed = nn.Conv2d(cfg.bits, cfg.emb_dim, 1)
+        self.embed = nn.Conv2d(cfg.bits, cfg.emb_dim, 1, bias=cfg.embed_bias)
         self.embed_norm = group_norm(cfg.emb_dim) if cfg.norm_first else nn.Identity()
         cin = widths[-1]
         layers: list[nn.Module] = [nn.Conv2d(cfg.emb_dim, cin, 3, padding=1)]
         layers += _middle(cin, cfg.dropout)
         res = cfg.latent_size
+        blocks = cfg.decoder_res_blocks or cfg.num_res_blocks + 1
         for level in reversed(range(len(widths))):
             cout = widths[level]
-            layers += _stage(cin, cout, cfg.num_res_blocks + 1, res in cfg.attn_resolutions,
-                             cfg.dropout)
+            layers += _stage(cin, cout, blocks, res in cfg.attn_resolutions, cfg.dropout)
             cin = cout
             if level > 0:
                 layers.append(Upsample(cout))
                 res *= 2
-        layers += [group_norm(cin), nn.SiLU()]
+        layers += [group_norm(cin)] if cfg.heads == "binaryae" else [group_norm(cin), nn.SiLU()]
         self.net = nn.Sequential(*layers)
         self.conv_out = nn.Conv2d(cin, cfg.in_channels, 3, padding=1)
 

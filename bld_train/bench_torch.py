@@ -1,19 +1,25 @@
-"""The PyTorch side of `bld bench`: the run's checkpoint sampled by the reference sampler.
+"""The PyTorch side of `bld bench`: the run's checkpoint sampled in PyTorch, three ways.
 
-"torch" runs bld_train.sampler.ReferenceSampler eagerly (the contract loop around
-DenoiserStep, the module the step graph is exported from) and decodes with the autoencoder;
-"torch-compile" is the same with the denoiser and the decoder under torch.compile. Stage times
-come from forward hooks on the sampler's step modules, so what is timed is the reference
-sampler's own loop, not a copy of it:
+    torch            TorchSampler (bld_train.torch_sampler), eager: what a careful PyTorch user
+                     writes (scaled_dot_product_attention, inference_mode, buffers reused across
+                     steps, Philox uniforms in torch in one pass)
+    torch-compile    the same with torch.compile on the step modules, uniforms and decoder
+    torch-reference  ReferenceSampler (bld_train.sampler), eager: the readable reference loop
+                     (explicit attention, numpy state and Philox draws), for comparison
 
-    initial draw   from the call until the first step module starts
+All three decode with the run's autoencoder and produce the same bits as the runtime
+(tests/test_torch_sampler.py). Stages:
+
+    initial        torch/torch-compile: the uniforms of all K draws and the initial state;
+                   torch-reference: until its first step module starts (its initial draw)
     step i model   the step module's forward (denoiser, sigmoid, posterior), as in the graph
-    step i sample  from the end of step i until step i + 1 starts (for the last step: until
-                   sample() returns): the Philox draw and the tensor <-> array conversions
+    step i sample  the draw after step i (torch-reference: also the tensor <-> array
+                   conversions, until step i + 1 starts)
     decode         the autoencoder's decoder; the uint8 conversion after it is overhead
 
 The benchmark core (bld_bench.core) finds these backends through the entry-point group
-"bld.bench_backends", so the runtime never imports torch.
+"bld.bench_backends", so the runtime never imports torch. CPU only: torch's thread count is
+set to the benchmark's for the duration of each generation.
 """
 from __future__ import annotations
 
@@ -28,47 +34,79 @@ from bld_runtime.images import from_float, nchw_to_nhwc
 
 from .checkpoint import load_autoencoder, load_prior
 from .sampler import ReferenceSampler
+from .torch_sampler import TorchSampler
 
 
-class TorchBackend(BenchBackend):
-    """Eager PyTorch on the CPU, same checkpoint, steps, batch and guidance. (CPU only: the
-    reference sampler keeps its state in numpy and feeds the step module host tensors.)"""
+class _RunBackend(BenchBackend):
+    """Loads the run the bundle was exported from and runs generations at a fixed thread count."""
 
-    name = "torch"
     kind = "torch"
-    compiled = False
 
     def __init__(self, run_dir, threads: int, num_steps: int):
         if run_dir is None:
             raise BackendUnavailableError(
                 f"backend {self.name!r} needs the run directory the bundle was exported from "
                 "(--run RUN_DIR)")
-        # torch's thread count is process-global: set it only while this backend runs.
         self.threads = threads if threads > 0 else torch.get_num_threads()
-        denoiser, cfg = load_prior(run_dir)
+        self.denoiser, cfg = load_prior(run_dir)
         if cfg.sampling_steps != num_steps:
             raise BackendUnavailableError(
                 f"run {str(run_dir)!r} samples {cfg.sampling_steps} steps but the bundle "
                 f"{num_steps}: is it the run the bundle was exported from?")
         self.autoencoder = load_autoencoder(run_dir)
-        self.sampler = ReferenceSampler(denoiser)
-        self.decoder = self.autoencoder.decode
-        if self.compiled:
-            self._compile()
+
+    def generate(self, request: Request, clock: StageClock) -> np.ndarray:
+        previous = torch.get_num_threads()  # process-global: set only while this backend runs
+        torch.set_num_threads(self.threads)
+        try:
+            return self._generate(request, clock)
+        finally:
+            torch.set_num_threads(previous)
+
+    def _generate(self, request: Request, clock: StageClock) -> np.ndarray:
+        raise NotImplementedError
+
+
+class TorchBackend(_RunBackend):
+    """TorchSampler, eager."""
+
+    name = "torch"
+    compiled = False
+
+    def __init__(self, run_dir, threads: int, num_steps: int):
+        super().__init__(run_dir, threads, num_steps)
+        self.sampler = TorchSampler(self.denoiser, self.autoencoder, compile=self.compiled)
+
+    def _generate(self, request, clock):
+        return self.sampler.generate(request.seeds, request.classes, request.guidance,
+                                     request.temperature, clock)
+
+
+class CompiledTorchBackend(TorchBackend):
+    """TorchSampler with torch.compile (Inductor). Compilation happens in the warm-up runs
+    (one graph per batch size); where it fails (no C++ compiler, an unsupported op) the
+    benchmark reports it as unavailable."""
+
+    name = "torch-compile"
+    compiled = True
+    fragile = True  # errors in its runs mean "unavailable here", not a bug of ours
+
+
+class ReferenceTorchBackend(_RunBackend):
+    """bld_train.sampler.ReferenceSampler, eager. Stage times come from forward hooks on its
+    step modules, so what is timed is the reference sampler's own loop, not a copy of it."""
+
+    name = "torch-reference"
+
+    def __init__(self, run_dir, threads: int, num_steps: int):
+        super().__init__(run_dir, threads, num_steps)
+        self.sampler = ReferenceSampler(self.denoiser)
         for module in (self.sampler.step, self.sampler.guided_step):
             module.register_forward_pre_hook(self._step_starts)
             module.register_forward_hook(self._step_ends)
         self._clock: StageClock | None = None
         self._mark = 0.0
         self._step = 0
-
-    def _compile(self):
-        compiled = torch.compile(self.sampler.step.denoiser, dynamic=False)
-        self.sampler.step.denoiser = compiled  # both step modules share the one denoiser
-        self.sampler.guided_step.denoiser = compiled
-        self.decoder = torch.compile(self.autoencoder.decode, dynamic=False)
-
-    # --- hooks: the reference sampler calls its step module once per step --------------------
 
     def _step_starts(self, module, args):
         now = time.perf_counter()
@@ -84,17 +122,7 @@ class TorchBackend(BenchBackend):
         self._mark = now
         self._step += 1
 
-    # --- BenchBackend -------------------------------------------------------------------------
-
-    def generate(self, request: Request, clock: StageClock) -> np.ndarray:
-        previous = torch.get_num_threads()
-        torch.set_num_threads(self.threads)
-        try:
-            return self._generate(request, clock)
-        finally:
-            torch.set_num_threads(previous)
-
-    def _generate(self, request: Request, clock: StageClock) -> np.ndarray:
+    def _generate(self, request, clock):
         self._clock, self._step = clock, 0
         self._mark = time.perf_counter()
         bits = self.sampler.sample(request.seeds, request.classes, guidance=request.guidance,
@@ -102,15 +130,6 @@ class TorchBackend(BenchBackend):
         clock.sampling[self._step - 1] = time.perf_counter() - self._mark
         with torch.no_grad():
             start = time.perf_counter()
-            images = self.decoder(torch.from_numpy(bits).float())
+            images = self.autoencoder.decode(torch.from_numpy(bits).float())
             clock.decode = time.perf_counter() - start
         return from_float(nchw_to_nhwc(images.clamp(-1.0, 1.0).numpy()))
-
-
-class CompiledTorchBackend(TorchBackend):
-    """TorchBackend with torch.compile (Inductor). Compilation happens in the warm-up runs;
-    where it fails (no compiler, an unsupported op) the benchmark reports it as unavailable."""
-
-    name = "torch-compile"
-    compiled = True
-    fragile = True  # errors in its runs mean "unavailable here", not a bug of ours

@@ -49,13 +49,17 @@ def train():
               help="Model and training settings (default: digits; on --resume: the saved ones).")
 @click.option("--data", "data", default=None,
               help="'digits' or a folder of images (overrides the preset's data).")
+@click.option("--lpips", "lpips", default=None, type=click.Path(dir_okay=False),
+              help="Local LPIPS-VGG16 safetensors file for the perceptual term (paper256 has one "
+                   "at weight 1, as upstream; see bld_train/losses.py). Never downloaded.")
 @common_options
-def autoencoder(preset, data, run_dir, steps, resume, seed, device, no_amp, workers, quiet):
+def autoencoder(preset, data, lpips, run_dir, steps, resume, seed, device, no_amp, workers,
+                quiet):
     from bld_train.train_autoencoder import train_autoencoder
 
     train_autoencoder(run_dir=run_dir, preset=preset, resume=resume, steps=steps,
          seed=seed, data=data, device=device, amp=not no_amp, workers=workers,
-         progress=not quiet)
+         progress=not quiet, perceptual_weights=lpips)
 
 
 @train.command(help="Train (or --resume) RUN/prior on the latents of RUN/autoencoder.")

@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from PIL import Image
-from torch.utils.data import Dataset
+from torch.utils.data import DataLoader, Dataset
 
 from bld_runtime.errors import BldError
 from bld_runtime.images import fit
@@ -201,5 +201,20 @@ def make_dataset(data_cfg: DataConfig, ae_cfg: AutoencoderConfig, split: str = "
     return SubsetDataset(folder, held if split == "holdout" else kept)
 
 
+def batch_stream(dataset, batches, start: int, end: int, device, workers: int):
+    """(images, labels) for steps start..end-1 (batches: a distributed.StepBatches), on
+    `device`."""
+    if isinstance(dataset, TensorImageDataset):  # in memory: index directly, no loader needed
+        for step in range(start, end):
+            index = batches.indices(step)
+            yield (dataset.images[index].to(device, non_blocking=True),
+                   dataset.labels[index].to(device, non_blocking=True))
+        return
+    loader = DataLoader(dataset, batch_sampler=batches.batches(start, end), num_workers=workers,
+                        pin_memory=device.type == "cuda", persistent_workers=False)
+    for images, labels in loader:
+        yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
+
+
 __all__ = ["DataError", "TensorImageDataset", "ImageFolderDataset", "digits_dataset",
-           "make_dataset", "to_tensor"]
+           "make_dataset", "to_tensor", "batch_stream"]

@@ -15,15 +15,19 @@ class EMA:
     """Exponential moving average of a model's weights, kept in float32.
 
     The decay ramps up as min(decay, (1 + step) / (10 + step)), so short runs still move the
-    average away from the random initialisation.
+    average away from the random initialisation. With `every` > 1 it is updated every that many
+    steps (upstream: decay 0.995 every 10 steps).
     """
 
-    def __init__(self, model: nn.Module, decay: float):
-        self.decay = decay
+    def __init__(self, model: nn.Module, decay: float, every: int = 1):
+        self.decay, self.every = decay, every
         self.shadow = {k: v.detach().float().clone() for k, v in model.state_dict().items()}
 
     @torch.no_grad()
     def update(self, model: nn.Module, step: int) -> None:
+        """After optimizer step `step` (from 0): average in the weights every `every` steps."""
+        if (step + 1) % self.every:
+            return
         decay = min(self.decay, (1 + step) / (10 + step))
         current = model.state_dict()
         floats = [k for k, v in self.shadow.items() if v.is_floating_point()]
@@ -46,10 +50,14 @@ class EMA:
         return {k: v.to(reference[k].dtype) for k, v in self.shadow.items()}
 
 
-def lr_at(step: int, base_lr: float, warmup: int, total: int, min_ratio: float = 0.1) -> float:
-    """Linear warmup, then cosine decay to min_ratio * base_lr at `total` steps."""
+def lr_at(step: int, base_lr: float, warmup: int, total: int, min_ratio: float = 0.1,
+          schedule: str = "cosine") -> float:
+    """Linear warmup, then cosine decay to min_ratio * base_lr at `total` steps ("cosine") or
+    base_lr from then on ("constant", upstream's)."""
     if step < warmup:
         return base_lr * (step + 1) / warmup
+    if schedule == "constant":
+        return base_lr
     progress = min(1.0, (step - warmup) / max(1, total - warmup))
     return base_lr * (min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress)))
 

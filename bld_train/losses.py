@@ -63,6 +63,15 @@ VGG16_STAGE_ENDS = (2, 7, 14, 21, 28)       # LPIPS taps relu1_2, relu2_2, relu3
 VGG16_WIDTHS = (64, 128, 256, 512, 512)
 
 
+def check_perceptual_weights(weights_path: str | os.PathLike) -> None:
+    """Refuse a missing weights file before any training work starts."""
+    if not weights_path or not os.path.isfile(weights_path):
+        raise PerceptualWeightsError(
+            f"perceptual loss weights not found at {str(weights_path)!r}; pass a local "
+            "LPIPS-VGG16 safetensors file (bld train autoencoder --lpips PATH, or "
+            "perceptual_weights_path) or use perceptual_weight = 0")
+
+
 class PerceptualLoss(nn.Module):
     """LPIPS distance (VGG16 backbone) between images in [-1, 1]; frozen, from a local file."""
 
@@ -70,11 +79,7 @@ class PerceptualLoss(nn.Module):
         super().__init__()
         from safetensors.torch import load_file
 
-        if not weights_path or not os.path.isfile(weights_path):
-            raise PerceptualWeightsError(
-                f"perceptual loss weights not found at {str(weights_path)!r}; set "
-                "perceptual_weights_path to a local LPIPS-VGG16 safetensors file or use "
-                "perceptual_weight = 0")
+        check_perceptual_weights(weights_path)
         weights = load_file(os.fspath(weights_path))
         expected = {f"features.{i}.{n}" for i in VGG16_CONVS for n in ("weight", "bias")}
         expected |= {f"lin{k}.weight" for k in range(5)}
@@ -121,4 +126,5 @@ class PerceptualLoss(nn.Module):
 
 
 __all__ = ["reconstruction_loss", "code_confidence_loss", "hinge_d_loss", "hinge_g_loss",
-           "adaptive_gan_weight", "PerceptualLoss", "PerceptualWeightsError"]
+           "adaptive_gan_weight", "PerceptualLoss", "PerceptualWeightsError",
+           "check_perceptual_weights"]

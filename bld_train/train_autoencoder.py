@@ -1,4 +1,5 @@
-"""Train the binary autoencoder: L1 + code confidence (+ perceptual) (+ PatchGAN from disc_start).
+"""Train the binary autoencoder: L1 + code confidence (+ perceptual) (+ PatchGAN from disc_start,
+optionally seeing DiffAugment-ed images).
 
 A plain loop. Run it in one process, or under torchrun for data parallelism:
     python -m torch.distributed.run --nproc_per_node 2 -m bld_train.cli autoencoder ...
@@ -14,28 +15,32 @@ from typing import Callable
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
-from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from bld_train import checkpoint as ckpt
 from bld_train import config as C
 from bld_train import distributed as D
 from bld_train.autoencoder import BinaryAutoencoder, NLayerDiscriminator
-from bld_train.data import TensorImageDataset, make_dataset
+from bld_train.data import batch_stream, make_dataset
+from bld_train.diffaug import diff_augment, parse_policy
 from bld_train.loop import (EMA, Log, Precision, adamw, lr_at, optimizer_step, resume_from,
                             set_lr)
-from bld_train.losses import (PerceptualLoss, adaptive_gan_weight, code_confidence_loss,
-                              cycle_consistency_loss,
+from bld_train.losses import (PerceptualLoss, adaptive_gan_weight, check_perceptual_weights,
+                              code_confidence_loss, cycle_consistency_loss,
                               hinge_d_loss, hinge_g_loss, reconstruction_loss)
 
 STAGE = "autoencoder"
-BETAS = (0.5, 0.9)  # VQGAN's Adam betas for generator and discriminator
 
 
 def resolve_configs(run_dir, preset: C.Preset | str | None, *, resume: bool,
-                    steps: int | None = None, seed: int | None = None, data: str | None = None
+                    steps: int | None = None, seed: int | None = None, data: str | None = None,
+                    perceptual_weights: str | None = None
                     ) -> tuple[str, C.AutoencoderConfig, C.AutoencoderTrainConfig, C.DataConfig]:
-    """The configs to train with: the preset's for a new run, the saved ones on resume."""
+    """The configs to train with: the preset's for a new run, the saved ones on resume.
+
+    perceptual_weights: a local LPIPS weights file (see bld_train.losses) for presets with a
+    perceptual term, such as paper256 (upstream's weight 1.0).
+    """
     if resume:
         saved = ckpt.config_to_resume(run_dir, STAGE, preset, seed)
         name, model_cfg, train_cfg, data_cfg = (saved["preset"], saved["model"], saved["train"],
@@ -48,6 +53,11 @@ def resolve_configs(run_dir, preset: C.Preset | str | None, *, resume: bool,
             train_cfg = dataclasses.replace(train_cfg, seed=seed)
     if steps is not None:
         train_cfg = dataclasses.replace(train_cfg, steps=steps)
+    if perceptual_weights is not None:
+        train_cfg = dataclasses.replace(train_cfg, perceptual_weights_path=str(perceptual_weights))
+    parse_policy(train_cfg.diffaug)
+    if train_cfg.perceptual_weight > 0:
+        check_perceptual_weights(train_cfg.perceptual_weights_path)
     if data is not None and data != data_cfg.source:
         # The holdout count belongs to the preset's own data; a user's folder trains on all of it.
         data_cfg = C.DataConfig(source=data, holdout=C.DataConfig().holdout if data == "digits"
@@ -57,24 +67,10 @@ def resolve_configs(run_dir, preset: C.Preset | str | None, *, resume: bool,
     return name, model_cfg, train_cfg, data_cfg
 
 
-def batch_stream(dataset, batches: D.StepBatches, start: int, end: int, device, workers: int):
-    """(images, labels) for steps start..end-1, on `device`."""
-    if isinstance(dataset, TensorImageDataset):  # in memory: index directly, no loader needed
-        for step in range(start, end):
-            index = batches.indices(step)
-            yield (dataset.images[index].to(device, non_blocking=True),
-                   dataset.labels[index].to(device, non_blocking=True))
-        return
-    loader = DataLoader(dataset, batch_sampler=batches.batches(start, end), num_workers=workers,
-                        pin_memory=device.type == "cuda", persistent_workers=False)
-    for images, labels in loader:
-        yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
-
-
 def train_autoencoder(run_dir, preset: C.Preset | str | None = None, *, resume: bool = False,
                       steps: int | None = None, seed: int | None = None, data: str | None = None,
                       device: str | None = None, amp: bool = True, workers: int = 4,
-                      progress: bool = True,
+                      progress: bool = True, perceptual_weights: str | None = None,
                       on_step: Callable[[int], None] | None = None) -> Path:
     """Train (or resume) RUN/autoencoder; returns its directory.
 
@@ -84,16 +80,17 @@ def train_autoencoder(run_dir, preset: C.Preset | str | None = None, *, resume: 
     info = D.setup(device)
     try:
         with ckpt.stage_lock(run_dir, STAGE) if info.is_main else contextlib.nullcontext():
-            return _train(run_dir, preset, resume, steps, seed, data, info, amp, workers,
-                          progress, on_step)
+            return _train(run_dir, preset, resume, steps, seed, data, perceptual_weights, info,
+                          amp, workers, progress, on_step)
     finally:
         D.cleanup()
 
 
-def _train(run_dir, preset, resume, steps, seed, data, info: D.DistInfo, amp, workers, progress,
-           on_step) -> Path:
+def _train(run_dir, preset, resume, steps, seed, data, perceptual_weights, info: D.DistInfo, amp,
+           workers, progress, on_step) -> Path:
     name, cfg, tcfg, dcfg = resolve_configs(run_dir, preset, resume=resume, steps=steps,
-                                            seed=seed, data=data)
+                                            seed=seed, data=data,
+                                            perceptual_weights=perceptual_weights)
     dev = info.device
     dataset = make_dataset(dcfg, cfg, "train")
 
@@ -105,11 +102,16 @@ def _train(run_dir, preset, resume, steps, seed, data, info: D.DistInfo, amp, wo
     perceptual = PerceptualLoss(tcfg.perceptual_weights_path).to(dev) \
         if tcfg.perceptual_weight > 0 else None
 
-    optimizer = adamw(model, tcfg.lr, tcfg.weight_decay, BETAS, dev)
-    disc_optimizer = adamw(disc, tcfg.lr, 0.0, BETAS, dev) if use_gan else None
+    betas = tuple(tcfg.betas)
+    optimizer = adamw(model, tcfg.lr, tcfg.weight_decay, betas, dev)
+    disc_optimizer = adamw(disc, tcfg.lr, 0.0, betas, dev) if use_gan else None
     precision = Precision(dev, amp)
     scaler, disc_scaler = precision.scaler(), precision.scaler()
-    ema = EMA(model, tcfg.ema_decay)
+    ema = EMA(model, tcfg.ema_decay, tcfg.ema_every)
+    policy = parse_policy(tcfg.diffaug)
+
+    def disc_view(images):  # what the discriminator sees: DiffAugment-ed when configured
+        return diff_augment(images, policy) if policy else images
 
     state = resume_from(run_dir, STAGE, resume, model, ema, optimizer, scaler)
     start = 0
@@ -137,7 +139,7 @@ def _train(run_dir, preset, resume, steps, seed, data, info: D.DistInfo, amp, wo
     stream = batch_stream(dataset, batches, start, tcfg.steps, dev, workers)
     for step, (x, _) in zip(range(start, tcfg.steps), stream):
         torch.manual_seed(D.step_seed(tcfg.seed, info.rank, step))
-        lr = lr_at(step, tcfg.lr, tcfg.warmup_steps, tcfg.steps)
+        lr = lr_at(step, tcfg.lr, tcfg.warmup_steps, tcfg.steps, schedule=tcfg.lr_schedule)
         set_lr(optimizer, lr)
         gan_on = use_gan and step >= tcfg.disc_start
 
@@ -158,8 +160,9 @@ def _train(run_dir, preset, resume, steps, seed, data, info: D.DistInfo, amp, wo
         if gan_on:
             disc.requires_grad_(False)  # the generator step must not touch D's gradients
             with precision.autocast():
-                g_loss = hinge_g_loss(disc(recon).float())
-            weight = adaptive_gan_weight(rec, g_loss, model.last_layer) * tcfg.disc_weight
+                g_loss = hinge_g_loss(disc(disc_view(recon)).float())
+            weight = tcfg.disc_weight * adaptive_gan_weight(rec, g_loss, model.last_layer,
+                                                            tcfg.disc_weight_max)
             loss = loss + weight * g_loss
             stats |= {"g": g_loss.detach(), "gan_w": weight}
         stats["grad_norm"] = optimizer_step(loss, net, optimizer, scaler, tcfg.grad_clip)
@@ -168,7 +171,8 @@ def _train(run_dir, preset, resume, steps, seed, data, info: D.DistInfo, amp, wo
             disc.requires_grad_(True)
             set_lr(disc_optimizer, lr)
             with precision.autocast():
-                d_loss = hinge_d_loss(disc(x).float(), disc(recon.detach()).float())
+                d_loss = hinge_d_loss(disc(disc_view(x)).float(),
+                                      disc(disc_view(recon.detach())).float())
             # D is not wrapped in DDP (two forwards per backward); average its grads by hand.
             optimizer_step(d_loss, disc, disc_optimizer, disc_scaler, tcfg.grad_clip,
                            before_step=lambda: D.average_gradients(disc, info.world_size))

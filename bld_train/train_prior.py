@@ -1,9 +1,14 @@
 """Train the Bernoulli diffusion prior on the autoencoder's binary latents.
 
-First the training images are encoded once with the trained autoencoder (EMA weights,
-deterministic bits p > 0.5) into RUN/prior/latents.safetensors, packed 8 bits per byte in the
-contract's flat order; the file is reused while the autoencoder weights stay the same. Then a
-plain loop trains the denoiser on those bits (see bld_train.diffusion for the loss).
+Where the clean bits z_0 come from is PriorTrainConfig.codes:
+- "fixed": the training images are encoded once with the trained autoencoder (EMA weights,
+  deterministic bits p > 0.5) into RUN/prior/latents.safetensors, packed 8 bits per byte in the
+  contract's flat order; the file is reused while the autoencoder weights stay the same.
+- "stochastic" (upstream's train_sampler_online.py): every step encodes its batch of images and
+  samples the bits from the encoder's probabilities, as the autoencoder's Bernoulli quantizer
+  does in training; so the prior learns the distribution of codes the decoder was trained on,
+  and sees a new draw of every image's code each epoch.
+Then a plain loop trains the denoiser on those bits (see bld_train.diffusion for the loss).
 """
 from __future__ import annotations
 
@@ -21,7 +26,7 @@ from bld_runtime.bits import pack_bits, unpack_bits
 from bld_train import checkpoint as ckpt
 from bld_train import config as C
 from bld_train import distributed as D
-from bld_train.data import make_dataset
+from bld_train.data import batch_stream, make_dataset
 from bld_train.denoiser import Denoiser
 from bld_train.diffusion import BernoulliDiffusion
 from bld_train.loop import (EMA, Log, Precision, adamw, lr_at, optimizer_step, resume_from,
@@ -98,8 +103,6 @@ def resolve_configs(run_dir, preset: C.Preset | str | None, *, resume: bool,
             f"preset {name!r} has a {prior_cfg.latent_size}x{prior_cfg.latent_size}x"
             f"{prior_cfg.bits} prior but the autoencoder's latents are "
             f"{ae_cfg.latent_size}x{ae_cfg.latent_size}x{ae_cfg.bits}")
-    if train_cfg.loss not in ("weighted", "mean"):
-        raise C.ConfigError(f"unknown prior loss {train_cfg.loss!r}; choose weighted or mean")
     if steps is not None:
         train_cfg = dataclasses.replace(train_cfg, steps=steps)
     if train_cfg.steps < 1:
@@ -130,9 +133,16 @@ def _train(run_dir, preset, resume, steps, seed, info: D.DistInfo, amp, workers,
     name, cfg, tcfg, dcfg = resolve_configs(run_dir, preset, resume=resume, steps=steps,
                                             seed=seed)
     dev = info.device
-    packed, labels, ae_hash = latents(run_dir, dcfg, info, workers, progress and info.is_main)
-    if len(labels) and int(labels.max()) >= cfg.num_classes:
-        raise C.ConfigError(f"the data has {int(labels.max()) + 1} classes but the prior has "
+    if tcfg.codes == "fixed":
+        packed, labels, ae_hash = latents(run_dir, dcfg, info, workers, progress and info.is_main)
+        size, num_labels = len(labels), int(labels.max()) + 1 if len(labels) else 0
+    else:
+        autoencoder = ckpt.load_autoencoder(run_dir, dev).requires_grad_(False)
+        ae_hash = ckpt.file_sha256(ckpt.stage_dir(run_dir, "autoencoder") / ckpt.MODEL)
+        dataset = make_dataset(dcfg, autoencoder.cfg, "train")
+        size, num_labels = len(dataset), dataset.num_classes
+    if num_labels > cfg.num_classes:
+        raise C.ConfigError(f"the data has {num_labels} classes but the prior has "
                             f"{cfg.num_classes}")
     tokens = cfg.latent_size ** 2
     # Packed latents stay in host memory (8x smaller than bits); each batch is unpacked by the
@@ -144,7 +154,7 @@ def _train(run_dir, preset, resume, steps, seed, info: D.DistInfo, amp, workers,
     optimizer = adamw(model, tcfg.lr, tcfg.weight_decay, BETAS, dev)
     precision = Precision(dev, amp)
     scaler = precision.scaler()
-    ema = EMA(model, tcfg.ema_decay)
+    ema = EMA(model, tcfg.ema_decay, tcfg.ema_every)
 
     state = resume_from(run_dir, STAGE, resume, model, ema, optimizer, scaler)
     start = 0
@@ -160,18 +170,27 @@ def _train(run_dir, preset, resume, steps, seed, info: D.DistInfo, amp, workers,
                                 {"autoencoder_sha256": ae_hash})
 
     net = DDP(model, device_ids=[dev] if dev.type == "cuda" else None) if info.enabled else model
-    batches = D.StepBatches(len(labels), tcfg.batch_size, tcfg.seed, info.rank, info.world_size)
+    batches = D.StepBatches(size, tcfg.batch_size, tcfg.seed, info.rank, info.world_size)
     log = Log(ckpt.stage_dir(run_dir, STAGE) / ckpt.LOG, start, info.is_main)
     bar = tqdm(total=tcfg.steps, initial=start, disable=not (progress and info.is_main),
                desc=f"prior ({precision.name})", dynamic_ncols=True)
     model.train()
 
+    images = (batch_stream(dataset, batches, start, tcfg.steps, dev, workers)
+              if tcfg.codes == "stochastic" else None)
     for step in range(start, tcfg.steps):
+        # Fetched before seeding: a DataLoader draws its workers' base seed from torch's generator.
+        batch = next(images) if images is not None else None
         torch.manual_seed(D.step_seed(tcfg.seed, info.rank, step))
-        index = batches.indices(step)
-        z0 = unpack_batch(packed[index], (tokens, cfg.bits)).to(dev, non_blocking=True)
-        y = labels[index].to(dev, non_blocking=True)
-        lr = lr_at(step, tcfg.lr, tcfg.warmup_steps, tcfg.steps)
+        if batch is None:
+            index = batches.indices(step)
+            z0 = unpack_batch(packed[index], (tokens, cfg.bits)).to(dev, non_blocking=True)
+            y = labels[index].to(dev, non_blocking=True)
+        else:
+            x, y = batch
+            with torch.no_grad():  # the quantizer's training-time draw, from this step's seed
+                z0 = torch.bernoulli(autoencoder.encode_probs(x))
+        lr = lr_at(step, tcfg.lr, tcfg.warmup_steps, tcfg.steps, schedule=tcfg.lr_schedule)
         set_lr(optimizer, lr)
         with precision.autocast():
             loss, stats = diffusion.loss(net, z0, y, tcfg, cfg.num_classes)

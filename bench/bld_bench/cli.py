@@ -27,8 +27,9 @@ def _names(ctx, param, value):
 @click.command(help="Time the sampling loop stage by stage, side by side with PyTorch.")
 @click.argument("bundle", type=click.Path(exists=True, file_okay=False))
 @click.option("--backend", "backend_names", multiple=True, callback=_names,
-              help="cpu, cuda, tensorrt-ep, torch, torch-compile; repeat or comma-separate "
-                   "(default: cpu, plus torch with --run). They run in turns, A B A B.")
+              help="cpu, cuda, tensorrt-ep, torch, torch-compile, torch-reference; repeat or "
+                   "comma-separate (default: cpu, plus torch with --run). They run in turns, "
+                   "A B A B.")
 @click.option("--run", "run_dir", type=click.Path(exists=True, file_okay=False), default=None,
               help="The run directory the bundle was exported from (for torch backends).")
 @click.option("--batch", "batches", default="1,4,16", callback=_int_list, show_default=True,

@@ -236,11 +236,14 @@ def _build_decoder(models: Models, fp16: bool) -> nn.Module:
 
 
 def _build_step(models: Models, guided: bool, fp16: bool) -> nn.Module:
+    from bld_train.denoiser import use_fused_attention
     from bld_train.step import DenoiserStep
 
     # DenoiserStep runs sigmoid and posterior in float32 and casts the logits up itself; the
-    # denoiser is converted before wrapping so the schedule tables stay float32.
+    # denoiser is converted before wrapping so the schedule tables stay float32. Attention is
+    # exported as written out (MatMul + Softmax), never as scaled_dot_product_attention.
     denoiser = copy.deepcopy(models.denoiser).half() if fp16 else models.denoiser
+    use_fused_attention(denoiser, False)
     return DenoiserStep(denoiser, guided=guided).eval()
 
 
