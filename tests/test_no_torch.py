@@ -88,7 +88,6 @@ def test_bld_sample_runs_without_importing_torch(tiny_bundle, tmp_path, subproce
         from bld_runtime.cli import cli
         cli.main(["sample", {str(tiny_bundle)!r}, "-n", "2", "--guidance", "1",
                   "-o", {str(tmp_path / "out")!r}], standalone_mode=False)
-        cli.main(["--help"], standalone_mode=False)
         print(sorted(m for m in sys.modules if m.split(".")[0] in {NOT_LOADED!r}))
     """)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
