@@ -392,7 +392,9 @@ class RemotePipeline:
                 cond.notify_all()
 
         try:
-            self.client.start_stream(callback=receive, stream_timeout=self.timeout_s)
+            # No deadline on the stream as a whole (a long run outlasts any); each image's
+            # answer is awaited for at most timeout_s below.
+            self.client.start_stream(callback=receive)
         except self._server_error as e:
             raise RemoteError(f"Triton server {self.url}: {_message(e)}") from None
         finished = False
