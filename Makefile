@@ -8,7 +8,7 @@ BLD    := $(VENV)/bin/bld
 RUN    ?= runs/digits
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test clean
+.PHONY: install demo test serve clean
 
 install: $(STAMP)
 
@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[train,dev]'
+	$(PY) -m pip install -q -e '.[train,dev,serving]'
 	touch $@
 
 # Train both models on the built-in digits, export a bundle, sample on the runtime, score it.
@@ -27,6 +27,11 @@ demo: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m pytest -q
+
+# A real tritonserver (from the nvidia-pytriton wheel, cached in ~/.cache/bld/triton) serving
+# the demo bundle on 127.0.0.1; Ctrl-C stops it. See docs/serving.md.
+serve: $(STAMP)
+	$(PY) -m bld_serving.local_server serve $(RUN)/bundle
 
 clean:
 	rm -rf $(VENV) runs

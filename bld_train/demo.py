@@ -199,7 +199,8 @@ def _sample(bundle: Path, samples: Path, bundle_sha: str) -> None:
     chunks = pipe.iter_generate(n=SAMPLES, seeds=0, classes="all")
     request = {"bundle": str(bundle), "bundle_sha256": bundle_sha, "seed": 0, "n": SAMPLES,
                "class": "all"}
-    write_samples(pipe, chunks, SAMPLES, samples, True, request, grid_cols=pipe.num_classes)
+    write_samples(pipe.manifest.latent, chunks, SAMPLES, samples, True, request,
+                  grid_cols=pipe.num_classes)
 
 
 def _evaluation(path: Path, bundle_sha: str, per_class: int) -> dict | None:

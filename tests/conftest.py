@@ -13,7 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def subprocess_env() -> dict[str, str]:
     """Environment for child Python processes that import the project (installed or not)."""
-    paths = [str(REPO / "runtime"), str(REPO / "export"), str(REPO)]
+    paths = [str(REPO / "runtime"), str(REPO / "export"), str(REPO / "serving"), str(REPO)]
     if os.environ.get("PYTHONPATH"):
         paths.append(os.environ["PYTHONPATH"])
     return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "PYTHONUNBUFFERED": "1"}

@@ -1,4 +1,5 @@
-"""bld_runtime runs without torch: nothing in it imports torch, bld_train or bld_export.
+"""bld_runtime runs without torch: nothing in it imports torch, bld_train, bld_export or
+bld_serving, and tritonclient only when a command talks to a server.
 
 Checked three ways: statically (every import in runtime/bld_runtime is the standard library,
 a declared dependency or the package itself), in a subprocess (`-X importtime` shows no torch,
@@ -20,7 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 RUNTIME = REPO / "runtime" / "bld_runtime"
 # The declared dependencies (pyproject) plus CuPy, which only the GPU backends import, lazily.
 ALLOWED = {"numpy", "onnxruntime", "click", "rich", "PIL", "cupy", "bld_runtime"}
-FORBIDDEN = ("torch", "bld_train", "bld_export", "bld_bench", "matplotlib")
+FORBIDDEN = ("torch", "bld_train", "bld_export", "bld_bench", "bld_serving", "matplotlib")
+NOT_LOADED = FORBIDDEN + ("tritonclient",)  # an optional import, for --server only
 
 
 def _imports(tree):
@@ -71,12 +73,12 @@ def _module_names(importtime_stderr: str) -> list[str]:
 def test_importing_the_runtime_does_not_import_torch(subprocess_env):
     code = ("import sys, bld_runtime, bld_runtime.pipeline, bld_runtime.cli; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-            f"{FORBIDDEN!r}))")
+            f"{NOT_LOADED!r}))")
     proc = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True,
                           text=True, env=subprocess_env, timeout=120, check=True)
     modules = _module_names(proc.stderr)
     assert "bld_runtime.pipeline" in modules and "onnxruntime" in modules  # the parse works
-    assert [m for m in modules if m.split(".")[0] in FORBIDDEN] == []
+    assert [m for m in modules if m.split(".")[0] in NOT_LOADED] == []
     assert proc.stdout.strip() == "[]"
 
 
@@ -86,7 +88,7 @@ def test_bld_sample_runs_without_importing_torch(tiny_bundle, tmp_path, subproce
         from bld_runtime.cli import cli
         cli.main(["sample", {str(tiny_bundle)!r}, "-n", "2", "--guidance", "1",
                   "-o", {str(tmp_path / "out")!r}], standalone_mode=False)
-        print(sorted(m for m in sys.modules if m.split(".")[0] in {FORBIDDEN!r}))
+        print(sorted(m for m in sys.modules if m.split(".")[0] in {NOT_LOADED!r}))
     """)
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                           env=subprocess_env, timeout=120)
@@ -129,7 +131,7 @@ def test_installs_and_runs_in_a_fresh_venv_without_torch(tmp_path):
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, src / name)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
-    for name in ("runtime", "bld_train", "export", "bench"):
+    for name in ("runtime", "bld_train", "export", "bench", "serving"):
         shutil.copytree(REPO / name, src / name, ignore=ignore)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)

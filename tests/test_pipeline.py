@@ -368,6 +368,33 @@ def test_inpaint_keeps_the_tokens_outside_the_region(pipe):
 def test_invalid_requests(pipe, kwargs, message):
     with pytest.raises(InvalidRequestError, match=message):
         pipe.generate(**kwargs)
+    with pytest.raises(InvalidRequestError, match=message):  # the same checks, nothing run
+        pipe.check_request(**kwargs)
+
+
+def test_checked_requests_concatenate_into_one_request(pipe):
+    """What a server does with a batch: check each request alone, run their rows as one."""
+    L, C = pipe.latent_shape
+    rng = np.random.default_rng(4)
+    mask = (rng.random((L, C)) < 0.5).astype(np.uint8)
+    known = (rng.random((L, C)) < 0.5).astype(np.uint8)
+    parts = [dict(n=3, seeds=2**64 - 2, classes="all", guidance=1.5),
+             dict(seeds=[7, 8], classes=[pipe.null_class, 4], temperature=[0.8, 1.2]),
+             dict(seeds=[9], mask=mask, known_bits=known)]
+    checked = [pipe.check_request(**part) for part in parts]
+    assert [r.count for r in checked] == [3, 2, 1]
+    rows = [r.rows(0, r.count) for r in checked]
+
+    def column(key):  # rows without inpainting get a zero mask, which keeps nothing
+        return np.concatenate([np.zeros((len(r["seeds"]), L, C), np.uint8) if r[key] is None
+                               else r[key] for r in rows])
+
+    together = pipe.generate(**{key: column(key) for key in rows[0]})
+    alone = [pipe.generate(**part) for part in parts]
+    np.testing.assert_array_equal(together.bits, np.concatenate([a.bits for a in alone]))
+    np.testing.assert_array_equal(together.seeds, [2**64 - 2, 2**64 - 1, 0, 7, 8, 9])
+    np.testing.assert_array_equal(together.classes, [0, 1, 2, pipe.null_class, 4,
+                                                     pipe.null_class])
 
 
 def test_invalid_images_and_bits(pipe):

@@ -236,25 +236,50 @@ class Progress:
 # --- commands ------------------------------------------------------------------------------
 
 @cli.command()
-@click.argument("bundle", type=click.Path(file_okay=False))
+@click.argument("bundle", required=False, metavar="BUNDLE", type=click.Path(file_okay=False))
 @click.option("-n", "count", type=click.IntRange(min=1), default=1, show_default=True,
               help="Number of images.")
 @sampling_options
 @click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False),
               help="Folder for the PNGs, bits.bldz, grid.png and samples.json (new or empty).")
 @click.option("--force", is_flag=True, help="Replace an earlier run's output in that folder.")
+@click.option("--server", default=None, metavar="URL",
+              help="Sample on a Triton server serving a bundle (bld-export triton) instead of "
+                   "locally: http://HOST:PORT, or grpc://HOST:PORT to stream; BUNDLE is then "
+                   "omitted. Needs tritonclient (pip install 'bld[serving]').")
+@click.option("--preview-every", type=click.IntRange(min=0), default=0, show_default=True,
+              help="With a grpc:// server: also write each image decoded every k steps, as "
+                   "NNNNN.stepKK.png (0 = none).")
 @runtime_options()
-def sample(bundle, count, seed, class_, guidance, temperature, out_dir, force, backend,
-           precision, threads, chunk):
+def sample(bundle, count, seed, class_, guidance, temperature, out_dir, force, server,
+           preview_every, backend, precision, threads, chunk):
     """Generate images: PNGs, their packed bits (bits.bldz), a grid.png, samples.json.
 
     Images are written as each chunk of the bundle's max_batch completes, so memory stays
     bounded whatever -n is; a run that stops early keeps the images it finished, with their
-    bits, and samples.json says how far it got.
+    bits, and samples.json says how far it got. With --server the same request runs on a Triton
+    server and writes the same files.
     """
     from .sampling import write_samples
 
     seed = parse_seed(seed)
+    if server is not None:
+        if bundle is not None:
+            raise InvalidRequestError("--server samples with the server's bundle: omit BUNDLE")
+        context = click.get_current_context()
+        local = [f"--{name.replace('_', '-')}" for name in ("backend", "precision", "threads",
+                                                            "chunk")
+                 if context.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE]
+        if local:
+            raise InvalidRequestError(f"{', '.join(local)} chooses how the local runtime runs; "
+                                      "with --server the model repository decides")
+        _sample_remote(server, count, seed, class_, guidance, temperature, Path(out_dir), force,
+                       preview_every)
+        return
+    if bundle is None:
+        raise InvalidRequestError("give a BUNDLE to sample locally, or --server URL")
+    if preview_every:
+        raise InvalidRequestError("--preview-every streams from a grpc:// --server only")
     pipe = _load(bundle, backend, precision, threads)
     classes = parse_classes(class_, count, pipe.num_classes)
     if not chunk and count > pipe.max_batch:
@@ -267,8 +292,37 @@ def sample(bundle, count, seed, class_, guidance, temperature, out_dir, force, b
                "guidance": guidance, "temperature": temperature, "precision": precision,
                "backend": backend}
     cols = pipe.num_classes if class_ == "all" and count >= pipe.num_classes else None
-    write_samples(pipe, chunks, count, Path(out_dir), force, request, grid_cols=cols,
-                  progress=Progress(count, "sampling", "images"))
+    write_samples(pipe.manifest.latent, chunks, count, Path(out_dir), force, request,
+                  grid_cols=cols, progress=Progress(count, "sampling", "images"))
+    click.echo(f"wrote {count} image{'s' if count != 1 else ''}, bits.bldz and grid.png "
+               f"to {out_dir}")
+
+
+def _sample_remote(server, count, seed, class_, guidance, temperature, out_dir, force,
+                   preview_every):
+    """`bld sample --server`: the same request on a Triton server, one image per Triton
+    request, written by the same writer as local sampling."""
+    from .images import save_png
+    from .outputs import preview_name
+    from .remote import RemotePipeline
+    from .sampling import write_samples
+
+    with RemotePipeline.connect(server) as remote:
+        if preview_every and remote.protocol != "grpc":
+            raise InvalidRequestError("--preview-every streams over gRPC: use --server "
+                                      "grpc://HOST:PORT")
+        classes = parse_classes(class_, count, remote.num_classes)
+        chunks = remote.iter_generate(
+            n=count, seeds=seed, classes=classes, guidance=guidance, temperature=temperature,
+            preview_every=preview_every,
+            on_preview=lambda index, step, image: save_png(
+                out_dir / preview_name(index, step, count), image, durable=False))
+        request = {"server": server, "seed": seed, "n": count, "class": class_,
+                   "guidance": guidance, "temperature": temperature,
+                   "preview_every": preview_every}
+        cols = remote.num_classes if class_ == "all" and count >= remote.num_classes else None
+        write_samples(remote.latent, chunks, count, out_dir, force, request, grid_cols=cols,
+                      progress=Progress(count, "sampling", "images"))
     click.echo(f"wrote {count} image{'s' if count != 1 else ''}, bits.bldz and grid.png "
                f"to {out_dir}")
 

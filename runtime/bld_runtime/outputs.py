@@ -19,12 +19,17 @@ from .files import OutputLock, atomic_write, sweep_temporaries
 
 RECORD = "samples.json"
 FORMAT = "bld-samples/1"
-_OURS = re.compile(r"(\d{5,}\.png|bits\.bldz|grid\.png|samples\.json)")
+_OURS = re.compile(r"(\d{5,}(\.step\d+)?\.png|bits\.bldz|grid\.png|samples\.json)")
 
 
 def image_name(index: int, count: int) -> str:
     """00000.png ...: zero-padded to at least 5 digits, so names sort in order."""
     return f"{index:0{max(5, len(str(count - 1)))}d}.png"
+
+
+def preview_name(index: int, step: int, count: int) -> str:
+    """00000.step04.png: image `index` as it stood after `step` (bld sample --preview-every)."""
+    return f"{image_name(index, count)[:-4]}.step{step:02d}.png"
 
 
 class OutputFolder:

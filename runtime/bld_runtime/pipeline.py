@@ -159,7 +159,7 @@ class Pipeline:
         return chunks()
 
     def _request(self, n, seeds, classes, guidance, temperature, mask, known_bits, chunk,
-                 teacher_states) -> "_Request":
+                 teacher_states) -> "Request":
         """Check every argument; scalars stay scalars (memory does not grow with n)."""
         if isinstance(seeds, np.ndarray) and seeds.ndim == 0:
             seeds = seeds.item()
@@ -179,10 +179,22 @@ class Pipeline:
                                       lambda t: t > 0, "finite and > 0")
         mask, known = self._mask(mask, known_bits, count)
         teacher = self._teacher(teacher_states, count)
-        return _Request(count, base, seed_list, classes, self.num_classes, guidance, temperature,
+        return Request(count, base, seed_list, classes, self.num_classes, guidance, temperature,
                         mask, known, teacher, bool(np.any(guidance > 0)))
 
-    def _sample_chunk(self, r: "_Request", lo: int, hi: int, out: np.ndarray,
+    def check_request(self, n: int | None = None, seeds=None, classes=None, guidance=None,
+                      temperature=None, mask=None, known_bits=None,
+                      chunk: bool = True) -> "Request":
+        """Check a request's arguments exactly as `generate` does, without running it.
+
+        Raises InvalidRequestError for the first problem found. A server checks each client
+        request with this before it batches requests together (bld_serving), so one bad
+        request is refused alone; `Request.rows` gives a checked request's per-image values.
+        """
+        return self._request(n, seeds, classes, guidance, temperature, mask, known_bits, chunk,
+                             None)
+
+    def _sample_chunk(self, r: "Request", lo: int, hi: int, out: np.ndarray,
                       callback, record: "Trace | None") -> None:
         """Run the K steps for images lo..hi-1 of request r on a borrowed loop; bits -> out."""
         K = self.num_steps
@@ -440,9 +452,10 @@ class Pipeline:
 
 
 @dataclass(frozen=True)
-class _Request:
-    """A checked request of `count` images. Values the same for every image are kept once, so
-    a request's size costs no memory; `seeds(lo, hi)` and the like give the rows of a chunk."""
+class Request:
+    """A checked request of `count` images (Pipeline.check_request). Values the same for every
+    image are kept once, so a request's size costs no memory; `seeds(lo, hi)` and the like give
+    the rows of a chunk."""
 
     count: int
     base_seed: int  # image i's seed is base_seed + i (mod 2^64) ...
@@ -465,6 +478,15 @@ class _Request:
         if isinstance(self.class_spec, str):  # "all"
             return np.arange(lo, hi, dtype=np.int64) % self.num_classes
         return np.broadcast_to(self.class_spec, (self.count,))[lo:hi].copy()
+
+    def rows(self, lo: int, hi: int) -> dict[str, np.ndarray | None]:
+        """Images lo..hi-1 as `generate`'s keyword arguments, one row per image (mask and
+        known_bits None without inpainting): checked requests concatenated row-wise make one
+        valid request."""
+        return {"seeds": self.seeds(lo, hi), "classes": self.classes(lo, hi),
+                "guidance": _rows(self.guidance, lo, hi),
+                "temperature": _rows(self.temperature, lo, hi),
+                "mask": _rows(self.mask, lo, hi), "known_bits": _rows(self.known, lo, hi)}
 
 
 def _rows(value: np.ndarray | None, lo: int, hi: int) -> np.ndarray | None:

@@ -1,8 +1,9 @@
 """Writing generated and decoded images to an output folder as they are made.
 
 `write_samples` consumes chunks (Pipeline.iter_generate, or any iterator of objects with
-`images` and `bits`, such as a remote server's replies) and writes each chunk's PNGs and packed
-bits before the next one is made, so memory is bounded by one chunk whatever the request size.
+`images` and `bits`, such as a server's replies: RemotePipeline.iter_generate) and writes each
+chunk's PNGs and packed bits before the next one is made, so memory is bounded by one chunk
+whatever the request size.
 A run that stops early (Ctrl-C, SIGTERM, an error) keeps what it finished: its PNGs, a
 bits.bldz holding exactly their bits, and samples.json saying how far it got; the error then
 says where it stopped. A run killed outright (SIGKILL) leaves complete PNGs and samples.json,
@@ -19,15 +20,17 @@ import numpy as np
 from .bits import BitsWriter
 from .errors import BldError, OutputError, describe
 from .images import make_grid, save_png
+from .manifest import LatentSpec
 from .outputs import OutputFolder, image_name
 
 GRID_IMAGES = 100  # grid.png shows the first images only: a grid of 10^5 images helps nobody
 
 
-def write_samples(pipe: Any, chunks: Iterable[Any], count: int, out_dir: Path, force: bool,
-                  request: dict[str, Any], grid_cols: int | None = None,
+def write_samples(latent: LatentSpec, chunks: Iterable[Any], count: int, out_dir: Path,
+                  force: bool, request: dict[str, Any], grid_cols: int | None = None,
                   progress: Any = None) -> None:
-    latent = pipe.manifest.latent
+    """Write `count` images arriving in `chunks` (objects with `images` and `bits`) of a
+    bundle whose latent is `latent`, with their bits, grid and samples.json."""
     grid: list[np.ndarray] = []
     with OutputFolder(out_dir, force, "sample") as out:
         out.start(request, count)
