@@ -3,6 +3,8 @@
     bld-export onnx RUN_DIR -o BUNDLE [--fp16] [--opset N] [--max-batch N] [--force]
     bld-export inspect BUNDLE
     bld-export verify BUNDLE [--run RUN_DIR]
+    bld-export engine ...        (TensorRT engines; from bld_engines, loaded when run)
+    bld-export doctor            (GPU, CUDA, TensorRT and onnxruntime providers; bld_engines)
 
 Every failure prints one line, `error: <message>`, and exits 1, without a traceback.
 """
@@ -17,7 +19,32 @@ from bld_runtime.cli import OneLineErrorGroup
 from .flops import format_flops
 
 
-@click.group(cls=OneLineErrorGroup)
+#: Commands other packages contribute, imported only when named (bld_engines depends on
+#: bld_runtime only; bld_export knows it by name, so neither imports the other at start).
+LAZY_COMMANDS = {"engine": ("bld_engines.cli", "engine"),
+                 "doctor": ("bld_engines.doctor", "doctor")}
+
+
+class ExportGroup(OneLineErrorGroup):
+    def list_commands(self, ctx):
+        return sorted(set(self.commands) | set(LAZY_COMMANDS))
+
+    def get_command(self, ctx, name):
+        if name in self.commands or name not in LAZY_COMMANDS:
+            return self.commands.get(name)
+        import importlib
+
+        module, attr = LAZY_COMMANDS[name]
+        try:
+            return getattr(importlib.import_module(module), attr)
+        except ImportError as e:
+            from bld_runtime.errors import BldError
+
+            raise BldError(f"`bld-export {name}` comes from {module}, which cannot be imported "
+                           f"here ({e})") from None
+
+
+@click.group(cls=ExportGroup)
 def main():
     """Export trained bld runs to self-describing ONNX bundles, inspect and verify them."""
 
