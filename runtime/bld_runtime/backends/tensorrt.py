@@ -368,7 +368,14 @@ class TensorRTBackend(Backend):
         return []  # no onnxruntime sessions
 
     def synchronize(self) -> None:
-        cudart.check(self.cuda.rt.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
+        """Wait for everything queued on the device: the loops' streams and the backend's
+        (for timing: the calls return before their kernels finish)."""
+        cudart.check(self.cuda.rt.cudaDeviceSynchronize(), "cudaDeviceSynchronize")
+
+    def memory_in_use(self) -> int:
+        """Bytes of device memory in use (by every process), from cudaMemGetInfo."""
+        free, total = cudart.check(self.cuda.rt.cudaMemGetInfo(), "cudaMemGetInfo")
+        return int(total) - int(free)
 
     def device_memory(self) -> dict[str, int]:
         """Scratch memory per execution context of each loaded engine (graph name -> bytes)."""
@@ -442,7 +449,7 @@ class TensorRTBackend(Backend):
             raise BackendError(f"TensorRT failed to run graph {self.graphs[kind].name!r}")
         (host, device), = io.outputs.values()
         copy_to_host(self.cuda, host, device, self.stream)
-        self.synchronize()
+        cudart.check(self.cuda.rt.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
         return host.copy()
 
 
