@@ -342,6 +342,20 @@ def test_find_picks_a_fitting_engine_and_explains_refusals(rtx_engines, tiny_bun
         assert "rebuild with: HINT" in str(raised.value)
 
 
+def test_find_without_a_batch_prefers_the_engine_covering_the_largest(rtx_engines, tiny_bundle,
+                                                                       tmp_path):
+    """What the backend loads with the pipeline: per graph kind the engine covering the largest
+    batch (other batch sizes look theirs up when they come)."""
+    cache = copy_cache(rtx_engines, tmp_path)
+    build_bundle(tiny_bundle, cache, BuildOptions(flavour="tensorrt_rtx", graphs=("step",),
+                                                  profiles=(BatchProfile(1, 1, 2),)))
+    sha = load_bundle(tiny_bundle).manifest.graphs["step"].sha256
+    store, target = EngineCache(cache), RuntimeTarget("tensorrt_rtx", RTX_VERSION, "8.9")
+    assert store.find({"step": sha}, "fp32", target, None, "HINT").key.profiles == (
+        BatchProfile(1, 2, 4),)
+    assert store.find({"step": sha}, "fp32", target, 1, "HINT").key.profiles == (
+        BatchProfile(1, 1, 2),)  # the newest that covers it
+
 def test_compatibility_rules():
     from bld_runtime.engine_cache import EngineKey
 

@@ -371,10 +371,11 @@ class EngineCache:
         return data
 
     def find(self, graphs: dict[str, str], precision: str, target: RuntimeTarget,
-             batch: int, rebuild_hint: str) -> CachedEngine:
-        """The engine for one role: `graphs` maps candidate graph names to their sha256 (e.g.
-        {"step_fp16": ..., "step": ...} for fp16); it must fit `target`, cover `batch` and match
-        `precision`. Refused with what differs, and `rebuild_hint`, when none does."""
+             batch: int | None, rebuild_hint: str) -> CachedEngine:
+        """The engine for one graph kind: `graphs` maps candidate graph names to their sha256
+        (e.g. {"step_fp16": ..., "step": ...} for fp16); it must fit `target`, match `precision`
+        and cover `batch` (None: any batch, the engine covering the largest preferred).
+        Refused with what differs, and `rebuild_hint`, when none does."""
         reasons = []
         candidates = []
         for name, sha in graphs.items():
@@ -394,7 +395,7 @@ class EngineCache:
                     why = "it was built from another version of the graph (sha256 differs)"
                 elif key.precision != precision:
                     why = f"it is {key.precision}, the request is {precision}"
-                elif not any(p.covers(batch) for p in key.profiles):
+                elif batch is not None and not any(p.covers(batch) for p in key.profiles):
                     why = (f"its profiles ({' '.join(map(str, key.profiles))}) do not cover "
                            f"batch {batch}")
                 else:
@@ -408,8 +409,11 @@ class EngineCache:
             raise StaleEngineError(
                 f"no usable {precision} engine for graph {'/'.join(graphs)} in {self.directory} "
                 f"({first}); rebuild with: {rebuild_hint}")
-        # Prefer an exact version over a version-compatible one, then the newest file.
+        # Prefer an exact version over a version-compatible one, then (any batch) the largest
+        # batch covered, then the newest file.
         candidates.sort(key=lambda e: (e.key.version == target.version,
+                                       0 if batch is not None else
+                                       max(p.max for p in e.key.profiles),
                                        e.manifest_path.stat().st_mtime), reverse=True)
         return candidates[0]
 

@@ -19,9 +19,10 @@ are checked before deserialising, and an engine built for another graph, TensorR
 precision or batch range is refused with the command that rebuilds it. The facts its graph
 recorded (bld.graph, checked against bld.json by the builder and kept in the engine's
 manifest) are checked against this bundle's bld.json. The ONNX files are not read: the
-engine's key names the graph by the sha256 that bld.json lists. Each graph kind's engine for
-max_batch is loaded with the backend, so a missing or stale engine fails Pipeline.load; other
-batch sizes find theirs on first use. A TensorRT Runtime is constructed only after
+engine's key names the graph by the sha256 that bld.json lists. Each graph kind's engine (the
+one covering the largest batch) is loaded with the backend, so a missing or stale engine fails
+Pipeline.load; a batch size outside its profiles finds its own engine on first use, or is
+refused then with the command that builds one. A TensorRT Runtime is constructed only after
 cudart.probe() found a device (without one it crashes the process).
 """
 from __future__ import annotations
@@ -361,8 +362,8 @@ class TensorRTBackend(Backend):
         self._rebuilt = False
 
     def _load_session(self, graph: Graph) -> TrtEngine:
-        """The kind's engine for full chunks (max_batch), in place of an onnxruntime session."""
-        return self.engine(graph.kind, self.manifest.max_batch)
+        """The kind's engine covering the largest batch, in place of an onnxruntime session."""
+        return self.engine(graph.kind, None)
 
     def providers(self):
         return []  # no onnxruntime sessions
@@ -395,7 +396,8 @@ class TensorRTBackend(Backend):
             out[kind] = graphs[kind].sha256
         return out
 
-    def engine(self, kind: str, batch: int) -> TrtEngine:
+    def engine(self, kind: str, batch: int | None) -> TrtEngine:
+        """The kind's engine whose profiles cover `batch` (None: the largest), loaded once."""
         with self._lock:
             return self._engine(kind, batch)
 
