@@ -262,6 +262,17 @@ def test_engine_build_without_tensorrt_says_what_is_missing(tiny_bundle, tmp_pat
     assert "pip install 'bld[tensorrt-rtx]'" in done.stderr
 
 
+def test_bld_export_without_bld_engines_lists_and_refuses_its_commands(tiny_bundle,
+                                                                        subprocess_env):
+    help_text = run_blocked(("bld_engines",), ["bld-export", "--help"], subprocess_env)
+    assert help_text.returncode == 0, help_text.stderr
+    assert "engine   (needs bld_engines, not installed)" in help_text.stdout
+    assert "onnx     Export RUN_DIR" in help_text.stdout
+    done = run_blocked(("bld_engines",), ["bld-export", "engine", str(tiny_bundle)],
+                       subprocess_env)
+    one_line_error(done, "`bld-export engine` comes from bld_engines.cli, which cannot be "
+                         "imported here")
+
 def test_sample_with_tensorrt_backend_without_gpu_or_cuda_python(tiny_bundle, tmp_path,
                                                                   subprocess_env):
     args = ["bld", "sample", str(tiny_bundle), "-o", str(tmp_path / "out"), "--backend",

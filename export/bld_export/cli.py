@@ -43,6 +43,22 @@ class ExportGroup(OneLineErrorGroup):
             raise BldError(f"`bld-export {name}` comes from {module}, which cannot be imported "
                            f"here ({e})") from None
 
+    def format_commands(self, ctx, formatter):
+        """Like click's, but a command whose package cannot be imported here is still listed."""
+        from bld_runtime.errors import BldError
+
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(map(len, names))  # as click lays it out
+        rows = []
+        for name in names:
+            try:
+                rows.append((name, self.get_command(ctx, name).get_short_help_str(limit)))
+            except BldError:
+                rows.append((name, f"(needs {LAZY_COMMANDS[name][0].split('.')[0]}, "
+                                   "not installed)"))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
+
 
 @click.group(cls=ExportGroup)
 def main():
