@@ -7,6 +7,7 @@ PY     := $(VENV)/bin/python
 BLD    := $(VENV)/bin/bld
 RUN    ?= runs/digits
 STAMP  := $(VENV)/.installed
+TRT_STAMP := $(VENV)/.tensorrt
 
 .PHONY: install demo test serve clean
 
@@ -19,13 +20,23 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q -e '.[train,dev,serving]'
 	touch $@
 
+# What the engine tests need on a machine without a GPU: TensorRT-RTX (a real ONNX parser and
+# builder that builds plans on the CPU), cuda-python and NVRTC (the device kernel is compiled
+# for real), and the lean runtimes of TensorRT 10.16 and 11.4, each in its own folder (both
+# are the module `tensorrt_lean`), imported by the tests in subprocesses to check API names.
+$(TRT_STAMP): $(STAMP)
+	$(PY) -m pip install -q tensorrt-rtx-cu12==1.7.1.116 'cuda-python>=12.6,<13' nvidia-cuda-nvrtc-cu12
+	$(PY) -m pip install -q --target $(VENV)/trt-lean/10 tensorrt-lean-cu12==10.16.1.11
+	$(PY) -m pip install -q --target $(VENV)/trt-lean/11 tensorrt-lean-cu12==11.4.0.106
+	touch $@
+
 # Train both models on the built-in digits, export a bundle, sample on the runtime, score it.
 # A second run reuses every finished stage (and resumes an interrupted training); FRESH=1
 # starts over.
 demo: $(STAMP)
 	$(BLD) demo --run $(RUN) $(if $(FRESH),--fresh,)
 
-test: $(STAMP)
+test: $(STAMP) $(TRT_STAMP)
 	$(PY) -m pytest -q
 
 # A real tritonserver (from the nvidia-pytriton wheel, cached in ~/.cache/bld/triton) serving

@@ -13,7 +13,8 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def subprocess_env() -> dict[str, str]:
     """Environment for child Python processes that import the project (installed or not)."""
-    paths = [str(REPO / "runtime"), str(REPO / "export"), str(REPO / "serving"), str(REPO)]
+    paths = [str(REPO / name) for name in ("runtime", "export", "bench", "serving", "engines")]
+    paths.append(str(REPO))
     if os.environ.get("PYTHONPATH"):
         paths.append(os.environ["PYTHONPATH"])
     return {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "PYTHONUNBUFFERED": "1"}
@@ -65,3 +66,19 @@ def tiny_bundle(tiny_run, tmp_path_factory) -> Path:
         export_bundle(tiny_run, bundle, fp16=True, force=True)
         (parent / ".complete").touch()
     return bundle
+
+
+@pytest.fixture(scope="session")
+def rtx_engines(tiny_bundle, tmp_path_factory) -> Path:
+    """An engine cache with real TensorRT-RTX plans of every tiny_bundle graph, fp32 and fp16,
+    batch profile 1:2:4 (TensorRT-RTX builds without a GPU). Read-only: copy it to modify it.
+    Skipped where tensorrt_rtx is not installed (`make test` installs it)."""
+    pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is not installed (make test does)")
+    from bld_engines.builder import BuildOptions, build_bundle
+    from bld_runtime.engine_cache import BatchProfile
+
+    cache = tmp_path_factory.mktemp("rtx_engines") / "cache"
+    for precision in ("fp32", "fp16"):
+        build_bundle(tiny_bundle, cache, BuildOptions(precision=precision, flavour="tensorrt_rtx",
+                                                      profiles=(BatchProfile(1, 2, 4),)))
+    return cache

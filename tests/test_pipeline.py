@@ -222,6 +222,44 @@ def test_callback_sees_every_step_and_can_cancel(pipe):
         pipe.generate(n=2, seeds=1, callback=stop)
 
 
+
+def test_loops_that_run_all_steps_at_once_unless_the_steps_are_asked_for(pipe):
+    """The native TensorRT loop replays the K steps as one CUDA graph (Loop.run_all). The
+    pipeline's side of it: run_all only without trace or teacher states, the callback once per
+    chunk with step = K, the same bits. A CPU loop whose run_all runs its own K steps stands in
+    for the device loop (the real one needs a GPU: benchmarks/gpu_check.sh runs it)."""
+    from bld_runtime.backends.cpu import CpuBackend, CpuLoop
+
+    class AllAtOnceLoop(CpuLoop):
+        runs = 0
+
+        def run_all(self):
+            AllAtOnceLoop.runs += 1
+            for i in range(self.num_steps):
+                self.run_step(i)
+                self.advance(i)
+            return True
+
+    class AllAtOnceBackend(CpuBackend):
+        def _make_loop(self, batch):
+            return AllAtOnceLoop(self, batch)
+
+    fused = Pipeline(pipe.bundle, AllAtOnceBackend(pipe.bundle), "fp32")
+    K, shape = pipe.num_steps, (3,) + pipe.latent_shape
+    request = dict(n=3, seeds=5, classes=[1, 2, 3], guidance=1.0)
+    seen = []
+    out = fused.generate(**request, callback=lambda step, k, bits: seen.append((step, k,
+                                                                                bits.shape)))
+    assert AllAtOnceLoop.runs == 1 and seen == [(K, K, shape)]
+    np.testing.assert_array_equal(out.bits, pipe.generate(**request).bits)
+    with pytest.raises(CancelledError, match=f"after step {K} of {K}"):
+        fused.generate(**request, callback=lambda step, k, bits: False)
+    traced = fused.generate(**request, trace=True)  # the steps are asked for: step by step
+    teacher = fused.generate(**request, teacher_states=traced.trace.states)
+    assert AllAtOnceLoop.runs == 2
+    np.testing.assert_array_equal(traced.bits, out.bits)
+    np.testing.assert_array_equal(teacher.bits, out.bits)
+
 def test_encode_deterministic_and_seeded(pipe):
     images = pipe.generate(n=5, seeds=11).images
     probs = pipe.encode_probs(images)

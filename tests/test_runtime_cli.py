@@ -128,6 +128,12 @@ def test_inpaint_writes_one_png(pipe, tiny_bundle, digit_png, tmp_path):
     (["--backend", "metal"], "Invalid value for '--backend'"),
     (["--threads", "-1"], "Invalid value for '--threads': -1 is not in the range x>=0"),
     (["--threads", "1000"], "intra_op_threads is 1000, more than the"),
+    (["--dla", "0"], "--dla applies to --backend tensorrt only"),
+    (["--dla", "-1", "--backend", "tensorrt"], "Invalid value for '--dla': -1 is not in the "
+                                               "range x>=0"),
+    (["--rebuild-if-stale"], "--rebuild-if-stale applies to --backend tensorrt only"),
+    (["--engine-cache", "somewhere"], "--engine-cache applies to --backend tensorrt and "
+                                      "tensorrt-ep"),
 ])
 def test_sample_errors(tiny_bundle, tmp_path, args, message):
     out = tmp_path / "out"
@@ -289,3 +295,16 @@ def test_encode_help_states_the_runtime_default_rounds():
     result = bld("encode", "--help")
     assert result.exit_code == 0
     assert f"[default: {CANONICAL_ROUNDS}]" in " ".join(result.output.split())
+
+
+def test_progress_counts_steps_whether_called_per_step_or_once_per_chunk():
+    """A backend that replays all K steps as one CUDA graph calls back once per chunk with
+    step = K; the bar advances by the steps done since the last call either way."""
+    advanced = []
+    progress = cli_module.Progress(3 * 16, "sampling")
+    progress.advance = advanced.append
+    for step in range(1, 17):  # a chunk step by step
+        progress(step, 16, None)
+    progress(16, 16, None)  # two chunks as CUDA graphs
+    progress(16, 16, None)
+    assert advanced == [1] * 16 + [16, 16]

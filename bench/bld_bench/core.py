@@ -170,7 +170,8 @@ class TimedBackend:
     (One pipeline per benchmark contender, used by one thread.)
 
     GPU loops return before their kernels finish, so after each timed call we wait for the
-    device; that adds one synchronisation per stage, which the pipeline would not do.
+    device (CuPy's for the onnxruntime GPU backends, the native TensorRT backend's own
+    `synchronize`); that adds one synchronisation per stage, which the pipeline would not do.
     """
 
     def __init__(self, inner: Backend):
@@ -178,7 +179,10 @@ class TimedBackend:
         self.clock = StageClock(inner.num_steps)
         cupy = getattr(inner, "cp", None)
         device = getattr(inner.options, "device_id", 0)
-        self.sync = (lambda: cupy.cuda.Device(device).synchronize()) if cupy else (lambda: None)
+        if cupy is not None:
+            self.sync = lambda: cupy.cuda.Device(device).synchronize()
+        else:
+            self.sync = getattr(inner, "synchronize", lambda: None)
 
     @contextlib.contextmanager
     def loop(self, batch):
@@ -217,16 +221,21 @@ class RuntimeBackend(BenchBackend):
         return out.images
 
     def _note_device_memory(self):
-        cupy = getattr(self.timed.inner, "cp", None)
+        inner = self.timed.inner
+        cupy = getattr(inner, "cp", None)
         if cupy is not None:  # onnxruntime's arena keeps its peak, so "in use now" ~ the peak
             free, total = cupy.cuda.runtime.memGetInfo()
             self._device_peak = max(self._device_peak, total - free)
+        elif hasattr(inner, "memory_in_use"):  # native TensorRT: buffers allocated once
+            self._device_peak = max(self._device_peak, inner.memory_in_use())
 
     def reset_device_peak(self):
         self._device_peak = 0
 
     def device_peak_bytes(self):
-        return self._device_peak if getattr(self.timed.inner, "cp", None) else None
+        inner = self.timed.inner
+        on_device = getattr(inner, "cp", None) is not None or hasattr(inner, "memory_in_use")
+        return self._device_peak if on_device else None
 
 
 def plugin_backends() -> dict:

@@ -4,6 +4,8 @@
     bld-export inspect BUNDLE
     bld-export verify BUNDLE [--run RUN_DIR]
     bld-export triton BUNDLE -o REPO ...  (a Triton model repository; from bld_serving)
+    bld-export engine ...        (TensorRT engines; from bld_engines, loaded when run)
+    bld-export doctor            (GPU, CUDA, TensorRT and onnxruntime providers; bld_engines)
 
 Every failure prints one line, `error: <message>`, and exits 1, without a traceback.
 """
@@ -18,9 +20,11 @@ from bld_runtime.cli import OneLineErrorGroup
 from .flops import format_flops
 
 
-#: Commands other packages contribute, imported only when named (bld_serving depends on
-#: bld_runtime only; bld_export knows it by name, so neither imports the other at start).
-LAZY_COMMANDS = {"triton": ("bld_serving.cli", "triton")}
+#: Commands other packages contribute, imported only when named (bld_serving and bld_engines
+#: depend on bld_runtime only; bld_export knows them by name, so none imports another at start).
+LAZY_COMMANDS = {"triton": ("bld_serving.cli", "triton"),
+                 "engine": ("bld_engines.cli", "engine"),
+                 "doctor": ("bld_engines.doctor", "doctor")}
 
 
 class ExportGroup(OneLineErrorGroup):
@@ -40,6 +44,22 @@ class ExportGroup(OneLineErrorGroup):
 
             raise BldError(f"`bld-export {name}` comes from {module}, which cannot be imported "
                            f"here ({e})") from None
+
+    def format_commands(self, ctx, formatter):
+        """Like click's, but a command whose package cannot be imported here is still listed."""
+        from bld_runtime.errors import BldError
+
+        names = self.list_commands(ctx)
+        limit = formatter.width - 6 - max(map(len, names))  # as click lays it out
+        rows = []
+        for name in names:
+            try:
+                rows.append((name, self.get_command(ctx, name).get_short_help_str(limit)))
+            except BldError:
+                rows.append((name, f"(needs {LAZY_COMMANDS[name][0].split('.')[0]}, "
+                                   "not installed)"))
+        with formatter.section("Commands"):
+            formatter.write_dl(rows)
 
 
 @click.group(cls=ExportGroup)

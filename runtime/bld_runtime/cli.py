@@ -130,11 +130,21 @@ def main():
 # --- shared options ------------------------------------------------------------------------
 
 def runtime_options(batched: bool = True):
-    """--backend, --precision, --threads (and --no-chunk for commands that take a batch)."""
+    """--backend, --precision, --threads, the TensorRT options (--engine-cache,
+    --rebuild-if-stale, --dla) and --no-chunk for commands that take a batch."""
 
     def decorate(f):
         from .backends import BACKENDS
 
+        f = click.option("--dla", "dla_core", type=click.IntRange(min=0), default=None,
+                         help="--backend tensorrt: run the engines built for this DLA core "
+                              "(bld-export engine --dla N).")(f)
+        f = click.option("--rebuild-if-stale", is_flag=True,
+                         help="--backend tensorrt: rebuild the engines the cache refuses "
+                              "(needs bld_engines and a TensorRT builder).")(f)
+        f = click.option("--engine-cache", type=click.Path(file_okay=False), default=None,
+                         help="TensorRT engine cache (bld-export engine -o CACHE) for "
+                              "--backend tensorrt/tensorrt-ep [default: BUNDLE/engines].")(f)
         f = click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
                          help="onnxruntime intra-op threads (0 = one per core).")(f)
         f = click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32",
@@ -150,16 +160,29 @@ def runtime_options(batched: bool = True):
     return decorate
 
 
-def _load(bundle, backend, precision, threads):
+def _load(bundle, backend, precision, threads, engine_cache=None, rebuild_if_stale=False,
+          dla_core=None):
     import onnxruntime
 
     from .backends import BackendOptions
     from .pipeline import Pipeline
 
+    if backend != "tensorrt":
+        for given, option in ((rebuild_if_stale, "--rebuild-if-stale"),
+                              (dla_core is not None, "--dla")):
+            if given:
+                raise InvalidRequestError(f"{option} applies to --backend tensorrt only")
+    if engine_cache is not None and backend not in ("tensorrt", "tensorrt-ep"):
+        raise InvalidRequestError("--engine-cache applies to --backend tensorrt and tensorrt-ep")
+    if engine_cache is None and backend == "tensorrt-ep":
+        engine_cache = str(Path(bundle) / "engines")  # bld-export engine's default
     onnxruntime.set_default_logger_severity(4)  # a CLI says one line of its own, not ORT's
 
     return Pipeline.load(bundle, backend=backend, precision=precision,
-                         options=BackendOptions(intra_op_threads=threads))
+                         options=BackendOptions(intra_op_threads=threads,
+                                                trt_cache_dir=engine_cache,
+                                                trt_rebuild_if_stale=rebuild_if_stale,
+                                                trt_dla_core=dla_core))
 
 
 def parse_seed(text: str) -> int:
@@ -218,6 +241,7 @@ class Progress:
                                 TextColumn(unit), TimeElapsedColumn(), console=console,
                                 transient=True, disable=not console.is_terminal)
         self.task = self.bar.add_task(label, total=total)
+        self._last = 0  # the step of the last callback within the current chunk
 
     def __enter__(self):
         self.bar.__enter__()
@@ -230,7 +254,10 @@ class Progress:
         self.bar.advance(self.task, amount)
 
     def __call__(self, step, num_steps, bits):
-        self.advance()
+        # One call per step, or one per chunk (step = K) when the backend replays all K steps
+        # as a CUDA graph: advance by the steps done since the last call.
+        self.advance(step - self._last)
+        self._last = 0 if step == num_steps else step
 
 
 # --- commands ------------------------------------------------------------------------------
@@ -252,7 +279,8 @@ class Progress:
                    "NNNNN.stepKK.png (0 = none).")
 @runtime_options()
 def sample(bundle, count, seed, class_, guidance, temperature, out_dir, force, server,
-           preview_every, backend, precision, threads, chunk):
+           preview_every, backend, precision, threads, engine_cache, rebuild_if_stale, dla_core,
+           chunk):
     """Generate images: PNGs, their packed bits (bits.bldz), a grid.png, samples.json.
 
     Images are written as each chunk of the bundle's max_batch completes, so memory stays
@@ -268,7 +296,8 @@ def sample(bundle, count, seed, class_, guidance, temperature, out_dir, force, s
             raise InvalidRequestError("--server samples with the server's bundle: omit BUNDLE")
         context = click.get_current_context()
         local = [f"--{name.replace('_', '-')}" for name in ("backend", "precision", "threads",
-                                                            "chunk")
+                                                            "chunk", "engine_cache",
+                                                            "rebuild_if_stale", "dla_core")
                  if context.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE]
         if local:
             raise InvalidRequestError(f"{', '.join(local)} chooses how the local runtime runs; "
@@ -280,7 +309,7 @@ def sample(bundle, count, seed, class_, guidance, temperature, out_dir, force, s
         raise InvalidRequestError("give a BUNDLE to sample locally, or --server URL")
     if preview_every:
         raise InvalidRequestError("--preview-every streams from a grpc:// --server only")
-    pipe = _load(bundle, backend, precision, threads)
+    pipe = _load(bundle, backend, precision, threads, engine_cache, rebuild_if_stale, dla_core)
     classes = parse_classes(class_, count, pipe.num_classes)
     if not chunk and count > pipe.max_batch:
         raise InvalidRequestError(
@@ -346,7 +375,7 @@ def _sample_remote(server, count, seed, class_, guidance, temperature, out_dir, 
                    "size, as training does; without it images must match exactly.")
 @runtime_options()
 def encode(bundle, images, out_file, seed, canonical, rounds, fit_size, backend, precision,
-           threads, chunk):
+           threads, engine_cache, rebuild_if_stale, dla_core, chunk):
     """Encode images into packed latent bits (default: the paper's p > 0.5)."""
     import numpy as np
 
@@ -360,7 +389,7 @@ def encode(bundle, images, out_file, seed, canonical, rounds, fit_size, backend,
     if rounds is not None and not canonical:
         raise InvalidRequestError("--rounds applies to --canonical encoding only")
     seed = None if seed is None else parse_seed(seed)
-    pipe = _load(bundle, backend, precision, threads)
+    pipe = _load(bundle, backend, precision, threads, engine_cache, rebuild_if_stale, dla_core)
     H, W, ch = pipe.image_shape
     batch = np.stack([load_image(p, H, W, ch, fit_size) for p in images])
     with warnings.catch_warnings(record=True) as caught:
@@ -382,12 +411,13 @@ def encode(bundle, images, out_file, seed, canonical, rounds, fit_size, backend,
               help="Folder for the decoded PNGs (new or empty).")
 @click.option("--force", is_flag=True, help="Replace an earlier run's output in that folder.")
 @runtime_options()
-def decode(bundle, bits_file, out_dir, force, backend, precision, threads, chunk):
+def decode(bundle, bits_file, out_dir, force, backend, precision, threads, engine_cache,
+           rebuild_if_stale, dla_core, chunk):
     """Decode packed latent bits (.bldz or .npy) into PNG images."""
     from .bits import load_bits
     from .sampling import write_decoded
 
-    pipe = _load(bundle, backend, precision, threads)
+    pipe = _load(bundle, backend, precision, threads, engine_cache, rebuild_if_stale, dla_core)
     latent = pipe.manifest.latent
     bits = load_bits(bits_file, (latent.height, latent.width, latent.bits))
     if not chunk and len(bits) > pipe.max_batch:
@@ -412,14 +442,14 @@ def decode(bundle, bits_file, out_dir, force, backend, precision, threads, chunk
                    "match the fitted size).")
 @runtime_options(batched=False)
 def inpaint(bundle, image, mask_file, seed, class_, guidance, temperature, out_file, fit_size,
-            backend, precision, threads):
+            backend, precision, threads, engine_cache, rebuild_if_stale, dla_core):
     """Regenerate the white region of MASK in IMAGE (every latent token it touches)."""
     from .images import load_image, load_mask, save_png
 
     if Path(out_file).suffix.lower() != ".png":
         raise InvalidRequestError(f"-o must end in .png, got {out_file!r}")
     seed = parse_seed(seed)
-    pipe = _load(bundle, backend, precision, threads)
+    pipe = _load(bundle, backend, precision, threads, engine_cache, rebuild_if_stale, dla_core)
     H, W, ch = pipe.image_shape
     pixels = load_image(image, H, W, ch, fit_size)
     regenerate = load_mask(mask_file, H, W)

@@ -26,6 +26,11 @@ class BackendUnavailableError(BldError):
     """A backend or execution provider that is not installed or cannot run here."""
 
 
+class StaleEngineError(BldError):
+    """A cached TensorRT engine that must not be loaded: altered, foreign or built for another
+    graph, version, GPU, precision or batch range."""
+
+
 class PackedBitsError(BldError):
     """A packed-bits file that is corrupt or does not match the bundle's latent shape."""
 

@@ -17,11 +17,12 @@ implementation of each guarantee:
 from __future__ import annotations
 
 import contextlib
+import glob
 import hashlib
 import os
 import shutil
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 from .errors import OutputError
@@ -79,17 +80,21 @@ def atomic_write(target: str | os.PathLike[str], payload: bytes, durable: bool =
     return atomic_write_with(target, lambda tmp: tmp.write_bytes(payload), durable)
 
 
-def sweep_temporaries(directory: str | os.PathLike[str]) -> list[Path]:
-    """Remove the temporaries of atomic writes that a killed process left in `directory`.
+def sweep_temporaries(directory: str | os.PathLike[str],
+                      names: Iterable[str] | None = None) -> list[Path]:
+    """Remove the temporaries of atomic writes that a killed process left in `directory`
+    (only those of the files `names`, when given).
 
-    Only call it while holding the lock that every writer of `directory` takes: a live writer's
-    temporary looks the same as a dead one's.
+    Only call it while holding the lock that every writer of those files takes: a live
+    writer's temporary looks the same as a dead one's.
     """
     directory = Path(directory)
     if not directory.is_dir():
         return []
+    patterns = [f".*{TMP_SUFFIX}"] if names is None else [f".{glob.escape(n)}.*{TMP_SUFFIX}"
+                                                          for n in names]
     swept = []
-    for path in directory.glob(f".*{TMP_SUFFIX}"):
+    for path in (p for pattern in patterns for p in directory.glob(pattern)):
         if path.is_file() and not path.is_symlink():
             path.unlink(missing_ok=True)
             swept.append(path)

@@ -118,7 +118,9 @@ class Pipeline:
         mask, known_bits: inpainting in latent space, (L, C) or (N, L, C) of 0/1; where mask
           is 1 the known bit is kept.
         callback(step, K, bits): called after each step (step = 1..K) of each chunk with the
-          chunk's current bits (a view, valid during the call); returning False cancels.
+          chunk's current bits (a view, valid during the call); returning False cancels. A
+          backend that runs the K steps as one CUDA graph ("tensorrt") calls it once per
+          chunk, with step = K, unless trace or teacher_states ask for the steps.
         trace: record every step's input bits and probabilities (Generation.trace).
         chunk: split batches above the bundle's max_batch (else such a batch is an error).
         teacher_states: (K, N, L, C) bits fed to each step instead of our own (parity tests).
@@ -202,6 +204,12 @@ class Pipeline:
             loop.start(r.seeds(lo, hi), r.classes(lo, hi), _rows(r.temperature, lo, hi),
                        _rows(r.guidance, lo, hi), r.guided, _rows(r.mask, lo, hi),
                        _rows(r.known, lo, hi))
+            if r.teacher is None and record is None and loop.run_all():
+                if callback is not None and callback(K, K, loop.bits_view()) is False:
+                    raise CancelledError(f"generation cancelled by the callback after step {K} "
+                                         f"of {K}")
+                loop.read_bits(out)
+                return
             for i in range(K):
                 if r.teacher is not None:
                     loop.set_bits(r.teacher[i, lo:hi])

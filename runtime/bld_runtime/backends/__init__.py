@@ -1,4 +1,5 @@
-"""Backends by name: "cpu" (default), "cuda" and "tensorrt-ep" (onnxruntime GPU providers).
+"""Backends by name: "cpu" (default), "cuda" and "tensorrt-ep" (onnxruntime GPU providers),
+"tensorrt" (native TensorRT engines from an engine cache, the K steps as one CUDA graph).
 
 Every backend implements base.Backend; `create` picks one by name and reports clearly when a
 backend cannot run here (missing provider, missing CuPy, no device). The names are importable
@@ -6,7 +7,7 @@ without onnxruntime (the CLI lists them in --help); everything else loads on fir
 """
 from __future__ import annotations
 
-BACKENDS = ("cpu", "cuda", "tensorrt-ep")
+BACKENDS = ("cpu", "cuda", "tensorrt-ep", "tensorrt")
 _FROM_BASE = ("Backend", "BackendOptions", "Loop", "available_providers", "usable_cores")
 
 
@@ -25,6 +26,10 @@ def create(name: str, bundle, precision: str = "fp32", options=None):
 
         cls = CudaBackend if name == "cuda" else TensorRTBackend
         return cls(bundle, precision, options)
+    if name == "tensorrt":
+        from .tensorrt import TensorRTBackend as NativeTensorRTBackend
+
+        return NativeTensorRTBackend(bundle, precision, options)
     raise BackendUnavailableError(
         f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)} (onnxruntime here has "
         f"{', '.join(available_providers())})")

@@ -30,7 +30,8 @@ import onnxruntime as ort
 
 from ..errors import (BackendError, BackendUnavailableError, InvalidRequestError,
                       ManifestError)
-from ..manifest import BATCH, FP16_SUFFIX, KINDS, Bundle, GraphSpec, check_graph_facts
+from ..manifest import BATCH, FP16_SUFFIX, KINDS, Bundle, GraphSpec, Manifest, check_graph_facts
+from ..trt_flavours import FLAVOURS
 
 OPTIMIZATION_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -61,8 +62,14 @@ class BackendOptions:
     inter_op_threads: int = 0
     graph_optimization: str = "all"  # disable | basic | extended | all
     device_id: int = 0  # CUDA device, for the GPU backends
-    trt_cache_dir: str | None = None  # where TensorRT keeps built engines ("tensorrt-ep")
+    # The engine cache: bld-export engine's (native "tensorrt" backend; default BUNDLE/engines)
+    # and onnxruntime's own engines in a subfolder of it ("tensorrt-ep").
+    trt_cache_dir: str | None = None
     trt_fp16: bool = False  # let TensorRT pick fp16 kernels ("tensorrt-ep")
+    trt_timing_cache: str | None = None  # timing cache file, shared by builds ("tensorrt-ep")
+    trt_flavour: str | None = None  # "tensorrt" | "tensorrt_rtx" | None: the first importable
+    trt_rebuild_if_stale: bool = False  # "tensorrt": rebuild refused engines (bld_engines)
+    trt_dla_core: int | None = None  # "tensorrt": run the engines built for this DLA core
     # Park onnxruntime's intra-op threads when a graph call ends instead of letting them spin:
     # between step calls the loop samples on the calling thread, and after the loop the decoder
     # runs in another session, and threads still spinning would take the cores from both. The
@@ -81,11 +88,23 @@ class BackendOptions:
                 raise InvalidRequestError(
                     f"{name} is {getattr(self, name)}, more than the {cores} cores this process "
                     "may use (more threads than cores only slows onnxruntime down)")
+        if self.trt_dla_core is not None and (not isinstance(self.trt_dla_core, int)
+                                              or isinstance(self.trt_dla_core, bool)
+                                              or self.trt_dla_core < 0):
+            raise InvalidRequestError(f"trt_dla_core must be None or an integer >= 0, "
+                                      f"got {self.trt_dla_core!r}")
+        if self.trt_flavour is not None and self.trt_flavour not in FLAVOURS:
+            raise InvalidRequestError(f"trt_flavour must be None or one of {', '.join(FLAVOURS)}, "
+                                      f"got {self.trt_flavour!r}")
+        for name in ("trt_cache_dir", "trt_timing_cache"):
+            if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
+                raise InvalidRequestError(f"{name} must be None or a path (str), "
+                                          f"got {getattr(self, name)!r}")
         if self.graph_optimization not in OPTIMIZATION_LEVELS:
             raise InvalidRequestError(
                 f"graph_optimization must be one of {', '.join(OPTIMIZATION_LEVELS)}, "
                 f"got {self.graph_optimization!r}")
-        for name in ("trt_fp16", "stop_spinning"):
+        for name in ("trt_fp16", "stop_spinning", "trt_rebuild_if_stale"):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidRequestError(f"{name} must be True or False, "
                                           f"got {getattr(self, name)!r}")
@@ -180,6 +199,12 @@ class Loop(ABC):
     def bits_view(self) -> np.ndarray:
         """The current bits as a host uint8 array, valid until the next call (for previews)."""
 
+    def run_all(self) -> bool:
+        """Run steps 0..K-1 (run_step + advance each) in one go after `start`, or return False
+        when this loop only runs step by step. The native TensorRT loop replays all K steps as
+        one CUDA graph."""
+        return False
+
 
 class Backend(ABC):
     """onnxruntime sessions for one bundle's graphs plus a pool of loops per batch size."""
@@ -213,39 +238,25 @@ class Backend(ABC):
     def providers(self) -> list[Any]:
         """The execution providers (with options) of this backend's sessions."""
 
+    def providers_for(self, kind: str) -> list[Any]:
+        """The providers of one graph kind's session (the TensorRT EP adds the graph's batch
+        profile); by default `providers()`."""
+        return self.providers()
+
     def _load_session(self, graph: Graph) -> ort.InferenceSession:
         """A session made from the graph's verified bytes, checked against the manifest."""
-        data = self.bundle.read_graph(graph.name)
-        options = self.options.session_options()
-        empty = tempfile.mkdtemp(prefix="bld-no-external-data-")
-        options.add_session_config_entry(_EXTERNAL_DATA_KEY, empty)
-        try:
-            session = ort.InferenceSession(data, sess_options=options,
-                                           providers=self.providers())
-        except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types
-            raise self._load_error(graph, e) from None
-        finally:
-            shutil.rmtree(empty, ignore_errors=True)
-        check_session_io(graph, session)
-        check_graph_facts(self.manifest, graph.name, session.get_modelmeta().custom_metadata_map)
-        self._check_providers(session)
+        providers = self.providers_for(graph.kind)
+        session = checked_session(self.manifest, graph, self.bundle.read_graph(graph.name),
+                                  self.options.session_options(), providers)
+        self._check_providers(session, providers)
         return session
-
-    def _load_error(self, graph: Graph, error: Exception) -> ManifestError:
-        text = _first_line(error)
-        where = f"graph {graph.name!r} ({graph.spec.file})"
-        if "external data" in text.lower():
-            return ManifestError(f"{where} keeps tensors in external data files, which bundles "
-                                 "do not allow (every graph must be one self-contained .onnx "
-                                 "file covered by its sha256)")
-        return ManifestError(f"onnxruntime cannot load {where}: {text}")
 
     def session(self, kind: str) -> ort.InferenceSession:
         return self._sessions[kind]
 
-    def _check_providers(self, sess: ort.InferenceSession) -> None:
+    def _check_providers(self, sess: ort.InferenceSession, providers: list[Any]) -> None:
         """onnxruntime silently falls back to the CPU when a provider cannot start: refuse."""
-        wanted = [p[0] if isinstance(p, tuple) else p for p in self.providers()]
+        wanted = [p[0] if isinstance(p, tuple) else p for p in providers]
         if wanted[0] not in sess.get_providers():
             raise BackendUnavailableError(
                 f"backend {self.name!r}: onnxruntime could not start {wanted[0]} (it fell back to "
@@ -303,6 +314,35 @@ class Backend(ABC):
         feeds = dict(zip(graph.inputs, values, strict=True))
         session = self._sessions[kind]
         return run_guarded(graph, session.run, [graph.output], feeds)[0]
+
+
+def checked_session(manifest: Manifest, graph: Graph, data: bytes,
+                    options: ort.SessionOptions, providers: list[Any]) -> ort.InferenceSession:
+    """A session made from `data` (the graph's bytes, already checked against its sha256), with
+    external data refused, its I/O and its recorded facts (bld.graph) checked against the
+    manifest. The backends load their graphs through it; bld_engines checks a graph with it
+    before handing the same bytes to TensorRT."""
+    empty = tempfile.mkdtemp(prefix="bld-no-external-data-")
+    options.add_session_config_entry(_EXTERNAL_DATA_KEY, empty)
+    try:
+        session = ort.InferenceSession(data, sess_options=options, providers=providers)
+    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types
+        raise _load_error(graph, e) from None
+    finally:
+        shutil.rmtree(empty, ignore_errors=True)
+    check_session_io(graph, session)
+    check_graph_facts(manifest, graph.name, session.get_modelmeta().custom_metadata_map)
+    return session
+
+
+def _load_error(graph: Graph, error: Exception) -> ManifestError:
+    text = _first_line(error)
+    where = f"graph {graph.name!r} ({graph.spec.file})"
+    if "external data" in text.lower():
+        return ManifestError(f"{where} keeps tensors in external data files, which bundles "
+                             "do not allow (every graph must be one self-contained .onnx "
+                             "file covered by its sha256)")
+    return ManifestError(f"onnxruntime cannot load {where}: {text}")
 
 
 def run_guarded(graph: Graph, call: Any, *args: Any) -> Any:

@@ -8,6 +8,8 @@ provider, these backends raise BackendUnavailableError saying what is missing.
 """
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 
 from ..errors import BackendUnavailableError
@@ -163,14 +165,47 @@ class TensorRTBackend(CudaBackend):
         return [(self.provider, tensorrt_provider_options(self.options)),
                 ("CUDAExecutionProvider", cuda_provider_options(self.options))]
 
+    def providers_for(self, kind):
+        return tensorrt_ep_providers(self.graphs[kind].spec, self.manifest.max_batch,
+                                     self.options)
+
 
 def cuda_provider_options(options) -> dict:
     return {"device_id": str(options.device_id)}
 
 
+#: onnxruntime's TensorRT EP keeps its engines (its own file names, no manifests) here, inside
+#: the engine-cache folder that `bld-export engine` and the native backend use.
+ORT_ENGINE_SUBDIR = "onnxruntime-trt-ep"
+
+
 def tensorrt_provider_options(options) -> dict:
-    """TensorRT EP options; the engine cache avoids rebuilding engines at every start."""
+    """TensorRT EP options: the engine cache avoids rebuilding engines at every start, and the
+    timing cache is the directory of the builder's timing-cache file (the EP names its file)."""
     opts = {"device_id": str(options.device_id), "trt_fp16_enable": str(options.trt_fp16)}
     if options.trt_cache_dir:
-        opts.update(trt_engine_cache_enable="True", trt_engine_cache_path=options.trt_cache_dir)
+        opts.update(trt_engine_cache_enable="True",
+                    trt_engine_cache_path=str(Path(options.trt_cache_dir) / ORT_ENGINE_SUBDIR))
+    if options.trt_timing_cache:
+        opts.update(trt_timing_cache_enable="True",
+                    trt_timing_cache_path=str(Path(options.trt_timing_cache).parent))
     return opts
+
+
+def tensorrt_ep_providers(spec, max_batch: int, options) -> list:
+    """The TensorRT EP (then CUDA) for one graph, with its batch profile 1..max_batch tuned for
+    max_batch (what `bld-export engine` builds by default), read from the graph's spec."""
+    opts = {**tensorrt_provider_options(options), **profile_options(spec, 1, max_batch,
+                                                                    max_batch)}
+    return [("TensorrtExecutionProvider", opts),
+            ("CUDAExecutionProvider", cuda_provider_options(options))]
+
+
+def profile_options(spec, lo: int, opt: int, hi: int) -> dict:
+    """trt_profile_{min,opt,max}_shapes for one graph: "bits:1x64x8,step:1,..."."""
+    def shapes(batch):
+        return ",".join(f"{t.name}:" + "x".join(str(batch if isinstance(d, str) else d)
+                                                for d in t.shape) for t in spec.inputs)
+
+    return {"trt_profile_min_shapes": shapes(lo), "trt_profile_opt_shapes": shapes(opt),
+            "trt_profile_max_shapes": shapes(hi)}
