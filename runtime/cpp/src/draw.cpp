@@ -1,0 +1,42 @@
+#include "draw.hpp"
+
+#include "bld_philox.h"
+
+namespace bld::core {
+
+void draw_image(const float *p, uint64_t seed, uint64_t subsequence, size_t n, float *bits,
+                const uint8_t *keep, const float *known) {
+    const bld_u64 blocks = (n + 3) / 4;
+    for (bld_u64 j = 0; j < blocks; ++j)
+        bld_draw_block(p, seed, subsequence, j, n, bits, keep, known);
+}
+
+void threshold_image(const float *p, size_t n, float *bits, const uint8_t *keep,
+                     const float *known) {
+    for (size_t e = 0; e < n; ++e) bits[e] = (keep && keep[e]) ? known[e] : (p[e] > 0.5f ? 1.0f : 0.0f);
+}
+
+void philox_words(uint64_t seed, uint64_t subsequence, size_t n, uint32_t *out) {
+    for (size_t j = 0; 4 * j < n; ++j) {
+        bld_u32 c[4] = {static_cast<bld_u32>(j), static_cast<bld_u32>(static_cast<uint64_t>(j) >> 32),
+                        static_cast<bld_u32>(subsequence), static_cast<bld_u32>(subsequence >> 32)};
+        bld_philox4x32_10(c, static_cast<bld_u32>(seed), static_cast<bld_u32>(seed >> 32));
+        for (size_t w = 0; w < 4 && 4 * j + w < n; ++w) out[4 * j + w] = c[w];
+    }
+}
+
+void philox_uniforms(uint64_t seed, uint64_t subsequence, size_t n, float *out) {
+    for (size_t j = 0; 4 * j < n; ++j) {
+        float u[4];
+        bld_block_uniforms(seed, subsequence, j, u);
+        for (size_t w = 0; w < 4 && 4 * j + w < n; ++w) out[4 * j + w] = u[w];
+    }
+}
+
+void philox_block(uint32_t counter[4], uint32_t k0, uint32_t k1) {
+    bld_philox4x32_10(counter, k0, k1);
+}
+
+float uniform_of_word(uint32_t word) { return bld_uniform(word); }
+
+}  // namespace bld::core
