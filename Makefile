@@ -8,7 +8,7 @@ BLD    := $(VENV)/bin/bld
 RUN    ?= runs/digits
 STAMP  := $(VENV)/.installed
 
-.PHONY: install demo test clean
+.PHONY: install demo test cpp clean
 
 install: $(STAMP)
 
@@ -25,8 +25,23 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BLD) demo --run $(RUN) $(if $(FRESH),--fresh,)
 
+# The C++ runtime's tests (tests/test_cpp_runtime.py) run last and build it first (`make cpp`).
 test: $(STAMP)
 	$(PY) -m pytest -q
 
+# The C++ runtime: its Debian packages and the ONNX Runtime headers (setup_deps.sh), then a
+# release build and an AddressSanitizer + UndefinedBehaviorSanitizer build of the library and the
+# two programs the bad-input tests run (bld-cpp, bld-probe).
+CPP      := runtime/cpp
+CPP_ORT  := $(abspath $(CPP)/.deps/onnxruntime)
+CPP_JOBS := $(shell nproc 2>/dev/null || echo 2)
+cpp:
+	$(CPP)/scripts/setup_deps.sh --python $(PY)
+	nice -n 10 cmake -S $(CPP) -B $(CPP)/build -DONNXRUNTIME_ROOT=$(CPP_ORT) >/dev/null
+	nice -n 10 cmake --build $(CPP)/build -j $(CPP_JOBS)
+	nice -n 10 cmake -S $(CPP) -B $(CPP)/build-asan -DONNXRUNTIME_ROOT=$(CPP_ORT) -DBLD_SANITIZE=ON \
+	    -DCMAKE_CXX_FLAGS_RELEASE=-O1 >/dev/null
+	nice -n 10 cmake --build $(CPP)/build-asan -j $(CPP_JOBS) --target bld-cpp bld-probe
+
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs $(CPP)/build $(CPP)/build-asan $(CPP)/.deps

@@ -65,3 +65,8 @@ def tiny_bundle(tiny_run, tmp_path_factory) -> Path:
         export_bundle(tiny_run, bundle, fp16=True, force=True)
         (parent / ".complete").touch()
     return bundle
+
+
+def pytest_collection_modifyitems(config, items):
+    """The C++ runtime's tests (marker `cpp`) run after all the others: they build it first."""
+    items.sort(key=lambda item: item.get_closest_marker("cpp") is not None)  # a stable sort

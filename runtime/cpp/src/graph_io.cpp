@@ -3,7 +3,7 @@
 #include <algorithm>
 
 #include "error.hpp"
-#include "pyfmt.hpp"
+#include "pyjson.hpp"
 
 namespace bld::core {
 

@@ -6,11 +6,10 @@
 #include "manifest.hpp"
 
 #include <algorithm>
-#include <regex>
 
 #include "contract.hpp"
 #include "error.hpp"
-#include "pyfmt.hpp"
+#include "pyjson.hpp"
 
 namespace bld::core {
 namespace {
@@ -169,10 +168,11 @@ GraphSpec parse_graph(const Json &v, const std::string &path) {
     g.outputs = parse_tensors(o["outputs"], o.path("outputs"));
     g.flops = get_int(o["flops"], o.path("flops"));
     o.check([&] {
-        static const std::regex sha("[0-9a-f]{64}");
         require(!g.file.empty(), "file must not be empty");
         require(g.flops >= 0, "flops must be >= 0, got " + std::to_string(g.flops));
-        require(std::regex_match(g.sha256, sha),
+        const bool hex = std::all_of(g.sha256.begin(), g.sha256.end(),
+                                     [](char c) { return (c >= '0' && c <= '9') || (c >= 'a' && c <= 'f'); });
+        require(g.sha256.size() == 64 && hex,
                 "sha256 must be 64 lowercase hexadecimal digits, got " + py::repr(g.sha256));
         require(g.opset >= 1, "opset must be >= 1, got " + std::to_string(g.opset));
         for (const auto *kind : {"inputs", "outputs"}) {

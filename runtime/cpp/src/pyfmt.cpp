@@ -76,28 +76,6 @@ std::string repr(double v) {
     return sign + out;
 }
 
-std::string repr(const Json &v) {
-    switch (v.type()) {
-        case Json::value_t::null: return "None";
-        case Json::value_t::boolean: return v.get<bool>() ? "True" : "False";
-        case Json::value_t::number_integer: return std::to_string(v.get<int64_t>());
-        case Json::value_t::number_unsigned: return std::to_string(v.get<uint64_t>());
-        case Json::value_t::number_float: return repr(v.get<double>());
-        case Json::value_t::string: return repr(v.get<std::string>());
-        case Json::value_t::array: {
-            std::vector<std::string> items;
-            for (const auto &item : v) items.push_back(repr(item));
-            return "[" + join(items, ", ") + "]";
-        }
-        case Json::value_t::object: {
-            std::vector<std::string> items;
-            for (const auto &[key, item] : v.items()) items.push_back(repr(key) + ": " + repr(item));
-            return "{" + join(items, ", ") + "}";
-        }
-        default: return "?";
-    }
-}
-
 std::string format_g(double v) {
     if (std::isnan(v)) return "nan";
     char buf[64];

@@ -6,15 +6,10 @@
 #include <string>
 #include <vector>
 
-#include <nlohmann/json.hpp>
-
 namespace bld::core::py {
-
-using Json = nlohmann::ordered_json;
 
 std::string repr(const std::string &s);  // 'abc', "it's"
 std::string repr(double v);              // 1.0, 1e-05, 1e+16, nan, inf
-std::string repr(const Json &v);         // None, True, 3, 0.5, 'x', [1, 2], {'k': 1}
 std::string format_g(double v);          // f"{v:g}"
 std::string path(const std::string &p);  // str(pathlib.Path(p)): "a//b/./c/" -> "a/b/c"
 
