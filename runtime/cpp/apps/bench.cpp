@@ -48,7 +48,7 @@ std::vector<size_t> parse_batches(const std::string &text) {
 struct Result {
     size_t batch;
     std::vector<double> total, model, sampling, decode, initial;
-    double model_sum = 0, decode_sum = 0, total_sum = 0;
+    double model_sum = 0, decode_sum = 0, total_sum = 0, sampling_sum = 0, initial_sum = 0;
 };
 
 }  // namespace
@@ -102,7 +102,8 @@ int bench(int argc, char **argv) {
             r.model.insert(r.model.end(), p.step_model.begin(), p.step_model.end());
             r.sampling.insert(r.sampling.end(), p.step_sampling.begin(), p.step_sampling.end());
             r.model_sum += std::accumulate(p.step_model.begin(), p.step_model.end(), 0.0);
-            r.decode_sum += p.decode, r.total_sum += p.total;
+            r.sampling_sum += std::accumulate(p.step_sampling.begin(), p.step_sampling.end(), 0.0);
+            r.decode_sum += p.decode, r.total_sum += p.total, r.initial_sum += p.initial;
         }
         results.push_back(std::move(r));
     }
@@ -111,8 +112,8 @@ int bench(int argc, char **argv) {
                 (long long)info.image_height, (long long)info.image_width, (long long)info.image_channels,
                 (long long)(info.latent_height * info.latent_width), (long long)info.latent_bits,
                 (long long)info.num_steps, args.get("--threads").c_str(), load_s);
-    std::printf("%5s %9s %9s %9s %9s %9s %10s %9s %9s\n", "batch", "p50 ms", "p90 ms", "img/s", "step ms",
-                "sample ms", "initial ms", "decode ms", "overhead");
+    std::printf("%5s %9s %9s %9s %9s %9s %10s %9s %9s  %s\n", "batch", "p50 ms", "p90 ms", "img/s", "step ms",
+                "sample ms", "initial ms", "decode ms", "overhead", "(sampling + initial + rest)");
     std::ostringstream json;
     json << "{\"schema\": \"bld-cpp-bench/1\", \"bundle\": \"" << bundle << "\", \"load_seconds\": " << load_s
          << ", \"settings\": {\"warmup\": " << warmup << ", \"iters\": " << iters << ", \"threads\": "
@@ -123,16 +124,19 @@ int bench(int argc, char **argv) {
         const double overhead = 1.0 - (r.model_sum + r.decode_sum) / r.total_sum;
         const double ips = double(r.batch) * double(r.total.size()) /
                            std::accumulate(r.total.begin(), r.total.end(), 0.0);
-        std::printf("%5zu %9.2f %9.2f %9.1f %9.3f %9.3f %10.3f %9.2f %8.2f%%\n", r.batch,
-                    percentile(r.total, 50) * 1e3, percentile(r.total, 90) * 1e3, ips,
+        const double sampling = r.sampling_sum / r.total_sum, initial = r.initial_sum / r.total_sum;
+        std::printf("%5zu %9.2f %9.2f %9.1f %9.3f %9.3f %10.3f %9.2f %8.2f%%  (%.2f%% + %.2f%% + %.2f%%)\n",
+                    r.batch, percentile(r.total, 50) * 1e3, percentile(r.total, 90) * 1e3, ips,
                     percentile(r.model, 50) * 1e3, percentile(r.sampling, 50) * 1e3,
-                    percentile(r.initial, 50) * 1e3, percentile(r.decode, 50) * 1e3, overhead * 100);
+                    percentile(r.initial, 50) * 1e3, percentile(r.decode, 50) * 1e3, overhead * 100,
+                    sampling * 100, initial * 100, (overhead - sampling - initial) * 100);
         json << (k ? ", " : "") << "{\"batch\": " << r.batch << ", \"runs\": " << r.total.size()
              << ", \"latency_p50\": " << percentile(r.total, 50) << ", \"latency_p90\": " << percentile(r.total, 90)
              << ", \"images_per_second\": " << ips << ", \"step_model_p50\": " << percentile(r.model, 50)
              << ", \"step_sampling_p50\": " << percentile(r.sampling, 50)
              << ", \"initial_p50\": " << percentile(r.initial, 50) << ", \"decode_p50\": " << percentile(r.decode, 50)
-             << ", \"overhead_share\": " << overhead << "}";
+             << ", \"overhead_share\": " << overhead << ", \"sampling_share\": " << sampling
+             << ", \"initial_share\": " << initial << "}";
     }
     json << "]}\n";
     std::printf("step ms / sample ms: median step graph call and draw of one denoising step; "

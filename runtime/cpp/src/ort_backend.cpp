@@ -177,7 +177,7 @@ class OrtLoop final : public Loop {
     void start(const LoopRequest &r) override;
     void run_step(int64_t i) override;
     void advance(int64_t i) override;
-    const uint8_t *bits() override { return bits_.data(); }
+    const uint8_t *bits() override;
     void read_probs(float *out) override { std::copy(probs_.begin(), probs_.end(), out); }
 
   private:
@@ -197,6 +197,7 @@ class OrtLoop final : public Loop {
     std::vector<int64_t> step_, classes_;
     std::vector<float> temperature_, guidance_;
     bool masked_ = false;
+    bool stale_ = true;  // bits_ lags state_: converted only when someone reads them
     const Graph *graph_ = nullptr;
     std::map<std::string, Binding> bindings_;
 };
@@ -343,8 +344,12 @@ void OrtLoop::advance(int64_t i) {
     finish_state();
 }
 
-void OrtLoop::finish_state() {
-    std::transform(state_.begin(), state_.end(), bits_.begin(), [](float v) { return uint8_t(v != 0.0f); });
+void OrtLoop::finish_state() { stale_ = true; }
+
+const uint8_t *OrtLoop::bits() {
+    if (stale_) std::transform(state_.begin(), state_.end(), bits_.begin(), [](float v) { return uint8_t(v != 0.0f); });
+    stale_ = false;
+    return bits_.data();
 }
 
 }  // namespace
