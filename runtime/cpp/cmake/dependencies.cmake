@@ -41,18 +41,15 @@ if(BLD_WITH_TENSORRT)
             PATHS /usr/include/aarch64-linux-gnu /usr/include/x86_64-linux-gnu)
   find_library(BLD_TRT_LIBRARY nvinfer HINTS "${TENSORRT_ROOT}/lib"
                PATHS /usr/lib/aarch64-linux-gnu /usr/lib/x86_64-linux-gnu)
-  find_library(BLD_TRT_PARSER nvonnxparser HINTS "${TENSORRT_ROOT}/lib"
-               PATHS /usr/lib/aarch64-linux-gnu /usr/lib/x86_64-linux-gnu)
-  if(NOT BLD_TRT_INCLUDE_DIR OR NOT BLD_TRT_LIBRARY OR NOT BLD_TRT_PARSER OR NOT CUDAToolkit_FOUND
-     OR NOT TARGET CUDA::nvrtc)
-    message(FATAL_ERROR "BLD_WITH_TENSORRT=ON needs TensorRT (NvInfer.h, libnvinfer, "
-                        "libnvonnxparser) and the CUDA toolkit (cudart, nvrtc); found NvInfer.h: "
-                        "${BLD_TRT_INCLUDE_DIR}, nvinfer: ${BLD_TRT_LIBRARY}, nvonnxparser: "
-                        "${BLD_TRT_PARSER}, CUDA: ${CUDAToolkit_FOUND}. Set TENSORRT_ROOT (JetPack "
-                        "installs it under /usr) or configure with -DBLD_WITH_TENSORRT=OFF.")
+  if(NOT BLD_TRT_INCLUDE_DIR OR NOT BLD_TRT_LIBRARY OR NOT CUDAToolkit_FOUND OR NOT TARGET CUDA::nvrtc)
+    message(FATAL_ERROR "BLD_WITH_TENSORRT=ON needs the TensorRT headers and library (NvInfer.h, "
+                        "libnvinfer) and the CUDA toolkit (cudart, the driver API, nvrtc); found "
+                        "NvInfer.h: ${BLD_TRT_INCLUDE_DIR}, libnvinfer: ${BLD_TRT_LIBRARY}, CUDA "
+                        "toolkit: ${CUDAToolkit_FOUND}. Set TENSORRT_ROOT to the TensorRT SDK "
+                        "(JetPack installs it under /usr) or configure with -DBLD_WITH_TENSORRT=OFF.")
   endif()
   add_library(bld::tensorrt INTERFACE IMPORTED)
   set_target_properties(bld::tensorrt PROPERTIES
     INTERFACE_INCLUDE_DIRECTORIES "${BLD_TRT_INCLUDE_DIR}"
-    INTERFACE_LINK_LIBRARIES "${BLD_TRT_LIBRARY};${BLD_TRT_PARSER};CUDA::cudart;CUDA::nvrtc")
+    INTERFACE_LINK_LIBRARIES "${BLD_TRT_LIBRARY};CUDA::cudart;CUDA::cuda_driver;CUDA::nvrtc")
 endif()
