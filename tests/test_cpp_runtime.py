@@ -152,6 +152,26 @@ def test_fp16_graphs_and_chunks_equal_python(cpp_build, tiny_bundle, pipe, tmp_p
                                   python_generate(half, request).bits)
 
 
+def test_encode_and_decode_equal_python(cpp_build, tiny_bundle, pipe, tmp_path):
+    from bld_runtime import philox
+
+    images = pipe.generate(seeds=[7, 8, 9], classes=[1, 2, 3]).images
+    bits = np.random.default_rng(1).integers(0, 2, (3,) + pipe.latent_shape, dtype=np.uint8)
+    seeds = [0, 5, U64_MAX]
+    flat = images.ravel().tolist()
+    spec = {"requests": [
+        {"name": "enc", "op": "encode", "images": flat, "count": 3},
+        {"name": "seeded", "op": "encode_seeded", "images": flat, "count": 3, "seeds": seeds},
+        {"name": "dec", "op": "decode", "bits": bits.ravel().tolist(), "count": 3}]}
+    out = probe(cpp_build["release"], tiny_bundle, spec, tmp_path)
+    probs = pipe.encode_probs(images)
+    np.testing.assert_array_equal(np.load(out / "enc.probs.npy"), probs)
+    np.testing.assert_array_equal(np.load(out / "enc.bits.npy"), (probs > 0.5).astype(np.uint8))
+    np.testing.assert_array_equal(np.load(out / "seeded.bits.npy"),
+                                  philox.bernoulli(probs, np.array(seeds, np.uint64), 0))
+    np.testing.assert_array_equal(np.load(out / "dec.images.npy"), pipe.decode(bits))
+
+
 def test_sample_command_writes_the_same_files_as_bld_sample(cpp_build, tiny_bundle, tmp_path):
     # base seed 2^64 - 8: the 16 seeds wrap from 2^64 - 1 to 0
     args = ["--seed", str(2**64 - 8), "-n", "16", "--class", "all", "--guidance", "1.5",

@@ -9,7 +9,9 @@
 //                      "known_bits", "mask_shape", "chunk", "trace"}]}
 // For each request OUTDIR gets NAME.bits.npy, NAME.images.npy (and with trace NAME.states.npy,
 // NAME.probs.npy), or NAME.error holding "KIND MESSAGE". With threads, NAME.threaded.bits.npy.
-// A pipeline that does not load gives OUTDIR/load.error.
+// A request with "op": "encode" (images: flat uint8, count) writes NAME.bits.npy (p > 0.5) and
+// NAME.probs.npy; "encode_seeded" (images, count, seeds) NAME.bits.npy; "decode" (bits, count)
+// NAME.images.npy. A pipeline that does not load gives OUTDIR/load.error.
 #include <cstdio>
 #include <fstream>
 #include <iostream>
@@ -92,7 +94,32 @@ int main(int argc, char **argv) {
     const size_t K = size_t(info.num_steps);
     std::vector<std::string> names;
     std::vector<bld::Request> requests;
-    for (const Json &r : spec.at("requests")) names.push_back(r.at("name")), requests.push_back(make_request(r));
+    for (const Json &r : spec.at("requests"))
+        if (r.value("op", "generate") == "generate") names.push_back(r.at("name")), requests.push_back(make_request(r));
+    const std::vector<size_t> image_dims = {size_t(info.image_height), size_t(info.image_width),
+                                            size_t(info.image_channels)};
+    for (const Json &r : spec.at("requests")) {  // the autoencoder's operations
+        const std::string op = r.value("op", "generate"), name = r.at("name");
+        if (op == "generate") continue;
+        const size_t count = r.at("count");
+        try {
+            if (op == "decode") {
+                const auto images = pipe->decode(r.at("bits").get<std::vector<uint8_t>>());
+                write_npy(out + name + ".images.npy", images, {count, image_dims[0], image_dims[1], image_dims[2]}, "|u1");
+                continue;
+            }
+            const auto images = r.at("images").get<std::vector<uint8_t>>();
+            if (op == "encode") {
+                write_npy(out + name + ".bits.npy", pipe->encode(images), {count, L, C}, "|u1");
+                write_npy(out + name + ".probs.npy", pipe->encode_probs(images), {count, L, C}, "<f4");
+            } else {
+                write_npy(out + name + ".bits.npy", pipe->encode(images, r.at("seeds").get<std::vector<uint64_t>>()),
+                          {count, L, C}, "|u1");
+            }
+        } catch (const bld::Error &e) {
+            write_text(out + name + ".error", std::to_string(e.kind()) + " " + e.what());
+        }
+    }
     for (size_t i = 0; i < requests.size(); ++i) {
         try {
             const bld::Generation g = pipe->generate(requests[i]);
