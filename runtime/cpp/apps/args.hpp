@@ -2,6 +2,7 @@
 // parser behind `bld`), so that both tools print the same `error: ...` line.
 #pragma once
 
+#include <algorithm>
 #include <cerrno>
 #include <cmath>
 #include <cstdint>
@@ -74,13 +75,16 @@ class Args {
         }
         return get(name);
     }
-    int64_t integer(const std::string &name) const {
+    int64_t integer(const std::string &name, std::optional<int64_t> min = std::nullopt) const {
         const std::string text = get(name);
         char *end = nullptr;
         errno = 0;
         const long long v = std::strtoll(text.c_str(), &end, 10);
         if (text.empty() || *end || errno)
             throw Usage{"Invalid value for '" + name + "': '" + text + "' is not a valid integer."};
+        if (min && v < *min)  // click.IntRange(min=...)
+            throw Usage{"Invalid value for '" + name + "': " + std::to_string(v) + " is not in the range x>=" +
+                        std::to_string(*min) + "."};
         return v;
     }
     std::optional<double> number(const std::string &name) const {
@@ -115,31 +119,26 @@ class Args {
     std::map<std::string, std::string> values_;
 };
 
-// A seed as `bld` parses it: a decimal integer in [0, 2^64) (Python's int(text, 10) rules).
+inline std::string py_repr(const std::string &text) {  // repr() of a plain command-line word
+    const bool dq = text.find('\'') != std::string::npos && text.find('"') == std::string::npos;
+    std::string out(1, dq ? '"' : '\'');
+    for (char c : text) {
+        if (c == '\\' || (!dq && c == '\'')) out += '\\';
+        out += c;
+    }
+    return out + (dq ? '"' : '\'');
+}
+
+// A seed as `bld` parses it: decimal digits (spaces around allowed), a value in [0, 2^64).
 inline uint64_t parse_seed(const std::string &text) {
-    size_t a = text.find_first_not_of(" \t\n\r\f\v"), b = text.find_last_not_of(" \t\n\r\f\v");
-    std::string t = a == std::string::npos ? "" : text.substr(a, b - a + 1);
-    bool ok = !t.empty();
-    if (ok && t[0] == '+') t.erase(0, 1);
-    const bool zero_minus = t.size() > 1 && t[0] == '-' && t.find_first_not_of("0_", 1) == std::string::npos;
-    if (zero_minus) t.erase(0, 1);  // "-0" is 0
+    const size_t a = text.find_first_not_of(" \t\n\r\f\v"), b = text.find_last_not_of(" \t\n\r\f\v");
+    const std::string digits = a == std::string::npos ? "" : text.substr(a, b - a + 1);
+    bool ok = !digits.empty() && digits.size() <= 20 &&
+              digits.find_first_not_of("0123456789") == std::string::npos;
     unsigned __int128 v = 0;
-    ok = ok && !t.empty() && std::isdigit(static_cast<unsigned char>(t.front())) &&
-         std::isdigit(static_cast<unsigned char>(t.back()));
-    for (size_t i = 0; ok && i < t.size(); ++i) {
-        if (t[i] == '_') {
-            ok = std::isdigit(static_cast<unsigned char>(t[i + 1]));
-            continue;
-        }
-        ok = std::isdigit(static_cast<unsigned char>(t[i])) != 0;
-        v = v * 10 + unsigned(t[i] - '0');
-        ok = ok && v <= UINT64_MAX;
-    }
-    if (!ok) {
-        std::string shown = "'";
-        for (char c : text) shown += c == '\'' ? std::string("\\'") : std::string(1, c);
-        throw bld::Error(BLD_ERROR_INVALID_REQUEST, "--seed must be an integer in [0, 2^64), got " + shown + "'");
-    }
+    for (size_t i = 0; ok && i < digits.size(); ++i) v = v * 10 + unsigned(digits[i] - '0');
+    if (!ok || v > UINT64_MAX)
+        throw bld::Error(BLD_ERROR_INVALID_REQUEST, "--seed must be an integer in [0, 2^64), got " + py_repr(text));
     return static_cast<uint64_t>(v);
 }
 
@@ -153,15 +152,18 @@ inline std::vector<int64_t> parse_classes(const std::string &text, int64_t count
         for (int64_t i = 0; i < count; ++i) out.push_back(i % num_classes);
         return out;
     }
-    char *end = nullptr;
-    errno = 0;
-    const long long v = std::strtoll(text.c_str(), &end, 10);
-    if (text.empty() || *end || errno || std::isspace(static_cast<unsigned char>(text[0])))
+    const bool negative = !text.empty() && text[0] == '-';
+    std::string digits = negative ? text.substr(1) : text;
+    if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos)
         throw bld::Error(BLD_ERROR_INVALID_REQUEST,
-                         "--class must be a class index, 'all' or 'none', got '" + text + "'");
-    if (v < 0 || v >= num_classes)
+                         "--class must be a class index, 'all' or 'none', got " + py_repr(text));
+    digits.erase(0, std::min(digits.find_first_not_of('0'), digits.size() - 1));  // int("007") is 7
+    const bool fits = digits.size() < 18;
+    const int64_t v = fits ? (negative ? -1 : 1) * std::stoll(digits) : 0;
+    if (!fits || v < 0 || v >= num_classes)
         throw bld::Error(BLD_ERROR_INVALID_REQUEST,
-                         "class " + std::to_string(v) + " is out of range: this bundle has " +
+                         "class " + std::string(negative && digits != "0" ? "-" : "") + digits +
+                             " is out of range: this bundle has " +
                              (num_classes ? "classes 0.." + std::to_string(num_classes - 1) : std::string("no classes")) +
                              " (--class none samples unconditionally)");
     return {v};

@@ -31,10 +31,11 @@ std::string parent_shown(const std::string &shown) {
     return slash == 0 ? "/" : shown.substr(0, slash);
 }
 
+// Path.resolve(strict=False); empty for a path that cannot be resolved (a symlink loop).
 fs::path resolved(const fs::path &p) {
     std::error_code ec;
     fs::path r = fs::weakly_canonical(fs::absolute(p), ec);
-    return ec ? fs::absolute(p).lexically_normal() : r;
+    return ec ? fs::path() : r;
 }
 
 bool inside(const fs::path &p, const fs::path &dir) {
@@ -59,6 +60,7 @@ bool has_dotdot(const std::string &file, bool windows) {
 fs::path checked_graph_path(const Bundle &b, const std::string &name, const GraphSpec &g) {
     const std::string where =
         std::string(kManifestName) + ": graphs." + name + ".file " + py::repr(g.file);
+    if (g.file.find('\0') != std::string::npos) integrity_error(where + " contains a NUL character");
     // POSIX or Windows absolute, a drive ("C:x") or a root ("\x"): all refused
     if (g.file[0] == '/' || g.file[0] == '\\' || (g.file.size() >= 2 && g.file[1] == ':'))
         integrity_error(where + " is an absolute path; graph files must be relative to the "
@@ -67,6 +69,7 @@ fs::path checked_graph_path(const Bundle &b, const std::string &name, const Grap
         integrity_error(where + " uses '..' to leave the bundle directory");
     const fs::path path = b.dir / g.file;
     const fs::path real = resolved(path);
+    if (real.empty()) integrity_error(where + " cannot be resolved (a symlink loop?)");
     if (!inside(real, resolved(b.dir)))
         integrity_error(where + " resolves (through a symlink) to " + real.string() +
                         ", outside the bundle directory");
@@ -137,6 +140,10 @@ Bundle load_bundle(const std::string &path) {
     const fs::path manifest_path = b.dir / kManifestName;
     if (!fs::is_regular_file(manifest_path, ec))
         integrity_error(b.shown + " is not a bundle: it has no " + kManifestName);
+    const auto size = fs::file_size(manifest_path, ec);
+    if (!ec && size > kMaxManifestBytes)
+        manifest_error(py::path(b.shown + "/" + kManifestName) + " is " + std::to_string(size) +
+                       " bytes, far larger than any bundle manifest (at most " + std::to_string(kMaxManifestBytes) + ")");
     const std::vector<char> text = read_file(manifest_path);
     b.manifest = parse_manifest(std::string(text.begin(), text.end()));
     for (const auto &[name, graph] : b.manifest.graphs) checked_graph_path(b, name, graph);

@@ -1,7 +1,6 @@
-// The graph I/O of bundle format v1, checked in three places: the manifest's per-graph inputs
-// and outputs must be what the role takes (the names, dtypes and per-image sizes below), the
-// graph file must have exactly the manifest's I/O, and its `bld.graph` metadata must agree with
-// the manifest. The backends then bind tensors by the manifest's names and shapes.
+// The graph interface of bundle format v1 (bld_runtime/manifest.py's graph_io, graph_facts):
+// what each graph kind takes and returns, which the manifest must list exactly, and the facts
+// each graph file records in its `bld.graph` metadata, which must agree with the manifest.
 #pragma once
 
 #include <cstdint>
@@ -12,29 +11,28 @@
 
 namespace bld::core {
 
-struct IoSlot {
-    std::string name;
-    std::string dtype;
-    int64_t per_image;  // elements per image (the product of the non-batch dimensions)
+struct GraphIo {
+    std::vector<TensorSpec> inputs, outputs;
 };
 
-struct RoleIo {
-    std::vector<IoSlot> inputs, outputs;
-};
+std::string graph_kind(const std::string &name);       // "step" for "step_fp16"
+std::string graph_precision(const std::string &name);  // "fp16" for "*_fp16"
 
-// What a role (encoder, decoder, step, step_guided) takes and returns for this manifest.
-RoleIo role_io(const std::string &role, const Manifest &manifest);
+//   encoder      image float32 [batch, ch, H, W] in [-1, 1]   -> probs float32 [batch, L, C]
+//   decoder      bits float32 [batch, L, C] (0/1)             -> image float32 [batch, ch, H, W]
+//   step         bits, step, class_label, temperature         -> probs float32 [batch, L, C]
+//   step_guided  the same plus guidance                       -> probs float32 [batch, L, C]
+GraphIo graph_io(const std::string &kind, const Manifest &manifest);
 
-// Elements per image of a manifest tensor: the product of its fixed dimensions after the
-// first (the batch axis, which must be dynamic). -1 when a later dimension is dynamic too.
+// "bits float32 [batch, 64, 8], step int64 [batch]", as manifest._show_io prints them
+std::string show_io(const std::vector<TensorSpec> &specs);
+
+// Elements per image of a tensor: the product of the dimensions after the batch axis.
 int64_t per_image(const TensorSpec &spec);
 
-// Refuse a manifest graph whose inputs/outputs differ from role_io (BLD_ERROR_MANIFEST).
-void check_manifest_io(const std::string &graph, const std::string &role, const Manifest &manifest);
-
-// Compare a graph's `bld.graph` metadata (JSON text; empty when the graph has none) with the
-// manifest; refuse a mismatch naming the graph and the key (BLD_ERROR_MANIFEST).
-void check_graph_metadata(const std::string &graph, const std::string &role,
-                          const std::string &metadata, const Manifest &manifest);
+// manifest.check_graph_facts: refuse a graph whose recorded facts (`bld.graph` metadata, JSON;
+// `has_metadata` false when the graph has none) differ from the manifest's.
+void check_graph_facts(const std::string &graph, const std::string &metadata, bool has_metadata,
+                       const Manifest &manifest);
 
 }  // namespace bld::core

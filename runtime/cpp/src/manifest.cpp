@@ -9,6 +9,7 @@
 
 #include "contract.hpp"
 #include "error.hpp"
+#include "graph_io.hpp"
 #include "pyjson.hpp"
 
 namespace bld::core {
@@ -53,6 +54,8 @@ bool is_int(const Json &v) {
 }
 
 int64_t get_int(const Json &v, const std::string &path) {
+    if (v.is_number_unsigned() && !is_int(v))
+        fail_at(path, std::to_string(v.get<uint64_t>()) + " is out of range (64-bit integers)");
     if (!is_int(v)) wrong_type(v, path, "an integer");
     return v.get<int64_t>();
 }
@@ -114,9 +117,11 @@ class Object {
     std::string path_;
 };
 
+constexpr int kMaxDepth = 900;  // Python's json gives up near its recursion limit of 1000
+
 const std::vector<std::string> kDTypes = {"float32", "float16", "int64", "int32", "uint8", "bool"};
 const std::vector<std::string> kPrecisions = {"fp32", "fp16"};
-const std::vector<std::string> kRequiredGraphs = {"encoder", "decoder", "step", "step_guided"};
+const std::vector<std::string> kRequiredGraphs = {"encoder", "decoder", "step", "step_guided"};  // KINDS
 const std::vector<std::string> kOptionalGraphs = {"decoder_fp16", "step_fp16", "step_guided_fp16"};
 
 TensorSpec parse_tensor(const Json &v, const std::string &path) {
@@ -316,6 +321,18 @@ Manifest parse_root(const Json &v) {
                         py::join(known, ", "));
         for (const auto &name : kRequiredGraphs)
             require(m.graph(name) != nullptr, "graphs: missing graph " + py::repr(name));
+        for (const auto &[name, graph] : m.graphs) {  // manifest._check_graph_interface
+            const auto io = graph_io(graph_kind(name), m);
+            const std::pair<const char *, std::pair<const std::vector<TensorSpec> *, const std::vector<TensorSpec> *>>
+                sides[] = {{"inputs", {&graph.inputs, &io.inputs}}, {"outputs", {&graph.outputs, &io.outputs}}};
+            for (const auto &[field, lists] : sides)
+                require(*lists.first == *lists.second,
+                        "graphs." + name + "." + field + ": bundle format v1 defines " + show_io(*lists.second) +
+                            " for this image and latent, got " + show_io(*lists.first));
+            const std::string precision = graph_precision(name);
+            require(graph.precision == precision, "graphs." + name + ".precision: must be " +
+                                                      py::repr(precision) + ", got " + py::repr(graph.precision));
+        }
     });
     return m;
 }
@@ -378,7 +395,8 @@ Manifest parse_manifest(const std::string &text) {
     const std::string source = kManifestName;
     if (!valid_utf8(text)) manifest_error(source + ": not valid UTF-8 text");
     std::vector<std::vector<std::string>> keys;  // the keys of each open object
-    auto callback = [&](int, Json::parse_event_t event, Json &parsed) {
+    auto callback = [&](int depth, Json::parse_event_t event, Json &parsed) {
+        if (depth > kMaxDepth) manifest_error(source + ": nested too deeply to be a bundle manifest");
         if (event == Json::parse_event_t::object_start) keys.emplace_back();
         else if (event == Json::parse_event_t::key) keys.back().push_back(parsed.get<std::string>());
         else if (event == Json::parse_event_t::object_end) {
@@ -407,6 +425,13 @@ Manifest parse_manifest(const std::string &text) {
         reason = colon == std::string::npos ? reason : reason.substr(colon + 2);
         manifest_error(source + ": not valid JSON (" + reason + " at line " + std::to_string(line) +
                        ", column " + std::to_string(column) + ")");
+    } catch (const Json::out_of_range &e) {  // 406: a number beyond double, e.g. 1e999
+        std::string what = e.what();
+        const size_t a = what.find('\''), b = what.rfind('\'');
+        const std::string number = a != std::string::npos && b > a ? what.substr(a + 1, b - a - 1) : "?";
+        manifest_error(source + ": the number " + number + " is out of range");
+    } catch (const Json::exception &e) {
+        manifest_error(source + ": not a valid bundle manifest (" + e.what() + ")");
     }
     return parse_root(data);
 }

@@ -15,6 +15,9 @@ namespace bld::core {
 inline constexpr const char *kManifestName = "bld.json";
 inline constexpr const char *kFormat = "bld-bundle";
 inline constexpr int64_t kSchemaVersion = 1;
+inline constexpr const char *kBatchAxis = "batch";  // every graph tensor starts with it
+inline constexpr const char *kGraphMetadataKey = "bld.graph";
+inline constexpr uint64_t kMaxManifestBytes = 4u << 20;
 
 using Dim = std::variant<int64_t, std::string>;  // fixed size, or a dynamic axis name
 
@@ -22,6 +25,7 @@ struct TensorSpec {
     std::string name;
     std::string dtype;  // float32 | float16 | int64 | int32 | uint8 | bool
     std::vector<Dim> shape;
+    bool operator==(const TensorSpec &o) const { return name == o.name && dtype == o.dtype && shape == o.shape; }
 };
 
 struct GraphSpec {

@@ -6,7 +6,13 @@
 // (ORT copies the bound host arrays); the native "tensorrt" backend keeps it all on the device.
 #include <onnxruntime_cxx_api.h>
 
+#include <unistd.h>
+
 #include <algorithm>
+#include <cctype>
+#include <cerrno>
+#include <cstdlib>
+#include <cstring>
 #include <functional>
 #include <map>
 
@@ -113,7 +119,26 @@ struct Graph {
     std::unique_ptr<Ort::Session> session;
 };
 
-// The session's I/O must be exactly the manifest's: names, element types, shapes.
+std::string ort_type_name(ONNXTensorElementDataType t) {  // as onnxruntime's Python API names it
+    switch (t) {
+        case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT: return "tensor(float)";
+        case ONNX_TENSOR_ELEMENT_DATA_TYPE_FLOAT16: return "tensor(float16)";
+        case ONNX_TENSOR_ELEMENT_DATA_TYPE_DOUBLE: return "tensor(double)";
+        case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT64: return "tensor(int64)";
+        case ONNX_TENSOR_ELEMENT_DATA_TYPE_INT32: return "tensor(int32)";
+        case ONNX_TENSOR_ELEMENT_DATA_TYPE_UINT8: return "tensor(uint8)";
+        case ONNX_TENSOR_ELEMENT_DATA_TYPE_BOOL: return "tensor(bool)";
+        default: return "tensor(type " + std::to_string(static_cast<int>(t)) + ")";
+    }
+}
+
+std::string list_of_names(const std::vector<std::string> &names) {
+    std::vector<std::string> shown;
+    for (const auto &n : names) shown.push_back(py::repr(n));
+    return "[" + py::join(shown, ", ") + "]";
+}
+
+// backends/base.py's check_session_io: the session's I/O must be the manifest's, in order.
 void check_session_io(const Graph &g) {
     const std::string where = "graph " + py::repr(g.name) + " (" + g.spec->file + ")";
     Ort::AllocatorWithDefaultOptions alloc;
@@ -121,39 +146,63 @@ void check_session_io(const Graph &g) {
         const char *side = inputs ? "input" : "output";
         const auto &specs = inputs ? g.spec->inputs : g.spec->outputs;
         const size_t count = inputs ? g.session->GetInputCount() : g.session->GetOutputCount();
-        std::vector<std::string> names;
+        std::vector<std::string> names, listed;
+        for (size_t i = 0; i < count; ++i)
+            names.push_back((inputs ? g.session->GetInputNameAllocated(i, alloc)
+                                    : g.session->GetOutputNameAllocated(i, alloc)).get());
+        for (const auto &t : specs) listed.push_back(t.name);
+        if (names != listed)
+            manifest_error(where + " has " + side + "s " + list_of_names(names) + ", but the manifest lists " +
+                           list_of_names(listed));
         for (size_t i = 0; i < count; ++i) {
-            const std::string name = (inputs ? g.session->GetInputNameAllocated(i, alloc)
-                                             : g.session->GetOutputNameAllocated(i, alloc)).get();
-            names.push_back(name);
-            auto spec = std::find_if(specs.begin(), specs.end(), [&](const TensorSpec &t) { return t.name == name; });
-            if (spec == specs.end())
-                manifest_error(where + " has the " + side + " " + py::repr(name) + ", which " +
-                               kManifestName + " does not list");
+            const TensorSpec &spec = specs[i];
             const Ort::TypeInfo type = inputs ? g.session->GetInputTypeInfo(i) : g.session->GetOutputTypeInfo(i);
             const auto info = type.GetTensorTypeAndShapeInfo();
-            const std::vector<int64_t> shape = info.GetShape();
-            bool same = info.GetElementType() == element_type(spec->dtype) && shape.size() == spec->shape.size();
-            for (size_t d = 0; same && d < shape.size(); ++d)
-                same = std::holds_alternative<int64_t>(spec->shape[d]) ? shape[d] == std::get<int64_t>(spec->shape[d])
-                                                                      : shape[d] < 0;
+            if (info.GetElementType() != element_type(spec.dtype))
+                manifest_error(where + ": " + side + " " + py::repr(spec.name) + " has type " +
+                               ort_type_name(info.GetElementType()) + ", but the manifest says " + spec.dtype);
+            const std::vector<int64_t> dims = info.GetShape();
+            std::vector<const char *> symbols(dims.size(), nullptr);
+            info.GetSymbolicDimensions(symbols.data(), symbols.size());
+            std::vector<std::string> shown, want;
+            bool same = dims.size() == spec.shape.size();
+            for (size_t d = 0; d < dims.size(); ++d) {
+                const bool symbolic = dims[d] < 0;
+                shown.push_back(!symbolic ? std::to_string(dims[d])
+                                          : (symbols[d] && *symbols[d] ? py::repr(std::string(symbols[d])) : "None"));
+                if (same) {
+                    const Dim &w = spec.shape[d];
+                    same = symbolic ? std::holds_alternative<std::string>(w) && std::get<std::string>(w) == kBatchAxis
+                                    : std::holds_alternative<int64_t>(w) && std::get<int64_t>(w) == dims[d];
+                }
+            }
+            for (const auto &w : spec.shape)
+                want.push_back(std::holds_alternative<int64_t>(w) ? std::to_string(std::get<int64_t>(w))
+                                                                  : py::repr(std::get<std::string>(w)));
             if (!same)
-                manifest_error(where + " and " + kManifestName + " disagree on the " + side + " " +
-                               py::repr(name) + ": the graph has " + py::list(shape) +
-                               " (element type " + std::to_string(info.GetElementType()) + "), " +
-                               kManifestName + " says " + spec->dtype + " of the declared shape");
+                manifest_error(where + ": " + side + " " + py::repr(spec.name) + " has shape [" + py::join(shown, ", ") +
+                               "], but the manifest says [" + py::join(want, ", ") + "]");
         }
-        for (const auto &t : specs)
-            if (std::find(names.begin(), names.end(), t.name) == names.end())
-                manifest_error(where + " has no " + side + " " + py::repr(t.name) + ", which " +
-                               kManifestName + " lists");
     }
 }
 
-std::string graph_metadata(const Ort::Session &session) {
+// An onnxruntime error's first line as Python shows it (without "[ONNXRuntimeError] : ").
+std::string ort_error_line(const Ort::Exception &e) {
+    static const char *names[] = {"OK", "FAIL", "INVALID_ARGUMENT", "NO_SUCHFILE", "NO_MODEL", "ENGINE_ERROR",
+                                  "RUNTIME_EXCEPTION", "INVALID_PROTOBUF", "MODEL_LOADED", "NOT_IMPLEMENTED",
+                                  "INVALID_GRAPH", "EP_FAIL"};
+    const int code = static_cast<int>(e.GetOrtErrorCode());
+    std::string text = e.what();
+    text = text.substr(0, text.find('\n'));
+    return std::to_string(code) + " : " + (code >= 0 && code < 12 ? names[code] : "ERROR") + " : " + text;
+}
+
+// The graph's `bld.graph` metadata; has is false when it records none.
+std::string graph_metadata(const Ort::Session &session, bool &has) {
     Ort::AllocatorWithDefaultOptions alloc;
-    auto value = session.GetModelMetadata().LookupCustomMetadataMapAllocated("bld.graph", alloc);
-    return value ? std::string(value.get()) : std::string();
+    auto value = session.GetModelMetadata().LookupCustomMetadataMapAllocated(kGraphMetadataKey, alloc);
+    has = value != nullptr;
+    return has ? std::string(value.get()) : std::string();
 }
 
 std::vector<int64_t> batch_shape(const TensorSpec &spec, size_t batch) {
@@ -220,21 +269,38 @@ class OrtBackend final : public Backend {
                                                     ": onnxruntime could not start " + plan.provider +
                                                     ": " + e.what());
         }
+        // Graphs loaded from bytes must not pull tensors from files: point onnxruntime's
+        // external-data folder at an empty one, so such a graph fails to load.
+        char empty[] = "/tmp/bld-no-external-data-XXXXXX";
+        if (!mkdtemp(empty)) fail(BLD_ERROR_IO, std::string(std::strerror(errno)) + ": /tmp");
+        struct Remove {
+            const char *dir;
+            ~Remove() { rmdir(dir); }
+        } remove_empty{empty};
+        so.AddConfigEntry("session.model_external_initializers_file_folder_path", empty);
         for (const char *role : {"encoder", "decoder", "step", "step_guided"}) {
             Graph &g = graphs_[role];
             g.role = role;
             g.name = graph_for(bundle, role, o.precision);
             g.spec = manifest_.graph(g.name);
-            check_manifest_io(g.name, role, manifest_);
             const std::vector<char> bytes = read_graph(bundle, g.name, o.verify_hashes);
+            const std::string where = "graph " + py::repr(g.name) + " (" + g.spec->file + ")";
             try {
                 g.session = std::make_unique<Ort::Session>(ort_env(), bytes.data(), bytes.size(), so);
             } catch (const Ort::Exception &e) {
+                const std::string line = ort_error_line(e);
+                std::string lower = line;
+                std::transform(lower.begin(), lower.end(), lower.begin(), [](unsigned char c) { return std::tolower(c); });
+                if (lower.find("external data") != std::string::npos)
+                    manifest_error(where + " keeps tensors in external data files, which bundles do not allow "
+                                   "(every graph must be one self-contained .onnx file covered by its sha256)");
                 fail(o.backend == "cpu" ? BLD_ERROR_MANIFEST : BLD_ERROR_BACKEND_UNAVAILABLE,
-                     "onnxruntime cannot load " + g.spec->file + ": " + e.what());
+                     "onnxruntime cannot load " + where + ": " + line);
             }
             check_session_io(g);
-            check_graph_metadata(g.name, role, graph_metadata(*g.session), manifest_);
+            bool has = false;
+            const std::string metadata = graph_metadata(*g.session, has);
+            check_graph_facts(g.name, metadata, has, manifest_);
         }
     }
 

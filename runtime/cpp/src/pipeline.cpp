@@ -1,5 +1,6 @@
 #include "pipeline.hpp"
 
+#include <cfloat>
 #include <chrono>
 #include <cmath>
 
@@ -49,6 +50,8 @@ std::vector<float> per_image(const char *name, const std::vector<double> &values
         if (!(std::isfinite(x) && (positive ? x > 0 : x >= 0)))
             invalid_request(std::string(name) + " must be finite and " + (positive ? "> 0" : ">= 0") +
                             ", got " + py::format_g(x));
+        else if (std::fabs(x) > FLT_MAX)  // the graphs take float32
+            invalid_request(std::string(name) + " must be at most 3.403e+38 (float32), got " + py::format_g(x));
     std::vector<float> out(count);
     for (size_t i = 0; i < count; ++i) out[i] = static_cast<float>(v.size() == 1 ? v[0] : v[i]);
     return out;

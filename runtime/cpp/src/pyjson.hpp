@@ -33,4 +33,28 @@ inline std::string repr(const Json &v) {
     }
 }
 
+// json.dumps(value) with Python's defaults: ", " and ": ", ASCII only, floats as repr().
+inline std::string dumps(const Json &v) {
+    switch (v.type()) {
+        case Json::value_t::null: return "null";
+        case Json::value_t::boolean: return v.get<bool>() ? "true" : "false";
+        case Json::value_t::number_float: return repr(v.get<double>());
+        case Json::value_t::string: return v.dump(-1, ' ', true);
+        case Json::value_t::array: {
+            std::vector<std::string> items;
+            for (const auto &item : v) items.push_back(dumps(item));
+            return "[" + join(items, ", ") + "]";
+        }
+        case Json::value_t::object: {
+            std::vector<std::string> items;
+            for (const auto &[key, item] : v.items()) items.push_back(Json(key).dump(-1, ' ', true) + ": " + dumps(item));
+            return "{" + join(items, ", ") + "}";
+        }
+        default: return v.dump();
+    }
+}
+
+// Equality as Python's == on decoded JSON: objects compare regardless of key order.
+inline bool same(const Json &a, const Json &b) { return nlohmann::json::parse(a.dump()) == nlohmann::json::parse(b.dump()); }
+
 }  // namespace bld::core::py

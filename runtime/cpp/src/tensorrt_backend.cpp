@@ -229,7 +229,6 @@ class TrtBackend final : public Backend {
         if (!runtime_) unavailable("TensorRT could not create a runtime: " + logger_.last_error);
         for (const char *role : {"encoder", "decoder", "step", "step_guided"}) {
             names_[role] = graph_for(bundle, role, o.precision);
-            check_manifest_io(names_[role], role, manifest_);
             read_graph(bundle, names_[role], o.verify_hashes);  // the bundle's hashes still hold
         }
         compile_kernels();
