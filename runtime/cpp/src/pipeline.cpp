@@ -130,6 +130,7 @@ Generation Pipeline::generate(const Request &r) {
     const Manifest &m = manifest();
     const size_t count = r.seeds.size(), n = latent_size(), max = size_t(m.max_batch);
     const auto K = static_cast<size_t>(num_steps());
+    if (count == 0) invalid_request("batch size must be at least 1, got 0 seeds");  // philox.request_seeds
     check_batch(count, r.chunk);
 
     Generation out;
