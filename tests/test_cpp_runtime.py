@@ -456,3 +456,16 @@ def test_an_app_builds_against_the_installed_package(cpp_build, tiny_bundle, pip
     from bld_runtime.bits import load_bits
 
     np.testing.assert_array_equal(load_bits(out / "bits.bldz"), expected.bits)
+
+
+def test_tensorrt_backend_without_tensorrt_fails_to_configure_clearly(cpp_build, tmp_path):
+    """-DBLD_WITH_TENSORRT=ON where no TensorRT SDK is installed: a clear CMake error."""
+    if any(Path(d, "NvInfer.h").exists() for d in ("/usr/include", "/usr/include/x86_64-linux-gnu",
+                                                    "/usr/include/aarch64-linux-gnu")):
+        pytest.skip("TensorRT is installed here: the GPU machines build this backend")
+    done = subprocess.run(["cmake", "-S", str(CPP), "-B", str(tmp_path / "trt"),
+                           f"-DONNXRUNTIME_ROOT={CPP / '.deps' / 'onnxruntime'}",
+                           "-DBLD_WITH_TENSORRT=ON", "-DBLD_BUILD_TESTS=OFF"],
+                          capture_output=True, text=True)
+    assert done.returncode != 0
+    assert "BLD_WITH_TENSORRT=ON needs the TensorRT headers and library" in done.stderr
