@@ -184,7 +184,7 @@ def test_sample_command_writes_the_same_files_as_bld_sample(cpp_build, tiny_bund
     assert done.stdout == f"wrote 16 images, bits.bldz and grid.png to {cpp_out}\n"
     assert sorted(p.name for p in cpp_out.iterdir()) == sorted(p.name for p in py_out.iterdir())
     record = json.loads((cpp_out / "samples.json").read_text())
-    assert record == json.loads((py_out / "samples.json").read_text().replace(str(py_out), str(cpp_out)))
+    assert record == json.loads((py_out / "samples.json").read_text())
     assert record["status"] == "complete" and record["written"] == 16
     assert (cpp_out / "bits.bldz").read_bytes() == (py_out / "bits.bldz").read_bytes()
     for png in py_out.glob("*.png"):
@@ -449,7 +449,8 @@ def test_an_app_builds_against_the_installed_package(cpp_build, tiny_bundle, pip
     for step in steps:
         done = subprocess.run([str(a) for a in step], capture_output=True, text=True)
         assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
-    assert (prefix / "lib" / "libbld.a").exists() and (prefix / "include" / "bld" / "bld.h").exists()
+    assert (prefix / "lib" / "libbld.a").exists()
+    assert (prefix / "include" / "bld" / "bld.h").exists()
     done = run(build / "embed", tiny_bundle, out)
     assert done.returncode == 0, done.stderr
     expected = pipe.generate(seeds=np.arange(42, 50, dtype=np.uint64), classes=3, guidance=1.0)
