@@ -9,7 +9,7 @@ RUN    ?= runs/digits
 STAMP  := $(VENV)/.installed
 TRT_STAMP := $(VENV)/.tensorrt
 
-.PHONY: install demo test serve clean
+.PHONY: install demo test serve cpp clean
 
 install: $(STAMP)
 
@@ -36,6 +36,7 @@ $(TRT_STAMP): $(STAMP)
 demo: $(STAMP)
 	$(BLD) demo --run $(RUN) $(if $(FRESH),--fresh,)
 
+# The C++ runtime's tests (tests/test_cpp_runtime.py) run last and build it first (`make cpp`).
 test: $(STAMP) $(TRT_STAMP)
 	$(PY) -m pytest -q
 
@@ -44,5 +45,18 @@ test: $(STAMP) $(TRT_STAMP)
 serve: $(STAMP)
 	$(PY) -m bld_serving.local_server serve $(RUN)/bundle
 
+# The C++ runtime: its Debian packages and the ONNX Runtime headers (setup_deps.sh), then a
+# release build and an AddressSanitizer + UndefinedBehaviorSanitizer build of the library and the
+# two programs the bad-input tests run (bld-cpp, bld-probe).
+CPP      := runtime/cpp
+CPP_ORT  := $(abspath $(CPP)/.deps/onnxruntime)
+CPP_JOBS := $(shell nproc 2>/dev/null || echo 2)
+cpp:
+	$(CPP)/scripts/setup_deps.sh --python $(PY)
+	nice -n 10 cmake -S $(CPP) -B $(CPP)/build -DONNXRUNTIME_ROOT=$(CPP_ORT) >/dev/null
+	nice -n 10 cmake --build $(CPP)/build -j $(CPP_JOBS)
+	nice -n 10 cmake -S $(CPP) -B $(CPP)/build-asan -DONNXRUNTIME_ROOT=$(CPP_ORT) -DBLD_SANITIZE=ON >/dev/null
+	nice -n 10 cmake --build $(CPP)/build-asan -j $(CPP_JOBS) --target bld-cpp bld-probe
+
 clean:
-	rm -rf $(VENV) runs
+	rm -rf $(VENV) runs $(CPP)/build $(CPP)/build-asan $(CPP)/.deps

@@ -82,3 +82,8 @@ def rtx_engines(tiny_bundle, tmp_path_factory) -> Path:
         build_bundle(tiny_bundle, cache, BuildOptions(precision=precision, flavour="tensorrt_rtx",
                                                       profiles=(BatchProfile(1, 2, 4),)))
     return cache
+
+
+def pytest_collection_modifyitems(config, items):
+    """The C++ runtime's tests (marker `cpp`) run after all the others: they build it first."""
+    items.sort(key=lambda item: item.get_closest_marker("cpp") is not None)  # a stable sort

@@ -1,0 +1,78 @@
+// What every backend implements (as bld_runtime/backends/base.py): graph sessions for one
+// bundle, and per batch size a Loop, the preallocated state of one batch going through the K
+// steps. The pipeline drives a loop: start, then run_step + advance K times, then read_bits.
+// Nothing in a loop allocates after it is made. A loop serves one call at a time; the backend
+// itself (its sessions) is shared by all threads.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "bundle.hpp"
+
+namespace bld::core {
+
+struct BackendOptions {
+    std::string backend = "cpu";  // cpu | cuda | tensorrt-ep | tensorrt
+    std::string precision = "fp32";
+    int64_t intra_op_threads = 0, inter_op_threads = 0;
+    std::string graph_optimization = "all";
+    int64_t device_id = 0;
+    std::string trt_cache_dir;
+    bool trt_fp16 = false;
+    bool stop_spinning = true;
+    bool verify_hashes = true;
+};
+
+// One batch's request, already checked; arrays have `batch` rows.
+struct LoopRequest {
+    const uint64_t *seeds;
+    const int64_t *classes;
+    const float *temperature;
+    const float *guidance;
+    bool guided;           // run step_guided (some guidance > 0)
+    const uint8_t *keep;   // (batch, L, C) 1 where the known bit stays, or null
+    const uint8_t *known;  // (batch, L, C) the known bits, or null
+};
+
+class Loop {
+  public:
+    virtual ~Loop() = default;
+    size_t batch() const { return batch_; }
+    // Load the request; draw the initial state (Philox subsequence 0, p = 0.5), masked.
+    virtual void start(const LoopRequest &request) = 0;
+    // Step i's graph on the current bits; the probabilities stay inside.
+    virtual void run_step(int64_t i) = 0;
+    // Draw with subsequence i + 1 (threshold p0 > 0.5 at the last step), then the mask.
+    virtual void advance(int64_t i) = 0;
+    // The current bits, uint8 (batch, L, C), valid until the next call.
+    virtual const uint8_t *bits() = 0;
+    // The last step's probabilities into out, float (batch, L, C).
+    virtual void read_probs(float *out) = 0;
+
+  protected:
+    explicit Loop(size_t batch) : batch_(batch) {}
+    size_t batch_;
+};
+
+class Backend {
+  public:
+    virtual ~Backend() = default;
+    virtual std::unique_ptr<Loop> make_loop(size_t batch) = 0;
+    // float NCHW images in [-1, 1] (n <= max_batch) -> float (n, L, C) bit probabilities.
+    virtual void encode(const float *images, size_t n, float *probs) = 0;
+    // (n, L, C) 0/1 bits as float -> float NCHW images.
+    virtual void decode(const float *bits, size_t n, float *images) = 0;
+};
+
+// The backend named by options.backend for the graphs of options.precision; refuses a backend
+// that cannot run here (BLD_ERROR_BACKEND_UNAVAILABLE), never falls back to another.
+std::unique_ptr<Backend> create_backend(const Bundle &bundle, const BackendOptions &options);
+
+// The graph of each role for a precision: fp16 swaps in the *_fp16 graphs, except the encoder.
+std::string graph_for(const Bundle &bundle, const std::string &role, const std::string &precision);
+
+}  // namespace bld::core

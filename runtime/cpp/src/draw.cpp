@@ -1,0 +1,63 @@
+#include "draw.hpp"
+
+#include "bld_philox.h"
+
+namespace bld::core {
+
+// Whole blocks four at a time: four independent Philox chains that the CPU overlaps (the
+// rounds of one chain wait on each other's multiplies), 2-3x faster than one block at a time.
+// The partial last block, if any, goes through bld_draw_block.
+void draw_image(const float *p, uint64_t seed, uint64_t subsequence, size_t n, float *bits,
+                const uint8_t *keep, const float *known) {
+    const auto k0 = static_cast<bld_u32>(seed), k1 = static_cast<bld_u32>(seed >> 32);
+    const auto s0 = static_cast<bld_u32>(subsequence), s1 = static_cast<bld_u32>(subsequence >> 32);
+    const bld_u64 whole = n / 4;
+    bld_u64 j = 0;
+    for (; j + 4 <= whole; j += 4) {
+        bld_u32 c[4][4];
+        for (bld_u64 q = 0; q < 4; ++q) {
+            c[q][0] = static_cast<bld_u32>(j + q), c[q][1] = static_cast<bld_u32>((j + q) >> 32);
+            c[q][2] = s0, c[q][3] = s1;
+        }
+        for (int q = 0; q < 4; ++q) bld_philox4x32_10(c[q], k0, k1);
+        for (bld_u64 q = 0; q < 4; ++q)
+            for (int w = 0; w < 4; ++w) {
+                const bld_u64 e = 4 * (j + q) + static_cast<bld_u64>(w);
+                bits[e] = bld_uniform(c[q][w]) <= p[e] ? 1.0f : 0.0f;
+            }
+    }
+    if (keep)
+        for (bld_u64 e = 0; e < 4 * j; ++e)
+            if (keep[e]) bits[e] = known[e];
+    for (; j < (n + 3) / 4; ++j) bld_draw_block(p, seed, subsequence, j, n, bits, keep, known);
+}
+
+void threshold_image(const float *p, size_t n, float *bits, const uint8_t *keep,
+                     const float *known) {
+    for (size_t e = 0; e < n; ++e) bits[e] = (keep && keep[e]) ? known[e] : (p[e] > 0.5f ? 1.0f : 0.0f);
+}
+
+void philox_words(uint64_t seed, uint64_t subsequence, size_t n, uint32_t *out) {
+    for (size_t j = 0; 4 * j < n; ++j) {
+        bld_u32 c[4] = {static_cast<bld_u32>(j), static_cast<bld_u32>(static_cast<uint64_t>(j) >> 32),
+                        static_cast<bld_u32>(subsequence), static_cast<bld_u32>(subsequence >> 32)};
+        bld_philox4x32_10(c, static_cast<bld_u32>(seed), static_cast<bld_u32>(seed >> 32));
+        for (size_t w = 0; w < 4 && 4 * j + w < n; ++w) out[4 * j + w] = c[w];
+    }
+}
+
+void philox_uniforms(uint64_t seed, uint64_t subsequence, size_t n, float *out) {
+    for (size_t j = 0; 4 * j < n; ++j) {
+        float u[4];
+        bld_block_uniforms(seed, subsequence, j, u);
+        for (size_t w = 0; w < 4 && 4 * j + w < n; ++w) out[4 * j + w] = u[w];
+    }
+}
+
+void philox_block(uint32_t counter[4], uint32_t k0, uint32_t k1) {
+    bld_philox4x32_10(counter, k0, k1);
+}
+
+float uniform_of_word(uint32_t word) { return bld_uniform(word); }
+
+}  // namespace bld::core

@@ -1,0 +1,437 @@
+// The native TensorRT backend ("tensorrt"), built only with -DBLD_WITH_TENSORRT=ON.
+//
+// Engines come from the engine cache that `bld-export engine` fills (BUNDLE/engines, or
+// trt_cache_dir), read by the cache's rules (bld_runtime/engine_cache.py): CACHE/<graph>/
+// <digest16>.json next to <digest16>.plan; the manifest's key must name this graph and its
+// sha256, the precision, a profile that covers the batch, this TensorRT version (or a newer
+// one of the same major for version-compatible plans) and this GPU; the plan's size, sha256
+// and header (magic "ftrt", version in bytes 24..27) are checked before TensorRT sees a byte.
+// The loop lives on the device: bits, probabilities and the request's arrays are device
+// buffers made once per batch size, the step runs with enqueueV3 on the loop's stream, and the
+// draw is a kernel compiled with NVRTC from bld_philox.h. The host sees bits only when asked.
+#include <NvInfer.h>
+#include <cuda.h>
+#include <cuda_runtime_api.h>
+#include <nvrtc.h>
+
+#include <algorithm>
+#include <filesystem>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+
+#include "backend.hpp"
+#include "error.hpp"
+#include "graph_io.hpp"
+#include "philox_source.hpp"  // generated at build time from bld_runtime/csrc/bld_philox.h
+#include "pyfmt.hpp"
+
+namespace fs = std::filesystem;
+
+namespace bld::core {
+namespace {
+
+// Thin wrappers around the shared draw; the math is bld_philox.h's (as kernels.py's KERNELS).
+const char *kKernels = R"(
+extern "C" __global__ void bld_draw(const float *p, const bld_u64 *seeds, bld_u64 subsequence,
+                                    long long n, long long blocks, int batch, float *bits,
+                                    const unsigned char *keep, const float *known, int masked) {
+    long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (t >= (long long)batch * blocks) return;
+    long long image = t / blocks, block = t % blocks, base = image * n;
+    bld_draw_block(p + base, seeds[image], subsequence, block, n, bits + base,
+                   masked ? keep + base : 0, masked ? known + base : 0);
+}
+extern "C" __global__ void bld_threshold(const float *p, long long total, float *bits,
+                                         const unsigned char *keep, const float *known,
+                                         int masked) {
+    long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x;
+    if (e >= total) return;
+    float z = p[e] > 0.5f ? 1.0f : 0.0f;
+    bits[e] = (masked && keep[e]) ? known[e] : z;
+}
+)";
+constexpr unsigned kThreads = 256;
+
+[[noreturn]] void unavailable(const std::string &message) { fail(BLD_ERROR_BACKEND_UNAVAILABLE, message); }
+
+void cuda_check(cudaError_t status, const char *what) {
+    if (status != cudaSuccess)
+        fail(BLD_ERROR_INTERNAL, std::string("CUDA: ") + what + ": " + cudaGetErrorString(status));
+}
+
+void driver_check(CUresult status, const char *what) {
+    if (status != CUDA_SUCCESS) {
+        const char *text = nullptr;
+        cuGetErrorString(status, &text);
+        fail(BLD_ERROR_INTERNAL, std::string("CUDA driver: ") + what + ": " + (text ? text : "error"));
+    }
+}
+
+class Logger : public nvinfer1::ILogger {
+    void log(Severity severity, const char *message) noexcept override {
+        if (severity <= Severity::kERROR) last_error = message;
+    }
+
+  public:
+    std::string last_error;
+};
+
+struct DeviceBuffer {  // cudaMalloc'd memory, freed with its owner
+    void *ptr = nullptr;
+    explicit DeviceBuffer(size_t bytes) { cuda_check(cudaMalloc(&ptr, bytes ? bytes : 1), "cudaMalloc"); }
+    ~DeviceBuffer() { cudaFree(ptr); }
+    DeviceBuffer(const DeviceBuffer &) = delete;
+    DeviceBuffer &operator=(const DeviceBuffer &) = delete;
+};
+
+std::string version_string() {
+    const int32_t v = getInferLibVersion();  // major * 10000 + minor * 100 + patch (TRT >= 10)
+    return std::to_string(v / 10000) + "." + std::to_string(v / 100 % 100) + "." + std::to_string(v % 100) +
+           "." + std::to_string(NV_TENSORRT_BUILD);
+}
+
+std::vector<int> version_parts(const std::string &v) {
+    std::vector<int> out;
+    size_t start = 0;
+    while (start < v.size()) {
+        size_t dot = v.find('.', start);
+        if (dot == std::string::npos) dot = v.size();
+        out.push_back(std::stoi(v.substr(start, dot - start)));
+        start = dot + 1;
+    }
+    return out;
+}
+
+struct Target {
+    std::string version, compute_capability;
+};
+
+// Why an engine key cannot run here, or "" when it can (engine_cache.incompatibility).
+std::string incompatibility(const nlohmann::json &key, const Target &t) {
+    if (key.at("flavour") != "tensorrt") return "it was built by " + key.at("flavour").get<std::string>();
+    const std::string built = key.at("version");
+    if (built != t.version) {
+        const auto flags = key.at("flags").get<std::vector<std::string>>();
+        const bool vc = std::find(flags.begin(), flags.end(), "VERSION_COMPATIBLE") != flags.end();
+        const auto a = version_parts(t.version), b = version_parts(built);
+        if (!(vc && a >= b && a[0] == b[0]))
+            return "it was built by tensorrt " + built + ", this runtime is " + t.version +
+                   (vc ? "" : " (not built version-compatible)");
+    }
+    const auto ccs = key.at("compute_capabilities").get<std::vector<std::string>>();
+    const std::string hw = key.at("hardware_compat");
+    if (hw == "ampere+") {
+        if (version_parts(t.compute_capability) < std::vector<int>{8, 0})
+            return "it was built hardware-compatible for Ampere and later, this GPU is " + t.compute_capability;
+    } else if (!ccs.empty() && std::find(ccs.begin(), ccs.end(), t.compute_capability) == ccs.end()) {
+        return "it was built for other GPUs, this one is compute capability " + t.compute_capability;
+    }
+    if (!key.at("dla_core").is_null()) return "it runs on a DLA core";
+    return "";
+}
+
+// The plan of graph `name` for `batch`, checked by the cache's rules before deserialisation.
+std::vector<char> find_plan(const fs::path &cache, const std::string &name, const GraphSpec &graph,
+                            size_t batch, const Target &target) {
+    std::vector<std::string> reasons;
+    const fs::path dir = cache / name;
+    std::error_code ec;
+    for (const auto &entry : fs::directory_iterator(dir, ec)) {
+        if (entry.path().extension() != ".json") continue;
+        try {
+            const std::vector<char> text = read_file(entry.path());
+            const auto m = nlohmann::json::parse(text.begin(), text.end());
+            if (m.at("format") != "bld-engine" || m.at("schema_version") != 1)
+                throw std::runtime_error("not a bld-engine manifest of schema 1");
+            const auto &key = m.at("key");
+            // key_digest is the sha256 of the key's canonical JSON (sorted keys, compact, ASCII)
+            const std::string canonical = nlohmann::json(key).dump(-1, ' ', true);
+            if (m.at("key_digest") != sha256_hex(canonical.data(), canonical.size()))
+                throw std::runtime_error("key_digest does not match the key (the manifest was edited)");
+            std::string why;
+            bool covers = false;
+            for (const auto &p : key.at("profiles"))
+                covers = covers || (p.at("min").get<size_t>() <= batch && batch <= p.at("max").get<size_t>());
+            if (key.at("graph") != name) why = "it is filed under " + name;
+            else if (key.at("graph_sha256") != graph.sha256) why = "it was built from another version of the graph";
+            else if (key.at("precision") != graph.precision) why = "it is " + key.at("precision").get<std::string>();
+            else if (!covers) why = "its profiles do not cover batch " + std::to_string(batch);
+            else why = incompatibility(key, target);
+            if (!why.empty()) {
+                reasons.push_back(entry.path().filename().string() + ": " + why);
+                continue;
+            }
+            const fs::path plan_path = dir / m.at("plan_file").get<std::string>();
+            std::vector<char> plan = read_file(plan_path);
+            if (plan.size() != m.at("plan_size").get<size_t>() ||
+                sha256_hex(plan.data(), plan.size()) != m.at("plan_sha256"))
+                throw std::runtime_error(plan_path.string() + " does not match its manifest (sha256 or size)");
+            const auto parts = version_parts(key.at("version"));
+            if (plan.size() < 28 || std::string(plan.data(), 4) != "ftrt")
+                throw std::runtime_error(plan_path.string() + " is not a TensorRT plan");
+            for (size_t i = 0; i < 4 && i < parts.size(); ++i)
+                if (static_cast<unsigned char>(plan[24 + i]) != parts[i])
+                    throw std::runtime_error(plan_path.string() + ": the plan's header names another version");
+            return plan;
+        } catch (const std::exception &e) {  // JSON errors, missing keys, checks above
+            reasons.push_back(entry.path().filename().string() + ": refused (" + e.what() + ")");
+        }
+    }
+    unavailable("no usable " + graph.precision + " TensorRT engine for graph " + py::repr(name) + " in " +
+                dir.string() + " (" + (reasons.empty() ? "the cache has no engine for it" : py::join(reasons, "; ")) +
+                "); build one with: bld-export engine BUNDLE -o " + cache.string());
+}
+
+class TrtBackend;
+
+class TrtLoop final : public Loop {
+  public:
+    TrtLoop(TrtBackend &backend, size_t batch);
+    ~TrtLoop() override { cudaStreamDestroy(stream_); }
+    void start(const LoopRequest &r) override;
+    void run_step(int64_t i) override;
+    void advance(int64_t i) override;
+    const uint8_t *bits() override;
+    void read_probs(float *out) override;
+
+  private:
+    void launch_draw(const void *p, uint64_t subsequence);
+    nvinfer1::IExecutionContext &context(const std::string &role);
+
+    TrtBackend &backend_;
+    size_t n_;
+    int64_t num_steps_;
+    cudaStream_t stream_ = nullptr;
+    DeviceBuffer state_, probs_, half_, keep_, known_, seeds_, step_, classes_, temperature_, guidance_;
+    std::vector<float> host_f32_;
+    std::vector<uint8_t> host_bits_;
+    std::vector<int64_t> host_step_;
+    int masked_ = 0;
+    std::string role_ = "step";
+    std::map<std::string, std::unique_ptr<nvinfer1::IExecutionContext>> contexts_;
+};
+
+class TrtBackend final : public Backend {
+  public:
+    TrtBackend(const Bundle &bundle, const BackendOptions &o) : manifest_(bundle.manifest), options_(o) {
+        int devices = 0;
+        if (cudaGetDeviceCount(&devices) != cudaSuccess || devices <= o.device_id)
+            unavailable("backend 'tensorrt' needs a CUDA device " + std::to_string(o.device_id) + "; this machine has " +
+                        std::to_string(devices));
+        use_device();
+        cuda_check(cudaFree(nullptr), "creating the device's context");  // for the driver API too
+        cudaDeviceProp prop{};
+        cuda_check(cudaGetDeviceProperties(&prop, static_cast<int>(o.device_id)), "cudaGetDeviceProperties");
+        target_ = {version_string(), std::to_string(prop.major) + "." + std::to_string(prop.minor)};
+        cache_ = o.trt_cache_dir.empty() ? bundle.dir / "engines" : fs::path(o.trt_cache_dir);
+        runtime_.reset(nvinfer1::createInferRuntime(logger_));
+        if (!runtime_) unavailable("TensorRT could not create a runtime: " + logger_.last_error);
+        for (const char *role : {"encoder", "decoder", "step", "step_guided"}) {
+            names_[role] = graph_for(bundle, role, o.precision);
+            read_graph(bundle, names_[role], o.verify_hashes);  // the bundle's hashes still hold
+        }
+        compile_kernels();
+    }
+
+    ~TrtBackend() override {
+        if (module_) cuModuleUnload(module_);
+    }
+
+    std::unique_ptr<Loop> make_loop(size_t batch) override { return std::make_unique<TrtLoop>(*this, batch); }
+
+    void encode(const float *images, size_t n, float *probs) override {
+        run_once("encoder", images, n, probs);
+    }
+    void decode(const float *bits, size_t n, float *images) override { run_once("decoder", bits, n, images); }
+
+    // An engine of `role` covering `batch`; engines are shared by loops (TensorRT allows
+    // several execution contexts per engine).
+    nvinfer1::ICudaEngine &engine(const std::string &role, size_t batch) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        const std::string id = role + "/" + std::to_string(batch);
+        auto &slot = engines_[id];
+        if (!slot) {
+            const std::string &name = names_.at(role);
+            const std::vector<char> plan = find_plan(cache_, name, *manifest_.graph(name), batch, target_);
+            slot.reset(runtime_->deserializeCudaEngine(plan.data(), plan.size()));
+            if (!slot) unavailable("TensorRT could not load the engine of " + name + ": " + logger_.last_error);
+        }
+        return *slot;
+    }
+
+    void use_device() const { cuda_check(cudaSetDevice(static_cast<int>(options_.device_id)), "cudaSetDevice"); }
+    const Manifest &manifest() const { return manifest_; }
+    const GraphSpec &graph(const std::string &role) const { return *manifest_.graph(names_.at(role)); }
+    CUfunction kernel(const char *name) const { return std::string(name) == "bld_draw" ? draw_ : threshold_; }
+
+  private:
+    void compile_kernels() {
+        const std::string source = std::string("#define BLD_DEVICE __device__\n") + kPhiloxSource + kKernels;
+        nvrtcProgram program = nullptr;
+        if (nvrtcCreateProgram(&program, source.c_str(), "bld_draw.cu", 0, nullptr, nullptr) != NVRTC_SUCCESS)
+            unavailable("NVRTC could not create the draw kernels' program");
+        const char *opts[] = {"--std=c++11"};
+        const nvrtcResult built = nvrtcCompileProgram(program, 1, opts);
+        size_t size = 0;
+        std::string text;
+        if (built != NVRTC_SUCCESS) {
+            nvrtcGetProgramLogSize(program, &size);
+            text.resize(size);
+            nvrtcGetProgramLog(program, text.data());
+            nvrtcDestroyProgram(&program);
+            unavailable("NVRTC could not compile the draw kernels: " + text);
+        }
+        nvrtcGetPTXSize(program, &size);
+        text.resize(size);
+        nvrtcGetPTX(program, text.data());
+        nvrtcDestroyProgram(&program);
+        driver_check(cuInit(0), "cuInit");
+        driver_check(cuModuleLoadData(&module_, text.c_str()), "cuModuleLoadData");
+        driver_check(cuModuleGetFunction(&draw_, module_, "bld_draw"), "bld_draw");
+        driver_check(cuModuleGetFunction(&threshold_, module_, "bld_threshold"), "bld_threshold");
+    }
+
+    // Encoder/decoder: once per request, through a fresh context and staging buffers.
+    void run_once(const std::string &role, const float *in, size_t n, float *out) {
+        const GraphSpec &g = graph(role);
+        const int64_t in_per = per_image(g.inputs[0]), out_per = per_image(g.outputs[0]);
+        nvinfer1::ICudaEngine &e = engine(role, n);
+        std::unique_ptr<nvinfer1::IExecutionContext> ctx(e.createExecutionContext());
+        DeviceBuffer din(n * size_t(in_per) * sizeof(float)), dout(n * size_t(out_per) * sizeof(float));
+        cudaStream_t stream = nullptr;
+        cuda_check(cudaStreamCreate(&stream), "cudaStreamCreate");
+        cuda_check(cudaMemcpyAsync(din.ptr, in, n * size_t(in_per) * sizeof(float), cudaMemcpyHostToDevice, stream),
+                   "upload");
+        nvinfer1::Dims dims{};
+        dims.nbDims = static_cast<int32_t>(g.inputs[0].shape.size());
+        for (int32_t d = 0; d < dims.nbDims; ++d)
+            dims.d[d] = d == 0 ? static_cast<int64_t>(n) : std::get<int64_t>(g.inputs[0].shape[size_t(d)]);
+        const bool ok = ctx->setInputShape(g.inputs[0].name.c_str(), dims) &&
+                        ctx->setTensorAddress(g.inputs[0].name.c_str(), din.ptr) &&
+                        ctx->setTensorAddress(g.outputs[0].name.c_str(), dout.ptr) && ctx->enqueueV3(stream);
+        if (ok)
+            cuda_check(cudaMemcpyAsync(out, dout.ptr, n * size_t(out_per) * sizeof(float), cudaMemcpyDeviceToHost,
+                                       stream), "download");
+        const cudaError_t done = cudaStreamSynchronize(stream);
+        cudaStreamDestroy(stream);
+        if (!ok) fail(BLD_ERROR_INTERNAL, "TensorRT could not run " + g.file + ": " + logger_.last_error);
+        cuda_check(done, "cudaStreamSynchronize");
+    }
+
+    Manifest manifest_;
+    BackendOptions options_;
+    Target target_;
+    fs::path cache_;
+    Logger logger_;
+    std::unique_ptr<nvinfer1::IRuntime> runtime_;
+    std::map<std::string, std::string> names_;
+    std::mutex mutex_;
+    std::map<std::string, std::unique_ptr<nvinfer1::ICudaEngine>> engines_;
+    CUmodule module_ = nullptr;
+    CUfunction draw_ = nullptr, threshold_ = nullptr;
+};
+
+TrtLoop::TrtLoop(TrtBackend &backend, size_t batch)
+    : Loop(batch), backend_(backend),
+      n_(size_t(backend.manifest().latent.tokens() * backend.manifest().latent.bits)),
+      num_steps_(backend.manifest().schedule.sampling_steps), state_(batch * n_ * 4), probs_(batch * n_ * 4),
+      half_(batch * n_ * 4), keep_(batch * n_), known_(batch * n_ * 4), seeds_(batch * 8), step_(batch * 8),
+      classes_(batch * 8), temperature_(batch * 4), guidance_(batch * 4), host_f32_(batch * n_),
+      host_bits_(batch * n_), host_step_(batch) {
+    cuda_check(cudaStreamCreateWithFlags(&stream_, cudaStreamNonBlocking), "cudaStreamCreate");
+    const std::vector<float> half(batch * n_, 0.5f);  // p of the initial state, every image
+    cuda_check(cudaMemcpy(half_.ptr, half.data(), half.size() * 4, cudaMemcpyHostToDevice), "upload");
+}
+
+nvinfer1::IExecutionContext &TrtLoop::context(const std::string &role) {
+    auto &ctx = contexts_[role];
+    if (ctx) return *ctx;
+    ctx.reset(backend_.engine(role, batch_).createExecutionContext());
+    const GraphSpec &g = backend_.graph(role);
+    const std::map<std::string, void *> buffers = {{"bits", state_.ptr},         {"step", step_.ptr},
+                                                   {"class_label", classes_.ptr}, {"temperature", temperature_.ptr},
+                                                   {"guidance", guidance_.ptr},   {"probs", probs_.ptr}};
+    bool ok = true;
+    for (const auto &t : g.inputs) {
+        nvinfer1::Dims dims{};
+        dims.nbDims = static_cast<int32_t>(t.shape.size());
+        for (int32_t d = 0; d < dims.nbDims; ++d)
+            dims.d[d] = d == 0 ? static_cast<int64_t>(batch_) : std::get<int64_t>(t.shape[size_t(d)]);
+        ok = ok && ctx->setInputShape(t.name.c_str(), dims) && ctx->setTensorAddress(t.name.c_str(), buffers.at(t.name));
+    }
+    ok = ok && ctx->setTensorAddress(g.outputs[0].name.c_str(), probs_.ptr);
+    if (!ok) fail(BLD_ERROR_INTERNAL, "TensorRT refused the bindings of " + g.file);
+    return *ctx;
+}
+
+void TrtLoop::launch_draw(const void *p, uint64_t subsequence) {
+    long long n = static_cast<long long>(n_), blocks = (n + 3) / 4;
+    int batch = static_cast<int>(batch_);
+    unsigned long long sub = subsequence;
+    void *args[] = {const_cast<void **>(&p), &seeds_.ptr, &sub, &n, &blocks, &batch, &state_.ptr, &keep_.ptr,
+                    &known_.ptr, &masked_};
+    const unsigned grid = static_cast<unsigned>((static_cast<long long>(batch_) * blocks + kThreads - 1) / kThreads);
+    driver_check(cuLaunchKernel(backend_.kernel("bld_draw"), grid, 1, 1, kThreads, 1, 1, 0, stream_, args, nullptr),
+                 "bld_draw");
+}
+
+void TrtLoop::start(const LoopRequest &r) {
+    backend_.use_device();  // a loop may run on any thread    auto up = [&](void *dst, const void *src, size_t bytes) {
+        cuda_check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_), "upload");
+    };
+    up(seeds_.ptr, r.seeds, batch_ * 8);
+    up(classes_.ptr, r.classes, batch_ * 8);
+    up(temperature_.ptr, r.temperature, batch_ * 4);
+    up(guidance_.ptr, r.guidance, batch_ * 4);
+    masked_ = r.keep != nullptr;
+    if (masked_) {
+        std::transform(r.known, r.known + batch_ * n_, host_f32_.begin(), [](uint8_t v) { return float(v); });
+        up(keep_.ptr, r.keep, batch_ * n_);
+        up(known_.ptr, host_f32_.data(), batch_ * n_ * 4);
+        cuda_check(cudaStreamSynchronize(stream_), "upload");  // host_f32_ is reused below
+    }
+    role_ = r.guided ? "step_guided" : "step";
+    context(role_);
+    launch_draw(half_.ptr, 0);
+}
+
+void TrtLoop::run_step(int64_t i) {
+    std::fill(host_step_.begin(), host_step_.end(), i);
+    cuda_check(cudaMemcpyAsync(step_.ptr, host_step_.data(), batch_ * 8, cudaMemcpyHostToDevice, stream_), "upload");
+    if (!context(role_).enqueueV3(stream_)) fail(BLD_ERROR_INTERNAL, "TensorRT could not run the step graph");
+    cuda_check(cudaStreamSynchronize(stream_), "step");  // host_step_ is rewritten next step
+}
+
+void TrtLoop::advance(int64_t i) {
+    if (i < num_steps_ - 1) {
+        launch_draw(probs_.ptr, static_cast<uint64_t>(i) + 1);
+        return;
+    }
+    long long total = static_cast<long long>(batch_ * n_);
+    void *args[] = {&probs_.ptr, &total, &state_.ptr, &keep_.ptr, &known_.ptr, &masked_};
+    const unsigned grid = static_cast<unsigned>((total + kThreads - 1) / kThreads);
+    driver_check(cuLaunchKernel(backend_.kernel("bld_threshold"), grid, 1, 1, kThreads, 1, 1, 0, stream_, args, nullptr),
+                 "bld_threshold");
+}
+
+const uint8_t *TrtLoop::bits() {
+    cuda_check(cudaMemcpyAsync(host_f32_.data(), state_.ptr, batch_ * n_ * 4, cudaMemcpyDeviceToHost, stream_),
+               "download");
+    cuda_check(cudaStreamSynchronize(stream_), "download");
+    std::transform(host_f32_.begin(), host_f32_.end(), host_bits_.begin(), [](float v) { return uint8_t(v != 0.0f); });
+    return host_bits_.data();
+}
+
+void TrtLoop::read_probs(float *out) {
+    cuda_check(cudaMemcpyAsync(out, probs_.ptr, batch_ * n_ * 4, cudaMemcpyDeviceToHost, stream_), "download");
+    cuda_check(cudaStreamSynchronize(stream_), "download");
+}
+
+}  // namespace
+
+std::unique_ptr<Backend> create_tensorrt_backend(const Bundle &bundle, const BackendOptions &options) {
+    return std::make_unique<TrtBackend>(bundle, options);
+}
+
+}  // namespace bld::core

@@ -1,0 +1,97 @@
+// The core's host-side pieces: Python-style formatting, packed bits and .bldz files, sampling
+// timesteps, images. Whole-bundle behaviour (manifests, the loop, errors) is tested against the
+// Python runtime in tests/test_cpp_runtime.py.
+#include <catch2/catch.hpp>
+
+#include <cmath>
+#include <cstdio>
+#include <filesystem>
+#include <fstream>
+#include <limits>
+
+#include "bits.hpp"
+#include "contract.hpp"
+#include "error.hpp"
+#include "images.hpp"
+#include "pyjson.hpp"
+
+using namespace bld::core;
+
+TEST_CASE("repr and format as Python prints them") {
+    CHECK(py::repr(1.0) == "1.0");
+    CHECK(py::repr(-0.5) == "-0.5");
+    CHECK(py::repr(1e-5) == "1e-05");
+    CHECK(py::repr(0.0001) == "0.0001");
+    CHECK(py::repr(1e16) == "1e+16");
+    CHECK(py::repr(123456789012345678.0) == "1.2345678901234568e+17");
+    CHECK(py::repr(1e15) == "1000000000000000.0");
+    CHECK(py::repr(0.1) == "0.1");
+    CHECK(py::repr(std::string("it's")) == "\"it's\"");
+    CHECK(py::repr(std::string("a\\b\n")) == "'a\\\\b\\n'");
+    CHECK(py::repr(py::Json::parse(R"({"a": [1, null, true, 2.5, "x"]})")) == "{'a': [1, None, True, 2.5, 'x']}");
+    CHECK(py::format_g(std::nan("")) == "nan");
+    CHECK(py::format_g(-std::numeric_limits<double>::infinity()) == "-inf");
+    CHECK(py::format_g(1e-7) == "1e-07");
+    CHECK(py::format_g(-1.5) == "-1.5");
+    CHECK(py::path("a//b/./c/") == "a/b/c");
+    CHECK(py::path("./x") == "x");
+    CHECK(py::path("/") == "/");
+    CHECK(py::tuple(std::vector<size_t>{5}) == "(5,)");
+    CHECK(py::tuple(std::vector<size_t>{1, 64, 7}) == "(1, 64, 7)");
+}
+
+TEST_CASE("sampling timesteps (SAMPLING_CONTRACT.md, section 3)") {
+    CHECK(contract::sampling_timesteps(32, 16) ==
+          std::vector<int64_t>{32, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1});
+    CHECK(contract::sampling_timesteps(4, 4) == std::vector<int64_t>{4, 3, 2, 1});
+    CHECK_THROWS_WITH(contract::sampling_timesteps(1, 1), "the number of training steps T must be at least 2, got 1");
+    CHECK_THROWS_WITH(contract::sampling_timesteps(8, 9), "sampling steps must be between 2 and T=8, got 9");
+}
+
+TEST_CASE("packbits with little bit order, padding and .bldz files") {
+    const std::vector<uint8_t> bits = {1, 0, 0, 0, 0, 0, 0, 1, 1, 1, 0,   // image 0: 11 bits
+                                       0, 1, 0, 0, 0, 0, 0, 0, 0, 0, 1};  // image 1
+    std::vector<uint8_t> packed(4);
+    pack_bits(bits.data(), 2, 11, packed.data());
+    CHECK(packed == std::vector<uint8_t>{0x81, 0x03, 0x02, 0x04});  // numpy.packbits(..., "little")
+    std::vector<uint8_t> back(22);
+    unpack_bits(packed.data(), 2, 11, back.data());
+    CHECK(back == bits);
+    packed[1] |= 0x80;  // a padding bit
+    CHECK_THROWS_WITH(unpack_bits(packed.data(), 2, 11, back.data()),
+                      "packed bits are corrupt: the padding bits of the last byte are not zero");
+    const std::vector<uint8_t> two = {2};
+    CHECK_THROWS_WITH(pack_bits(two.data(), 1, 1, packed.data()), "bits must be 0 or 1, found the value 2");
+
+    const std::string path = (std::filesystem::temp_directory_path() / "bld_test_core.bldz").string();
+    std::vector<uint8_t> latent(3 * 2 * 2 * 3);
+    for (size_t i = 0; i < latent.size(); ++i) latent[i] = (i * 7 % 5) & 1;
+    save_bits(path, latent.data(), 3, 2, 2, 3);
+    size_t batch = 0;
+    CHECK(load_bits(path, 2, 2, 3, batch) == latent);
+    CHECK(batch == 3);
+    CHECK_THROWS_WITH(load_bits(path, 2, 2, 4, batch), path + " holds 2x2x3 latents but the bundle expects 2x2x4");
+    {
+        std::fstream f(path, std::ios::in | std::ios::out | std::ios::binary);
+        f.seekp(25);
+        f.put(static_cast<char>(0x55));
+    }
+    CHECK_THROWS_WITH(load_bits(path, 2, 2, 3, batch), Catch::Contains("is corrupt: the payload's crc32 is"));
+    std::filesystem::resize_file(path, 10);
+    CHECK_THROWS_WITH(load_bits(path, 2, 2, 3, batch), path + " is truncated: its header has 10 of 25 bytes");
+    std::filesystem::remove(path);
+}
+
+TEST_CASE("image conversion rounds half to even and clips; grids pad with black") {
+    const float x[] = {-1.0f, 1.0f, -2.0f, 3.0f, 0.0f, 0.5f};  // 0.0 -> 127.5, a tie
+    uint8_t out[6];
+    from_float_nchw(x, 1, {1, 6, 1}, out);
+    CHECK(std::vector<uint8_t>(out, out + 6) == std::vector<uint8_t>{0, 255, 0, 255, 128, 191});
+    const uint8_t img[2 * 2 * 2] = {1, 2, 3, 4, 5, 6, 7, 8};  // two 2x2 gray images
+    ImageShape g{};
+    const auto grid = make_grid(img, 2, {2, 2, 1}, 0, g);
+    CHECK((g.height == 6 && g.width == 10));
+    CHECK(grid[2 * 10 + 2] == 1);
+    CHECK(grid[3 * 10 + 7] == 8);
+    CHECK(grid[0] == 0);
+}
