@@ -106,7 +106,7 @@ def load_bits(path: str | os.PathLike, latent: tuple[int, int, int] | None = Non
             raise PackedBitsError(f"{path} is a .npy file, which does not record the latent "
                                   "shape; give the bundle's (H, W, C)")
         height, width, channels = latent
-        _check_npy_header(path, packed_bytes(height * width, channels))
+        _check_npy_header(path, (height, width, channels))
         try:
             packed = np.load(path, allow_pickle=False)
         except (ValueError, OSError, EOFError) as e:
@@ -157,8 +157,12 @@ def load_bits(path: str | os.PathLike, latent: tuple[int, int, int] | None = Non
     return _unpack(path, packed, (height * width, channels))
 
 
-def _check_npy_header(path: Path, row_bytes: int) -> None:
-    """Refuse a .npy whose header does not describe a 2-D uint8 array that fits the file."""
+def _check_npy_header(path: Path, latent: tuple[int, int, int]) -> None:
+    """Refuse a .npy whose header does not describe a 2-D uint8 array of this latent's packed
+    rows that fits the file (before numpy allocates anything; object arrays are never
+    unpickled)."""
+    height, width, channels = latent
+    row_bytes = packed_bytes(height * width, channels)
     try:
         with open(path, "rb") as f:
             major, _ = np.lib.format.read_magic(f)
@@ -174,8 +178,8 @@ def _check_npy_header(path: Path, row_bytes: int) -> None:
     if shape[0] < 1:
         raise PackedBitsError(f"{path} holds no latents (its array has 0 rows)")
     if shape[1] != row_bytes:
-        raise PackedBitsError(f"{path} has {shape[1]} bytes per image but the bundle's latent "
-                              f"packs into {row_bytes}")
+        raise PackedBitsError(f"{path} has {shape[1]} bytes per image but the bundle's "
+                              f"{height}x{width}x{channels} latent packs into {row_bytes}")
     if path.stat().st_size - offset != shape[0] * shape[1]:
         raise PackedBitsError(f"{path} is truncated or too long for the {shape[0]}x{shape[1]} "
                               "array its header describes")

@@ -31,8 +31,9 @@ def _fail(message: str) -> None:
     sys.exit(1)
 
 
-class _Terminated(Exception):
-    """SIGTERM, raised where the process is, so that outputs are closed cleanly."""
+class _Terminated(BaseException):
+    """SIGTERM, raised where the process is, so that outputs are closed cleanly. A
+    BaseException, like KeyboardInterrupt: no `except Exception` on the way may swallow it."""
 
 
 def _raise_terminated(signum, frame):

@@ -31,26 +31,6 @@ namespace fs = std::filesystem;
 namespace bld::core {
 namespace {
 
-// Thin wrappers around the shared draw; the math is bld_philox.h's (as kernels.py's KERNELS).
-const char *kKernels = R"(
-extern "C" __global__ void bld_draw(const float *p, const bld_u64 *seeds, bld_u64 subsequence,
-                                    long long n, long long blocks, int batch, float *bits,
-                                    const unsigned char *keep, const float *known, int masked) {
-    long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (t >= (long long)batch * blocks) return;
-    long long image = t / blocks, block = t % blocks, base = image * n;
-    bld_draw_block(p + base, seeds[image], subsequence, block, n, bits + base,
-                   masked ? keep + base : 0, masked ? known + base : 0);
-}
-extern "C" __global__ void bld_threshold(const float *p, long long total, float *bits,
-                                         const unsigned char *keep, const float *known,
-                                         int masked) {
-    long long e = (long long)blockIdx.x * blockDim.x + threadIdx.x;
-    if (e >= total) return;
-    float z = p[e] > 0.5f ? 1.0f : 0.0f;
-    bits[e] = (masked && keep[e]) ? known[e] : z;
-}
-)";
 constexpr unsigned kThreads = 256;
 
 [[noreturn]] void unavailable(const std::string &message) { fail(BLD_ERROR_BACKEND_UNAVAILABLE, message); }
