@@ -15,7 +15,6 @@ from bld_runtime.cli import OneLineErrorGroup
 from bld_runtime.errors import BldError
 from bld_train.config import PRESETS
 
-
 _common = [
     click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False),
                  help="Run directory (holds autoencoder/ and prior/)."),

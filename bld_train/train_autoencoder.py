@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -23,11 +23,17 @@ from bld_train import distributed as D
 from bld_train.autoencoder import BinaryAutoencoder, NLayerDiscriminator
 from bld_train.data import batch_stream, make_dataset
 from bld_train.diffaug import diff_augment, parse_policy
-from bld_train.loop import (EMA, Log, Precision, adamw, lr_at, optimizer_step, resume_from,
-                            set_lr)
-from bld_train.losses import (PerceptualLoss, adaptive_gan_weight, check_perceptual_weights,
-                              code_confidence_loss, cycle_consistency_loss,
-                              hinge_d_loss, hinge_g_loss, reconstruction_loss)
+from bld_train.loop import EMA, Log, Precision, adamw, lr_at, optimizer_step, resume_from, set_lr
+from bld_train.losses import (
+    PerceptualLoss,
+    adaptive_gan_weight,
+    check_perceptual_weights,
+    code_confidence_loss,
+    cycle_consistency_loss,
+    hinge_d_loss,
+    hinge_g_loss,
+    reconstruction_loss,
+)
 
 STAGE = "autoencoder"
 

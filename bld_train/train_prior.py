@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -29,8 +29,7 @@ from bld_train import distributed as D
 from bld_train.data import batch_stream, make_dataset
 from bld_train.denoiser import Denoiser
 from bld_train.diffusion import BernoulliDiffusion
-from bld_train.loop import (EMA, Log, Precision, adamw, lr_at, optimizer_step, resume_from,
-                            set_lr)
+from bld_train.loop import EMA, Log, Precision, adamw, lr_at, optimizer_step, resume_from, set_lr
 
 STAGE = "prior"
 BETAS = (0.9, 0.95)

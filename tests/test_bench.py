@@ -14,7 +14,8 @@ import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
 
-from bld_bench import core, machine, report as bench_report
+from bld_bench import core, machine
+from bld_bench import report as bench_report
 from bld_runtime.cli import cli
 
 jsonschema = pytest.importorskip("jsonschema")
@@ -32,8 +33,8 @@ def _obj(properties: dict, required=None) -> dict:
             "additionalProperties": False}
 
 
-_stats = _obj({k: _num for k in ("min", "mean", "p50", "p90", "p99", "max")})
-_stage = _obj({**{k: _num for k in ("min", "mean", "p50", "p90", "p99", "max")},
+_stats = _obj(dict.fromkeys(("min", "mean", "p50", "p90", "p99", "max"), _num))
+_stage = _obj({**dict.fromkeys(("min", "mean", "p50", "p90", "p99", "max"), _num),
                "total_share": {"type": "number", "minimum": 0, "maximum": 1}})
 
 # The stable schema of `bld bench --json` (documented in bld_bench/core.py).
@@ -107,8 +108,7 @@ SCHEMA = {
             "runs": {"type": "integer", "minimum": 1},
             "latency": _stats,
             "images_per_second": {"type": "number", "exclusiveMinimum": 0},
-            "stages": _obj({k: _stage for k in
-                            ("initial", "step_model", "step_sampling", "decode")}),
+            "stages": _obj(dict.fromkeys(("initial", "step_model", "step_sampling", "decode"), _stage)),
             "per_step": {"type": "array", "minItems": 1, "items": _obj({
                 "step": {"type": "integer", "minimum": 0},
                 "model_p50": _num,

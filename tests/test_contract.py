@@ -1,7 +1,8 @@
 """The contract's schedule and posterior math (bld_runtime.contract) and its torch twin."""
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bld_runtime import contract
 from bld_runtime.errors import ContractError

@@ -17,11 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from click.testing import CliRunner
+from PIL import Image
+
 from bld_runtime.cli import cli
 from bld_runtime.errors import BldError
 from bld_runtime.pipeline import Pipeline
-from click.testing import CliRunner
-from PIL import Image
 
 pytestmark = pytest.mark.cpp
 

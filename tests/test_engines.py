@@ -16,15 +16,22 @@ from dataclasses import replace
 import pytest
 from click.testing import CliRunner
 
-from bld_runtime.engine_cache import (BatchProfile, CachedEngine, EngineCache, EngineManifest,
-                                      RuntimeTarget, check_plan_header, incompatibility)
+from bld_runtime.engine_cache import (
+    BatchProfile,
+    CachedEngine,
+    EngineCache,
+    EngineManifest,
+    RuntimeTarget,
+    check_plan_header,
+    incompatibility,
+)
 from bld_runtime.errors import ManifestError, StaleEngineError
 from bld_runtime.manifest import load_bundle, manifest_graph_facts
 
 pytest.importorskip("tensorrt_rtx", reason="TensorRT-RTX is not installed (make test does)")
 
-from bld_engines.builder import BuildOptions, build_bundle  # noqa: E402
-from bld_export.cli import main as bld_export  # noqa: E402
+from bld_engines.builder import BuildOptions, build_bundle
+from bld_export.cli import main as bld_export
 
 RTX_VERSION = __import__("tensorrt_rtx").__version__
 ALL_GRAPHS = ("encoder", "decoder", "step", "step_guided", "decoder_fp16", "step_fp16",

@@ -10,6 +10,7 @@ import pytest
 
 from bld_runtime import contract
 from bld_runtime.errors import BundleIntegrityError, ManifestError
+from bld_runtime.files import sha256_file
 from bld_runtime.manifest import (
     MANIFEST_NAME,
     Bundle,
@@ -21,7 +22,6 @@ from bld_runtime.manifest import (
     parse_manifest_text,
     write_manifest,
 )
-from bld_runtime.files import sha256_file
 
 GRAPHS = ("encoder", "decoder", "step", "step_guided")
 

@@ -30,10 +30,10 @@ def _imports(tree):
     handlers catch ImportError (a feature that degrades without the package)."""
     def walk(node, optional):
         if isinstance(node, ast.Try):
-            catches = any(isinstance(h.type, ast.Name) and h.type.id in ("ImportError",
-                          "ModuleNotFoundError") or isinstance(h.type, ast.Tuple) and any(
+            catches = any((isinstance(h.type, ast.Name) and h.type.id in ("ImportError",
+                          "ModuleNotFoundError")) or (isinstance(h.type, ast.Tuple) and any(
                           getattr(e, "id", "") in ("ImportError", "ModuleNotFoundError")
-                          for e in h.type.elts) for h in node.handlers)
+                          for e in h.type.elts)) for h in node.handlers)
             for child in node.body:
                 yield from walk(child, optional or catches)
             for child in node.handlers + node.orelse + node.finalbody:

@@ -19,8 +19,13 @@ import pytest
 
 from bld_runtime import philox
 from bld_runtime.backends import BackendOptions
-from bld_runtime.errors import (BackendUnavailableError, CancelledError, InvalidRequestError,
-                                ManifestError, CodeNotSettledWarning)
+from bld_runtime.errors import (
+    BackendUnavailableError,
+    CancelledError,
+    CodeNotSettledWarning,
+    InvalidRequestError,
+    ManifestError,
+)
 from bld_runtime.images import from_float, load_png, make_grid, save_png, to_float
 from bld_runtime.pipeline import Pipeline, settle_orbits
 

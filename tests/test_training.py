@@ -20,9 +20,17 @@ from bld_train.cli import train as train_cli
 from bld_train.config import preset
 from bld_train.distributed import StepBatches, step_seed
 from bld_train.loop import EMA, lr_at
-from bld_train.losses import (VGG16_CONVS, VGG16_WIDTHS, PerceptualLoss, PerceptualWeightsError,
-                              adaptive_gan_weight, code_confidence_loss, hinge_d_loss,
-                              hinge_g_loss, reconstruction_loss)
+from bld_train.losses import (
+    VGG16_CONVS,
+    VGG16_WIDTHS,
+    PerceptualLoss,
+    PerceptualWeightsError,
+    adaptive_gan_weight,
+    code_confidence_loss,
+    hinge_d_loss,
+    hinge_g_loss,
+    reconstruction_loss,
+)
 from bld_train.train_prior import unpack_batch
 
 # --- losses ----------------------------------------------------------------------------------

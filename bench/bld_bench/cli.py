@@ -8,7 +8,6 @@ import click
 from bld_runtime.errors import BldError
 
 
-
 def _int_list(ctx, param, value):
     try:
         out = [int(v) for v in value.split(",") if v.strip()]

@@ -131,7 +131,7 @@ class BenchBackend(ABC):
 class TimedLoop(Loop):
     """A backend's Loop whose start/run_step/advance calls are timed into the current clock."""
 
-    def __init__(self, inner: Loop, timed: "TimedBackend"):
+    def __init__(self, inner: Loop, timed: TimedBackend):
         self.inner, self.timed, self.batch = inner, timed, inner.batch
 
     def start(self, *args):
@@ -322,7 +322,7 @@ def run_rounds(contenders: list[Contender], requests: dict[int, Request], num_st
                 start = time.perf_counter()
                 try:
                     c.backend.generate(request, clock)
-                except Exception as e:  # noqa: BLE001 - only "fragile" backends get here
+                except Exception as e:  # only "fragile" backends get here
                     if not c.backend.fragile:
                         raise
                     c.backend, c.reason = None, f"failed at batch {batch}: {_first_line(e)}"

@@ -8,7 +8,6 @@ import time
 import numpy as np
 import onnxruntime as ort
 
-
 # --- memory -------------------------------------------------------------------------------------
 
 def reset_peak_rss() -> bool:

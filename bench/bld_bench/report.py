@@ -6,7 +6,6 @@ from pathlib import Path
 from bld_runtime.errors import BldError
 
 
-
 def _ms(seconds: float | None) -> str:
     return "-" if seconds is None else f"{seconds * 1e3:.2f}" if seconds < 1 else \
         f"{seconds * 1e3:.0f}"

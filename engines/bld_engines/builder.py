@@ -19,19 +19,35 @@ from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from bld_runtime import __version__ as BLD_VERSION
 from bld_runtime import files
 from bld_runtime.backends import cudart
-from bld_runtime.engine_cache import (HARDWARE_COMPAT, BatchProfile, CachedEngine, EngineCache,
-                                      EngineKey)
-from bld_runtime.errors import (BackendUnavailableError, InvalidRequestError, ManifestError,
-                                StaleEngineError)
-from bld_runtime.manifest import (GRAPH_METADATA_KEY, KINDS, Bundle, GraphSpec,
-                                  check_graph_facts, graph_kind, load_bundle)
+from bld_runtime.engine_cache import (
+    HARDWARE_COMPAT,
+    BatchProfile,
+    CachedEngine,
+    EngineCache,
+    EngineKey,
+)
+from bld_runtime.errors import (
+    BackendUnavailableError,
+    InvalidRequestError,
+    ManifestError,
+    StaleEngineError,
+)
+from bld_runtime.manifest import (
+    GRAPH_METADATA_KEY,
+    KINDS,
+    Bundle,
+    GraphSpec,
+    check_graph_facts,
+    graph_kind,
+    load_bundle,
+)
 from bld_runtime.trt_flavours import Flavour, import_flavour
 
 from .errors import EngineBuildError

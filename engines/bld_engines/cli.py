@@ -122,8 +122,7 @@ def build_command(bundle, cache, precision, fp16_flag, batches, dla_core, hardwa
                 hardware_compat=hardware_compat, version_compatible=version_compatible))
         return
     from rich.console import Console
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
-    from rich.progress import TimeElapsedColumn
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from bld_runtime.trt_flavours import import_flavour
 
@@ -211,8 +210,7 @@ def list_command(cache):
 @click.argument("path", type=click.Path(exists=True, path_type=Path))
 def inspect_command(path):
     """Print the manifests (and the header check) of a cache, a graph folder or one manifest."""
-    from bld_runtime.engine_cache import (CachedEngine, EngineCache, StaleEngineError,
-                                          plan_header)
+    from bld_runtime.engine_cache import CachedEngine, EngineCache, StaleEngineError, plan_header
 
     manifests = [path] if path.is_file() else sorted(path.glob("*.json")) or \
         sorted(path.glob("*/*.json"))

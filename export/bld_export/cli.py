@@ -19,7 +19,6 @@ from bld_runtime.cli import OneLineErrorGroup
 
 from .flops import format_flops
 
-
 #: Commands other packages contribute, imported only when named (bld_serving and bld_engines
 #: depend on bld_runtime only; bld_export knows them by name, so none imports another at start).
 LAZY_COMMANDS = {"triton": ("bld_serving.cli", "triton"),

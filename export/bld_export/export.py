@@ -24,8 +24,8 @@ import json
 import logging
 import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import onnx
 import onnxruntime
@@ -34,14 +34,27 @@ import torch
 import bld_runtime
 from bld_runtime import contract
 from bld_runtime.files import replacing_directory, sha256_file
-from bld_runtime.manifest import (FORMAT, GRAPH_METADATA_KEY, MANIFEST_NAME, SCHEMA_VERSION,
-                                  ClassesSpec, Defaults, GraphSpec, ImageSpec, LatentSpec,
-                                  Manifest, Producer, ScheduleSpec, TensorSpec, load_bundle,
-                                  write_manifest)
+from bld_runtime.manifest import (
+    FORMAT,
+    GRAPH_METADATA_KEY,
+    MANIFEST_NAME,
+    SCHEMA_VERSION,
+    ClassesSpec,
+    Defaults,
+    GraphSpec,
+    ImageSpec,
+    LatentSpec,
+    Manifest,
+    Producer,
+    ScheduleSpec,
+    TensorSpec,
+    load_bundle,
+    write_manifest,
+)
 
 from .errors import ExportError
 from .flops import format_flops, graph_flops
-from .graphs import Dims, GraphDecl, Models, declare, decl_facts
+from .graphs import Dims, GraphDecl, Models, decl_facts, declare
 from .opset import EXPORTER_OPSET, convert_18_to_17
 from .validate import validate_bundle
 
@@ -89,7 +102,7 @@ def export_graph(decl: GraphDecl, models: Models, path: Path, opset: int,
                 opset_version=max(opset, EXPORTER_OPSET), dynamo=True, optimize=True,
                 verbose=False)
             model = program.model_proto
-    except Exception as error:  # noqa: BLE001 - the exporter raises many types
+    except Exception as error:  # the exporter raises many types
         detail = str(error).strip().splitlines()[0] if str(error).strip() else ""
         raise ExportError(f"{decl.name}: torch.onnx.export failed: {type(error).__name__}: "
                           f"{detail}") from error

@@ -15,17 +15,26 @@ its GroupNorms in fp32 (Float32GroupNorm); every MatMul and Conv is fp16.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from bld_runtime import contract
-from bld_runtime.manifest import (BATCH, FP16_SUFFIX, KINDS, ClassesSpec, ImageSpec, LatentSpec,
-                                  ScheduleSpec, graph_facts, graph_io)
+from bld_runtime.manifest import (
+    BATCH,
+    FP16_SUFFIX,
+    KINDS,
+    ClassesSpec,
+    ImageSpec,
+    LatentSpec,
+    ScheduleSpec,
+    graph_facts,
+    graph_io,
+)
 
 
 @dataclass(frozen=True)
@@ -47,14 +56,14 @@ class Dims:
         return self.latent_height * self.latent_width
 
     @classmethod
-    def from_configs(cls, ae_cfg, prior_cfg) -> "Dims":
+    def from_configs(cls, ae_cfg, prior_cfg) -> Dims:
         return cls(channels=ae_cfg.in_channels, height=ae_cfg.image_size, width=ae_cfg.image_size,
                    latent_height=ae_cfg.latent_size, latent_width=ae_cfg.latent_size,
                    bits=ae_cfg.bits, classes=prior_cfg.num_classes,
                    steps=prior_cfg.sampling_steps)
 
     @classmethod
-    def from_manifest(cls, manifest) -> "Dims":
+    def from_manifest(cls, manifest) -> Dims:
         image, latent = manifest.image, manifest.latent
         return cls(channels=image.channels, height=image.height, width=image.width,
                    latent_height=latent.height, latent_width=latent.width, bits=latent.bits,
@@ -74,7 +83,7 @@ class TensorDecl:
     shape: tuple[str | int, ...]          # "batch" is the dynamic axis, ints are fixed
 
     @classmethod
-    def of(cls, spec) -> "TensorDecl":
+    def of(cls, spec) -> TensorDecl:
         """From a bld_runtime.manifest.TensorSpec."""
         return cls(spec.name, spec.dtype, tuple(spec.shape))
 
@@ -91,7 +100,7 @@ class Models:
     prior_cfg: object = field(repr=False)
 
     @classmethod
-    def load(cls, run_dir) -> "Models":
+    def load(cls, run_dir) -> Models:
         from bld_train.checkpoint import load_autoencoder, load_prior
 
         autoencoder = load_autoencoder(run_dir)

@@ -17,9 +17,9 @@ and 1.5. The reference evaluator is slow on big graphs, so it sees the first row
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import onnx
@@ -29,7 +29,7 @@ from onnx.reference.ops.op_conv import Conv as _ReferenceConv
 from onnx.reference.ops.op_matmul import MatMul as _ReferenceMatMul
 
 from .errors import ValidationError
-from .graphs import BATCH, GraphDecl, Models, declare, Dims, noised_bits
+from .graphs import BATCH, Dims, GraphDecl, Models, declare, noised_bits
 
 # ONNX ops our graphs may contain: all are supported by TensorRT 10's ONNX parser (see
 # onnx-tensorrt docs/operators.md; Gelu is opset 20's, which the exporter emits at --opset 20)

@@ -36,7 +36,7 @@ class _Terminated(Exception):
 
 
 def _raise_terminated(signum, frame):
-    raise _Terminated()
+    raise _Terminated
 
 
 class OneLineErrorGroup(click.Group):
@@ -67,7 +67,7 @@ class OneLineErrorGroup(click.Group):
             _fail(e.format_message())
         except (click.Abort, KeyboardInterrupt, _Terminated):
             _fail("interrupted")
-        except Exception as e:  # noqa: BLE001 - the last line of defence: one line, exit 1
+        except Exception as e:  # the last line of defence: one line, exit 1
             if os.environ.get("BLD_TRACEBACK"):
                 raise
             _fail(describe(e))
@@ -233,8 +233,8 @@ class Progress:
 
     def __init__(self, total: int, label: str, unit: str = "steps"):
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress
-        from rich.progress import TextColumn, TimeElapsedColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import Progress as RichProgress
 
         console = Console(stderr=True)
         self.bar = RichProgress(TextColumn(label), BarColumn(), MofNCompleteColumn(),

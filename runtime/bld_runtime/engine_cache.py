@@ -150,7 +150,7 @@ class EngineManifest:
                  f"graph_facts must be the JSON object graph {self.key.graph!r} records")
 
     @classmethod
-    def from_json(cls, text: str, source: str) -> "EngineManifest":
+    def from_json(cls, text: str, source: str) -> EngineManifest:
         try:
             data = json.loads(text, parse_constant=_reject_constant)
         except (json.JSONDecodeError, ValueError) as e:

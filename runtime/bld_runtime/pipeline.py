@@ -25,7 +25,7 @@ import math
 import operator
 import os
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -91,7 +91,7 @@ class Pipeline:
 
     @classmethod
     def load(cls, bundle_dir, backend: str = "cpu", precision: str = "fp32",
-             options: BackendOptions | None = None) -> "Pipeline":
+             options: BackendOptions | None = None) -> Pipeline:
         """Load a bundle onto a backend: the manifest, then the graphs of `precision` (fp16:
         the *_fp16 graphs; the encoder is always fp32), each read once, its sha256 checked,
         and its session made from those very bytes and checked against the manifest (I/O and
@@ -161,7 +161,7 @@ class Pipeline:
         return chunks()
 
     def _request(self, n, seeds, classes, guidance, temperature, mask, known_bits, chunk,
-                 teacher_states) -> "Request":
+                 teacher_states) -> Request:
         """Check every argument; scalars stay scalars (memory does not grow with n)."""
         if isinstance(seeds, np.ndarray) and seeds.ndim == 0:
             seeds = seeds.item()
@@ -186,7 +186,7 @@ class Pipeline:
 
     def check_request(self, n: int | None = None, seeds=None, classes=None, guidance=None,
                       temperature=None, mask=None, known_bits=None,
-                      chunk: bool = True) -> "Request":
+                      chunk: bool = True) -> Request:
         """Check a request's arguments exactly as `generate` does, without running it.
 
         Raises InvalidRequestError for the first problem found. A server checks each client
@@ -196,8 +196,8 @@ class Pipeline:
         return self._request(n, seeds, classes, guidance, temperature, mask, known_bits, chunk,
                              None)
 
-    def _sample_chunk(self, r: "Request", lo: int, hi: int, out: np.ndarray,
-                      callback, record: "Trace | None") -> None:
+    def _sample_chunk(self, r: Request, lo: int, hi: int, out: np.ndarray,
+                      callback, record: Trace | None) -> None:
         """Run the K steps for images lo..hi-1 of request r on a borrowed loop; bits -> out."""
         K = self.num_steps
         with self.backend.loop(hi - lo) as loop:

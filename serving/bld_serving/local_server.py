@@ -139,8 +139,9 @@ def _runtime_digest(package: Path) -> str:
 
 def _prepare_env(env: Path, log) -> None:
     """A venv with numpy < 2, this onnxruntime version, and this bld_runtime copied in."""
-    import bld_runtime
     import onnxruntime
+
+    import bld_runtime
 
     python = env / "bin" / "python"
     marker = env / ".bld-ready"
@@ -233,7 +234,7 @@ class LocalTriton:
                 "--disable-auto-complete-config", "--exit-timeout-secs", "5",
                 *self.extra_args]
 
-    def start(self, timeout_s: float = 120.0) -> "LocalTriton":
+    def start(self, timeout_s: float = 120.0) -> LocalTriton:
         for attempt in range(3):  # a free port may be taken between probing and binding
             self.http_port, self.grpc_port, self.metrics_port = free_ports(3)
             env = {**os.environ, "LD_LIBRARY_PATH": self.install.library_path()}

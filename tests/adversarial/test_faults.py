@@ -4,7 +4,6 @@ are complete files, and every failure is one line."""
 from __future__ import annotations
 
 import json
-import os
 import resource
 import shutil
 import signal
@@ -20,8 +19,16 @@ from PIL import Image
 from bld_runtime.bits import load_bits
 from bld_runtime.pipeline import Pipeline
 
-from .conftest import (check_refused, child_env, command, copy_bundle, edit_manifest, leftovers,
-                       run, snapshot)
+from .conftest import (
+    check_refused,
+    child_env,
+    command,
+    copy_bundle,
+    edit_manifest,
+    leftovers,
+    run,
+    snapshot,
+)
 
 HERE = Path(__file__).parent
 CRASH = str(HERE / "crash_at.py")

@@ -28,8 +28,7 @@ from typing import Any
 import numpy as np
 import onnxruntime as ort
 
-from ..errors import (BackendError, BackendUnavailableError, InvalidRequestError,
-                      ManifestError)
+from ..errors import BackendError, BackendUnavailableError, InvalidRequestError, ManifestError
 from ..manifest import BATCH, FP16_SUFFIX, KINDS, Bundle, GraphSpec, Manifest, check_graph_facts
 from ..trt_flavours import FLAVOURS
 

@@ -20,7 +20,7 @@ LANE_BUDGET = 1 << 15  # Philox blocks per pass: ~3 MB of scratch, whatever the 
 
 
 class CpuLoop(Loop):
-    def __init__(self, backend: "CpuBackend", batch: int):
+    def __init__(self, backend: CpuBackend, batch: int):
         L, C = backend.latent
         shape = (batch, L, C)
         self.backend, self.batch, self.num_steps = backend, batch, backend.num_steps

@@ -37,7 +37,7 @@ def _cupy():
 
 
 class CupyLoop(Loop):
-    def __init__(self, backend: "CudaBackend", batch: int):
+    def __init__(self, backend: CudaBackend, batch: int):
         cp = backend.cp
         L, C = backend.latent
         self.backend, self.batch, self.num_steps = backend, batch, backend.num_steps

@@ -35,7 +35,9 @@ def import_cuda() -> Cuda:
         from cuda.bindings import driver, nvrtc, runtime
     except ImportError:
         try:  # cuda-python < 12.6
-            from cuda import cuda as driver, cudart as runtime, nvrtc
+            from cuda import cuda as driver
+            from cuda import cudart as runtime
+            from cuda import nvrtc
         except ImportError:
             raise BackendUnavailableError(
                 f"the native TensorRT backend needs cuda-python, which is not installed "

@@ -63,7 +63,7 @@ _TRT_DTYPES = {"FLOAT": "float32", "HALF": "float16", "INT64": "int64", "INT32":
 class TrtEngine:
     """One deserialised engine, its I/O checked against the bundle's manifest."""
 
-    def __init__(self, backend: "TensorRTBackend", kind: str, entry, spec: GraphSpec):
+    def __init__(self, backend: TensorRTBackend, kind: str, entry, spec: GraphSpec):
         self.backend, self.kind, self.entry, self.spec = backend, kind, entry, spec
         plan = backend.cache.load_plan(entry)  # manifest, sha256 and header: before TensorRT
         engine = backend.runtime.deserialize_cuda_engine(plan)
@@ -119,7 +119,7 @@ class TrtEngine:
 class _GraphIO:
     """Device buffers for one (kind, batch) run of the encoder, decoder or a single step."""
 
-    def __init__(self, backend: "TensorRTBackend", kind: str, batch: int):
+    def __init__(self, backend: TensorRTBackend, kind: str, batch: int):
         engine = backend.engine(kind, batch)
         self.context = engine.context(batch, backend.stream)
         self.inputs, self.outputs = {}, {}
@@ -134,7 +134,7 @@ class _GraphIO:
 
 
 class TensorRTLoop(Loop):
-    def __init__(self, backend: "TensorRTBackend", batch: int):
+    def __init__(self, backend: TensorRTBackend, batch: int):
         cuda = backend.cuda
         L, C = backend.latent
         K = backend.num_steps

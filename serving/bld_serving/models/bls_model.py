@@ -23,8 +23,7 @@ from bld_runtime.errors import BackendError
 from bld_runtime.files import sha256_file
 from bld_runtime.manifest import load_bundle
 from bld_runtime.pipeline import Pipeline
-
-from pipeline_model import TritonPythonModel as PipelineModel  # noqa: E402  (copied beside)
+from pipeline_model import TritonPythonModel as PipelineModel  # copied beside this file
 
 ROLES = ("step", "step_guided", "decoder")  # the graphs served as models (no encoder)
 
