@@ -1,4 +1,5 @@
 """`bld demo`: stages reused when done, resumed when interrupted, same figures either way."""
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,13 @@ def uninterrupted(tmp_path_factory):
 
 def test_a_demo_runs_every_stage_and_reports_the_time_of_each(uninterrupted):
     run, report, lines = uninterrupted
-    assert [s["action"] for s in report["stages"]] == ["trained", "trained", "exported",
-                                                        "sampled", "evaluated"]
+    assert [s["action"] for s in report["stages"]] == [
+        "trained",
+        "trained",
+        "exported",
+        "sampled",
+        "evaluated",
+    ]
     assert lines[-6].split() == ["stage", "what", "happened", "wall", "time"]
     assert lines[-1].startswith("total")
     assert (run / "samples" / "00099.png").is_file() and (run / "eval.json").is_file()
@@ -49,20 +55,43 @@ def test_a_changed_weight_file_is_not_reused(uninterrupted, tmp_path):
     (copy / "bundle" / "bld.json").write_text((copy / "bundle" / "bld.json").read_text() + " ")
     again = run_demo(copy, "tiny", per_class=2, echo=lambda line: None)
     actions = {s["stage"]: s["action"] for s in again["stages"]}
-    assert actions == {"autoencoder": "reused", "prior": "reused", "bundle": "exported",
-                       "samples": "sampled", "evaluation": "evaluated"}
+    assert actions == {
+        "autoencoder": "reused",
+        "prior": "reused",
+        "bundle": "exported",
+        "samples": "sampled",
+        "evaluation": "evaluated",
+    }
     assert {k: again[k] for k in FIGURES} == {k: first[k] for k in FIGURES}
 
 
 def test_a_demo_killed_while_training_the_prior_resumes_to_the_same_figures(
-        uninterrupted, tmp_path, subprocess_env):
+    uninterrupted, tmp_path, subprocess_env
+):
     _, first, _ = uninterrupted
     run = tmp_path / "run"
     # Killed just before the prior's second checkpoint of weights (steps 1-5 are saved).
-    proc = subprocess.run([sys.executable, str(CRASH), "os.replace~prior/model.safetensors", "2",
-                           "before", "bld_runtime.cli", "demo", "--run", str(run),
-                           "--preset", "tiny", "--per-class", "2"],
-                          capture_output=True, text=True, env=subprocess_env, timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(CRASH),
+            "os.replace~prior/model.safetensors",
+            "2",
+            "before",
+            "bld_runtime.cli",
+            "demo",
+            "--run",
+            str(run),
+            "--preset",
+            "tiny",
+            "--per-class",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        env=subprocess_env,
+        timeout=900,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert (run / "prior" / "training_state.pt").is_file() and not (run / "bundle").exists()
     lines: list[str] = []

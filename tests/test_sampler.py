@@ -1,4 +1,5 @@
 """The PyTorch reference sampler follows the contract: posterior math, Philox draws, masking."""
+
 import numpy as np
 import pytest
 import torch

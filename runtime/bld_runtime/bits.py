@@ -58,16 +58,20 @@ def unpack_bits(packed: np.ndarray, latent_shape: tuple[int, int]) -> np.ndarray
     n = tokens * channels
     packed = np.asarray(packed)
     if packed.dtype != np.uint8 or packed.ndim != 2:
-        raise PackedBitsError(f"packed bits must be a 2-D uint8 array, got {packed.dtype} "
-                              f"{packed.shape}")
+        raise PackedBitsError(
+            f"packed bits must be a 2-D uint8 array, got {packed.dtype} {packed.shape}"
+        )
     if packed.shape[1] != packed_bytes(tokens, channels):
-        raise PackedBitsError(f"packed bits have {packed.shape[1]} bytes per image but a "
-                              f"{tokens}x{channels} latent packs into "
-                              f"{packed_bytes(tokens, channels)}")
+        raise PackedBitsError(
+            f"packed bits have {packed.shape[1]} bytes per image but a "
+            f"{tokens}x{channels} latent packs into "
+            f"{packed_bytes(tokens, channels)}"
+        )
     bits = np.unpackbits(packed, axis=1, bitorder="little")
     if bits[:, n:].any():  # the pad bits of the last byte are written as 0
-        raise PackedBitsError("packed bits are corrupt: the padding bits of the last byte are "
-                              "not zero")
+        raise PackedBitsError(
+            "packed bits are corrupt: the padding bits of the last byte are not zero"
+        )
     return bits[:, :n].reshape(len(packed), tokens, channels)
 
 
@@ -79,8 +83,9 @@ def save_bits(path: str | os.PathLike, bits: np.ndarray, latent_hw: tuple[int, i
     batch, tokens, channels = np.shape(bits)
     height, width = (int(v) for v in latent_hw)
     if height * width != tokens:
-        raise PackedBitsError(f"latent_hw ({height}, {width}) has {height * width} tokens but "
-                              f"the bits have {tokens}")
+        raise PackedBitsError(
+            f"latent_hw ({height}, {width}) has {height * width} tokens but the bits have {tokens}"
+        )
     if kind == ".npy":
         buffer = io.BytesIO()
         np.save(buffer, packed, allow_pickle=False)
@@ -103,8 +108,10 @@ def load_bits(path: str | os.PathLike, latent: tuple[int, int, int] | None = Non
         raise PackedBitsError(f"bits file {path} does not exist")
     if kind == ".npy":
         if latent is None:
-            raise PackedBitsError(f"{path} is a .npy file, which does not record the latent "
-                                  "shape; give the bundle's (H, W, C)")
+            raise PackedBitsError(
+                f"{path} is a .npy file, which does not record the latent "
+                "shape; give the bundle's (H, W, C)"
+            )
         height, width, channels = latent
         _check_npy_header(path, packed_bytes(height * width, channels))
         try:
@@ -112,12 +119,16 @@ def load_bits(path: str | os.PathLike, latent: tuple[int, int, int] | None = Non
         except (ValueError, OSError, EOFError) as e:
             raise PackedBitsError(f"{path} is not a readable .npy file ({e})") from None
         if not isinstance(packed, np.ndarray) or packed.dtype != np.uint8 or packed.ndim != 2:
-            raise PackedBitsError(f"{path} must hold a 2-D uint8 array of packed bits, got "
-                                  f"{packed.dtype} {packed.shape}")
+            raise PackedBitsError(
+                f"{path} must hold a 2-D uint8 array of packed bits, got "
+                f"{packed.dtype} {packed.shape}"
+            )
         if packed.shape[1] != packed_bytes(height * width, channels):
-            raise PackedBitsError(f"{path} has {packed.shape[1]} bytes per image but the bundle's "
-                                  f"{height}x{width}x{channels} latent packs into "
-                                  f"{packed_bytes(height * width, channels)}")
+            raise PackedBitsError(
+                f"{path} has {packed.shape[1]} bytes per image but the bundle's "
+                f"{height}x{width}x{channels} latent packs into "
+                f"{packed_bytes(height * width, channels)}"
+            )
         return _unpack(path, packed, (height * width, channels))
 
     size = path.stat().st_size
@@ -126,33 +137,43 @@ def load_bits(path: str | os.PathLike, latent: tuple[int, int, int] | None = Non
         if len(head) < _HEADER.size:
             if not MAGIC.startswith(head[: len(MAGIC)]):
                 raise PackedBitsError(f"{path} is not a .bldz bits file (bad magic bytes)")
-            raise PackedBitsError(f"{path} is truncated: its header has {len(head)} of "
-                                  f"{_HEADER.size} bytes")
+            raise PackedBitsError(
+                f"{path} is truncated: its header has {len(head)} of {_HEADER.size} bytes"
+            )
         magic, version, batch, height, width, channels, crc = _HEADER.unpack(head)
         if magic != MAGIC:
             raise PackedBitsError(f"{path} is not a .bldz bits file (bad magic bytes)")
         if version != VERSION:
-            raise PackedBitsError(f"{path} is .bldz version {version}; this runtime reads "
-                                  f"version {VERSION}")
+            raise PackedBitsError(
+                f"{path} is .bldz version {version}; this runtime reads version {VERSION}"
+            )
         if min(height, width, channels) < 1:
-            raise PackedBitsError(f"{path} is corrupt: its header has an empty latent shape "
-                                  f"{height}x{width}x{channels}")
+            raise PackedBitsError(
+                f"{path} is corrupt: its header has an empty latent shape "
+                f"{height}x{width}x{channels}"
+            )
         if batch < 1:
             raise PackedBitsError(f"{path} holds no latents (its header says batch 0)")
         if latent is not None and (height, width, channels) != tuple(latent):
-            raise PackedBitsError(f"{path} holds {height}x{width}x{channels} latents but the "
-                                  f"bundle expects {'x'.join(map(str, latent))}")
+            raise PackedBitsError(
+                f"{path} holds {height}x{width}x{channels} latents but the "
+                f"bundle expects {'x'.join(map(str, latent))}"
+            )
         expected = batch * packed_bytes(height * width, channels)
         if size - _HEADER.size != expected:  # before reading: a header may claim terabytes
             state = "truncated" if size - _HEADER.size < expected else "too long"
-            raise PackedBitsError(f"{path} is {state}: its payload has {size - _HEADER.size} "
-                                  f"bytes, the header's shape needs {expected}")
+            raise PackedBitsError(
+                f"{path} is {state}: its payload has {size - _HEADER.size} "
+                f"bytes, the header's shape needs {expected}"
+            )
         payload = f.read(expected)
     if len(payload) != expected:
         raise PackedBitsError(f"{path} changed while it was read")
     if zlib.crc32(payload) != crc:
-        raise PackedBitsError(f"{path} is corrupt: the payload's crc32 is "
-                              f"{zlib.crc32(payload):08x}, the header says {crc:08x}")
+        raise PackedBitsError(
+            f"{path} is corrupt: the payload's crc32 is "
+            f"{zlib.crc32(payload):08x}, the header says {crc:08x}"
+        )
     packed = np.frombuffer(payload, dtype=np.uint8).reshape(batch, -1)
     return _unpack(path, packed, (height * width, channels))
 
@@ -162,23 +183,30 @@ def _check_npy_header(path: Path, row_bytes: int) -> None:
     try:
         with open(path, "rb") as f:
             major, _ = np.lib.format.read_magic(f)
-            read_header = (np.lib.format.read_array_header_1_0 if major == 1
-                           else np.lib.format.read_array_header_2_0)
+            read_header = (
+                np.lib.format.read_array_header_1_0
+                if major == 1
+                else np.lib.format.read_array_header_2_0
+            )
             shape, fortran, dtype = read_header(f)
             offset = f.tell()
     except (ValueError, OSError, EOFError, SyntaxError) as e:
         raise PackedBitsError(f"{path} is not a readable .npy file ({e})") from None
     if dtype != np.uint8 or len(shape) != 2 or fortran:
-        raise PackedBitsError(f"{path} must hold a 2-D uint8 array of packed bits, got "
-                              f"{dtype} {shape}")
+        raise PackedBitsError(
+            f"{path} must hold a 2-D uint8 array of packed bits, got {dtype} {shape}"
+        )
     if shape[0] < 1:
         raise PackedBitsError(f"{path} holds no latents (its array has 0 rows)")
     if shape[1] != row_bytes:
-        raise PackedBitsError(f"{path} has {shape[1]} bytes per image but the bundle's latent "
-                              f"packs into {row_bytes}")
+        raise PackedBitsError(
+            f"{path} has {shape[1]} bytes per image but the bundle's latent packs into {row_bytes}"
+        )
     if path.stat().st_size - offset != shape[0] * shape[1]:
-        raise PackedBitsError(f"{path} is truncated or too long for the {shape[0]}x{shape[1]} "
-                              "array its header describes")
+        raise PackedBitsError(
+            f"{path} is truncated or too long for the {shape[0]}x{shape[1]} "
+            "array its header describes"
+        )
 
 
 class BitsWriter:
@@ -201,8 +229,9 @@ class BitsWriter:
         self.height, self.width = (int(v) for v in latent_hw)
         self.channels, self.count, self.crc = int(bits), 0, 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.",
-                                    suffix=TMP_SUFFIX)
+        fd, name = tempfile.mkstemp(
+            dir=self.path.parent, prefix=f".{self.path.name}.", suffix=TMP_SUFFIX
+        )
         self._tmp = Path(name)
         # Unbuffered: a write that fails (a full disk) must not leave bytes in a buffer that a
         # later seek or close would try to write again.
@@ -213,8 +242,10 @@ class BitsWriter:
         if self._file is None:
             raise PackedBitsError(f"{self.path} is closed")
         if np.shape(bits)[1:] != (self.height * self.width, self.channels):
-            raise PackedBitsError(f"bits have shape {np.shape(bits)}; this file holds "
-                                  f"{self.height * self.width}x{self.channels} latents")
+            raise PackedBitsError(
+                f"bits have shape {np.shape(bits)}; this file holds "
+                f"{self.height * self.width}x{self.channels} latents"
+            )
         payload = pack_bits(bits).tobytes()
         _write_all(self._file, payload)  # only what reached the file counts
         self.crc = zlib.crc32(payload, self.crc)
@@ -230,8 +261,12 @@ class BitsWriter:
                 rows = self.count * packed_bytes(self.height * self.width, self.channels)
                 f.truncate(_HEADER.size + rows)  # drop whatever a failed write left
                 f.seek(0)
-                _write_all(f, _HEADER.pack(MAGIC, VERSION, self.count, self.height, self.width,
-                                           self.channels, self.crc))
+                _write_all(
+                    f,
+                    _HEADER.pack(
+                        MAGIC, VERSION, self.count, self.height, self.width, self.channels, self.crc
+                    ),
+                )
                 os.fsync(f.fileno())
                 f.close()
                 os.chmod(self._tmp, 0o644)

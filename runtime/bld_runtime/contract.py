@@ -4,6 +4,7 @@ This module is the single source of truth for the math of SAMPLING_CONTRACT.md s
 Training (bld_train) and export (bld_export) import these tables; they never re-derive them.
 Probabilities are computed in float32, as the graphs and kernels compute them.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -36,7 +37,9 @@ def _cosine_keep(s: np.ndarray) -> np.ndarray:
     return 0.5 + 0.5 * np.cos(s * np.pi)
 
 
-def _sigmoid_keep(s: np.ndarray, start: float = 0.0, end: float = 3.0, tau: float = 0.8) -> np.ndarray:
+def _sigmoid_keep(
+    s: np.ndarray, start: float = 0.0, end: float = 3.0, tau: float = 0.8
+) -> np.ndarray:
     def sigmoid(x):
         return 1.0 / (1.0 + np.exp(-x))
 

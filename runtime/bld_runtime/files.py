@@ -14,6 +14,7 @@ implementation of each guarantee:
   one through renames that a later call can always finish or undo: whatever instant a process is
   killed at, the target ends up as the old or the new directory after at most one more call.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -50,8 +51,9 @@ def sha256_file(path: str | os.PathLike[str], chunk_size: int = _CHUNK) -> str:
 # --- atomic writes ------------------------------------------------------------------------------
 
 
-def atomic_write_with(target: str | os.PathLike[str], write: Callable[[Path], None],
-                      durable: bool = True) -> Path:
+def atomic_write_with(
+    target: str | os.PathLike[str], write: Callable[[Path], None], durable: bool = True
+) -> Path:
     """Call write(temporary path), then move the temporary file onto `target` in one rename.
 
     durable: fsync the file before the rename, so that it survives a power loss too (a killed
@@ -80,8 +82,9 @@ def atomic_write(target: str | os.PathLike[str], payload: bytes, durable: bool =
     return atomic_write_with(target, lambda tmp: tmp.write_bytes(payload), durable)
 
 
-def sweep_temporaries(directory: str | os.PathLike[str],
-                      names: Iterable[str] | None = None) -> list[Path]:
+def sweep_temporaries(
+    directory: str | os.PathLike[str], names: Iterable[str] | None = None
+) -> list[Path]:
     """Remove the temporaries of atomic writes that a killed process left in `directory`
     (only those of the files `names`, when given).
 
@@ -91,8 +94,11 @@ def sweep_temporaries(directory: str | os.PathLike[str],
     directory = Path(directory)
     if not directory.is_dir():
         return []
-    patterns = [f".*{TMP_SUFFIX}"] if names is None else [f".{glob.escape(n)}.*{TMP_SUFFIX}"
-                                                          for n in names]
+    patterns = (
+        [f".*{TMP_SUFFIX}"]
+        if names is None
+        else [f".{glob.escape(n)}.*{TMP_SUFFIX}" for n in names]
+    )
     swept = []
     for path in (p for pattern in patterns for p in directory.glob(pattern)):
         if path.is_file() and not path.is_symlink():
@@ -155,8 +161,10 @@ class OutputLock:
         try:
             if not _lock(fd, self.wait):
                 holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-                raise OutputError(f"{self.what} is being written by another bld process "
-                                  f"(pid {holder}); wait for it to finish or choose another path")
+                raise OutputError(
+                    f"{self.what} is being written by another bld process "
+                    f"(pid {holder}); wait for it to finish or choose another path"
+                )
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         except BaseException:

@@ -9,6 +9,7 @@ files.atomic_write (temporary file + rename), so a failed write leaves no partia
 folder of images (bld_train.data imports it), so that a file gives the same pixels, and so the
 same bits, through training's data path and through `bld encode --fit`.
 """
+
 from __future__ import annotations
 
 import io
@@ -56,7 +57,8 @@ def save_png(path, image: np.ndarray, durable: bool = True) -> Path:
     image = np.asarray(image)
     if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in MODES:
         raise InvalidRequestError(
-            f"an image to save must be uint8 (H, W, 1 or 3), got {image.dtype} {image.shape}")
+            f"an image to save must be uint8 (H, W, 1 or 3), got {image.dtype} {image.shape}"
+        )
     pil = Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image)  # L or RGB
     buffer = io.BytesIO()
     pil.save(buffer, format="PNG")
@@ -81,11 +83,13 @@ def _open(path, size: tuple[int, int] | None = None, mismatch: str = "", what: s
                 if size is not None and img.size != size:
                     raise InvalidRequestError(
                         f"{what} {path} is {img.size[0]}x{img.size[1]}; it must be "
-                        f"{size[0]}x{size[1]}{mismatch}")
+                        f"{size[0]}x{size[1]}{mismatch}"
+                    )
                 if img.size[0] * img.size[1] > MAX_PIXELS:
                     raise InvalidRequestError(
                         f"{what} {path} is {img.size[0]}x{img.size[1]}, more than "
-                        f"{MAX_PIXELS} pixels; refusing to decode it")
+                        f"{MAX_PIXELS} pixels; refusing to decode it"
+                    )
                 img.load()
                 return img.copy()  # close() releases the pixels of `img` itself
     except InvalidRequestError:
@@ -119,8 +123,9 @@ def load_image(path, height: int, width: int, channels: int, fit_size: bool = Fa
     """
     if fit_size:
         if height != width:
-            raise InvalidRequestError(f"--fit makes square images; this bundle's are "
-                                      f"{width}x{height}")
+            raise InvalidRequestError(
+                f"--fit makes square images; this bundle's are {width}x{height}"
+            )
         img = fit(_open(path), height, channels)
         return np.asarray(img, np.uint8).reshape(height, width, channels)
     img = _open(path, (width, height), ", the bundle's image size (--fit resizes and crops)")
@@ -128,7 +133,8 @@ def load_image(path, height: int, width: int, channels: int, fit_size: bool = Fa
     if img.mode != want:
         raise InvalidRequestError(
             f"image {path} has mode {img.mode}; this bundle needs {want} images "
-            f"({channels} channel{'s' if channels > 1 else ''})")
+            f"({channels} channel{'s' if channels > 1 else ''})"
+        )
     return np.asarray(img, np.uint8).reshape(height, width, channels)
 
 
@@ -142,17 +148,20 @@ def load_mask(path, height: int, width: int) -> np.ndarray:
     img = _open(path, (width, height), ", the size of the image", what="mask")
     if img.mode not in ("1", "L"):
         raise InvalidRequestError(
-            f"mask {path} has mode {img.mode}; it must be a black-and-white or grayscale image")
+            f"mask {path} has mode {img.mode}; it must be a black-and-white or grayscale image"
+        )
     return np.asarray(img.convert("L"), np.uint8) >= 128
 
 
-def make_grid(images: np.ndarray, rows: int | None = None, cols: int | None = None,
-              pad: int = 2) -> np.ndarray:
+def make_grid(
+    images: np.ndarray, rows: int | None = None, cols: int | None = None, pad: int = 2
+) -> np.ndarray:
     """Tile uint8 images (N, H, W, ch) into one (rows, cols) image with `pad` black pixels."""
     images = np.asarray(images, np.uint8)
     if images.ndim != 4 or len(images) == 0:
-        raise InvalidRequestError(f"a grid needs images shaped (N, H, W, ch), N >= 1, "
-                                  f"got {images.shape}")
+        raise InvalidRequestError(
+            f"a grid needs images shaped (N, H, W, ch), N >= 1, got {images.shape}"
+        )
     n, h, w, ch = images.shape
     if cols is None:
         cols = math.ceil(n / rows) if rows else math.ceil(math.sqrt(n))

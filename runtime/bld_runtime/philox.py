@@ -200,8 +200,10 @@ class BernoulliDrawer:
     def __init__(self, batch, n, subsequences=1):
         batch, n, span = operator.index(batch), operator.index(n), operator.index(subsequences)
         if batch < 1 or n < 1 or span < 1:
-            raise ValueError(f"batch, n and subsequences must be >= 1, got batch={batch}, "
-                             f"n={n}, subsequences={span}")
+            raise ValueError(
+                f"batch, n and subsequences must be >= 1, got batch={batch}, "
+                f"n={n}, subsequences={span}"
+            )
         self.batch, self.n, self.span = batch, n, span
         self.blocks = -(-n // 4)  # Philox blocks per image; the tail of the last one is unused
         block = np.arange(self.blocks, dtype=np.uint64)

@@ -14,6 +14,7 @@ concurrent requests, and an image depends only on its request, on any replica, a
 server checks every request with the runtime's own rules (Pipeline.check_request); the client
 only shapes the request into rows, and reports a refusal with the server's sentence.
 """
+
 from __future__ import annotations
 
 import collections
@@ -93,13 +94,21 @@ class ServedBundle:
         try:
             image = ImageSpec(*(int(v) for v in params[PARAM_IMAGE].split("x")))
             latent = LatentSpec(*(int(v) for v in params[PARAM_LATENT].split("x")))
-            return cls(image, latent, int(params[PARAM_CLASSES]), int(params[PARAM_STEPS]),
-                       int(config.get("max_batch_size", 0)) or 1,
-                       float(params[PARAM_GUIDANCE]), float(params[PARAM_TEMPERATURE]))
+            return cls(
+                image,
+                latent,
+                int(params[PARAM_CLASSES]),
+                int(params[PARAM_STEPS]),
+                int(config.get("max_batch_size", 0)) or 1,
+                float(params[PARAM_GUIDANCE]),
+                float(params[PARAM_TEMPERATURE]),
+            )
         except (KeyError, ValueError, TypeError, ManifestError):
-            raise RemoteError(f"{source} does not describe a bld bundle (its config lacks or "
-                              f"garbles the bld_* parameters that bld-export triton "
-                              f"writes)") from None
+            raise RemoteError(
+                f"{source} does not describe a bld bundle (its config lacks or "
+                f"garbles the bld_* parameters that bld-export triton "
+                f"writes)"
+            ) from None
 
 
 def parse_url(url: str) -> tuple[str, str, bool]:
@@ -110,8 +119,9 @@ def parse_url(url: str) -> tuple[str, str, bool]:
         scheme, rest = "http", url
     scheme, rest = scheme.lower(), rest.rstrip("/")
     if scheme not in ("http", "https", "grpc", "grpcs") or not rest or "/" in rest:
-        raise InvalidRequestError(f"--server must look like http://HOST:PORT or "
-                                  f"grpc://HOST:PORT, got {url!r}")
+        raise InvalidRequestError(
+            f"--server must look like http://HOST:PORT or grpc://HOST:PORT, got {url!r}"
+        )
     return ("grpc" if scheme.startswith("grpc") else "http"), rest, scheme in ("https", "grpcs")
 
 
@@ -123,8 +133,10 @@ def _tritonclient(protocol: str):
             import tritonclient.http as client
         from tritonclient.utils import InferenceServerException
     except ImportError as e:
-        raise BldError(f"sampling on a server needs tritonclient ({e}); install it with "
-                       f"pip install 'bld[serving]'") from None
+        raise BldError(
+            f"sampling on a server needs tritonclient ({e}); install it with "
+            f"pip install 'bld[serving]'"
+        ) from None
     return client, InferenceServerException
 
 
@@ -150,8 +162,11 @@ class _Rows:
         return len(self.seeds)
 
     def row(self, i: int) -> tuple[int, int, float, float]:
-        cls = i % self.num_classes if isinstance(self.classes, str) else self.classes[
-            () if self.classes.ndim == 0 else i]
+        cls = (
+            i % self.num_classes
+            if isinstance(self.classes, str)
+            else self.classes[() if self.classes.ndim == 0 else i]
+        )
         g = self.guidance[() if self.guidance.ndim == 0 else i]
         t = self.temperature[() if self.temperature.ndim == 0 else i]
         return int(self.seeds[i]), int(cls), float(g), float(t)
@@ -185,8 +200,12 @@ class RemotePipeline:
                 config = self.client.get_model_config(self.model, as_json=True)["config"]
             else:
                 self.client = self._module.InferenceServerClient(
-                    self.address, ssl=ssl, concurrency=concurrency, network_timeout=timeout_s,
-                    connection_timeout=timeout_s)
+                    self.address,
+                    ssl=ssl,
+                    concurrency=concurrency,
+                    network_timeout=timeout_s,
+                    connection_timeout=timeout_s,
+                )
                 config = self.client.get_model_config(self.model)
         except self._server_error as e:
             self.close()
@@ -237,14 +256,21 @@ class RemotePipeline:
         if isinstance(classes, str):
             if classes != "all" or not self.num_classes:
                 raise InvalidRequestError(
-                    f"classes must be integers or 'all', got {classes!r}" if classes != "all"
-                    else "classes='all': this bundle is unconditional")
+                    f"classes must be integers or 'all', got {classes!r}"
+                    if classes != "all"
+                    else "classes='all': this bundle is unconditional"
+                )
         else:
             classes = self._per_image("classes", classes, count, np.int64)
-        guidance = self._per_image("guidance", self.bundle.guidance if guidance is None
-                                   else guidance, count, np.float32)
-        temperature = self._per_image("temperature", self.bundle.temperature
-                                      if temperature is None else temperature, count, np.float32)
+        guidance = self._per_image(
+            "guidance", self.bundle.guidance if guidance is None else guidance, count, np.float32
+        )
+        temperature = self._per_image(
+            "temperature",
+            self.bundle.temperature if temperature is None else temperature,
+            count,
+            np.float32,
+        )
         return _Rows(seed_list, classes, guidance, temperature, self.num_classes)
 
     @staticmethod
@@ -258,15 +284,19 @@ class RemotePipeline:
         except (TypeError, ValueError, OverflowError):
             raise InvalidRequestError(f"{name} must be numbers, got {value!r}") from None
         if arr.ndim > 1 or (arr.ndim == 1 and len(arr) != count):
-            raise InvalidRequestError(f"{name} must be one value or one per image ({count}), "
-                                      f"got shape {arr.shape}")
+            raise InvalidRequestError(
+                f"{name} must be one value or one per image ({count}), got shape {arr.shape}"
+            )
         return arr
 
     def _inputs(self, row: tuple[int, int, float, float], preview_every: int | None = None):
         seed, cls, g, t = row
-        values = [(SEED, np.array([[seed]], np.uint64)), (CLASS, np.array([[cls]], np.int64)),
-                  (GUIDANCE, np.array([[g]], np.float32)),
-                  (TEMPERATURE, np.array([[t]], np.float32))]
+        values = [
+            (SEED, np.array([[seed]], np.uint64)),
+            (CLASS, np.array([[cls]], np.int64)),
+            (GUIDANCE, np.array([[g]], np.float32)),
+            (TEMPERATURE, np.array([[t]], np.float32)),
+        ]
         if preview_every is not None:
             values.append((PREVIEW_EVERY, np.array([[preview_every]], np.int32)))
         inputs = []
@@ -278,21 +308,39 @@ class RemotePipeline:
 
     # --- generation -------------------------------------------------------------------------
 
-    def generate(self, n: int | None = None, seeds=None, classes=None, guidance=None,
-                 temperature=None, preview_every: int = 0,
-                 on_preview: Callable[[int, int, np.ndarray], Any] | None = None):
+    def generate(
+        self,
+        n: int | None = None,
+        seeds=None,
+        classes=None,
+        guidance=None,
+        temperature=None,
+        preview_every: int = 0,
+        on_preview: Callable[[int, int, np.ndarray], Any] | None = None,
+    ):
         """Every image of the request at once, as a bld_runtime.pipeline.Generation."""
         from .pipeline import Generation
 
-        chunks = list(self.iter_generate(n, seeds, classes, guidance, temperature,
-                                         preview_every, on_preview))
-        return Generation(*(np.concatenate([getattr(c, name) for c in chunks])
-                            for name in ("images", "bits", "seeds", "classes")))
+        chunks = list(
+            self.iter_generate(n, seeds, classes, guidance, temperature, preview_every, on_preview)
+        )
+        return Generation(
+            *(
+                np.concatenate([getattr(c, name) for c in chunks])
+                for name in ("images", "bits", "seeds", "classes")
+            )
+        )
 
-    def iter_generate(self, n: int | None = None, seeds=None, classes=None, guidance=None,
-                      temperature=None, preview_every: int = 0,
-                      on_preview: Callable[[int, int, np.ndarray], Any] | None = None
-                      ) -> Iterator:
+    def iter_generate(
+        self,
+        n: int | None = None,
+        seeds=None,
+        classes=None,
+        guidance=None,
+        temperature=None,
+        preview_every: int = 0,
+        on_preview: Callable[[int, int, np.ndarray], Any] | None = None,
+    ) -> Iterator:
         """Like Pipeline.iter_generate: one Generation per chunk of the served max_batch images,
         in order; memory is bounded by `concurrency` images in flight whatever n is.
 
@@ -306,15 +354,19 @@ class RemotePipeline:
         from .pipeline import Generation
 
         rows = self._rows(n, seeds, classes, guidance, temperature)
-        if isinstance(preview_every, bool) or not isinstance(preview_every, int) or \
-                preview_every < 0:
-            raise InvalidRequestError(f"preview_every must be an integer >= 0, "
-                                      f"got {preview_every!r}")
+        if (
+            isinstance(preview_every, bool)
+            or not isinstance(preview_every, int)
+            or preview_every < 0
+        ):
+            raise InvalidRequestError(
+                f"preview_every must be an integer >= 0, got {preview_every!r}"
+            )
         if preview_every and self.protocol != "grpc":
-            raise InvalidRequestError("step previews stream over gRPC only: use a "
-                                      "grpc://HOST:PORT server address")
-        events = (self._stream(rows, preview_every) if self.protocol == "grpc"
-                  else self._http(rows))
+            raise InvalidRequestError(
+                "step previews stream over gRPC only: use a grpc://HOST:PORT server address"
+            )
+        events = self._stream(rows, preview_every) if self.protocol == "grpc" else self._http(rows)
         early = []  # everything up to image 0's answer (previews are delivered later)
         try:
             for event in events:
@@ -337,11 +389,12 @@ class RemotePipeline:
                     packed.append(event.packed)
                     if len(images) == self.max_batch or lo + len(images) == rows.count:
                         hi = lo + len(images)
-                        yield Generation(np.stack(images),
-                                         unpack_bits(np.stack(packed), self.latent.shape),
-                                         rows.seeds[lo:hi],
-                                         np.array([rows.row(i)[1] for i in range(lo, hi)],
-                                                  np.int64))
+                        yield Generation(
+                            np.stack(images),
+                            unpack_bits(np.stack(packed), self.latent.shape),
+                            rows.seeds[lo:hi],
+                            np.array([rows.row(i)[1] for i in range(lo, hi)], np.int64),
+                        )
                         images, packed, lo = [], [], hi
 
         return chunks()
@@ -357,8 +410,9 @@ class RemotePipeline:
         while sent < rows.count or pending:
             while sent < rows.count and len(pending) < self.concurrency:
                 try:
-                    handle = self.client.async_infer(self.model, self._inputs(rows.row(sent)),
-                                                     outputs=outputs)
+                    handle = self.client.async_infer(
+                        self.model, self._inputs(rows.row(sent)), outputs=outputs
+                    )
                 except (self._server_error, OSError) as e:
                     raise self._refused(rows, sent, e) from None
                 pending.append((sent, handle))
@@ -368,8 +422,9 @@ class RemotePipeline:
                 result = handle.get_result()
             except (self._server_error, OSError) as e:
                 raise self._refused(rows, index, e) from None
-            yield _Event(index, result.as_numpy(IMAGE.name)[0], result.as_numpy(BITS.name)[0],
-                         self.num_steps)
+            yield _Event(
+                index, result.as_numpy(IMAGE.name)[0], result.as_numpy(BITS.name)[0], self.num_steps
+            )
 
     def _stream(self, rows: _Rows, preview_every: int) -> Iterator[_Event]:
         """Model `bld_stream` over one gRPC stream: previews and final images as they come,
@@ -385,10 +440,14 @@ class RemotePipeline:
                 else:
                     index = int(result.get_response().id)
                     final = bool(result.as_numpy(FINAL.name)[0, 0])
-                    arrived[index].append(_Event(
-                        index, result.as_numpy(IMAGE.name)[0],
-                        result.as_numpy(BITS.name)[0] if final else None,
-                        int(result.as_numpy(STEP.name)[0, 0])))
+                    arrived[index].append(
+                        _Event(
+                            index,
+                            result.as_numpy(IMAGE.name)[0],
+                            result.as_numpy(BITS.name)[0] if final else None,
+                            int(result.as_numpy(STEP.name)[0, 0]),
+                        )
+                    )
                 cond.notify_all()
 
         try:
@@ -402,20 +461,24 @@ class RemotePipeline:
             sent = 0
             for index in range(rows.count):
                 while sent < rows.count and sent - index < self.concurrency:
-                    self.client.async_stream_infer(self.model,
-                                                   self._inputs(rows.row(sent), preview_every),
-                                                   request_id=str(sent))
+                    self.client.async_stream_infer(
+                        self.model,
+                        self._inputs(rows.row(sent), preview_every),
+                        request_id=str(sent),
+                    )
                     sent += 1
                 done = False
                 while not done:
                     with cond:
-                        if not cond.wait_for(lambda i=index: arrived.get(i) or errors,
-                                             timeout=self.timeout_s):
-                            raise RemoteError(f"Triton server {self.url}: no answer for image "
-                                              f"{index} in {self.timeout_s:g} s")
+                        if not cond.wait_for(
+                            lambda i=index: arrived.get(i) or errors, timeout=self.timeout_s
+                        ):
+                            raise RemoteError(
+                                f"Triton server {self.url}: no answer for image "
+                                f"{index} in {self.timeout_s:g} s"
+                            )
                         if errors:  # a refused request; the stream does not say which
-                            raise RemoteError(f"Triton server {self.url}: "
-                                              f"{_message(errors[0])}")
+                            raise RemoteError(f"Triton server {self.url}: {_message(errors[0])}")
                         ready = arrived.pop(index)
                     for event in ready:
                         done = done or event.packed is not None
@@ -423,4 +486,3 @@ class RemotePipeline:
             finished = True
         finally:
             self.client.stop_stream(cancel_requests=not finished)
-

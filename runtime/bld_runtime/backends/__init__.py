@@ -5,6 +5,7 @@ Every backend implements base.Backend; `create` picks one by name and reports cl
 backend cannot run here (missing provider, missing CuPy, no device). The names are importable
 without onnxruntime (the CLI lists them in --help); everything else loads on first use.
 """
+
 from __future__ import annotations
 
 BACKENDS = ("cpu", "cuda", "tensorrt-ep", "tensorrt")
@@ -32,7 +33,8 @@ def create(name: str, bundle, precision: str = "fp32", options=None):
         return NativeTensorRTBackend(bundle, precision, options)
     raise BackendUnavailableError(
         f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)} (onnxruntime here has "
-        f"{', '.join(available_providers())})")
+        f"{', '.join(available_providers())})"
+    )
 
 
 def __getattr__(name):

@@ -12,6 +12,7 @@ Threads: one backend may serve several threads at once. Sessions are shared (onn
 run is thread-safe); loops are not, so `Backend.loop(batch)` lends each caller a loop of its own
 from a pool and takes it back when the caller is done.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -39,8 +40,14 @@ OPTIMIZATION_LEVELS = {
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
 PRECISIONS = ("fp32", "fp16")
-ORT_TYPES = {"float32": "tensor(float)", "float16": "tensor(float16)", "int64": "tensor(int64)",
-             "int32": "tensor(int32)", "uint8": "tensor(uint8)", "bool": "tensor(bool)"}
+ORT_TYPES = {
+    "float32": "tensor(float)",
+    "float16": "tensor(float16)",
+    "int64": "tensor(int64)",
+    "int32": "tensor(int32)",
+    "uint8": "tensor(uint8)",
+    "bool": "tensor(bool)",
+}
 # Where onnxruntime looks for external-data files of a graph loaded from bytes: an empty folder,
 # so that such a graph fails to load instead of reading files from the working directory.
 _EXTERNAL_DATA_KEY = "session.model_external_initializers_file_folder_path"
@@ -86,27 +93,36 @@ class BackendOptions:
             if getattr(self, name) > cores:
                 raise InvalidRequestError(
                     f"{name} is {getattr(self, name)}, more than the {cores} cores this process "
-                    "may use (more threads than cores only slows onnxruntime down)")
-        if self.trt_dla_core is not None and (not isinstance(self.trt_dla_core, int)
-                                              or isinstance(self.trt_dla_core, bool)
-                                              or self.trt_dla_core < 0):
-            raise InvalidRequestError(f"trt_dla_core must be None or an integer >= 0, "
-                                      f"got {self.trt_dla_core!r}")
+                    "may use (more threads than cores only slows onnxruntime down)"
+                )
+        if self.trt_dla_core is not None and (
+            not isinstance(self.trt_dla_core, int)
+            or isinstance(self.trt_dla_core, bool)
+            or self.trt_dla_core < 0
+        ):
+            raise InvalidRequestError(
+                f"trt_dla_core must be None or an integer >= 0, got {self.trt_dla_core!r}"
+            )
         if self.trt_flavour is not None and self.trt_flavour not in FLAVOURS:
-            raise InvalidRequestError(f"trt_flavour must be None or one of {', '.join(FLAVOURS)}, "
-                                      f"got {self.trt_flavour!r}")
+            raise InvalidRequestError(
+                f"trt_flavour must be None or one of {', '.join(FLAVOURS)}, "
+                f"got {self.trt_flavour!r}"
+            )
         for name in ("trt_cache_dir", "trt_timing_cache"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
-                raise InvalidRequestError(f"{name} must be None or a path (str), "
-                                          f"got {getattr(self, name)!r}")
+                raise InvalidRequestError(
+                    f"{name} must be None or a path (str), got {getattr(self, name)!r}"
+                )
         if self.graph_optimization not in OPTIMIZATION_LEVELS:
             raise InvalidRequestError(
                 f"graph_optimization must be one of {', '.join(OPTIMIZATION_LEVELS)}, "
-                f"got {self.graph_optimization!r}")
+                f"got {self.graph_optimization!r}"
+            )
         for name in ("trt_fp16", "stop_spinning", "trt_rebuild_if_stale"):
             if not isinstance(getattr(self, name), bool):
-                raise InvalidRequestError(f"{name} must be True or False, "
-                                          f"got {getattr(self, name)!r}")
+                raise InvalidRequestError(
+                    f"{name} must be True or False, got {getattr(self, name)!r}"
+                )
 
     def session_options(self) -> ort.SessionOptions:
         so = ort.SessionOptions()
@@ -144,13 +160,16 @@ def graph_names(bundle: Bundle, precision: str) -> dict[str, str]:
     which is always fp32."""
     if precision not in PRECISIONS:
         raise InvalidRequestError(
-            f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+            f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
+        )
     names = {}
     for kind in KINDS:
         name = kind if precision == "fp32" or kind == "encoder" else kind + FP16_SUFFIX
         if name not in bundle.manifest.graphs:
-            raise ManifestError(f"bundle {bundle.directory} has no {name!r} graph, which "
-                                f"precision {precision!r} needs (export with --fp16)")
+            raise ManifestError(
+                f"bundle {bundle.directory} has no {name!r} graph, which "
+                f"precision {precision!r} needs (export with --fp16)"
+            )
         names[kind] = name
     return names
 
@@ -167,9 +186,16 @@ class Loop(ABC):
     batch: int
 
     @abstractmethod
-    def start(self, seeds: np.ndarray, classes: np.ndarray, temperature: np.ndarray,
-              guidance: np.ndarray, guided: bool, mask: np.ndarray | None,
-              known: np.ndarray | None) -> None:
+    def start(
+        self,
+        seeds: np.ndarray,
+        classes: np.ndarray,
+        temperature: np.ndarray,
+        guidance: np.ndarray,
+        guided: bool,
+        mask: np.ndarray | None,
+        known: np.ndarray | None,
+    ) -> None:
         """Load one batch's request and draw the initial state (Philox subsequence 0, p = 0.5),
         masked. Arrays have exactly `batch` rows; mask/known are (batch, L, C) 0/1 or None."""
 
@@ -211,8 +237,9 @@ class Backend(ABC):
     name: str = ""
     max_idle_loops = 4  # kept for reuse; a full chunk and a remainder are the common case
 
-    def __init__(self, bundle: Bundle, precision: str = "fp32",
-                 options: BackendOptions | None = None):
+    def __init__(
+        self, bundle: Bundle, precision: str = "fp32", options: BackendOptions | None = None
+    ):
         if options is not None and not isinstance(options, BackendOptions):
             raise InvalidRequestError("options must be a bld_runtime.backends.BackendOptions")
         self.bundle = bundle
@@ -221,8 +248,10 @@ class Backend(ABC):
         self.options = options or BackendOptions()
         self.latent: tuple[int, int] = self.manifest.latent.shape
         self.num_steps = self.manifest.schedule.sampling_steps
-        self.graphs = {kind: Graph(kind, name, self.manifest.graphs[name])
-                       for kind, name in graph_names(bundle, precision).items()}
+        self.graphs = {
+            kind: Graph(kind, name, self.manifest.graphs[name])
+            for kind, name in graph_names(bundle, precision).items()
+        }
         self._pool_lock = threading.Lock()
         self._idle: list[Loop] = []  # loops not lent out, oldest first
         self._prepare()
@@ -245,8 +274,13 @@ class Backend(ABC):
     def _load_session(self, graph: Graph) -> ort.InferenceSession:
         """A session made from the graph's verified bytes, checked against the manifest."""
         providers = self.providers_for(graph.kind)
-        session = checked_session(self.manifest, graph, self.bundle.read_graph(graph.name),
-                                  self.options.session_options(), providers)
+        session = checked_session(
+            self.manifest,
+            graph,
+            self.bundle.read_graph(graph.name),
+            self.options.session_options(),
+            providers,
+        )
         self._check_providers(session, providers)
         return session
 
@@ -259,7 +293,8 @@ class Backend(ABC):
         if wanted[0] not in sess.get_providers():
             raise BackendUnavailableError(
                 f"backend {self.name!r}: onnxruntime could not start {wanted[0]} (it fell back to "
-                f"{', '.join(sess.get_providers())}); check the CUDA/TensorRT installation")
+                f"{', '.join(sess.get_providers())}); check the CUDA/TensorRT installation"
+            )
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -283,7 +318,7 @@ class Backend(ABC):
         finally:
             with self._pool_lock:
                 self._idle.append(loop)
-                del self._idle[:-self.max_idle_loops]
+                del self._idle[: -self.max_idle_loops]
 
     @abstractmethod
     def _make_loop(self, batch: int) -> Loop: ...
@@ -298,12 +333,21 @@ class Backend(ABC):
         """(B, L, C) 0/1 bits -> float32 NCHW images, roughly in [-1, 1]."""
         return self._run("decoder", np.ascontiguousarray(bits, np.float32))
 
-    def step_probs(self, bits: np.ndarray, step: np.ndarray, classes: np.ndarray,
-                   temperature: np.ndarray, guidance: np.ndarray | None = None) -> np.ndarray:
+    def step_probs(
+        self,
+        bits: np.ndarray,
+        step: np.ndarray,
+        classes: np.ndarray,
+        temperature: np.ndarray,
+        guidance: np.ndarray | None = None,
+    ) -> np.ndarray:
         """One step graph call on given arrays (outside the loop: for tests and tools)."""
-        values = [np.ascontiguousarray(bits, np.float32), np.ascontiguousarray(step, np.int64),
-                  np.ascontiguousarray(classes, np.int64),
-                  np.ascontiguousarray(temperature, np.float32)]
+        values = [
+            np.ascontiguousarray(bits, np.float32),
+            np.ascontiguousarray(step, np.int64),
+            np.ascontiguousarray(classes, np.int64),
+            np.ascontiguousarray(temperature, np.float32),
+        ]
         if guidance is None:
             return self._run("step", *values)
         return self._run("step_guided", *values, np.ascontiguousarray(guidance, np.float32))
@@ -315,8 +359,9 @@ class Backend(ABC):
         return run_guarded(graph, session.run, [graph.output], feeds)[0]
 
 
-def checked_session(manifest: Manifest, graph: Graph, data: bytes,
-                    options: ort.SessionOptions, providers: list[Any]) -> ort.InferenceSession:
+def checked_session(
+    manifest: Manifest, graph: Graph, data: bytes, options: ort.SessionOptions, providers: list[Any]
+) -> ort.InferenceSession:
     """A session made from `data` (the graph's bytes, already checked against its sha256), with
     external data refused, its I/O and its recorded facts (bld.graph) checked against the
     manifest. The backends load their graphs through it; bld_engines checks a graph with it
@@ -338,9 +383,11 @@ def _load_error(graph: Graph, error: Exception) -> ManifestError:
     text = _first_line(error)
     where = f"graph {graph.name!r} ({graph.spec.file})"
     if "external data" in text.lower():
-        return ManifestError(f"{where} keeps tensors in external data files, which bundles "
-                             "do not allow (every graph must be one self-contained .onnx "
-                             "file covered by its sha256)")
+        return ManifestError(
+            f"{where} keeps tensors in external data files, which bundles "
+            "do not allow (every graph must be one self-contained .onnx "
+            "file covered by its sha256)"
+        )
     return ManifestError(f"onnxruntime cannot load {where}: {text}")
 
 
@@ -349,30 +396,41 @@ def run_guarded(graph: Graph, call: Any, *args: Any) -> Any:
     try:
         return call(*args)
     except MemoryError:
-        raise BackendError(f"out of memory running graph {graph.name!r}; send a smaller batch "
-                           "(the bundle's max_batch bounds each call)") from None
+        raise BackendError(
+            f"out of memory running graph {graph.name!r}; send a smaller batch "
+            "(the bundle's max_batch bounds each call)"
+        ) from None
     except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types
-        raise BackendError(f"onnxruntime failed running graph {graph.name!r}: "
-                           f"{_first_line(e)}") from None
+        raise BackendError(
+            f"onnxruntime failed running graph {graph.name!r}: {_first_line(e)}"
+        ) from None
 
 
 def check_session_io(graph: Graph, session: ort.InferenceSession) -> None:
     """Refuse a graph whose real inputs/outputs differ from what the manifest lists for it."""
     where = f"graph {graph.name!r} ({graph.spec.file})"
-    for direction, listed, actual in (("input", graph.spec.inputs, session.get_inputs()),
-                                      ("output", graph.spec.outputs, session.get_outputs())):
+    for direction, listed, actual in (
+        ("input", graph.spec.inputs, session.get_inputs()),
+        ("output", graph.spec.outputs, session.get_outputs()),
+    ):
         names = [a.name for a in actual]
         if names != [s.name for s in listed]:
-            raise ManifestError(f"{where} has {direction}s {names}, but the manifest lists "
-                                f"{[s.name for s in listed]}")
+            raise ManifestError(
+                f"{where} has {direction}s {names}, but the manifest lists "
+                f"{[s.name for s in listed]}"
+            )
         for spec, arg in zip(listed, actual):
             if arg.type != ORT_TYPES[spec.dtype]:
-                raise ManifestError(f"{where}: {direction} {spec.name!r} has type {arg.type}, but "
-                                    f"the manifest says {spec.dtype}")
+                raise ManifestError(
+                    f"{where}: {direction} {spec.name!r} has type {arg.type}, but "
+                    f"the manifest says {spec.dtype}"
+                )
             shape = [BATCH if isinstance(d, str) or d is None else d for d in arg.shape]
             if shape != list(spec.shape):
-                raise ManifestError(f"{where}: {direction} {spec.name!r} has shape {arg.shape}, "
-                                    f"but the manifest says {list(spec.shape)}")
+                raise ManifestError(
+                    f"{where}: {direction} {spec.name!r} has shape {arg.shape}, "
+                    f"but the manifest says {list(spec.shape)}"
+                )
 
 
 def _first_line(error: BaseException) -> str:
@@ -389,4 +447,5 @@ def require_provider(backend: str, provider: str, hint: str) -> None:
     if provider not in ort.get_available_providers():
         raise BackendUnavailableError(
             f"backend {backend!r} needs onnxruntime's {provider} ({hint}); this onnxruntime "
-            f"{ort.__version__} has {', '.join(available_providers())}")
+            f"{ort.__version__} has {', '.join(available_providers())}"
+        )

@@ -8,6 +8,7 @@ The Philox uniforms of several steps are computed in one pass (as many subsequen
 LANE_BUDGET Philox blocks): for small latents numpy's per-call cost, paid once per pass, is
 most of the sampling time.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -83,8 +84,11 @@ class CpuLoop(Loop):
             count = min(self.drawer.span, self.num_steps - subsequence)
             self._uniforms = self.drawer.uniforms_span(self.seeds, subsequence, count)
             self._first, k = subsequence, 0
-        np.less_equal(self._uniforms[k], p.reshape(self.batch, -1),
-                      out=self.bits.reshape(self.batch, -1).view(np.bool_))
+        np.less_equal(
+            self._uniforms[k],
+            p.reshape(self.batch, -1),
+            out=self.bits.reshape(self.batch, -1).view(np.bool_),
+        )
 
     def run_step(self, i):
         graph, sess, binding, _ = self._binding(self.role)

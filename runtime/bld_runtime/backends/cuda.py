@@ -6,6 +6,7 @@ runs as a small CUDA kernel (kernels.py) on the same arrays. The host sees the b
 asked (previews, traces, the final result). CuPy is optional; without it, or without the
 provider, these backends raise BackendUnavailableError saying what is missing.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,7 +27,8 @@ def _cupy():
     except ImportError:
         raise BackendUnavailableError(
             "the GPU backends draw the bits on the device with CuPy, which is not installed "
-            "(pip install cupy-cuda12x)") from None
+            "(pip install cupy-cuda12x)"
+        ) from None
     try:
         count = cupy.cuda.runtime.getDeviceCount()
     except Exception as e:  # CUDA driver missing or broken: CuPy raises its own runtime errors
@@ -73,19 +75,32 @@ class CupyLoop(Loop):
             dev = self.backend.options.device_id
             for name in graph.inputs:
                 arr = self.inputs[name]
-                binding.bind_input(name, "cuda", dev, arr.dtype.type, list(arr.shape),
-                                   arr.data.ptr)
-            binding.bind_output(graph.output, "cuda", dev, np.float32, list(self.shape),
-                                self.probs.data.ptr)
+                binding.bind_input(name, "cuda", dev, arr.dtype.type, list(arr.shape), arr.data.ptr)
+            binding.bind_output(
+                graph.output, "cuda", dev, np.float32, list(self.shape), self.probs.data.ptr
+            )
             self._bindings[kind] = (graph, sess, binding)
         return self._bindings[kind]
 
     def _launch_draw(self, p, subsequence):
         k = self.backend.kernels["bld_draw"]
         grid = -(-(self.batch * self.blocks) // THREADS)
-        k((grid,), (THREADS,), (p, self.seeds, np.uint64(subsequence), np.int64(self.n),
-                                np.int64(self.blocks), np.int32(self.batch), self.bits,
-                                self.keep, self.known, self.masked))
+        k(
+            (grid,),
+            (THREADS,),
+            (
+                p,
+                self.seeds,
+                np.uint64(subsequence),
+                np.int64(self.n),
+                np.int64(self.blocks),
+                np.int32(self.batch),
+                self.bits,
+                self.keep,
+                self.known,
+                self.masked,
+            ),
+        )
 
     def start(self, seeds, classes, temperature, guidance, guided, mask, known):
         self.seeds.set(np.ascontiguousarray(seeds, np.uint64))
@@ -114,8 +129,11 @@ class CupyLoop(Loop):
         else:
             k = self.backend.kernels["bld_threshold"]
             total = self.batch * self.n
-            k((-(-total // THREADS),), (THREADS,),
-              (self.probs, np.int64(total), self.bits, self.keep, self.known, self.masked))
+            k(
+                (-(-total // THREADS),),
+                (THREADS,),
+                (self.probs, np.int64(total), self.bits, self.keep, self.known, self.masked),
+            )
 
     def set_bits(self, bits):
         np.copyto(self.host_f32, bits)
@@ -162,12 +180,13 @@ class TensorRTBackend(CudaBackend):
     hint = "onnxruntime-gpu built with TensorRT, and the TensorRT libraries"
 
     def providers(self):
-        return [(self.provider, tensorrt_provider_options(self.options)),
-                ("CUDAExecutionProvider", cuda_provider_options(self.options))]
+        return [
+            (self.provider, tensorrt_provider_options(self.options)),
+            ("CUDAExecutionProvider", cuda_provider_options(self.options)),
+        ]
 
     def providers_for(self, kind):
-        return tensorrt_ep_providers(self.graphs[kind].spec, self.manifest.max_batch,
-                                     self.options)
+        return tensorrt_ep_providers(self.graphs[kind].spec, self.manifest.max_batch, self.options)
 
 
 def cuda_provider_options(options) -> dict:
@@ -184,28 +203,39 @@ def tensorrt_provider_options(options) -> dict:
     timing cache is the directory of the builder's timing-cache file (the EP names its file)."""
     opts = {"device_id": str(options.device_id), "trt_fp16_enable": str(options.trt_fp16)}
     if options.trt_cache_dir:
-        opts.update(trt_engine_cache_enable="True",
-                    trt_engine_cache_path=str(Path(options.trt_cache_dir) / ORT_ENGINE_SUBDIR))
+        opts.update(
+            trt_engine_cache_enable="True",
+            trt_engine_cache_path=str(Path(options.trt_cache_dir) / ORT_ENGINE_SUBDIR),
+        )
     if options.trt_timing_cache:
-        opts.update(trt_timing_cache_enable="True",
-                    trt_timing_cache_path=str(Path(options.trt_timing_cache).parent))
+        opts.update(
+            trt_timing_cache_enable="True",
+            trt_timing_cache_path=str(Path(options.trt_timing_cache).parent),
+        )
     return opts
 
 
 def tensorrt_ep_providers(spec, max_batch: int, options) -> list:
     """The TensorRT EP (then CUDA) for one graph, with its batch profile 1..max_batch tuned for
     max_batch (what `bld-export engine` builds by default), read from the graph's spec."""
-    opts = {**tensorrt_provider_options(options), **profile_options(spec, 1, max_batch,
-                                                                    max_batch)}
-    return [("TensorrtExecutionProvider", opts),
-            ("CUDAExecutionProvider", cuda_provider_options(options))]
+    opts = {**tensorrt_provider_options(options), **profile_options(spec, 1, max_batch, max_batch)}
+    return [
+        ("TensorrtExecutionProvider", opts),
+        ("CUDAExecutionProvider", cuda_provider_options(options)),
+    ]
 
 
 def profile_options(spec, lo: int, opt: int, hi: int) -> dict:
     """trt_profile_{min,opt,max}_shapes for one graph: "bits:1x64x8,step:1,..."."""
-    def shapes(batch):
-        return ",".join(f"{t.name}:" + "x".join(str(batch if isinstance(d, str) else d)
-                                                for d in t.shape) for t in spec.inputs)
 
-    return {"trt_profile_min_shapes": shapes(lo), "trt_profile_opt_shapes": shapes(opt),
-            "trt_profile_max_shapes": shapes(hi)}
+    def shapes(batch):
+        return ",".join(
+            f"{t.name}:" + "x".join(str(batch if isinstance(d, str) else d) for d in t.shape)
+            for t in spec.inputs
+        )
+
+    return {
+        "trt_profile_min_shapes": shapes(lo),
+        "trt_profile_opt_shapes": shapes(opt),
+        "trt_profile_max_shapes": shapes(hi),
+    }

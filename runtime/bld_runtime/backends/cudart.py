@@ -10,6 +10,7 @@ driver cudaGetDeviceCount returns error 35 (insufficient driver) instead of rais
 constructing a TensorRT Runtime there would crash the process later, so everything that makes
 one asks `probe()` first.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -17,8 +18,10 @@ from dataclasses import dataclass
 
 from ..errors import BackendUnavailableError
 
-CUDA_PYTHON_HINT = ("pip install 'cuda-python>=12.6,<13' (CUDA 12, JetPack 6) or "
-                    "'cuda-python>=13' (CUDA 13, JetPack 7)")
+CUDA_PYTHON_HINT = (
+    "pip install 'cuda-python>=12.6,<13' (CUDA 12, JetPack 6) or "
+    "'cuda-python>=13' (CUDA 13, JetPack 7)"
+)
 
 
 @dataclass(frozen=True)
@@ -41,7 +44,8 @@ def import_cuda() -> Cuda:
         except ImportError:
             raise BackendUnavailableError(
                 f"the native TensorRT backend needs cuda-python, which is not installed "
-                f"({CUDA_PYTHON_HINT})") from None
+                f"({CUDA_PYTHON_HINT})"
+            ) from None
     return Cuda(runtime, driver, nvrtc)
 
 
@@ -74,8 +78,9 @@ class DeviceInfo:
         if self.count < 1:
             raise BackendUnavailableError(f"no CUDA GPU is usable here: {self.problem}")
         if device >= self.count:
-            raise BackendUnavailableError(f"CUDA device {device} does not exist (this machine "
-                                          f"has {self.count})")
+            raise BackendUnavailableError(
+                f"CUDA device {device} does not exist (this machine has {self.count})"
+            )
 
 
 def _version(v: int) -> str:
@@ -95,19 +100,34 @@ def probe(device: int = 0) -> DeviceInfo:
     driver = _version(drv_version) if int(err_drv) == 0 and drv_version else None
     runtime = _version(rt_version) if int(err_rt) == 0 and rt_version else None
     if int(err) != 0 or not count:
-        why = (f"cudaGetDeviceCount returned {_name(err)} ({int(err)})" if int(err) != 0
-               else "cudaGetDeviceCount found no device")
+        why = (
+            f"cudaGetDeviceCount returned {_name(err)} ({int(err)})"
+            if int(err) != 0
+            else "cudaGetDeviceCount found no device"
+        )
         return DeviceInfo(0, driver=driver, runtime=runtime, problem=why)
     if device >= count:
         return DeviceInfo(count, driver=driver, runtime=runtime)
     err, props = rt.cudaGetDeviceProperties(device)
     if int(err) != 0:
-        return DeviceInfo(0, driver=driver, runtime=runtime,
-                          problem=f"cudaGetDeviceProperties returned {_name(err)}")
-    name = props.name.decode(errors="replace").rstrip("\0") if isinstance(props.name, bytes) \
+        return DeviceInfo(
+            0,
+            driver=driver,
+            runtime=runtime,
+            problem=f"cudaGetDeviceProperties returned {_name(err)}",
+        )
+    name = (
+        props.name.decode(errors="replace").rstrip("\0")
+        if isinstance(props.name, bytes)
         else str(props.name)
-    return DeviceInfo(count, name=name, compute_capability=f"{props.major}.{props.minor}",
-                      driver=driver, runtime=runtime)
+    )
+    return DeviceInfo(
+        count,
+        name=name,
+        compute_capability=f"{props.major}.{props.minor}",
+        driver=driver,
+        runtime=runtime,
+    )
 
 
 class DeviceBuffer:
@@ -131,39 +151,67 @@ class DeviceBuffer:
 
 def copy_to_device(cuda: Cuda, dst: DeviceBuffer, array, stream) -> None:
     kind = cuda.rt.cudaMemcpyKind.cudaMemcpyHostToDevice
-    check(cuda.rt.cudaMemcpyAsync(dst.ptr, array.ctypes.data, array.nbytes, kind, stream),
-          "cudaMemcpyAsync (host to device)")
+    check(
+        cuda.rt.cudaMemcpyAsync(dst.ptr, array.ctypes.data, array.nbytes, kind, stream),
+        "cudaMemcpyAsync (host to device)",
+    )
 
 
 def copy_to_host(cuda: Cuda, array, src: DeviceBuffer, stream) -> None:
     kind = cuda.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
-    check(cuda.rt.cudaMemcpyAsync(array.ctypes.data, src.ptr, array.nbytes, kind, stream),
-          "cudaMemcpyAsync (device to host)")
+    check(
+        cuda.rt.cudaMemcpyAsync(array.ctypes.data, src.ptr, array.nbytes, kind, stream),
+        "cudaMemcpyAsync (device to host)",
+    )
 
 
 class Kernels:
     """CUDA C source compiled with NVRTC for the current device and loaded as a module."""
 
-    def __init__(self, cuda: Cuda, source: str, names: tuple[str, ...], compute_capability: str,
-                 filename: str = "bld_kernels.cu"):
+    def __init__(
+        self,
+        cuda: Cuda,
+        source: str,
+        names: tuple[str, ...],
+        compute_capability: str,
+        filename: str = "bld_kernels.cu",
+    ):
         self.cuda = cuda
         image = compile_source(cuda, source, compute_capability, filename)
         check(cuda.drv.cuInit(0), "cuInit")
         self.module = check(cuda.drv.cuModuleLoadData(image), "cuModuleLoadData")
-        self.functions = {n: check(cuda.drv.cuModuleGetFunction(self.module, n.encode()),
-                                   f"cuModuleGetFunction({n})") for n in names}
+        self.functions = {
+            n: check(
+                cuda.drv.cuModuleGetFunction(self.module, n.encode()), f"cuModuleGetFunction({n})"
+            )
+            for n in names
+        }
 
     def launch(self, name: str, grid: int, block: int, stream, args: tuple) -> None:
         """Launch `name` on `stream`; args are (value, ctypes type) pairs."""
         values = tuple(v for v, _ in args)
         types = tuple(t for _, t in args)
-        check(self.cuda.drv.cuLaunchKernel(self.functions[name], grid, 1, 1, block, 1, 1, 0,
-                                           self.cuda.drv.CUstream(int(stream)),
-                                           (values, types), 0), f"cuLaunchKernel({name})")
+        check(
+            self.cuda.drv.cuLaunchKernel(
+                self.functions[name],
+                grid,
+                1,
+                1,
+                block,
+                1,
+                1,
+                0,
+                self.cuda.drv.CUstream(int(stream)),
+                (values, types),
+                0,
+            ),
+            f"cuLaunchKernel({name})",
+        )
 
 
-def compile_source(cuda: Cuda, source: str, compute_capability: str,
-                   filename: str = "bld_kernels.cu") -> bytes:
+def compile_source(
+    cuda: Cuda, source: str, compute_capability: str, filename: str = "bld_kernels.cu"
+) -> bytes:
     """NVRTC: a cubin for sm_XY, or PTX for the newest virtual architecture NVRTC knows when
     it predates the device (the driver JIT-compiles PTX)."""
     nvrtc = cuda.nvrtc
@@ -174,7 +222,8 @@ def compile_source(cuda: Cuda, source: str, compute_capability: str,
         raise BackendUnavailableError(
             f"NVRTC (libnvrtc) cannot be loaded: {' '.join(str(e).split())[:160]}; pip install "
             f"nvidia-cuda-nvrtc-cu12 (CUDA 12) or nvidia-cuda-nvrtc (CUDA 13), or set CUDA_HOME "
-            f"to a CUDA toolkit") from None
+            f"to a CUDA toolkit"
+        ) from None
     try:
         return _nvrtc_compile(nvrtc, source, filename, f"sm_{arch}", cubin=True)
     except BackendUnavailableError as first:
@@ -186,8 +235,10 @@ def compile_source(cuda: Cuda, source: str, compute_capability: str,
 
 
 def _nvrtc_compile(nvrtc, source: str, filename: str, arch: str, cubin: bool) -> bytes:
-    prog = check(nvrtc.nvrtcCreateProgram(source.encode(), filename.encode(), 0, [], []),
-                 "nvrtcCreateProgram")
+    prog = check(
+        nvrtc.nvrtcCreateProgram(source.encode(), filename.encode(), 0, [], []),
+        "nvrtcCreateProgram",
+    )
     try:
         options = [f"--gpu-architecture={arch}".encode(), b"--std=c++11"]
         (err,) = nvrtc.nvrtcCompileProgram(prog, len(options), options)
@@ -196,10 +247,15 @@ def _nvrtc_compile(nvrtc, source: str, filename: str, arch: str, cubin: bool) ->
             log = b" " * size
             nvrtc.nvrtcGetProgramLog(prog, log)
             text = log.decode(errors="replace").strip("\0 \n")
-            raise BackendUnavailableError(f"NVRTC could not compile {filename} for {arch}: "
-                                          f"{_name(err)}: {text.splitlines()[0] if text else ''}")
-        get_size, get = ((nvrtc.nvrtcGetCUBINSize, nvrtc.nvrtcGetCUBIN) if cubin
-                         else (nvrtc.nvrtcGetPTXSize, nvrtc.nvrtcGetPTX))
+            raise BackendUnavailableError(
+                f"NVRTC could not compile {filename} for {arch}: "
+                f"{_name(err)}: {text.splitlines()[0] if text else ''}"
+            )
+        get_size, get = (
+            (nvrtc.nvrtcGetCUBINSize, nvrtc.nvrtcGetCUBIN)
+            if cubin
+            else (nvrtc.nvrtcGetPTXSize, nvrtc.nvrtcGetPTX)
+        )
         size = check(get_size(prog), "nvrtc size")
         image = b" " * size
         check(get(prog, image), "nvrtc get")

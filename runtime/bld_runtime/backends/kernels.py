@@ -5,12 +5,16 @@ one block), the same file the C++ runtime includes; a test compiles it with the 
 and checks it against bld_runtime.philox bit for bit. `KERNELS` wraps it in the two __global__
 functions the GPU backends launch (CuPy here; NVRTC for the native TensorRT backend).
 """
+
 from importlib.resources import files
 
 PHILOX_HEADER = "bld_philox.h"
 CORE = files("bld_runtime").joinpath("csrc", PHILOX_HEADER).read_text(encoding="utf-8")
 
-KERNELS = "#define BLD_DEVICE __device__\n" + CORE + r"""
+KERNELS = (
+    "#define BLD_DEVICE __device__\n"
+    + CORE
+    + r"""
 /* One thread per (image, Philox block); keep/known are read only when `masked` is set. */
 extern "C" __global__ void bld_draw(const float *p, const bld_u64 *seeds, bld_u64 subsequence,
                                     long long n, long long blocks, int batch, float *bits,
@@ -32,3 +36,4 @@ extern "C" __global__ void bld_threshold(const float *p, long long total, float 
     bits[e] = (masked && keep[e]) ? known[e] : z;
 }
 """
+)

@@ -25,6 +25,7 @@ Pipeline.load; a batch size outside its profiles finds its own engine on first u
 refused then with the command that builds one. A TensorRT Runtime is constructed only after
 cudart.probe() found a device (without one it crashes the process).
 """
+
 from __future__ import annotations
 
 import threading
@@ -45,19 +46,39 @@ THREADS = 256
 #: Every TensorRT name this backend uses (dotted from the module). A test resolves them in the
 #: real lean runtimes of TensorRT 10.16 and 11.4 and in TensorRT-RTX.
 TRT_NAMES = (
-    "Logger", "Logger.ERROR", "Runtime", "Runtime.DLA_core", "Runtime.num_DLA_cores",
+    "Logger",
+    "Logger.ERROR",
+    "Runtime",
+    "Runtime.DLA_core",
+    "Runtime.num_DLA_cores",
     "TensorIOMode.INPUT",
-    "ICudaEngine.num_io_tensors", "ICudaEngine.get_tensor_name", "ICudaEngine.get_tensor_mode",
-    "ICudaEngine.get_tensor_dtype", "ICudaEngine.get_tensor_profile_shape",
+    "ICudaEngine.num_io_tensors",
+    "ICudaEngine.get_tensor_name",
+    "ICudaEngine.get_tensor_mode",
+    "ICudaEngine.get_tensor_dtype",
+    "ICudaEngine.get_tensor_profile_shape",
     "ICudaEngine.device_memory_size_v2",
-    "ICudaEngine.num_optimization_profiles", "ICudaEngine.create_execution_context",
-    "IExecutionContext.set_optimization_profile_async", "IExecutionContext.set_input_shape",
-    "IExecutionContext.set_tensor_address", "IExecutionContext.execute_async_v3",
-    "DataType.FLOAT", "DataType.HALF", "DataType.INT64", "DataType.INT32", "DataType.UINT8",
+    "ICudaEngine.num_optimization_profiles",
+    "ICudaEngine.create_execution_context",
+    "IExecutionContext.set_optimization_profile_async",
+    "IExecutionContext.set_input_shape",
+    "IExecutionContext.set_tensor_address",
+    "IExecutionContext.execute_async_v3",
+    "DataType.FLOAT",
+    "DataType.HALF",
+    "DataType.INT64",
+    "DataType.INT32",
+    "DataType.UINT8",
     "DataType.BOOL",
 )
-_TRT_DTYPES = {"FLOAT": "float32", "HALF": "float16", "INT64": "int64", "INT32": "int32",
-               "UINT8": "uint8", "BOOL": "bool"}
+_TRT_DTYPES = {
+    "FLOAT": "float32",
+    "HALF": "float16",
+    "INT64": "int64",
+    "INT32": "int32",
+    "UINT8": "uint8",
+    "BOOL": "bool",
+}
 
 
 class TrtEngine:
@@ -68,8 +89,10 @@ class TrtEngine:
         plan = backend.cache.load_plan(entry)  # manifest, sha256 and header: before TensorRT
         engine = backend.runtime.deserialize_cuda_engine(plan)
         if engine is None:
-            raise StaleEngineError(f"TensorRT {backend.flavour.version} refused to deserialise "
-                                   f"{entry.plan_path}; rebuild it with {backend.rebuild_hint()}")
+            raise StaleEngineError(
+                f"TensorRT {backend.flavour.version} refused to deserialise "
+                f"{entry.plan_path}; rebuild it with {backend.rebuild_hint()}"
+            )
         self.engine = engine
         trt = backend.trt
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
@@ -77,18 +100,24 @@ class TrtEngine:
         outputs = set(names) - inputs
         want_in, want_out = {t.name for t in spec.inputs}, {t.name for t in spec.outputs}
         if inputs != want_in or outputs != want_out:
-            raise StaleEngineError(f"{entry.plan_path} has inputs {sorted(inputs)} and outputs "
-                                   f"{sorted(outputs)}; the bundle's {entry.key.graph} has "
-                                   f"{sorted(want_in)} and {sorted(want_out)}")
+            raise StaleEngineError(
+                f"{entry.plan_path} has inputs {sorted(inputs)} and outputs "
+                f"{sorted(outputs)}; the bundle's {entry.key.graph} has "
+                f"{sorted(want_in)} and {sorted(want_out)}"
+            )
         for t in (*spec.inputs, *spec.outputs):
             dtype = _TRT_DTYPES.get(engine.get_tensor_dtype(t.name).name)
             if dtype != t.dtype:
-                raise StaleEngineError(f"{entry.plan_path}: tensor {t.name} is {dtype} in the "
-                                       f"engine, {t.dtype} in the bundle")
+                raise StaleEngineError(
+                    f"{entry.plan_path}: tensor {t.name} is {dtype} in the "
+                    f"engine, {t.dtype} in the bundle"
+                )
         # Scratch memory each execution context takes (TensorRT 11 has only the _v2 form).
-        self.device_memory = int(engine.device_memory_size_v2
-                                 if hasattr(engine, "device_memory_size_v2")
-                                 else engine.device_memory_size)
+        self.device_memory = int(
+            engine.device_memory_size_v2
+            if hasattr(engine, "device_memory_size_v2")
+            else engine.device_memory_size
+        )
         first = spec.inputs[0].name
         self.batch_ranges = []
         for p in range(engine.num_optimization_profiles):
@@ -99,20 +128,23 @@ class TrtEngine:
         for index, (lo, hi) in enumerate(self.batch_ranges):
             if lo <= batch <= hi:
                 return index
-        raise StaleEngineError(f"{self.entry.plan_path} has no profile for batch {batch} (its "
-                               f"batch ranges are {self.batch_ranges}); rebuild with "
-                               f"{self.backend.rebuild_hint()}")
+        raise StaleEngineError(
+            f"{self.entry.plan_path} has no profile for batch {batch} (its "
+            f"batch ranges are {self.batch_ranges}); rebuild with "
+            f"{self.backend.rebuild_hint()}"
+        )
 
     def context(self, batch: int, stream):
         """An execution context with the profile and every input shape set for `batch`."""
         ctx = self.engine.create_execution_context()
         if ctx is None:
-            raise BackendUnavailableError(f"TensorRT could not create an execution context for "
-                                          f"{self.entry.key.graph} (out of GPU memory?)")
+            raise BackendUnavailableError(
+                f"TensorRT could not create an execution context for "
+                f"{self.entry.key.graph} (out of GPU memory?)"
+            )
         ctx.set_optimization_profile_async(self.profile_for(batch), int(stream))
         for t in self.spec.inputs:
-            ctx.set_input_shape(t.name, tuple(batch if isinstance(d, str) else d
-                                              for d in t.shape))
+            ctx.set_input_shape(t.name, tuple(batch if isinstance(d, str) else d for d in t.shape))
         return ctx
 
 
@@ -141,10 +173,14 @@ class TensorRTLoop(Loop):
         self.backend, self.batch, self.num_steps, self.n = backend, batch, K, L * C
         self.shape = (batch, L, C)
         self.host = {  # staging, allocated once
-            "bits": np.zeros(self.shape, np.float32), "probs": np.zeros(self.shape, np.float32),
-            "keep": np.zeros(self.shape, np.uint8), "known": np.zeros(self.shape, np.float32),
-            "seeds": np.zeros(batch, np.uint64), "class_label": np.zeros(batch, np.int64),
-            "temperature": np.ones(batch, np.float32), "guidance": np.zeros(batch, np.float32),
+            "bits": np.zeros(self.shape, np.float32),
+            "probs": np.zeros(self.shape, np.float32),
+            "keep": np.zeros(self.shape, np.uint8),
+            "known": np.zeros(self.shape, np.float32),
+            "seeds": np.zeros(batch, np.uint64),
+            "class_label": np.zeros(batch, np.int64),
+            "temperature": np.ones(batch, np.float32),
+            "guidance": np.zeros(batch, np.float32),
         }
         self.host_bits = np.zeros(self.shape, np.uint8)
         self.dev = {name: DeviceBuffer(cuda, a.nbytes) for name, a in self.host.items()}
@@ -153,8 +189,9 @@ class TensorRTLoop(Loop):
         # Each loop has its own stream: loops of different batch sizes may run (and capture)
         # on different threads at once.
         rt = cuda.rt
-        self.stream = cudart.check(rt.cudaStreamCreateWithFlags(rt.cudaStreamNonBlocking),
-                                   "cudaStreamCreateWithFlags")
+        self.stream = cudart.check(
+            rt.cudaStreamCreateWithFlags(rt.cudaStreamNonBlocking), "cudaStreamCreateWithFlags"
+        )
         copy_to_device(cuda, self.dev["half"], np.full(self.shape, 0.5, np.float32), self.stream)
         steps = np.repeat(np.arange(K, dtype=np.int64), batch)
         copy_to_device(cuda, self.dev["steps"], steps, self.stream)
@@ -165,8 +202,9 @@ class TensorRTLoop(Loop):
         self.cuda_graphs: dict[tuple[str, int], object] = {}  # (role, masked) -> exec | None
 
     def synchronize(self) -> None:
-        cudart.check(self.backend.cuda.rt.cudaStreamSynchronize(self.stream),
-                     "cudaStreamSynchronize")
+        cudart.check(
+            self.backend.cuda.rt.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize"
+        )
 
     # --- set-up --------------------------------------------------------------------------
 
@@ -209,17 +247,41 @@ class TensorRTLoop(Loop):
     def _draw(self, p: DeviceBuffer, subsequence: int) -> None:
         d = self.dev
         grid = -(-(self.batch * self.blocks) // THREADS)
-        self.backend.kernels.launch("bld_draw", grid, THREADS, self.stream, (
-            (p.ptr, PTR), (d["seeds"].ptr, PTR), (subsequence, U64), (self.n, I64),
-            (self.blocks, I64), (self.batch, I32), (d["bits"].ptr, PTR), (d["keep"].ptr, PTR),
-            (d["known"].ptr, PTR), (self.masked, I32)))
+        self.backend.kernels.launch(
+            "bld_draw",
+            grid,
+            THREADS,
+            self.stream,
+            (
+                (p.ptr, PTR),
+                (d["seeds"].ptr, PTR),
+                (subsequence, U64),
+                (self.n, I64),
+                (self.blocks, I64),
+                (self.batch, I32),
+                (d["bits"].ptr, PTR),
+                (d["keep"].ptr, PTR),
+                (d["known"].ptr, PTR),
+                (self.masked, I32),
+            ),
+        )
 
     def _threshold(self) -> None:
         d, total = self.dev, self.batch * self.n
-        self.backend.kernels.launch("bld_threshold", -(-total // THREADS), THREADS,
-                                    self.stream, (
-            (d["probs"].ptr, PTR), (total, I64), (d["bits"].ptr, PTR), (d["keep"].ptr, PTR),
-            (d["known"].ptr, PTR), (self.masked, I32)))
+        self.backend.kernels.launch(
+            "bld_threshold",
+            -(-total // THREADS),
+            THREADS,
+            self.stream,
+            (
+                (d["probs"].ptr, PTR),
+                (total, I64),
+                (d["bits"].ptr, PTR),
+                (d["keep"].ptr, PTR),
+                (d["known"].ptr, PTR),
+                (self.masked, I32),
+            ),
+        )
 
     def run_step(self, i):
         if not self._enqueue(i):
@@ -332,8 +394,9 @@ class TensorRTBackend(Backend):
     def _prepare(self):
         o = self.options
         # bld-export engine's default cache is BUNDLE/engines
-        self.cache_dir = (o.trt_cache_dir if o.trt_cache_dir
-                          else str(self.bundle.directory / "engines"))
+        self.cache_dir = (
+            o.trt_cache_dir if o.trt_cache_dir else str(self.bundle.directory / "engines")
+        )
         info = cudart.probe(o.device_id)
         info.require(o.device_id)  # before anything constructs a TensorRT Runtime
         self.cuda = cudart.import_cuda()
@@ -342,20 +405,25 @@ class TensorRTBackend(Backend):
         cudart.check(rt.cudaFree(0), "cudaFree(0)")  # creates the primary context
         self.flavour = import_flavour(o.trt_flavour)
         self.trt = self.flavour.module
-        self.target = RuntimeTarget(self.flavour.name, self.flavour.version,
-                                    info.compute_capability, o.trt_dla_core)
+        self.target = RuntimeTarget(
+            self.flavour.name, self.flavour.version, info.compute_capability, o.trt_dla_core
+        )
         self.cache = EngineCache(self.cache_dir)
         self.logger = self.trt.Logger(self.trt.Logger.ERROR)
         self.runtime = self.trt.Runtime(self.logger)
         if o.trt_dla_core is not None:
             if self.runtime.num_DLA_cores <= o.trt_dla_core:
-                raise BackendUnavailableError(f"DLA core {o.trt_dla_core} does not exist here "
-                                              f"(this device has {self.runtime.num_DLA_cores})")
+                raise BackendUnavailableError(
+                    f"DLA core {o.trt_dla_core} does not exist here "
+                    f"(this device has {self.runtime.num_DLA_cores})"
+                )
             self.runtime.DLA_core = o.trt_dla_core
-        self.stream = cudart.check(rt.cudaStreamCreateWithFlags(rt.cudaStreamNonBlocking),
-                                   "cudaStreamCreateWithFlags")
-        self.kernels = cudart.Kernels(self.cuda, KERNELS, ("bld_draw", "bld_threshold"),
-                                      info.compute_capability)
+        self.stream = cudart.check(
+            rt.cudaStreamCreateWithFlags(rt.cudaStreamNonBlocking), "cudaStreamCreateWithFlags"
+        )
+        self.kernels = cudart.Kernels(
+            self.cuda, KERNELS, ("bld_draw", "bld_threshold"), info.compute_capability
+        )
         self._engines: dict[str, TrtEngine] = {}  # by key digest: one engine serves many batches
         self._io: dict[tuple[str, int], _GraphIO] = {}
         self._lock = threading.RLock()  # engines and the encoder/decoder I/O are shared
@@ -384,8 +452,10 @@ class TensorRTBackend(Backend):
             return {e.entry.key.graph: e.device_memory for e in self._engines.values()}
 
     def rebuild_hint(self) -> str:
-        return (f"`bld-export engine {self.bundle.directory} -o {self.cache_dir} --precision "
-                f"{self.precision} --flavour {self.flavour.name}` (or --rebuild-if-stale)")
+        return (
+            f"`bld-export engine {self.bundle.directory} -o {self.cache_dir} --precision "
+            f"{self.precision} --flavour {self.flavour.name}` (or --rebuild-if-stale)"
+        )
 
     def _candidates(self, kind: str) -> dict[str, str]:
         """Graph names (-> sha256) whose engines can serve `kind` at this precision."""
@@ -404,21 +474,24 @@ class TensorRTBackend(Backend):
     def _engine(self, kind: str, batch: int) -> TrtEngine:
         precision = "fp32" if kind == "encoder" else self.precision
         try:
-            entry = self.cache.find(self._candidates(kind), precision, self.target, batch,
-                                    self.rebuild_hint())
+            entry = self.cache.find(
+                self._candidates(kind), precision, self.target, batch, self.rebuild_hint()
+            )
         except StaleEngineError:
             if not self.options.trt_rebuild_if_stale or self._rebuilt:
                 raise
             _rebuild(self.bundle.directory, self.cache_dir, self.precision, self.flavour.name)
             self._rebuilt = True  # once per backend: a second refusal is not a stale cache
-            entry = self.cache.find(self._candidates(kind), precision, self.target, batch,
-                                    self.rebuild_hint())
+            entry = self.cache.find(
+                self._candidates(kind), precision, self.target, batch, self.rebuild_hint()
+            )
         digest = entry.manifest.key_digest
         if digest not in self._engines:
             name = entry.key.graph
             try:
-                check_graph_facts(self.manifest, name,
-                                  {GRAPH_METADATA_KEY: entry.manifest.graph_facts})
+                check_graph_facts(
+                    self.manifest, name, {GRAPH_METADATA_KEY: entry.manifest.graph_facts}
+                )
             except ManifestError as e:
                 raise ManifestError(f"engine {entry.plan_path}: {e}") from None
             self._engines[digest] = TrtEngine(self, kind, entry, self.manifest.graphs[name])
@@ -449,7 +522,7 @@ class TensorRTBackend(Backend):
             copy_to_device(self.cuda, device, host, self.stream)
         if not io.context.execute_async_v3(int(self.stream)):
             raise BackendError(f"TensorRT failed to run graph {self.graphs[kind].name!r}")
-        (host, device), = io.outputs.values()
+        ((host, device),) = io.outputs.values()
         copy_to_host(self.cuda, host, device, self.stream)
         cudart.check(self.cuda.rt.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
         return host.copy()
@@ -458,9 +531,12 @@ class TensorRTBackend(Backend):
 def _rebuild(bundle_dir, cache_dir, precision, flavour) -> None:
     """Rebuild through bld_engines (entry point "bld.engine_builder"), which the runtime does
     not import: without it, say what to install."""
-    builders = [ep for ep in metadata.entry_points(group="bld.engine_builder")
-                if ep.name == "build"]
+    builders = [
+        ep for ep in metadata.entry_points(group="bld.engine_builder") if ep.name == "build"
+    ]
     if not builders:
-        raise BackendUnavailableError("--rebuild-if-stale needs bld_engines (pip install bld "
-                                      "with its TensorRT extra), which is not installed")
+        raise BackendUnavailableError(
+            "--rebuild-if-stale needs bld_engines (pip install bld "
+            "with its TensorRT extra), which is not installed"
+        )
     builders[0].load()(bundle_dir, cache_dir, precision=precision, flavour=flavour)
