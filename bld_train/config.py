@@ -37,10 +37,11 @@ class AutoencoderConfig:
     emb_dim: int = 64  # width the decoder maps bits to (learned linear map)
     norm_first: bool = False  # GroupNorm on the bit embedding before the decoder
     dropout: float = 0.0
-    # The official BinaryAE differs from VQGAN in three places (docs/DEVIATIONS.md):
-    heads: str = "vqgan"  # vqgan: GroupNorm -> SiLU -> Conv at both ends;
-    # binaryae: encoder GroupNorm -> Conv3x3 (emb_dim) -> Conv1x1
-    # (bits), decoder GroupNorm -> Conv, no SiLU (upstream's)
+    # The official BinaryAE differs from VQGAN in three places (docs/DEVIATIONS.md), the three
+    # fields below. heads: "vqgan" is GroupNorm -> SiLU -> Conv at both ends; "binaryae" is
+    # encoder GroupNorm -> Conv3x3 (emb_dim) -> Conv1x1 (bits), decoder GroupNorm -> Conv, no
+    # SiLU (upstream's).
+    heads: str = "vqgan"
     decoder_res_blocks: int = 0  # ResBlocks per decoder level; 0: num_res_blocks + 1 (VQGAN)
     embed_bias: bool = True  # bias of the bits -> emb_dim map (upstream: a codebook, none)
 
@@ -67,13 +68,15 @@ class PriorConfig:
     sampling_steps: int = 16  # K
     # Official transformer details (docs/DEVIATIONS.md); the defaults are this project's first
     # choices, which the digits demo was measured with.
-    learned_pos: bool = False  # position embedding: a parameter initialised with the
-    # 2-D sin-cos table (upstream), not the fixed table
+    # Position embedding: a parameter initialised with the 2-D sin-cos table (upstream), not the
+    # fixed table.
+    learned_pos: bool = False
     layer_scale: bool = False  # LayerScale: x + gamma * f(x) in each block (upstream)
     layer_scale_init: float = 1.0  # initial gamma (upstream: 1.0)
     time_features: str = "raw"  # raw: sin-cos of t (DiT); rescaled: of t * 4000 / T
-    init: str = "normal"  # normal: N(0, 0.02) weights, zero biases (GPT/DiT);
-    # torch: PyTorch's defaults, as upstream leaves them
+    # normal: N(0, 0.02) weights, zero biases (GPT/DiT); torch: PyTorch's defaults, as upstream
+    # leaves them.
+    init: str = "normal"
 
     def __post_init__(self):
         _choose(self.time_features, "time_features", ("raw", "rescaled"))
@@ -93,15 +96,16 @@ class AutoencoderTrainConfig:
     ema_every: int = 1  # update the EMA every this many steps
     code_weight: float = 0.1  # weight of the code-confidence term mean(p * (1 - p))
     cycle_weight: float = 1.0  # re-encoding a decoded image must give its bits back
-    cycle_start: int = -1  # step at which that term starts; -1 disables it. Early on
-    # it collapses the code (constant bits are consistent)
+    # Step at which that term starts; -1 disables it. Early on it collapses the code (constant
+    # bits are consistent).
+    cycle_start: int = -1
     disc_start: int = -1  # step at which the PatchGAN starts; -1 disables it
     disc_weight: float = 0.1  # GAN weight = disc_weight * min(adaptive, disc_weight_max)
     disc_weight_max: float = 1e4  # clamp of VQGAN's adaptive weight (upstream BinaryAE: 1)
     disc_channels: int = 32
     disc_layers: int = 2
-    diffaug: str = ""  # DiffAugment policy on every discriminator input, e.g.
-    # "color,translation"; "" disables it
+    # DiffAugment policy on every discriminator input, e.g. "color,translation"; "" disables it.
+    diffaug: str = ""
     perceptual_weight: float = 0.0  # needs local LPIPS weights (never downloaded)
     perceptual_weights_path: str = ""
     grad_clip: float = 1.0  # <= 0: no clipping
@@ -126,9 +130,9 @@ class PriorTrainConfig:
     ema_decay: float = 0.999
     ema_every: int = 1
     label_drop: float = 0.1  # probability of replacing a label by the null class
-    codes: str = "fixed"  # fixed: one p > 0.5 encoding of the data, made once;
-    # stochastic: each step encodes its images and samples the
-    # bits from the encoder's probabilities (upstream)
+    # fixed: one p > 0.5 encoding of the data, made once; stochastic: each step encodes its
+    # images and samples the bits from the encoder's probabilities (upstream).
+    codes: str = "fixed"
     loss: str = "weighted"  # weighted | mean (as in the reference implementation)
     focal: float = -1.0  # focal gamma; < 0 disables the focal loss
     aux: float = 0.0  # weight of the auxiliary posterior loss; 0 disables it

@@ -50,9 +50,8 @@ class DenoiserStep(nn.Module):
         both = self.denoiser(
             torch.cat([bits, bits]), torch.cat([t, t]), torch.cat([class_label, null])
         ).float()
-        n = bits.shape[
-            0
-        ]  # slice, not chunk(2): chunk puts a guard on the batch size in torch.export
+        # Slice, not chunk(2): chunk puts a guard on the batch size in torch.export.
+        n = bits.shape[0]
         l_cond, l_uncond = both[:n], both[n:]
         g = guidance.float()[:, None, None]
         return (1.0 + g) * (l_cond / tau) - g * (l_uncond / tau)

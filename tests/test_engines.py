@@ -438,9 +438,10 @@ def test_find_without_a_batch_prefers_the_engine_covering_the_largest(
     assert store.find({"step": sha}, "fp32", target, None, "HINT").key.profiles == (
         BatchProfile(1, 2, 4),
     )
+    # With a batch size, the newest engine that covers it.
     assert store.find({"step": sha}, "fp32", target, 1, "HINT").key.profiles == (
         BatchProfile(1, 1, 2),
-    )  # the newest that covers it
+    )
 
 
 def test_compatibility_rules():

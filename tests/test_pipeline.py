@@ -535,9 +535,10 @@ def test_uint8_float_round_trip_is_exact():
     x = to_float(u8)
     assert x.dtype == np.float32 and x.min() == -1.0 and x.max() == 1.0
     np.testing.assert_array_equal(from_float(x), u8)
+    # Clipped; 0.5 rounds half to even.
     np.testing.assert_array_equal(
         from_float(np.array([-3.0, 3.0, np.float32(0.5 / 127.5 - 1)])), [0, 255, 0]
-    )  # clipped; 0.5 rounds half to even
+    )
 
 
 def test_png_files_and_grids(tmp_path):

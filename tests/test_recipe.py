@@ -50,10 +50,9 @@ def official_prior_parameters(
         2 * 2 * w  # ln1, ln2
         + linear(w, 3 * w)  # Attention.qkv
         + linear(w, w)  # Attention.proj
-        + linear(w, 4 * w)
-        + linear(4 * w, w)  # mlp
-        + 2 * w
-    )  # gamma_1, gamma_2
+        + (linear(w, 4 * w) + linear(4 * w, w))  # mlp
+        + 2 * w  # gamma_1, gamma_2
+    )
     return (
         bits * w  # tok_emb (bits @ weight, no bias)
         + tokens * w  # pos_emb (nn.Parameter)
@@ -61,8 +60,8 @@ def official_prior_parameters(
         + classes * w  # cls_embedding
         + layers * block
         + 2 * w  # ln_f
-        + linear(w, bits)
-    )  # head
+        + linear(w, bits)  # head
+    )
 
 
 OFFICIAL_ENCODER_PARAMETERS = 29_314_624  # Encoder + BinaryQuantizer.proj

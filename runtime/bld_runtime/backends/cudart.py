@@ -191,22 +191,12 @@ class Kernels:
         """Launch `name` on `stream`; args are (value, ctypes type) pairs."""
         values = tuple(v for v, _ in args)
         types = tuple(t for _, t in args)
-        check(
-            self.cuda.drv.cuLaunchKernel(
-                self.functions[name],
-                grid,
-                1,
-                1,
-                block,
-                1,
-                1,
-                0,
-                self.cuda.drv.CUstream(int(stream)),
-                (values, types),
-                0,
-            ),
-            f"cuLaunchKernel({name})",
+        grid_dim, block_dim, shared_bytes = (grid, 1, 1), (block, 1, 1), 0
+        cu_stream = self.cuda.drv.CUstream(int(stream))
+        launched = self.cuda.drv.cuLaunchKernel(
+            self.functions[name], *grid_dim, *block_dim, shared_bytes, cu_stream, (values, types), 0
         )
+        check(launched, f"cuLaunchKernel({name})")
 
 
 def compile_source(
