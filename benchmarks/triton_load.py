@@ -60,7 +60,7 @@ def main() -> int:
     seeds = np.arange(256, dtype=np.uint64)
     classes = (seeds % max(pipe.num_classes, 1)).astype(np.int64) if pipe.num_classes else None
     local = pipe.generate(seeds=seeds, classes=classes, guidance=args.guidance, temperature=1.0)
-    expected = dict(zip(seeds.tolist(), pack_bits(local.bits)))
+    expected = dict(zip(seeds.tolist(), pack_bits(local.bits), strict=True))
 
     inst = install(log=lambda line: print(line, file=sys.stderr))
     serving = Serving(

@@ -136,7 +136,7 @@ class ImageFolderDataset(Dataset):
                 with Image.open(path) as image:
                     image.verify()
                 files.append(path)
-            except Exception:  # Pillow raises many types for bad files
+            except Exception:  # noqa: BLE001 - Pillow raises many types for bad files
                 corrupt.append(path)
         if corrupt:
             shown = ", ".join(str(p.relative_to(root)) for p in corrupt[:20])

@@ -95,7 +95,7 @@ def mean_across_ranks(values: dict[str, float], device: torch.device) -> dict[st
     tensor = torch.tensor(list(values.values()), dtype=torch.float64, device=device)
     dist.all_reduce(tensor)
     tensor /= dist.get_world_size()
-    return dict(zip(values, tensor.tolist()))
+    return dict(zip(values, tensor.tolist(), strict=True))
 
 
 def step_seed(seed: int, rank: int, step: int) -> int:

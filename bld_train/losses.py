@@ -125,7 +125,7 @@ class PerceptualLoss(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per-sample LPIPS distance (B,)."""
         total = 0.0
-        for fx, fy, head in zip(self.features(x), self.features(y), self.heads):
+        for fx, fy, head in zip(self.features(x), self.features(y), self.heads, strict=True):
             fx = fx / (fx.norm(dim=1, keepdim=True) + 1e-10)
             fy = fy / (fy.norm(dim=1, keepdim=True) + 1e-10)
             total = total + F.conv2d((fx - fy) ** 2, head).mean(dim=(1, 2, 3))

@@ -206,7 +206,7 @@ def _train(
         disc.train()
 
     stream = batch_stream(dataset, batches, start, tcfg.steps, dev, workers)
-    for step, (x, _) in zip(range(start, tcfg.steps), stream):
+    for step, (x, _) in zip(range(start, tcfg.steps), stream, strict=False):  # range bounds it
         torch.manual_seed(D.step_seed(tcfg.seed, info.rank, step))
         lr = lr_at(step, tcfg.lr, tcfg.warmup_steps, tcfg.steps, schedule=tcfg.lr_schedule)
         set_lr(optimizer, lr)

@@ -33,7 +33,7 @@ def test_digits_shapes_ranges_labels():
 
 
 def test_digits_holdout_is_disjoint_stratified_and_fixed():
-    train, train_y = digits_dataset(8, "train", holdout=297)
+    train, _ = digits_dataset(8, "train", holdout=297)
     held, held_y = digits_dataset(8, "holdout", holdout=297)
     everything, _ = digits_dataset(8, "train", holdout=0)
     assert len(held) == 297 and len(train) + len(held) == len(everything) == 1797

@@ -355,7 +355,7 @@ def test_plan_of_another_flavour_or_length_is_refused(rtx_engines, tmp_path):
     ):
         check_plan_header(b"ftrt" + data[4:], "tensorrt_rtx", RTX_VERSION, "plan")
     truncated = _rewrite_plan(cache, entry, data[:-100])
-    with pytest.raises(StaleEngineError, match="header says .* bytes"):
+    with pytest.raises(StaleEngineError, match=r"header says .* bytes"):
         EngineCache(cache).load_plan(truncated)
 
 

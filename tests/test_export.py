@@ -108,7 +108,7 @@ def test_manifest_describes_every_graph(bundle, models):
     assert m.classes.count == prior.num_classes == m.classes.null_class
     expected = contract.sampling_timesteps(prior.train_steps, prior.sampling_steps).tolist()
     assert list(m.schedule.timesteps) == expected
-    for name, spec in m.graphs.items():
+    for spec in m.graphs.values():
         assert spec.opset == 17 and spec.flops > 0
         assert spec.sha256 == sha256_file(bundle.directory / spec.file)
         assert all(t.shape[0] == BATCH for t in spec.inputs + spec.outputs)
@@ -250,7 +250,7 @@ def test_op_outside_the_allow_list_fails_validation(bundle, decls, tmp_path):
     softmax = next(n for n in model.graph.node if n.op_type == "Softmax")
     softmax.op_type = "Hardmax"  # same signature, valid ONNX, not something we export
     onnx.save(model, tmp_path / "step.onnx")
-    with pytest.raises(ValidationError, match="op Hardmax .* not on the list"):
+    with pytest.raises(ValidationError, match=r"op Hardmax .* not on the list"):
         check_graph(tmp_path / "step.onnx", decls["step"], opset=17)
 
 

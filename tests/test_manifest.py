@@ -106,7 +106,7 @@ def load_error(directory, data, error=ManifestError):
 
 
 def test_valid_bundle_loads_into_typed_frozen_objects(bundle):
-    directory, data = bundle
+    directory, _ = bundle
     b = load_bundle(directory)
     assert isinstance(b, Bundle) and b.directory == directory
     m = b.manifest
@@ -141,7 +141,7 @@ def test_round_trip_is_exact(bundle, tmp_path_factory):
 
 
 def test_integer_json_numbers_are_accepted_for_float_fields(bundle):
-    directory, data = bundle
+    _, data = bundle
     data["defaults"] = {"temperature": 1, "guidance": 2}
     m = Manifest.from_dict(data)
     assert m.defaults.temperature == 1.0 and type(m.defaults.temperature) is float
@@ -361,7 +361,7 @@ def test_missing_and_altered_graph_files(bundle):
 def test_not_a_bundle(tmp_path):
     with pytest.raises(BundleIntegrityError, match="does not exist"):
         load_bundle(tmp_path / "nope")
-    with pytest.raises(BundleIntegrityError, match="is not a bundle: it has no bld.json"):
+    with pytest.raises(BundleIntegrityError, match=r"is not a bundle: it has no bld\.json"):
         load_bundle(tmp_path)
 
 

@@ -147,7 +147,7 @@ def test_block_index_beyond_32_bits_goes_to_counter_word_1():
     )
     key = np.array([seed & M32, seed >> 32], dtype=np.uint64)
     out = philox4x32_10(counter, key)
-    for j, words in zip(blocks.tolist(), out.tolist()):
+    for j, words in zip(blocks.tolist(), out.tolist(), strict=True):
         assert words == ref_curand(seed, s, 4 * j, 4)
     low_only = counter[1].copy()
     low_only[1] = 0  # j = 2^32 with its high word dropped would collide with block 0
@@ -309,7 +309,7 @@ def test_drawer_rejects_mismatched_inputs():
         drawer.draw(np.zeros((2, 9), np.float32), seeds, 1)
     with pytest.raises(ValueError, match="seeds"):
         drawer.draw(np.zeros((2, 8), np.float32), seeds[:1], 1)
-    with pytest.raises(ValueError, match="1..2 images"):
+    with pytest.raises(ValueError, match=r"1\.\.2 images"):
         drawer.words(seed_range(0, 3), 1)
     with pytest.raises(ValueError, match="out"):
         drawer.draw(np.zeros((2, 8), np.float32), seeds, 1, out=np.empty((2, 8), np.int64))
@@ -323,7 +323,7 @@ def test_a_span_of_subsequences_equals_one_at_a_time():
         assert span.shape == (4, b, 70)
         for k in range(4):
             np.testing.assert_array_equal(span[k], uniforms(seeds[:b], 7 + k, 70))
-    with pytest.raises(ValueError, match="1..5 subsequences"):
+    with pytest.raises(ValueError, match=r"1\.\.5 subsequences"):
         drawer.uniforms_span(seeds, 0, 6)
     with pytest.raises(InvalidRequestError, match="subsequence must be in"):
         drawer.uniforms_span(seeds, 2**64 - 2, 3)  # would run past the last subsequence

@@ -485,7 +485,7 @@ def test_invalid_images_and_bits(pipe):
 
 def test_backend_and_precision_errors(tiny_bundle, tmp_path):
     with pytest.raises(
-        BackendUnavailableError, match="unknown backend 'metal'.*CPUExecutionProvider"
+        BackendUnavailableError, match=r"unknown backend 'metal'.*CPUExecutionProvider"
     ):
         Pipeline.load(tiny_bundle, backend="metal")
     import onnxruntime as ort
@@ -493,7 +493,7 @@ def test_backend_and_precision_errors(tiny_bundle, tmp_path):
     if "CUDAExecutionProvider" not in ort.get_available_providers():
         with pytest.raises(
             BackendUnavailableError,
-            match="needs onnxruntime's CUDAExecutionProvider.*CPUExecutionProvider",
+            match=r"needs onnxruntime's CUDAExecutionProvider.*CPUExecutionProvider",
         ):
             Pipeline.load(tiny_bundle, backend="cuda")
     if "TensorrtExecutionProvider" not in ort.get_available_providers():
@@ -516,7 +516,7 @@ def test_backend_and_precision_errors(tiny_bundle, tmp_path):
     for name in [g for g in manifest["graphs"] if g.endswith("_fp16")]:
         del manifest["graphs"][name]
     (copy / "bld.json").write_text(json.dumps(manifest))
-    with pytest.raises(ManifestError, match="no 'decoder_fp16' graph.*--fp16"):
+    with pytest.raises(ManifestError, match=r"no 'decoder_fp16' graph.*--fp16"):
         Pipeline.load(copy, precision="fp16")
 
 
@@ -573,7 +573,8 @@ def test_device_kernel_core_matches_numpy_philox(tmp_path):
         CORE
         + textwrap.dedent("""
         void uniforms(bld_u64 seed, bld_u64 subsequence, bld_u64 blocks, float *out) {
-            for (bld_u64 j = 0; j < blocks; ++j) bld_block_uniforms(seed, subsequence, j, out + 4 * j);
+            for (bld_u64 j = 0; j < blocks; ++j)
+                bld_block_uniforms(seed, subsequence, j, out + 4 * j);
         }
         void draw(const float *p, bld_u64 seed, bld_u64 subsequence, bld_u64 n, float *bits,
                   const unsigned char *keep, const float *known) {
@@ -624,7 +625,7 @@ def _cuda_available() -> bool:
             "CUDAExecutionProvider" in ort.get_available_providers()
             and cupy.cuda.runtime.getDeviceCount() > 0
         )
-    except Exception:
+    except Exception:  # noqa: BLE001 - no CuPy, no driver or no device: CuPy's own error types
         return False
 
 

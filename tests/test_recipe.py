@@ -252,10 +252,13 @@ def test_prior_on_stochastic_codes_trains_deterministically_and_resumes(
     train_prior(runs[0], stochastic, progress=False)
     monkeypatch.undo()
     assert len(seen["probs"]) == len(seen["z0"]) == 10
-    for step, (probs, z0) in enumerate(zip(seen["probs"], seen["z0"])):
+    for step, (probs, z0) in enumerate(zip(seen["probs"], seen["z0"], strict=True)):
         torch.manual_seed(D.step_seed(stochastic.prior_train.seed, 0, step))
         assert torch.equal(z0, torch.bernoulli(probs))
-    assert any(not torch.equal(z0, (p > 0.5).float()) for p, z0 in zip(seen["probs"], seen["z0"]))
+    assert any(
+        not torch.equal(z0, (p > 0.5).float())
+        for p, z0 in zip(seen["probs"], seen["z0"], strict=True)
+    )
     assert not (runs[0] / "prior" / "latents.safetensors").exists()
 
     class Stop(Exception):
@@ -368,4 +371,4 @@ def test_sampling_timesteps_match_upstreams_for_the_shipped_settings_only():
         ).tolist() == upstream_timesteps(cfg.train_steps, cfg.sampling_steps), name
     assert contract.sampling_timesteps(64, 64).tolist() == upstream_timesteps(64, 64)
     ours, theirs = contract.sampling_timesteps(76, 16).tolist(), upstream_timesteps(76, 16)
-    assert [(a, b) for a, b in zip(ours, theirs) if a != b] == [(56, 55)]
+    assert [(a, b) for a, b in zip(ours, theirs, strict=True) if a != b] == [(56, 55)]

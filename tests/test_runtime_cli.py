@@ -187,7 +187,7 @@ def test_missing_bundle_and_unavailable_backend(tiny_bundle, tmp_path):
 
 
 def test_encode_errors(pipe, tiny_bundle, digit_png, tmp_path):
-    H, W, ch = pipe.image_shape
+    H, W, _ = pipe.image_shape
     big, rgb = tmp_path / "big.png", tmp_path / "rgb.png"
     Image.fromarray(np.zeros((H + 2, W), np.uint8)).save(big)
     Image.fromarray(np.zeros((H, W, 3), np.uint8)).save(rgb)

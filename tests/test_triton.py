@@ -176,13 +176,15 @@ def test_served_images_are_identical_to_local_ones_alone_and_batched(server, pip
     expected = [_local(pipe, req) for req in requests]
 
     one_by_one = [_infer(server.http_url, req) for req in requests]
-    assert all(_same(s, e) for s, e in zip(one_by_one, expected))
+    assert all(_same(s, e) for s, e in zip(one_by_one, expected, strict=True))
 
     order = list(range(len(requests)))
     random.Random(3).shuffle(order)
     before = _stats(server.http_url, remote.MODEL)
     with ThreadPoolExecutor(16) as pool:
-        served = dict(zip(order, pool.map(lambda i: _infer(server.http_url, requests[i]), order)))
+        served = dict(
+            zip(order, pool.map(lambda i: _infer(server.http_url, requests[i]), order), strict=True)
+        )
     after = _stats(server.http_url, remote.MODEL, before[0] + len(requests))
     assert all(_same(served[i], expected[i]) for i in order)
     inferences, executions = after[0] - before[0], after[1] - before[1]
@@ -235,10 +237,10 @@ def test_a_bad_request_fails_alone_and_the_rest_of_its_batch_succeeds(server, pi
         results = list(pool.map(send, sent))
     after = _stats(server.http_url, BATCH_CHECK, before[0] + len(sent))
     assert _refused(server, BATCH_CHECK) - refused_before == len(bad)  # the model's metric
-    for req, result in zip(good, results):
+    for req, result in zip(good, results[: len(good)], strict=True):
         assert not isinstance(result, Exception), result
         assert _same(result, _local(pipe, req))
-    for (name, (_, message)), result in zip(bad.items(), results[len(good) :]):
+    for (name, (_, message)), result in zip(bad.items(), results[len(good) :], strict=True):
         assert isinstance(result, InferenceServerException), name
         assert message in result.message(), (name, result.message())
     assert after[0] - before[0] == len(sent)
@@ -252,7 +254,10 @@ def test_a_bad_request_fails_alone_and_the_rest_of_its_batch_succeeds(server, pi
 
 def test_stream_sends_previews_every_k_steps_then_the_final_image(server, pipe):
     K = pipe.num_steps
-    cases = [dict(req, preview_every=every) for req, every in zip(_requests(pipe, 4), (4, 5, 0, K))]
+    cases = [
+        dict(req, preview_every=every)
+        for req, every in zip(_requests(pipe, 4), (4, 5, 0, K), strict=True)
+    ]
     responses = {i: [] for i in range(len(cases))}
     done = threading.Semaphore(0)
 
@@ -424,7 +429,7 @@ def test_remote_pipeline_is_pipeline_on_the_server(server, pipe):
         served = remote.generate(**kwargs)
         for name in ("images", "bits", "seeds", "classes"):
             np.testing.assert_array_equal(getattr(served, name), getattr(local, name))
-        with pytest.raises(RemoteError, match="image 3 .*guidance must be finite"):
+        with pytest.raises(RemoteError, match=r"image 3 .*guidance must be finite"):
             list(remote.iter_generate(n=4, guidance=[0, 1, 2, float("nan")]))
         with pytest.raises(InvalidRequestError, match="previews stream over gRPC only"):
             remote.generate(preview_every=4)
@@ -447,7 +452,7 @@ def test_short_load_has_no_errors_and_bounded_memory(server, pipe):
         guidance=0.0,
         temperature=1.0,
     )
-    expected = dict(zip(seeds.tolist(), pack_bits(local.bits)))
+    expected = dict(zip(seeds.tolist(), pack_bits(local.bits), strict=True))
     warm_up(server.http_url, max_batch=16, classes=pipe.num_classes)
     report = run_load(
         server.http_url, expected, clients=16, duration_s=6.0, rss=lambda: server.rss_bytes()[1]
@@ -513,10 +518,13 @@ def test_the_gpu_layouts_bls_loop_matches_local_sampling(
     server.start()
     requests = _requests(pipe, 24)
     expected = [_local(pipe, req) for req in requests]
-    assert all(_same(_infer(server.http_url, req), e) for req, e in zip(requests[:8], expected))
+    assert all(
+        _same(_infer(server.http_url, req), e)
+        for req, e in zip(requests[:8], expected[:8], strict=True)
+    )
     with ThreadPoolExecutor(8) as pool:
         served = list(pool.map(lambda req: _infer(server.http_url, req), requests))
-    assert all(_same(s, e) for s, e in zip(served, expected))
+    assert all(_same(s, e) for s, e in zip(served, expected, strict=True))
     # the loop's graph calls went to the graph models, 16 steps per batch
     bls_batches = _stats(server.http_url, "bld")[1]
     assert _stats(server.http_url, "bld_decoder")[1] == bls_batches

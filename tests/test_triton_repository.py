@@ -63,7 +63,7 @@ def test_in_process_layout(tiny_bundle, tmp_path):
         assert params["bld_latent"] == "8x8x8" and params["bld_classes"] == "10"
         assert params.get("bld_preview_every") == ("2" if decoupled else None)
         inputs = {t.name: t for t in config.input}
-        assert [d for d in inputs["seed"].dims] == [1] and not inputs["seed"].optional
+        assert list(inputs["seed"].dims) == [1] and not inputs["seed"].optional
         assert inputs["mask"].optional and inputs["mask"].allow_ragged_batch
         outputs = {t.name: list(t.dims) for t in config.output}
         assert outputs["image"] == [16, 16, 1] and outputs["bits"] == [64]
@@ -91,7 +91,7 @@ def _check_graph_models(repo: Path, bundle: Path, precision="fp32"):
         config = _config(repo, f"bld_{role}")
         assert _params(config)["bld_sha256"] == graph.sha256
         assert [t.name for t in config.input] == [t.name for t in graph.inputs]
-        for tensor, spec in zip(config.input, graph.inputs):
+        for tensor, spec in zip(config.input, graph.inputs, strict=True):
             if len(spec.shape) == 1:  # a per-row scalar: dims [1], reshaped to []
                 assert list(tensor.dims) == [1] and tensor.HasField("reshape")
                 assert list(tensor.reshape.shape) == []
@@ -158,7 +158,7 @@ def _engine(
         "compute_capabilities": list(ccs),
         "hardware_compat": "none",
         "precision": precision,
-        "profiles": [dict(zip(("min", "opt", "max"), p)) for p in profiles],
+        "profiles": [dict(zip(("min", "opt", "max"), p, strict=True)) for p in profiles],
         "flags": [],
         "dla_core": None,
         "optimization_level": None,
@@ -296,7 +296,8 @@ def test_engine_cache_plans_that_cannot_serve_are_passed_over(tiny_bundle, tmp_p
     any_gpu.unlink()
     _engine(cache, "step", manifest, ("8.9",), version="10.8.0.43")
     with pytest.raises(
-        ServingError, match="holds plans of TensorRT 10.3.0.26, 10.8.0.43; pass --tensorrt-version"
+        ServingError,
+        match=r"holds plans of TensorRT 10\.3\.0\.26, 10\.8\.0\.43; pass --tensorrt-version",
     ):
         collect_plans(tiny_bundle, "fp32", 16, cache)
     with pytest.raises(ServingError, match="no TensorRT plan for step_guided, decoder"):

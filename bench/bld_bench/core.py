@@ -121,7 +121,7 @@ class BenchBackend(ABC):
     def generate(self, request: Request, clock: StageClock) -> np.ndarray:
         """Run one generation; return the uint8 images (N, H, W, ch)."""
 
-    def reset_device_peak(self) -> None:
+    def reset_device_peak(self) -> None:  # noqa: B027 - optional: CPU contenders have no device
         """Start a new peak-device-memory window (GPU backends)."""
 
     def device_peak_bytes(self) -> int | None:

@@ -296,7 +296,7 @@ def check_cupy_loop(cp) -> None:
 
 def check_native_graph(cp) -> None:
     from bld_runtime.backends import cudart
-    from bld_runtime.backends.cudart import I32, I64, PTR, U64, DeviceBuffer, copy_to_device
+    from bld_runtime.backends.cudart import DeviceBuffer, copy_to_device
 
     info = cudart.probe()
     cuda = cudart.import_cuda()
@@ -307,7 +307,6 @@ def check_native_graph(cp) -> None:
     stream = cudart.check(rt.cudaStreamCreateWithFlags(rt.cudaStreamNonBlocking), "stream")
     batch = len(SEEDS)
     for (h, w, c), n, a, b, keep, known in cases():
-        blocks = -(-n // 4)
         masked = int(keep is not None)
         bufs = {
             name: DeviceBuffer(cuda, nbytes)
@@ -340,44 +339,9 @@ def check_native_graph(cp) -> None:
             copy_to_device(cuda, probs[i], p, stream)
         cudart.check(rt.cudaStreamSynchronize(stream), "sync")
 
-        def launch_all():
-            def args(p_ptr, sub):
-                return (
-                    (p_ptr, PTR),
-                    (bufs["seeds"].ptr, PTR),
-                    (sub, U64),
-                    (n, I64),
-                    (blocks, I64),
-                    (batch, I32),
-                    (bufs["bits"].ptr, PTR),
-                    (bufs["keep"].ptr, PTR),
-                    (bufs["known"].ptr, PTR),
-                    (masked, I32),
-                )
-
-            grid = -(-(batch * blocks) // THREADS)
-            kernels.launch("bld_draw", grid, THREADS, stream, args(bufs["half"].ptr, 0))
-            for i in range(K - 1):
-                kernels.launch("bld_draw", grid, THREADS, stream, args(probs[i].ptr, i + 1))
-            total = batch * n
-            kernels.launch(
-                "bld_threshold",
-                -(-total // THREADS),
-                THREADS,
-                stream,
-                (
-                    (probs[K - 1].ptr, PTR),
-                    (total, I64),
-                    (bufs["bits"].ptr, PTR),
-                    (bufs["keep"].ptr, PTR),
-                    (bufs["known"].ptr, PTR),
-                    (masked, I32),
-                ),
-            )
-
         mode = rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
         cudart.check(rt.cudaStreamBeginCapture(stream, mode), "begin capture")
-        launch_all()
+        launch_loop(kernels, stream, bufs, probs, batch, n, masked)
         graph = cudart.check(rt.cudaStreamEndCapture(stream), "end capture")
         exe = cudart.check(rt.cudaGraphInstantiate(graph, 0), "instantiate")
         for _ in range(2):  # replayed twice: the same result
@@ -395,6 +359,47 @@ def check_native_graph(cp) -> None:
             same,
             "bit for bit" if same else f"{int((out.astype(np.uint8) != ref).sum())} differ",
         )
+
+
+def launch_loop(kernels, stream, bufs, probs, batch: int, n: int, masked: int) -> None:
+    """The K-step draw chain as the native backend launches it (captured into a CUDA graph)."""
+    from bld_runtime.backends.cudart import I32, I64, PTR, U64
+
+    blocks = -(-n // 4)
+
+    def args(p_ptr, sub):
+        return (
+            (p_ptr, PTR),
+            (bufs["seeds"].ptr, PTR),
+            (sub, U64),
+            (n, I64),
+            (blocks, I64),
+            (batch, I32),
+            (bufs["bits"].ptr, PTR),
+            (bufs["keep"].ptr, PTR),
+            (bufs["known"].ptr, PTR),
+            (masked, I32),
+        )
+
+    grid = -(-(batch * blocks) // THREADS)
+    kernels.launch("bld_draw", grid, THREADS, stream, args(bufs["half"].ptr, 0))
+    for i in range(K - 1):
+        kernels.launch("bld_draw", grid, THREADS, stream, args(probs[i].ptr, i + 1))
+    total = batch * n
+    kernels.launch(
+        "bld_threshold",
+        -(-total // THREADS),
+        THREADS,
+        stream,
+        (
+            (probs[K - 1].ptr, PTR),
+            (total, I64),
+            (bufs["bits"].ptr, PTR),
+            (bufs["keep"].ptr, PTR),
+            (bufs["known"].ptr, PTR),
+            (masked, I32),
+        ),
+    )
 
 
 def reference_states(seeds, n, a, b, keep, known):

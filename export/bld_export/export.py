@@ -147,7 +147,7 @@ def _quiet_loggers(names=("torch.onnx", "torch.export", "torch._export", "torch.
     try:
         yield
     finally:
-        for logger, level in zip(loggers, levels):
+        for logger, level in zip(loggers, levels, strict=True):
             logger.setLevel(level)
 
 

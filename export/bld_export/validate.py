@@ -187,7 +187,7 @@ def _check_io(graph: str, kind: str, values: list, declared) -> None:
         raise ValidationError(
             f"{graph}: {kind}s are {names}, expected {[t.name for t in declared]}"
         )
-    for value, spec in zip(values, declared):
+    for value, spec in zip(values, declared, strict=True):
         tensor = value.type.tensor_type
         if tensor.elem_type != ONNX_DTYPES[spec.dtype]:
             got = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type)
@@ -243,7 +243,7 @@ def _run_torch(module, decl: GraphDecl, feeds: dict) -> dict:
     with torch.no_grad():
         out = module(*(torch.from_numpy(feeds[name]) for name in decl.input_names))
     outs = out if isinstance(out, tuple) else (out,)
-    return {name: o.numpy() for name, o in zip(decl.output_names, outs)}
+    return {name: o.numpy() for name, o in zip(decl.output_names, outs, strict=True)}
 
 
 def _fp32_accumulating(base):
@@ -376,14 +376,18 @@ def validate_graph(
     for kind in ("random", "real"):
         feeds = inputs.random(decl) if kind == "random" else inputs.real(decl)
         batch = len(feeds[decl.input_names[0]])
-        outputs = {"onnxruntime": dict(zip(decl.output_names, session.run(None, feeds)))}
+        outputs = {
+            "onnxruntime": dict(zip(decl.output_names, session.run(None, feeds), strict=True))
+        }
         if module is not None:
             outputs[torch_label] = _run_torch(module, decl, feeds)
         pairs = [("onnxruntime", torch_label, batch)] if module is not None else []
         if reference is not None:
             n = min(reference_batch, batch)
             small = {k: v[:n] for k, v in feeds.items()}
-            outputs["reference"] = dict(zip(decl.output_names, reference.run(None, small)))
+            outputs["reference"] = dict(
+                zip(decl.output_names, reference.run(None, small), strict=True)
+            )
             pairs += [("reference", "onnxruntime", n)]
             if module is not None:
                 pairs += [("reference", torch_label, n)]

@@ -13,6 +13,7 @@ name and a rename; output folders are locked while written (outputs.OutputFolder
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
@@ -51,10 +52,8 @@ class OneLineErrorGroup(click.Group):
         # is not writable), which would be a second line; a command line tool sends none anyway.
         os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
         previous = None
-        try:
+        with contextlib.suppress(ValueError):  # not the main thread (tests): leave signals alone
             previous = signal.signal(signal.SIGTERM, _raise_terminated)
-        except ValueError:  # not the main thread (tests): leave signals alone
-            pass
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # a warning would be a second stderr line

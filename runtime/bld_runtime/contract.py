@@ -94,7 +94,7 @@ def step_tables(schedule: str, train_steps: int, sampling_steps: int) -> StepTab
     k, b = keep_tables(beta)
     ts = sampling_timesteps(train_steps, sampling_steps)
     nxt = np.append(ts[1:], 0)
-    beta_prod = np.array([np.prod(beta[n + 1 : t + 1]) for t, n in zip(ts, nxt)])
+    beta_prod = np.array([np.prod(beta[n + 1 : t + 1]) for t, n in zip(ts, nxt, strict=True)])
     return StepTables(
         timesteps=ts,
         t_model=(ts - 1).astype(np.int64),
@@ -118,11 +118,11 @@ def _check_train_steps(train_steps: int) -> int:
 def mix_logits(l_cond, temperature, guidance=0.0, l_uncond=None) -> np.ndarray:
     """Step 4.1: divide by temperature, then l = (1 + g) l_c - g l_u where g > 0."""
     tau = np.float32(temperature)
-    l = np.asarray(l_cond, np.float32) / tau
+    cond = np.asarray(l_cond, np.float32) / tau
     if l_uncond is None:
-        return l
+        return cond
     g = np.float32(guidance)
-    return (np.float32(1) + g) * l - g * (np.asarray(l_uncond, np.float32) / tau)
+    return (np.float32(1) + g) * cond - g * (np.asarray(l_uncond, np.float32) / tau)
 
 
 def clean_probability(z, logits) -> np.ndarray:

@@ -221,9 +221,10 @@ def staging_directory(target: str | os.PathLike[str]) -> Path:
 def replace_directory(staged: Path, target: Path) -> None:
     """Publish the complete directory `staged` at `target`, replacing what is there.
 
-    Call it holding OutputLock(target), after recover_directory(target). The steps, and what `recover_directory` makes of a kill
-    after each: staged -> .NAME.new (complete from here on: the swap is finished), target ->
-    .NAME.old, .NAME.new -> target (done: the old one is removed), remove .NAME.old.
+    Call it holding OutputLock(target), after recover_directory(target). The steps, and what
+    `recover_directory` makes of a kill after each: staged -> .NAME.new (complete from here on:
+    the swap is finished), target -> .NAME.old, .NAME.new -> target (done: the old one is
+    removed), remove .NAME.old.
     """
     new, old = _siblings(target)
     fsync_tree(staged)

@@ -22,6 +22,7 @@ very bytes that are then used, and only for the graphs a caller needs.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -179,7 +180,7 @@ class ScheduleSpec:
         )
         ts, k = self.timesteps, self.sampling_steps
         _require(len(ts) == k, f"timesteps has {len(ts)} entries but sampling_steps is {k}")
-        for a, b in zip(ts, ts[1:]):
+        for a, b in itertools.pairwise(ts):
             _require(a > b, f"timesteps must be strictly decreasing, but {a} is followed by {b}")
         _require(len(ts) > 0 and ts[-1] == 1, f"timesteps must end at 1, got {list(ts[-1:])}")
         _require(
@@ -449,7 +450,7 @@ def _parse(tp: object, value: object, path: str, source: str) -> object:
         except ManifestError as e:
             fail(str(e))
     if origin is Mapping:
-        key_type, value_type = typing.get_args(tp)
+        _, value_type = typing.get_args(tp)  # Mapping[str, X]
         if not isinstance(value, dict):
             wrong_type()
         parsed = {k: _parse(value_type, v, f"{path}.{k}", source) for k, v in value.items()}

@@ -683,7 +683,7 @@ def settle_orbits(bits: np.ndarray, step, rounds: int) -> tuple[np.ndarray, np.n
     for _ in range(rounds):
         again = step(bits[moving])
         bits[moving] = again
-        for i, code in zip(moving, again):
+        for i, code in zip(moving, again, strict=True):
             key = np.packbits(code).tobytes()
             orbit = orbits[i]
             if key in orbit:  # the orbit closed: orbit[start:] is its cycle

@@ -55,9 +55,9 @@ def write_samples(
                     out.progress(done)
                     if progress is not None:
                         progress.advance(len(chunk.images))
-        except BaseException as error:
+        except BaseException as error:  # noqa: BLE001 - re-raised, saying what was kept
             _drop_unfinished(out_dir, done, count)
-            _stop_early(out, writer, grid, grid_cols, done, count, error)
+            raise _stopped(out, writer, grid, grid_cols, done, count, error) from None
         writer.close()
         if grid:
             save_png(out_dir / "grid.png", make_grid(np.stack(grid), cols=grid_cols))
@@ -77,9 +77,9 @@ def write_decoded(
                     save_png(out_dir / image_name(lo + i, count), image, durable=False)
                 done = min(lo + pipe.max_batch, count)
                 out.progress(done)
-        except BaseException as error:
+        except BaseException as error:  # noqa: BLE001 - re-raised, saying what was kept
             _drop_unfinished(out_dir, done, count)
-            _stop_early(out, None, [], None, done, count, error)
+            raise _stopped(out, None, [], None, done, count, error) from None
         out.finish()
 
 
@@ -93,7 +93,7 @@ def _drop_unfinished(out_dir: Path, done: int, count: int) -> None:
         path.unlink(missing_ok=True)
 
 
-def _stop_early(
+def _stopped(
     out: OutputFolder,
     writer: BitsWriter | None,
     grid: list[np.ndarray],
@@ -101,8 +101,9 @@ def _stop_early(
     done: int,
     count: int,
     error: BaseException,
-) -> None:
-    """Keep what a stopped run finished, record why it stopped, and re-raise with where."""
+) -> BldError:
+    """Keep what a stopped run finished and record why it stopped; the error to raise instead
+    of `error`, saying what was kept where."""
     stopped = isinstance(error, (KeyboardInterrupt, SystemExit)) or type(error).__name__ in (
         "_Terminated",
         "Abort",
@@ -125,8 +126,8 @@ def _stop_early(
     )
     message = f"{reason}; stopped after {done} of {count} images: {kept}"
     if isinstance(error, BldError) and not isinstance(error, OutputError):
-        raise type(error)(message) from None
-    raise OutputError(message) from None
+        return type(error)(message)
+    return OutputError(message)
 
 
 class _Nothing:

@@ -20,6 +20,7 @@ wheel's nvidia_pytriton.libs on LD_LIBRARY_PATH.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -373,14 +374,10 @@ class LocalTriton:
         pid = self.process.pid
         if self.process.poll() is None:
             os.kill(pid, signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)  # the group we created: the server and its stubs
-        except (ProcessLookupError, PermissionError):
-            pass
         self.process.wait()
 
     def rss_bytes(self) -> tuple[int, int]:

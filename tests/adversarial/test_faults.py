@@ -404,7 +404,7 @@ def test_two_samplers_into_one_folder(tiny_bundle, tmp_path):
     _wait_for(out / "samples.json")
     second = run("bld", "sample", tiny_bundle, "-n", 5, "--seed", 2, "-o", out, "--force")
     check_refused(second, "is being written by another bld process")
-    stdout, stderr = first.communicate(timeout=600)
+    _, stderr = first.communicate(timeout=600)
     assert first.returncode == 0, stderr
     record = json.loads((out / "samples.json").read_text())
     assert record["request"]["seed"] == 1 and record["written"] == 3000
@@ -426,7 +426,7 @@ def test_two_exports_to_one_bundle(tiny_run, tiny_bundle, tmp_path):
         time.sleep(0.05)
     second = run("bld-export", "onnx", tiny_run, "-o", out, "--force")
     check_refused(second, "bundle " + str(out) + " is being written by another bld process")
-    stdout, stderr = first.communicate(timeout=900)
+    _, stderr = first.communicate(timeout=900)
     assert first.returncode == 0, stderr
     assert run("bld-export", "verify", out).returncode == 0
 

@@ -54,7 +54,7 @@ def test_a_shared_pipeline_gives_every_thread_the_sequential_answer(shared, mixe
 
     with ThreadPoolExecutor(THREADS) as pool:
         concurrent = list(pool.map(work, range(RUNS)))
-    for want, got in zip(sequential, concurrent):
+    for want, got in zip(sequential, concurrent, strict=True):
         np.testing.assert_array_equal(got.bits, want.bits)
         np.testing.assert_array_equal(got.images, want.images)
 

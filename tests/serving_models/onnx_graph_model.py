@@ -36,7 +36,7 @@ class TritonPythonModel:
                 pb_utils.InferenceResponse(
                     [
                         pb_utils.Tensor(n, np.ascontiguousarray(r))
-                        for n, r in zip(self.outputs, results)
+                        for n, r in zip(self.outputs, results, strict=True)
                     ]
                 )
             )

@@ -257,7 +257,7 @@ class Backend(ABC):
         self._prepare()
         self._sessions = {kind: self._load_session(graph) for kind, graph in self.graphs.items()}
 
-    def _prepare(self) -> None:
+    def _prepare(self) -> None:  # noqa: B027 - optional: the CPU backend has nothing to check
         """Check that this backend can run here, before any graph is read (override)."""
 
     # --- sessions ------------------------------------------------------------------------
@@ -419,7 +419,7 @@ def check_session_io(graph: Graph, session: ort.InferenceSession) -> None:
                 f"{where} has {direction}s {names}, but the manifest lists "
                 f"{[s.name for s in listed]}"
             )
-        for spec, arg in zip(listed, actual):
+        for spec, arg in zip(listed, actual, strict=True):
             if arg.type != ORT_TYPES[spec.dtype]:
                 raise ManifestError(
                     f"{where}: {direction} {spec.name!r} has type {arg.type}, but "

@@ -54,7 +54,7 @@ class CpuLoop(Loop):
             sess = self.backend.session(kind)
             binding = sess.io_binding()
             values = [ort.OrtValue.ortvalue_from_numpy(self.inputs[n]) for n in graph.inputs]
-            for name, value in zip(graph.inputs, values):
+            for name, value in zip(graph.inputs, values, strict=True):
                 binding.bind_ortvalue_input(name, value)
             values.append(ort.OrtValue.ortvalue_from_numpy(self.probs))
             binding.bind_ortvalue_output(graph.output, values[-1])

@@ -31,7 +31,7 @@ def _cupy():
         ) from None
     try:
         count = cupy.cuda.runtime.getDeviceCount()
-    except Exception as e:  # CUDA driver missing or broken: CuPy raises its own runtime errors
+    except Exception as e:  # noqa: BLE001 - no or broken CUDA driver: CuPy raises its own types
         raise BackendUnavailableError(f"CuPy cannot reach a CUDA device: {e}") from None
     if count < 1:
         raise BackendUnavailableError("CuPy sees no CUDA device")

@@ -13,6 +13,7 @@ one asks `probe()` first.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 from dataclasses import dataclass
 
@@ -143,10 +144,8 @@ class DeviceBuffer:
             self.ptr = 0
 
     def __del__(self):
-        try:
+        with contextlib.suppress(Exception):  # at interpreter shutdown cuda-python may be gone
             self.free()
-        except Exception:  # noqa: BLE001 - interpreter shutdown
-            pass
 
 
 def copy_to_device(cuda: Cuda, dst: DeviceBuffer, array, stream) -> None:

@@ -28,6 +28,7 @@ cudart.probe() found a device (without one it crashes the process).
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from importlib import metadata
 
@@ -380,10 +381,8 @@ class TensorRTLoop(Loop):
             self.stream = None
 
     def __del__(self):
-        try:
+        with contextlib.suppress(Exception):  # at interpreter shutdown cuda-python may be gone
             self.close()
-        except Exception:  # noqa: BLE001 - interpreter shutdown
-            pass
 
 
 class TensorRTBackend(Backend):

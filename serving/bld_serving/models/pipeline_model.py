@@ -19,6 +19,7 @@ image and bits; it streams over gRPC.
 
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -163,7 +164,7 @@ class TritonPythonModel:
         for i, request in enumerate(requests):
             try:
                 accepted.append((i,) + self._read(request))
-            except Exception as e:  # the request's own error; the others go on
+            except Exception as e:  # noqa: BLE001 - the request's own error; the others go on
                 self.refused.increment(1)
                 if self.decoupled:
                     senders[i].send(
@@ -182,7 +183,7 @@ class TritonPythonModel:
         def preview(step, num_steps, bits):
             wanted = [
                 (a, lo, hi)
-                for a, (lo, hi) in zip(accepted, zip(offsets, offsets[1:]))
+                for a, (lo, hi) in zip(accepted, itertools.pairwise(offsets), strict=True)
                 if a[2] and step % a[2] == 0
             ]
             if wanted:
@@ -202,7 +203,7 @@ class TritonPythonModel:
                 chunk=False,
                 callback=preview if self.decoupled else None,
             )
-        except Exception as e:  # checked above: a failure of the run itself, for each
+        except Exception as e:  # noqa: BLE001 - checked above: the run itself failed, for each
             for i, _, _ in accepted:
                 if self.decoupled:
                     senders[i].send(
@@ -211,7 +212,7 @@ class TritonPythonModel:
                 else:
                     responses[i] = self._error(e)
             return
-        for (i, _, _), lo, hi in zip(accepted, offsets, offsets[1:]):
+        for (i, _, _), (lo, hi) in zip(accepted, itertools.pairwise(offsets), strict=True):
             if self.decoupled:
                 senders[i].send(
                     self._outputs(out.images[lo:hi], out.bits[lo:hi], K, True),
