@@ -24,8 +24,11 @@ import struct
 import tempfile
 import zlib
 from pathlib import Path
+from types import TracebackType
 
 import numpy as np
+import numpy.typing as npt
+from numpy.typing import NDArray
 
 from .errors import PackedBitsError
 from .files import TMP_SUFFIX, atomic_write
@@ -41,41 +44,43 @@ def packed_bytes(tokens: int, bits: int) -> int:
     return -(-tokens * bits // 8)
 
 
-def pack_bits(bits: np.ndarray) -> np.ndarray:
+def pack_bits(bits: npt.ArrayLike) -> NDArray[np.uint8]:
     """(B, L, C) 0/1 values -> uint8 (B, ceil(L*C/8)), little bit order over the flat index."""
-    bits = np.asarray(bits)
-    if bits.ndim != 3:
-        raise PackedBitsError(f"bits must have shape (batch, L, C), got {bits.shape}")
-    if bits.dtype != np.bool_ and not np.isin(bits, (0, 1)).all():
-        found = bits[(bits != 0) & (bits != 1)].flat[0].item()
+    array = np.asarray(bits)
+    if array.ndim != 3:
+        raise PackedBitsError(f"bits must have shape (batch, L, C), got {array.shape}")
+    if array.dtype != np.bool_ and not np.isin(array, (0, 1)).all():
+        found = array[(array != 0) & (array != 1)].flat[0].item()
         raise PackedBitsError(f"bits must be 0 or 1, found the value {found}")
-    return np.packbits(bits.reshape(len(bits), -1).astype(bool), axis=1, bitorder="little")
+    return np.packbits(array.reshape(len(array), -1).astype(bool), axis=1, bitorder="little")
 
 
-def unpack_bits(packed: np.ndarray, latent_shape: tuple[int, int]) -> np.ndarray:
+def unpack_bits(packed: npt.ArrayLike, latent_shape: tuple[int, int]) -> NDArray[np.uint8]:
     """uint8 (B, ceil(L*C/8)) -> uint8 0/1 (B, L, C) for latent_shape (L, C)."""
     tokens, channels = latent_shape
     n = tokens * channels
-    packed = np.asarray(packed)
-    if packed.dtype != np.uint8 or packed.ndim != 2:
+    array = np.asarray(packed)
+    if array.dtype != np.uint8 or array.ndim != 2:
         raise PackedBitsError(
-            f"packed bits must be a 2-D uint8 array, got {packed.dtype} {packed.shape}"
+            f"packed bits must be a 2-D uint8 array, got {array.dtype} {array.shape}"
         )
-    if packed.shape[1] != packed_bytes(tokens, channels):
+    if array.shape[1] != packed_bytes(tokens, channels):
         raise PackedBitsError(
-            f"packed bits have {packed.shape[1]} bytes per image but a "
+            f"packed bits have {array.shape[1]} bytes per image but a "
             f"{tokens}x{channels} latent packs into "
             f"{packed_bytes(tokens, channels)}"
         )
-    bits = np.unpackbits(packed, axis=1, bitorder="little")
+    bits = np.unpackbits(array, axis=1, bitorder="little")
     if bits[:, n:].any():  # the pad bits of the last byte are written as 0
         raise PackedBitsError(
             "packed bits are corrupt: the padding bits of the last byte are not zero"
         )
-    return bits[:, :n].reshape(len(packed), tokens, channels)
+    return bits[:, :n].reshape(len(array), tokens, channels)
 
 
-def save_bits(path: str | os.PathLike, bits: np.ndarray, latent_hw: tuple[int, int]) -> Path:
+def save_bits(
+    path: str | os.PathLike[str], bits: npt.ArrayLike, latent_hw: tuple[int, int]
+) -> Path:
     """Write (B, L, C) bits to `path` (.bldz or .npy) atomically; latent_hw = (H, W), H*W = L."""
     path = Path(path)
     kind = _kind(path)
@@ -97,7 +102,9 @@ def save_bits(path: str | os.PathLike, bits: np.ndarray, latent_hw: tuple[int, i
     return path
 
 
-def load_bits(path: str | os.PathLike, latent: tuple[int, int, int] | None = None) -> np.ndarray:
+def load_bits(
+    path: str | os.PathLike[str], latent: tuple[int, int, int] | None = None
+) -> NDArray[np.uint8]:
     """Read bits saved by `save_bits` as uint8 (B, L, C).
 
     latent = the bundle's (H, W, C): a .bldz file must match it; a .npy file needs it.
@@ -238,7 +245,7 @@ class BitsWriter:
         self._file: io.FileIO | None = io.FileIO(fd, "wb")
         _write_all(self._file, b"\0" * _HEADER.size)  # the header is written last
 
-    def write(self, bits: np.ndarray) -> None:
+    def write(self, bits: npt.ArrayLike) -> None:
         if self._file is None:
             raise PackedBitsError(f"{self.path} is closed")
         if np.shape(bits)[1:] != (self.height * self.width, self.channels):
@@ -246,10 +253,11 @@ class BitsWriter:
                 f"bits have shape {np.shape(bits)}; this file holds "
                 f"{self.height * self.width}x{self.channels} latents"
             )
-        payload = pack_bits(bits).tobytes()
+        packed = pack_bits(bits)
+        payload = packed.tobytes()
         _write_all(self._file, payload)  # only what reached the file counts
         self.crc = zlib.crc32(payload, self.crc)
-        self.count += len(bits)
+        self.count += len(packed)
 
     def close(self, keep: bool = True) -> Path | None:
         """Publish the file (keep) or discard it; publishing nothing (0 latents) discards."""
@@ -281,7 +289,12 @@ class BitsWriter:
     def __enter__(self) -> BitsWriter:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close(keep=exc_type is None)
 
 
@@ -295,7 +308,9 @@ def _write_all(f: io.FileIO, data: bytes) -> None:
         view = view[written:]
 
 
-def _unpack(path: Path, packed: np.ndarray, latent_shape: tuple[int, int]) -> np.ndarray:
+def _unpack(
+    path: Path, packed: NDArray[np.uint8], latent_shape: tuple[int, int]
+) -> NDArray[np.uint8]:
     try:
         return unpack_bits(packed, latent_shape)
     except PackedBitsError as e:

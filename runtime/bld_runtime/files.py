@@ -22,6 +22,7 @@ import glob
 import hashlib
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -52,7 +53,7 @@ def sha256_file(path: str | os.PathLike[str], chunk_size: int = _CHUNK) -> str:
 
 
 def atomic_write_with(
-    target: str | os.PathLike[str], write: Callable[[Path], None], durable: bool = True
+    target: str | os.PathLike[str], write: Callable[[Path], object], durable: bool = True
 ) -> Path:
     """Call write(temporary path), then move the temporary file onto `target` in one rename.
 
@@ -182,9 +183,7 @@ class OutputLock:
 
 
 def _lock(fd: int, wait: bool) -> bool:
-    try:
-        import fcntl
-    except ImportError:  # Windows
+    if sys.platform == "win32":
         import msvcrt
 
         try:
@@ -192,6 +191,8 @@ def _lock(fd: int, wait: bool) -> bool:
         except OSError:
             return False
         return True
+    import fcntl
+
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
     except BlockingIOError:

@@ -18,6 +18,7 @@ from __future__ import annotations
 import importlib
 from dataclasses import dataclass
 from types import ModuleType
+from typing import Any
 
 from .errors import BackendUnavailableError
 
@@ -57,11 +58,11 @@ class Flavour:
     def can_build(self) -> bool:
         return hasattr(self.module, "Builder") and hasattr(self.module, "OnnxParser")
 
-    def builder_flag(self, name: str):
+    def builder_flag(self, name: str) -> Any:
         """BuilderFlag.<name>, or None where this version has no such flag."""
         return getattr(self.module.BuilderFlag, name, None)
 
-    def network_flag(self, name: str):
+    def network_flag(self, name: str) -> Any:
         flags = getattr(self.module, "NetworkDefinitionCreationFlag", None)
         return getattr(flags, name, None) if flags is not None else None
 

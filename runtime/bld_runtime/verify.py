@@ -15,6 +15,7 @@ graph of the bundle, both precisions, and then probes the step graphs for what t
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import numpy as np
@@ -27,7 +28,9 @@ from .manifest import Bundle, load_bundle
 PROBE_TOLERANCE = 1e-5  # float32 evaluation of the same formula in two places
 
 
-def verify_bundle(path, log: Callable[[str], None] = lambda line: None) -> Bundle:
+def verify_bundle(
+    path: str | os.PathLike[str], log: Callable[[str], None] = lambda line: None
+) -> Bundle:
     """Every check above; raises ManifestError / BundleIntegrityError on the first failure."""
     bundle = load_bundle(path)
     bundle.verify_files()
