@@ -25,14 +25,17 @@ import json
 import os
 import re
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NoReturn, cast
 
 from . import files
 from .errors import ManifestError, StaleEngineError
 from .manifest import Precision, TensorSpec, _parse, _unparse
 from .trt_flavours import FLAVOURS, PLAN_MAGIC
+
+EngineSource = Literal["builder", "trtexec"]  # who made a plan: bld's builder or trtexec
 
 ENGINE_FORMAT = "bld-engine"
 ENGINE_SCHEMA_VERSION = 1
@@ -56,7 +59,7 @@ class BatchProfile:
     opt: int
     max: int
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _require(
             1 <= self.min <= self.opt <= self.max,
             f"batch profile must have 1 <= min <= opt <= max, got {self}",
@@ -86,7 +89,7 @@ class EngineKey:
     optimization_level: int | None
     workspace_mib: int | None
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _require(
             _HEX64.fullmatch(self.graph_sha256) is not None,
             "graph_sha256 must be 64 lowercase hexadecimal digits",
@@ -135,10 +138,10 @@ class EngineManifest:
     # What the graph records about itself (its bld.graph metadata, as canonical JSON), checked
     # against bld.json when the engine was made; the runtime holds bld.json to it again.
     graph_facts: str
-    source: Literal["builder", "trtexec"]
+    source: EngineSource
     tool: str
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _require(
             self.format == ENGINE_FORMAT, f"format is {self.format!r}, expected {ENGINE_FORMAT!r}"
         )
@@ -174,13 +177,13 @@ class EngineManifest:
             data = json.loads(text, parse_constant=_reject_constant)
         except (json.JSONDecodeError, ValueError) as e:
             raise ManifestError(f"{source}: not valid JSON ({e})") from None
-        return _parse(cls, data, "", source)
+        return cast(EngineManifest, _parse(cls, data, "", source))
 
     def to_json(self) -> str:
         return json.dumps(_unparse(self), indent=2) + "\n"
 
 
-def _reject_constant(name):
+def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not a JSON number")
 
 
@@ -193,7 +196,7 @@ def plan_header(data: bytes) -> tuple[bytes, tuple[int, int, int, int]]:
         raise StaleEngineError(
             f"the plan is {len(data)} bytes long, too short for a TensorRT plan header"
         )
-    return bytes(data[:4]), tuple(data[24:28])
+    return bytes(data[:4]), (data[24], data[25], data[26], data[27])
 
 
 def check_plan_header(data: bytes, flavour: str, version: str, where: str) -> None:
@@ -316,7 +319,7 @@ class CachedEngine:
 class EngineCache:
     """A directory of plans and manifests, one subdirectory per graph name."""
 
-    def __init__(self, directory: str | os.PathLike):
+    def __init__(self, directory: str | os.PathLike[str]):
         self.directory = Path(directory)
 
     def _dir(self, graph: str) -> Path:
@@ -363,7 +366,14 @@ class EngineCache:
         return entry
 
     def put(
-        self, key: EngineKey, plan: bytes, inputs, outputs, graph_facts: str, source: str, tool: str
+        self,
+        key: EngineKey,
+        plan: bytes,
+        inputs: Iterable[TensorSpec],
+        outputs: Iterable[TensorSpec],
+        graph_facts: str,
+        source: EngineSource,
+        tool: str,
     ) -> CachedEngine:
         """Store a plan and then its manifest, each atomically (call under `lock`)."""
         plan_path, manifest_path = self.paths(key)
@@ -394,7 +404,7 @@ class EngineCache:
 
     def entries(self) -> list[CachedEngine | tuple[Path, str]]:
         """Every manifest in the cache: entries, or (path, reason) for those that do not parse."""
-        out: list = []
+        out: list[CachedEngine | tuple[Path, str]] = []
         if not self.directory.is_dir():
             return out
         for path in sorted(self.directory.glob("*/*.json")):

@@ -68,7 +68,7 @@ class TensorSpec:
     dtype: DType
     shape: tuple[int | str, ...]
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _require(self.name != "", "name must not be empty")
         for i, d in enumerate(self.shape):
             _require(
@@ -89,7 +89,7 @@ class GraphSpec:
     outputs: tuple[TensorSpec, ...]
     flops: int  # per image per call (MatMul/Gemm/Conv, 2 per multiply-add), counted at export
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _require(self.file != "", "file must not be empty")
         _require(self.flops >= 0, f"flops must be >= 0, got {self.flops}")
         _require(
@@ -120,7 +120,7 @@ class ImageSpec:
     width: int
     channels: int
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for field in ("height", "width", "channels"):
             _require(getattr(self, field) >= 1, f"{field} must be >= 1, got {getattr(self, field)}")
 
@@ -136,7 +136,7 @@ class LatentSpec:
     width: int
     bits: int
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _require(self.height >= 1, f"height must be >= 1, got {self.height}")
         _require(self.width >= 1, f"width must be >= 1, got {self.width}")
         _require(self.bits >= 1, f"bits must be > 0, got {self.bits}")
@@ -156,7 +156,7 @@ class ClassesSpec:
     count: int
     null_class: int
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _require(self.count >= 0, f"count must be >= 0, got {self.count}")
         _require(
             self.null_class == self.count,
@@ -172,7 +172,7 @@ class ScheduleSpec:
     sampling_steps: int
     timesteps: tuple[int, ...]
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         known = ", ".join(contract.SCHEDULES)
         _require(
             self.name in contract.SCHEDULES,
@@ -203,7 +203,7 @@ class Defaults:
     temperature: float
     guidance: float
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _require(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
         _require(self.guidance >= 0, f"guidance must be >= 0, got {self.guidance}")
 
@@ -231,7 +231,7 @@ class Manifest:
     graphs: Mapping[str, GraphSpec]  # read-only once parsed
     producer: Producer
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _check_format(self.format, self.schema_version)
         _require(self.max_batch >= 1, f"max_batch must be >= 1, got {self.max_batch}")
         for name in self.graphs:
@@ -253,11 +253,11 @@ class Manifest:
                 _check_format(data.get("format"), data.get("schema_version"))
             except ManifestError as e:
                 raise ManifestError(f"{source}: {e}") from None
-        return _parse(cls, data, "", source)
+        return typing.cast(Manifest, _parse(cls, data, "", source))
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """The JSON-ready dict; `Manifest.from_dict(m.to_dict()) == m`."""
-        return _unparse(self)
+        return typing.cast(dict[str, Any], _unparse(self))
 
 
 def _check_format(fmt: object, version: object) -> None:
@@ -394,7 +394,7 @@ def check_graph_facts(manifest: Manifest, name: str, metadata: Mapping[str, str]
 
 # --- the generic parser, driven by the type hints ----------------------------------------------
 
-_JSON_NAMES = {
+_JSON_NAMES: dict[object, str] = {
     dict: "an object",
     list: "an array",
     str: "a string",
@@ -431,7 +431,7 @@ def _parse(tp: object, value: object, path: str, source: str) -> object:
         fail(f"expected {_expected(tp)}, got {_describe(value)}{shown}")
 
     origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             wrong_type()
         hints = typing.get_type_hints(tp)
@@ -472,14 +472,15 @@ def _parse(tp: object, value: object, path: str, source: str) -> object:
             wrong_type()
         return value
     if tp is float:  # JSON writes 1.0 as 1 at times; bools are not numbers
-        if type(value) not in (int, float):
+        if type(value) is not int and type(value) is not float:
             wrong_type()
-        if not math.isfinite(float(value)):
+        number = float(value)
+        if not math.isfinite(number):
             fail(f"{value} is not a finite number")
-        return float(value)
+        return number
     if type(value) is not tp:  # exact: JSON true is not an integer
         wrong_type()
-    if tp is int and not -(2**63) <= value < 2**63:
+    if type(value) is int and not -(2**63) <= value < 2**63:
         fail(f"{value} is out of range (64-bit integers)")
     return value
 
@@ -497,7 +498,7 @@ def _unparse(value: object) -> object:
 # --- files -------------------------------------------------------------------------------------
 
 
-def _reject_duplicate_keys(pairs):
+def _reject_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
     keys = [k for k, _ in pairs]
     for k in keys:
         if keys.count(k) > 1:
@@ -505,7 +506,7 @@ def _reject_duplicate_keys(pairs):
     return dict(pairs)
 
 
-def _reject_constant(name):
+def _reject_constant(name: str) -> typing.NoReturn:
     raise ManifestError(f"{MANIFEST_NAME}: {name} is not a valid JSON number")
 
 
