@@ -22,12 +22,14 @@ import shutil
 import tempfile
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 import onnxruntime as ort
+from numpy.typing import NDArray
 
 from ..errors import BackendError, BackendUnavailableError, InvalidRequestError, ManifestError
 from ..manifest import BATCH, FP16_SUFFIX, KINDS, Bundle, GraphSpec, Manifest, check_graph_facts
@@ -51,6 +53,7 @@ ORT_TYPES = {
 # Where onnxruntime looks for external-data files of a graph loaded from bytes: an empty folder,
 # so that such a graph fails to load instead of reading files from the working directory.
 _EXTERNAL_DATA_KEY = "session.model_external_initializers_file_folder_path"
+T = TypeVar("T")
 
 
 def usable_cores() -> int:
@@ -188,13 +191,13 @@ class Loop(ABC):
     @abstractmethod
     def start(
         self,
-        seeds: np.ndarray,
-        classes: np.ndarray,
-        temperature: np.ndarray,
-        guidance: np.ndarray,
+        seeds: NDArray[np.uint64],
+        classes: NDArray[np.int64],
+        temperature: NDArray[np.float32],
+        guidance: NDArray[np.float32],
         guided: bool,
-        mask: np.ndarray | None,
-        known: np.ndarray | None,
+        mask: NDArray[np.uint8] | None,
+        known: NDArray[np.uint8] | None,
     ) -> None:
         """Load one batch's request and draw the initial state (Philox subsequence 0, p = 0.5),
         masked. Arrays have exactly `batch` rows; mask/known are (batch, L, C) 0/1 or None."""
@@ -209,19 +212,19 @@ class Loop(ABC):
         threshold p > 0.5 at i = K - 1; then write the known bits back where the mask is 1."""
 
     @abstractmethod
-    def set_bits(self, bits: np.ndarray) -> None:
+    def set_bits(self, bits: NDArray[np.uint8]) -> None:
         """Overwrite the current state (teacher forcing in parity tests)."""
 
     @abstractmethod
-    def read_bits(self, out: np.ndarray) -> np.ndarray:
+    def read_bits(self, out: NDArray[np.uint8]) -> NDArray[np.uint8]:
         """Copy the current bits into `out` (uint8, (batch, L, C)) and return it."""
 
     @abstractmethod
-    def read_probs(self, out: np.ndarray) -> np.ndarray:
+    def read_probs(self, out: NDArray[np.float32]) -> NDArray[np.float32]:
         """Copy the last step's probabilities into `out` (float32, (batch, L, C))."""
 
     @abstractmethod
-    def bits_view(self) -> np.ndarray:
+    def bits_view(self) -> NDArray[np.uint8]:
         """The current bits as a host uint8 array, valid until the next call (for previews)."""
 
     def run_all(self) -> bool:
@@ -229,6 +232,17 @@ class Loop(ABC):
         when this loop only runs step by step. The native TensorRT loop replays all K steps as
         one CUDA graph."""
         return False
+
+
+def inpainting(
+    mask: NDArray[np.uint8] | None, known: NDArray[np.uint8] | None
+) -> tuple[NDArray[np.uint8], NDArray[np.uint8]] | None:
+    """Loop.start's (mask, known) of an inpainted batch, or None; they come together."""
+    if mask is None and known is None:
+        return None
+    if mask is None or known is None:
+        raise InvalidRequestError("inpainting needs both mask and known_bits")
+    return mask, known
 
 
 class Backend(ABC):
@@ -325,24 +339,24 @@ class Backend(ABC):
 
     # --- encoder and decoder: once per request, not per step, so plain run() is enough ----
 
-    def encode(self, images: np.ndarray) -> np.ndarray:
+    def encode(self, images: npt.ArrayLike) -> NDArray[np.float32]:
         """float32 NCHW images in [-1, 1] -> float32 (B, L, C) bit probabilities."""
         return self._run("encoder", np.ascontiguousarray(images, np.float32))
 
-    def decode(self, bits: np.ndarray) -> np.ndarray:
+    def decode(self, bits: npt.ArrayLike) -> NDArray[np.float32]:
         """(B, L, C) 0/1 bits -> float32 NCHW images, roughly in [-1, 1]."""
         return self._run("decoder", np.ascontiguousarray(bits, np.float32))
 
     def step_probs(
         self,
-        bits: np.ndarray,
-        step: np.ndarray,
-        classes: np.ndarray,
-        temperature: np.ndarray,
-        guidance: np.ndarray | None = None,
-    ) -> np.ndarray:
+        bits: npt.ArrayLike,
+        step: npt.ArrayLike,
+        classes: npt.ArrayLike,
+        temperature: npt.ArrayLike,
+        guidance: npt.ArrayLike | None = None,
+    ) -> NDArray[np.float32]:
         """One step graph call on given arrays (outside the loop: for tests and tools)."""
-        values = [
+        values: list[NDArray[Any]] = [
             np.ascontiguousarray(bits, np.float32),
             np.ascontiguousarray(step, np.int64),
             np.ascontiguousarray(classes, np.int64),
@@ -352,11 +366,12 @@ class Backend(ABC):
             return self._run("step", *values)
         return self._run("step_guided", *values, np.ascontiguousarray(guidance, np.float32))
 
-    def _run(self, kind: str, *values: np.ndarray) -> np.ndarray:
+    def _run(self, kind: str, *values: NDArray[Any]) -> NDArray[np.float32]:
         graph = self.graphs[kind]
         feeds = dict(zip(graph.inputs, values, strict=True))
         session = self._sessions[kind]
-        return run_guarded(graph, session.run, [graph.output], feeds)[0]
+        outputs: list[NDArray[np.float32]] = run_guarded(graph, session.run, [graph.output], feeds)
+        return outputs[0]
 
 
 def checked_session(
@@ -391,7 +406,7 @@ def _load_error(graph: Graph, error: Exception) -> ManifestError:
     return ManifestError(f"onnxruntime cannot load {where}: {text}")
 
 
-def run_guarded(graph: Graph, call: Any, *args: Any) -> Any:
+def run_guarded(graph: Graph, call: Callable[..., T], *args: Any) -> T:
     """call(*args), one graph call; onnxruntime's failures become one-line BackendErrors."""
     try:
         return call(*args)

@@ -10,17 +10,20 @@ provider, these backends raise BackendUnavailableError saying what is missing.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ..errors import BackendUnavailableError
-from .base import Backend, Loop, require_provider, run_guarded
+from ..manifest import GraphSpec
+from .base import Backend, BackendOptions, Graph, Loop, inpainting, require_provider, run_guarded
 from .kernels import KERNELS
 
 THREADS = 256  # per CUDA block; the kernels are memory-bound, any multiple of 32 does
 
 
-def _cupy():
+def _cupy() -> Any:
     """CuPy with at least one visible device, or a clear BackendUnavailableError."""
     try:
         import cupy
@@ -65,9 +68,9 @@ class CupyLoop(Loop):
         self.blocks = -(-self.n // 4)
         self.masked = np.int32(0)
         self.role = "step"
-        self._bindings: dict[str, tuple] = {}
+        self._bindings: dict[str, tuple[Graph, Any, Any]] = {}  # graph, session, I/O binding
 
-    def _binding(self, kind):
+    def _binding(self, kind: str) -> tuple[Graph, Any, Any]:
         if kind not in self._bindings:
             graph = self.backend.graphs[kind]
             sess = self.backend.session(kind)
@@ -82,7 +85,7 @@ class CupyLoop(Loop):
             self._bindings[kind] = (graph, sess, binding)
         return self._bindings[kind]
 
-    def _launch_draw(self, p, subsequence):
+    def _launch_draw(self, p: Any, subsequence: int) -> None:
         k = self.backend.kernels["bld_draw"]
         grid = -(-(self.batch * self.blocks) // THREADS)
         k(
@@ -102,20 +105,30 @@ class CupyLoop(Loop):
             ),
         )
 
-    def start(self, seeds, classes, temperature, guidance, guided, mask, known):
+    def start(
+        self,
+        seeds: NDArray[np.uint64],
+        classes: NDArray[np.int64],
+        temperature: NDArray[np.float32],
+        guidance: NDArray[np.float32],
+        guided: bool,
+        mask: NDArray[np.uint8] | None,
+        known: NDArray[np.uint8] | None,
+    ) -> None:
         self.seeds.set(np.ascontiguousarray(seeds, np.uint64))
         self.inputs["class_label"].set(np.ascontiguousarray(classes, np.int64))
         self.inputs["temperature"].set(np.ascontiguousarray(temperature, np.float32))
         self.inputs["guidance"].set(np.ascontiguousarray(guidance, np.float32))
-        self.masked = np.int32(mask is not None)
-        if mask is not None:
-            self.keep.set(np.ascontiguousarray(mask, np.uint8))
-            self.known.set(np.ascontiguousarray(known, np.float32))
+        masked = inpainting(mask, known)
+        self.masked = np.int32(masked is not None)
+        if masked is not None:
+            self.keep.set(np.ascontiguousarray(masked[0], np.uint8))
+            self.known.set(np.ascontiguousarray(masked[1], np.float32))
         self.role = "step_guided" if guided else "step"
         self._binding(self.role)
         self._launch_draw(self.half, 0)
 
-    def run_step(self, i):
+    def run_step(self, i: int) -> None:
         graph, sess, binding = self._binding(self.role)
         self.inputs["step"].set(self.step_host[i])
         # onnxruntime runs on its own stream: our kernel's writes must be done before it reads.
@@ -123,7 +136,7 @@ class CupyLoop(Loop):
         # returns once its stream is done (ORT's default)
         run_guarded(graph, sess.run_with_iobinding, binding)
 
-    def advance(self, i):
+    def advance(self, i: int) -> None:
         if i < self.num_steps - 1:
             self._launch_draw(self.probs, i + 1)
         else:
@@ -135,21 +148,21 @@ class CupyLoop(Loop):
                 (self.probs, np.int64(total), self.bits, self.keep, self.known, self.masked),
             )
 
-    def set_bits(self, bits):
+    def set_bits(self, bits: NDArray[np.uint8]) -> None:
         np.copyto(self.host_f32, bits)
         self.bits.set(self.host_f32)
 
-    def read_bits(self, out):
+    def read_bits(self, out: NDArray[np.uint8]) -> NDArray[np.uint8]:
         self.bits.get(out=self.host_f32)
         np.copyto(out, self.host_f32, casting="unsafe")  # exact: the values are 0.0 and 1.0
         return out
 
-    def read_probs(self, out):
+    def read_probs(self, out: NDArray[np.float32]) -> NDArray[np.float32]:
         self.probs.get(out=self.host_f32)
         np.copyto(out, self.host_f32)
         return out
 
-    def bits_view(self):
+    def bits_view(self) -> NDArray[np.uint8]:
         return self.read_bits(self.host_bits)
 
 
@@ -158,17 +171,17 @@ class CudaBackend(Backend):
     provider = "CUDAExecutionProvider"
     hint = "pip install onnxruntime-gpu"
 
-    def _prepare(self):
+    def _prepare(self) -> None:
         require_provider(self.name, self.provider, self.hint)
         self.cp = _cupy()
         with self.cp.cuda.Device(self.options.device_id):
             module = self.cp.RawModule(code=KERNELS, options=("--std=c++11",))
             self.kernels = {n: module.get_function(n) for n in ("bld_draw", "bld_threshold")}
 
-    def providers(self):
+    def providers(self) -> list[Any]:
         return [(self.provider, cuda_provider_options(self.options))]
 
-    def _make_loop(self, batch):
+    def _make_loop(self, batch: int) -> CupyLoop:
         return CupyLoop(self, batch)
 
 
@@ -179,17 +192,17 @@ class TensorRTBackend(CudaBackend):
     provider = "TensorrtExecutionProvider"
     hint = "onnxruntime-gpu built with TensorRT, and the TensorRT libraries"
 
-    def providers(self):
+    def providers(self) -> list[Any]:
         return [
             (self.provider, tensorrt_provider_options(self.options)),
             ("CUDAExecutionProvider", cuda_provider_options(self.options)),
         ]
 
-    def providers_for(self, kind):
+    def providers_for(self, kind: str) -> list[Any]:
         return tensorrt_ep_providers(self.graphs[kind].spec, self.manifest.max_batch, self.options)
 
 
-def cuda_provider_options(options) -> dict:
+def cuda_provider_options(options: BackendOptions) -> dict[str, str]:
     return {"device_id": str(options.device_id)}
 
 
@@ -198,7 +211,7 @@ def cuda_provider_options(options) -> dict:
 ORT_ENGINE_SUBDIR = "onnxruntime-trt-ep"
 
 
-def tensorrt_provider_options(options) -> dict:
+def tensorrt_provider_options(options: BackendOptions) -> dict[str, str]:
     """TensorRT EP options: the engine cache avoids rebuilding engines at every start, and the
     timing cache is the directory of the builder's timing-cache file (the EP names its file)."""
     opts = {"device_id": str(options.device_id), "trt_fp16_enable": str(options.trt_fp16)}
@@ -215,7 +228,9 @@ def tensorrt_provider_options(options) -> dict:
     return opts
 
 
-def tensorrt_ep_providers(spec, max_batch: int, options) -> list:
+def tensorrt_ep_providers(
+    spec: GraphSpec, max_batch: int, options: BackendOptions
+) -> list[tuple[str, dict[str, str]]]:
     """The TensorRT EP (then CUDA) for one graph, with its batch profile 1..max_batch tuned for
     max_batch (what `bld-export engine` builds by default), read from the graph's spec."""
     opts = {**tensorrt_provider_options(options), **profile_options(spec, 1, max_batch, max_batch)}
@@ -225,10 +240,10 @@ def tensorrt_ep_providers(spec, max_batch: int, options) -> list:
     ]
 
 
-def profile_options(spec, lo: int, opt: int, hi: int) -> dict:
+def profile_options(spec: GraphSpec, lo: int, opt: int, hi: int) -> dict[str, str]:
     """trt_profile_{min,opt,max}_shapes for one graph: "bits:1x64x8,step:1,..."."""
 
-    def shapes(batch):
+    def shapes(batch: int) -> str:
         return ",".join(
             f"{t.name}:" + "x".join(str(batch if isinstance(d, str) else d) for d in t.shape)
             for t in spec.inputs

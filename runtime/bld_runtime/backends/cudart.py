@@ -16,6 +16,10 @@ from __future__ import annotations
 import contextlib
 import ctypes
 from dataclasses import dataclass
+from types import ModuleType
+from typing import Any
+
+from numpy.typing import NDArray
 
 from ..errors import BackendUnavailableError
 
@@ -29,9 +33,9 @@ CUDA_PYTHON_HINT = (
 class Cuda:
     """The three cuda-python modules, whichever layout is installed."""
 
-    rt: object  # runtime API
-    drv: object  # driver API (kernel modules and launches)
-    nvrtc: object
+    rt: ModuleType  # runtime API
+    drv: ModuleType  # driver API (kernel modules and launches)
+    nvrtc: ModuleType
 
 
 def import_cuda() -> Cuda:
@@ -50,11 +54,11 @@ def import_cuda() -> Cuda:
     return Cuda(runtime, driver, nvrtc)
 
 
-def _name(err) -> str:
-    return getattr(err, "name", str(err))
+def _name(err: object) -> str:
+    return str(getattr(err, "name", err))
 
 
-def check(result, what: str):
+def check(result: Any, what: str) -> Any:
     """Unpack a cuda-python result tuple; raise on any error code."""
     if not isinstance(result, tuple):
         result = (result,)
@@ -75,13 +79,15 @@ class DeviceInfo:
     runtime: str | None = None
     problem: str | None = None  # why count is 0, in words
 
-    def require(self, device: int = 0) -> None:
+    def require(self, device: int = 0) -> str:
+        """The device's compute capability ("8.7"); raises when the device is not usable."""
         if self.count < 1:
             raise BackendUnavailableError(f"no CUDA GPU is usable here: {self.problem}")
-        if device >= self.count:
+        if device >= self.count or self.compute_capability is None:
             raise BackendUnavailableError(
                 f"CUDA device {device} does not exist (this machine has {self.count})"
             )
+        return self.compute_capability
 
 
 def _version(v: int) -> str:
@@ -143,12 +149,12 @@ class DeviceBuffer:
             self.cuda.rt.cudaFree(self.ptr)
             self.ptr = 0
 
-    def __del__(self):
+    def __del__(self) -> None:
         with contextlib.suppress(Exception):  # at interpreter shutdown cuda-python may be gone
             self.free()
 
 
-def copy_to_device(cuda: Cuda, dst: DeviceBuffer, array, stream) -> None:
+def copy_to_device(cuda: Cuda, dst: DeviceBuffer, array: NDArray[Any], stream: Any) -> None:
     kind = cuda.rt.cudaMemcpyKind.cudaMemcpyHostToDevice
     check(
         cuda.rt.cudaMemcpyAsync(dst.ptr, array.ctypes.data, array.nbytes, kind, stream),
@@ -156,7 +162,7 @@ def copy_to_device(cuda: Cuda, dst: DeviceBuffer, array, stream) -> None:
     )
 
 
-def copy_to_host(cuda: Cuda, array, src: DeviceBuffer, stream) -> None:
+def copy_to_host(cuda: Cuda, array: NDArray[Any], src: DeviceBuffer, stream: Any) -> None:
     kind = cuda.rt.cudaMemcpyKind.cudaMemcpyDeviceToHost
     check(
         cuda.rt.cudaMemcpyAsync(array.ctypes.data, src.ptr, array.nbytes, kind, stream),
@@ -186,7 +192,14 @@ class Kernels:
             for n in names
         }
 
-    def launch(self, name: str, grid: int, block: int, stream, args: tuple) -> None:
+    def launch(
+        self,
+        name: str,
+        grid: int,
+        block: int,
+        stream: Any,
+        args: tuple[tuple[Any, type[ctypes._SimpleCData[Any]]], ...],
+    ) -> None:
         """Launch `name` on `stream`; args are (value, ctypes type) pairs."""
         values = tuple(v for v, _ in args)
         types = tuple(t for _, t in args)
@@ -223,7 +236,7 @@ def compile_source(
         return _nvrtc_compile(nvrtc, source, filename, f"compute_{max(usable)}", cubin=False)
 
 
-def _nvrtc_compile(nvrtc, source: str, filename: str, arch: str, cubin: bool) -> bytes:
+def _nvrtc_compile(nvrtc: ModuleType, source: str, filename: str, arch: str, cubin: bool) -> bytes:
     prog = check(
         nvrtc.nvrtcCreateProgram(source.encode(), filename.encode(), 0, [], []),
         "nvrtcCreateProgram",
@@ -246,7 +259,7 @@ def _nvrtc_compile(nvrtc, source: str, filename: str, arch: str, cubin: bool) ->
             else (nvrtc.nvrtcGetPTXSize, nvrtc.nvrtcGetPTX)
         )
         size = check(get_size(prog), "nvrtc size")
-        image = b" " * size
+        image: bytes = b" " * size  # NVRTC writes the image into this buffer
         check(get(prog, image), "nvrtc get")
         return image
     finally:

@@ -29,17 +29,20 @@ cudart.probe() found a device (without one it crashes the process).
 from __future__ import annotations
 
 import contextlib
+import os
 import threading
 from importlib import metadata
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
-from ..engine_cache import EngineCache, RuntimeTarget
+from ..engine_cache import CachedEngine, EngineCache, RuntimeTarget
 from ..errors import BackendError, BackendUnavailableError, ManifestError, StaleEngineError
 from ..manifest import GRAPH_METADATA_KEY, GraphSpec, check_graph_facts
 from ..trt_flavours import import_flavour
 from . import cudart
-from .base import Backend, Graph, Loop
+from .base import Backend, Graph, Loop, inpainting
 from .cudart import I32, I64, PTR, U64, DeviceBuffer, copy_to_device, copy_to_host
 from .kernels import KERNELS
 
@@ -85,7 +88,7 @@ _TRT_DTYPES = {
 class TrtEngine:
     """One deserialised engine, its I/O checked against the bundle's manifest."""
 
-    def __init__(self, backend: TensorRTBackend, kind: str, entry, spec: GraphSpec):
+    def __init__(self, backend: TensorRTBackend, kind: str, entry: CachedEngine, spec: GraphSpec):
         self.backend, self.kind, self.entry, self.spec = backend, kind, entry, spec
         plan = backend.cache.load_plan(entry)  # manifest, sha256 and header: before TensorRT
         engine = backend.runtime.deserialize_cuda_engine(plan)
@@ -120,7 +123,7 @@ class TrtEngine:
             else engine.device_memory_size
         )
         first = spec.inputs[0].name
-        self.batch_ranges = []
+        self.batch_ranges: list[tuple[int, int]] = []
         for p in range(engine.num_optimization_profiles):
             lo, _, hi = engine.get_tensor_profile_shape(first, p)
             self.batch_ranges.append((lo[0], hi[0]))
@@ -135,7 +138,7 @@ class TrtEngine:
             f"{self.backend.rebuild_hint()}"
         )
 
-    def context(self, batch: int, stream):
+    def context(self, batch: int, stream: Any) -> Any:
         """An execution context with the profile and every input shape set for `batch`."""
         ctx = self.engine.create_execution_context()
         if ctx is None:
@@ -155,7 +158,9 @@ class _GraphIO:
     def __init__(self, backend: TensorRTBackend, kind: str, batch: int):
         engine = backend.engine(kind, batch)
         self.context = engine.context(batch, backend.stream)
-        self.inputs, self.outputs = {}, {}
+        # name -> (host staging array, device buffer)
+        self.inputs: dict[str, tuple[NDArray[Any], DeviceBuffer]] = {}
+        self.outputs: dict[str, tuple[NDArray[Any], DeviceBuffer]] = {}
         spec = engine.spec
         for group, specs in ((self.inputs, spec.inputs), (self.outputs, spec.outputs)):
             for t in specs:
@@ -173,7 +178,7 @@ class TensorRTLoop(Loop):
         K = backend.num_steps
         self.backend, self.batch, self.num_steps, self.n = backend, batch, K, L * C
         self.shape = (batch, L, C)
-        self.host = {  # staging, allocated once
+        self.host: dict[str, NDArray[Any]] = {  # staging, allocated once
             "bits": np.zeros(self.shape, np.float32),
             "probs": np.zeros(self.shape, np.float32),
             "keep": np.zeros(self.shape, np.uint8),
@@ -199,8 +204,8 @@ class TensorRTLoop(Loop):
         self.synchronize()
         self.blocks = -(-self.n // 4)
         self.role, self.masked = "step", 0
-        self.contexts: dict[str, object] = {}
-        self.cuda_graphs: dict[tuple[str, int], object] = {}  # (role, masked) -> exec | None
+        self.contexts: dict[str, Any] = {}  # TensorRT execution contexts by step kind
+        self.cuda_graphs: dict[tuple[str, int], Any] = {}  # (role, masked) -> exec | None
 
     def synchronize(self) -> None:
         cudart.check(
@@ -209,7 +214,7 @@ class TensorRTLoop(Loop):
 
     # --- set-up --------------------------------------------------------------------------
 
-    def _context(self, role):
+    def _context(self, role: str) -> Any:
         if role not in self.contexts:
             engine = self.backend.engine(role, self.batch)
             ctx = engine.context(self.batch, self.stream)
@@ -220,17 +225,27 @@ class TensorRTLoop(Loop):
             self.contexts[role] = ctx
         return self.contexts[role]
 
-    def start(self, seeds, classes, temperature, guidance, guided, mask, known):
+    def start(
+        self,
+        seeds: NDArray[np.uint64],
+        classes: NDArray[np.int64],
+        temperature: NDArray[np.float32],
+        guidance: NDArray[np.float32],
+        guided: bool,
+        mask: NDArray[np.uint8] | None,
+        known: NDArray[np.uint8] | None,
+    ) -> None:
         h = self.host
         np.copyto(h["seeds"], seeds)
         np.copyto(h["class_label"], classes)
         np.copyto(h["temperature"], temperature)
         np.copyto(h["guidance"], guidance)
         names = ["seeds", "class_label", "temperature", "guidance"]
-        self.masked = int(mask is not None)
-        if mask is not None:
-            np.copyto(h["keep"], mask)
-            np.copyto(h["known"], known)
+        masked = inpainting(mask, known)
+        self.masked = int(masked is not None)
+        if masked is not None:
+            np.copyto(h["keep"], masked[0])
+            np.copyto(h["known"], masked[1])
             names += ["keep", "known"]
         for name in names:
             copy_to_device(self.backend.cuda, self.dev[name], h[name], self.stream)
@@ -240,7 +255,7 @@ class TensorRTLoop(Loop):
 
     # --- the steps -----------------------------------------------------------------------
 
-    def _enqueue(self, i) -> bool:
+    def _enqueue(self, i: int) -> bool:
         ctx = self._context(self.role)
         ctx.set_tensor_address("step", self.dev["steps"].ptr + i * self.batch * 8)
         return bool(ctx.execute_async_v3(int(self.stream)))
@@ -284,11 +299,11 @@ class TensorRTLoop(Loop):
             ),
         )
 
-    def run_step(self, i):
+    def run_step(self, i: int) -> None:
         if not self._enqueue(i):
             raise BackendError(f"TensorRT failed to run graph {self._graph_name()!r} (step {i})")
 
-    def advance(self, i):
+    def advance(self, i: int) -> None:
         if i < self.num_steps - 1:
             self._draw(self.dev["probs"], i + 1)
         else:
@@ -317,7 +332,7 @@ class TensorRTLoop(Loop):
     def _graph_name(self) -> str:
         return self.backend.graphs[self.role].name
 
-    def _capture(self):
+    def _capture(self) -> Any:
         """trtexec's recipe; None when this engine cannot be captured (then: eager)."""
         rt = self.backend.cuda.rt
         ctx = self._context(self.role)
@@ -347,26 +362,26 @@ class TensorRTLoop(Loop):
 
     # --- host side ------------------------------------------------------------------------
 
-    def set_bits(self, bits):
+    def set_bits(self, bits: NDArray[np.uint8]) -> None:
         np.copyto(self.host["bits"], bits)
         copy_to_device(self.backend.cuda, self.dev["bits"], self.host["bits"], self.stream)
 
-    def read_bits(self, out):
+    def read_bits(self, out: NDArray[np.uint8]) -> NDArray[np.uint8]:
         copy_to_host(self.backend.cuda, self.host["bits"], self.dev["bits"], self.stream)
         self.synchronize()
         np.copyto(out, self.host["bits"], casting="unsafe")  # exact: 0.0 and 1.0
         return out
 
-    def read_probs(self, out):
+    def read_probs(self, out: NDArray[np.float32]) -> NDArray[np.float32]:
         copy_to_host(self.backend.cuda, self.host["probs"], self.dev["probs"], self.stream)
         self.synchronize()
         np.copyto(out, self.host["probs"])
         return out
 
-    def bits_view(self):
+    def bits_view(self) -> NDArray[np.uint8]:
         return self.read_bits(self.host_bits)
 
-    def close(self):
+    def close(self) -> None:
         """Free the graphs, contexts, buffers and stream (also when the backend drops the loop)."""
         rt = self.backend.cuda.rt
         for graph in self.cuda_graphs.values():
@@ -380,7 +395,7 @@ class TensorRTLoop(Loop):
             rt.cudaStreamDestroy(self.stream)
             self.stream = None
 
-    def __del__(self):
+    def __del__(self) -> None:
         with contextlib.suppress(Exception):  # at interpreter shutdown cuda-python may be gone
             self.close()
 
@@ -390,14 +405,14 @@ class TensorRTBackend(Backend):
 
     name = "tensorrt"
 
-    def _prepare(self):
+    def _prepare(self) -> None:
         o = self.options
         # bld-export engine's default cache is BUNDLE/engines
         self.cache_dir = (
             o.trt_cache_dir if o.trt_cache_dir else str(self.bundle.directory / "engines")
         )
         info = cudart.probe(o.device_id)
-        info.require(o.device_id)  # before anything constructs a TensorRT Runtime
+        capability = info.require(o.device_id)  # before anything constructs a TensorRT Runtime
         self.cuda = cudart.import_cuda()
         rt = self.cuda.rt
         cudart.check(rt.cudaSetDevice(o.device_id), "cudaSetDevice")
@@ -405,7 +420,7 @@ class TensorRTBackend(Backend):
         self.flavour = import_flavour(o.trt_flavour)
         self.trt = self.flavour.module
         self.target = RuntimeTarget(
-            self.flavour.name, self.flavour.version, info.compute_capability, o.trt_dla_core
+            self.flavour.name, self.flavour.version, capability, o.trt_dla_core
         )
         self.cache = EngineCache(self.cache_dir)
         self.logger = self.trt.Logger(self.trt.Logger.ERROR)
@@ -420,9 +435,7 @@ class TensorRTBackend(Backend):
         self.stream = cudart.check(
             rt.cudaStreamCreateWithFlags(rt.cudaStreamNonBlocking), "cudaStreamCreateWithFlags"
         )
-        self.kernels = cudart.Kernels(
-            self.cuda, KERNELS, ("bld_draw", "bld_threshold"), info.compute_capability
-        )
+        self.kernels = cudart.Kernels(self.cuda, KERNELS, ("bld_draw", "bld_threshold"), capability)
         self._engines: dict[str, TrtEngine] = {}  # by key digest: one engine serves many batches
         self._io: dict[tuple[str, int], _GraphIO] = {}
         self._lock = threading.RLock()  # engines and the encoder/decoder I/O are shared
@@ -432,7 +445,7 @@ class TensorRTBackend(Backend):
         """The kind's engine covering the largest batch, in place of an onnxruntime session."""
         return self.engine(graph.kind, None)
 
-    def providers(self):
+    def providers(self) -> list[Any]:
         return []  # no onnxruntime sessions
 
     def synchronize(self) -> None:
@@ -470,7 +483,7 @@ class TensorRTBackend(Backend):
         with self._lock:
             return self._engine(kind, batch)
 
-    def _engine(self, kind: str, batch: int) -> TrtEngine:
+    def _engine(self, kind: str, batch: int | None) -> TrtEngine:
         precision = "fp32" if kind == "encoder" else self.precision
         try:
             entry = self.cache.find(
@@ -496,19 +509,19 @@ class TensorRTBackend(Backend):
             self._engines[digest] = TrtEngine(self, kind, entry, self.manifest.graphs[name])
         return self._engines[digest]
 
-    def _make_loop(self, batch):
+    def _make_loop(self, batch: int) -> TensorRTLoop:
         return TensorRTLoop(self, batch)
 
     # --- encoder, decoder and single steps --------------------------------------------------
 
-    def _run(self, kind: str, *values: np.ndarray) -> np.ndarray:
+    def _run(self, kind: str, *values: NDArray[Any]) -> NDArray[np.float32]:
         """One call of the kind's engine on host arrays (the encoder, the decoder, and steps
         outside the loop), on the backend's stream."""
         feeds = dict(zip(self.graphs[kind].inputs, values, strict=True))
         with self._lock:
             return self._run_locked(kind, feeds)
 
-    def _run_locked(self, kind: str, feeds: dict) -> np.ndarray:
+    def _run_locked(self, kind: str, feeds: dict[str, NDArray[Any]]) -> NDArray[np.float32]:
         batch = len(next(iter(feeds.values())))
         key = (kind, batch)
         if key not in self._io:
@@ -524,10 +537,13 @@ class TensorRTBackend(Backend):
         ((host, device),) = io.outputs.values()
         copy_to_host(self.cuda, host, device, self.stream)
         cudart.check(self.cuda.rt.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
-        return host.copy()
+        result: NDArray[np.float32] = host.copy()  # every graph's output is float32
+        return result
 
 
-def _rebuild(bundle_dir, cache_dir, precision, flavour) -> None:
+def _rebuild(
+    bundle_dir: str | os.PathLike[str], cache_dir: str, precision: str, flavour: str
+) -> None:
     """Rebuild through bld_engines (entry point "bld.engine_builder"), which the runtime does
     not import: without it, say what to install."""
     builders = [
