@@ -18,17 +18,27 @@ import os
 import signal
 import sys
 import warnings
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
 from .errors import BldError, InvalidRequestError, describe
 
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
+    from .pipeline import Pipeline
+
+F = TypeVar("F", bound=Callable[..., Any])
+
 ENTRY_POINT_GROUP = "bld.commands"
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     click.echo(f"error: {' '.join(message.split())}", err=True)  # one line, whatever it holds
     sys.exit(1)
 
@@ -37,7 +47,7 @@ class _Terminated(Exception):
     """SIGTERM, raised where the process is, so that outputs are closed cleanly."""
 
 
-def _raise_terminated(signum, frame):
+def _raise_terminated(signum: int, frame: FrameType | None) -> NoReturn:
     raise _Terminated
 
 
@@ -47,7 +57,14 @@ class OneLineErrorGroup(click.Group):
     Shared by every CLI of the project (`bld`, `bld-export`).
     """
 
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
         # onnxruntime's telemetry warns on stderr when it cannot persist a device id (a HOME that
         # is not writable), which would be a second line; a command line tool sends none anyway.
         os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
@@ -89,30 +106,33 @@ class BldGroup(OneLineErrorGroup):
             if ep.name not in self.commands
         }
 
-    def list_commands(self, ctx):
+    def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(self.commands) | set(self._plugins()))
 
-    def get_command(self, ctx, name):
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name in self.commands:
             return self.commands[name]
         ep = self._plugins().get(name)
         if ep is None:
             return None
         try:
-            return ep.load()
+            command: click.Command = ep.load()
         except ImportError as e:
             raise BldError(
                 f"`bld {name}` comes from {ep.value}, which cannot be imported here "
                 f"({e}); install the project with its extras, e.g. "
                 f"pip install 'bld[train]'"
             ) from None
+        return command
 
-    def format_commands(self, ctx, formatter):
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """Like click's, but a plugin that cannot be imported here is still listed."""
         rows = []
         for name in self.list_commands(ctx):
             try:
                 command = self.get_command(ctx, name)
+                if command is None:
+                    continue
                 rows.append((name, command.get_short_help_str(limit=60)))
             except BldError:
                 rows.append(
@@ -124,11 +144,11 @@ class BldGroup(OneLineErrorGroup):
 
 
 @click.group(cls=BldGroup, context_settings={"help_option_names": ["-h", "--help"]})
-def cli():
+def cli() -> None:
     """Binary Latent Diffusion bundles: sample, encode, decode and inpaint without torch."""
 
 
-def main():
+def main() -> None:
     """Console-script entry point (`bld`)."""
     cli.main(prog_name="bld")
 
@@ -136,11 +156,11 @@ def main():
 # --- shared options ------------------------------------------------------------------------
 
 
-def runtime_options(batched: bool = True):
+def runtime_options(batched: bool = True) -> Callable[[F], F]:
     """--backend, --precision, --threads, the TensorRT options (--engine-cache,
     --rebuild-if-stale, --dla) and --no-chunk for commands that take a batch."""
 
-    def decorate(f):
+    def decorate(f: F) -> F:
         from .backends import BACKENDS
 
         f = click.option(
@@ -195,8 +215,14 @@ def runtime_options(batched: bool = True):
 
 
 def _load(
-    bundle, backend, precision, threads, engine_cache=None, rebuild_if_stale=False, dla_core=None
-):
+    bundle: str,
+    backend: str,
+    precision: str,
+    threads: int,
+    engine_cache: str | None = None,
+    rebuild_if_stale: bool = False,
+    dla_core: int | None = None,
+) -> Pipeline:
     import onnxruntime
 
     from .backends import BackendOptions
@@ -238,7 +264,7 @@ def parse_seed(text: str) -> int:
     return as_seed(int(digits, 10))
 
 
-def parse_classes(text: str, count: int, num_classes: int):
+def parse_classes(text: str, count: int, num_classes: int) -> int | str | None:
     """--class: an index, 'all' (image i gets class i % classes) or 'none' (unconditional)."""
     if text == "none":
         return None
@@ -258,7 +284,7 @@ def parse_classes(text: str, count: int, num_classes: int):
     return value
 
 
-def sampling_options(f):
+def sampling_options(f: F) -> F:
     f = click.option(
         "--temperature", type=float, default=None, help="> 0 (default: the bundle's)."
     )(f)
@@ -306,17 +332,17 @@ class Progress:
         self.task = self.bar.add_task(label, total=total)
         self._last = 0  # the step of the last callback within the current chunk
 
-    def __enter__(self):
+    def __enter__(self) -> Progress:
         self.bar.__enter__()
         return self
 
-    def __exit__(self, *exc):
-        return self.bar.__exit__(*exc)
+    def __exit__(self, *exc: Any) -> None:
+        self.bar.__exit__(*exc)
 
     def advance(self, amount: int = 1) -> None:
         self.bar.advance(self.task, amount)
 
-    def __call__(self, step, num_steps, bits):
+    def __call__(self, step: int, num_steps: int, bits: NDArray[Any]) -> None:
         # One call per step, or one per chunk (step = K) when the backend replays all K steps
         # as a CUDA graph: advance by the steps done since the last call.
         self.advance(step - self._last)
@@ -364,24 +390,24 @@ class Progress:
 )
 @runtime_options()
 def sample(
-    bundle,
-    count,
-    seed,
-    class_,
-    guidance,
-    temperature,
-    out_dir,
-    force,
-    server,
-    preview_every,
-    backend,
-    precision,
-    threads,
-    engine_cache,
-    rebuild_if_stale,
-    dla_core,
-    chunk,
-):
+    bundle: str | None,
+    count: int,
+    seed: str,
+    class_: str,
+    guidance: float | None,
+    temperature: float | None,
+    out_dir: str,
+    force: bool,
+    server: str | None,
+    preview_every: int,
+    backend: str,
+    precision: str,
+    threads: int,
+    engine_cache: str | None,
+    rebuild_if_stale: bool,
+    dla_core: int | None,
+    chunk: bool,
+) -> None:
     """Generate images: PNGs, their packed bits (bits.bldz), a grid.png, samples.json.
 
     Images are written as each chunk of the bundle's max_batch completes, so memory stays
@@ -391,7 +417,7 @@ def sample(
     """
     from .sampling import write_samples
 
-    seed = parse_seed(seed)
+    base_seed = parse_seed(seed)
     if server is not None:
         if bundle is not None:
             raise InvalidRequestError("--server samples with the server's bundle: omit BUNDLE")
@@ -415,7 +441,15 @@ def sample(
                 "with --server the model repository decides"
             )
         _sample_remote(
-            server, count, seed, class_, guidance, temperature, Path(out_dir), force, preview_every
+            server,
+            count,
+            base_seed,
+            class_,
+            guidance,
+            temperature,
+            Path(out_dir),
+            force,
+            preview_every,
         )
         return
     if bundle is None:
@@ -430,11 +464,11 @@ def sample(
             f"(allow chunking or send fewer images)"
         )
     chunks = pipe.iter_generate(
-        n=count, seeds=seed, classes=classes, guidance=guidance, temperature=temperature
+        n=count, seeds=base_seed, classes=classes, guidance=guidance, temperature=temperature
     )
     request = {
         "bundle": str(bundle),
-        "seed": seed,
+        "seed": base_seed,
         "n": count,
         "class": class_,
         "guidance": guidance,
@@ -459,8 +493,16 @@ def sample(
 
 
 def _sample_remote(
-    server, count, seed, class_, guidance, temperature, out_dir, force, preview_every
-):
+    server: str,
+    count: int,
+    seed: int,
+    class_: str,
+    guidance: float | None,
+    temperature: float | None,
+    out_dir: Path,
+    force: bool,
+    preview_every: int,
+) -> None:
     """`bld sample --server`: the same request on a Triton server, one image per Triton
     request, written by the same writer as local sampling."""
     from .images import save_png
@@ -485,7 +527,7 @@ def _sample_remote(
                 out_dir / preview_name(index, step, count), image, durable=False
             ),
         )
-        request = {
+        request: dict[str, object] = {
             "server": server,
             "seed": seed,
             "n": count,
@@ -548,21 +590,21 @@ def _sample_remote(
 )
 @runtime_options()
 def encode(
-    bundle,
-    images,
-    out_file,
-    seed,
-    canonical,
-    rounds,
-    fit_size,
-    backend,
-    precision,
-    threads,
-    engine_cache,
-    rebuild_if_stale,
-    dla_core,
-    chunk,
-):
+    bundle: str,
+    images: tuple[str, ...],
+    out_file: str,
+    seed: str | None,
+    canonical: bool,
+    rounds: int | None,
+    fit_size: bool,
+    backend: str,
+    precision: str,
+    threads: int,
+    engine_cache: str | None,
+    rebuild_if_stale: bool,
+    dla_core: int | None,
+    chunk: bool,
+) -> None:
     """Encode images into packed latent bits (default: the paper's p > 0.5)."""
     import numpy as np
 
@@ -575,7 +617,7 @@ def encode(
         raise InvalidRequestError(f"-o must end in .bldz or .npy, got {out_file!r}")
     if rounds is not None and not canonical:
         raise InvalidRequestError("--rounds applies to --canonical encoding only")
-    seed = None if seed is None else parse_seed(seed)
+    base_seed = None if seed is None else parse_seed(seed)
     pipe = _load(bundle, backend, precision, threads, engine_cache, rebuild_if_stale, dla_core)
     H, W, ch = pipe.image_shape
     batch = np.stack([load_image(p, H, W, ch, fit_size) for p in images])
@@ -583,7 +625,7 @@ def encode(
         warnings.simplefilter("always", CodeNotSettledWarning)
         bits = pipe.encode(
             batch,
-            seed=seed,
+            seed=base_seed,
             canonical=canonical,
             chunk=chunk,
             rounds=CANONICAL_ROUNDS if rounds is None else rounds,
@@ -611,18 +653,18 @@ def encode(
 @click.option("--force", is_flag=True, help="Replace an earlier run's output in that folder.")
 @runtime_options()
 def decode(
-    bundle,
-    bits_file,
-    out_dir,
-    force,
-    backend,
-    precision,
-    threads,
-    engine_cache,
-    rebuild_if_stale,
-    dla_core,
-    chunk,
-):
+    bundle: str,
+    bits_file: str,
+    out_dir: str,
+    force: bool,
+    backend: str,
+    precision: str,
+    threads: int,
+    engine_cache: str | None,
+    rebuild_if_stale: bool,
+    dla_core: int | None,
+    chunk: bool,
+) -> None:
     """Decode packed latent bits (.bldz or .npy) into PNG images."""
     from .bits import load_bits
     from .sampling import write_decoded
@@ -662,28 +704,28 @@ def decode(
 )
 @runtime_options(batched=False)
 def inpaint(
-    bundle,
-    image,
-    mask_file,
-    seed,
-    class_,
-    guidance,
-    temperature,
-    out_file,
-    fit_size,
-    backend,
-    precision,
-    threads,
-    engine_cache,
-    rebuild_if_stale,
-    dla_core,
-):
+    bundle: str,
+    image: str,
+    mask_file: str,
+    seed: str,
+    class_: str,
+    guidance: float | None,
+    temperature: float | None,
+    out_file: str,
+    fit_size: bool,
+    backend: str,
+    precision: str,
+    threads: int,
+    engine_cache: str | None,
+    rebuild_if_stale: bool,
+    dla_core: int | None,
+) -> None:
     """Regenerate the white region of MASK in IMAGE (every latent token it touches)."""
     from .images import load_image, load_mask, save_png
 
     if Path(out_file).suffix.lower() != ".png":
         raise InvalidRequestError(f"-o must end in .png, got {out_file!r}")
-    seed = parse_seed(seed)
+    base_seed = parse_seed(seed)
     pipe = _load(bundle, backend, precision, threads, engine_cache, rebuild_if_stale, dla_core)
     H, W, ch = pipe.image_shape
     pixels = load_image(image, H, W, ch, fit_size)
@@ -693,7 +735,7 @@ def inpaint(
         out = pipe.inpaint(
             pixels,
             regenerate,
-            seed=seed,
+            seed=base_seed,
             classes=classes,
             guidance=guidance,
             temperature=temperature,
