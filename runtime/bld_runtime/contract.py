@@ -8,7 +8,7 @@ Probabilities are computed in float32, as the graphs and kernels compute them.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import numpy.typing as npt
@@ -17,6 +17,7 @@ from numpy.typing import NDArray
 from .errors import ContractError
 
 SCHEDULES = ("linear", "cosine", "sigmoid")
+ScalarT = TypeVar("ScalarT", bound=np.generic)
 
 
 def betas(schedule: str, train_steps: int) -> NDArray[np.float64]:
@@ -169,8 +170,8 @@ def step_probability(
 
 
 def apply_mask(
-    z: NDArray[np.float32], mask: NDArray[Any] | None, known: NDArray[Any] | None
-) -> NDArray[np.float32]:
+    z: NDArray[ScalarT], mask: NDArray[Any] | None, known: NDArray[Any] | None
+) -> NDArray[ScalarT]:
     """Step 4.4 (inpainting): write the known bits back where mask == 1, in place."""
     if mask is not None:
         if known is None:
