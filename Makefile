@@ -9,7 +9,7 @@ RUN    ?= runs/digits
 STAMP  := $(VENV)/.installed
 TRT_STAMP := $(VENV)/.tensorrt
 
-.PHONY: install demo test serve cpp clean
+.PHONY: install demo lint test serve cpp clean
 
 install: $(STAMP)
 
@@ -36,8 +36,15 @@ $(TRT_STAMP): $(STAMP)
 demo: $(STAMP)
 	$(BLD) demo --run $(RUN) $(if $(FRESH),--fresh,)
 
+# Lint and format (ruff) over all the Python code, and the strict type check of the runtime
+# (mypy), configured in pyproject.toml. `make test` runs them before the tests.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
+	$(VENV)/bin/mypy
+
 # The C++ runtime's tests (tests/test_cpp_runtime.py) run last and build it first (`make cpp`).
-test: $(STAMP) $(TRT_STAMP)
+test: $(STAMP) lint $(TRT_STAMP)
 	$(PY) -m pytest -q
 
 # A real tritonserver (from the nvidia-pytriton wheel, cached in ~/.cache/bld/triton) serving

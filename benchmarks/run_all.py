@@ -17,6 +17,7 @@ processes), since timings taken on shared, busy cores are noise.
 Results: benchmarks/results/<config>.json (schema bld-bench/1), <config>.png, and
 benchmarks/results/table.md, the README table.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -70,8 +71,10 @@ def stale(run_dir: Path, preset_name: str) -> bool:
 def ensure_bundle(name: str, run_dir: Path, preset_name: str | None) -> Path | None:
     bundle = run_dir / "bundle"
     if preset_name is not None and run_dir.exists() and stale(run_dir, preset_name):
-        print(f"[{name}] {run_dir} was made from an older {preset_name!r} preset; recreating it",
-              flush=True)
+        print(
+            f"[{name}] {run_dir} was made from an older {preset_name!r} preset; recreating it",
+            flush=True,
+        )
         shutil.rmtree(run_dir)  # the script's own cache under runs/bench
     if (bundle / "bld.json").is_file():
         return bundle
@@ -80,11 +83,17 @@ def ensure_bundle(name: str, run_dir: Path, preset_name: str | None) -> Path | N
         return None
     if not (run_dir / "prior" / "model.safetensors").is_file():
         print(f"[{name}] creating a random-weight run at {run_dir}", flush=True)
-        subprocess.run(command("bld", "bld_runtime.cli") + [
-            "train", "init", "--preset", preset_name, "--run", str(run_dir)], check=True)
+        subprocess.run(
+            command("bld", "bld_runtime.cli")
+            + ["train", "init", "--preset", preset_name, "--run", str(run_dir)],
+            check=True,
+        )
     print(f"[{name}] exporting {bundle}", flush=True)
-    subprocess.run(command("bld-export", "bld_export.cli")
-                   + ["onnx", str(run_dir), "-o", str(bundle), "--force"], check=True)
+    subprocess.run(
+        command("bld-export", "bld_export.cli")
+        + ["onnx", str(run_dir), "-o", str(bundle), "--force"],
+        check=True,
+    )
     return bundle
 
 
@@ -110,23 +119,52 @@ def wait_until_quiet(max_wait: float, load_limit: float = 0.5, interval: float =
         if load < load_limit and not busy:
             return True
         if time.monotonic() > deadline:
-            print(f"machine still busy after {max_wait:.0f}s (load {load:.2f}; "
-                  f"{'; '.join(busy) or 'no single busy process'}); measuring anyway",
-                  flush=True)
+            print(
+                f"machine still busy after {max_wait:.0f}s (load {load:.2f}; "
+                f"{'; '.join(busy) or 'no single busy process'}); measuring anyway",
+                flush=True,
+            )
             return False
-        print(f"waiting for a quiet machine (load {load:.2f}, {len(busy)} busy processes)",
-              flush=True)
+        print(
+            f"waiting for a quiet machine (load {load:.2f}, {len(busy)} busy processes)", flush=True
+        )
         time.sleep(interval)
 
 
-def run_bench(name: str, bundle: Path, run_dir: Path, batches: str, warmup: int, iters: int,
-              backends: str, threads: int | None, max_wait: float) -> dict:
+def run_bench(
+    name: str,
+    bundle: Path,
+    run_dir: Path,
+    batches: str,
+    warmup: int,
+    iters: int,
+    backends: str,
+    threads: int | None,
+    max_wait: float,
+) -> dict:
     RESULTS.mkdir(parents=True, exist_ok=True)
     quiet = wait_until_quiet(max_wait)
-    cmd = command("bld", "bld_runtime.cli") + [
-        "bench", str(bundle), "--run", str(run_dir), "--backend", backends, "--batch", batches,
-        "--warmup", str(warmup), "--iters", str(iters), "--json",
-        "--plot", str(RESULTS / f"{name}.png")] + (["--threads", str(threads)] if threads else [])
+    cmd = (
+        command("bld", "bld_runtime.cli")
+        + [
+            "bench",
+            str(bundle),
+            "--run",
+            str(run_dir),
+            "--backend",
+            backends,
+            "--batch",
+            batches,
+            "--warmup",
+            str(warmup),
+            "--iters",
+            str(iters),
+            "--json",
+            "--plot",
+            str(RESULTS / f"{name}.png"),
+        ]
+        + (["--threads", str(threads)] if threads else [])
+    )
     print(f"[{name}] {' '.join(cmd)}", flush=True)
     out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
     report = json.loads(out)
@@ -146,9 +184,11 @@ def table(reports: dict[str, dict]) -> str:
     """The README table: the runtime ("cpu") against the PyTorch contenders per model and batch
     size; "vs best PyTorch" is the faster PyTorch row's p50 over the runtime's (> 1: the
     runtime is faster)."""
-    lines = ["| model | threads | batch | runtime p50 | PyTorch eager p50 | PyTorch compiled p50 "
-             "| vs best PyTorch | runtime overhead | step GFLOP/s (% of GEMM peak) |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    lines = [
+        "| model | threads | batch | runtime p50 | PyTorch eager p50 | PyTorch compiled p50 "
+        "| vs best PyTorch | runtime overhead | step GFLOP/s (% of GEMM peak) |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+    ]
     for name, report in reports.items():
         rows = {(r["backend"], r["batch"]): r for r in report["results"]}
         for batch in report["settings"]["batches"]:
@@ -157,39 +197,64 @@ def table(reports: dict[str, dict]) -> str:
                 continue
             torch_rows = [rows.get((backend, batch)) for backend in TORCH_ROWS]
             best = min((r["latency"]["p50"] for r in torch_rows if r), default=None)
-            cells = [name, str(report["settings"]["threads"]), str(batch),
-                     _ms(rt["latency"]["p50"]),
-                     *(_ms(r["latency"]["p50"]) if r else "-" for r in torch_rows),
-                     f"{best / rt['latency']['p50']:.2f}x" if best else "-",
-                     f"{rt['overhead_share']:.1%}",
-                     "-" if rt["gemm_peak_share"] is None else
-                     f"{rt['step_gflops_per_second']:.0f} ({rt['gemm_peak_share']:.0%})"]
+            cells = [
+                name,
+                str(report["settings"]["threads"]),
+                str(batch),
+                _ms(rt["latency"]["p50"]),
+                *(_ms(r["latency"]["p50"]) if r else "-" for r in torch_rows),
+                f"{best / rt['latency']['p50']:.2f}x" if best else "-",
+                f"{rt['overhead_share']:.1%}",
+                "-"
+                if rt["gemm_peak_share"] is None
+                else f"{rt['step_gflops_per_second']:.0f} ({rt['gemm_peak_share']:.0%})",
+            ]
             lines.append("| " + " | ".join(cells) + " |")
     if reports:
         first = next(iter(reports.values()))
-        peaks = ", ".join(f"{r['gemm_peak']['gflops']:.0f} ({r['settings']['threads']} threads)"
-                          for r in reports.values() if r.get("gemm_peak"))
-        lines += ["", f"{first['machine']['processor']}, K = {first['bundle']['steps']} steps; "
-                      f"measured fp32 GEMM peak, GFLOP/s: {peaks}. p50: median latency of a "
-                      "whole generation (initial draw, K steps, decode to uint8)."]
+        peaks = ", ".join(
+            f"{r['gemm_peak']['gflops']:.0f} ({r['settings']['threads']} threads)"
+            for r in reports.values()
+            if r.get("gemm_peak")
+        )
+        lines += [
+            "",
+            f"{first['machine']['processor']}, K = {first['bundle']['steps']} steps; "
+            f"measured fp32 GEMM peak, GFLOP/s: {peaks}. p50: median latency of a "
+            "whole generation (initial draw, K steps, decode to uint8).",
+        ]
     return "\n".join(lines) + "\n"
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", action="append", choices=sorted(CONFIGS),
-                        help="Run only this configuration (repeatable).")
-    parser.add_argument("--backends", default="cpu," + ",".join(TORCH_ROWS),
-                        help="Contenders for `bld bench` (torch-reference: the reference "
-                             "sampler, for comparison).")
+    parser.add_argument(
+        "--only",
+        action="append",
+        choices=sorted(CONFIGS),
+        help="Run only this configuration (repeatable).",
+    )
+    parser.add_argument(
+        "--backends",
+        default="cpu," + ",".join(TORCH_ROWS),
+        help="Contenders for `bld bench` (torch-reference: the reference sampler, for comparison).",
+    )
     parser.add_argument("--batches", default=None, help="Override every configuration's batches.")
     parser.add_argument("--warmup", type=int, default=None, help="Override the warm-up rounds.")
     parser.add_argument("--iters", type=int, default=None, help="Override the timed rounds.")
-    parser.add_argument("--threads", type=int, default=None,
-                        help="Threads for every backend (default: all usable cores). On a "
-                             "machine shared with other work, 1 thread is the steadier figure.")
-    parser.add_argument("--max-wait", type=float, default=1200,
-                        help="Seconds to wait for a quiet machine before each benchmark.")
+    parser.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="Threads for every backend (default: all usable cores). On a "
+        "machine shared with other work, 1 thread is the steadier figure.",
+    )
+    parser.add_argument(
+        "--max-wait",
+        type=float,
+        default=1200,
+        help="Seconds to wait for a quiet machine before each benchmark.",
+    )
     args = parser.parse_args()
     if shutil.which("ps") is None:
         sys.exit("error: this script needs `ps` to see whether the machine is quiet")
@@ -200,9 +265,16 @@ def main():
         if bundle is None:
             continue
         reports[name] = run_bench(
-            name, bundle, run_dir, args.batches or batches,
-            warmup if args.warmup is None else args.warmup, args.iters or iters, args.backends,
-            args.threads, args.max_wait)
+            name,
+            bundle,
+            run_dir,
+            args.batches or batches,
+            warmup if args.warmup is None else args.warmup,
+            args.iters or iters,
+            args.backends,
+            args.threads,
+            args.max_wait,
+        )
     # The table covers every report in results/ (<config>*.json, e.g. a single-batch run saved
     # as paper256-random-batch16-1thread.json), so `--only` refreshes just its own rows.
     for name in CONFIGS:

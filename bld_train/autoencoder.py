@@ -9,6 +9,7 @@ AutoencoderConfig.heads = "binaryae" builds the official BinaryAutoEncoder's end
 VQGAN's: the encoder's last conv makes emb_dim channels and a 1x1 conv projects them to the bit
 logits (upstream's BinaryQuantizer.proj), and neither end has a SiLU after its last GroupNorm.
 """
+
 from __future__ import annotations
 
 import math
@@ -54,7 +55,7 @@ class SpatialAttention(nn.Module):
     def forward(self, x):
         b, c, h, w = x.shape
         q, k, v = self.qkv(self.norm(x)).flatten(2).chunk(3, dim=1)  # (B, C, HW) each
-        att = torch.softmax(q.transpose(1, 2) @ k * (c ** -0.5), dim=-1)  # (B, HW, HW)
+        att = torch.softmax(q.transpose(1, 2) @ k * (c**-0.5), dim=-1)  # (B, HW, HW)
         out = (v @ att.transpose(1, 2)).reshape(b, c, h, w)
         return x + self.proj(out)
 
@@ -87,8 +88,11 @@ def _stage(cin: int, cout: int, blocks: int, attn: bool, dropout: float) -> list
 
 
 def _middle(channels: int, dropout: float) -> list[nn.Module]:
-    return [ResBlock(channels, channels, dropout), SpatialAttention(channels),
-            ResBlock(channels, channels, dropout)]
+    return [
+        ResBlock(channels, channels, dropout),
+        SpatialAttention(channels),
+        ResBlock(channels, channels, dropout),
+    ]
 
 
 class Encoder(nn.Module):
@@ -98,15 +102,20 @@ class Encoder(nn.Module):
         layers: list[nn.Module] = [nn.Conv2d(cfg.in_channels, widths[0], 3, padding=1)]
         res, cin = cfg.image_size, widths[0]
         for level, cout in enumerate(widths):
-            layers += _stage(cin, cout, cfg.num_res_blocks, res in cfg.attn_resolutions, cfg.dropout)
+            layers += _stage(
+                cin, cout, cfg.num_res_blocks, res in cfg.attn_resolutions, cfg.dropout
+            )
             cin = cout
             if level < len(widths) - 1:
                 layers.append(Downsample(cout))
                 res //= 2
         layers += _middle(cin, cfg.dropout)
         if cfg.heads == "binaryae":
-            layers += [group_norm(cin), nn.Conv2d(cin, cfg.emb_dim, 3, padding=1),
-                       nn.Conv2d(cfg.emb_dim, cfg.bits, 1)]
+            layers += [
+                group_norm(cin),
+                nn.Conv2d(cin, cfg.emb_dim, 3, padding=1),
+                nn.Conv2d(cfg.emb_dim, cfg.bits, 1),
+            ]
         else:
             layers += [group_norm(cin), nn.SiLU(), nn.Conv2d(cin, cfg.bits, 3, padding=1)]
         self.net = nn.Sequential(*layers)
@@ -166,8 +175,9 @@ class BinaryAutoencoder(nn.Module):
         bits_map = bits.transpose(1, 2).reshape(bits.shape[0], self.cfg.bits, s, s).contiguous()
         return self.decoder(bits_map)
 
-    def forward(self, x: torch.Tensor, generator: torch.Generator | None = None,
-                cycle: bool = False):
+    def forward(
+        self, x: torch.Tensor, generator: torch.Generator | None = None, cycle: bool = False
+    ):
         """Training pass: sample bits with a straight-through gradient, then decode.
 
         Returns (recon, probs, bits, cycle_pairs). With `cycle`, cycle_pairs holds (probs the
@@ -199,10 +209,13 @@ class NLayerDiscriminator(nn.Module):
         layers: list[nn.Module] = [nn.Conv2d(in_channels, ch, 4, 2, 1), nn.LeakyReLU(0.2)]
         mult = 1
         for n in range(1, n_layers + 1):
-            prev, mult = mult, min(2 ** n, 8)
+            prev, mult = mult, min(2**n, 8)
             stride = 2 if n < n_layers else 1
-            layers += [nn.Conv2d(ch * prev, ch * mult, 4, stride, 1, bias=False),
-                       nn.BatchNorm2d(ch * mult), nn.LeakyReLU(0.2)]
+            layers += [
+                nn.Conv2d(ch * prev, ch * mult, 4, stride, 1, bias=False),
+                nn.BatchNorm2d(ch * mult),
+                nn.LeakyReLU(0.2),
+            ]
         layers.append(nn.Conv2d(ch * mult, 1, 4, 1, 1))
         self.net = nn.Sequential(*layers)
 

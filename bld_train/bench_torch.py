@@ -21,6 +21,7 @@ The benchmark core (bld_bench.core) finds these backends through the entry-point
 "bld.bench_backends", so the runtime never imports torch. CPU only: torch's thread count is
 set to the benchmark's for the duration of each generation.
 """
+
 from __future__ import annotations
 
 import time
@@ -46,13 +47,15 @@ class _RunBackend(BenchBackend):
         if run_dir is None:
             raise BackendUnavailableError(
                 f"backend {self.name!r} needs the run directory the bundle was exported from "
-                "(--run RUN_DIR)")
+                "(--run RUN_DIR)"
+            )
         self.threads = threads if threads > 0 else torch.get_num_threads()
         self.denoiser, cfg = load_prior(run_dir)
         if cfg.sampling_steps != num_steps:
             raise BackendUnavailableError(
                 f"run {str(run_dir)!r} samples {cfg.sampling_steps} steps but the bundle "
-                f"{num_steps}: is it the run the bundle was exported from?")
+                f"{num_steps}: is it the run the bundle was exported from?"
+            )
         self.autoencoder = load_autoencoder(run_dir)
 
     def generate(self, request: Request, clock: StageClock) -> np.ndarray:
@@ -78,8 +81,9 @@ class TorchBackend(_RunBackend):
         self.sampler = TorchSampler(self.denoiser, self.autoencoder, compile=self.compiled)
 
     def _generate(self, request, clock):
-        return self.sampler.generate(request.seeds, request.classes, request.guidance,
-                                     request.temperature, clock)
+        return self.sampler.generate(
+            request.seeds, request.classes, request.guidance, request.temperature, clock
+        )
 
 
 class CompiledTorchBackend(TorchBackend):
@@ -125,8 +129,12 @@ class ReferenceTorchBackend(_RunBackend):
     def _generate(self, request, clock):
         self._clock, self._step = clock, 0
         self._mark = time.perf_counter()
-        bits = self.sampler.sample(request.seeds, request.classes, guidance=request.guidance,
-                                   temperature=request.temperature)
+        bits = self.sampler.sample(
+            request.seeds,
+            request.classes,
+            guidance=request.guidance,
+            temperature=request.temperature,
+        )
         clock.sampling[self._step - 1] = time.perf_counter() - self._mark
         with torch.no_grad():
             start = time.perf_counter()

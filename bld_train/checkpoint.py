@@ -13,6 +13,7 @@ bld_runtime.files.atomic_write_with (a temporary name in the same directory, the
 so a killed run leaves either the old or the new file, never half of one; a training process
 holds its stage's lock (`stage_lock`) and sweeps the temporaries a killed one left.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -31,8 +32,13 @@ from bld_train import config as C
 
 FORMAT = "bld-train-run/1"
 STAGES = ("autoencoder", "prior")
-CONFIG, MODEL, STATE, LOG, LATENTS = ("config.json", "model.safetensors", "training_state.pt",
-                                      "log.jsonl", "latents.safetensors")
+CONFIG, MODEL, STATE, LOG, LATENTS = (
+    "config.json",
+    "model.safetensors",
+    "training_state.pt",
+    "log.jsonl",
+    "latents.safetensors",
+)
 
 
 class CheckpointError(BldError):
@@ -40,6 +46,7 @@ class CheckpointError(BldError):
 
 
 # --- atomic writes ---------------------------------------------------------------------------
+
 
 def _atomic(path: Path, write) -> None:
     """write(tmp) then one rename onto `path`; a failed write (a full disk) is one clear error."""
@@ -72,8 +79,9 @@ def save_json(path: Path, data: dict) -> None:
     _atomic(path, lambda tmp: tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n"))
 
 
-def save_safetensors(path: Path, tensors: dict[str, torch.Tensor],
-                     metadata: dict[str, str] | None = None) -> None:
+def save_safetensors(
+    path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str] | None = None
+) -> None:
     from safetensors.torch import save_file
 
     tensors = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
@@ -103,17 +111,31 @@ def stage_lock(run_dir, stage: str) -> Iterator[None]:
 
 # --- one stage (autoencoder or prior) of a run -----------------------------------------------
 
+
 def stage_dir(run_dir: str | os.PathLike, stage: str) -> Path:
     if stage not in STAGES:
         raise ValueError(f"unknown stage {stage!r}")
     return Path(run_dir) / stage
 
 
-def write_stage_config(run_dir, stage: str, preset_name: str, model_cfg, train_cfg,
-                       data_cfg: C.DataConfig, extra: dict | None = None) -> None:
-    data = {"format": FORMAT, "stage": stage, "preset": preset_name,
-            "model": C.to_dict(model_cfg), "train": C.to_dict(train_cfg),
-            "data": C.to_dict(data_cfg), **(extra or {})}
+def write_stage_config(
+    run_dir,
+    stage: str,
+    preset_name: str,
+    model_cfg,
+    train_cfg,
+    data_cfg: C.DataConfig,
+    extra: dict | None = None,
+) -> None:
+    data = {
+        "format": FORMAT,
+        "stage": stage,
+        "preset": preset_name,
+        "model": C.to_dict(model_cfg),
+        "train": C.to_dict(train_cfg),
+        "data": C.to_dict(data_cfg),
+        **(extra or {}),
+    }
     save_json(stage_dir(run_dir, stage) / CONFIG, data)
 
 
@@ -121,8 +143,11 @@ def read_stage_config(run_dir, stage: str) -> dict:
     """The stage's config.json with its model/train/data entries as dataclasses."""
     path = stage_dir(run_dir, stage) / CONFIG
     if not path.is_file():
-        hint = ("train one with `bld train autoencoder --run RUN`" if stage == "autoencoder"
-                else "train one with `bld train prior --run RUN`")
+        hint = (
+            "train one with `bld train autoencoder --run RUN`"
+            if stage == "autoencoder"
+            else "train one with `bld train prior --run RUN`"
+        )
         raise CheckpointError(f"no {stage} in run {str(run_dir)!r} ({path} is missing); {hint}")
     try:
         raw = json.loads(path.read_text())
@@ -142,8 +167,9 @@ def read_stage_config(run_dir, stage: str) -> dict:
     return out
 
 
-def save_checkpoint(run_dir, stage: str, ema_weights: dict[str, torch.Tensor],
-                    training_state: dict, step: int) -> None:
+def save_checkpoint(
+    run_dir, stage: str, ema_weights: dict[str, torch.Tensor], training_state: dict, step: int
+) -> None:
     """Write the inference weights (EMA) and then the resumable state of one stage."""
     directory = stage_dir(run_dir, stage)
     save_safetensors(directory / MODEL, ema_weights, {"step": str(step), "stage": stage})
@@ -156,19 +182,23 @@ def config_to_resume(run_dir, stage: str, preset, seed: int | None) -> dict:
     saved = read_stage_config(run_dir, stage)
     wanted = preset.name if isinstance(preset, C.Preset) else preset
     if wanted is not None and wanted != saved["preset"]:
-        raise C.ConfigError(f"the run was started with preset {saved['preset']!r}; a resumed run "
-                            "cannot change it")
+        raise C.ConfigError(
+            f"the run was started with preset {saved['preset']!r}; a resumed run cannot change it"
+        )
     if seed is not None and seed != saved["train"].seed:
-        raise C.ConfigError(f"the run was started with seed {saved['train'].seed}; a resumed run "
-                            "cannot change it")
+        raise C.ConfigError(
+            f"the run was started with seed {saved['train'].seed}; a resumed run cannot change it"
+        )
     return saved
 
 
 def require_fresh(run_dir, stage: str) -> None:
     """A new (not resumed) stage must not overwrite a checkpoint."""
     if has_training_state(run_dir, stage):
-        raise C.ConfigError(f"{stage_dir(run_dir, stage)} already holds a checkpoint; "
-                            "pass --resume to continue it or choose another --run")
+        raise C.ConfigError(
+            f"{stage_dir(run_dir, stage)} already holds a checkpoint; "
+            "pass --resume to continue it or choose another --run"
+        )
 
 
 def init_random_run(run_dir, preset: C.Preset, seed: int = 0) -> None:
@@ -179,17 +209,32 @@ def init_random_run(run_dir, preset: C.Preset, seed: int = 0) -> None:
 
     for stage in STAGES:
         if has_training_state(run_dir, stage) or (stage_dir(run_dir, stage) / MODEL).exists():
-            raise CheckpointError(f"{stage_dir(run_dir, stage)} already holds weights; choose "
-                                  "another --run")
+            raise CheckpointError(
+                f"{stage_dir(run_dir, stage)} already holds weights; choose another --run"
+            )
     torch.manual_seed(seed)
-    stages = (("autoencoder", BinaryAutoencoder(preset.autoencoder), preset.autoencoder,
-               preset.autoencoder_train),
-              ("prior", Denoiser(preset.prior), preset.prior, preset.prior_train))
+    stages = (
+        (
+            "autoencoder",
+            BinaryAutoencoder(preset.autoencoder),
+            preset.autoencoder,
+            preset.autoencoder_train,
+        ),
+        ("prior", Denoiser(preset.prior), preset.prior, preset.prior_train),
+    )
     for stage, model, model_cfg, train_cfg in stages:
-        write_stage_config(run_dir, stage, preset.name, model_cfg, train_cfg, preset.data,
-                           extra={"note": f"untrained: random weights (seed {seed})"})
-        save_safetensors(stage_dir(run_dir, stage) / MODEL, model.state_dict(),
-                         {"step": "0", "stage": stage})
+        write_stage_config(
+            run_dir,
+            stage,
+            preset.name,
+            model_cfg,
+            train_cfg,
+            preset.data,
+            extra={"note": f"untrained: random weights (seed {seed})"},
+        )
+        save_safetensors(
+            stage_dir(run_dir, stage) / MODEL, model.state_dict(), {"step": "0", "stage": stage}
+        )
 
 
 def load_training_state(run_dir, stage: str) -> dict | None:
@@ -199,8 +244,10 @@ def load_training_state(run_dir, stage: str) -> dict | None:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as error:  # noqa: BLE001 - torch raises many types for bad files
-        raise CheckpointError(f"{path} does not load ({_first_line(error)}); it is damaged: "
-                              "restart the stage without --resume") from None
+        raise CheckpointError(
+            f"{path} does not load ({_first_line(error)}); it is damaged: "
+            "restart the stage without --resume"
+        ) from None
 
 
 def has_training_state(run_dir, stage: str) -> bool:
@@ -216,11 +263,13 @@ def load_weights(run_dir, stage: str) -> dict[str, torch.Tensor]:
     try:
         return load_file(str(path))
     except Exception as error:  # noqa: BLE001 - safetensors raises SafetensorError and others
-        raise CheckpointError(f"{path} does not load ({_first_line(error)}); it is damaged: "
-                              "retrain the stage") from None
+        raise CheckpointError(
+            f"{path} does not load ({_first_line(error)}); it is damaged: retrain the stage"
+        ) from None
 
 
 # --- public loaders --------------------------------------------------------------------------
+
 
 def load_run_configs(run_dir) -> C.Preset:
     """The configs a run was trained with, as a Preset.
@@ -238,8 +287,14 @@ def load_run_configs(run_dir) -> C.Preset:
         prior_cfg = base.prior if base else C.PriorConfig()
         prior_cfg = replace(prior_cfg, latent_size=ae_cfg.latent_size, bits=ae_cfg.bits)
         prior_train = base.prior_train if base else C.PriorTrainConfig()
-    return C.Preset(name=ae["preset"], data=ae["data"], autoencoder=ae_cfg,
-                    autoencoder_train=ae["train"], prior=prior_cfg, prior_train=prior_train)
+    return C.Preset(
+        name=ae["preset"],
+        data=ae["data"],
+        autoencoder=ae_cfg,
+        autoencoder_train=ae["train"],
+        prior=prior_cfg,
+        prior_train=prior_train,
+    )
 
 
 def load_autoencoder(run_dir, device: str | torch.device = "cpu"):
@@ -267,11 +322,24 @@ def _load_into(model: torch.nn.Module, weights: dict, run_dir, stage: str) -> No
         model.load_state_dict(weights, strict=True)
     except RuntimeError as error:
         first = str(error).strip().splitlines()[0]
-        raise CheckpointError(f"the {stage} weights in {str(run_dir)!r} do not fit its config: "
-                              f"{first}") from None
+        raise CheckpointError(
+            f"the {stage} weights in {str(run_dir)!r} do not fit its config: {first}"
+        ) from None
 
 
-__all__ = ["CheckpointError", "load_autoencoder", "load_prior", "load_run_configs",
-           "save_checkpoint", "load_training_state", "read_stage_config", "write_stage_config",
-           "save_json", "save_safetensors", "save_torch", "file_sha256", "stage_dir",
-           "stage_lock"]
+__all__ = [
+    "CheckpointError",
+    "load_autoencoder",
+    "load_prior",
+    "load_run_configs",
+    "save_checkpoint",
+    "load_training_state",
+    "read_stage_config",
+    "write_stage_config",
+    "save_json",
+    "save_safetensors",
+    "save_torch",
+    "file_sha256",
+    "stage_dir",
+    "stage_lock",
+]

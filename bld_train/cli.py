@@ -4,6 +4,7 @@ Without the installed `bld` entry point: python -m bld_train.cli autoencoder --p
 Under torchrun, put `--` before the command (torchrun would take `--run` for its `--run-path`):
     torchrun --standalone --nproc_per_node 2 -m bld_train.cli -- autoencoder --run RUN ...
 """
+
 from __future__ import annotations
 
 import os
@@ -15,19 +16,36 @@ from bld_runtime.cli import OneLineErrorGroup
 from bld_runtime.errors import BldError
 from bld_train.config import PRESETS
 
-
 _common = [
-    click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False),
-                 help="Run directory (holds autoencoder/ and prior/)."),
-    click.option("--steps", type=click.IntRange(min=1), default=None,
-                 help="Override the preset's number of optimizer steps."),
+    click.option(
+        "--run",
+        "run_dir",
+        required=True,
+        type=click.Path(file_okay=False),
+        help="Run directory (holds autoencoder/ and prior/).",
+    ),
+    click.option(
+        "--steps",
+        type=click.IntRange(min=1),
+        default=None,
+        help="Override the preset's number of optimizer steps.",
+    ),
     click.option("--resume", is_flag=True, help="Continue from the run's last checkpoint."),
-    click.option("--seed", type=click.IntRange(min=0), default=None,
-                 help="Override the preset's seed (new runs only)."),
+    click.option(
+        "--seed",
+        type=click.IntRange(min=0),
+        default=None,
+        help="Override the preset's seed (new runs only).",
+    ),
     click.option("--device", default=None, help="torch device; default cuda:LOCAL_RANK or cpu."),
     click.option("--no-amp", is_flag=True, help="Train in float32 even on CUDA."),
-    click.option("--workers", type=click.IntRange(min=0), default=min(4, os.cpu_count() or 1),
-                 show_default=True, help="Data loader processes for image folders."),
+    click.option(
+        "--workers",
+        type=click.IntRange(min=0),
+        default=min(4, os.cpu_count() or 1),
+        show_default=True,
+        help="Data loader processes for image folders.",
+    ),
     click.option("--quiet", is_flag=True, help="No progress bar."),
 ]
 
@@ -38,43 +56,81 @@ def common_options(fn):
     return fn
 
 
-@click.group(cls=OneLineErrorGroup,
-             help="Train the binary autoencoder and the diffusion prior of a run.")
+@click.group(
+    cls=OneLineErrorGroup, help="Train the binary autoencoder and the diffusion prior of a run."
+)
 def train():
     pass
 
 
 @train.command(help="Train (or --resume) RUN/autoencoder.")
-@click.option("--preset", type=click.Choice(sorted(PRESETS)), default=None,
-              help="Model and training settings (default: digits; on --resume: the saved ones).")
-@click.option("--data", "data", default=None,
-              help="'digits' or a folder of images (overrides the preset's data).")
-@click.option("--lpips", "lpips", default=None, type=click.Path(dir_okay=False),
-              help="Local LPIPS-VGG16 safetensors file for the perceptual term (paper256 has one "
-                   "at weight 1, as upstream; see bld_train/losses.py). Never downloaded.")
+@click.option(
+    "--preset",
+    type=click.Choice(sorted(PRESETS)),
+    default=None,
+    help="Model and training settings (default: digits; on --resume: the saved ones).",
+)
+@click.option(
+    "--data",
+    "data",
+    default=None,
+    help="'digits' or a folder of images (overrides the preset's data).",
+)
+@click.option(
+    "--lpips",
+    "lpips",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Local LPIPS-VGG16 safetensors file for the perceptual term (paper256 has one "
+    "at weight 1, as upstream; see bld_train/losses.py). Never downloaded.",
+)
 @common_options
-def autoencoder(preset, data, lpips, run_dir, steps, resume, seed, device, no_amp, workers,
-                quiet):
+def autoencoder(preset, data, lpips, run_dir, steps, resume, seed, device, no_amp, workers, quiet):
     from bld_train.train_autoencoder import train_autoencoder
 
-    train_autoencoder(run_dir=run_dir, preset=preset, resume=resume, steps=steps,
-         seed=seed, data=data, device=device, amp=not no_amp, workers=workers,
-         progress=not quiet, perceptual_weights=lpips)
+    train_autoencoder(
+        run_dir=run_dir,
+        preset=preset,
+        resume=resume,
+        steps=steps,
+        seed=seed,
+        data=data,
+        device=device,
+        amp=not no_amp,
+        workers=workers,
+        progress=not quiet,
+        perceptual_weights=lpips,
+    )
 
 
 @train.command(help="Train (or --resume) RUN/prior on the latents of RUN/autoencoder.")
-@click.option("--preset", type=click.Choice(sorted(PRESETS)), default=None,
-              help="Default: the preset RUN/autoencoder was trained with.")
+@click.option(
+    "--preset",
+    type=click.Choice(sorted(PRESETS)),
+    default=None,
+    help="Default: the preset RUN/autoencoder was trained with.",
+)
 @common_options
 def prior(preset, run_dir, steps, resume, seed, device, no_amp, workers, quiet):
     from bld_train.train_prior import train_prior
 
-    train_prior(run_dir=run_dir, preset=preset, resume=resume, steps=steps, seed=seed,
-         device=device, amp=not no_amp, workers=workers, progress=not quiet)
+    train_prior(
+        run_dir=run_dir,
+        preset=preset,
+        resume=resume,
+        steps=steps,
+        seed=seed,
+        device=device,
+        amp=not no_amp,
+        workers=workers,
+        progress=not quiet,
+    )
 
 
-@train.command(help="Create RUN with untrained (random) weights for both stages: for exporting "
-                    "and benchmarking configurations too big to train here.")
+@train.command(
+    help="Create RUN with untrained (random) weights for both stages: for exporting "
+    "and benchmarking configurations too big to train here."
+)
 @click.option("--preset", type=click.Choice(sorted(PRESETS)), required=True)
 @click.option("--run", "run_dir", required=True, type=click.Path(file_okay=False))
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
@@ -88,14 +144,32 @@ def init(preset, run_dir, seed):
 
 @click.command("evaluate")
 @click.argument("bundle", type=click.Path(exists=True, file_okay=False))
-@click.option("--guidance", default="0", show_default=True,
-              help="Comma-separated guidance scales to score, e.g. 0,1,3.")
-@click.option("--per-class", type=click.IntRange(min=2), default=50, show_default=True,
-              help="Samples per class.")
-@click.option("--seed", type=click.IntRange(min=0, max=2**64 - 1), default=0, show_default=True,
-              help="Base seed of the samples.")
-@click.option("--out", "out_dir", default=None, help="Where to write grid.png and eval.json "
-              "(default: the bundle's parent directory).")
+@click.option(
+    "--guidance",
+    default="0",
+    show_default=True,
+    help="Comma-separated guidance scales to score, e.g. 0,1,3.",
+)
+@click.option(
+    "--per-class",
+    type=click.IntRange(min=2),
+    default=50,
+    show_default=True,
+    help="Samples per class.",
+)
+@click.option(
+    "--seed",
+    type=click.IntRange(min=0, max=2**64 - 1),
+    default=0,
+    show_default=True,
+    help="Base seed of the samples.",
+)
+@click.option(
+    "--out",
+    "out_dir",
+    default=None,
+    help="Where to write grid.png and eval.json (default: the bundle's parent directory).",
+)
 def evaluate(bundle, guidance, per_class, seed, out_dir):
     """Score a digits bundle: reconstruction PSNR, sample accuracy and diversity."""
     from bld_train.evaluate import run_evaluation
@@ -108,13 +182,23 @@ def evaluate(bundle, guidance, per_class, seed, out_dir):
 
 
 @click.command("demo")
-@click.option("--run", "run_dir", default="runs/digits", show_default=True,
-              type=click.Path(file_okay=False), help="Run directory of the demo.")
-@click.option("--preset", type=click.Choice(sorted(PRESETS)), default="digits",
-              show_default=True)
+@click.option(
+    "--run",
+    "run_dir",
+    default="runs/digits",
+    show_default=True,
+    type=click.Path(file_okay=False),
+    help="Run directory of the demo.",
+)
+@click.option("--preset", type=click.Choice(sorted(PRESETS)), default="digits", show_default=True)
 @click.option("--fresh", is_flag=True, help="Start over: remove the run directory first.")
-@click.option("--per-class", type=click.IntRange(min=2), default=50, show_default=True,
-              help="Samples per class for the figures.")
+@click.option(
+    "--per-class",
+    type=click.IntRange(min=2),
+    default=50,
+    show_default=True,
+    help="Samples per class for the figures.",
+)
 def demo(run_dir, preset, fresh, per_class):
     """Train, export, sample and score the demo, reusing the stages already done."""
     from bld_train.demo import run_demo

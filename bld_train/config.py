@@ -4,6 +4,7 @@ A preset bundles everything one run needs (data, autoencoder, prior and their
 training settings). Configs are saved next to every checkpoint as JSON, so a
 checkpoint directory alone is enough to rebuild its model.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -28,20 +29,21 @@ LR_SCHEDULES = ("cosine", "constant")
 class AutoencoderConfig:
     image_size: int = 32
     in_channels: int = 1
-    ch: int = 32                      # base width of the VQGAN-style conv stack
+    ch: int = 32  # base width of the VQGAN-style conv stack
     ch_mult: tuple[int, ...] = (1, 2, 2, 4)  # one entry per resolution; len-1 downsamplings
     num_res_blocks: int = 1
     attn_resolutions: tuple[int, ...] = (4,)  # feature-map sizes that get self-attention
-    bits: int = 32                    # bits per latent token (C in the contract)
-    emb_dim: int = 64                 # width the decoder maps bits to (learned linear map)
-    norm_first: bool = False          # GroupNorm on the bit embedding before the decoder
+    bits: int = 32  # bits per latent token (C in the contract)
+    emb_dim: int = 64  # width the decoder maps bits to (learned linear map)
+    norm_first: bool = False  # GroupNorm on the bit embedding before the decoder
     dropout: float = 0.0
-    # The official BinaryAE differs from VQGAN in three places (docs/DEVIATIONS.md):
-    heads: str = "vqgan"              # vqgan: GroupNorm -> SiLU -> Conv at both ends;
-                                      # binaryae: encoder GroupNorm -> Conv3x3 (emb_dim) -> Conv1x1
-                                      # (bits), decoder GroupNorm -> Conv, no SiLU (upstream's)
-    decoder_res_blocks: int = 0       # ResBlocks per decoder level; 0: num_res_blocks + 1 (VQGAN)
-    embed_bias: bool = True           # bias of the bits -> emb_dim map (upstream: a codebook, none)
+    # The official BinaryAE differs from VQGAN in three places (docs/DEVIATIONS.md), the three
+    # fields below. heads: "vqgan" is GroupNorm -> SiLU -> Conv at both ends; "binaryae" is
+    # encoder GroupNorm -> Conv3x3 (emb_dim) -> Conv1x1 (bits), decoder GroupNorm -> Conv, no
+    # SiLU (upstream's).
+    heads: str = "vqgan"
+    decoder_res_blocks: int = 0  # ResBlocks per decoder level; 0: num_res_blocks + 1 (VQGAN)
+    embed_bias: bool = True  # bias of the bits -> emb_dim map (upstream: a codebook, none)
 
     def __post_init__(self):
         _choose(self.heads, "heads", ("vqgan", "binaryae"))
@@ -53,26 +55,28 @@ class AutoencoderConfig:
 
 @dataclass(frozen=True)
 class PriorConfig:
-    latent_size: int = 4              # latent grid is latent_size x latent_size tokens
+    latent_size: int = 4  # latent grid is latent_size x latent_size tokens
     bits: int = 32
-    num_classes: int = 10             # the null class (for guidance) is index num_classes
+    num_classes: int = 10  # the null class (for guidance) is index num_classes
     width: int = 256
     depth: int = 6
     heads: int = 8
     mlp_ratio: float = 4.0
     dropout: float = 0.0
-    schedule: str = "linear"          # linear | cosine | sigmoid (bld_runtime.contract)
-    train_steps: int = 64             # T
-    sampling_steps: int = 16          # K
+    schedule: str = "linear"  # linear | cosine | sigmoid (bld_runtime.contract)
+    train_steps: int = 64  # T
+    sampling_steps: int = 16  # K
     # Official transformer details (docs/DEVIATIONS.md); the defaults are this project's first
     # choices, which the digits demo was measured with.
-    learned_pos: bool = False         # position embedding: a parameter initialised with the
-                                      # 2-D sin-cos table (upstream), not the fixed table
-    layer_scale: bool = False         # LayerScale: x + gamma * f(x) in each block (upstream)
-    layer_scale_init: float = 1.0     # initial gamma (upstream: 1.0)
-    time_features: str = "raw"        # raw: sin-cos of t (DiT); rescaled: of t * 4000 / T
-    init: str = "normal"              # normal: N(0, 0.02) weights, zero biases (GPT/DiT);
-                                      # torch: PyTorch's defaults, as upstream leaves them
+    # Position embedding: a parameter initialised with the 2-D sin-cos table (upstream), not the
+    # fixed table.
+    learned_pos: bool = False
+    layer_scale: bool = False  # LayerScale: x + gamma * f(x) in each block (upstream)
+    layer_scale_init: float = 1.0  # initial gamma (upstream: 1.0)
+    time_features: str = "raw"  # raw: sin-cos of t (DiT); rescaled: of t * 4000 / T
+    # normal: N(0, 0.02) weights, zero biases (GPT/DiT); torch: PyTorch's defaults, as upstream
+    # leaves them.
+    init: str = "normal"
 
     def __post_init__(self):
         _choose(self.time_features, "time_features", ("raw", "rescaled"))
@@ -82,28 +86,29 @@ class PriorConfig:
 @dataclass(frozen=True)
 class AutoencoderTrainConfig:
     steps: int = 3000
-    batch_size: int = 64              # per process
+    batch_size: int = 64  # per process
     lr: float = 2e-3
-    lr_schedule: str = "cosine"       # cosine: warmup, cosine to 0.1 lr; constant: warmup, lr
+    lr_schedule: str = "cosine"  # cosine: warmup, cosine to 0.1 lr; constant: warmup, lr
     betas: tuple[float, ...] = (0.5, 0.9)  # Adam betas (VQGAN's; upstream BinaryAE: torch's)
     weight_decay: float = 0.0
     warmup_steps: int = 100
     ema_decay: float = 0.999
-    ema_every: int = 1                # update the EMA every this many steps
-    code_weight: float = 0.1          # weight of the code-confidence term mean(p * (1 - p))
-    cycle_weight: float = 1.0         # re-encoding a decoded image must give its bits back
-    cycle_start: int = -1             # step at which that term starts; -1 disables it. Early on
-                                      # it collapses the code (constant bits are consistent)
-    disc_start: int = -1              # step at which the PatchGAN starts; -1 disables it
-    disc_weight: float = 0.1          # GAN weight = disc_weight * min(adaptive, disc_weight_max)
-    disc_weight_max: float = 1e4      # clamp of VQGAN's adaptive weight (upstream BinaryAE: 1)
+    ema_every: int = 1  # update the EMA every this many steps
+    code_weight: float = 0.1  # weight of the code-confidence term mean(p * (1 - p))
+    cycle_weight: float = 1.0  # re-encoding a decoded image must give its bits back
+    # Step at which that term starts; -1 disables it. Early on it collapses the code (constant
+    # bits are consistent).
+    cycle_start: int = -1
+    disc_start: int = -1  # step at which the PatchGAN starts; -1 disables it
+    disc_weight: float = 0.1  # GAN weight = disc_weight * min(adaptive, disc_weight_max)
+    disc_weight_max: float = 1e4  # clamp of VQGAN's adaptive weight (upstream BinaryAE: 1)
     disc_channels: int = 32
     disc_layers: int = 2
-    diffaug: str = ""                 # DiffAugment policy on every discriminator input, e.g.
-                                      # "color,translation"; "" disables it
-    perceptual_weight: float = 0.0    # needs local LPIPS weights (never downloaded)
+    # DiffAugment policy on every discriminator input, e.g. "color,translation"; "" disables it.
+    diffaug: str = ""
+    perceptual_weight: float = 0.0  # needs local LPIPS weights (never downloaded)
     perceptual_weights_path: str = ""
-    grad_clip: float = 1.0            # <= 0: no clipping
+    grad_clip: float = 1.0  # <= 0: no clipping
     log_every: int = 50
     checkpoint_every: int = 500
     seed: int = 0
@@ -117,21 +122,21 @@ class AutoencoderTrainConfig:
 @dataclass(frozen=True)
 class PriorTrainConfig:
     steps: int = 4000
-    batch_size: int = 128             # per process
+    batch_size: int = 128  # per process
     lr: float = 1e-3
-    lr_schedule: str = "cosine"       # cosine | constant (see AutoencoderTrainConfig)
+    lr_schedule: str = "cosine"  # cosine | constant (see AutoencoderTrainConfig)
     weight_decay: float = 0.01
     warmup_steps: int = 200
     ema_decay: float = 0.999
     ema_every: int = 1
-    label_drop: float = 0.1           # probability of replacing a label by the null class
-    codes: str = "fixed"              # fixed: one p > 0.5 encoding of the data, made once;
-                                      # stochastic: each step encodes its images and samples the
-                                      # bits from the encoder's probabilities (upstream)
-    loss: str = "weighted"            # weighted | mean (as in the reference implementation)
-    focal: float = -1.0               # focal gamma; < 0 disables the focal loss
-    aux: float = 0.0                  # weight of the auxiliary posterior loss; 0 disables it
-    grad_clip: float = 1.0            # <= 0: no clipping
+    label_drop: float = 0.1  # probability of replacing a label by the null class
+    # fixed: one p > 0.5 encoding of the data, made once; stochastic: each step encodes its
+    # images and samples the bits from the encoder's probabilities (upstream).
+    codes: str = "fixed"
+    loss: str = "weighted"  # weighted | mean (as in the reference implementation)
+    focal: float = -1.0  # focal gamma; < 0 disables the focal loss
+    aux: float = 0.0  # weight of the auxiliary posterior loss; 0 disables it
+    grad_clip: float = 1.0  # <= 0: no clipping
     log_every: int = 50
     checkpoint_every: int = 500
     seed: int = 0
@@ -146,8 +151,8 @@ class PriorTrainConfig:
 
 @dataclass(frozen=True)
 class DataConfig:
-    source: str = "digits"            # "digits" (built in, scikit-learn) or a folder of images
-    holdout: int = 297                # images kept out of training for evaluation (digits)
+    source: str = "digits"  # "digits" (built in, scikit-learn) or a folder of images
+    holdout: int = 297  # images kept out of training for evaluation (digits)
 
 
 @dataclass(frozen=True)
@@ -161,20 +166,42 @@ class Preset:
 
 
 def _tiny() -> Preset:
-    ae = AutoencoderConfig(image_size=16, in_channels=1, ch=8, ch_mult=(1, 2), num_res_blocks=1,
-                           attn_resolutions=(8,), bits=8, emb_dim=16)
+    ae = AutoencoderConfig(
+        image_size=16,
+        in_channels=1,
+        ch=8,
+        ch_mult=(1, 2),
+        num_res_blocks=1,
+        attn_resolutions=(8,),
+        bits=8,
+        emb_dim=16,
+    )
     return Preset(
         name="tiny",
         data=DataConfig(),
         autoencoder=ae,
-        autoencoder_train=AutoencoderTrainConfig(steps=20, batch_size=16, warmup_steps=2,
-                                                 disc_start=10, cycle_start=10, disc_channels=8,
-                                                 log_every=5,
-                                                 checkpoint_every=5),
-        prior=PriorConfig(latent_size=ae.latent_size, bits=ae.bits, width=32, depth=2, heads=2,
-                          train_steps=32, sampling_steps=16),
-        prior_train=PriorTrainConfig(steps=20, batch_size=16, warmup_steps=2, log_every=5,
-                                     checkpoint_every=5),
+        autoencoder_train=AutoencoderTrainConfig(
+            steps=20,
+            batch_size=16,
+            warmup_steps=2,
+            disc_start=10,
+            cycle_start=10,
+            disc_channels=8,
+            log_every=5,
+            checkpoint_every=5,
+        ),
+        prior=PriorConfig(
+            latent_size=ae.latent_size,
+            bits=ae.bits,
+            width=32,
+            depth=2,
+            heads=2,
+            train_steps=32,
+            sampling_steps=16,
+        ),
+        prior_train=PriorTrainConfig(
+            steps=20, batch_size=16, warmup_steps=2, log_every=5, checkpoint_every=5
+        ),
     )
 
 
@@ -199,26 +226,70 @@ def _paper256() -> Preset:
     # command lines for the released BAE_C64 autoencoder and the LSUN churches prior. Batch
     # sizes are per process, as upstream's are per GPU (8 GPUs for the autoencoder, 4 for that
     # prior). Every difference that stays is in docs/DEVIATIONS.md, with its reason.
-    ae = AutoencoderConfig(image_size=256, in_channels=3, ch=128, ch_mult=(1, 1, 2, 2, 4),
-                           num_res_blocks=2, attn_resolutions=(16,), bits=64, emb_dim=256,
-                           norm_first=True, heads="binaryae", decoder_res_blocks=2,
-                           embed_bias=False)
+    ae = AutoencoderConfig(
+        image_size=256,
+        in_channels=3,
+        ch=128,
+        ch_mult=(1, 1, 2, 2, 4),
+        num_res_blocks=2,
+        attn_resolutions=(16,),
+        bits=64,
+        emb_dim=256,
+        norm_first=True,
+        heads="binaryae",
+        decoder_res_blocks=2,
+        embed_bias=False,
+    )
     return Preset(
         name="paper256",
         data=DataConfig(source="", holdout=0),
         autoencoder=ae,
         autoencoder_train=AutoencoderTrainConfig(
-            steps=500000, batch_size=4, lr=1.8e-5, lr_schedule="constant", warmup_steps=0,
-            betas=(0.9, 0.999), ema_decay=0.995, ema_every=10, code_weight=0.0,
-            disc_start=30001, disc_weight=1.0, disc_weight_max=1.0, disc_channels=64,
-            disc_layers=3, perceptual_weight=1.0, grad_clip=0.0),
-        prior=PriorConfig(latent_size=16, bits=64, num_classes=1000, width=768, depth=24,
-                          heads=12, train_steps=64, sampling_steps=16, learned_pos=True,
-                          layer_scale=True, time_features="rescaled", init="torch"),
+            steps=500000,
+            batch_size=4,
+            lr=1.8e-5,
+            lr_schedule="constant",
+            warmup_steps=0,
+            betas=(0.9, 0.999),
+            ema_decay=0.995,
+            ema_every=10,
+            code_weight=0.0,
+            disc_start=30001,
+            disc_weight=1.0,
+            disc_weight_max=1.0,
+            disc_channels=64,
+            disc_layers=3,
+            perceptual_weight=1.0,
+            grad_clip=0.0,
+        ),
+        prior=PriorConfig(
+            latent_size=16,
+            bits=64,
+            num_classes=1000,
+            width=768,
+            depth=24,
+            heads=12,
+            train_steps=64,
+            sampling_steps=16,
+            learned_pos=True,
+            layer_scale=True,
+            time_features="rescaled",
+            init="torch",
+        ),
         prior_train=PriorTrainConfig(
-            steps=2000000, batch_size=64, lr=2e-4, lr_schedule="constant", warmup_steps=10000,
-            weight_decay=0.0, ema_decay=0.995, ema_every=10, loss="mean", focal=0.0,
-            grad_clip=0.0, codes="stochastic"),
+            steps=2000000,
+            batch_size=64,
+            lr=2e-4,
+            lr_schedule="constant",
+            warmup_steps=10000,
+            weight_decay=0.0,
+            ema_decay=0.995,
+            ema_every=10,
+            loss="mean",
+            focal=0.0,
+            grad_clip=0.0,
+            codes="stochastic",
+        ),
     )
 
 
@@ -253,11 +324,22 @@ def from_dict(cls, data: dict, where: str = "config"):
 
 
 def _has_defaults(cls) -> bool:
-    return all(f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
-               for f in dataclasses.fields(cls))
+    return all(
+        f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
+        for f in dataclasses.fields(cls)
+    )
 
 
 __all__ = [
-    "AutoencoderConfig", "PriorConfig", "AutoencoderTrainConfig", "PriorTrainConfig",
-    "DataConfig", "Preset", "PRESETS", "preset", "to_dict", "from_dict", "ConfigError",
+    "AutoencoderConfig",
+    "PriorConfig",
+    "AutoencoderTrainConfig",
+    "PriorTrainConfig",
+    "DataConfig",
+    "Preset",
+    "PRESETS",
+    "preset",
+    "to_dict",
+    "from_dict",
+    "ConfigError",
 ]

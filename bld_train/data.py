@@ -11,6 +11,7 @@ and `label` an int64 class index. `make_dataset` picks one from a `DataConfig`.
   pixels here and in the runtime. Labels come from the first-level subfolders (sorted names)
   when every image lives in one, else all are class 0.
 """
+
 from __future__ import annotations
 
 import os
@@ -26,8 +27,18 @@ from bld_runtime.errors import BldError
 from bld_runtime.images import fit
 from bld_train.config import AutoencoderConfig, DataConfig
 
-IMAGE_EXTENSIONS = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
-                    ".pgm"}
+IMAGE_EXTENSIONS = {
+    ".png",
+    ".jpg",
+    ".jpeg",
+    ".bmp",
+    ".gif",
+    ".webp",
+    ".tif",
+    ".tiff",
+    ".ppm",
+    ".pgm",
+}
 HOLDOUT_SEED = 0  # fixed: the holdout split must never change between runs or machines
 
 
@@ -65,15 +76,15 @@ def _digits_holdout_mask(labels: np.ndarray, holdout: int) -> np.ndarray:
     from sklearn.model_selection import train_test_split
 
     index = np.arange(len(labels))
-    _, held = train_test_split(index, test_size=holdout, stratify=labels,
-                               random_state=HOLDOUT_SEED)
+    _, held = train_test_split(index, test_size=holdout, stratify=labels, random_state=HOLDOUT_SEED)
     mask = np.zeros(len(labels), dtype=bool)
     mask[held] = True
     return mask
 
 
-def digits_dataset(image_size: int, split: str = "train",
-                   holdout: int = 297) -> tuple[torch.Tensor, torch.Tensor]:
+def digits_dataset(
+    image_size: int, split: str = "train", holdout: int = 297
+) -> tuple[torch.Tensor, torch.Tensor]:
     """scikit-learn digits upscaled to `image_size`: (images (N, 1, S, S) in [-1, 1], labels (N,)).
 
     `split` is "train" or "holdout"; the holdout is `holdout` images, stratified by class and
@@ -116,21 +127,24 @@ class ImageFolderDataset(Dataset):
         if channels not in (1, 3):
             raise DataError(f"channels must be 1 or 3, got {channels}")
         self.root, self.image_size, self.channels = root, image_size, channels
-        candidates = sorted(p for p in root.rglob("*")
-                            if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+        candidates = sorted(
+            p for p in root.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file()
+        )
         files, corrupt = [], []
         for path in candidates:
             try:
                 with Image.open(path) as image:
                     image.verify()
                 files.append(path)
-            except Exception:  # Pillow raises many types for bad files
+            except Exception:  # noqa: BLE001 - Pillow raises many types for bad files
                 corrupt.append(path)
         if corrupt:
             shown = ", ".join(str(p.relative_to(root)) for p in corrupt[:20])
             more = f" and {len(corrupt) - 20} more" if len(corrupt) > 20 else ""
-            warnings.warn(f"skipping {len(corrupt)} unreadable image(s) in {root}: {shown}{more}",
-                          stacklevel=2)
+            warnings.warn(
+                f"skipping {len(corrupt)} unreadable image(s) in {root}: {shown}{more}",
+                stacklevel=2,
+            )
         if not files:
             raise DataError(f"no readable images found in {str(root)!r}")
         self.files = files
@@ -183,8 +197,9 @@ def make_dataset(data_cfg: DataConfig, ae_cfg: AutoencoderConfig, split: str = "
         raise DataError(f"unknown split {split!r}; choose 'train' or 'holdout'")
     if data_cfg.source == "digits":
         if ae_cfg.in_channels != 1:
-            raise DataError(f"digits are grayscale; the autoencoder expects "
-                            f"{ae_cfg.in_channels} channels")
+            raise DataError(
+                f"digits are grayscale; the autoencoder expects {ae_cfg.in_channels} channels"
+            )
         return TensorImageDataset(*digits_dataset(ae_cfg.image_size, split, data_cfg.holdout))
     if not data_cfg.source:
         raise DataError("this preset has no built-in data; pass a folder of images (--data PATH)")
@@ -194,10 +209,12 @@ def make_dataset(data_cfg: DataConfig, ae_cfg: AutoencoderConfig, split: str = "
             raise DataError("the holdout split is empty (holdout = 0)")
         return folder
     if data_cfg.holdout >= len(folder):
-        raise DataError(f"holdout ({data_cfg.holdout}) must be smaller than the number of "
-                        f"images ({len(folder)})")
+        raise DataError(
+            f"holdout ({data_cfg.holdout}) must be smaller than the number of "
+            f"images ({len(folder)})"
+        )
     order = torch.randperm(len(folder), generator=torch.Generator().manual_seed(HOLDOUT_SEED))
-    held, kept = order[:data_cfg.holdout].sort().values, order[data_cfg.holdout:].sort().values
+    held, kept = order[: data_cfg.holdout].sort().values, order[data_cfg.holdout :].sort().values
     return SubsetDataset(folder, held if split == "holdout" else kept)
 
 
@@ -207,14 +224,28 @@ def batch_stream(dataset, batches, start: int, end: int, device, workers: int):
     if isinstance(dataset, TensorImageDataset):  # in memory: index directly, no loader needed
         for step in range(start, end):
             index = batches.indices(step)
-            yield (dataset.images[index].to(device, non_blocking=True),
-                   dataset.labels[index].to(device, non_blocking=True))
+            yield (
+                dataset.images[index].to(device, non_blocking=True),
+                dataset.labels[index].to(device, non_blocking=True),
+            )
         return
-    loader = DataLoader(dataset, batch_sampler=batches.batches(start, end), num_workers=workers,
-                        pin_memory=device.type == "cuda", persistent_workers=False)
+    loader = DataLoader(
+        dataset,
+        batch_sampler=batches.batches(start, end),
+        num_workers=workers,
+        pin_memory=device.type == "cuda",
+        persistent_workers=False,
+    )
     for images, labels in loader:
         yield images.to(device, non_blocking=True), labels.to(device, non_blocking=True)
 
 
-__all__ = ["DataError", "TensorImageDataset", "ImageFolderDataset", "digits_dataset",
-           "make_dataset", "to_tensor", "batch_stream"]
+__all__ = [
+    "DataError",
+    "TensorImageDataset",
+    "ImageFolderDataset",
+    "digits_dataset",
+    "make_dataset",
+    "to_tensor",
+    "batch_stream",
+]

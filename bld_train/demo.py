@@ -15,6 +15,7 @@ What "matches" means, per stage:
 - samples / evaluation: their records name the current bundle (its bld.json sha256) and the
   same request.
 """
+
 from __future__ import annotations
 
 import json
@@ -56,14 +57,16 @@ def _safetensors_step(path: Path) -> int | None:
 
 
 def _training_status(run_dir: Path, stage: str, model_cfg, train_cfg) -> str:
-    """"done", "partial", "none", or raises DemoError for a stage of another configuration."""
+    """ "done", "partial", "none", or raises DemoError for a stage of another configuration."""
     directory = ckpt.stage_dir(run_dir, stage)
     if not (directory / ckpt.CONFIG).is_file():
         return "none"
     saved = ckpt.read_stage_config(run_dir, stage)
     if saved["model"] != model_cfg or saved["train"] != train_cfg:
-        raise DemoError(f"{directory} was trained with other settings than this preset's; "
-                        "start over with `make demo FRESH=1` (or choose another --run)")
+        raise DemoError(
+            f"{directory} was trained with other settings than this preset's; "
+            "start over with `make demo FRESH=1` (or choose another --run)"
+        )
     if not ckpt.has_training_state(run_dir, stage):
         return "none"
     step = _safetensors_step(directory / ckpt.MODEL)
@@ -71,8 +74,9 @@ def _training_status(run_dir: Path, stage: str, model_cfg, train_cfg) -> str:
 
 
 def _weights(run_dir: Path) -> dict[str, str]:
-    return {stage: sha256_file(ckpt.stage_dir(run_dir, stage) / ckpt.MODEL)
-            for stage in ckpt.STAGES}
+    return {
+        stage: sha256_file(ckpt.stage_dir(run_dir, stage) / ckpt.MODEL) for stage in ckpt.STAGES
+    }
 
 
 def _record(run_dir: Path) -> dict:
@@ -95,8 +99,13 @@ def _bundle_matches(bundle: Path, record: dict, weights: dict[str, str]) -> bool
     return record.get("bundle_sha256") == sha256_file(bundle / MANIFEST_NAME)
 
 
-def run_demo(run_dir, preset_name: str = "digits", fresh: bool = False,
-             per_class: int = 50, echo: Callable[[str], None] = print) -> dict:
+def run_demo(
+    run_dir,
+    preset_name: str = "digits",
+    fresh: bool = False,
+    per_class: int = 50,
+    echo: Callable[[str], None] = print,
+) -> dict:
     """Run (or finish) the demo in `run_dir`; returns the evaluation report with the stages."""
     from bld_export.export import export_bundle
     from bld_runtime.manifest import MANIFEST_NAME
@@ -119,23 +128,32 @@ def run_demo(run_dir, preset_name: str = "digits", fresh: bool = False,
         reports.append(StageReport(stage, action, time.perf_counter() - start))
 
     for stage, model_cfg, train_cfg, train in (
-            ("autoencoder", preset.autoencoder, preset.autoencoder_train, train_autoencoder),
-            ("prior", preset.prior, preset.prior_train, train_prior)):
+        ("autoencoder", preset.autoencoder, preset.autoencoder_train, train_autoencoder),
+        ("prior", preset.prior, preset.prior_train, train_prior),
+    ):
         status = _training_status(run_dir, stage, model_cfg, train_cfg)
-        if stage == "prior" and status != "none" and \
-                ckpt.read_stage_config(run_dir, stage).get("autoencoder_sha256") != \
-                sha256_file(ckpt.stage_dir(run_dir, "autoencoder") / ckpt.MODEL):
+        if (
+            stage == "prior"
+            and status != "none"
+            and ckpt.read_stage_config(run_dir, stage).get("autoencoder_sha256")
+            != sha256_file(ckpt.stage_dir(run_dir, "autoencoder") / ckpt.MODEL)
+        ):
             status = "stale"
         if status == "done":
             reports.append(StageReport(stage, "reused", 0.0))
-            echo(f"== {stage}: reusing {ckpt.stage_dir(run_dir, stage)} (trained, "
-                 f"{train_cfg.steps} steps, same settings)")
+            echo(
+                f"== {stage}: reusing {ckpt.stage_dir(run_dir, stage)} (trained, "
+                f"{train_cfg.steps} steps, same settings)"
+            )
             continue
         if status == "stale":  # the autoencoder changed under it: retrain from scratch
             shutil.rmtree(ckpt.stage_dir(run_dir, stage))
         resume = status == "partial"
-        timed(stage, "resumed" if resume else "trained",
-              lambda train=train, resume=resume: train(run_dir, preset_name, resume=resume))
+        timed(
+            stage,
+            "resumed" if resume else "trained",
+            lambda train=train, resume=resume: train(run_dir, preset_name, resume=resume),
+        )
 
     bundle = run_dir / "bundle"
     weights = _weights(run_dir)
@@ -143,11 +161,15 @@ def run_demo(run_dir, preset_name: str = "digits", fresh: bool = False,
         reports.append(StageReport("bundle", "reused", 0.0))
         echo(f"== bundle: reusing {bundle} (exported from these weights, hashes verified)")
     else:
-        timed("bundle", "exported", lambda: export_bundle(run_dir, bundle, force=True,
-                                                          progress=echo))
-        atomic_write(run_dir / RECORD, json.dumps(
-            {"weights": weights, "bundle_sha256": sha256_file(bundle / MANIFEST_NAME)},
-            indent=2).encode())
+        timed(
+            "bundle", "exported", lambda: export_bundle(run_dir, bundle, force=True, progress=echo)
+        )
+        atomic_write(
+            run_dir / RECORD,
+            json.dumps(
+                {"weights": weights, "bundle_sha256": sha256_file(bundle / MANIFEST_NAME)}, indent=2
+            ).encode(),
+        )
     bundle_sha = sha256_file(bundle / MANIFEST_NAME)
 
     samples = run_dir / "samples"
@@ -171,8 +193,15 @@ def run_demo(run_dir, preset_name: str = "digits", fresh: bool = False,
         def evaluate() -> None:
             from bld_train.evaluate import run_evaluation
 
-            holder["report"] = run_evaluation(str(bundle), GUIDANCES, per_class, 0, str(run_dir),
-                                              echo, extra={"bundle_sha256": bundle_sha})
+            holder["report"] = run_evaluation(
+                str(bundle),
+                GUIDANCES,
+                per_class,
+                0,
+                str(run_dir),
+                echo,
+                extra={"bundle_sha256": bundle_sha},
+            )
 
         timed("evaluation", "evaluated", evaluate)
         report = holder["report"]
@@ -187,8 +216,11 @@ def _samples_match(samples: Path, bundle_sha: str) -> bool:
         data = json.loads(record.read_text())
     except (OSError, ValueError):
         return False
-    return (data.get("status") == "complete" and data.get("written") == SAMPLES
-            and data.get("request", {}).get("bundle_sha256") == bundle_sha)
+    return (
+        data.get("status") == "complete"
+        and data.get("written") == SAMPLES
+        and data.get("request", {}).get("bundle_sha256") == bundle_sha
+    )
 
 
 def _sample(bundle: Path, samples: Path, bundle_sha: str) -> None:
@@ -197,10 +229,16 @@ def _sample(bundle: Path, samples: Path, bundle_sha: str) -> None:
 
     pipe = Pipeline.load(bundle)
     chunks = pipe.iter_generate(n=SAMPLES, seeds=0, classes="all")
-    request = {"bundle": str(bundle), "bundle_sha256": bundle_sha, "seed": 0, "n": SAMPLES,
-               "class": "all"}
-    write_samples(pipe.manifest.latent, chunks, SAMPLES, samples, True, request,
-                  grid_cols=pipe.num_classes)
+    request = {
+        "bundle": str(bundle),
+        "bundle_sha256": bundle_sha,
+        "seed": 0,
+        "n": SAMPLES,
+        "class": "all",
+    }
+    write_samples(
+        pipe.manifest.latent, chunks, SAMPLES, samples, True, request, grid_cols=pipe.num_classes
+    )
 
 
 def _evaluation(path: Path, bundle_sha: str, per_class: int) -> dict | None:
@@ -208,9 +246,11 @@ def _evaluation(path: Path, bundle_sha: str, per_class: int) -> dict | None:
         report = json.loads(path.read_text())
     except (OSError, ValueError):
         return None
-    if report.get("bundle_sha256") != bundle_sha or report.get("samples_per_class") != \
-            per_class or [r.get("guidance") for r in report.get("results", [])] != \
-            list(GUIDANCES):
+    if (
+        report.get("bundle_sha256") != bundle_sha
+        or report.get("samples_per_class") != per_class
+        or [r.get("guidance") for r in report.get("results", [])] != list(GUIDANCES)
+    ):
         return None
     return report
 

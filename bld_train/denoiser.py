@@ -11,6 +11,7 @@ Attention is written out as MatMul + Softmax, which is what gets exported (every
 TensorRT included, accepts it). `use_fused_attention(model)` switches a model used in PyTorch
 itself to scaled_dot_product_attention, the same function computed by a fused kernel.
 """
+
 from __future__ import annotations
 
 import math
@@ -40,8 +41,9 @@ def sincos_2d(width: int, size: int) -> np.ndarray:
 TIME_RESCALE = 4000.0  # upstream's SinusoidalPosEmb(rescale_steps=4000)
 
 
-def timestep_features(t: torch.Tensor, width: int, kind: str = "raw",
-                      train_steps: int = 1) -> torch.Tensor:
+def timestep_features(
+    t: torch.Tensor, width: int, kind: str = "raw", train_steps: int = 1
+) -> torch.Tensor:
     """Sinusoidal features of the denoiser's time input t = 0..T-1, (B, width).
 
     raw: DDPM/DiT's, [cos, sin] of t * 10000^(-i / half). rescaled: upstream's SinusoidalPosEmb,
@@ -87,17 +89,28 @@ class Block(nn.Module):
     """Pre-norm transformer block; with `layer_scale` (an initial value), LayerScale as upstream:
     x + gamma_1 * attn(ln1(x)), then x + gamma_2 * mlp(ln2(x)), gammas learnable per channel."""
 
-    def __init__(self, width: int, heads: int, mlp_ratio: float, dropout: float,
-                 layer_scale: float | None = None):
+    def __init__(
+        self,
+        width: int,
+        heads: int,
+        mlp_ratio: float,
+        dropout: float,
+        layer_scale: float | None = None,
+    ):
         super().__init__()
         self.ln1, self.attn = nn.LayerNorm(width), SelfAttention(width, heads, dropout)
         self.ln2 = nn.LayerNorm(width)
         hidden = int(width * mlp_ratio)
-        self.mlp = nn.Sequential(nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width),
-                                 nn.Dropout(dropout))
+        self.mlp = nn.Sequential(
+            nn.Linear(width, hidden), nn.GELU(), nn.Linear(hidden, width), nn.Dropout(dropout)
+        )
         for name in ("gamma_1", "gamma_2"):
-            self.register_parameter(name, None if layer_scale is None else
-                                    nn.Parameter(torch.full((width,), float(layer_scale))))
+            self.register_parameter(
+                name,
+                None
+                if layer_scale is None
+                else nn.Parameter(torch.full((width,), float(layer_scale))),
+            )
 
     def forward(self, x):
         h = self.attn(self.ln1(x))
@@ -110,19 +123,21 @@ class Denoiser(nn.Module):
     def __init__(self, cfg: PriorConfig):
         super().__init__()
         self.cfg = cfg
-        self.num_tokens = cfg.latent_size ** 2
+        self.num_tokens = cfg.latent_size**2
         self.bit_proj = nn.Linear(cfg.bits, cfg.width, bias=False)
         pos = torch.from_numpy(sincos_2d(cfg.width, cfg.latent_size))[None]
         if cfg.learned_pos:
             self.pos = nn.Parameter(pos)
         else:
             self.register_buffer("pos", pos, persistent=False)
-        self.time_mlp = nn.Sequential(nn.Linear(cfg.width, cfg.width), nn.SiLU(),
-                                      nn.Linear(cfg.width, cfg.width))
+        self.time_mlp = nn.Sequential(
+            nn.Linear(cfg.width, cfg.width), nn.SiLU(), nn.Linear(cfg.width, cfg.width)
+        )
         self.class_emb = nn.Embedding(cfg.num_classes + 1, cfg.width)  # last row: null class
         scale = cfg.layer_scale_init if cfg.layer_scale else None
-        self.blocks = nn.ModuleList(Block(cfg.width, cfg.heads, cfg.mlp_ratio, cfg.dropout, scale)
-                                    for _ in range(cfg.depth))
+        self.blocks = nn.ModuleList(
+            Block(cfg.width, cfg.heads, cfg.mlp_ratio, cfg.dropout, scale) for _ in range(cfg.depth)
+        )
         self.ln_f = nn.LayerNorm(cfg.width)
         self.head = nn.Linear(cfg.width, cfg.bits)
         if cfg.init == "normal":
@@ -143,8 +158,9 @@ class Denoiser(nn.Module):
         """bits (B, L, C) in {0, 1}; t (B,) = contract timestep - 1; y (B,) class or null class."""
         dtype = self.bit_proj.weight.dtype  # fp16 exports run the whole transformer in fp16
         x = self.bit_proj(bits.to(dtype) * 2.0 - 1.0) + self.pos
-        features = timestep_features(t, self.cfg.width, self.cfg.time_features,
-                                     self.cfg.train_steps)
+        features = timestep_features(
+            t, self.cfg.width, self.cfg.time_features, self.cfg.train_steps
+        )
         time_token = self.time_mlp(features.to(dtype))[:, None]
         class_token = self.class_emb(y)[:, None]
         x = torch.cat([x, time_token, class_token], dim=1)

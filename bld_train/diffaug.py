@@ -6,6 +6,7 @@ cannot tell them apart by the augmentation. The upstream BinaryGAN carries the s
 ("color,translation"; see docs/DEVIATIONS.md). Randomness comes from torch's global generator,
 which the training loop reseeds every step, so a resumed run draws the same transforms.
 """
+
 from __future__ import annotations
 
 import torch
@@ -57,17 +58,21 @@ def cutout(x: torch.Tensor, ratio: float = 0.5) -> torch.Tensor:
     return x * (~inside).unsqueeze(1).to(x.dtype)
 
 
-POLICIES = {"color": (brightness, saturation, contrast), "translation": (translation,),
-            "cutout": (cutout,)}
+POLICIES = {
+    "color": (brightness, saturation, contrast),
+    "translation": (translation,),
+    "cutout": (cutout,),
+}
 
 
 def parse_policy(policy: str) -> tuple[str, ...]:
-    """"color,translation" -> ("color", "translation"); "" -> (); unknown names refused."""
+    """ "color,translation" -> ("color", "translation"); "" -> (); unknown names refused."""
     names = tuple(p.strip() for p in policy.split(",") if p.strip())
     unknown = [n for n in names if n not in POLICIES]
     if unknown:
-        raise ConfigError(f"unknown DiffAugment policy {unknown[0]!r}; choose from "
-                          f"{', '.join(POLICIES)}")
+        raise ConfigError(
+            f"unknown DiffAugment policy {unknown[0]!r}; choose from {', '.join(POLICIES)}"
+        )
     return names
 
 

@@ -5,6 +5,7 @@ and live here as buffers. Timesteps follow the contract: t = 1..T, and the denoi
 The loss follows the paper's reference implementation (p_flip mode): the denoiser predicts,
 per bit, the logit that the bit flipped between z_0 and z_t; the target is xor(z_0, z_t).
 """
+
 from __future__ import annotations
 
 import torch
@@ -21,13 +22,18 @@ def focal_loss(logits: torch.Tensor, targets: torch.Tensor, gamma: float) -> tor
     ce = F.binary_cross_entropy_with_logits(logits, targets, reduction="none")
     p = torch.sigmoid(logits)
     miss = (1 - (p * targets + (1 - p) * (1 - targets))).clamp(1e-6, 1 - 1e-6)
-    loss = ce * miss ** gamma
+    loss = ce * miss**gamma
     share = targets.sum(dim=(-1, -2), keepdim=True) / targets[0].numel()
     return ((1 - share) * targets + share * (1 - targets)) * loss
 
 
-def posterior(z_t: torch.Tensor, p0: torch.Tensor, k_next: torch.Tensor, b_next: torch.Tensor,
-              beta_prod: torch.Tensor) -> torch.Tensor:
+def posterior(
+    z_t: torch.Tensor,
+    p0: torch.Tensor,
+    k_next: torch.Tensor,
+    b_next: torch.Tensor,
+    beta_prod: torch.Tensor,
+) -> torch.Tensor:
     """q(z_{t'} = 1 | z_t, z_0 ~ B(p0)): the contract's section-4 posterior, the one torch copy
     of it (the sampler's step uses it too). k_next, b_next: k and b at t'; beta_prod: the
     product of beta over t'+1..t (beta_t itself for t' = t - 1)."""
@@ -54,16 +60,23 @@ class BernoulliDiffusion(nn.Module):
         """P(z_t = 1 | z_0) = k_t z_0 + b_t, for t (B,) in 0..T."""
         return self._table(self.k, t) * z0 + self._table(self.b, t)
 
-    def q_sample(self, z0: torch.Tensor, t: torch.Tensor,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+    def q_sample(
+        self, z0: torch.Tensor, t: torch.Tensor, generator: torch.Generator | None = None
+    ) -> torch.Tensor:
         return torch.bernoulli(self.q_probs(z0, t), generator=generator)
 
     def sample_timesteps(self, batch: int, device, generator=None) -> torch.Tensor:
         return torch.randint(1, self.train_steps + 1, (batch,), device=device, generator=generator)
 
-    def loss(self, denoiser: nn.Module, z0: torch.Tensor, y: torch.Tensor, cfg: PriorTrainConfig,
-             num_classes: int, generator: torch.Generator | None = None
-             ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def loss(
+        self,
+        denoiser: nn.Module,
+        z0: torch.Tensor,
+        y: torch.Tensor,
+        cfg: PriorTrainConfig,
+        num_classes: int,
+        generator: torch.Generator | None = None,
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Training loss on clean bits z0 (B, L, C) with labels y (B,); returns (loss, stats)."""
         batch, device = z0.shape[0], z0.device
         t = self.sample_timesteps(batch, device, generator)
@@ -100,8 +113,9 @@ class BernoulliDiffusion(nn.Module):
                 true = posterior(z_t, z0, k_prev, b_prev, beta)
                 # At t = 1 the posterior of z_0 is the prediction itself (as in the reference).
                 predicted = torch.where((t == 1)[:, None, None], p0, predicted)
-                aux = F.binary_cross_entropy(predicted.clamp(1e-6, 1 - 1e-6), true.clamp(0, 1),
-                                             reduction="none")
+                aux = F.binary_cross_entropy(
+                    predicted.clamp(1e-6, 1 - 1e-6), true.clamp(0, 1), reduction="none"
+                )
                 aux = (weight * aux).mean()
                 loss = loss + cfg.aux * aux
                 stats["aux"] = aux.detach()

@@ -3,6 +3,7 @@
 torchrun sets RANK, WORLD_SIZE and LOCAL_RANK; without them training runs in one process.
 CPU runs use gloo, GPU runs nccl with one device per process.
 """
+
 from __future__ import annotations
 
 import datetime
@@ -49,8 +50,9 @@ def setup(device: str | None = None) -> DistInfo:
         importlib.import_module("torch._dynamo")
 
         # A long timeout: rank 0 may encode a whole dataset while the others wait at a barrier.
-        dist.init_process_group("nccl" if dev.type == "cuda" else "gloo",
-                                timeout=datetime.timedelta(hours=2))
+        dist.init_process_group(
+            "nccl" if dev.type == "cuda" else "gloo", timeout=datetime.timedelta(hours=2)
+        )
     return DistInfo(rank, world_size, local_rank, dev)
 
 
@@ -93,7 +95,7 @@ def mean_across_ranks(values: dict[str, float], device: torch.device) -> dict[st
     tensor = torch.tensor(list(values.values()), dtype=torch.float64, device=device)
     dist.all_reduce(tensor)
     tensor /= dist.get_world_size()
-    return dict(zip(values, tensor.tolist()))
+    return dict(zip(values, tensor.tolist(), strict=True))
 
 
 def step_seed(seed: int, rank: int, step: int) -> int:
@@ -117,8 +119,9 @@ class StepBatches:
 
     def __init__(self, size: int, batch_size: int, seed: int, rank: int = 0, world_size: int = 1):
         if size < world_size:
-            raise ValueError(f"a dataset of {size} items cannot be sharded over {world_size} "
-                             "processes")
+            raise ValueError(
+                f"a dataset of {size} items cannot be sharded over {world_size} processes"
+            )
         self.size, self.batch_size, self.seed = size, batch_size, seed
         self.rank, self.world_size = rank, world_size
         self.per_rank = size // world_size
@@ -147,5 +150,13 @@ class StepBatches:
             yield self.indices(step).tolist()
 
 
-__all__ = ["DistInfo", "setup", "cleanup", "barrier", "average_gradients", "mean_across_ranks",
-           "step_seed", "StepBatches"]
+__all__ = [
+    "DistInfo",
+    "setup",
+    "cleanup",
+    "barrier",
+    "average_gradients",
+    "mean_across_ranks",
+    "step_seed",
+    "StepBatches",
+]

@@ -10,6 +10,7 @@ and sample diversity on the built-in digits.
 - Diversity: mean pairwise L2 distance between same-class samples at 8x8, divided by the same
   figure for real held-out digits of that class, averaged over classes (guards mode collapse).
 """
+
 from __future__ import annotations
 
 import json
@@ -46,7 +47,7 @@ def mean_pairwise_distance(x: np.ndarray) -> float:
 
 def psnr(a_u8: np.ndarray, b_u8: np.ndarray) -> float:
     mse = ((a_u8.astype(np.float64) - b_u8.astype(np.float64)) ** 2).reshape(len(a_u8), -1).mean(1)
-    return float(np.mean(10 * np.log10(255.0 ** 2 / np.maximum(mse, 1e-10))))
+    return float(np.mean(10 * np.log10(255.0**2 / np.maximum(mse, 1e-10))))
 
 
 def _real_digits(image_size: int, split: str):
@@ -62,8 +63,9 @@ def train_classifier(train_u8: np.ndarray, labels: np.ndarray):
     return SVC(gamma="scale", C=10.0).fit(to_8x8(train_u8), labels)
 
 
-def evaluate_bundle(bundle: str, guidances=(0.0,), per_class: int = 50, seed: int = 0,
-                    grid_path: str | None = None):
+def evaluate_bundle(
+    bundle: str, guidances=(0.0,), per_class: int = 50, seed: int = 0, grid_path: str | None = None
+):
     pipe = Pipeline.load(bundle)
     size = pipe.manifest.image.height
     num_classes = pipe.manifest.classes.count
@@ -83,30 +85,47 @@ def evaluate_bundle(bundle: str, guidances=(0.0,), per_class: int = 50, seed: in
         again = pipe.encode(canonical_recon, canonical=True)  # a fixed point, if settled
     fixed_latents = float((again == codes).all(axis=(1, 2)).mean())
 
-    real_spread = [mean_pairwise_distance(to_8x8(held_u8[held_labels == c]))
-                   for c in range(num_classes)]
+    real_spread = [
+        mean_pairwise_distance(to_8x8(held_u8[held_labels == c])) for c in range(num_classes)
+    ]
     classes = np.repeat(np.arange(num_classes), per_class)
     results = []
     for g in guidances:
-        out = pipe.generate(seeds=np.arange(len(classes), dtype=np.uint64) + np.uint64(seed),
-                            classes=classes, guidance=g)
+        out = pipe.generate(
+            seeds=np.arange(len(classes), dtype=np.uint64) + np.uint64(seed),
+            classes=classes,
+            guidance=g,
+        )
         feats = to_8x8(out.images)
         accuracy = float((classifier.predict(feats) == classes).mean())
-        ratios = [mean_pairwise_distance(feats[classes == c]) / real_spread[c]
-                  for c in range(num_classes)]
+        ratios = [
+            mean_pairwise_distance(feats[classes == c]) / real_spread[c] for c in range(num_classes)
+        ]
         results.append(GuidanceResult(g, accuracy, float(np.mean(ratios))))
         if grid_path and g == guidances[0]:
             first = np.concatenate([np.flatnonzero(classes == c)[:10] for c in range(num_classes)])
             save_grid(grid_path, out.images[first], rows=num_classes)
-    return {"psnr_db": psnr(held_u8, recon), "classifier_accuracy_on_real": real_accuracy,
-            "psnr_canonical_code_db": psnr(held_u8, canonical_recon),
-            "round_trip_bits_threshold_code": raw_kept, "fixed_point_latents": fixed_latents,
-            "settled_latents": float(settled.mean()),
-            "samples_per_class": per_class, "results": [asdict(r) for r in results]}
+    return {
+        "psnr_db": psnr(held_u8, recon),
+        "classifier_accuracy_on_real": real_accuracy,
+        "psnr_canonical_code_db": psnr(held_u8, canonical_recon),
+        "round_trip_bits_threshold_code": raw_kept,
+        "fixed_point_latents": fixed_latents,
+        "settled_latents": float(settled.mean()),
+        "samples_per_class": per_class,
+        "results": [asdict(r) for r in results],
+    }
 
 
-def run_evaluation(bundle: str, guidances: tuple[float, ...], per_class: int, seed: int,
-                   out_dir: str | None, echo, extra: dict | None = None) -> dict:
+def run_evaluation(
+    bundle: str,
+    guidances: tuple[float, ...],
+    per_class: int,
+    seed: int,
+    out_dir: str | None,
+    echo,
+    extra: dict | None = None,
+) -> dict:
     """`bld evaluate`: score, write grid.png and eval.json (with `extra` keys), print."""
     from bld_runtime.files import atomic_write
 
@@ -122,10 +141,12 @@ def run_evaluation(bundle: str, guidances: tuple[float, ...], per_class: int, se
 def print_report(report: dict, out_dir: str, echo) -> None:
     first = report["results"][0]
     echo(f"reconstruction PSNR (held-out digits, p > 0.5 codes): {report['psnr_db']:.2f} dB")
-    echo(f"decode -> encode keeps {report['round_trip_bits_threshold_code']:.2%} of the bits; "
-         f"canonical codes: {report['psnr_canonical_code_db']:.2f} dB, "
-         f"{report['settled_latents']:.1%} settled, {report['fixed_point_latents']:.1%} fixed "
-         "points")
+    echo(
+        f"decode -> encode keeps {report['round_trip_bits_threshold_code']:.2%} of the bits; "
+        f"canonical codes: {report['psnr_canonical_code_db']:.2f} dB, "
+        f"{report['settled_latents']:.1%} settled, {report['fixed_point_latents']:.1%} fixed "
+        "points"
+    )
     echo(f"sample accuracy (guidance {first['guidance']:g}): {first['accuracy']:.3f}")
     echo(f"sample diversity (guidance {first['guidance']:g}): {first['diversity']:.3f}")
     echo("guidance  accuracy  diversity")

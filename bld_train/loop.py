@@ -1,4 +1,5 @@
 """Pieces both training loops share: EMA, learning-rate schedule, mixed precision, logging."""
+
 from __future__ import annotations
 
 import contextlib
@@ -31,8 +32,9 @@ class EMA:
         decay = min(self.decay, (1 + step) / (10 + step))
         current = model.state_dict()
         floats = [k for k, v in self.shadow.items() if v.is_floating_point()]
-        torch._foreach_lerp_([self.shadow[k] for k in floats],
-                             [current[k].float() for k in floats], 1.0 - decay)
+        torch._foreach_lerp_(
+            [self.shadow[k] for k in floats], [current[k].float() for k in floats], 1.0 - decay
+        )
         for k, v in self.shadow.items():
             if not v.is_floating_point():
                 v.copy_(current[k])
@@ -50,8 +52,14 @@ class EMA:
         return {k: v.to(reference[k].dtype) for k, v in self.shadow.items()}
 
 
-def lr_at(step: int, base_lr: float, warmup: int, total: int, min_ratio: float = 0.1,
-          schedule: str = "cosine") -> float:
+def lr_at(
+    step: int,
+    base_lr: float,
+    warmup: int,
+    total: int,
+    min_ratio: float = 0.1,
+    schedule: str = "cosine",
+) -> float:
     """Linear warmup, then cosine decay to min_ratio * base_lr at `total` steps ("cosine") or
     base_lr from then on ("constant", upstream's)."""
     if step < warmup:
@@ -67,12 +75,19 @@ def set_lr(optimizer: torch.optim.Optimizer, lr: float) -> None:
         group["lr"] = lr
 
 
-def adamw(model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float],
-          device: torch.device) -> torch.optim.AdamW:
+def adamw(
+    model: nn.Module,
+    lr: float,
+    weight_decay: float,
+    betas: tuple[float, float],
+    device: torch.device,
+) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices and conv kernels only (not biases or norms)."""
     params = [p for p in model.parameters() if p.requires_grad]
-    groups = [{"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-              {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0}]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
     return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=device.type == "cuda")
 
 
@@ -99,17 +114,23 @@ class Precision:
         return {None: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
 
 
-def optimizer_step(loss: torch.Tensor, model: nn.Module, optimizer: torch.optim.Optimizer,
-                   scaler: torch.amp.GradScaler, grad_clip: float,
-                   before_step=None) -> torch.Tensor:
+def optimizer_step(
+    loss: torch.Tensor,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    scaler: torch.amp.GradScaler,
+    grad_clip: float,
+    before_step=None,
+) -> torch.Tensor:
     """Backward, (un)scale, clip, step; returns the gradient norm before clipping."""
     optimizer.zero_grad(set_to_none=True)
     scaler.scale(loss).backward()
     if before_step is not None:
         before_step()
     scaler.unscale_(optimizer)
-    norm = torch.nn.utils.clip_grad_norm_(model.parameters(),
-                                          grad_clip if grad_clip > 0 else float("inf"))
+    norm = torch.nn.utils.clip_grad_norm_(
+        model.parameters(), grad_clip if grad_clip > 0 else float("inf")
+    )
     scaler.step(optimizer)
     scaler.update()
     return norm
@@ -123,8 +144,11 @@ class Log:
         self.last_time, self.last_step = time.perf_counter(), start_step
         if enabled and self.path.exists():
             # After a resume, drop the lines of steps that are about to be trained again.
-            kept = [line for line in self.path.read_text().splitlines()
-                    if line.strip() and json.loads(line).get("step", 0) <= start_step]
+            kept = [
+                line
+                for line in self.path.read_text().splitlines()
+                if line.strip() and json.loads(line).get("step", 0) <= start_step
+            ]
             self.path.write_text("".join(line + "\n" for line in kept))
 
     def write(self, step: int, values: dict[str, float]) -> dict[str, float]:
@@ -139,8 +163,15 @@ class Log:
         return values
 
 
-def resume_from(run_dir, stage: str, resume: bool, model: nn.Module, ema: EMA,
-                optimizer: torch.optim.Optimizer, scaler) -> dict | None:
+def resume_from(
+    run_dir,
+    stage: str,
+    resume: bool,
+    model: nn.Module,
+    ema: EMA,
+    optimizer: torch.optim.Optimizer,
+    scaler,
+) -> dict | None:
     """With `resume`, load the stage's training state into the model, EMA, optimizer and
     scaler and return it (the caller restores anything else it saved); else None."""
     from bld_train import checkpoint as ckpt
@@ -150,8 +181,9 @@ def resume_from(run_dir, stage: str, resume: bool, model: nn.Module, ema: EMA,
         return None
     state = ckpt.load_training_state(run_dir, stage)
     if state is None:
-        raise ConfigError(f"nothing to resume: {ckpt.stage_dir(run_dir, stage)} has no "
-                          "training state")
+        raise ConfigError(
+            f"nothing to resume: {ckpt.stage_dir(run_dir, stage)} has no training state"
+        )
     model.load_state_dict(state["model"])
     ema.load_state_dict(state["ema"])
     optimizer.load_state_dict(state["optimizer"])

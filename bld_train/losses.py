@@ -1,6 +1,7 @@
 """Autoencoder losses: reconstruction, code confidence, hinge GAN with VQGAN's adaptive weight,
 and an optional LPIPS-style perceptual distance that runs only from local weights.
 """
+
 from __future__ import annotations
 
 import os
@@ -38,8 +39,12 @@ def hinge_g_loss(logits_fake: torch.Tensor) -> torch.Tensor:
     return -logits_fake.mean()
 
 
-def adaptive_gan_weight(rec_loss: torch.Tensor, gan_loss: torch.Tensor, last_layer: torch.Tensor,
-                        max_weight: float = 1e4) -> torch.Tensor:
+def adaptive_gan_weight(
+    rec_loss: torch.Tensor,
+    gan_loss: torch.Tensor,
+    last_layer: torch.Tensor,
+    max_weight: float = 1e4,
+) -> torch.Tensor:
     """VQGAN's balance: ||d rec / d last|| / ||d gan / d last||, so neither loss dominates."""
     rec_grad = torch.autograd.grad(rec_loss, last_layer, retain_graph=True)[0]
     gan_grad = torch.autograd.grad(gan_loss, last_layer, retain_graph=True)[0]
@@ -59,7 +64,7 @@ def adaptive_gan_weight(rec_loss: torch.Tensor, gan_loss: torch.Tensor, last_lay
 #   safetensors.torch.save_file(sd, "lpips_vgg16.safetensors")
 # Nothing is ever downloaded here.
 VGG16_CONVS = (0, 2, 5, 7, 10, 12, 14, 17, 19, 21, 24, 26, 28)
-VGG16_STAGE_ENDS = (2, 7, 14, 21, 28)       # LPIPS taps relu1_2, relu2_2, relu3_3, relu4_3, relu5_3
+VGG16_STAGE_ENDS = (2, 7, 14, 21, 28)  # LPIPS taps relu1_2, relu2_2, relu3_3, relu4_3, relu5_3
 VGG16_WIDTHS = (64, 128, 256, 512, 512)
 
 
@@ -69,7 +74,8 @@ def check_perceptual_weights(weights_path: str | os.PathLike) -> None:
         raise PerceptualWeightsError(
             f"perceptual loss weights not found at {str(weights_path)!r}; pass a local "
             "LPIPS-VGG16 safetensors file (bld train autoencoder --lpips PATH, or "
-            "perceptual_weights_path) or use perceptual_weight = 0")
+            "perceptual_weights_path) or use perceptual_weight = 0"
+        )
 
 
 class PerceptualLoss(nn.Module):
@@ -94,7 +100,8 @@ class PerceptualLoss(nn.Module):
             conv.bias.data.copy_(weights[f"features.{i}.bias"])
             self.convs[str(i)] = conv
         self.heads = nn.ParameterList(
-            nn.Parameter(weights[f"lin{k}.weight"].float(), requires_grad=False) for k in range(5))
+            nn.Parameter(weights[f"lin{k}.weight"].float(), requires_grad=False) for k in range(5)
+        )
         # LPIPS's input normalisation (ImageNet statistics expressed for [-1, 1] inputs).
         self.register_buffer("shift", torch.tensor([-0.030, -0.088, -0.188]).view(1, 3, 1, 1))
         self.register_buffer("scale", torch.tensor([0.458, 0.448, 0.450]).view(1, 3, 1, 1))
@@ -118,13 +125,20 @@ class PerceptualLoss(nn.Module):
     def forward(self, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         """Per-sample LPIPS distance (B,)."""
         total = 0.0
-        for fx, fy, head in zip(self.features(x), self.features(y), self.heads):
+        for fx, fy, head in zip(self.features(x), self.features(y), self.heads, strict=True):
             fx = fx / (fx.norm(dim=1, keepdim=True) + 1e-10)
             fy = fy / (fy.norm(dim=1, keepdim=True) + 1e-10)
             total = total + F.conv2d((fx - fy) ** 2, head).mean(dim=(1, 2, 3))
         return total
 
 
-__all__ = ["reconstruction_loss", "code_confidence_loss", "hinge_d_loss", "hinge_g_loss",
-           "adaptive_gan_weight", "PerceptualLoss", "PerceptualWeightsError",
-           "check_perceptual_weights"]
+__all__ = [
+    "reconstruction_loss",
+    "code_confidence_loss",
+    "hinge_d_loss",
+    "hinge_g_loss",
+    "adaptive_gan_weight",
+    "PerceptualLoss",
+    "PerceptualWeightsError",
+    "check_perceptual_weights",
+]

@@ -10,6 +10,7 @@ Words live in int64 lanes (values < 2^32). The 32x32 -> 64-bit product of a Phil
 overflow int64, so each multiplier is split into 16-bit halves: c * m_lo and c * m_hi are below
 2^48, and the high and low words of c * m follow exactly from them.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -19,14 +20,14 @@ from bld_runtime import philox
 
 ROUNDS = philox.ROUNDS
 _MASK32 = 0xFFFFFFFF
-_TWO_POW_M32 = 2.0 ** -32
-_TWO_POW_M33 = 2.0 ** -33
+_TWO_POW_M32 = 2.0**-32
+_TWO_POW_M33 = 2.0**-33
 
 
 def _mulhilo(c: torch.Tensor, m_lo: torch.Tensor, m_hi: torch.Tensor):
     """(hi, lo) 32-bit words of c * m for c < 2^32 and m = m_hi * 2^16 + m_lo, without overflow."""
-    low_part = c * m_lo    # < 2^48
-    high_part = c * m_hi   # < 2^48; c * m = high_part * 2^16 + low_part
+    low_part = c * m_lo  # < 2^48
+    high_part = c * m_hi  # < 2^48; c * m = high_part * 2^16 + low_part
     lo = (((high_part & 0xFFFF) << 16) + low_part) & _MASK32
     hi = (high_part + (low_part >> 16)) >> 16
     return hi, lo

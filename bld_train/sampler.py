@@ -4,6 +4,7 @@ Probabilities come from the torch step (the same module that is exported as the 
 every random bit comes from bld_runtime.philox, so given the same denoiser outputs this
 sampler, the runtime and any GPU kernel produce the same bits.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -31,12 +32,20 @@ class ReferenceSampler:
         self.cfg = denoiser.cfg
         self.step = DenoiserStep(denoiser, guided=False).eval()
         self.guided_step = DenoiserStep(denoiser, guided=True).eval()
-        self.latent_shape = (self.cfg.latent_size ** 2, self.cfg.bits)
+        self.latent_shape = (self.cfg.latent_size**2, self.cfg.bits)
 
     @torch.no_grad()
-    def sample(self, seeds, classes, guidance: float = 0.0, temperature: float = 1.0,
-               mask: np.ndarray | None = None, known: np.ndarray | None = None,
-               trace: Trace | None = None, teacher_states: list[np.ndarray] | None = None):
+    def sample(
+        self,
+        seeds,
+        classes,
+        guidance: float = 0.0,
+        temperature: float = 1.0,
+        mask: np.ndarray | None = None,
+        known: np.ndarray | None = None,
+        trace: Trace | None = None,
+        teacher_states: list[np.ndarray] | None = None,
+    ):
         """Bits (B, L, C) uint8 for one seed per image.
 
         classes: (B,) ints (num_classes = unconditional). mask/known: (B, L, C) 0/1 for

@@ -4,6 +4,7 @@ This module is both the PyTorch reference sampler's step and what bld_export exp
 step graph. The schedule tables come from bld_runtime.contract (the single source of truth)
 and are buffers here, so they become constants of the graph, gathered by step index.
 """
+
 from __future__ import annotations
 
 import torch
@@ -35,8 +36,9 @@ class DenoiserStep(nn.Module):
         self.register_buffer("t_model", torch.from_numpy(tables.t_model), persistent=False)
         for name in ("k_next", "b_next", "beta_prod"):
             self.register_buffer(name, torch.from_numpy(getattr(tables, name)), persistent=False)
-        self.register_buffer("is_last", torch.from_numpy(tables.is_last.astype("float32")),
-                             persistent=False)
+        self.register_buffer(
+            "is_last", torch.from_numpy(tables.is_last.astype("float32")), persistent=False
+        )
 
     def logits(self, bits, step, class_label, temperature, guidance=None):
         """Step 4.1: temperature-scaled, guidance-mixed flip logits in float32."""
@@ -45,9 +47,11 @@ class DenoiserStep(nn.Module):
         if not self.guided:
             return self.denoiser(bits, t, class_label).float() / tau
         null = torch.full_like(class_label, self.null_class)
-        both = self.denoiser(torch.cat([bits, bits]), torch.cat([t, t]),
-                             torch.cat([class_label, null])).float()
-        n = bits.shape[0]  # slice, not chunk(2): chunk puts a guard on the batch size in torch.export
+        both = self.denoiser(
+            torch.cat([bits, bits]), torch.cat([t, t]), torch.cat([class_label, null])
+        ).float()
+        # Slice, not chunk(2): chunk puts a guard on the batch size in torch.export.
+        n = bits.shape[0]
         l_cond, l_uncond = both[:n], both[n:]
         g = guidance.float()[:, None, None]
         return (1.0 + g) * (l_cond / tau) - g * (l_uncond / tau)
@@ -57,5 +61,6 @@ class DenoiserStep(nn.Module):
         f = torch.sigmoid(self.logits(bits, step, class_label, temperature, guidance))
         p0 = z * (1.0 - f) + (1.0 - z) * f
         k_next, b_next, beta_prod, is_last = (
-            x[step][:, None, None] for x in (self.k_next, self.b_next, self.beta_prod, self.is_last))
+            x[step][:, None, None] for x in (self.k_next, self.b_next, self.beta_prod, self.is_last)
+        )
         return torch.where(is_last > 0.5, p0, posterior(z, p0, k_next, b_next, beta_prod))

@@ -14,6 +14,7 @@ implementations; this one is written to be fast, with the same outputs:
 Probabilities come from DenoiserStep, the module the step graph is exported from, so the step
 and posterior math have one implementation; the bits follow docs/SAMPLING_CONTRACT.md.
 """
+
 from __future__ import annotations
 
 import time
@@ -35,12 +36,12 @@ MAX_UNIFORM_LANES = 1 << 21  # Philox blocks per uniforms call: bounds its int64
 class _Buffers:
     """What one batch size needs, made once and reused by every request and step."""
 
-    bits: torch.Tensor        # float32 (B, L, C): the state z
-    flags: torch.Tensor       # bool (B, L, C): u <= p of a draw
+    bits: torch.Tensor  # float32 (B, L, C): the state z
+    flags: torch.Tensor  # bool (B, L, C): u <= p of a draw
     steps: list[torch.Tensor]  # int64 (B,) filled with i, one per step
-    labels: torch.Tensor      # int64 (B,)
+    labels: torch.Tensor  # int64 (B,)
     temperature: torch.Tensor  # float32 (B,)
-    guidance: torch.Tensor    # float32 (B,)
+    guidance: torch.Tensor  # float32 (B,)
 
 
 class TorchSampler:
@@ -51,12 +52,17 @@ class TorchSampler:
     the initial state), model[i] (step module i), sampling[i] (the draw after step i), decode.
     """
 
-    def __init__(self, denoiser: Denoiser, autoencoder=None, compile: bool = False,
-                 device: str | torch.device = "cpu"):
+    def __init__(
+        self,
+        denoiser: Denoiser,
+        autoencoder=None,
+        compile: bool = False,
+        device: str | torch.device = "cpu",
+    ):
         self.device = torch.device(device)
         denoiser = use_fused_attention(denoiser).eval().to(self.device)
         self.cfg = denoiser.cfg
-        self.latent_shape = (self.cfg.latent_size ** 2, self.cfg.bits)
+        self.latent_shape = (self.cfg.latent_size**2, self.cfg.bits)
         self.num_elements = self.latent_shape[0] * self.latent_shape[1]
         plain = DenoiserStep(denoiser, guided=False).eval().to(self.device)
         guided = DenoiserStep(denoiser, guided=True).eval().to(self.device)
@@ -80,11 +86,14 @@ class TorchSampler:
             buffers = _Buffers(
                 bits=torch.empty(shape, dtype=torch.float32, device=dev),
                 flags=torch.empty(shape, dtype=torch.bool, device=dev),
-                steps=[torch.full((batch,), i, dtype=torch.int64, device=dev)
-                       for i in range(self.num_steps)],
+                steps=[
+                    torch.full((batch,), i, dtype=torch.int64, device=dev)
+                    for i in range(self.num_steps)
+                ],
                 labels=torch.empty(batch, dtype=torch.int64, device=dev),
                 temperature=torch.empty(batch, dtype=torch.float32, device=dev),
-                guidance=torch.empty(batch, dtype=torch.float32, device=dev))
+                guidance=torch.empty(batch, dtype=torch.float32, device=dev),
+            )
             self._buffers[batch] = buffers
         return buffers
 
@@ -93,13 +102,15 @@ class TorchSampler:
         K, n = self.num_steps, self.num_elements
         blocks = -(-n // 4)
         span = max(1, MAX_UNIFORM_LANES // (blocks * len(seeds)))
-        parts = [self._uniforms(seeds, first, min(span, K - first), n)
-                 for first in range(0, K, span)]
+        parts = [
+            self._uniforms(seeds, first, min(span, K - first), n) for first in range(0, K, span)
+        ]
         return parts[0] if len(parts) == 1 else torch.cat(parts)
 
     @torch.inference_mode()
-    def sample(self, seeds, classes, guidance: float = 0.0, temperature: float = 1.0,
-               clock=None) -> torch.Tensor:
+    def sample(
+        self, seeds, classes, guidance: float = 0.0, temperature: float = 1.0, clock=None
+    ) -> torch.Tensor:
         """Bits uint8 (B, L, C) on the sampler's device."""
         if temperature <= 0 or not np.isfinite(temperature):
             raise InvalidRequestError(f"temperature must be finite and > 0, got {temperature}")
@@ -153,8 +164,9 @@ class TorchSampler:
         levels = ((image.clamp(-1.0, 1.0) + 1.0) * 127.5).round_().clamp_(0, 255)
         return levels.to(torch.uint8).permute(0, 2, 3, 1).contiguous().cpu().numpy()
 
-    def generate(self, seeds, classes, guidance: float = 0.0, temperature: float = 1.0,
-                 clock=None) -> np.ndarray:
+    def generate(
+        self, seeds, classes, guidance: float = 0.0, temperature: float = 1.0, clock=None
+    ) -> np.ndarray:
         return self.decode(self.sample(seeds, classes, guidance, temperature, clock), clock)
 
 

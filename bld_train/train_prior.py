@@ -10,12 +10,13 @@ Where the clean bits z_0 come from is PriorTrainConfig.codes:
   and sees a new draw of every image's code each epoch.
 Then a plain loop trains the denoiser on those bits (see bld_train.diffusion for the loss).
 """
+
 from __future__ import annotations
 
 import contextlib
 import dataclasses
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import torch
 from torch.nn.parallel import DistributedDataParallel as DDP
@@ -29,8 +30,7 @@ from bld_train import distributed as D
 from bld_train.data import batch_stream, make_dataset
 from bld_train.denoiser import Denoiser
 from bld_train.diffusion import BernoulliDiffusion
-from bld_train.loop import (EMA, Log, Precision, adamw, lr_at, optimizer_step, resume_from,
-                            set_lr)
+from bld_train.loop import EMA, Log, Precision, adamw, lr_at, optimizer_step, resume_from, set_lr
 
 STAGE = "prior"
 BETAS = (0.9, 0.95)
@@ -43,16 +43,22 @@ def unpack_batch(packed: torch.Tensor, latent_shape: tuple[int, int]) -> torch.T
 
 
 @torch.no_grad()
-def encode_dataset(run_dir, data_cfg: C.DataConfig, device: torch.device, workers: int = 4,
-                   progress: bool = True) -> tuple[torch.Tensor, torch.Tensor]:
+def encode_dataset(
+    run_dir, data_cfg: C.DataConfig, device: torch.device, workers: int = 4, progress: bool = True
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(packed bits (N, bytes) uint8, labels (N,)) of the training split, in dataset order."""
     autoencoder = ckpt.load_autoencoder(run_dir, device)
     dataset = make_dataset(data_cfg, autoencoder.cfg, "train")
-    loader = DataLoader(dataset, batch_size=ENCODE_BATCH, shuffle=False,
-                        num_workers=0 if hasattr(dataset, "images") else workers)
+    loader = DataLoader(
+        dataset,
+        batch_size=ENCODE_BATCH,
+        shuffle=False,
+        num_workers=0 if hasattr(dataset, "images") else workers,
+    )
     packed, labels = [], []
-    for images, y in tqdm(loader, desc="encoding latents", disable=not progress,
-                          dynamic_ncols=True):
+    for images, y in tqdm(
+        loader, desc="encoding latents", disable=not progress, dynamic_ncols=True
+    ):
         probs = autoencoder.encode_probs(images.to(device))
         packed.append(torch.from_numpy(pack_bits((probs > 0.5).cpu().numpy())))
         labels.append(y)
@@ -65,8 +71,11 @@ def latents(run_dir, data_cfg: C.DataConfig, info: D.DistInfo, workers: int, pro
 
     path = ckpt.stage_dir(run_dir, STAGE) / ckpt.LATENTS
     ae_hash = ckpt.file_sha256(ckpt.stage_dir(run_dir, "autoencoder") / ckpt.MODEL)
-    wanted = {"autoencoder_sha256": ae_hash, "data": data_cfg.source,
-              "holdout": str(data_cfg.holdout)}
+    wanted = {
+        "autoencoder_sha256": ae_hash,
+        "data": data_cfg.source,
+        "holdout": str(data_cfg.holdout),
+    }
     if info.is_main and _metadata(path) != wanted:
         packed, labels = encode_dataset(run_dir, data_cfg, info.device, workers, progress)
         ckpt.save_safetensors(path, {"bits_packed": packed, "labels": labels}, wanted)
@@ -84,8 +93,14 @@ def _metadata(path: Path) -> dict | None:
         return f.metadata()
 
 
-def resolve_configs(run_dir, preset: C.Preset | str | None, *, resume: bool,
-                    steps: int | None = None, seed: int | None = None):
+def resolve_configs(
+    run_dir,
+    preset: C.Preset | str | None,
+    *,
+    resume: bool,
+    steps: int | None = None,
+    seed: int | None = None,
+):
     """(preset name, PriorConfig, PriorTrainConfig, DataConfig) to train the prior with."""
     ae = ckpt.read_stage_config(run_dir, "autoencoder")
     ae_cfg: C.AutoencoderConfig = ae["model"]
@@ -102,7 +117,8 @@ def resolve_configs(run_dir, preset: C.Preset | str | None, *, resume: bool,
         raise C.ConfigError(
             f"preset {name!r} has a {prior_cfg.latent_size}x{prior_cfg.latent_size}x"
             f"{prior_cfg.bits} prior but the autoencoder's latents are "
-            f"{ae_cfg.latent_size}x{ae_cfg.latent_size}x{ae_cfg.bits}")
+            f"{ae_cfg.latent_size}x{ae_cfg.latent_size}x{ae_cfg.bits}"
+        )
     if steps is not None:
         train_cfg = dataclasses.replace(train_cfg, steps=steps)
     if train_cfg.steps < 1:
@@ -110,10 +126,19 @@ def resolve_configs(run_dir, preset: C.Preset | str | None, *, resume: bool,
     return name, prior_cfg, train_cfg, ae["data"]
 
 
-def train_prior(run_dir, preset: C.Preset | str | None = None, *, resume: bool = False,
-                steps: int | None = None, seed: int | None = None, device: str | None = None,
-                amp: bool = True, workers: int = 4, progress: bool = True,
-                on_step: Callable[[int], None] | None = None) -> Path:
+def train_prior(
+    run_dir,
+    preset: C.Preset | str | None = None,
+    *,
+    resume: bool = False,
+    steps: int | None = None,
+    seed: int | None = None,
+    device: str | None = None,
+    amp: bool = True,
+    workers: int = 4,
+    progress: bool = True,
+    on_step: Callable[[int], None] | None = None,
+) -> Path:
     """Train (or resume) RUN/prior on the latents of RUN/autoencoder; returns its directory.
 
     The preset defaults to the one the autoencoder was trained with. on_step(step) is called
@@ -122,16 +147,17 @@ def train_prior(run_dir, preset: C.Preset | str | None = None, *, resume: bool =
     info = D.setup(device)
     try:
         with ckpt.stage_lock(run_dir, STAGE) if info.is_main else contextlib.nullcontext():
-            return _train(run_dir, preset, resume, steps, seed, info, amp, workers, progress,
-                          on_step)
+            return _train(
+                run_dir, preset, resume, steps, seed, info, amp, workers, progress, on_step
+            )
     finally:
         D.cleanup()
 
 
-def _train(run_dir, preset, resume, steps, seed, info: D.DistInfo, amp, workers, progress,
-           on_step) -> Path:
-    name, cfg, tcfg, dcfg = resolve_configs(run_dir, preset, resume=resume, steps=steps,
-                                            seed=seed)
+def _train(
+    run_dir, preset, resume, steps, seed, info: D.DistInfo, amp, workers, progress, on_step
+) -> Path:
+    name, cfg, tcfg, dcfg = resolve_configs(run_dir, preset, resume=resume, steps=steps, seed=seed)
     dev = info.device
     if tcfg.codes == "fixed":
         packed, labels, ae_hash = latents(run_dir, dcfg, info, workers, progress and info.is_main)
@@ -142,9 +168,10 @@ def _train(run_dir, preset, resume, steps, seed, info: D.DistInfo, amp, workers,
         dataset = make_dataset(dcfg, autoencoder.cfg, "train")
         size, num_labels = len(dataset), dataset.num_classes
     if num_labels > cfg.num_classes:
-        raise C.ConfigError(f"the data has {num_labels} classes but the prior has "
-                            f"{cfg.num_classes}")
-    tokens = cfg.latent_size ** 2
+        raise C.ConfigError(
+            f"the data has {num_labels} classes but the prior has {cfg.num_classes}"
+        )
+    tokens = cfg.latent_size**2
     # Packed latents stay in host memory (8x smaller than bits); each batch is unpacked by the
     # runtime's unpacker, the one implementation of the contract's bit layout.
 
@@ -163,21 +190,32 @@ def _train(run_dir, preset, resume, steps, seed, info: D.DistInfo, amp, workers,
         if state.get("autoencoder_sha256") != ae_hash and info.is_main:
             tqdm.write("warning: the autoencoder changed since this prior was started")
         if state.get("world_size", 1) != info.world_size and info.is_main:
-            tqdm.write(f"resuming a {state.get('world_size')}-process run with "
-                       f"{info.world_size} processes: data order differs from the original")
+            tqdm.write(
+                f"resuming a {state.get('world_size')}-process run with "
+                f"{info.world_size} processes: data order differs from the original"
+            )
     if info.is_main:
-        ckpt.write_stage_config(run_dir, STAGE, name, cfg, tcfg, dcfg,
-                                {"autoencoder_sha256": ae_hash})
+        ckpt.write_stage_config(
+            run_dir, STAGE, name, cfg, tcfg, dcfg, {"autoencoder_sha256": ae_hash}
+        )
 
     net = DDP(model, device_ids=[dev] if dev.type == "cuda" else None) if info.enabled else model
     batches = D.StepBatches(size, tcfg.batch_size, tcfg.seed, info.rank, info.world_size)
     log = Log(ckpt.stage_dir(run_dir, STAGE) / ckpt.LOG, start, info.is_main)
-    bar = tqdm(total=tcfg.steps, initial=start, disable=not (progress and info.is_main),
-               desc=f"prior ({precision.name})", dynamic_ncols=True)
+    bar = tqdm(
+        total=tcfg.steps,
+        initial=start,
+        disable=not (progress and info.is_main),
+        desc=f"prior ({precision.name})",
+        dynamic_ncols=True,
+    )
     model.train()
 
-    images = (batch_stream(dataset, batches, start, tcfg.steps, dev, workers)
-              if tcfg.codes == "stochastic" else None)
+    images = (
+        batch_stream(dataset, batches, start, tcfg.steps, dev, workers)
+        if tcfg.codes == "stochastic"
+        else None
+    )
     for step in range(start, tcfg.steps):
         # Fetched before seeding: a DataLoader draws its workers' base seed from torch's generator.
         batch = next(images) if images is not None else None
@@ -205,9 +243,12 @@ def _train(run_dir, preset, resume, steps, seed, info: D.DistInfo, amp, workers,
         bar.update(1)
         if info.is_main and (done % tcfg.checkpoint_every == 0 or done == tcfg.steps):
             training_state = {
-                "model": model.state_dict(), "ema": ema.state_dict(),
-                "optimizer": optimizer.state_dict(), "scaler": scaler.state_dict(),
-                "world_size": info.world_size, "autoencoder_sha256": ae_hash,
+                "model": model.state_dict(),
+                "ema": ema.state_dict(),
+                "optimizer": optimizer.state_dict(),
+                "scaler": scaler.state_dict(),
+                "world_size": info.world_size,
+                "autoencoder_sha256": ae_hash,
             }
             ckpt.save_checkpoint(run_dir, STAGE, ema.weights_like(model), training_state, done)
         if on_step is not None:

@@ -1,4 +1,5 @@
 """Shared fixtures. Helpers add theirs here; keep each one small and documented."""
+
 from __future__ import annotations
 
 import os
@@ -79,8 +80,13 @@ def rtx_engines(tiny_bundle, tmp_path_factory) -> Path:
 
     cache = tmp_path_factory.mktemp("rtx_engines") / "cache"
     for precision in ("fp32", "fp16"):
-        build_bundle(tiny_bundle, cache, BuildOptions(precision=precision, flavour="tensorrt_rtx",
-                                                      profiles=(BatchProfile(1, 2, 4),)))
+        build_bundle(
+            tiny_bundle,
+            cache,
+            BuildOptions(
+                precision=precision, flavour="tensorrt_rtx", profiles=(BatchProfile(1, 2, 4),)
+            ),
+        )
     return cache
 
 

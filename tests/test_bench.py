@@ -4,6 +4,7 @@ No timing assertions: how fast things are is the benchmark's business (benchmark
 test's. One small run (tiny bundle, batches 1 and 2, 1 warm-up + 2 timed rounds, runtime and
 eager PyTorch) is shared by the tests of this module.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,7 +15,8 @@ import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
 
-from bld_bench import core, machine, report as bench_report
+from bld_bench import core, machine
+from bld_bench import report as bench_report
 from bld_runtime.cli import cli
 
 jsonschema = pytest.importorskip("jsonschema")
@@ -27,102 +29,168 @@ _int_or_null = {"type": ["integer", "null"], "minimum": 0}
 
 
 def _obj(properties: dict, required=None) -> dict:
-    return {"type": "object", "properties": properties,
-            "required": list(properties) if required is None else required,
-            "additionalProperties": False}
+    return {
+        "type": "object",
+        "properties": properties,
+        "required": list(properties) if required is None else required,
+        "additionalProperties": False,
+    }
 
 
-_stats = _obj({k: _num for k in ("min", "mean", "p50", "p90", "p99", "max")})
-_stage = _obj({**{k: _num for k in ("min", "mean", "p50", "p90", "p99", "max")},
-               "total_share": {"type": "number", "minimum": 0, "maximum": 1}})
+_stats = _obj(dict.fromkeys(("min", "mean", "p50", "p90", "p99", "max"), _num))
+_stage = _obj(
+    {
+        **dict.fromkeys(("min", "mean", "p50", "p90", "p99", "max"), _num),
+        "total_share": {"type": "number", "minimum": 0, "maximum": 1},
+    }
+)
 
 # The stable schema of `bld bench --json` (documented in bld_bench/core.py).
 SCHEMA = {
     "$schema": "https://json-schema.org/draft/2020-12/schema",
-    **_obj({
-        "schema": {"const": "bld-bench/1"},
-        "bundle": _obj({
-            "path": {"type": "string"},
-            "image": {"type": "array", "items": {"type": "integer", "minimum": 1},
-                      "minItems": 3, "maxItems": 3},
-            "latent": {"type": "array", "items": {"type": "integer", "minimum": 1},
-                       "minItems": 2, "maxItems": 2},
-            "steps": {"type": "integer", "minimum": 1},
-            "classes": {"type": "integer", "minimum": 0},
-            "step_graph": {"enum": ["step", "step_guided", "step_fp16", "step_guided_fp16"]},
-            "step_flops": _int_or_null,
-            "decoder_flops": _int_or_null,
-        }),
-        "settings": _obj({
-            "backends": {"type": "array", "items": {"type": "string"}, "minItems": 1},
-            "batches": {"type": "array", "items": {"type": "integer", "minimum": 1},
-                        "minItems": 1},
-            "warmup": {"type": "integer", "minimum": 0},
-            "iters": {"type": "integer", "minimum": 1},
-            "threads": {"type": "integer", "minimum": 1},
-            "guidance": _num,
-            "temperature": {"type": "number", "exclusiveMinimum": 0},
-            "seed": {"type": "integer", "minimum": 0},
-            "precision": {"enum": ["fp32", "fp16"]},
-        }),
-        "machine": _obj({
-            "platform": {"type": "string"},
-            "processor": {"type": ["string", "null"]},
-            "logical_cores": {"type": ["integer", "null"], "minimum": 1},
-            "usable_cores": {"type": "integer", "minimum": 1},
-            "python": {"type": "string"},
-            "numpy": {"type": "string"},
-            "onnxruntime": {"type": "string"},
-            "rss_scope": {"enum": ["run", "process"]},
-        }),
-        "gemm_peak": {"oneOf": [{"type": "null"}, _obj({
-            "gflops": {"type": "number", "exclusiveMinimum": 0},
-            "size": {"type": "integer", "minimum": 1},
-            "threads": {"type": "integer", "minimum": 1},
-            "engines": {"type": "array", "minItems": 1, "items": _obj({
-                "engine": {"enum": ["numpy", "onnxruntime"]},
-                "gflops": {"type": "number", "exclusiveMinimum": 0},
-                "threads": {"type": "integer", "minimum": 1},
-            })},
-        })]},
-        "backends": {"type": "array", "minItems": 1, "items": _obj({
-            "name": {"type": "string"},
-            "kind": {"enum": ["runtime", "torch"]},
-            "available": {"type": "boolean"},
-            "reason": {"type": ["string", "null"]},
-            "threads": {"type": ["integer", "null"], "minimum": 1},
-            "load_seconds": _num_or_null,
-            "load_rss_bytes": {"type": ["integer", "null"]},
-        })},
-        "order": {"type": "array", "items": _obj({
-            "backend": {"type": "string"},
-            "batch": {"type": "integer", "minimum": 1},
-            "round": {"type": "integer", "minimum": 0},
-            "warmup": {"type": "boolean"},
-        })},
-        "baseline": {"type": ["string", "null"]},
-        "results": {"type": "array", "items": _obj({
-            "backend": {"type": "string"},
-            "batch": {"type": "integer", "minimum": 1},
-            "runs": {"type": "integer", "minimum": 1},
-            "latency": _stats,
-            "images_per_second": {"type": "number", "exclusiveMinimum": 0},
-            "stages": _obj({k: _stage for k in
-                            ("initial", "step_model", "step_sampling", "decode")}),
-            "per_step": {"type": "array", "minItems": 1, "items": _obj({
-                "step": {"type": "integer", "minimum": 0},
-                "model_p50": _num,
-                "sampling_p50": _num,
-            })},
-            "overhead_share": {"type": "number", "minimum": 0, "maximum": 1},
-            "step_gflops_per_second": _num_or_null,
-            "gemm_peak_share": _num_or_null,
-            "peak_rss_bytes": _int_or_null,
-            "device_memory_bytes": _int_or_null,
-            "speedup": _num_or_null,
-            "step_speedup": _num_or_null,
-        })},
-    }),
+    **_obj(
+        {
+            "schema": {"const": "bld-bench/1"},
+            "bundle": _obj(
+                {
+                    "path": {"type": "string"},
+                    "image": {
+                        "type": "array",
+                        "items": {"type": "integer", "minimum": 1},
+                        "minItems": 3,
+                        "maxItems": 3,
+                    },
+                    "latent": {
+                        "type": "array",
+                        "items": {"type": "integer", "minimum": 1},
+                        "minItems": 2,
+                        "maxItems": 2,
+                    },
+                    "steps": {"type": "integer", "minimum": 1},
+                    "classes": {"type": "integer", "minimum": 0},
+                    "step_graph": {
+                        "enum": ["step", "step_guided", "step_fp16", "step_guided_fp16"]
+                    },
+                    "step_flops": _int_or_null,
+                    "decoder_flops": _int_or_null,
+                }
+            ),
+            "settings": _obj(
+                {
+                    "backends": {"type": "array", "items": {"type": "string"}, "minItems": 1},
+                    "batches": {
+                        "type": "array",
+                        "items": {"type": "integer", "minimum": 1},
+                        "minItems": 1,
+                    },
+                    "warmup": {"type": "integer", "minimum": 0},
+                    "iters": {"type": "integer", "minimum": 1},
+                    "threads": {"type": "integer", "minimum": 1},
+                    "guidance": _num,
+                    "temperature": {"type": "number", "exclusiveMinimum": 0},
+                    "seed": {"type": "integer", "minimum": 0},
+                    "precision": {"enum": ["fp32", "fp16"]},
+                }
+            ),
+            "machine": _obj(
+                {
+                    "platform": {"type": "string"},
+                    "processor": {"type": ["string", "null"]},
+                    "logical_cores": {"type": ["integer", "null"], "minimum": 1},
+                    "usable_cores": {"type": "integer", "minimum": 1},
+                    "python": {"type": "string"},
+                    "numpy": {"type": "string"},
+                    "onnxruntime": {"type": "string"},
+                    "rss_scope": {"enum": ["run", "process"]},
+                }
+            ),
+            "gemm_peak": {
+                "oneOf": [
+                    {"type": "null"},
+                    _obj(
+                        {
+                            "gflops": {"type": "number", "exclusiveMinimum": 0},
+                            "size": {"type": "integer", "minimum": 1},
+                            "threads": {"type": "integer", "minimum": 1},
+                            "engines": {
+                                "type": "array",
+                                "minItems": 1,
+                                "items": _obj(
+                                    {
+                                        "engine": {"enum": ["numpy", "onnxruntime"]},
+                                        "gflops": {"type": "number", "exclusiveMinimum": 0},
+                                        "threads": {"type": "integer", "minimum": 1},
+                                    }
+                                ),
+                            },
+                        }
+                    ),
+                ]
+            },
+            "backends": {
+                "type": "array",
+                "minItems": 1,
+                "items": _obj(
+                    {
+                        "name": {"type": "string"},
+                        "kind": {"enum": ["runtime", "torch"]},
+                        "available": {"type": "boolean"},
+                        "reason": {"type": ["string", "null"]},
+                        "threads": {"type": ["integer", "null"], "minimum": 1},
+                        "load_seconds": _num_or_null,
+                        "load_rss_bytes": {"type": ["integer", "null"]},
+                    }
+                ),
+            },
+            "order": {
+                "type": "array",
+                "items": _obj(
+                    {
+                        "backend": {"type": "string"},
+                        "batch": {"type": "integer", "minimum": 1},
+                        "round": {"type": "integer", "minimum": 0},
+                        "warmup": {"type": "boolean"},
+                    }
+                ),
+            },
+            "baseline": {"type": ["string", "null"]},
+            "results": {
+                "type": "array",
+                "items": _obj(
+                    {
+                        "backend": {"type": "string"},
+                        "batch": {"type": "integer", "minimum": 1},
+                        "runs": {"type": "integer", "minimum": 1},
+                        "latency": _stats,
+                        "images_per_second": {"type": "number", "exclusiveMinimum": 0},
+                        "stages": _obj(
+                            dict.fromkeys(
+                                ("initial", "step_model", "step_sampling", "decode"), _stage
+                            )
+                        ),
+                        "per_step": {
+                            "type": "array",
+                            "minItems": 1,
+                            "items": _obj(
+                                {
+                                    "step": {"type": "integer", "minimum": 0},
+                                    "model_p50": _num,
+                                    "sampling_p50": _num,
+                                }
+                            ),
+                        },
+                        "overhead_share": {"type": "number", "minimum": 0, "maximum": 1},
+                        "step_gflops_per_second": _num_or_null,
+                        "gemm_peak_share": _num_or_null,
+                        "peak_rss_bytes": _int_or_null,
+                        "device_memory_bytes": _int_or_null,
+                        "speedup": _num_or_null,
+                        "step_speedup": _num_or_null,
+                    }
+                ),
+            },
+        }
+    ),
 }
 
 
@@ -140,11 +208,30 @@ def bld(*args):
 @pytest.fixture(scope="module")
 def report(tiny_bundle, tiny_run):
     if not installed():
-        pytest.skip("bld is not installed (pip install -e '.[train,dev]'), so the "
-                    "bld.commands / bld.bench_backends entry points do not exist")
-    result = bld("bench", tiny_bundle, "--run", tiny_run, "--backend", "cpu",
-                 "--backend", "torch", "--batch", ",".join(map(str, BATCHES)),
-                 "--warmup", WARMUP, "--iters", ITERS, "--threads", 1, "--json", "--quiet")
+        pytest.skip(
+            "bld is not installed (pip install -e '.[train,dev]'), so the "
+            "bld.commands / bld.bench_backends entry points do not exist"
+        )
+    result = bld(
+        "bench",
+        tiny_bundle,
+        "--run",
+        tiny_run,
+        "--backend",
+        "cpu",
+        "--backend",
+        "torch",
+        "--batch",
+        ",".join(map(str, BATCHES)),
+        "--warmup",
+        WARMUP,
+        "--iters",
+        ITERS,
+        "--threads",
+        1,
+        "--json",
+        "--quiet",
+    )
     assert result.exit_code == 0, result.output
     return json.loads(result.stdout)
 
@@ -153,15 +240,20 @@ def test_json_report_matches_the_schema(report):
     jsonschema.validate(report, SCHEMA)
     assert report["baseline"] == "torch"
     assert {(r["backend"], r["batch"]) for r in report["results"]} == {
-        (name, b) for name in ("cpu", "torch") for b in BATCHES}
+        (name, b) for name in ("cpu", "torch") for b in BATCHES
+    }
     for r in report["results"]:
         assert r["runs"] == ITERS
         assert len(r["per_step"]) == report["bundle"]["steps"]
 
 
 def test_backends_run_interleaved(report):
-    expected = [{"backend": name, "batch": b, "round": i, "warmup": i < WARMUP}
-                for b in BATCHES for i in range(WARMUP + ITERS) for name in ("cpu", "torch")]
+    expected = [
+        {"backend": name, "batch": b, "round": i, "warmup": i < WARMUP}
+        for b in BATCHES
+        for i in range(WARMUP + ITERS)
+        for name in ("cpu", "torch")
+    ]
     assert report["order"] == expected
 
 
@@ -199,13 +291,28 @@ def test_plot_writes_a_png(report, tmp_path):
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-@pytest.mark.skipif("CUDAExecutionProvider" in ort.get_available_providers(),
-                    reason="this machine has the CUDA provider, so 'cuda' is available")
+@pytest.mark.skipif(
+    "CUDAExecutionProvider" in ort.get_available_providers(),
+    reason="this machine has the CUDA provider, so 'cuda' is available",
+)
 def test_a_backend_that_cannot_run_here_is_reported_not_fatal(tiny_bundle):
     if not installed():
         pytest.skip("bld is not installed (pip install -e .)")
-    result = bld("bench", tiny_bundle, "--backend", "cpu,cuda", "--batch", "1", "--warmup", 0,
-                 "--iters", 1, "--no-peak", "--json", "--quiet")
+    result = bld(
+        "bench",
+        tiny_bundle,
+        "--backend",
+        "cpu,cuda",
+        "--batch",
+        "1",
+        "--warmup",
+        0,
+        "--iters",
+        1,
+        "--no-peak",
+        "--json",
+        "--quiet",
+    )
     assert result.exit_code == 0, result.output
     out = json.loads(result.stdout)
     cuda = next(b for b in out["backends"] if b["name"] == "cuda")
@@ -225,5 +332,4 @@ def test_gemm_peak_model_computes_a_matmul():
     rng = np.random.default_rng(1)
     a, b = (rng.standard_normal((8, 8), dtype=np.float32) for _ in range(2))
     sess = ort.InferenceSession(machine.matmul_model(8), providers=["CPUExecutionProvider"])
-    np.testing.assert_allclose(sess.run(["C"], {"A": a, "B": b})[0], a @ b, rtol=1e-5,
-                               atol=1e-5)
+    np.testing.assert_allclose(sess.run(["C"], {"A": a, "B": b})[0], a @ b, rtol=1e-5, atol=1e-5)

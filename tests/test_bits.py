@@ -41,8 +41,12 @@ def test_paper_latent_is_2048_bytes():
 
 
 @settings(max_examples=40, deadline=None)
-@given(batch=st.integers(1, 3), tokens=st.integers(1, 12), channels=st.integers(1, 11),
-       seed=st.integers(0, 2**32 - 1))
+@given(
+    batch=st.integers(1, 3),
+    tokens=st.integers(1, 12),
+    channels=st.integers(1, 11),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_pack_unpack_round_trip(batch, tokens, channels, seed):
     bits = random_bits(batch, tokens, channels, seed)
     packed = pack_bits(bits)
@@ -52,9 +56,14 @@ def test_pack_unpack_round_trip(batch, tokens, channels, seed):
 
 
 @settings(max_examples=25, deadline=None)
-@given(batch=st.integers(1, 3), height=st.integers(1, 5), width=st.integers(1, 5),
-       channels=st.integers(1, 13), suffix=st.sampled_from([".bldz", ".npy"]),
-       seed=st.integers(0, 2**32 - 1))
+@given(
+    batch=st.integers(1, 3),
+    height=st.integers(1, 5),
+    width=st.integers(1, 5),
+    channels=st.integers(1, 13),
+    suffix=st.sampled_from([".bldz", ".npy"]),
+    seed=st.integers(0, 2**32 - 1),
+)
 def test_file_round_trip(tmp_path_factory, batch, height, width, channels, suffix, seed):
     path = tmp_path_factory.mktemp("bits") / f"z{suffix}"
     bits = random_bits(batch, height * width, channels, seed)
@@ -117,8 +126,9 @@ def test_corrupt_bldz_files(saved, tmp_path):
 
     bad.write_bytes(data[:-3])
     messages["truncated"] = load_error(bad)
-    assert messages["truncated"] == (f"{bad} is truncated: its payload has 29 bytes, the header's "
-                                     "shape needs 32")
+    assert messages["truncated"] == (
+        f"{bad} is truncated: its payload has 29 bytes, the header's shape needs 32"
+    )
 
     bad.write_bytes(data + b"\0")
     messages["too-long"] = load_error(bad)
@@ -165,12 +175,15 @@ def test_padding_bits_must_be_zero(tmp_path):
 
 def test_bad_npy_files(tmp_path):
     path = save_bits(tmp_path / "z.npy", random_bits(2, 16, 8), (4, 4))
-    assert load_error(path, (4, 4, 16)) == (f"{path} has 16 bytes per image but the bundle's "
-                                            "4x4x16 latent packs into 32")
+    assert load_error(path, (4, 4, 16)) == (
+        f"{path} has 16 bytes per image but the bundle's 4x4x16 latent packs into 32"
+    )
     with pytest.raises(PackedBitsError, match="does not record the latent shape"):
         load_bits(path)
     np.save(path, np.zeros((2, 16), dtype=np.int64))
-    assert load_error(path) == f"{path} must hold a 2-D uint8 array of packed bits, got int64 (2, 16)"
+    assert (
+        load_error(path) == f"{path} must hold a 2-D uint8 array of packed bits, got int64 (2, 16)"
+    )
     np.save(path, np.array([{"a": 1}], dtype=object), allow_pickle=True)
     # refused from its header: never unpickled
     assert load_error(path) == f"{path} must hold a 2-D uint8 array of packed bits, got object (1,)"
@@ -186,9 +199,13 @@ def test_save_rejects_bad_bits_and_leaves_no_file(tmp_path):
         save_bits(target, bits, (2, 2))
     with pytest.raises(PackedBitsError, match="bits must be 0 or 1"):
         save_bits(target, np.full((1, 4, 2), 0.5), (2, 2))
-    with pytest.raises(PackedBitsError, match=r"bits must have shape \(batch, L, C\), got \(4, 2\)"):
+    with pytest.raises(
+        PackedBitsError, match=r"bits must have shape \(batch, L, C\), got \(4, 2\)"
+    ):
         save_bits(target, bits[0], (2, 2))
-    with pytest.raises(PackedBitsError, match=r"latent_hw \(2, 3\) has 6 tokens but the bits have 4"):
+    with pytest.raises(
+        PackedBitsError, match=r"latent_hw \(2, 3\) has 6 tokens but the bits have 4"
+    ):
         save_bits(target, random_bits(1, 4, 2), (2, 3))
     assert os.listdir(tmp_path) == []
 

@@ -1,7 +1,9 @@
 """The contract's schedule and posterior math (bld_runtime.contract) and its torch twin."""
+
 import numpy as np
 import pytest
-from hypothesis import given, settings, strategies as st
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from bld_runtime import contract
 from bld_runtime.errors import ContractError
@@ -50,18 +52,22 @@ def test_timesteps_where_the_float_formula_differs():
 def _bayes_posterior(z, p0, beta, t_next, t):
     """Independent float64 derivation: compose one-step kernels, then apply Bayes' rule."""
     k, b = contract.keep_tables(beta)
-    prior_one = k[t_next] * p0 + b[t_next]                     # q(z_t' = 1 | p0)
+    prior_one = k[t_next] * p0 + b[t_next]  # q(z_t' = 1 | p0)
     # Exact composition of symmetric kernels: P(same) = 0.5 + 0.5 * prod(beta).
     same = 0.5 + 0.5 * np.prod(beta[t_next + 1 : t + 1])
-    like_one = np.where(z == 1, same, 1 - same)                # q(z_t | z_t' = 1)
-    like_zero = np.where(z == 0, same, 1 - same)               # q(z_t | z_t' = 0)
+    like_one = np.where(z == 1, same, 1 - same)  # q(z_t | z_t' = 1)
+    like_zero = np.where(z == 0, same, 1 - same)  # q(z_t | z_t' = 0)
     num = prior_one * like_one
     return num / (num + (1 - prior_one) * like_zero)
 
 
 @settings(max_examples=60, deadline=None)
-@given(seed=st.integers(0, 2**32 - 1), schedule=st.sampled_from(contract.SCHEDULES),
-       T=st.integers(4, 200), K=st.integers(2, 16))
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    schedule=st.sampled_from(contract.SCHEDULES),
+    T=st.integers(4, 200),
+    K=st.integers(2, 16),
+)
 def test_posterior_matches_bayes_rule(seed, schedule, T, K):
     K = min(K, T)
     rng = np.random.default_rng(seed)
@@ -86,8 +92,9 @@ def test_last_step_outputs_p0_and_guidance_zero_is_conditional():
     p0 = contract.clean_probability(z, logits)
     np.testing.assert_array_equal(contract.step_probability(z, logits, tables, 15), p0)
     other = rng.normal(size=z.shape).astype(np.float32)
-    np.testing.assert_array_equal(contract.mix_logits(logits, 0.7, 0.0, other),
-                                  contract.mix_logits(logits, 0.7))
+    np.testing.assert_array_equal(
+        contract.mix_logits(logits, 0.7, 0.0, other), contract.mix_logits(logits, 0.7)
+    )
     # Flip probability semantics: a confident "flip" turns a 1 into a likely 0.
     assert contract.clean_probability(np.ones(1), np.array([20.0]))[0] < 1e-6
 

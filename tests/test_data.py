@@ -1,4 +1,5 @@
 """Datasets: built-in digits (shapes, ranges, labels, holdout split) and image folders."""
+
 from __future__ import annotations
 
 import hashlib
@@ -32,7 +33,7 @@ def test_digits_shapes_ranges_labels():
 
 
 def test_digits_holdout_is_disjoint_stratified_and_fixed():
-    train, train_y = digits_dataset(8, "train", holdout=297)
+    train, _ = digits_dataset(8, "train", holdout=297)
     held, held_y = digits_dataset(8, "holdout", holdout=297)
     everything, _ = digits_dataset(8, "train", holdout=0)
     assert len(held) == 297 and len(train) + len(held) == len(everything) == 1797
@@ -157,15 +158,21 @@ def test_training_and_bld_encode_fit_see_the_same_pixels_and_bits(tiny_bundle, t
     H, W, ch = pipe.image_shape
     dataset = ImageFolderDataset(folder, H, ch)
     assert [p.name for p in dataset.files] == [p.name for p in paths]
-    training = np.stack([np.rint((dataset.load(i).numpy().transpose(1, 2, 0) + 1) * 127.5)
-                         .astype(np.uint8) for i in range(len(paths))])
+    training = np.stack(
+        [
+            np.rint((dataset.load(i).numpy().transpose(1, 2, 0) + 1) * 127.5).astype(np.uint8)
+            for i in range(len(paths))
+        ]
+    )
     runtime = np.stack([load_image(p, H, W, ch, fit_size=True) for p in paths])
     np.testing.assert_array_equal(runtime, training)
 
     out = tmp_path / "codes.bldz"
-    result = CliRunner().invoke(cli, ["encode", str(tiny_bundle), *map(str, paths), "--fit",
-                                      "-o", str(out)])
+    result = CliRunner().invoke(
+        cli, ["encode", str(tiny_bundle), *map(str, paths), "--fit", "-o", str(out)]
+    )
     assert result.exit_code == 0, result.output
     latent = pipe.manifest.latent
-    np.testing.assert_array_equal(load_bits(out, (latent.height, latent.width, latent.bits)),
-                                  pipe.encode(training))
+    np.testing.assert_array_equal(
+        load_bits(out, (latent.height, latent.width, latent.bits)), pipe.encode(training)
+    )

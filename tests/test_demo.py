@@ -1,4 +1,5 @@
 """`bld demo`: stages reused when done, resumed when interrupted, same figures either way."""
+
 from __future__ import annotations
 
 import json
@@ -25,8 +26,13 @@ def uninterrupted(tmp_path_factory):
 
 def test_a_demo_runs_every_stage_and_reports_the_time_of_each(uninterrupted):
     run, report, lines = uninterrupted
-    assert [s["action"] for s in report["stages"]] == ["trained", "trained", "exported",
-                                                        "sampled", "evaluated"]
+    assert [s["action"] for s in report["stages"]] == [
+        "trained",
+        "trained",
+        "exported",
+        "sampled",
+        "evaluated",
+    ]
     assert lines[-7].split() == ["stage", "what", "happened", "wall", "time"]
     assert lines[-1].startswith("total")
     assert (run / "samples" / "00099.png").is_file() and (run / "eval.json").is_file()
@@ -51,18 +57,23 @@ def test_an_altered_bundle_is_exported_again(uninterrupted, tmp_path):
     (copy / "bundle" / "bld.json").write_text((copy / "bundle" / "bld.json").read_text() + " ")
     again = run_demo(copy, "tiny", per_class=2, echo=lambda line: None)
     actions = {s["stage"]: s["action"] for s in again["stages"]}
-    assert actions == {"autoencoder": "reused", "prior": "reused", "bundle": "exported",
-                       "samples": "reused", "evaluation": "reused"}
+    assert actions == {
+        "autoencoder": "reused",
+        "prior": "reused",
+        "bundle": "exported",
+        "samples": "reused",
+        "evaluation": "reused",
+    }
     assert {k: again[k] for k in FIGURES} == {k: first[k] for k in FIGURES}
 
 
 def test_changed_weights_are_exported_sampled_and_scored_again(uninterrupted, tmp_path):
     import shutil
 
-    from safetensors.torch import load_file, save_file
     from safetensors import safe_open
+    from safetensors.torch import load_file, save_file
 
-    run, first, _ = uninterrupted
+    run, _, _ = uninterrupted
     copy = Path(shutil.copytree(run, tmp_path / "run"))
     weights = copy / "prior" / "model.safetensors"
     with safe_open(str(weights), framework="pt") as f:
@@ -73,19 +84,42 @@ def test_changed_weights_are_exported_sampled_and_scored_again(uninterrupted, tm
     save_file(tensors, str(weights), metadata=metadata)
     again = run_demo(copy, "tiny", per_class=2, echo=lambda line: None)
     actions = {s["stage"]: s["action"] for s in again["stages"]}
-    assert actions == {"autoencoder": "reused", "prior": "reused", "bundle": "exported",
-                       "samples": "sampled", "evaluation": "evaluated"}
+    assert actions == {
+        "autoencoder": "reused",
+        "prior": "reused",
+        "bundle": "exported",
+        "samples": "sampled",
+        "evaluation": "evaluated",
+    }
 
 
 def test_a_demo_killed_while_training_the_prior_resumes_to_the_same_figures(
-        uninterrupted, tmp_path, subprocess_env):
+    uninterrupted, tmp_path, subprocess_env
+):
     _, first, _ = uninterrupted
     run = tmp_path / "run"
     # Killed just before the prior's second checkpoint of weights (steps 1-5 are saved).
-    proc = subprocess.run([sys.executable, str(CRASH), "os.replace~prior/model.safetensors", "2",
-                           "before", "bld_runtime.cli", "demo", "--run", str(run),
-                           "--preset", "tiny", "--per-class", "2"],
-                          capture_output=True, text=True, env=subprocess_env, timeout=900)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(CRASH),
+            "os.replace~prior/model.safetensors",
+            "2",
+            "before",
+            "bld_runtime.cli",
+            "demo",
+            "--run",
+            str(run),
+            "--preset",
+            "tiny",
+            "--per-class",
+            "2",
+        ],
+        capture_output=True,
+        text=True,
+        env=subprocess_env,
+        timeout=900,
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert (run / "prior" / "training_state.pt").is_file() and not (run / "bundle").exists()
     lines: list[str] = []

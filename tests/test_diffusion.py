@@ -1,4 +1,5 @@
 """Training side of the Bernoulli diffusion: forward marginals, posterior, loss, label dropout."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -64,9 +65,13 @@ def test_posterior_matches_the_contract_and_bayes_rule():
     z_t = rng.integers(0, 2, 1000).astype(np.float32)
     p0 = rng.random(1000).astype(np.float32)
     for t in (2, 5, T):
-        ours = posterior(torch.from_numpy(z_t), torch.from_numpy(p0),
-                                  torch.tensor(k[t - 1]).float(), torch.tensor(b[t - 1]).float(),
-                                  torch.tensor(beta[t]).float()).numpy()
+        ours = posterior(
+            torch.from_numpy(z_t),
+            torch.from_numpy(p0),
+            torch.tensor(k[t - 1]).float(),
+            torch.tensor(b[t - 1]).float(),
+            torch.tensor(beta[t]).float(),
+        ).numpy()
         theirs = contract.posterior(z_t, p0, k[t - 1], b[t - 1], beta[t])
         np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-6)
         # Bayes' rule for a known z_0: q(z_{t-1} | z_0) q(z_t | z_{t-1}), normalised.
@@ -74,9 +79,13 @@ def test_posterior_matches_the_contract_and_bayes_rule():
             prior1 = k[t - 1] * clean + b[t - 1]
             like = {v: beta[t] * (z_t == v) + 0.5 * (1 - beta[t]) for v in (0.0, 1.0)}
             bayes = prior1 * like[1.0] / (prior1 * like[1.0] + (1 - prior1) * like[0.0])
-            exact = posterior(torch.from_numpy(z_t), torch.tensor(clean),
-                                       torch.tensor(k[t - 1]), torch.tensor(b[t - 1]),
-                                       torch.tensor(beta[t])).numpy()
+            exact = posterior(
+                torch.from_numpy(z_t),
+                torch.tensor(clean),
+                torch.tensor(k[t - 1]),
+                torch.tensor(b[t - 1]),
+                torch.tensor(beta[t]),
+            ).numpy()
             np.testing.assert_allclose(exact, bayes, rtol=1e-6)
 
 
@@ -84,8 +93,9 @@ def _expected_draws(seed, batch, z0, diffusion, label_drop):
     """Replay the loss's random draws (t, z_t, label drop) in the documented order."""
     g = torch.Generator().manual_seed(seed)
     t = torch.randint(1, T + 1, (batch,), generator=g)
-    zt = torch.bernoulli(diffusion.k[t][:, None, None] * z0 + diffusion.b[t][:, None, None],
-                         generator=g)
+    zt = torch.bernoulli(
+        diffusion.k[t][:, None, None] * z0 + diffusion.b[t][:, None, None], generator=g
+    )
     drop = torch.rand(batch, generator=g) < label_drop
     return t, zt, drop
 
@@ -125,18 +135,21 @@ def test_label_dropout_uses_the_null_class():
         assert int((seen == 10).sum()) == expected
         assert torch.equal(seen[seen != 10], y[seen != 10])
     denoiser = FixedLogits(torch.zeros(1, 2, 2))
-    diffusion.loss(denoiser, z0, y, PriorTrainConfig(label_drop=0.25), 10,
-                   torch.Generator().manual_seed(3))
+    diffusion.loss(
+        denoiser, z0, y, PriorTrainConfig(label_drop=0.25), 10, torch.Generator().manual_seed(3)
+    )
     _, _, drop = _expected_draws(3, 400, z0, diffusion, 0.25)
     seen = denoiser.calls[0][2]
     assert torch.equal(seen == 10, drop) and 60 < int(drop.sum()) < 140
 
 
-@pytest.mark.parametrize("focal,aux", [(-1.0, 0.0), (0.0, 0.0), (2.0, 0.0), (-1.0, 0.5),
-                                       (1.0, 0.1)])
+@pytest.mark.parametrize(
+    "focal,aux", [(-1.0, 0.0), (0.0, 0.0), (2.0, 0.0), (-1.0, 0.5), (1.0, 0.1)]
+)
 def test_loss_variants_are_finite_and_train_a_real_denoiser(focal, aux):
-    cfg = PriorConfig(latent_size=2, bits=4, num_classes=3, width=16, depth=1, heads=2,
-                      train_steps=T)
+    cfg = PriorConfig(
+        latent_size=2, bits=4, num_classes=3, width=16, depth=1, heads=2, train_steps=T
+    )
     torch.manual_seed(0)
     denoiser = Denoiser(cfg)
     diffusion = BernoulliDiffusion(cfg.schedule, cfg.train_steps)

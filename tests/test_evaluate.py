@@ -1,4 +1,5 @@
 """`bld evaluate` on the tiny bundle: the report's figures exist, are in range and consistent."""
+
 from __future__ import annotations
 
 import json
@@ -8,12 +9,14 @@ from click.testing import CliRunner
 
 pytest.importorskip("sklearn")
 
-from bld_train.cli import evaluate  # noqa: E402
+from bld_train.cli import evaluate
 
 
 def test_evaluate_reports_every_figure(tiny_bundle, tmp_path):
-    result = CliRunner().invoke(evaluate, [str(tiny_bundle), "--guidance", "0,2",
-                                           "--per-class", "3", "--out", str(tmp_path)])
+    result = CliRunner().invoke(
+        evaluate,
+        [str(tiny_bundle), "--guidance", "0,2", "--per-class", "3", "--out", str(tmp_path)],
+    )
     assert result.exit_code == 0, result.output
     report = json.loads((tmp_path / "eval.json").read_text())
     assert (tmp_path / "grid.png").stat().st_size > 0
@@ -29,7 +32,8 @@ def test_evaluate_reports_every_figure(tiny_bundle, tmp_path):
 
 
 def test_evaluate_rejects_bad_guidance(tiny_bundle, tmp_path):
-    result = CliRunner().invoke(evaluate, [str(tiny_bundle), "--guidance", "a,b",
-                                           "--out", str(tmp_path)])
+    result = CliRunner().invoke(
+        evaluate, [str(tiny_bundle), "--guidance", "a,b", "--out", str(tmp_path)]
+    )
     assert result.exit_code != 0
     assert "--guidance must be comma-separated numbers" in str(result.exception or result.output)

@@ -3,6 +3,7 @@
 One export (fp32 + fp16 graphs) is shared by the session (`tiny_bundle` in conftest.py); tests
 that modify a bundle copy it first.
 """
+
 from __future__ import annotations
 
 import json
@@ -31,11 +32,43 @@ FP16_GRAPHS = ("decoder_fp16", "step_fp16", "step_guided_fp16")
 # Every op the exported graphs may contain: plain ops that TensorRT's ONNX parser accepts.
 # Attention must appear as MatMul + Softmax, never as a fused or contrib-domain op.
 ALLOWED_OPS = {
-    "Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Erf", "Sigmoid", "Sin", "Cos", "Clip", "Where",
-    "Greater", "Equal", "MatMul", "Gemm", "Conv", "Softmax", "LayerNormalization",
-    "InstanceNormalization", "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Concat", "Split",
-    "Slice", "Gather", "GatherND", "Expand", "Resize", "Shape", "Cast", "Constant",
-    "ConstantOfShape", "Identity", "Range",
+    "Add",
+    "Sub",
+    "Mul",
+    "Div",
+    "Pow",
+    "Sqrt",
+    "Erf",
+    "Sigmoid",
+    "Sin",
+    "Cos",
+    "Clip",
+    "Where",
+    "Greater",
+    "Equal",
+    "MatMul",
+    "Gemm",
+    "Conv",
+    "Softmax",
+    "LayerNormalization",
+    "InstanceNormalization",
+    "Reshape",
+    "Transpose",
+    "Squeeze",
+    "Unsqueeze",
+    "Concat",
+    "Split",
+    "Slice",
+    "Gather",
+    "GatherND",
+    "Expand",
+    "Resize",
+    "Shape",
+    "Cast",
+    "Constant",
+    "ConstantOfShape",
+    "Identity",
+    "Range",
 }
 
 
@@ -75,7 +108,7 @@ def test_manifest_describes_every_graph(bundle, models):
     assert m.classes.count == prior.num_classes == m.classes.null_class
     expected = contract.sampling_timesteps(prior.train_steps, prior.sampling_steps).tolist()
     assert list(m.schedule.timesteps) == expected
-    for name, spec in m.graphs.items():
+    for spec in m.graphs.values():
         assert spec.opset == 17 and spec.flops > 0
         assert spec.sha256 == sha256_file(bundle.directory / spec.file)
         assert all(t.shape[0] == BATCH for t in spec.inputs + spec.outputs)
@@ -87,7 +120,7 @@ def test_manifest_describes_every_graph(bundle, models):
 
 def test_flops_match_the_transformer_arithmetic(bundle, models):
     cfg = models.prior_cfg
-    n, w, L = cfg.latent_size ** 2 + 2, cfg.width, cfg.latent_size ** 2
+    n, w, L = cfg.latent_size**2 + 2, cfg.width, cfg.latent_size**2
     hidden = int(w * cfg.mlp_ratio)
     block = 2 * n * w * (3 * w) + 2 * n * w * w + 2 * 2 * n * w * hidden + 2 * 2 * n * n * w
     denoiser = cfg.depth * block + 2 * L * cfg.bits * w + 2 * 2 * w * w + 2 * L * w * cfg.bits
@@ -109,10 +142,12 @@ def test_ops_are_on_the_allow_list(bundle):
 def step_feeds(decl, K: int, classes: int, batch: int = 64, seed: int = 0) -> dict:
     """64 random bit states over every step, real and null classes, guidance 0 and 1.5."""
     rng = np.random.default_rng(seed)
-    feeds = {"bits": rng.integers(0, 2, (batch,) + decl.inputs[0].shape[1:]).astype(np.float32),
-             "step": (np.arange(batch) % K).astype(np.int64),
-             "class_label": rng.integers(0, classes + 1, batch).astype(np.int64),
-             "temperature": rng.uniform(0.5, 2.0, batch).astype(np.float32)}
+    feeds = {
+        "bits": rng.integers(0, 2, (batch,) + decl.inputs[0].shape[1:]).astype(np.float32),
+        "step": (np.arange(batch) % K).astype(np.int64),
+        "class_label": rng.integers(0, classes + 1, batch).astype(np.int64),
+        "temperature": rng.uniform(0.5, 2.0, batch).astype(np.float32),
+    }
     feeds["class_label"][::5] = classes
     if decl.kind == "step_guided":
         feeds["guidance"] = np.where(np.arange(batch) % 2, 1.5, 0.0).astype(np.float32)
@@ -131,22 +166,27 @@ def test_step_graph_matches_pytorch_and_the_contract(bundle, models, decls, name
     assert np.abs(probs - torch_probs.numpy()).max() <= 1e-5
 
     # The graph is the contract's step: denoiser logits -> mix -> p0 -> posterior (or p0).
-    tables = contract.step_tables(m.schedule.name, m.schedule.train_steps, len(m.schedule.timesteps))
+    tables = contract.step_tables(
+        m.schedule.name, m.schedule.train_steps, len(m.schedule.timesteps)
+    )
     with torch.no_grad():
+
         def logits(labels):
             t = torch.from_numpy(tables.t_model[feeds["step"]])
-            return models.denoiser(torch.from_numpy(feeds["bits"]), t,
-                                   torch.from_numpy(labels)).numpy()
+            return models.denoiser(
+                torch.from_numpy(feeds["bits"]), t, torch.from_numpy(labels)
+            ).numpy()
+
         l_cond = logits(feeds["class_label"])
         l_null = logits(np.full_like(feeds["class_label"], m.classes.null_class))
     for row in range(len(probs)):
         if name == "step":
             mixed = contract.mix_logits(l_cond[row], feeds["temperature"][row])
         else:
-            mixed = contract.mix_logits(l_cond[row], feeds["temperature"][row],
-                                        feeds["guidance"][row], l_null[row])
-        expected = contract.step_probability(feeds["bits"][row], mixed, tables,
-                                             feeds["step"][row])
+            mixed = contract.mix_logits(
+                l_cond[row], feeds["temperature"][row], feeds["guidance"][row], l_null[row]
+            )
+        expected = contract.step_probability(feeds["bits"][row], mixed, tables, feeds["step"][row])
         assert np.abs(probs[row] - expected).max() <= 1e-5, row
 
 
@@ -173,8 +213,10 @@ def test_fp16_graphs_run_their_body_in_fp16(bundle, decls):
     rng = np.random.default_rng(3)
     for name in FP16_GRAPHS:
         model = onnx.shape_inference.infer_shapes(onnx.load(str(bundle.graph_path(name))))
-        types = {v.name: v.type.tensor_type.elem_type
-                 for v in list(model.graph.value_info) + list(model.graph.input)}
+        types = {
+            v.name: v.type.tensor_type.elem_type
+            for v in list(model.graph.value_info) + list(model.graph.input)
+        }
         types.update({t.name: t.data_type for t in model.graph.initializer})
         matmuls = [n for n in model.graph.node if n.op_type in ("MatMul", "Gemm", "Conv")]
         assert matmuls and all(types[n.input[0]] == onnx.TensorProto.FLOAT16 for n in matmuls)
@@ -187,7 +229,9 @@ def test_fp16_graphs_run_their_body_in_fp16(bundle, decls):
         # Close to the fp32 graph (the tiny model's logits are small; trained ones are larger).
         feeds = decls[name].random_inputs(4, rng)
         half = onnxruntime_session(bundle.graph_path(name)).run(None, feeds)[0]
-        full = onnxruntime_session(bundle.graph_path(name.removesuffix("_fp16"))).run(None, feeds)[0]
+        full = onnxruntime_session(bundle.graph_path(name.removesuffix("_fp16"))).run(None, feeds)[
+            0
+        ]
         assert half.dtype == np.float32 and np.abs(half - full).max() < 0.05, name
 
 
@@ -206,7 +250,7 @@ def test_op_outside_the_allow_list_fails_validation(bundle, decls, tmp_path):
     softmax = next(n for n in model.graph.node if n.op_type == "Softmax")
     softmax.op_type = "Hardmax"  # same signature, valid ONNX, not something we export
     onnx.save(model, tmp_path / "step.onnx")
-    with pytest.raises(ValidationError, match="op Hardmax .* not on the list"):
+    with pytest.raises(ValidationError, match=r"op Hardmax .* not on the list"):
         check_graph(tmp_path / "step.onnx", decls["step"], opset=17)
 
 
@@ -247,16 +291,21 @@ def edit_manifest(change):
         data = json.loads((directory / "bld.json").read_text())
         change(data)
         (directory / "bld.json").write_text(json.dumps(data))
+
     return edit
 
 
 BREAKAGES = {
     "tampered byte": (tamper_byte, "does not match the manifest: sha256 expected"),
     "deleted file": (delete_file, "graph file 'decoder.onnx' (graphs.decoder) is missing"),
-    "unknown key": (edit_manifest(lambda d: d["graphs"]["step"]["inputs"][0].update(foo=1)),
-                    "graphs.step.inputs[0]: unknown key 'foo'"),
-    "path outside": (edit_manifest(lambda d: d["graphs"]["encoder"].update(file="../encoder.onnx")),
-                     "uses '..' to leave the bundle directory"),
+    "unknown key": (
+        edit_manifest(lambda d: d["graphs"]["step"]["inputs"][0].update(foo=1)),
+        "graphs.step.inputs[0]: unknown key 'foo'",
+    ),
+    "path outside": (
+        edit_manifest(lambda d: d["graphs"]["encoder"].update(file="../encoder.onnx")),
+        "uses '..' to leave the bundle directory",
+    ),
 }
 
 

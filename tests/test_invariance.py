@@ -5,6 +5,7 @@ the same kernels; the demo's (digits preset, here with random weights: the numer
 weights, are what could differ) are big enough for batch-size-dependent GEMM blocking. Batch 1,
 16 and 64, and every position inside the batch, must give the same bits and pixels.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -31,13 +32,16 @@ def demo_pipe(tmp_path_factory):
 def test_batch_size_and_position_do_not_change_the_bits(demo_pipe, guidance):
     classes = np.arange(64) % 11  # every class and the null class
     full = demo_pipe.generate(seeds=SEEDS, classes=classes, guidance=guidance)
-    sixteens = [demo_pipe.generate(seeds=SEEDS[i:i + 16], classes=classes[i:i + 16],
-                                   guidance=guidance) for i in range(0, 64, 16)]
+    sixteens = [
+        demo_pipe.generate(seeds=SEEDS[i : i + 16], classes=classes[i : i + 16], guidance=guidance)
+        for i in range(0, 64, 16)
+    ]
     np.testing.assert_array_equal(np.concatenate([g.bits for g in sixteens]), full.bits)
     np.testing.assert_array_equal(np.concatenate([g.images for g in sixteens]), full.images)
     for i in range(0, 64, 7):
-        one = demo_pipe.generate(seeds=SEEDS[i:i + 1], classes=classes[i:i + 1],
-                                 guidance=guidance)
+        one = demo_pipe.generate(
+            seeds=SEEDS[i : i + 1], classes=classes[i : i + 1], guidance=guidance
+        )
         np.testing.assert_array_equal(one.bits[0], full.bits[i])
         np.testing.assert_array_equal(one.images[0], full.images[i])
     order = np.random.default_rng(0).permutation(64)

@@ -6,6 +6,7 @@ a declared dependency or the package itself), in a subprocess (`-X importtime` s
 and `bld sample` leaves it out of sys.modules), and (slow) by installing the project into a
 fresh virtual environment without torch and running `bld --help` there.
 """
+
 from __future__ import annotations
 
 import ast
@@ -28,12 +29,23 @@ NOT_LOADED = FORBIDDEN + ("tritonclient",)  # an optional import, for --server o
 def _imports(tree):
     """(module, line, optional) for every absolute import; optional = inside a try whose
     handlers catch ImportError (a feature that degrades without the package)."""
+
     def walk(node, optional):
         if isinstance(node, ast.Try):
-            catches = any(isinstance(h.type, ast.Name) and h.type.id in ("ImportError",
-                          "ModuleNotFoundError") or isinstance(h.type, ast.Tuple) and any(
-                          getattr(e, "id", "") in ("ImportError", "ModuleNotFoundError")
-                          for e in h.type.elts) for h in node.handlers)
+            catches = any(
+                (
+                    isinstance(h.type, ast.Name)
+                    and h.type.id in ("ImportError", "ModuleNotFoundError")
+                )
+                or (
+                    isinstance(h.type, ast.Tuple)
+                    and any(
+                        getattr(e, "id", "") in ("ImportError", "ModuleNotFoundError")
+                        for e in h.type.elts
+                    )
+                )
+                for h in node.handlers
+            )
             for child in node.body:
                 yield from walk(child, optional or catches)
             for child in node.handlers + node.orelse + node.finalbody:
@@ -66,16 +78,27 @@ def test_runtime_sources_import_only_allowed_modules():
 
 def _module_names(importtime_stderr: str) -> list[str]:
     """Module names from `python -X importtime` lines: 'import time: self | cumulative | name'."""
-    return [line.rsplit("|", 1)[1].strip() for line in importtime_stderr.splitlines()
-            if line.startswith("import time:") and line.count("|") == 2]
+    return [
+        line.rsplit("|", 1)[1].strip()
+        for line in importtime_stderr.splitlines()
+        if line.startswith("import time:") and line.count("|") == 2
+    ]
 
 
 def test_importing_the_runtime_does_not_import_torch(subprocess_env):
-    code = ("import sys, bld_runtime, bld_runtime.pipeline, bld_runtime.cli; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-            f"{NOT_LOADED!r}))")
-    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True,
-                          text=True, env=subprocess_env, timeout=120, check=True)
+    code = (
+        "import sys, bld_runtime, bld_runtime.pipeline, bld_runtime.cli; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        f"{NOT_LOADED!r}))"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", code],
+        capture_output=True,
+        text=True,
+        env=subprocess_env,
+        timeout=120,
+        check=True,
+    )
     modules = _module_names(proc.stderr)
     assert "bld_runtime.pipeline" in modules and "onnxruntime" in modules  # the parse works
     assert [m for m in modules if m.split(".")[0] in NOT_LOADED] == []
@@ -90,8 +113,13 @@ def test_bld_sample_runs_without_importing_torch(tiny_bundle, tmp_path, subproce
                   "-o", {str(tmp_path / "out")!r}], standalone_mode=False)
         print(sorted(m for m in sys.modules if m.split(".")[0] in {NOT_LOADED!r}))
     """)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=subprocess_env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=subprocess_env,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip().splitlines()[-1] == "[]"
     assert (tmp_path / "out" / "00001.png").is_file()
@@ -112,8 +140,13 @@ def test_help_describes_every_command_without_importing_torch(subprocess_env):
         print(sorted({m.split(".")[0] for m in sys.modules} & {"torch", "matplotlib",
                                                               "onnxruntime", "numpy"}))
     """)
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
-                          env=subprocess_env, timeout=120)
+    proc = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        env=subprocess_env,
+        timeout=120,
+    )
     assert proc.returncode == 0, proc.stderr
     lines = proc.stdout.splitlines()
     assert lines[-1] == "[]"
@@ -138,8 +171,7 @@ def test_installs_and_runs_in_a_fresh_venv_without_torch(tmp_path):
     py, bld = venv / "bin" / "python", venv / "bin" / "bld"
 
     def run(*args, check=True):
-        proc = subprocess.run([str(a) for a in args], capture_output=True, text=True,
-                              timeout=600)
+        proc = subprocess.run([str(a) for a in args], capture_output=True, text=True, timeout=600)
         if check:
             assert proc.returncode == 0, f"{args}: {proc.stdout[-2000:]}\n{proc.stderr[-2000:]}"
         return proc

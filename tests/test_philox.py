@@ -84,13 +84,30 @@ def test_curand_reference_values():
     # curand() and curand_uniform() after curand_init(1337, 42, 0, &state) on a GPU, as
     # recorded in OpenMPCD's tests (DavidToneian/OpenMPCD, test/OpenMPCDTest/CUDA/Random/
     # Generators/Philox4x32_10.cu and Distributions/Uniform0e1i.cu).
-    words = [3146701458, 3726081436, 3745301797, 3148492510, 1361546154,
-             3356713841, 465341286, 836505607, 3984407405, 42409606]
-    floats = ["0.732648551464080810546875", "0.86754596233367919921875",
-              "0.872021019458770751953125", "0.733065545558929443359375",
-              "0.3170096576213836669921875", "0.781545817852020263671875",
-              "0.108345709741115570068359375", "0.19476413726806640625",
-              "0.927692115306854248046875", "0.00987425632774829864501953125"]
+    words = [
+        3146701458,
+        3726081436,
+        3745301797,
+        3148492510,
+        1361546154,
+        3356713841,
+        465341286,
+        836505607,
+        3984407405,
+        42409606,
+    ]
+    floats = [
+        "0.732648551464080810546875",
+        "0.86754596233367919921875",
+        "0.872021019458770751953125",
+        "0.733065545558929443359375",
+        "0.3170096576213836669921875",
+        "0.781545817852020263671875",
+        "0.108345709741115570068359375",
+        "0.19476413726806640625",
+        "0.927692115306854248046875",
+        "0.00987425632774829864501953125",
+    ]
     assert random_words([1337], 42, 10).tolist() == [words]
     u = uniforms([1337], 42, 10)[0]
     assert [Fraction(float(x)) for x in u] == [Fraction(f) for f in floats]
@@ -124,11 +141,13 @@ def test_block_index_beyond_32_bits_goes_to_counter_word_1():
     # check the contract's counter layout against cuRAND's 128-bit counter with carry directly.
     seed, s = 0x0123456789ABCDEF, 0xFEDCBA9876543210
     blocks = np.array([2**32 - 1, 2**32, 2**32 + 5, 2**63 + 7], dtype=np.uint64)
-    counter = np.stack([blocks & M32, blocks >> 32,
-                        np.full_like(blocks, s & M32), np.full_like(blocks, s >> 32)], axis=-1)
+    counter = np.stack(
+        [blocks & M32, blocks >> 32, np.full_like(blocks, s & M32), np.full_like(blocks, s >> 32)],
+        axis=-1,
+    )
     key = np.array([seed & M32, seed >> 32], dtype=np.uint64)
     out = philox4x32_10(counter, key)
-    for j, words in zip(blocks.tolist(), out.tolist()):
+    for j, words in zip(blocks.tolist(), out.tolist(), strict=True):
         assert words == ref_curand(seed, s, 4 * j, 4)
     low_only = counter[1].copy()
     low_only[1] = 0  # j = 2^32 with its high word dropped would collide with block 0
@@ -146,8 +165,21 @@ def test_seed_split_and_subsequence_words():
 
 
 def test_uniform_edge_words_and_ties():
-    words = np.array([0, 1, M32, 0xFFFFFF80, 0xFFFFFF7F, 0x01000001, 0x01000003, 0x80000080,
-                      0x7FFFFFC0, 12345678], dtype=np.uint32)
+    words = np.array(
+        [
+            0,
+            1,
+            M32,
+            0xFFFFFF80,
+            0xFFFFFF7F,
+            0x01000001,
+            0x01000003,
+            0x80000080,
+            0x7FFFFFC0,
+            12345678,
+        ],
+        dtype=np.uint32,
+    )
     for dtype in (np.uint32, np.uint64):
         u = words_to_uniforms(words.astype(dtype))
         assert u.dtype == np.float32
@@ -242,7 +274,10 @@ def test_drawer_equals_functions_bit_for_bit(batch, n, base_seed, subsequence, d
         assert drawer.draw(p, seeds, subsequence, out) is out
         assert out.tolist() == bernoulli(p, seeds, subsequence).tolist()
         assert out.tolist() == (uniforms(seeds, subsequence, n) <= p).astype(np.uint8).tolist()
-        assert drawer.words(seeds, subsequence).tolist() == random_words(seeds, subsequence, n).tolist()
+        assert (
+            drawer.words(seeds, subsequence).tolist()
+            == random_words(seeds, subsequence, n).tolist()
+        )
 
 
 def test_drawer_step_allocates_no_buffers():
@@ -274,7 +309,7 @@ def test_drawer_rejects_mismatched_inputs():
         drawer.draw(np.zeros((2, 9), np.float32), seeds, 1)
     with pytest.raises(ValueError, match="seeds"):
         drawer.draw(np.zeros((2, 8), np.float32), seeds[:1], 1)
-    with pytest.raises(ValueError, match="1..2 images"):
+    with pytest.raises(ValueError, match=r"1\.\.2 images"):
         drawer.words(seed_range(0, 3), 1)
     with pytest.raises(ValueError, match="out"):
         drawer.draw(np.zeros((2, 8), np.float32), seeds, 1, out=np.empty((2, 8), np.int64))
@@ -288,7 +323,7 @@ def test_a_span_of_subsequences_equals_one_at_a_time():
         assert span.shape == (4, b, 70)
         for k in range(4):
             np.testing.assert_array_equal(span[k], uniforms(seeds[:b], 7 + k, 70))
-    with pytest.raises(ValueError, match="1..5 subsequences"):
+    with pytest.raises(ValueError, match=r"1\.\.5 subsequences"):
         drawer.uniforms_span(seeds, 0, 6)
     with pytest.raises(InvalidRequestError, match="subsequence must be in"):
         drawer.uniforms_span(seeds, 2**64 - 2, 3)  # would run past the last subsequence

@@ -4,6 +4,7 @@ Parity: the PyTorch ReferenceSampler on tiny_run's prior and the runtime on tiny
 same run exported) agree on every step's probabilities and on the bits. Invariance: an image's
 bits depend only on its seed and conditioning (batch, position, chunking, threads, process).
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -19,8 +20,13 @@ import pytest
 
 from bld_runtime import philox
 from bld_runtime.backends import BackendOptions
-from bld_runtime.errors import (BackendUnavailableError, CancelledError, InvalidRequestError,
-                                ManifestError, CodeNotSettledWarning)
+from bld_runtime.errors import (
+    BackendUnavailableError,
+    CancelledError,
+    CodeNotSettledWarning,
+    InvalidRequestError,
+    ManifestError,
+)
 from bld_runtime.images import from_float, load_png, make_grid, save_png, to_float
 from bld_runtime.pipeline import Pipeline, settle_orbits
 
@@ -52,8 +58,15 @@ def _loop_with_teacher(pipe, states, seeds, classes, guidance, temperature):
 
 def _drive(loop, states, seeds, classes, guidance, temperature):
     K, n = len(states), len(seeds)
-    loop.start(seeds, classes, np.full(n, temperature, np.float32),
-               np.full(n, guidance, np.float32), guidance > 0, None, None)
+    loop.start(
+        seeds,
+        classes,
+        np.full(n, temperature, np.float32),
+        np.full(n, guidance, np.float32),
+        guidance > 0,
+        None,
+        None,
+    )
     probs = np.empty(states.shape, np.float32)
     drawn = np.empty(states.shape, np.uint8)
     for i in range(K):
@@ -85,9 +98,11 @@ def test_parity_with_the_reference_sampler(pipe, reference, guidance, temperatur
     # Free running: only the seeds in common.
     out = pipe.generate(seeds=seeds, classes=classes, guidance=guidance, temperature=temperature)
     same_images = int((out.bits == ref_bits).all(axis=(1, 2)).sum())
-    print(f"\nparity g={guidance} T={temperature}: max |dp| {max_dp:.2e} under teacher forcing, "
-          f"{same_draws:.4%} of {drawn.size} draws identical, final bits identical for "
-          f"{same_images}/64 seeds free-running")
+    print(
+        f"\nparity g={guidance} T={temperature}: max |dp| {max_dp:.2e} under teacher forcing, "
+        f"{same_draws:.4%} of {drawn.size} draws identical, final bits identical for "
+        f"{same_images}/64 seeds free-running"
+    )
     assert max_dp <= 1e-5
     assert same_draws >= 0.9999
     assert same_images >= 0.95 * 64
@@ -103,8 +118,9 @@ def test_generate_trace_follows_the_contract(pipe):
     np.testing.assert_array_equal(out.trace.states[0], philox.bernoulli(half, seeds, 0))
     # Step i < K-1 draws with subsequence i + 1 from its probabilities; the last thresholds.
     for i in range(K - 1):
-        np.testing.assert_array_equal(out.trace.states[i + 1],
-                                      philox.bernoulli(out.trace.probs[i], seeds, i + 1))
+        np.testing.assert_array_equal(
+            out.trace.states[i + 1], philox.bernoulli(out.trace.probs[i], seeds, i + 1)
+        )
     np.testing.assert_array_equal(out.bits, (out.trace.probs[-1] > 0.5).astype(np.uint8))
     assert out.images.shape == (4,) + pipe.image_shape and out.images.dtype == np.uint8
     np.testing.assert_array_equal(out.images, pipe.decode(out.bits))
@@ -126,8 +142,10 @@ def test_masked_bits_are_kept_after_the_initial_state_and_every_step(pipe):
 def test_batch_invariance_at_every_position(pipe):
     seeds = np.arange(100, 108, dtype=np.uint64)
     classes = np.arange(8) % pipe.num_classes
-    alone = [pipe.generate(seeds=seeds[i : i + 1], classes=classes[i : i + 1], guidance=1.0).bits[0]
-             for i in range(8)]
+    alone = [
+        pipe.generate(seeds=seeds[i : i + 1], classes=classes[i : i + 1], guidance=1.0).bits[0]
+        for i in range(8)
+    ]
     for shift in range(8):  # seed i sits at position (i + shift) % 8
         order = np.roll(np.arange(8), shift)
         batch = pipe.generate(seeds=seeds[order], classes=classes[order], guidance=1.0).bits
@@ -149,10 +167,12 @@ def test_chunked_batches_equal_single_batches(tiny_bundle):
 
 def test_thread_count_does_not_change_the_bits(tiny_bundle):
     settings = [(1, True), (2, True), (2, False)]  # (threads, park threads after each call)
-    bits = [Pipeline.load(tiny_bundle, options=BackendOptions(intra_op_threads=t,
-                                                              stop_spinning=stop))
-            .generate(n=8, seeds=3, classes=np.arange(8), guidance=2.0).bits
-            for t, stop in settings]
+    bits = [
+        Pipeline.load(tiny_bundle, options=BackendOptions(intra_op_threads=t, stop_spinning=stop))
+        .generate(n=8, seeds=3, classes=np.arange(8), guidance=2.0)
+        .bits
+        for t, stop in settings
+    ]
     for other in bits[1:]:
         np.testing.assert_array_equal(bits[0], other)
 
@@ -200,8 +220,10 @@ def test_steps_after_the_first_allocate_nothing(pipe):
         probe_peak = tracemalloc.get_traced_memory()[1] - base
     finally:
         tracemalloc.stop()
-    print(f"\nsteps 2..{pipe.num_steps} of a batch of {n}: peak {window['peak']} bytes traced "
-          f"(one uint8 state is {one_state} bytes)")
+    print(
+        f"\nsteps 2..{pipe.num_steps} of a batch of {n}: peak {window['peak']} bytes traced "
+        f"(one uint8 state is {one_state} bytes)"
+    )
     assert probe_peak >= one_state and probe.sum() == one_state
     assert window["peak"] < min(16384, one_state // 2)
 
@@ -220,7 +242,6 @@ def test_callback_sees_every_step_and_can_cancel(pipe):
 
     with pytest.raises(CancelledError, match="stopped by the user"):
         pipe.generate(n=2, seeds=1, callback=stop)
-
 
 
 def test_loops_that_run_all_steps_at_once_unless_the_steps_are_asked_for(pipe):
@@ -248,8 +269,9 @@ def test_loops_that_run_all_steps_at_once_unless_the_steps_are_asked_for(pipe):
     K, shape = pipe.num_steps, (3,) + pipe.latent_shape
     request = dict(n=3, seeds=5, classes=[1, 2, 3], guidance=1.0)
     seen = []
-    out = fused.generate(**request, callback=lambda step, k, bits: seen.append((step, k,
-                                                                                bits.shape)))
+    out = fused.generate(
+        **request, callback=lambda step, k, bits: seen.append((step, k, bits.shape))
+    )
     assert AllAtOnceLoop.runs == 1 and seen == [(K, K, shape)]
     np.testing.assert_array_equal(out.bits, pipe.generate(**request).bits)
     with pytest.raises(CancelledError, match=f"after step {K} of {K}"):
@@ -260,6 +282,7 @@ def test_loops_that_run_all_steps_at_once_unless_the_steps_are_asked_for(pipe):
     np.testing.assert_array_equal(traced.bits, out.bits)
     np.testing.assert_array_equal(teacher.bits, out.bits)
 
+
 def test_encode_deterministic_and_seeded(pipe):
     images = pipe.generate(n=5, seeds=11).images
     probs = pipe.encode_probs(images)
@@ -267,8 +290,9 @@ def test_encode_deterministic_and_seeded(pipe):
     np.testing.assert_array_equal(pipe.encode(images), threshold)  # the paper's code
     with warnings.catch_warnings():  # the tiny autoencoder does not settle every latent
         warnings.simplefilter("ignore", CodeNotSettledWarning)
-        np.testing.assert_array_equal(pipe.encode(images, canonical=True),
-                                      pipe.settle(threshold)[0])
+        np.testing.assert_array_equal(
+            pipe.encode(images, canonical=True), pipe.settle(threshold)[0]
+        )
     seeded = pipe.encode(images, seed=77)
     np.testing.assert_array_equal(seeded, philox.bernoulli(probs, philox.seed_range(77, 5), 0))
     np.testing.assert_array_equal(pipe.encode(images, seed=[77, 78, 79, 80, 81]), seeded)
@@ -291,8 +315,9 @@ def test_default_encoding_makes_one_encoder_call_per_chunk(tiny_bundle, monkeypa
 
         monkeypatch.setattr(pipe.backend, method, counted)
     H, W, ch = pipe.image_shape
-    images = np.random.default_rng(0).integers(0, 256, (2 * pipe.max_batch + 1, H, W, ch),
-                                               dtype=np.uint8)
+    images = np.random.default_rng(0).integers(
+        0, 256, (2 * pipe.max_batch + 1, H, W, ch), dtype=np.uint8
+    )
     bits = pipe.encode(images)
     assert calls == {"encode": 3, "decode": 0}
     np.testing.assert_array_equal(bits, (pipe.encode_probs(images) > 0.5).astype(np.uint8))
@@ -319,8 +344,10 @@ def test_encode_decode_encode_is_a_fixed_point(pipe):
         np.testing.assert_array_equal(pipe.encode(images, canonical=True), codes)
         again = pipe.encode(pipe.decode(codes), canonical=True)
         third = pipe.encode(pipe.decode(again), canonical=True)
-    print(f"\ntiny bundle: the p > 0.5 code is a fixed point for {int(raw_kept.sum())}/{len(raw)} "
-          f"latents, the canonical code settles for {int(settled.sum())}/{len(raw)}")
+    print(
+        f"\ntiny bundle: the p > 0.5 code is a fixed point for {int(raw_kept.sum())}/{len(raw)} "
+        f"latents, the canonical code settles for {int(settled.sum())}/{len(raw)}"
+    )
     assert settled.mean() >= 0.5
     np.testing.assert_array_equal(again[settled], codes[settled])
     np.testing.assert_array_equal(third[settled], codes[settled])
@@ -347,7 +374,8 @@ def test_canonical_warns_when_rounds_run_out(pipe):
     with pytest.warns(CodeNotSettledWarning, match=r"6 of 6 latents did not settle"):
         once = pipe.canonical(random_bits, rounds=1)  # random bits are no decoder's output
     np.testing.assert_array_equal(
-        once, (pipe.encode_probs(pipe.decode(random_bits)) > 0.5).astype(np.uint8))
+        once, (pipe.encode_probs(pipe.decode(random_bits)) > 0.5).astype(np.uint8)
+    )
 
 
 def test_fp16_graphs_give_close_probabilities(tiny_bundle, pipe):
@@ -388,21 +416,24 @@ def test_inpaint_keeps_the_tokens_outside_the_region(pipe):
     np.testing.assert_array_equal(out.bits[0][keep], known[0][keep])
 
 
-@pytest.mark.parametrize("kwargs,message", [
-    (dict(n=0), "batch size must be at least 1"),
-    (dict(seeds=[]), "batch size must be at least 1"),
-    (dict(seeds=-1), r"seed must be an integer in \[0, 2\^64\)"),
-    (dict(seeds=2**64), r"seed must be an integer in \[0, 2\^64\)"),
-    (dict(seeds=1.5), "seed must be an integer"),
-    (dict(seeds=[1, 2], n=3), "got 2 seeds for n=3"),
-    (dict(classes=11), "class 11 is out of range"),
-    (dict(classes=-1), "class -1 is out of range"),
-    (dict(guidance=float("nan")), "guidance must be finite and >= 0"),
-    (dict(guidance=-0.5), "guidance must be finite and >= 0"),
-    (dict(temperature=0.0), "temperature must be finite and > 0"),
-    (dict(temperature=float("inf")), "temperature must be finite and > 0"),
-    (dict(mask=np.ones((64, 8), np.uint8)), "both mask and known_bits"),
-])
+@pytest.mark.parametrize(
+    "kwargs,message",
+    [
+        (dict(n=0), "batch size must be at least 1"),
+        (dict(seeds=[]), "batch size must be at least 1"),
+        (dict(seeds=-1), r"seed must be an integer in \[0, 2\^64\)"),
+        (dict(seeds=2**64), r"seed must be an integer in \[0, 2\^64\)"),
+        (dict(seeds=1.5), "seed must be an integer"),
+        (dict(seeds=[1, 2], n=3), "got 2 seeds for n=3"),
+        (dict(classes=11), "class 11 is out of range"),
+        (dict(classes=-1), "class -1 is out of range"),
+        (dict(guidance=float("nan")), "guidance must be finite and >= 0"),
+        (dict(guidance=-0.5), "guidance must be finite and >= 0"),
+        (dict(temperature=0.0), "temperature must be finite and > 0"),
+        (dict(temperature=float("inf")), "temperature must be finite and > 0"),
+        (dict(mask=np.ones((64, 8), np.uint8)), "both mask and known_bits"),
+    ],
+)
 def test_invalid_requests(pipe, kwargs, message):
     with pytest.raises(InvalidRequestError, match=message):
         pipe.generate(**kwargs)
@@ -416,23 +447,28 @@ def test_checked_requests_concatenate_into_one_request(pipe):
     rng = np.random.default_rng(4)
     mask = (rng.random((L, C)) < 0.5).astype(np.uint8)
     known = (rng.random((L, C)) < 0.5).astype(np.uint8)
-    parts = [dict(n=3, seeds=2**64 - 2, classes="all", guidance=1.5),
-             dict(seeds=[7, 8], classes=[pipe.null_class, 4], temperature=[0.8, 1.2]),
-             dict(seeds=[9], mask=mask, known_bits=known)]
+    parts = [
+        dict(n=3, seeds=2**64 - 2, classes="all", guidance=1.5),
+        dict(seeds=[7, 8], classes=[pipe.null_class, 4], temperature=[0.8, 1.2]),
+        dict(seeds=[9], mask=mask, known_bits=known),
+    ]
     checked = [pipe.check_request(**part) for part in parts]
     assert [r.count for r in checked] == [3, 2, 1]
     rows = [r.rows(0, r.count) for r in checked]
 
     def column(key):  # rows without inpainting get a zero mask, which keeps nothing
-        return np.concatenate([np.zeros((len(r["seeds"]), L, C), np.uint8) if r[key] is None
-                               else r[key] for r in rows])
+        return np.concatenate(
+            [
+                np.zeros((len(r["seeds"]), L, C), np.uint8) if r[key] is None else r[key]
+                for r in rows
+            ]
+        )
 
     together = pipe.generate(**{key: column(key) for key in rows[0]})
     alone = [pipe.generate(**part) for part in parts]
     np.testing.assert_array_equal(together.bits, np.concatenate([a.bits for a in alone]))
     np.testing.assert_array_equal(together.seeds, [2**64 - 2, 2**64 - 1, 0, 7, 8, 9])
-    np.testing.assert_array_equal(together.classes, [0, 1, 2, pipe.null_class, 4,
-                                                     pipe.null_class])
+    np.testing.assert_array_equal(together.classes, [0, 1, 2, pipe.null_class, 4, pipe.null_class])
 
 
 def test_invalid_images_and_bits(pipe):
@@ -448,13 +484,17 @@ def test_invalid_images_and_bits(pipe):
 
 
 def test_backend_and_precision_errors(tiny_bundle, tmp_path):
-    with pytest.raises(BackendUnavailableError, match="unknown backend 'metal'.*CPUExecutionProvider"):
+    with pytest.raises(
+        BackendUnavailableError, match=r"unknown backend 'metal'.*CPUExecutionProvider"
+    ):
         Pipeline.load(tiny_bundle, backend="metal")
     import onnxruntime as ort
 
     if "CUDAExecutionProvider" not in ort.get_available_providers():
-        with pytest.raises(BackendUnavailableError,
-                           match="needs onnxruntime's CUDAExecutionProvider.*CPUExecutionProvider"):
+        with pytest.raises(
+            BackendUnavailableError,
+            match=r"needs onnxruntime's CUDAExecutionProvider.*CPUExecutionProvider",
+        ):
             Pipeline.load(tiny_bundle, backend="cuda")
     if "TensorrtExecutionProvider" not in ort.get_available_providers():
         with pytest.raises(BackendUnavailableError, match="TensorrtExecutionProvider"):
@@ -476,7 +516,7 @@ def test_backend_and_precision_errors(tiny_bundle, tmp_path):
     for name in [g for g in manifest["graphs"] if g.endswith("_fp16")]:
         del manifest["graphs"][name]
     (copy / "bld.json").write_text(json.dumps(manifest))
-    with pytest.raises(ManifestError, match="no 'decoder_fp16' graph.*--fp16"):
+    with pytest.raises(ManifestError, match=r"no 'decoder_fp16' graph.*--fp16"):
         Pipeline.load(copy, precision="fp16")
 
 
@@ -495,8 +535,10 @@ def test_uint8_float_round_trip_is_exact():
     x = to_float(u8)
     assert x.dtype == np.float32 and x.min() == -1.0 and x.max() == 1.0
     np.testing.assert_array_equal(from_float(x), u8)
-    np.testing.assert_array_equal(from_float(np.array([-3.0, 3.0, np.float32(0.5 / 127.5 - 1)])),
-                                  [0, 255, 0])  # clipped; 0.5 rounds half to even
+    # Clipped; 0.5 rounds half to even.
+    np.testing.assert_array_equal(
+        from_float(np.array([-3.0, 3.0, np.float32(0.5 / 127.5 - 1)])), [0, 255, 0]
+    )
 
 
 def test_png_files_and_grids(tmp_path):
@@ -527,24 +569,36 @@ def test_device_kernel_core_matches_numpy_philox(tmp_path):
     if cc is None:
         pytest.skip("no C compiler to build the kernel's core on the host")
     src = tmp_path / "core.c"
-    src.write_text(CORE + textwrap.dedent("""
+    src.write_text(
+        CORE
+        + textwrap.dedent("""
         void uniforms(bld_u64 seed, bld_u64 subsequence, bld_u64 blocks, float *out) {
-            for (bld_u64 j = 0; j < blocks; ++j) bld_block_uniforms(seed, subsequence, j, out + 4 * j);
+            for (bld_u64 j = 0; j < blocks; ++j)
+                bld_block_uniforms(seed, subsequence, j, out + 4 * j);
         }
         void draw(const float *p, bld_u64 seed, bld_u64 subsequence, bld_u64 n, float *bits,
                   const unsigned char *keep, const float *known) {
             for (bld_u64 j = 0; j < (n + 3) / 4; ++j)
                 bld_draw_block(p, seed, subsequence, j, n, bits, keep, known);
         }
-    """))
+    """)
+    )
     lib = tmp_path / "core.so"
-    subprocess.run([cc, "-O2", "-ffp-contract=off", "-shared", "-fPIC", str(src), "-o", str(lib)],
-                   check=True)
+    subprocess.run(
+        [cc, "-O2", "-ffp-contract=off", "-shared", "-fPIC", str(src), "-o", str(lib)], check=True
+    )
     core = ctypes.CDLL(str(lib))
     u64, ptr = ctypes.c_uint64, np.ctypeslib.ndpointer
     core.uniforms.argtypes = [u64, u64, u64, ptr(np.float32, flags="C")]
-    core.draw.argtypes = [ptr(np.float32, flags="C"), u64, u64, u64, ptr(np.float32, flags="C"),
-                          ctypes.c_void_p, ctypes.c_void_p]
+    core.draw.argtypes = [
+        ptr(np.float32, flags="C"),
+        u64,
+        u64,
+        u64,
+        ptr(np.float32, flags="C"),
+        ctypes.c_void_p,
+        ctypes.c_void_p,
+    ]
     n = 16 * 16 * 64 + 3  # a tail that is not a whole Philox block
     rng = np.random.default_rng(0)
     for seed, sub in [(0, 0), (2**64 - 1, 17), (123456789123, 2**40 + 5)]:
@@ -567,9 +621,11 @@ def _cuda_available() -> bool:
         import cupy
         import onnxruntime as ort
 
-        return ("CUDAExecutionProvider" in ort.get_available_providers()
-                and cupy.cuda.runtime.getDeviceCount() > 0)
-    except Exception:
+        return (
+            "CUDAExecutionProvider" in ort.get_available_providers()
+            and cupy.cuda.runtime.getDeviceCount() > 0
+        )
+    except Exception:  # noqa: BLE001 - no CuPy, no driver or no device: CuPy's own error types
         return False
 
 
@@ -579,15 +635,25 @@ def _cuda_available() -> bool:
 def test_gpu_backend_matches_cpu(tiny_bundle, pipe, backend):
     import onnxruntime as ort
 
-    if backend == "tensorrt-ep" and "TensorrtExecutionProvider" not in ort.get_available_providers():
+    if (
+        backend == "tensorrt-ep"
+        and "TensorrtExecutionProvider" not in ort.get_available_providers()
+    ):
         pytest.skip("onnxruntime has no TensorRT execution provider here")
     gpu = Pipeline.load(tiny_bundle, backend=backend)
     L, C = pipe.latent_shape
     mask = np.zeros((L, C), np.uint8)
     mask[:4] = 1
     known = np.ones((L, C), np.uint8)
-    kwargs = dict(n=8, seeds=2**63, classes=np.arange(8), guidance=1.0, mask=mask,
-                  known_bits=known, trace=True)
+    kwargs = dict(
+        n=8,
+        seeds=2**63,
+        classes=np.arange(8),
+        guidance=1.0,
+        mask=mask,
+        known_bits=known,
+        trace=True,
+    )
     a, b = pipe.generate(**kwargs), gpu.generate(**kwargs)
     np.testing.assert_array_equal(b.trace.states[0], a.trace.states[0])  # Philox, then the mask
     assert (a.bits == b.bits).all(axis=(1, 2)).mean() >= 0.75
@@ -600,6 +666,7 @@ def test_gpu_backend_matches_cpu(tiny_bundle, pipe, backend):
 
 def test_settle_orbits_picks_the_smallest_code_of_each_cycle():
     """A map on 1-bit-per-token codes with known orbits: a fixed point, a tail into a 3-cycle."""
+
     def code(n):  # n as 8 bits, shaped (L=1, C=8)
         return np.unpackbits(np.array([n], np.uint8)).reshape(1, 8)
 

@@ -13,6 +13,7 @@ The official numbers below are derived from the authors' code, ZeWang95/BinaryLa
   parameters its forward never uses (ResBlock.conv_out where in == out channels, the
   Generator's logsigma head).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -36,26 +37,35 @@ OFFICIAL_LAYERS, OFFICIAL_WIDTH, OFFICIAL_HEADS = 24, 768, 12
 OFFICIAL_TOKENS, OFFICIAL_BITS, OFFICIAL_CLASSES = 256, 64, 1000
 
 
-def official_prior_parameters(layers=OFFICIAL_LAYERS, w=OFFICIAL_WIDTH, tokens=OFFICIAL_TOKENS,
-                              bits=OFFICIAL_BITS, classes=OFFICIAL_CLASSES) -> int:
+def official_prior_parameters(
+    layers=OFFICIAL_LAYERS,
+    w=OFFICIAL_WIDTH,
+    tokens=OFFICIAL_TOKENS,
+    bits=OFFICIAL_BITS,
+    classes=OFFICIAL_CLASSES,
+) -> int:
     """Parameters of upstream's class-conditional TransformerBD, module by module."""
     linear = lambda i, o: i * o + o  # noqa: E731 - nn.Linear with bias
-    block = (2 * 2 * w                      # ln1, ln2
-             + linear(w, 3 * w)             # Attention.qkv
-             + linear(w, w)                 # Attention.proj
-             + linear(w, 4 * w) + linear(4 * w, w)  # mlp
-             + 2 * w)                       # gamma_1, gamma_2
-    return (bits * w                        # tok_emb (bits @ weight, no bias)
-            + tokens * w                    # pos_emb (nn.Parameter)
-            + 2 * linear(w, w)              # AdaTkn_Time: l0, linear
-            + classes * w                   # cls_embedding
-            + layers * block
-            + 2 * w                         # ln_f
-            + linear(w, bits))              # head
+    block = (
+        2 * 2 * w  # ln1, ln2
+        + linear(w, 3 * w)  # Attention.qkv
+        + linear(w, w)  # Attention.proj
+        + (linear(w, 4 * w) + linear(4 * w, w))  # mlp
+        + 2 * w  # gamma_1, gamma_2
+    )
+    return (
+        bits * w  # tok_emb (bits @ weight, no bias)
+        + tokens * w  # pos_emb (nn.Parameter)
+        + 2 * linear(w, w)  # AdaTkn_Time: l0, linear
+        + classes * w  # cls_embedding
+        + layers * block
+        + 2 * w  # ln_f
+        + linear(w, bits)  # head
+    )
 
 
-OFFICIAL_ENCODER_PARAMETERS = 29_314_624   # Encoder + BinaryQuantizer.proj
-OFFICIAL_DECODER_PARAMETERS = 33_739_651   # BinaryQuantizer.embed + Generator
+OFFICIAL_ENCODER_PARAMETERS = 29_314_624  # Encoder + BinaryQuantizer.proj
+OFFICIAL_DECODER_PARAMETERS = 33_739_651  # BinaryQuantizer.embed + Generator
 
 
 def count(module: torch.nn.Module) -> int:
@@ -65,7 +75,7 @@ def count(module: torch.nn.Module) -> int:
 def test_paper256_prior_is_the_official_transformer():
     cfg = preset("paper256").prior
     model = Denoiser(cfg)
-    assert (cfg.latent_size ** 2, cfg.bits) == (OFFICIAL_TOKENS, OFFICIAL_BITS)
+    assert (cfg.latent_size**2, cfg.bits) == (OFFICIAL_TOKENS, OFFICIAL_BITS)
     assert (cfg.depth, cfg.width, cfg.heads) == (OFFICIAL_LAYERS, OFFICIAL_WIDTH, OFFICIAL_HEADS)
     assert len(model.blocks) == OFFICIAL_LAYERS
     for block in model.blocks:
@@ -128,8 +138,8 @@ def test_torch_init_keeps_pytorch_defaults_but_upstreams_two():
     cfg = dataclasses.replace(preset("tiny").prior, init="torch", width=64, heads=2)
     model = Denoiser(cfg)
     assert abs(model.bit_proj.weight.std().item() - 0.02) < 0.005  # upstream's tok_emb
-    assert abs(model.class_emb.weight.std().item() - 1.0) < 0.2   # nn.Embedding's N(0, 1)
-    assert model.head.bias.abs().max() > 0                         # Linear's default bias
+    assert abs(model.class_emb.weight.std().item() - 1.0) < 0.2  # nn.Embedding's N(0, 1)
+    assert model.head.bias.abs().max() > 0  # Linear's default bias
 
 
 def test_unknown_choices_are_refused_with_the_file_and_field(tmp_path):
@@ -138,6 +148,7 @@ def test_unknown_choices_are_refused_with_the_file_and_field(tmp_path):
     with pytest.raises(ConfigError, match="codes must be one of fixed, stochastic"):
         PriorTrainConfig(codes="online")
     from bld_train.config import from_dict
+
     with pytest.raises(ConfigError, match=r"^run/prior/config.json: model: init must be one of"):
         from_dict(PriorConfig, {"init": "xavier"}, "run/prior/config.json: model")
     with pytest.raises(ConfigError, match="unknown DiffAugment policy 'blur'"):
@@ -153,8 +164,11 @@ def test_adaptive_gan_weight_is_clamped_at_its_maximum():
 
 def test_constant_schedule_and_ema_every_n_steps():
     assert lr_at(4, 2e-4, 10, 100, schedule="constant") == pytest.approx(1e-4)
-    assert lr_at(10, 2e-4, 10, 100, schedule="constant") == lr_at(99, 2e-4, 10, 100,
-                                                                  schedule="constant") == 2e-4
+    assert (
+        lr_at(10, 2e-4, 10, 100, schedule="constant")
+        == lr_at(99, 2e-4, 10, 100, schedule="constant")
+        == 2e-4
+    )
     model = torch.nn.Linear(2, 2)
     ema = EMA(model, 0.5, every=10)
     before = {k: v.clone() for k, v in ema.state_dict().items()}
@@ -163,7 +177,7 @@ def test_constant_schedule_and_ema_every_n_steps():
     for step in range(9):  # steps 0..8: no update
         ema.update(model, step)
     assert all(torch.equal(before[k], v) for k, v in ema.state_dict().items())
-    ema.update(model, 9)   # the 10th step averages
+    ema.update(model, 9)  # the 10th step averages
     assert not torch.equal(before["weight"], ema.state_dict()["weight"])
 
 
@@ -205,8 +219,9 @@ def _prior_weights(run) -> dict:
 
 
 @pytest.mark.slow
-def test_prior_on_stochastic_codes_trains_deterministically_and_resumes(tiny_run, tmp_path,
-                                                                        monkeypatch):
+def test_prior_on_stochastic_codes_trains_deterministically_and_resumes(
+    tiny_run, tmp_path, monkeypatch
+):
     """Each step's z_0 is a Bernoulli draw from that step's encoder probabilities (the first
     draw after the step's seed), and a stopped then resumed run ends where one go ends."""
     import shutil
@@ -237,10 +252,13 @@ def test_prior_on_stochastic_codes_trains_deterministically_and_resumes(tiny_run
     train_prior(runs[0], stochastic, progress=False)
     monkeypatch.undo()
     assert len(seen["probs"]) == len(seen["z0"]) == 10
-    for step, (probs, z0) in enumerate(zip(seen["probs"], seen["z0"])):
+    for step, (probs, z0) in enumerate(zip(seen["probs"], seen["z0"], strict=True)):
         torch.manual_seed(D.step_seed(stochastic.prior_train.seed, 0, step))
         assert torch.equal(z0, torch.bernoulli(probs))
-    assert any(not torch.equal(z0, (p > 0.5).float()) for p, z0 in zip(seen["probs"], seen["z0"]))
+    assert any(
+        not torch.equal(z0, (p > 0.5).float())
+        for p, z0 in zip(seen["probs"], seen["z0"], strict=True)
+    )
     assert not (runs[0] / "prior" / "latents.safetensors").exists()
 
     class Stop(Exception):
@@ -273,10 +291,14 @@ def test_official_modules_export_and_validate(tmp_path):
 
     p = preset("tiny")
     p = dataclasses.replace(
-        p, autoencoder=dataclasses.replace(p.autoencoder, heads="binaryae", decoder_res_blocks=2,
-                                           embed_bias=False, norm_first=True),
-        prior=dataclasses.replace(p.prior, learned_pos=True, layer_scale=True,
-                                  time_features="rescaled", init="torch"))
+        p,
+        autoencoder=dataclasses.replace(
+            p.autoencoder, heads="binaryae", decoder_res_blocks=2, embed_bias=False, norm_first=True
+        ),
+        prior=dataclasses.replace(
+            p.prior, learned_pos=True, layer_scale=True, time_features="rescaled", init="torch"
+        ),
+    )
     ckpt.init_random_run(tmp_path / "run", p, seed=1)
     denoiser, _ = ckpt.load_prior(tmp_path / "run")
     with torch.no_grad():  # trained gammas and positions are not their initial values
@@ -285,8 +307,12 @@ def test_official_modules_export_and_validate(tmp_path):
             block.gamma_2.uniform_(0.5, 1.5)
         denoiser.pos.add_(torch.randn_like(denoiser.pos) * 0.1)
     from safetensors.torch import save_file
-    save_file(denoiser.state_dict(), str(tmp_path / "run" / "prior" / "model.safetensors"),
-              {"step": "0", "stage": "prior"})
+
+    save_file(
+        denoiser.state_dict(),
+        str(tmp_path / "run" / "prior" / "model.safetensors"),
+        {"step": "0", "stage": "prior"},
+    )
     manifest = export_bundle(tmp_path / "run", tmp_path / "bundle")
     assert set(manifest.graphs) == {"encoder", "decoder", "step", "step_guided"}
     for name in ("step", "step_guided", "encoder", "decoder"):
@@ -304,8 +330,10 @@ def test_paper256_autoencoder_needs_a_local_lpips_file(tmp_path):
 
     run = str(tmp_path / "run")
     for extra in ([], ["--lpips", str(tmp_path / "missing.safetensors")]):
-        result = CliRunner().invoke(train, ["autoencoder", "--preset", "paper256", "--run", run,
-                                            "--data", str(tmp_path), *extra])
+        result = CliRunner().invoke(
+            train,
+            ["autoencoder", "--preset", "paper256", "--run", run, "--data", str(tmp_path), *extra],
+        )
         assert result.exit_code == 1
         assert result.output.startswith("error: perceptual loss weights not found")
         assert "--lpips" in result.output
@@ -338,8 +366,9 @@ def test_sampling_timesteps_match_upstreams_for_the_shipped_settings_only():
 
     for name in ("tiny", "digits", "paper256"):
         cfg = preset(name).prior
-        assert (contract.sampling_timesteps(cfg.train_steps, cfg.sampling_steps).tolist()
-                == upstream_timesteps(cfg.train_steps, cfg.sampling_steps)), name
+        assert contract.sampling_timesteps(
+            cfg.train_steps, cfg.sampling_steps
+        ).tolist() == upstream_timesteps(cfg.train_steps, cfg.sampling_steps), name
     assert contract.sampling_timesteps(64, 64).tolist() == upstream_timesteps(64, 64)
     ours, theirs = contract.sampling_timesteps(76, 16).tolist(), upstream_timesteps(76, 16)
-    assert [(a, b) for a, b in zip(ours, theirs) if a != b] == [(56, 55)]
+    assert [(a, b) for a, b in zip(ours, theirs, strict=True) if a != b] == [(56, 55)]

@@ -1,4 +1,5 @@
 """The PyTorch reference sampler follows the contract: posterior math, Philox draws, masking."""
+
 import numpy as np
 import pytest
 import torch
@@ -25,7 +26,7 @@ def test_every_step_matches_the_contract_formulas(sampler, guidance, temperature
     den = sampler.step.denoiser
     y = torch.as_tensor(classes)
     null = torch.full_like(y, cfg.num_classes)
-    for i, (z, probs) in enumerate(zip(trace.states, trace.probs)):
+    for i, (z, probs) in enumerate(zip(trace.states, trace.probs, strict=True)):
         zt = torch.from_numpy(z).float()
         t = torch.full((4,), int(tables.t_model[i]))
         with torch.no_grad():
@@ -63,5 +64,5 @@ def test_teacher_forcing_feeds_the_given_states(sampler):
     sampler.sample([3], [4], trace=trace)
     replay = Trace()
     sampler.sample([99], [4], trace=replay, teacher_states=trace.states)
-    for a, b in zip(trace.probs, replay.probs):
+    for a, b in zip(trace.probs, replay.probs, strict=True):
         np.testing.assert_array_equal(a, b)

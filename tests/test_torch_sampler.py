@@ -6,6 +6,7 @@ scaled_dot_product_attention against the explicit attention the graphs export; a
 generations, eager and compiled, against ReferenceSampler on the tiny run (the run tiny_bundle
 is exported from), under the ONNX parity test's rule: >= 95% of 64 images bit-identical.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -24,11 +25,15 @@ from bld_train.denoiser import Denoiser, use_fused_attention
 KNOWN_ANSWERS = [
     ((0, 0, 0, 0), (0, 0), (0x6627E8D5, 0xE169C58D, 0xBC57AC4C, 0x9B00DBD8)),
     ((0xFFFFFFFF,) * 4, (0xFFFFFFFF,) * 2, (0x408F276D, 0x41C83B0E, 0xA20BC7C6, 0x6D5451FD)),
-    ((0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344), (0xA4093822, 0x299F31D0),
-     (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1)),
+    (
+        (0x243F6A88, 0x85A308D3, 0x13198A2E, 0x03707344),
+        (0xA4093822, 0x299F31D0),
+        (0xD16CFE09, 0x94FDCCEB, 0x5001E420, 0x24126EA1),
+    ),
 ]
-SEEDS = np.array([0, 1, 7, 2**32 - 1, 2**32, 2**63 + 5, 2**64 - 1, 123456789012345],
-                 dtype=np.uint64)
+SEEDS = np.array(
+    [0, 1, 7, 2**32 - 1, 2**32, 2**63 + 5, 2**64 - 1, 123456789012345], dtype=np.uint64
+)
 
 
 def test_block_function_gives_the_known_answers():
@@ -38,8 +43,9 @@ def test_block_function_gives_the_known_answers():
     assert out.tolist() == [list(o) for _, _, o in KNOWN_ANSWERS]
 
 
-@pytest.mark.parametrize("first,count,n", [(0, 1, 512), (1, 15, 512), (3, 2, 37),
-                                           (2**32 - 1, 3, 10), (2**40 + 7, 2, 4)])
+@pytest.mark.parametrize(
+    "first,count,n", [(0, 1, 512), (1, 15, 512), (3, 2, 37), (2**32 - 1, 3, 10), (2**40 + 7, 2, 4)]
+)
 def test_words_and_uniforms_equal_the_runtimes(first, count, n):
     seeds = philox_torch.seeds_tensor(SEEDS)
     blocks = -(-n // 4)
@@ -55,20 +61,43 @@ def test_words_and_uniforms_equal_the_runtimes(first, count, n):
 
 def test_uniform_conversion_rounds_like_the_contract():
     """Words where float32 rounding matters: near 2^24 multiples, ties, the extremes."""
-    words = np.array([0, 1, 2**24 - 1, 2**24, 2**24 + 1, 2**25 + 3, 2**31 - 1, 2**31 + 64,
-                      2**32 - 129, 2**32 - 128, 2**32 - 127, 2**32 - 1], dtype=np.uint64)
+    words = np.array(
+        [
+            0,
+            1,
+            2**24 - 1,
+            2**24,
+            2**24 + 1,
+            2**25 + 3,
+            2**31 - 1,
+            2**31 + 64,
+            2**32 - 129,
+            2**32 - 128,
+            2**32 - 127,
+            2**32 - 1,
+        ],
+        dtype=np.uint64,
+    )
     got = philox_torch.words_to_uniforms(torch.from_numpy(words.astype(np.int64))).numpy()
-    np.testing.assert_array_equal(got.view(np.uint32),
-                                  philox.words_to_uniforms(words).view(np.uint32))
+    np.testing.assert_array_equal(
+        got.view(np.uint32), philox.words_to_uniforms(words).view(np.uint32)
+    )
     assert got.max() == 1.0 and got.min() > 0
 
 
 def test_fused_attention_computes_the_explicit_attention():
     torch.manual_seed(0)
-    cfg = dataclasses.replace(preset("tiny").prior, width=64, heads=4, depth=2, layer_scale=True,
-                              learned_pos=True, time_features="rescaled")
+    cfg = dataclasses.replace(
+        preset("tiny").prior,
+        width=64,
+        heads=4,
+        depth=2,
+        layer_scale=True,
+        learned_pos=True,
+        time_features="rescaled",
+    )
     model = Denoiser(cfg).eval()
-    bits = torch.randint(0, 2, (6, cfg.latent_size ** 2, cfg.bits)).float()
+    bits = torch.randint(0, 2, (6, cfg.latent_size**2, cfg.bits)).float()
     t, y = torch.tensor([0, 5, 31, 7, 2, 30]), torch.tensor([0, 1, 10, 3, 10, 9])
     with torch.no_grad():
         explicit = model(bits, t, y)
@@ -112,14 +141,19 @@ def test_eager_sampler_gives_the_reference_bits(tiny_run, guidance, temperature)
     print(f"\neager g={guidance}: {same}/64 images bit-identical to the reference")
     assert same >= 0.95 * 64
     # The same request again reuses the buffers and gives the same bits.
-    np.testing.assert_array_equal(sampler.sample(SEEDS64, classes, guidance, temperature).numpy(),
-                                  bits)
+    np.testing.assert_array_equal(
+        sampler.sample(SEEDS64, classes, guidance, temperature).numpy(), bits
+    )
     # Images: the autoencoder's decoding of those bits, rounded as the runtime rounds.
     with torch.no_grad():
-        want = from_float(nchw_to_nhwc(
-            sampler.autoencoder.decode(torch.from_numpy(bits[:4]).float()).clamp(-1, 1).numpy()))
-    np.testing.assert_array_equal(sampler.generate(SEEDS64[:4], classes[:4], guidance,
-                                                   temperature), want)
+        want = from_float(
+            nchw_to_nhwc(
+                sampler.autoencoder.decode(torch.from_numpy(bits[:4]).float()).clamp(-1, 1).numpy()
+            )
+        )
+    np.testing.assert_array_equal(
+        sampler.generate(SEEDS64[:4], classes[:4], guidance, temperature), want
+    )
 
 
 def test_stage_clock_and_bits_of_a_batch_are_each_images_own(tiny_run):
@@ -147,5 +181,6 @@ def test_compiled_sampler_gives_the_reference_bits(tiny_run):
     u = sampler.uniforms(philox_torch.seeds_tensor(SEEDS64)).numpy()
     n = sampler.num_elements
     for k in (0, 1, sampler.num_steps - 1):
-        np.testing.assert_array_equal(u[k].view(np.uint32),
-                                      philox.uniforms(SEEDS64, k, n).view(np.uint32))
+        np.testing.assert_array_equal(
+            u[k].view(np.uint32), philox.uniforms(SEEDS64, k, n).view(np.uint32)
+        )

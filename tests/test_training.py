@@ -1,4 +1,5 @@
 """Training: losses, loop pieces, checkpoints and loaders, bit-exact resume, torchrun, CLI."""
+
 from __future__ import annotations
 
 import json
@@ -20,9 +21,17 @@ from bld_train.cli import train as train_cli
 from bld_train.config import preset
 from bld_train.distributed import StepBatches, step_seed
 from bld_train.loop import EMA, lr_at
-from bld_train.losses import (VGG16_CONVS, VGG16_WIDTHS, PerceptualLoss, PerceptualWeightsError,
-                              adaptive_gan_weight, code_confidence_loss, hinge_d_loss,
-                              hinge_g_loss, reconstruction_loss)
+from bld_train.losses import (
+    VGG16_CONVS,
+    VGG16_WIDTHS,
+    PerceptualLoss,
+    PerceptualWeightsError,
+    adaptive_gan_weight,
+    code_confidence_loss,
+    hinge_d_loss,
+    hinge_g_loss,
+    reconstruction_loss,
+)
 from bld_train.train_prior import unpack_batch
 
 # --- losses ----------------------------------------------------------------------------------
@@ -206,8 +215,13 @@ def _same_tensors(a: dict, b: dict) -> bool:
 
 def _kill_then_resume(stage, run, tiny_run, subprocess_env, python):
     env = {**subprocess_env, "OMP_NUM_THREADS": str(torch.get_num_threads())}
-    killed = subprocess.run([python, "-c", KILL_SCRIPT, stage, str(run), "13"], env=env,
-                            capture_output=True, text=True, timeout=300)
+    killed = subprocess.run(
+        [python, "-c", KILL_SCRIPT, stage, str(run), "13"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert killed.returncode == -signal.SIGKILL, killed.stderr
     assert ckpt.load_training_state(run, stage)["step"] == 10  # checkpoints every 5 steps
 
@@ -218,16 +232,17 @@ def _kill_then_resume(stage, run, tiny_run, subprocess_env, python):
     assert resumed["step"] == reference["step"] == 20
     assert _same_tensors(resumed["model"], reference["model"])
     assert _same_tensors(resumed["ema"], reference["ema"])
-    assert _same_tensors(load_file(str(run / stage / "model.safetensors")),
-                         load_file(str(tiny_run / stage / "model.safetensors")))
+    assert _same_tensors(
+        load_file(str(run / stage / "model.safetensors")),
+        load_file(str(tiny_run / stage / "model.safetensors")),
+    )
     log = (run / stage / "log.jsonl").read_text().splitlines()
     steps = [json.loads(line)["step"] for line in log]
     assert steps == [5, 10, 15, 20]
 
 
 @pytest.mark.slow
-def test_autoencoder_resume_after_sigkill_is_bit_exact(tmp_path, tiny_run, subprocess_env,
-                                                       python):
+def test_autoencoder_resume_after_sigkill_is_bit_exact(tmp_path, tiny_run, subprocess_env, python):
     _kill_then_resume("autoencoder", tmp_path, tiny_run, subprocess_env, python)
     resumed = ckpt.load_training_state(tmp_path, "autoencoder")
     reference = ckpt.load_training_state(tiny_run, "autoencoder")
@@ -248,10 +263,24 @@ def test_prior_resume_after_sigkill_is_bit_exact(tmp_path, tiny_run, subprocess_
 @pytest.mark.slow
 def test_torchrun_two_cpu_processes(tmp_path, subprocess_env, python):
     def torchrun(*args):
-        command = [python, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node",
-                   "2", "-m", "bld_train.cli", "--", *args, "--run", str(tmp_path), "--quiet"]
-        done = subprocess.run(command, env=subprocess_env, capture_output=True, text=True,
-                              timeout=300)
+        command = [
+            python,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            "-m",
+            "bld_train.cli",
+            "--",
+            *args,
+            "--run",
+            str(tmp_path),
+            "--quiet",
+        ]
+        done = subprocess.run(
+            command, env=subprocess_env, capture_output=True, text=True, timeout=300
+        )
         assert done.returncode == 0, done.stderr[-3000:]
 
     torchrun("autoencoder", "--preset", "tiny", "--steps", "12")  # the GAN runs from step 10
@@ -290,10 +319,17 @@ def test_process_group_is_gone_before_exit(tmp_path, subprocess_env, python):
     """No collective thread may outlive training: one that does can abort the rank at exit."""
     script = tmp_path / "worker.py"
     script.write_text(GLOO_WORKER)
-    command = [python, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node", "2",
-               str(script), str(tmp_path / "run")]
-    done = subprocess.run(command, env=subprocess_env, capture_output=True, text=True,
-                          timeout=120)
+    command = [
+        python,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node",
+        "2",
+        str(script),
+        str(tmp_path / "run"),
+    ]
+    done = subprocess.run(command, env=subprocess_env, capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr[-3000:]
     # The ranks share stdout, and their lines may run together.
     reports = dict(re.findall(r"rank (\d) threads at exit: (\[[^\]]*\])", done.stdout))
@@ -308,8 +344,21 @@ def test_process_group_is_gone_before_exit(tmp_path, subprocess_env, python):
 def test_cli_trains_and_reports_errors(tmp_path):
     runner = CliRunner()
     run = tmp_path / "run"
-    ok = runner.invoke(train_cli, ["autoencoder", "--preset", "tiny", "--run", str(run),
-                                   "--steps", "2", "--seed", "5", "--quiet"])
+    ok = runner.invoke(
+        train_cli,
+        [
+            "autoencoder",
+            "--preset",
+            "tiny",
+            "--run",
+            str(run),
+            "--steps",
+            "2",
+            "--seed",
+            "5",
+            "--quiet",
+        ],
+    )
     assert ok.exit_code == 0, ok.output
     saved = ckpt.read_stage_config(run, "autoencoder")
     assert saved["train"].steps == 2 and saved["train"].seed == 5
@@ -326,10 +375,22 @@ def test_cli_trains_and_reports_errors(tmp_path):
     error(["autoencoder", "--run", str(tmp_path / "new"), "--resume"], "no autoencoder")
     error(["prior", "--run", str(tmp_path / "new")], "no autoencoder")
     error(["prior", "--run", str(run), "--resume"], "no prior")
-    error(["autoencoder", "--preset", "tiny", "--run", str(tmp_path / "x"), "--data",
-           str(tmp_path / "nowhere")], "does not exist")
-    error(["autoencoder", "--preset", "huge", "--run", str(run)],  # click's usage error too
-          "Invalid value for '--preset'")
+    error(
+        [
+            "autoencoder",
+            "--preset",
+            "tiny",
+            "--run",
+            str(tmp_path / "x"),
+            "--data",
+            str(tmp_path / "nowhere"),
+        ],
+        "does not exist",
+    )
+    error(
+        ["autoencoder", "--preset", "huge", "--run", str(run)],  # click's usage error too
+        "Invalid value for '--preset'",
+    )
 
 
 def test_cli_trains_on_an_image_folder_with_loader_workers(tmp_path):
@@ -340,9 +401,23 @@ def test_cli_trains_on_an_image_folder_with_loader_workers(tmp_path):
         folder.mkdir(parents=True, exist_ok=True)
         Image.new("RGB", (24, 20), (40 * i, 255 - 40 * i, 0)).save(folder / f"{i}.png")
     run = tmp_path / "run"
-    result = CliRunner().invoke(train_cli, [
-        "autoencoder", "--preset", "tiny", "--run", str(run), "--steps", "2", "--quiet",
-        "--data", str(tmp_path / "images"), "--workers", "1"])
+    result = CliRunner().invoke(
+        train_cli,
+        [
+            "autoencoder",
+            "--preset",
+            "tiny",
+            "--run",
+            str(run),
+            "--steps",
+            "2",
+            "--quiet",
+            "--data",
+            str(tmp_path / "images"),
+            "--workers",
+            "1",
+        ],
+    )
     assert result.exit_code == 0, result.output
     data = ckpt.read_stage_config(run, "autoencoder")["data"]
     assert data.source == str(tmp_path / "images") and data.holdout == 0

@@ -5,6 +5,7 @@ BLD_TRITON_CACHE or ~/.cache/bld/triton), started on 127.0.0.1 with free ports a
 PID by a finalizer registered before it starts, so it never outlives the tests. Served images
 and bits must be identical to Pipeline.generate's for the same request.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,24 +45,32 @@ def triton_install():
 @pytest.fixture(scope="module")
 def repository(tiny_bundle, triton_install, tmp_path_factory) -> Path:
     repo = tmp_path_factory.mktemp("triton") / "repository"
-    write_repository(tiny_bundle, repo, Serving(max_batch=16, queue_delay_us=2000, threads=1,
-                                                python_env=str(triton_install.python_env)))
+    write_repository(
+        tiny_bundle,
+        repo,
+        Serving(
+            max_batch=16, queue_delay_us=2000, threads=1, python_env=str(triton_install.python_env)
+        ),
+    )
     # A copy of `bld` whose batcher waits up to 1 s for 16 requests, so that requests sent
     # together are provably one batch (its execution count grows by one).
     check = repo / BATCH_CHECK
     shutil.copytree(repo / remote.MODEL, check)
     config = (check / "config.pbtxt").read_text()
     config = config.replace(f'name: "{remote.MODEL}"', f'name: "{BATCH_CHECK}"')
-    config = config.replace("max_queue_delay_microseconds: 2000",
-                            f"max_queue_delay_microseconds: {BATCH_CHECK_DELAY_US}")
+    config = config.replace(
+        "max_queue_delay_microseconds: 2000",
+        f"max_queue_delay_microseconds: {BATCH_CHECK_DELAY_US}",
+    )
     (check / "config.pbtxt").write_text(config)
     return repo
 
 
 @pytest.fixture(scope="module")
 def server(repository, triton_install, request):
-    server = LocalTriton(repository, triton_install,
-                         log_path=repository.parent / "tritonserver.log")
+    server = LocalTriton(
+        repository, triton_install, log_path=repository.parent / "tritonserver.log"
+    )
     request.addfinalizer(server.stop)  # registered first: a failed start is stopped too
     server.start()
     return server
@@ -79,10 +88,14 @@ def _requests(pipe, count=64):
     L, C = pipe.latent_shape
     requests = []
     for i in range(count):
-        req = dict(seed=int(rng.integers(0, 2**63)) if i % 5 else [0, 2**64 - 1, 7][i % 3],
-                   class_=pipe.null_class if i % 11 == 0 else int(i % pipe.num_classes),
-                   guidance=[0.0, 1.0, 2.5][i % 3], temperature=[1.0, 0.8, 1.3][i % 4 % 3],
-                   mask=None, known_bits=None)
+        req = dict(
+            seed=int(rng.integers(0, 2**63)) if i % 5 else [0, 2**64 - 1, 7][i % 3],
+            class_=pipe.null_class if i % 11 == 0 else int(i % pipe.num_classes),
+            guidance=[0.0, 1.0, 2.5][i % 3],
+            temperature=[1.0, 0.8, 1.3][i % 4 % 3],
+            mask=None,
+            known_bits=None,
+        )
         if i % 8 == 3:
             req["mask"] = (rng.random((L, C)) < 0.5).astype(np.uint8)
             req["known_bits"] = (rng.random((L, C)) < 0.5).astype(np.uint8)
@@ -91,15 +104,22 @@ def _requests(pipe, count=64):
 
 
 def _local(pipe, req):
-    out = pipe.generate(seeds=[req["seed"]], classes=req["class_"], guidance=req["guidance"],
-                        temperature=req["temperature"], mask=req["mask"],
-                        known_bits=req["known_bits"])
+    out = pipe.generate(
+        seeds=[req["seed"]],
+        classes=req["class_"],
+        guidance=req["guidance"],
+        temperature=req["temperature"],
+        mask=req["mask"],
+        known_bits=req["known_bits"],
+    )
     return out.images[0], pack_bits(out.bits)[0]
 
 
 def _inputs(module, req):
-    values = [(remote.SEED, np.array([[req["seed"]]], np.uint64)),
-              (remote.CLASS, np.array([[req["class_"]]], np.int64))]
+    values = [
+        (remote.SEED, np.array([[req["seed"]]], np.uint64)),
+        (remote.CLASS, np.array([[req["class_"]]], np.int64)),
+    ]
     values.append((remote.GUIDANCE, np.array([[req["guidance"]]], np.float32)))
     values.append((remote.TEMPERATURE, np.array([[req["temperature"]]], np.float32)))
     for spec, key in ((remote.MASK, "mask"), (remote.KNOWN_BITS, "known_bits")):
@@ -144,8 +164,7 @@ def _refused(server, model) -> float:
 
     text = urllib.request.urlopen(server.metrics_url, timeout=10).read().decode()
     prefix = f'bld_refused_requests_total{{model="{model}",version="1"}} '
-    return sum(float(line[len(prefix):]) for line in text.splitlines()
-               if line.startswith(prefix))
+    return sum(float(line[len(prefix) :]) for line in text.splitlines() if line.startswith(prefix))
 
 
 def _same(served, local):
@@ -157,14 +176,15 @@ def test_served_images_are_identical_to_local_ones_alone_and_batched(server, pip
     expected = [_local(pipe, req) for req in requests]
 
     one_by_one = [_infer(server.http_url, req) for req in requests]
-    assert all(_same(s, e) for s, e in zip(one_by_one, expected))
+    assert all(_same(s, e) for s, e in zip(one_by_one, expected, strict=True))
 
     order = list(range(len(requests)))
     random.Random(3).shuffle(order)
     before = _stats(server.http_url, remote.MODEL)
     with ThreadPoolExecutor(16) as pool:
-        served = dict(zip(order, pool.map(lambda i: _infer(server.http_url, requests[i]),
-                                          order)))
+        served = dict(
+            zip(order, pool.map(lambda i: _infer(server.http_url, requests[i]), order), strict=True)
+        )
     after = _stats(server.http_url, remote.MODEL, before[0] + len(requests))
     assert all(_same(served[i], expected[i]) for i in order)
     inferences, executions = after[0] - before[0], after[1] - before[1]
@@ -176,18 +196,29 @@ def test_a_bad_request_fails_alone_and_the_rest_of_its_batch_succeeds(server, pi
     L, C = pipe.latent_shape
     # Triton batches requests that send the same inputs: all of these send a mask (all zero
     # for a plain request, which keeps nothing).
-    good = [dict(req, mask=np.zeros((L, C), np.uint8), known_bits=np.zeros((L, C), np.uint8))
-            if req["mask"] is None else req for req in _requests(pipe, 12)]
+    good = [
+        dict(req, mask=np.zeros((L, C), np.uint8), known_bits=np.zeros((L, C), np.uint8))
+        if req["mask"] is None
+        else req
+        for req in _requests(pipe, 12)
+    ]
     bad = {
-        "class": (dict(good[0], class_=pipe.num_classes + 2),
-                  f"class {pipe.num_classes + 2} is out of range"),
-        "nan guidance": (dict(good[1], guidance=float("nan")),
-                         "guidance must be finite and >= 0, got nan"),
-        "mask shape": (dict(good[2], mask=np.zeros((L + 1, C), np.uint8)),
-                       f"mask must be 0/1 integers shaped (N, {L}, {C}), got uint8 "
-                       f"(1, {L + 1}, {C})"),
-        "mask values": (dict(good[5], mask=np.full((L, C), 2, np.uint8)),
-                        "mask must hold only 0 and 1"),
+        "class": (
+            dict(good[0], class_=pipe.num_classes + 2),
+            f"class {pipe.num_classes + 2} is out of range",
+        ),
+        "nan guidance": (
+            dict(good[1], guidance=float("nan")),
+            "guidance must be finite and >= 0, got nan",
+        ),
+        "mask shape": (
+            dict(good[2], mask=np.zeros((L + 1, C), np.uint8)),
+            f"mask must be 0/1 integers shaped (N, {L}, {C}), got uint8 (1, {L + 1}, {C})",
+        ),
+        "mask values": (
+            dict(good[5], mask=np.full((L, C), 2, np.uint8)),
+            "mask must hold only 0 and 1",
+        ),
     }
     sent = good + [req for req, _ in bad.values()]
     assert len(sent) == 16  # = max_batch_size: the batcher runs them as one batch
@@ -206,10 +237,10 @@ def test_a_bad_request_fails_alone_and_the_rest_of_its_batch_succeeds(server, pi
         results = list(pool.map(send, sent))
     after = _stats(server.http_url, BATCH_CHECK, before[0] + len(sent))
     assert _refused(server, BATCH_CHECK) - refused_before == len(bad)  # the model's metric
-    for req, result in zip(good, results):
+    for req, result in zip(good, results[: len(good)], strict=True):
         assert not isinstance(result, Exception), result
         assert _same(result, _local(pipe, req))
-    for (name, (_, message)), result in zip(bad.items(), results[len(good):]):
+    for (name, (_, message)), result in zip(bad.items(), results[len(good) :], strict=True):
         assert isinstance(result, InferenceServerException), name
         assert message in result.message(), (name, result.message())
     assert after[0] - before[0] == len(sent)
@@ -223,17 +254,24 @@ def test_a_bad_request_fails_alone_and_the_rest_of_its_batch_succeeds(server, pi
 
 def test_stream_sends_previews_every_k_steps_then_the_final_image(server, pipe):
     K = pipe.num_steps
-    cases = [dict(req, preview_every=every) for req, every in
-             zip(_requests(pipe, 4), (4, 5, 0, K))]
+    cases = [
+        dict(req, preview_every=every)
+        for req, every in zip(_requests(pipe, 4), (4, 5, 0, K), strict=True)
+    ]
     responses = {i: [] for i in range(len(cases))}
     done = threading.Semaphore(0)
 
     def receive(result, error):
         assert error is None, error
         i = int(result.get_response().id)
-        responses[i].append((int(result.as_numpy("step")[0, 0]),
-                             bool(result.as_numpy("final")[0, 0]),
-                             result.as_numpy("image")[0], result.as_numpy("bits")[0]))
+        responses[i].append(
+            (
+                int(result.as_numpy("step")[0, 0]),
+                bool(result.as_numpy("final")[0, 0]),
+                result.as_numpy("image")[0],
+                result.as_numpy("bits")[0],
+            )
+        )
         if responses[i][-1][1]:
             done.release()
 
@@ -241,8 +279,9 @@ def test_stream_sends_previews_every_k_steps_then_the_final_image(server, pipe):
     client.start_stream(callback=receive)
     try:
         for i, req in enumerate(cases):
-            client.async_stream_infer(remote.STREAM_MODEL, _inputs(grpcclient, req),
-                                      request_id=str(i))
+            client.async_stream_infer(
+                remote.STREAM_MODEL, _inputs(grpcclient, req), request_id=str(i)
+            )
         for _ in cases:
             assert done.acquire(timeout=120)
     finally:
@@ -251,9 +290,15 @@ def test_stream_sends_previews_every_k_steps_then_the_final_image(server, pipe):
 
     for i, req in enumerate(cases):
         every = req["preview_every"]
-        local = pipe.generate(seeds=[req["seed"]], classes=req["class_"],
-                              guidance=req["guidance"], temperature=req["temperature"],
-                              mask=req["mask"], known_bits=req["known_bits"], trace=True)
+        local = pipe.generate(
+            seeds=[req["seed"]],
+            classes=req["class_"],
+            guidance=req["guidance"],
+            temperature=req["temperature"],
+            mask=req["mask"],
+            known_bits=req["known_bits"],
+            trace=True,
+        )
         got = responses[i]
         steps = list(range(every, K + 1, every)) if every else []
         assert [(s, f) for s, f, _, _ in got] == [(s, False) for s in steps] + [(K, True)]
@@ -265,42 +310,98 @@ def test_stream_sends_previews_every_k_steps_then_the_final_image(server, pipe):
         assert np.array_equal(got[-1][3], pack_bits(local.bits)[0])
 
 
-def test_bld_sample_on_the_server_writes_the_same_files_as_locally(server, tiny_bundle,
-                                                                  tmp_path, subprocess_env):
-    args = ["--seed", str(2**64 - 5), "-n", "20", "--class", "all", "--guidance", "1",
-            "--temperature", "0.9"]
+def test_bld_sample_on_the_server_writes_the_same_files_as_locally(
+    server, tiny_bundle, tmp_path, subprocess_env
+):
+    args = [
+        "--seed",
+        str(2**64 - 5),
+        "-n",
+        "20",
+        "--class",
+        "all",
+        "--guidance",
+        "1",
+        "--temperature",
+        "0.9",
+    ]
 
     def sample(*where, out):
-        result = subprocess.run([sys.executable, "-m", "bld_runtime.cli", "sample", *where,
-                                 *args, "-o", str(out)], env=subprocess_env,
-                                capture_output=True, text=True, timeout=300)
+        result = subprocess.run(
+            [sys.executable, "-m", "bld_runtime.cli", "sample", *where, *args, "-o", str(out)],
+            env=subprocess_env,
+            capture_output=True,
+            text=True,
+            timeout=300,
+        )
         assert result.returncode == 0, result.stderr
         record = json.loads((out / "samples.json").read_text())
         assert (record["status"], record["written"]) == ("complete", 20)
-        return {p.name: p.read_bytes() for p in out.iterdir()
-                if p.name != "samples.json" and ".step" not in p.name}
+        return {
+            p.name: p.read_bytes()
+            for p in out.iterdir()
+            if p.name != "samples.json" and ".step" not in p.name
+        }
 
     local = sample(str(tiny_bundle), out=tmp_path / "local")
     assert len(local) == 20 + 2  # PNGs, bits.bldz, grid.png (the same writer for all three)
     assert sample("--server", server.http_url, out=tmp_path / "http") == local
-    assert sample("--server", server.grpc_url, "--preview-every", "8",
-                  out=tmp_path / "grpc") == local
+    assert (
+        sample("--server", server.grpc_url, "--preview-every", "8", out=tmp_path / "grpc") == local
+    )
     previews = sorted(p.name for p in (tmp_path / "grpc").glob("*.step*.png"))
     assert previews == [f"{i:05d}.step{s:02d}.png" for i in range(20) for s in (8, 16)]
     # the output folder rules hold for served runs too: --force replaces previews as well
-    again = subprocess.run([sys.executable, "-m", "bld_runtime.cli", "sample", "--server",
-                            server.http_url, "-n", "2", "-o", str(tmp_path / "grpc"), "--force"],
-                           env=subprocess_env, capture_output=True, text=True, timeout=300)
+    again = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bld_runtime.cli",
+            "sample",
+            "--server",
+            server.http_url,
+            "-n",
+            "2",
+            "-o",
+            str(tmp_path / "grpc"),
+            "--force",
+        ],
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert again.returncode == 0, again.stderr
     assert sorted(p.name for p in (tmp_path / "grpc").iterdir()) == [
-        "00000.png", "00001.png", "bits.bldz", "grid.png", "samples.json"]
+        "00000.png",
+        "00001.png",
+        "bits.bldz",
+        "grid.png",
+        "samples.json",
+    ]
 
-    bad = subprocess.run([sys.executable, "-m", "bld_runtime.cli", "sample", "--server",
-                          server.http_url, "--guidance", "-1", "-o", str(tmp_path / "bad")],
-                         env=subprocess_env, capture_output=True, text=True, timeout=120)
+    bad = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "bld_runtime.cli",
+            "sample",
+            "--server",
+            server.http_url,
+            "--guidance",
+            "-1",
+            "-o",
+            str(tmp_path / "bad"),
+        ],
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert bad.returncode == 1
     assert bad.stderr.strip().splitlines() == [
-        "error: image 0 (seed 0): guidance must be finite and >= 0, got -1"]
+        "error: image 0 (seed 0): guidance must be finite and >= 0, got -1"
+    ]
     assert not (tmp_path / "bad").exists()  # refused before anything was written
 
 
@@ -309,25 +410,34 @@ def test_remote_pipeline_is_pipeline_on_the_server(server, pipe):
     in chunks of the served max_batch, over HTTP and gRPC (with previews)."""
     from bld_runtime.remote import RemoteError, RemotePipeline
 
-    kwargs = dict(n=20, seeds=2**64 - 3, classes="all",
-                  guidance=np.linspace(0, 2, 20, dtype=np.float32), temperature=0.9)
+    kwargs = dict(
+        n=20,
+        seeds=2**64 - 3,
+        classes="all",
+        guidance=np.linspace(0, 2, 20, dtype=np.float32),
+        temperature=0.9,
+    )
     local = pipe.generate(**kwargs)
     with RemotePipeline.connect(server.http_url, concurrency=5) as remote:
-        assert (remote.num_classes, remote.num_steps, remote.max_batch) == \
-            (pipe.num_classes, pipe.num_steps, 16)
+        assert (remote.num_classes, remote.num_steps, remote.max_batch) == (
+            pipe.num_classes,
+            pipe.num_steps,
+            16,
+        )
         chunks = list(remote.iter_generate(**kwargs))
         assert [len(c.images) for c in chunks] == [16, 4]
         served = remote.generate(**kwargs)
         for name in ("images", "bits", "seeds", "classes"):
             np.testing.assert_array_equal(getattr(served, name), getattr(local, name))
-        with pytest.raises(RemoteError, match="image 3 .*guidance must be finite"):
+        with pytest.raises(RemoteError, match=r"image 3 .*guidance must be finite"):
             list(remote.iter_generate(n=4, guidance=[0, 1, 2, float("nan")]))
         with pytest.raises(InvalidRequestError, match="previews stream over gRPC only"):
             remote.generate(preview_every=4)
     previews = []
     with RemotePipeline.connect(server.grpc_url) as remote:
-        served = remote.generate(**kwargs, preview_every=8,
-                                 on_preview=lambda i, step, image: previews.append((i, step)))
+        served = remote.generate(
+            **kwargs, preview_every=8, on_preview=lambda i, step, image: previews.append((i, step))
+        )
     np.testing.assert_array_equal(served.bits, local.bits)
     assert sorted(previews) == [(i, s) for i in range(20) for s in (8, 16)]
 
@@ -336,12 +446,17 @@ def test_short_load_has_no_errors_and_bounded_memory(server, pipe):
     from bld_serving.loadtest import run_load, warm_up
 
     seeds = np.arange(48, dtype=np.uint64)
-    local = pipe.generate(seeds=seeds, classes=(seeds % pipe.num_classes).astype(np.int64),
-                          guidance=0.0, temperature=1.0)
-    expected = dict(zip(seeds.tolist(), pack_bits(local.bits)))
+    local = pipe.generate(
+        seeds=seeds,
+        classes=(seeds % pipe.num_classes).astype(np.int64),
+        guidance=0.0,
+        temperature=1.0,
+    )
+    expected = dict(zip(seeds.tolist(), pack_bits(local.bits), strict=True))
     warm_up(server.http_url, max_batch=16, classes=pipe.num_classes)
-    report = run_load(server.http_url, expected, clients=16, duration_s=6.0,
-                      rss=lambda: server.rss_bytes()[1])
+    report = run_load(
+        server.http_url, expected, clients=16, duration_s=6.0, rss=lambda: server.rss_bytes()[1]
+    )
     print(report.summary())
     assert report.errors == [] and report.mismatches == 0
     assert report.requests > 16
@@ -352,8 +467,11 @@ def test_the_server_and_its_model_processes_stop_by_pid(repository, triton_insta
     server = LocalTriton(repository, triton_install, log_path=tmp_path / "log")
     try:
         server.start()
-        group = [int(p.name) for p in Path("/proc").iterdir() if p.name.isdigit()
-                 and _pgid(int(p.name)) == server.pid]
+        group = [
+            int(p.name)
+            for p in Path("/proc").iterdir()
+            if p.name.isdigit() and _pgid(int(p.name)) == server.pid
+        ]
         assert server.pid in group and len(group) > 1  # the server and its model stubs
     finally:
         server.stop()
@@ -368,8 +486,9 @@ def _pgid(pid: int) -> int:
         return -1
 
 
-def test_the_gpu_layouts_bls_loop_matches_local_sampling(tiny_bundle, triton_install, pipe,
-                                                        tmp_path, request):
+def test_the_gpu_layouts_bls_loop_matches_local_sampling(
+    tiny_bundle, triton_install, pipe, tmp_path, request
+):
     """The BLS model `bld` of `--graphs`, on a real server, its graph models swapped for
     Python-backend ones (tests/serving_models/onnx_graph_model.py): same images as local
     sampling."""
@@ -377,8 +496,9 @@ def test_the_gpu_layouts_bls_loop_matches_local_sampling(tiny_bundle, triton_ins
     from tritonclient.grpc import model_config_pb2 as pb
 
     repo = tmp_path / "repository"
-    serving = Serving(max_batch=16, queue_delay_us=2000, threads=1,
-                      python_env=str(triton_install.python_env))
+    serving = Serving(
+        max_batch=16, queue_delay_us=2000, threads=1, python_env=str(triton_install.python_env)
+    )
     names = write_repository(tiny_bundle, repo, serving, graphs=True)
     runner = Path(__file__).parent / "serving_models" / "onnx_graph_model.py"
     for name in names:
@@ -398,21 +518,27 @@ def test_the_gpu_layouts_bls_loop_matches_local_sampling(tiny_bundle, triton_ins
     server.start()
     requests = _requests(pipe, 24)
     expected = [_local(pipe, req) for req in requests]
-    assert all(_same(_infer(server.http_url, req), e) for req, e in zip(requests[:8], expected))
+    assert all(
+        _same(_infer(server.http_url, req), e)
+        for req, e in zip(requests[:8], expected[:8], strict=True)
+    )
     with ThreadPoolExecutor(8) as pool:
         served = list(pool.map(lambda req: _infer(server.http_url, req), requests))
-    assert all(_same(s, e) for s, e in zip(served, expected))
+    assert all(_same(s, e) for s, e in zip(served, expected, strict=True))
     # the loop's graph calls went to the graph models, 16 steps per batch
     bls_batches = _stats(server.http_url, "bld")[1]
     assert _stats(server.http_url, "bld_decoder")[1] == bls_batches
-    assert sum(_stats(server.http_url, f"bld_{role}")[1] for role in ("step", "step_guided")) \
+    assert (
+        sum(_stats(server.http_url, f"bld_{role}")[1] for role in ("step", "step_guided"))
         == pipe.num_steps * bls_batches
+    )
     with pytest.raises(InferenceServerException, match="guidance must be finite"):
         _infer(server.http_url, dict(requests[0], guidance=float("inf")))
 
 
-def test_a_repository_whose_bundle_was_altered_does_not_load(tiny_bundle, triton_install,
-                                                            tmp_path, request):
+def test_a_repository_whose_bundle_was_altered_does_not_load(
+    tiny_bundle, triton_install, tmp_path, request
+):
     from bld_serving.errors import ServerError
 
     repo = tmp_path / "repository"
@@ -426,26 +552,40 @@ def test_a_repository_whose_bundle_was_altered_does_not_load(tiny_bundle, triton
     request.addfinalizer(server.stop)
     with pytest.raises(ServerError) as failed:
         server.start()
-    assert "graph file 'decoder.onnx' (graphs.decoder) does not match the manifest" in \
-        str(failed.value)
+    assert "graph file 'decoder.onnx' (graphs.decoder) does not match the manifest" in str(
+        failed.value
+    )
     assert not server.alive()
 
 
 def test_bld_sample_server_errors_are_one_line(tmp_path, subprocess_env):
     for args, message in (
-            (["--server", "http://127.0.0.1:1"], "error: cannot reach a Triton server at "
-                                                 "http://127.0.0.1:1"),
-            (["--server", "ftp://x"], "error: --server must look like http://HOST:PORT or "
-                                      "grpc://HOST:PORT, got 'ftp://x'"),
-            ([], "error: give a BUNDLE to sample locally, or --server URL"),
-            (["--server", "http://127.0.0.1:1", "--precision", "fp16", "--threads", "1"],
-             "error: --precision, --threads chooses how the local runtime runs; with "
-             "--server the model repository decides"),
-            (["--server", "http://127.0.0.1:1", "--preview-every", "2"],
-             "error: cannot reach a Triton server")):
-        result = subprocess.run([sys.executable, "-m", "bld_runtime.cli", "sample", *args,
-                                 "-o", str(tmp_path / "out")], env=subprocess_env,
-                                capture_output=True, text=True, timeout=120)
+        (
+            ["--server", "http://127.0.0.1:1"],
+            "error: cannot reach a Triton server at http://127.0.0.1:1",
+        ),
+        (
+            ["--server", "ftp://x"],
+            "error: --server must look like http://HOST:PORT or grpc://HOST:PORT, got 'ftp://x'",
+        ),
+        ([], "error: give a BUNDLE to sample locally, or --server URL"),
+        (
+            ["--server", "http://127.0.0.1:1", "--precision", "fp16", "--threads", "1"],
+            "error: --precision, --threads chooses how the local runtime runs; with "
+            "--server the model repository decides",
+        ),
+        (
+            ["--server", "http://127.0.0.1:1", "--preview-every", "2"],
+            "error: cannot reach a Triton server",
+        ),
+    ):
+        result = subprocess.run(
+            [sys.executable, "-m", "bld_runtime.cli", "sample", *args, "-o", str(tmp_path / "out")],
+            env=subprocess_env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
         assert result.returncode == 1
         assert len(result.stderr.strip().splitlines()) == 1
         assert result.stderr.startswith(message), result.stderr

@@ -5,6 +5,7 @@ Triton's load rules by bld_serving.configs.check_config. The in-process layout a
 real tritonserver (test_triton.py); the GPU graph layout (onnxruntime_onnx, tensorrt_plan)
 cannot run here, so these tests are what checks it.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -38,16 +39,23 @@ def _params(config) -> dict[str, str]:
 
 def test_in_process_layout(tiny_bundle, tmp_path):
     repo = tmp_path / "repo"
-    serving = Serving(max_batch=8, queue_delay_us=500, instances=2, threads=1,
-                      python_env="/opt/bld-env", preview_every=2)
+    serving = Serving(
+        max_batch=8,
+        queue_delay_us=500,
+        instances=2,
+        threads=1,
+        python_env="/opt/bld-env",
+        preview_every=2,
+    )
     assert write_repository(tiny_bundle, repo, serving) == ["bld", "bld_stream"]
     manifest = load_bundle(tiny_bundle).manifest
     for name, decoupled in (("bld", False), ("bld_stream", True)):
         config = _config(repo, name)
         assert config.backend == "python" and config.max_batch_size == 8
         assert config.dynamic_batching.max_queue_delay_microseconds == 500
-        assert [(g.count, g.kind) for g in config.instance_group] == \
-            [(2, pb.ModelInstanceGroup.KIND_CPU)]
+        assert [(g.count, g.kind) for g in config.instance_group] == [
+            (2, pb.ModelInstanceGroup.KIND_CPU)
+        ]
         assert config.model_transaction_policy.decoupled == decoupled
         params = _params(config)
         assert params["EXECUTION_ENV_PATH"] == "/opt/bld-env"
@@ -55,7 +63,7 @@ def test_in_process_layout(tiny_bundle, tmp_path):
         assert params["bld_latent"] == "8x8x8" and params["bld_classes"] == "10"
         assert params.get("bld_preview_every") == ("2" if decoupled else None)
         inputs = {t.name: t for t in config.input}
-        assert [d for d in inputs["seed"].dims] == [1] and not inputs["seed"].optional
+        assert list(inputs["seed"].dims) == [1] and not inputs["seed"].optional
         assert inputs["mask"].optional and inputs["mask"].allow_ragged_batch
         outputs = {t.name: list(t.dims) for t in config.output}
         assert outputs["image"] == [16, 16, 1] and outputs["bits"] == [64]
@@ -67,8 +75,9 @@ def test_in_process_layout(tiny_bundle, tmp_path):
 
 
 def test_gpu_backends_use_gpu_instances(tiny_bundle, tmp_path):
-    write_repository(tiny_bundle, tmp_path / "repo",
-                     Serving(backend="tensorrt-ep", trt_cache="/cache/trt"))
+    write_repository(
+        tiny_bundle, tmp_path / "repo", Serving(backend="tensorrt-ep", trt_cache="/cache/trt")
+    )
     config = _config(tmp_path / "repo", "bld")
     assert config.instance_group[0].kind == pb.ModelInstanceGroup.KIND_GPU
     assert _params(config)["bld_backend"] == "tensorrt-ep"
@@ -82,7 +91,7 @@ def _check_graph_models(repo: Path, bundle: Path, precision="fp32"):
         config = _config(repo, f"bld_{role}")
         assert _params(config)["bld_sha256"] == graph.sha256
         assert [t.name for t in config.input] == [t.name for t in graph.inputs]
-        for tensor, spec in zip(config.input, graph.inputs):
+        for tensor, spec in zip(config.input, graph.inputs, strict=True):
             if len(spec.shape) == 1:  # a per-row scalar: dims [1], reshaped to []
                 assert list(tensor.dims) == [1] and tensor.HasField("reshape")
                 assert list(tensor.reshape.shape) == []
@@ -94,15 +103,21 @@ def _check_graph_models(repo: Path, bundle: Path, precision="fp32"):
     assert bls.backend == "python"
     assert bls.instance_group[0].kind == pb.ModelInstanceGroup.KIND_CPU
     assert {k: v for k, v in _params(bls).items() if k.startswith("bld_model_")} == {
-        "bld_model_step": "bld_step", "bld_model_step_guided": "bld_step_guided",
-        "bld_model_decoder": "bld_decoder"}
+        "bld_model_step": "bld_step",
+        "bld_model_step_guided": "bld_step_guided",
+        "bld_model_decoder": "bld_decoder",
+    }
     assert (repo / "bld" / "1" / "pipeline_model.py").is_file()
 
 
 def test_graph_layout_with_onnxruntime_and_the_tensorrt_accelerator(tiny_bundle, tmp_path):
     repo = tmp_path / "repo"
-    names = write_repository(tiny_bundle, repo, Serving(backend="tensorrt-ep", precision="fp16",
-                                                        trt_cache="/cache/trt"), graphs=True)
+    names = write_repository(
+        tiny_bundle,
+        repo,
+        Serving(backend="tensorrt-ep", precision="fp16", trt_cache="/cache/trt"),
+        graphs=True,
+    )
     assert sorted(names) == ["bld", "bld_decoder", "bld_step", "bld_step_guided"]
     _check_graph_models(repo, tiny_bundle, "fp16")
     step = _config(repo, "bld_step")
@@ -111,38 +126,72 @@ def test_graph_layout_with_onnxruntime_and_the_tensorrt_accelerator(tiny_bundle,
     assert sha256_file(repo / "bld_step" / "1" / "model.onnx") == graph.sha256
     (trt,) = step.optimization.execution_accelerators.gpu_execution_accelerator
     assert trt.name == "tensorrt"
-    assert dict(trt.parameters) == {"precision_mode": "FP16", "trt_engine_cache_enable": "true",
-                                    "trt_engine_cache_path": "/cache/trt",
-                                    "max_workspace_size_bytes": str(1 << 30)}
+    assert dict(trt.parameters) == {
+        "precision_mode": "FP16",
+        "trt_engine_cache_enable": "true",
+        "trt_engine_cache_path": "/cache/trt",
+        "max_workspace_size_bytes": str(1 << 30),
+    }
 
 
-def _engine(cache: Path, graph: str, manifest, ccs=("8.6",), version="10.3.0.26",
-            precision="fp32", profiles=((1, 16, 64),), built_from=None, **key) -> Path:
+def _engine(
+    cache: Path,
+    graph: str,
+    manifest,
+    ccs=("8.6",),
+    version="10.3.0.26",
+    precision="fp32",
+    profiles=((1, 16, 64),),
+    built_from=None,
+    **key,
+) -> Path:
     """One engine cache entry as bld-export engine writes it (bld_runtime/engine_cache.py on the
     engines branch): CACHE/<graph>/<digest16>.plan and its manifest, keyed by the graph's
     sha256 and the facts it records. The plan's bytes are a stand-in (Triton deserialises
     plans; tests cannot)."""
     spec = manifest.graphs[built_from or graph]
-    key = {"graph": built_from or graph, "graph_sha256": spec.sha256, "flavour": "tensorrt",
-           "version": version, "compute_capabilities": list(ccs), "hardware_compat": "none",
-           "precision": precision, "profiles": [dict(zip(("min", "opt", "max"), p))
-                                                for p in profiles],
-           "flags": [], "dla_core": None, "optimization_level": None, "workspace_mib": None,
-           **key}
-    digest = hashlib.sha256(json.dumps(key, sort_keys=True, separators=(",", ":"))
-                            .encode()).hexdigest()
+    key = {
+        "graph": built_from or graph,
+        "graph_sha256": spec.sha256,
+        "flavour": "tensorrt",
+        "version": version,
+        "compute_capabilities": list(ccs),
+        "hardware_compat": "none",
+        "precision": precision,
+        "profiles": [dict(zip(("min", "opt", "max"), p, strict=True)) for p in profiles],
+        "flags": [],
+        "dla_core": None,
+        "optimization_level": None,
+        "workspace_mib": None,
+        **key,
+    }
+    digest = hashlib.sha256(
+        json.dumps(key, sort_keys=True, separators=(",", ":")).encode()
+    ).hexdigest()
     plan = b"ftrt" + f"{graph}@{','.join(ccs) or 'any'} {version}".encode()
     folder = cache / graph
     folder.mkdir(parents=True, exist_ok=True)
     (folder / f"{digest[:16]}.plan").write_bytes(plan)
     path = folder / f"{digest[:16]}.json"
-    path.write_text(json.dumps({
-        "format": "bld-engine", "schema_version": 1, "key": key, "key_digest": digest,
-        "plan_file": f"{digest[:16]}.plan", "plan_sha256": hashlib.sha256(plan).hexdigest(),
-        "plan_size": len(plan), "inputs": _unparse(spec.inputs),
-        "outputs": _unparse(spec.outputs),
-        "graph_facts": json.dumps(manifest_graph_facts(manifest, built_from or graph)),
-        "source": "builder", "tool": "test"}, indent=2))
+    path.write_text(
+        json.dumps(
+            {
+                "format": "bld-engine",
+                "schema_version": 1,
+                "key": key,
+                "key_digest": digest,
+                "plan_file": f"{digest[:16]}.plan",
+                "plan_sha256": hashlib.sha256(plan).hexdigest(),
+                "plan_size": len(plan),
+                "inputs": _unparse(spec.inputs),
+                "outputs": _unparse(spec.outputs),
+                "graph_facts": json.dumps(manifest_graph_facts(manifest, built_from or graph)),
+                "source": "builder",
+                "tool": "test",
+            },
+            indent=2,
+        )
+    )
     return path
 
 
@@ -168,18 +217,18 @@ def test_tensorrt_plans_per_compute_capability_from_an_engine_cache(tiny_bundle,
     _check_graph_models(repo, tiny_bundle)
     step = _config(repo, "bld_step")
     assert step.platform == "tensorrt_plan"
-    assert dict(step.cc_model_filenames) == {"8.6": "model.sm86.plan",
-                                             "8.7": "model.sm87.plan"}
+    assert dict(step.cc_model_filenames) == {"8.6": "model.sm86.plan", "8.7": "model.sm87.plan"}
     assert step.default_model_filename == "model.sm87.plan"
     assert _params(step)["bld_tensorrt_version"] == "10.3.0.26"
-    assert (repo / "bld_step" / "1" / "model.sm87.plan").read_bytes() == \
-        plans.by_role["step"]["8.7"].read_bytes()
+    assert (repo / "bld_step" / "1" / "model.sm87.plan").read_bytes() == plans.by_role["step"][
+        "8.7"
+    ].read_bytes()
 
-    with pytest.raises(ServingError, match="no TensorRT plan for step, step_guided, decoder "
-                                           "at fp16"):
+    with pytest.raises(
+        ServingError, match="no TensorRT plan for step, step_guided, decoder at fp16"
+    ):
         collect_plans(tiny_bundle, "fp16", 16, cache, ())
-    for bad in ("step=x.plan", "step@86=x.plan", f"encoder@8.6={by_hand}",
-                "step@8.6=missing.plan"):
+    for bad in ("step=x.plan", "step@86=x.plan", f"encoder@8.6={by_hand}", "step@8.6=missing.plan"):
         with pytest.raises(ServingError, match="--plan"):
             collect_plans(tiny_bundle, "fp32", 16, cache, (bad,))
 
@@ -207,24 +256,33 @@ def test_engine_cache_plans_that_cannot_serve_are_passed_over(tiny_bundle, tmp_p
     edited.write_text(json.dumps(entry))
 
     plans, reasons = from_engine_cache(cache, manifest, graphs, "fp32", 16)
-    assert plans.by_role == {"step": {"8.9": good["step"].with_suffix(".plan"),
-                                      ANY_GPU: any_gpu.with_suffix(".plan")},
-                             "step_guided": {"8.9": good["step_guided"].with_suffix(".plan")},
-                             "decoder": {"8.9": good["decoder"].with_suffix(".plan")}}
+    assert plans.by_role == {
+        "step": {"8.9": good["step"].with_suffix(".plan"), ANY_GPU: any_gpu.with_suffix(".plan")},
+        "step_guided": {"8.9": good["step_guided"].with_suffix(".plan")},
+        "decoder": {"8.9": good["decoder"].with_suffix(".plan")},
+    }
     text = "\n".join(reasons)
-    for why in ("it is a tensorrt_rtx plan", "it runs on DLA core 0",
-                "do not cover batch 9", "it is fp16, the repository is fp32",
-                "filed under decoder but built from encoder",
-                "was built for classes {\"count\": 11",
-                "key_digest or plan_file does not match the key"):
+    for why in (
+        "it is a tensorrt_rtx plan",
+        "it runs on DLA core 0",
+        "do not cover batch 9",
+        "it is fp16, the repository is fp32",
+        "filed under decoder but built from encoder",
+        'was built for classes {"count": 11',
+        "key_digest or plan_file does not match the key",
+    ):
         assert why in text, why
     assert len(reasons) == 7
     plans, _ = from_engine_cache(cache, manifest, graphs, "fp32", 8)  # batches 1..8 covered
     assert sorted(plans.by_role["decoder"]) == ["7.5", "8.9"]
 
     repo = tmp_path / "repo"
-    write_repository(tiny_bundle, repo, Serving(backend="tensorrt"),
-                     plans=collect_plans(tiny_bundle, "fp32", 16, cache))
+    write_repository(
+        tiny_bundle,
+        repo,
+        Serving(backend="tensorrt"),
+        plans=collect_plans(tiny_bundle, "fp32", 16, cache),
+    )
     step = _config(repo, "bld_step")
     assert step.default_model_filename == "model.plan"  # the hardware-compatible plan
     assert dict(step.cc_model_filenames) == {"8.9": "model.sm89.plan"}
@@ -237,13 +295,17 @@ def test_engine_cache_plans_that_cannot_serve_are_passed_over(tiny_bundle, tmp_p
     plan.unlink()
     any_gpu.unlink()
     _engine(cache, "step", manifest, ("8.9",), version="10.8.0.43")
-    with pytest.raises(ServingError, match="holds plans of TensorRT 10.3.0.26, 10.8.0.43; "
-                                           "pass --tensorrt-version"):
+    with pytest.raises(
+        ServingError,
+        match=r"holds plans of TensorRT 10\.3\.0\.26, 10\.8\.0\.43; pass --tensorrt-version",
+    ):
         collect_plans(tiny_bundle, "fp32", 16, cache)
     with pytest.raises(ServingError, match="no TensorRT plan for step_guided, decoder"):
         collect_plans(tiny_bundle, "fp32", 16, cache, tensorrt_version="10.8.0.43")
-    assert collect_plans(tiny_bundle, "fp32", 16, cache,
-                         tensorrt_version="10.3.0.26").tensorrt_version == "10.3.0.26"
+    assert (
+        collect_plans(tiny_bundle, "fp32", 16, cache, tensorrt_version="10.3.0.26").tensorrt_version
+        == "10.3.0.26"
+    )
 
 
 def test_check_config_enforces_triton_load_rules(tiny_bundle, tmp_path):
@@ -268,23 +330,28 @@ def test_check_config_enforces_triton_load_rules(tiny_bundle, tmp_path):
     def plan(c):
         c.platform = "tensorrt_plan"
         c.cc_model_filenames["8.6"] = "model.sm86.plan"
+
     fails(plan, {"model.onnx"}, r"cc_model_filenames\['8.6'\]")
 
     with pytest.raises(ServingError, match="not a valid Triton model config"):
         configs.parse('name: "x"\nmax_batch_sise: 4\n', "bad.pbtxt")
     (repo / "bld_step" / "config.pbtxt").write_text(
-        (repo / "bld_step" / "config.pbtxt").read_text().replace('name: "bld_step"',
-                                                                 'name: "other"'))
+        (repo / "bld_step" / "config.pbtxt")
+        .read_text()
+        .replace('name: "bld_step"', 'name: "other"')
+    )
     with pytest.raises(ServingError, match="Triton needs them equal"):
         check_repository(repo)
 
 
 def test_bad_options_are_refused_and_leave_nothing(tiny_bundle, tmp_path):
     repo = tmp_path / "repo"
-    for serving, message in ((Serving(max_batch=65), "above the bundle's max_batch of 64"),
-                             (Serving(instances=0), "--instances must be >= 1"),
-                             (Serving(python_env="env"), "must be an absolute path"),
-                             (Serving(backend="tpu"), "--backend must be one of")):
+    for serving, message in (
+        (Serving(max_batch=65), "above the bundle's max_batch of 64"),
+        (Serving(instances=0), "--instances must be >= 1"),
+        (Serving(python_env="env"), "must be an absolute path"),
+        (Serving(backend="tpu"), "--backend must be one of"),
+    ):
         with pytest.raises(ServingError, match=message):
             write_repository(tiny_bundle, repo, serving)
     assert not repo.exists() and list(tmp_path.iterdir()) == []
@@ -300,20 +367,40 @@ def test_bad_options_are_refused_and_leave_nothing(tiny_bundle, tmp_path):
     for role in ("step", "step_guided", "decoder"):
         gone.add(role, "8.6", tmp_path / "deleted.plan")
     with pytest.raises(FileNotFoundError):
-        write_repository(tiny_bundle, repo, Serving(backend="tensorrt"), plans=gone,
-                         force=True)
+        write_repository(tiny_bundle, repo, Serving(backend="tensorrt"), plans=gone, force=True)
     assert _config(repo, "bld").max_batch_size == 4
     assert sorted(p.name for p in tmp_path.iterdir()) == [".repo.lock", "repo"]
 
 
 def test_bld_export_triton_cli(tiny_bundle, tmp_path, subprocess_env):
     def run(*args):
-        return subprocess.run([sys.executable, "-c", "from bld_export.cli import main; main()",
-                               "triton", *map(str, args)], capture_output=True, text=True,
-                              env=subprocess_env, timeout=300)
+        return subprocess.run(
+            [
+                sys.executable,
+                "-c",
+                "from bld_export.cli import main; main()",
+                "triton",
+                *map(str, args),
+            ],
+            capture_output=True,
+            text=True,
+            env=subprocess_env,
+            timeout=300,
+        )
 
-    ok = run(tiny_bundle, "-o", tmp_path / "repo", "--max-batch", "4", "--instances", "2",
-             "--queue-delay-us", "100", "--python-env", "/env")
+    ok = run(
+        tiny_bundle,
+        "-o",
+        tmp_path / "repo",
+        "--max-batch",
+        "4",
+        "--instances",
+        "2",
+        "--queue-delay-us",
+        "100",
+        "--python-env",
+        "/env",
+    )
     assert ok.returncode == 0, ok.stderr
     assert "models bld, bld_stream" in ok.stdout
     config = _config(tmp_path / "repo", "bld")
@@ -322,4 +409,5 @@ def test_bld_export_triton_cli(tiny_bundle, tmp_path, subprocess_env):
     assert bad.returncode == 1
     assert bad.stderr.strip().splitlines() == [
         "error: no TensorRT plan for step, step_guided, decoder at fp32 (build them with "
-        "bld-export engine and pass --engine-cache, or pass --plan GRAPH@CC=FILE)"]
+        "bld-export engine and pass --engine-cache, or pass --plan GRAPH@CC=FILE)"
+    ]

@@ -5,6 +5,7 @@ so `make test` installs each into its own folder (.venv/trt-lean/10, /11) and ev
 them runs in a subprocess with that folder on the path. They import without a GPU; nothing
 here constructs a Runtime (without a GPU that crashes the process on the next call).
 """
+
 from __future__ import annotations
 
 import json
@@ -24,7 +25,7 @@ from bld_runtime.manifest import GraphSpec, TensorSpec
 
 LEAN_ROOT = Path(os.environ.get("BLD_TRT_LEAN_ROOT", Path(sys.prefix) / "trt-lean"))
 
-PROBE = textwrap.dedent('''
+PROBE = textwrap.dedent("""
     import json, sys
     import tensorrt_lean as trt
     from bld_runtime.trt_flavours import Flavour
@@ -57,7 +58,7 @@ PROBE = textwrap.dedent('''
         except BldError as e:
             out[name + "_builder"] = type(e).__name__ + ": " + str(e)
     print(json.dumps(out))
-''')
+""")
 
 
 def lean(major: int, subprocess_env) -> dict:
@@ -66,8 +67,9 @@ def lean(major: int, subprocess_env) -> dict:
         pytest.skip(f"tensorrt-lean-cu12 {major}.x is not installed in {folder} (make test does)")
     env = dict(subprocess_env)
     env["PYTHONPATH"] = os.pathsep.join([str(folder), env["PYTHONPATH"]])
-    done = subprocess.run([sys.executable, "-c", PROBE], env=env, capture_output=True,
-                          text=True, timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-c", PROBE], env=env, capture_output=True, text=True, timeout=120
+    )
     assert done.returncode == 0, done.stderr
     return json.loads(done.stdout.strip().splitlines()[-1])
 
@@ -81,8 +83,10 @@ def test_tensorrt_10_names_and_switches(subprocess_env):
     assert info["numbers"]["VERSION_COMPATIBLE"] == 13
     # FP16 flag accepted by the version check; then the GPU check says what is missing.
     for name in ("fp16_flag_builder", "typed_builder"):
-        assert info[name].startswith("BackendUnavailableError: tensorrt_lean 10.16.1.11 builds "
-                                     "engines on a GPU and none is usable here"), info[name]
+        assert info[name].startswith(
+            "BackendUnavailableError: tensorrt_lean 10.16.1.11 builds "
+            "engines on a GPU and none is usable here"
+        ), info[name]
 
 
 def test_tensorrt_11_names_and_switches(subprocess_env):
@@ -92,8 +96,9 @@ def test_tensorrt_11_names_and_switches(subprocess_env):
     assert not info["fp16_flag"] and info["precision_flags"] == []  # removed with weak typing
     assert not info["device_memory_size"]  # only the _v2 form is left
     assert info["numbers"]["VERSION_COMPATIBLE"] == 12  # why flags are stored by name
-    assert info["fp16_flag_builder"].startswith("InvalidRequestError: tensorrt_lean 11.4.0.106 "
-                                                "has no FP16 builder flag")
+    assert info["fp16_flag_builder"].startswith(
+        "InvalidRequestError: tensorrt_lean 11.4.0.106 has no FP16 builder flag"
+    )
     assert info["typed_builder"].startswith("BackendUnavailableError: ")
 
 
@@ -117,43 +122,64 @@ def test_builder_names_exist_in_tensorrt_rtx():
 
 # --- trtexec ---------------------------------------------------------------------------------
 
-STEP = GraphSpec(file="step_fp16.onnx", sha256="0" * 64, precision="fp16", opset=17, flops=1,
-                 inputs=(TensorSpec("bits", "float32", ("batch", 256, 64)),
-                         TensorSpec("step", "int64", ("batch",)),
-                         TensorSpec("class_label", "int64", ("batch",)),
-                         TensorSpec("temperature", "float32", ("batch",))),
-                 outputs=(TensorSpec("probs", "float32", ("batch", 256, 64)),))
+STEP = GraphSpec(
+    file="step_fp16.onnx",
+    sha256="0" * 64,
+    precision="fp16",
+    opset=17,
+    flops=1,
+    inputs=(
+        TensorSpec("bits", "float32", ("batch", 256, 64)),
+        TensorSpec("step", "int64", ("batch",)),
+        TensorSpec("class_label", "int64", ("batch",)),
+        TensorSpec("temperature", "float32", ("batch",)),
+    ),
+    outputs=(TensorSpec("probs", "float32", ("batch", 256, 64)),),
+)
 
 
 def line(**kwargs):
     from bld_engines.trtexec import trtexec_line
 
-    defaults = dict(onnx="step_fp16.onnx", plan="step_fp16.plan", spec=STEP,
-                    profiles=(BatchProfile(1, 4, 16),), trt_version=10)
+    defaults = dict(
+        onnx="step_fp16.onnx",
+        plan="step_fp16.plan",
+        spec=STEP,
+        profiles=(BatchProfile(1, 4, 16),),
+        trt_version=10,
+    )
     return trtexec_line(**{**defaults, **kwargs})
 
 
-SHAPES = ("--minShapes=bits:1x256x64,step:1,class_label:1,temperature:1 "
-          "--optShapes=bits:4x256x64,step:4,class_label:4,temperature:4 "
-          "--maxShapes=bits:16x256x64,step:16,class_label:16,temperature:16")
+SHAPES = (
+    "--minShapes=bits:1x256x64,step:1,class_label:1,temperature:1 "
+    "--optShapes=bits:4x256x64,step:4,class_label:4,temperature:4 "
+    "--maxShapes=bits:16x256x64,step:16,class_label:16,temperature:16"
+)
 
 
 def test_trtexec_10_line():
-    assert line(timing_cache="orin.cache", dla_core=0, workspace_mib=2048,
-                optimization_level=4) == (
+    assert line(
+        timing_cache="orin.cache", dla_core=0, workspace_mib=2048, optimization_level=4
+    ) == (
         f"trtexec --onnx=step_fp16.onnx --saveEngine=step_fp16.plan {SHAPES} --stronglyTyped "
         "--memPoolSize=workspace:2048M --builderOptimizationLevel=4 "
-        "--timingCacheFile=orin.cache --useDLACore=0 --allowGPUFallback --useCudaGraph")
-    assert line(fp16_flag=True) == (f"trtexec --onnx=step_fp16.onnx --saveEngine=step_fp16.plan "
-                                    f"{SHAPES} --fp16 --useCudaGraph")
+        "--timingCacheFile=orin.cache --useDLACore=0 --allowGPUFallback --useCudaGraph"
+    )
+    assert line(fp16_flag=True) == (
+        f"trtexec --onnx=step_fp16.onnx --saveEngine=step_fp16.plan {SHAPES} --fp16 --useCudaGraph"
+    )
 
 
 def test_trtexec_11_line_has_no_precision_flags_and_cuda_graphs_by_default():
-    text = line(trt_version=11, timing_cache="t.cache", hardware_compat="same-cc",
-                version_compatible=True)
-    assert text == (f"trtexec --onnx=step_fp16.onnx --saveEngine=step_fp16.plan {SHAPES} "
-                    "--timingCacheFile=t.cache --hardwareCompatibilityLevel=sameComputeCapability "
-                    "--versionCompatible")
+    text = line(
+        trt_version=11, timing_cache="t.cache", hardware_compat="same-cc", version_compatible=True
+    )
+    assert text == (
+        f"trtexec --onnx=step_fp16.onnx --saveEngine=step_fp16.plan {SHAPES} "
+        "--timingCacheFile=t.cache --hardwareCompatibilityLevel=sameComputeCapability "
+        "--versionCompatible"
+    )
     for gone in ("--fp16", "--bf16", "--int8", "--best", "--stronglyTyped", "--useCudaGraph"):
         assert gone not in shlex.split(text)
     with pytest.raises(InvalidRequestError, match="trtexec 11 has no --fp16"):
@@ -172,14 +198,28 @@ def test_trtexec_several_profiles_are_numbered():
 def test_cli_emits_trtexec_lines_without_tensorrt(tiny_bundle):
     from bld_export.cli import main
 
-    result = CliRunner().invoke(main, ["engine", str(tiny_bundle), "--emit-trtexec",
-                                       "--precision", "fp16", "--batch", "1:2:4",
-                                       "--trt-version", "11"])
+    result = CliRunner().invoke(
+        main,
+        [
+            "engine",
+            str(tiny_bundle),
+            "--emit-trtexec",
+            "--precision",
+            "fp16",
+            "--batch",
+            "1:2:4",
+            "--trt-version",
+            "11",
+        ],
+    )
     assert result.exit_code == 0, result.output
     lines = result.output.strip().splitlines()
     assert [shlex.split(x)[1] for x in lines] == [
-        "--onnx=encoder.onnx", "--onnx=decoder_fp16.onnx", "--onnx=step_fp16.onnx",
-        "--onnx=step_guided_fp16.onnx"]
+        "--onnx=encoder.onnx",
+        "--onnx=decoder_fp16.onnx",
+        "--onnx=step_fp16.onnx",
+        "--onnx=step_guided_fp16.onnx",
+    ]
     assert "guidance:4" in lines[-1]
 
 
@@ -191,11 +231,19 @@ def test_parse_batch():
 
     assert parse_batch("1:4:16") == BatchProfile(1, 4, 16)
     assert parse_batch(" 8 ") == BatchProfile(8, 8, 8)
-    assert input_shapes(STEP, BatchProfile(2, 3, 5))["bits"] == ((2, 256, 64), (3, 256, 64),
-                                                                 (5, 256, 64))
-    for text, message in (("1:4", "MIN:OPT:MAX"), ("a:b:c", "MIN:OPT:MAX"), ("0:1:2", "at least 1"),
-                          ("4:2:8", "min <= opt <= max"), ("1:2:-3", "MIN:OPT:MAX"),
-                          ("", "MIN:OPT:MAX")):
+    assert input_shapes(STEP, BatchProfile(2, 3, 5))["bits"] == (
+        (2, 256, 64),
+        (3, 256, 64),
+        (5, 256, 64),
+    )
+    for text, message in (
+        ("1:4", "MIN:OPT:MAX"),
+        ("a:b:c", "MIN:OPT:MAX"),
+        ("0:1:2", "at least 1"),
+        ("4:2:8", "min <= opt <= max"),
+        ("1:2:-3", "MIN:OPT:MAX"),
+        ("", "MIN:OPT:MAX"),
+    ):
         with pytest.raises(InvalidRequestError, match=message):
             parse_batch(text)
     with pytest.raises(InvalidRequestError, match="above the bundle's max_batch"):
@@ -210,7 +258,12 @@ def test_guided_step_profile_is_on_the_input_batch(tiny_bundle):
     spec = load_bundle(tiny_bundle).manifest.graphs["step_guided"]
     shapes = input_shapes(spec, BatchProfile(1, 2, 4))
     assert {name: s[2][0] for name, s in shapes.items()} == {
-        "bits": 4, "step": 4, "class_label": 4, "temperature": 4, "guidance": 4}
+        "bits": 4,
+        "step": 4,
+        "class_label": 4,
+        "temperature": 4,
+        "guidance": 4,
+    }
 
 
 # --- NVRTC and the no-GPU paths --------------------------------------------------------------
@@ -236,11 +289,18 @@ BLOCK = "import sys; [sys.modules.__setitem__(m, None) for m in {mods!r}]; "
 
 
 def run_blocked(modules, args, env):
-    code = BLOCK.format(mods=list(modules)) + f"sys.argv = {args!r}; " + \
-        ("from bld_export.cli import main; main()" if args[0] == "bld-export" else
-         "from bld_runtime.cli import main; main()")
-    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
-                          timeout=120)
+    code = (
+        BLOCK.format(mods=list(modules))
+        + f"sys.argv = {args!r}; "
+        + (
+            "from bld_export.cli import main; main()"
+            if args[0] == "bld-export"
+            else "from bld_runtime.cli import main; main()"
+        )
+    )
+    return subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
 
 
 def one_line_error(done, message):
@@ -254,29 +314,31 @@ TRT_MODULES = ("tensorrt", "tensorrt_lean", "tensorrt_rtx")
 CUDA_MODULES = ("cuda", "cuda.bindings", "cuda.bindings.runtime", "cuda.cudart")
 
 
-def test_engine_build_without_tensorrt_says_what_is_missing(tiny_bundle, tmp_path,
-                                                             subprocess_env):
-    done = run_blocked(TRT_MODULES, ["bld-export", "engine", str(tiny_bundle), "-o",
-                                     str(tmp_path / "c")], subprocess_env)
+def test_engine_build_without_tensorrt_says_what_is_missing(tiny_bundle, tmp_path, subprocess_env):
+    done = run_blocked(
+        TRT_MODULES,
+        ["bld-export", "engine", str(tiny_bundle), "-o", str(tmp_path / "c")],
+        subprocess_env,
+    )
     one_line_error(done, "a TensorRT builder is not importable here: tensorrt (")
     assert "pip install 'bld[tensorrt-rtx]'" in done.stderr
 
 
-def test_bld_export_without_bld_engines_lists_and_refuses_its_commands(tiny_bundle,
-                                                                        subprocess_env):
+def test_bld_export_without_bld_engines_lists_and_refuses_its_commands(tiny_bundle, subprocess_env):
     help_text = run_blocked(("bld_engines",), ["bld-export", "--help"], subprocess_env)
     assert help_text.returncode == 0, help_text.stderr
     assert "engine   (needs bld_engines, not installed)" in help_text.stdout
     assert "onnx     Export RUN_DIR" in help_text.stdout
-    done = run_blocked(("bld_engines",), ["bld-export", "engine", str(tiny_bundle)],
-                       subprocess_env)
-    one_line_error(done, "`bld-export engine` comes from bld_engines.cli, which cannot be "
-                         "imported here")
+    done = run_blocked(("bld_engines",), ["bld-export", "engine", str(tiny_bundle)], subprocess_env)
+    one_line_error(
+        done, "`bld-export engine` comes from bld_engines.cli, which cannot be imported here"
+    )
 
-def test_sample_with_tensorrt_backend_without_gpu_or_cuda_python(tiny_bundle, tmp_path,
-                                                                  subprocess_env):
-    args = ["bld", "sample", str(tiny_bundle), "-o", str(tmp_path / "out"), "--backend",
-            "tensorrt"]
+
+def test_sample_with_tensorrt_backend_without_gpu_or_cuda_python(
+    tiny_bundle, tmp_path, subprocess_env
+):
+    args = ["bld", "sample", str(tiny_bundle), "-o", str(tmp_path / "out"), "--backend", "tensorrt"]
     no_cuda = run_blocked(CUDA_MODULES, args, subprocess_env)
     one_line_error(no_cuda, "needs cuda-python, which is not installed")
     pytest.importorskip("cuda.bindings.runtime")
@@ -286,9 +348,13 @@ def test_sample_with_tensorrt_backend_without_gpu_or_cuda_python(tiny_bundle, tm
 
 
 def test_doctor_reports_what_actually_starts(tiny_bundle, subprocess_env):
-    done = subprocess.run([sys.executable, "-m", "bld_export.cli", "doctor", "--bundle",
-                           str(tiny_bundle)], env=subprocess_env, capture_output=True, text=True,
-                          timeout=120)
+    done = subprocess.run(
+        [sys.executable, "-m", "bld_export.cli", "doctor", "--bundle", str(tiny_bundle)],
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     out = done.stdout
     assert "CPUExecutionProvider        starts" in out
@@ -303,9 +369,13 @@ def test_gpu_check_dry_run_runs_what_needs_no_gpu():
     kernels (where cuda-python and NVRTC load) and the nvcc build of the cuRAND helper (where
     nvcc and cuRAND's headers exist). The GPU part has to run on a GPU machine."""
     repo = Path(__file__).resolve().parents[1]
-    done = subprocess.run(["bash", str(repo / "benchmarks" / "gpu_check.sh"), "--dry-run"],
-                          env={**os.environ, "PYTHON": sys.executable}, capture_output=True,
-                          text=True, timeout=240)
+    done = subprocess.run(
+        ["bash", str(repo / "benchmarks" / "gpu_check.sh"), "--dry-run"],
+        env={**os.environ, "PYTHON": sys.executable},
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "[ok] numpy references run" in done.stdout
     assert "[FAIL]" not in done.stdout
@@ -326,16 +396,31 @@ def test_bld_engines_imports_neither_torch_nor_bld_train(subprocess_env):
     bad = []
     for path in sorted((repo / "engines" / "bld_engines").rglob("*.py")):
         for node in ast.walk(ast.parse(path.read_text())):
-            names = ([a.name for a in node.names] if isinstance(node, ast.Import) else
-                     [node.module] if isinstance(node, ast.ImportFrom) and node.level == 0 else [])
-            bad += [f"{path.name}: {n}" for n in names
-                    if n and n.split(".")[0] in ("torch", "bld_train", "bld_export")]
+            names = (
+                [a.name for a in node.names]
+                if isinstance(node, ast.Import)
+                else [node.module]
+                if isinstance(node, ast.ImportFrom) and node.level == 0
+                else []
+            )
+            bad += [
+                f"{path.name}: {n}"
+                for n in names
+                if n and n.split(".")[0] in ("torch", "bld_train", "bld_export")
+            ]
     assert bad == []
-    code = ("import sys, bld_engines.cli, bld_engines.builder, bld_engines.doctor; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in "
-            "('torch', 'bld_train', 'bld_export')))")
-    done = subprocess.run([sys.executable, "-c", code], env=subprocess_env, capture_output=True,
-                          text=True, timeout=120)
+    code = (
+        "import sys, bld_engines.cli, bld_engines.builder, bld_engines.doctor; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in "
+        "('torch', 'bld_train', 'bld_export')))"
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", code],
+        env=subprocess_env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert done.returncode == 0, done.stderr
     assert done.stdout.strip() == "[]"
 
@@ -346,17 +431,21 @@ def test_tensorrt_ep_gets_the_cache_timing_cache_and_profiles(tiny_bundle, tmp_p
     from bld_runtime.backends.cuda import tensorrt_ep_providers, tensorrt_provider_options
     from bld_runtime.manifest import load_bundle
 
-    options = BackendOptions(trt_cache_dir=str(tmp_path / "engines"),
-                             trt_timing_cache=str(tmp_path / "t" / "bld.timing"))
+    options = BackendOptions(
+        trt_cache_dir=str(tmp_path / "engines"), trt_timing_cache=str(tmp_path / "t" / "bld.timing")
+    )
     opts = tensorrt_provider_options(options)
     assert opts["trt_engine_cache_enable"] == "True"
     assert opts["trt_engine_cache_path"] == str(tmp_path / "engines" / "onnxruntime-trt-ep")
     assert (opts["trt_timing_cache_enable"], opts["trt_timing_cache_path"]) == (
-        "True", str(tmp_path / "t"))
+        "True",
+        str(tmp_path / "t"),
+    )
     m = load_bundle(tiny_bundle).manifest
     (name, ep), _ = tensorrt_ep_providers(m.graphs["step_guided"], 8, options)
     assert name == "TensorrtExecutionProvider"
     L, C = m.latent.shape
-    assert ep["trt_profile_min_shapes"] == (f"bits:1x{L}x{C},step:1,class_label:1,"
-                                            f"temperature:1,guidance:1")
+    assert ep["trt_profile_min_shapes"] == (
+        f"bits:1x{L}x{C},step:1,class_label:1,temperature:1,guidance:1"
+    )
     assert ep["trt_profile_max_shapes"].startswith(f"bits:8x{L}x{C},step:8,")

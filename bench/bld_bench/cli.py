@@ -1,4 +1,5 @@
 """`bld bench`: the command (added to `bld` through the entry-point group "bld.commands")."""
+
 from __future__ import annotations
 
 import sys
@@ -6,7 +7,6 @@ import sys
 import click
 
 from bld_runtime.errors import BldError
-
 
 
 def _int_list(ctx, param, value):
@@ -26,37 +26,108 @@ def _names(ctx, param, value):
 
 @click.command(help="Time the sampling loop stage by stage, side by side with PyTorch.")
 @click.argument("bundle", type=click.Path(exists=True, file_okay=False))
-@click.option("--backend", "backend_names", multiple=True, callback=_names,
-              help="cpu, cuda, tensorrt-ep, torch, torch-compile, torch-reference; repeat or "
-                   "comma-separate (default: cpu, plus torch with --run). They run in turns, "
-                   "A B A B.")
-@click.option("--run", "run_dir", type=click.Path(exists=True, file_okay=False), default=None,
-              help="The run directory the bundle was exported from (for torch backends).")
-@click.option("--batch", "batches", default="1,4,16", callback=_int_list, show_default=True,
-              help="Batch sizes, comma-separated.")
-@click.option("--steps", type=click.IntRange(min=1), default=None,
-              help="Denoising steps; must match the bundle's (default: the bundle's).")
-@click.option("--warmup", type=click.IntRange(min=0), default=1, show_default=True,
-              help="Untimed rounds per batch size (torch.compile compiles in these).")
-@click.option("--iters", type=click.IntRange(min=1), default=5, show_default=True,
-              help="Timed rounds per batch size.")
-@click.option("--threads", type=click.IntRange(min=1), default=None,
-              help="Threads for every backend and the GEMM peak (default: usable cores).")
-@click.option("--guidance", type=click.FloatRange(min=0), default=None,
-              help="Guidance scale (default: the bundle's).")
-@click.option("--temperature", type=click.FloatRange(min=0, min_open=True), default=None,
-              help="Temperature (default: the bundle's).")
+@click.option(
+    "--backend",
+    "backend_names",
+    multiple=True,
+    callback=_names,
+    help="cpu, cuda, tensorrt-ep, torch, torch-compile, torch-reference; repeat or "
+    "comma-separate (default: cpu, plus torch with --run). They run in turns, "
+    "A B A B.",
+)
+@click.option(
+    "--run",
+    "run_dir",
+    type=click.Path(exists=True, file_okay=False),
+    default=None,
+    help="The run directory the bundle was exported from (for torch backends).",
+)
+@click.option(
+    "--batch",
+    "batches",
+    default="1,4,16",
+    callback=_int_list,
+    show_default=True,
+    help="Batch sizes, comma-separated.",
+)
+@click.option(
+    "--steps",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Denoising steps; must match the bundle's (default: the bundle's).",
+)
+@click.option(
+    "--warmup",
+    type=click.IntRange(min=0),
+    default=1,
+    show_default=True,
+    help="Untimed rounds per batch size (torch.compile compiles in these).",
+)
+@click.option(
+    "--iters",
+    type=click.IntRange(min=1),
+    default=5,
+    show_default=True,
+    help="Timed rounds per batch size.",
+)
+@click.option(
+    "--threads",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Threads for every backend and the GEMM peak (default: usable cores).",
+)
+@click.option(
+    "--guidance",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Guidance scale (default: the bundle's).",
+)
+@click.option(
+    "--temperature",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Temperature (default: the bundle's).",
+)
 @click.option("--seed", type=click.IntRange(min=0, max=2**64 - 1), default=0, show_default=True)
-@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32",
-              show_default=True, help="Which graphs the runtime backends run.")
-@click.option("--json", "as_json", is_flag=True,
-              help="Print the report as JSON (schema bld-bench/1) instead of the table.")
-@click.option("--plot", type=click.Path(dir_okay=False), default=None,
-              help="Write latency and throughput vs batch size per backend to this PNG.")
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "fp16"]),
+    default="fp32",
+    show_default=True,
+    help="Which graphs the runtime backends run.",
+)
+@click.option(
+    "--json",
+    "as_json",
+    is_flag=True,
+    help="Print the report as JSON (schema bld-bench/1) instead of the table.",
+)
+@click.option(
+    "--plot",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="Write latency and throughput vs batch size per backend to this PNG.",
+)
 @click.option("--no-peak", is_flag=True, help="Skip measuring the GEMM peak.")
 @click.option("--quiet", is_flag=True, help="No progress lines on stderr.")
-def bench(bundle, backend_names, run_dir, batches, steps, warmup, iters, threads, guidance,
-          temperature, seed, precision, as_json, plot, no_peak, quiet):
+def bench(
+    bundle,
+    backend_names,
+    run_dir,
+    batches,
+    steps,
+    warmup,
+    iters,
+    threads,
+    guidance,
+    temperature,
+    seed,
+    precision,
+    as_json,
+    plot,
+    no_peak,
+    quiet,
+):
     import json
 
     from rich.console import Console
@@ -71,11 +142,22 @@ def bench(bundle, backend_names, run_dir, batches, steps, warmup, iters, threads
             import matplotlib  # noqa: F401
         except ImportError:
             raise BldError("--plot needs matplotlib (pip install matplotlib)") from None
-    report = benchmark(bundle, names, batches, run_dir=run_dir, steps=steps, warmup=warmup,
-                       iters=iters, threads=threads, guidance=guidance,
-                       temperature=temperature, seed=seed, precision=precision,
-                       measure_peak=not no_peak,
-                       log=(lambda s: None) if quiet else (lambda s: err.print(s)))
+    report = benchmark(
+        bundle,
+        names,
+        batches,
+        run_dir=run_dir,
+        steps=steps,
+        warmup=warmup,
+        iters=iters,
+        threads=threads,
+        guidance=guidance,
+        temperature=temperature,
+        seed=seed,
+        precision=precision,
+        measure_peak=not no_peak,
+        log=(lambda s: None) if quiet else (lambda s: err.print(s)),
+    )
     if plot is not None:
         write_plot(report, plot)
     if as_json:

@@ -49,6 +49,7 @@ Times are seconds, memory bytes; null where a figure does not apply or is unknow
                     speedup        baseline p50 latency / this p50 latency
                     step_speedup   baseline median step model time / this one}]
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -76,6 +77,7 @@ SETTLE_SECONDS = 0.1  # idle time before each run, so that one contender's threa
 
 
 # --- what every benchmarked backend gets and reports --------------------------------------------
+
 
 @dataclass(frozen=True)
 class Request:
@@ -119,7 +121,7 @@ class BenchBackend(ABC):
     def generate(self, request: Request, clock: StageClock) -> np.ndarray:
         """Run one generation; return the uint8 images (N, H, W, ch)."""
 
-    def reset_device_peak(self) -> None:
+    def reset_device_peak(self) -> None:  # noqa: B027 - optional: CPU contenders have no device
         """Start a new peak-device-memory window (GPU backends)."""
 
     def device_peak_bytes(self) -> int | None:
@@ -128,10 +130,11 @@ class BenchBackend(ABC):
 
 # --- the runtime, timed through its own Pipeline -----------------------------------------------
 
+
 class TimedLoop(Loop):
     """A backend's Loop whose start/run_step/advance calls are timed into the current clock."""
 
-    def __init__(self, inner: Loop, timed: "TimedBackend"):
+    def __init__(self, inner: Loop, timed: TimedBackend):
         self.inner, self.timed, self.batch = inner, timed, inner.batch
 
     def start(self, *args):
@@ -207,16 +210,24 @@ class RuntimeBackend(BenchBackend):
         from bld_runtime.pipeline import Pipeline
 
         self.name, self.threads = name, threads
-        self.pipeline = Pipeline.load(bundle_dir, backend=name, precision=precision,
-                                      options=BackendOptions(intra_op_threads=threads))
+        self.pipeline = Pipeline.load(
+            bundle_dir,
+            backend=name,
+            precision=precision,
+            options=BackendOptions(intra_op_threads=threads),
+        )
         self.timed = TimedBackend(self.pipeline.backend)
         self.pipeline.backend = self.timed
         self._device_peak = 0
 
     def generate(self, request, clock):
         self.timed.clock = clock
-        out = self.pipeline.generate(seeds=request.seeds, classes=request.classes,
-                                     guidance=request.guidance, temperature=request.temperature)
+        out = self.pipeline.generate(
+            seeds=request.seeds,
+            classes=request.classes,
+            guidance=request.guidance,
+            temperature=request.temperature,
+        )
         self._note_device_memory()
         return out.images
 
@@ -245,16 +256,20 @@ def plugin_backends() -> dict:
     return {ep.name: ep for ep in entry_points(group=PLUGIN_GROUP)}
 
 
-def open_backend(name: str, bundle_dir, run_dir, threads: int, num_steps: int,
-                 precision: str) -> BenchBackend:
+def open_backend(
+    name: str, bundle_dir, run_dir, threads: int, num_steps: int, precision: str
+) -> BenchBackend:
     """The named contender, loaded; BackendUnavailableError says why one cannot run here."""
     if name in BACKENDS:
         return RuntimeBackend(name, bundle_dir, threads, precision)
     plugins = plugin_backends()
     if name not in plugins:
         known = ", ".join(list(BACKENDS) + sorted(plugins))
-        hint = ("" if plugins else "; the PyTorch backends come with bld's train extra "
-                "(pip install -e '.[train]')")
+        hint = (
+            ""
+            if plugins
+            else "; the PyTorch backends come with bld's train extra (pip install -e '.[train]')"
+        )
         raise BackendUnavailableError(f"unknown benchmark backend {name!r}; known: {known}{hint}")
     try:
         factory = plugins[name].load()
@@ -264,6 +279,7 @@ def open_backend(name: str, bundle_dir, run_dir, threads: int, num_steps: int,
 
 
 # --- running: interleaved rounds ----------------------------------------------------------------
+
 
 @dataclass
 class Run:
@@ -287,16 +303,23 @@ class Contender:
         return self.backend is not None
 
 
-def make_request(batch: int, seed: int, num_classes: int, guidance: float,
-                 temperature: float) -> Request:
+def make_request(
+    batch: int, seed: int, num_classes: int, guidance: float, temperature: float
+) -> Request:
     """Seeds seed.., classes cycling through the bundle's (the null class if it has none)."""
     classes = (np.arange(batch) % num_classes if num_classes else np.zeros(batch)).astype(np.int64)
     return Request(philox.seed_range(seed, batch), classes, float(guidance), float(temperature))
 
 
-def run_rounds(contenders: list[Contender], requests: dict[int, Request], num_steps: int,
-               warmup: int, iters: int, log=lambda message: None,
-               settle: float = SETTLE_SECONDS) -> list[dict]:
+def run_rounds(
+    contenders: list[Contender],
+    requests: dict[int, Request],
+    num_steps: int,
+    warmup: int,
+    iters: int,
+    log=lambda message: None,
+    settle: float = SETTLE_SECONDS,
+) -> list[dict]:
     """For each batch: warmup + iters rounds, each running every available contender once, in
     the same order (A B A B ...). Returns the order of the runs; timings go into contenders.
 
@@ -322,7 +345,7 @@ def run_rounds(contenders: list[Contender], requests: dict[int, Request], num_st
                 start = time.perf_counter()
                 try:
                     c.backend.generate(request, clock)
-                except Exception as e:  # noqa: BLE001 - only "fragile" backends get here
+                except Exception as e:  # only "fragile" backends get here
                     if not c.backend.fragile:
                         raise
                     c.backend, c.reason = None, f"failed at batch {batch}: {_first_line(e)}"
@@ -330,14 +353,18 @@ def run_rounds(contenders: list[Contender], requests: dict[int, Request], num_st
                     log(f"{c.name}: unavailable ({c.reason})")
                     continue
                 clock.total = time.perf_counter() - start
-                order.append({"backend": c.name, "batch": batch, "round": round_,
-                              "warmup": is_warmup})
-                log(f"batch {batch:>3}  {'warmup' if is_warmup else 'round '} "
+                order.append(
+                    {"backend": c.name, "batch": batch, "round": round_, "warmup": is_warmup}
+                )
+                log(
+                    f"batch {batch:>3}  {'warmup' if is_warmup else 'round '} "
                     f"{round_ - warmup if not is_warmup else round_:>2}  {c.name:<14} "
-                    f"{clock.total * 1e3:10.1f} ms")
+                    f"{clock.total * 1e3:10.1f} ms"
+                )
                 if not is_warmup:
-                    c.runs[batch].append(Run(clock, peak_rss_bytes(),
-                                             c.backend.device_peak_bytes()))
+                    c.runs[batch].append(
+                        Run(clock, peak_rss_bytes(), c.backend.device_peak_bytes())
+                    )
     return order
 
 
@@ -348,26 +375,38 @@ def _first_line(error: Exception) -> str:
 
 # --- summary ------------------------------------------------------------------------------------
 
+
 def stats(values) -> dict:
     """min, mean, p50, p90, p99, max (numpy's linear interpolation, so they are ordered)."""
     v = np.asarray(values, np.float64)
     p = np.percentile(v, PERCENTILES)
-    return {"min": float(v.min()), "mean": float(v.mean()), "p50": float(p[0]),
-            "p90": float(p[1]), "p99": float(p[2]), "max": float(v.max())}
+    return {
+        "min": float(v.min()),
+        "mean": float(v.mean()),
+        "p50": float(p[0]),
+        "p90": float(p[1]),
+        "p99": float(p[2]),
+        "max": float(v.max()),
+    }
 
 
-def summarize_cell(name: str, batch: int, runs: list[Run], step_flops: int | None,
-                   peak_gflops: float | None) -> dict:
+def summarize_cell(
+    name: str, batch: int, runs: list[Run], step_flops: int | None, peak_gflops: float | None
+) -> dict:
     clocks = [r.clock for r in runs]
     total = sum(c.total for c in clocks)
-    sums = {"initial": sum(c.initial for c in clocks),
-            "step_model": sum(sum(c.model) for c in clocks),
-            "step_sampling": sum(sum(c.sampling) for c in clocks),
-            "decode": sum(c.decode for c in clocks)}
-    samples = {"initial": [c.initial for c in clocks],
-               "step_model": [t for c in clocks for t in c.model],
-               "step_sampling": [t for c in clocks for t in c.sampling],
-               "decode": [c.decode for c in clocks]}
+    sums = {
+        "initial": sum(c.initial for c in clocks),
+        "step_model": sum(sum(c.model) for c in clocks),
+        "step_sampling": sum(sum(c.sampling) for c in clocks),
+        "decode": sum(c.decode for c in clocks),
+    }
+    samples = {
+        "initial": [c.initial for c in clocks],
+        "step_model": [t for c in clocks for t in c.model],
+        "step_sampling": [t for c in clocks for t in c.sampling],
+        "decode": [c.decode for c in clocks],
+    }
     stages = {k: {**stats(samples[k]), "total_share": sums[k] / total} for k in samples}
     model_p50 = stages["step_model"]["p50"]
     gflops = step_flops * batch / model_p50 / 1e9 if step_flops and model_p50 > 0 else None
@@ -381,10 +420,14 @@ def summarize_cell(name: str, batch: int, runs: list[Run], step_flops: int | Non
         "latency": stats([c.total for c in clocks]),
         "images_per_second": batch * len(runs) / total,
         "stages": stages,
-        "per_step": [{"step": i,
-                      "model_p50": float(np.median([c.model[i] for c in clocks])),
-                      "sampling_p50": float(np.median([c.sampling[i] for c in clocks]))}
-                     for i in range(num_steps)],
+        "per_step": [
+            {
+                "step": i,
+                "model_p50": float(np.median([c.model[i] for c in clocks])),
+                "sampling_p50": float(np.median([c.sampling[i] for c in clocks])),
+            }
+            for i in range(num_steps)
+        ],
         "overhead_share": 1.0 - (sums["step_model"] + sums["decode"]) / total,
         "step_gflops_per_second": gflops,
         "gemm_peak_share": gflops / peak_gflops if gflops and peak_gflops else None,
@@ -404,29 +447,47 @@ def add_speedups(results: list[dict], baseline: str | None) -> None:
         b = base.get(r["batch"])
         if b is not None:
             r["speedup"] = b["latency"]["p50"] / r["latency"]["p50"]
-            r["step_speedup"] = (b["stages"]["step_model"]["p50"]
-                                 / r["stages"]["step_model"]["p50"])
+            r["step_speedup"] = b["stages"]["step_model"]["p50"] / r["stages"]["step_model"]["p50"]
 
 
 def machine_info(rss_scope: str) -> dict:
     processor = platform.processor() or None
     try:
         with open("/proc/cpuinfo") as f:
-            processor = next((line.split(":", 1)[1].strip() for line in f
-                              if line.startswith("model name")), processor)
+            processor = next(
+                (line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
+                processor,
+            )
     except OSError:
         pass
-    return {"platform": platform.platform(), "processor": processor,
-            "logical_cores": os.cpu_count(), "usable_cores": usable_cores(),
-            "python": platform.python_version(), "numpy": np.__version__,
-            "onnxruntime": ort.__version__, "rss_scope": rss_scope}
+    return {
+        "platform": platform.platform(),
+        "processor": processor,
+        "logical_cores": os.cpu_count(),
+        "usable_cores": usable_cores(),
+        "python": platform.python_version(),
+        "numpy": np.__version__,
+        "onnxruntime": ort.__version__,
+        "rss_scope": rss_scope,
+    }
 
 
-def benchmark(bundle_dir, backends: list[str], batches: list[int], run_dir=None,
-              steps: int | None = None, warmup: int = 1, iters: int = 5,
-              threads: int | None = None, guidance: float | None = None,
-              temperature: float | None = None, seed: int = 0, precision: str = "fp32",
-              measure_peak: bool = True, log=lambda message: None) -> dict:
+def benchmark(
+    bundle_dir,
+    backends: list[str],
+    batches: list[int],
+    run_dir=None,
+    steps: int | None = None,
+    warmup: int = 1,
+    iters: int = 5,
+    threads: int | None = None,
+    guidance: float | None = None,
+    temperature: float | None = None,
+    seed: int = 0,
+    precision: str = "fp32",
+    measure_peak: bool = True,
+    log=lambda message: None,
+) -> dict:
     """Run the whole benchmark and return the JSON-ready report (schema "bld-bench/1")."""
     bundle = load_bundle(bundle_dir)
     m = bundle.manifest
@@ -434,7 +495,8 @@ def benchmark(bundle_dir, backends: list[str], batches: list[int], run_dir=None,
     if steps is not None and steps != K:
         raise InvalidRequestError(
             f"this bundle samples {K} steps (its step graphs hold the schedule); to benchmark "
-            f"{steps} steps, export a run whose prior has sampling_steps={steps}")
+            f"{steps} steps, export a run whose prior has sampling_steps={steps}"
+        )
     if not backends:
         raise InvalidRequestError("name at least one backend")
     if len(set(backends)) != len(backends):
@@ -461,45 +523,77 @@ def benchmark(bundle_dir, backends: list[str], batches: list[int], run_dir=None,
             contenders.append(Contender(name, _kind(name), None, reason=str(e)))
             continue
         rss1 = current_rss_bytes()
-        contenders.append(Contender(name, backend.kind, backend,
-                                    load_seconds=time.perf_counter() - t0,
-                                    load_rss_bytes=rss1 - rss0 if rss0 and rss1 else None))
+        contenders.append(
+            Contender(
+                name,
+                backend.kind,
+                backend,
+                load_seconds=time.perf_counter() - t0,
+                load_rss_bytes=rss1 - rss0 if rss0 and rss1 else None,
+            )
+        )
     if not any(c.available for c in contenders):
-        raise BackendUnavailableError("none of the backends can run here: " + "; ".join(
-            f"{c.name}: {c.reason}" for c in contenders))
+        raise BackendUnavailableError(
+            "none of the backends can run here: "
+            + "; ".join(f"{c.name}: {c.reason}" for c in contenders)
+        )
 
     peak = None
     if measure_peak:
         log(f"measuring the GEMM peak ({threads} threads)")
         peak = gemm_peak(threads)
-    requests = {b: make_request(b, seed, m.classes.count, guidance, temperature)
-                for b in batches}
+    requests = {b: make_request(b, seed, m.classes.count, guidance, temperature) for b in batches}
     rss_scope = "run" if reset_peak_rss() else "process"
     order = run_rounds(contenders, requests, K, warmup, iters, log)
     if measure_peak:  # again after the runs: on a shared machine one measurement may be low
         again = gemm_peak(threads)
         peak = again if again["gflops"] > peak["gflops"] else peak
 
-    results = [summarize_cell(c.name, b, c.runs[b], step_flops, peak and peak["gflops"])
-               for b in batches for c in contenders if c.available and b in c.runs]
+    results = [
+        summarize_cell(c.name, b, c.runs[b], step_flops, peak and peak["gflops"])
+        for b in batches
+        for c in contenders
+        if c.available and b in c.runs
+    ]
     baseline = next((c.name for c in contenders if c.available and c.kind == "torch"), None)
     add_speedups(results, baseline)
     return {
         "schema": SCHEMA,
-        "bundle": {"path": str(bundle.directory), "image": list(m.image.shape),
-                   "latent": list(m.latent.shape), "steps": K, "classes": m.classes.count,
-                   "step_graph": step_graph, "step_flops": step_flops,
-                   "decoder_flops": decoder.flops if decoder else None},
-        "settings": {"backends": list(backends), "batches": list(batches), "warmup": warmup,
-                     "iters": iters, "threads": threads, "guidance": float(guidance),
-                     "temperature": float(temperature), "seed": seed, "precision": precision},
+        "bundle": {
+            "path": str(bundle.directory),
+            "image": list(m.image.shape),
+            "latent": list(m.latent.shape),
+            "steps": K,
+            "classes": m.classes.count,
+            "step_graph": step_graph,
+            "step_flops": step_flops,
+            "decoder_flops": decoder.flops if decoder else None,
+        },
+        "settings": {
+            "backends": list(backends),
+            "batches": list(batches),
+            "warmup": warmup,
+            "iters": iters,
+            "threads": threads,
+            "guidance": float(guidance),
+            "temperature": float(temperature),
+            "seed": seed,
+            "precision": precision,
+        },
         "machine": machine_info(rss_scope),
         "gemm_peak": peak,
-        "backends": [{"name": c.name, "kind": c.kind, "available": c.available,
-                      "reason": c.reason,
-                      "threads": c.backend.threads if c.available else None,
-                      "load_seconds": c.load_seconds, "load_rss_bytes": c.load_rss_bytes}
-                     for c in contenders],
+        "backends": [
+            {
+                "name": c.name,
+                "kind": c.kind,
+                "available": c.available,
+                "reason": c.reason,
+                "threads": c.backend.threads if c.available else None,
+                "load_seconds": c.load_seconds,
+                "load_rss_bytes": c.load_rss_bytes,
+            }
+            for c in contenders
+        ],
         "order": order,
         "baseline": baseline,
         "results": results,
@@ -508,5 +602,3 @@ def benchmark(bundle_dir, backends: list[str], batches: list[int], run_dir=None,
 
 def _kind(name: str) -> str:
     return "runtime" if name in BACKENDS else "torch"
-
-

@@ -1,4 +1,5 @@
 """What the benchmark measures of the machine: resident memory and the fp32 GEMM peak."""
+
 from __future__ import annotations
 
 import math
@@ -8,8 +9,8 @@ import time
 import numpy as np
 import onnxruntime as ort
 
-
 # --- memory -------------------------------------------------------------------------------------
+
 
 def reset_peak_rss() -> bool:
     """Restart the kernel's resident-set high-water mark (Linux >= 4.0); False if we cannot."""
@@ -65,14 +66,16 @@ def current_rss_bytes() -> int | None:
 
 # --- the machine's GEMM peak --------------------------------------------------------------------
 
+
 def matmul_model(n: int) -> bytes:
     """An ONNX model computing C = A @ B on float32 [n, n] inputs."""
     import onnx
     from onnx import TensorProto, helper
 
     tensors = [helper.make_tensor_value_info(name, TensorProto.FLOAT, [n, n]) for name in "ABC"]
-    graph = helper.make_graph([helper.make_node("MatMul", ["A", "B"], ["C"])], "gemm",
-                              tensors[:2], tensors[2:])
+    graph = helper.make_graph(
+        [helper.make_node("MatMul", ["A", "B"], ["C"])], "gemm", tensors[:2], tensors[2:]
+    )
     model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)], ir_version=8)
     return onnx.shape_inference.infer_shapes(model).SerializeToString()
 
@@ -93,14 +96,15 @@ def gemm_peak(threads: int, size: int = 2048, repeats: int = 5) -> dict:
     rng = np.random.default_rng(0)
     a = rng.standard_normal((size, size), dtype=np.float32)
     b = rng.standard_normal((size, size), dtype=np.float32)
-    flops = 2.0 * size ** 3
+    flops = 2.0 * size**3
     engines = []
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.log_severity_level = 3
-    sess = ort.InferenceSession(matmul_model(size), sess_options=so,
-                                providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(
+        matmul_model(size), sess_options=so, providers=["CPUExecutionProvider"]
+    )
     seconds = _best_seconds(lambda: sess.run(["C"], {"A": a, "B": b}), repeats)
     engines.append({"engine": "onnxruntime", "gflops": flops / seconds / 1e9, "threads": threads})
 
@@ -112,7 +116,9 @@ def gemm_peak(threads: int, size: int = 2048, repeats: int = 5) -> dict:
         with threadpool_limits(limits=threads, user_api="blas"):
             seconds = _best_seconds(lambda: np.matmul(a, b), repeats)
         engines.append({"engine": "numpy", "gflops": flops / seconds / 1e9, "threads": threads})
-    return {"gflops": max(e["gflops"] for e in engines), "size": size, "threads": threads,
-            "engines": engines}
-
-
+    return {
+        "gflops": max(e["gflops"] for e in engines),
+        "size": size,
+        "threads": threads,
+        "engines": engines,
+    }

@@ -13,6 +13,7 @@
 --dry-run runs everything that needs no GPU: the numpy references, the NVRTC compile when
 cuda-python and NVRTC load, and the nvcc compile when nvcc exists.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,7 +35,9 @@ from bld_runtime import philox  # noqa: E402
 from bld_runtime.backends.kernels import KERNELS  # noqa: E402
 
 # The checks' own kernel: the uniforms of the contract's stream, from the shared device code.
-CHECK_KERNELS = KERNELS + r"""
+CHECK_KERNELS = (
+    KERNELS
+    + r"""
 extern "C" __global__ void check_uniforms(const bld_u64 *seeds, bld_u64 subsequence, long long n,
                                           long long blocks, int batch, float *out) {
     long long t = (long long)blockIdx.x * blockDim.x + threadIdx.x;
@@ -48,6 +51,7 @@ extern "C" __global__ void check_uniforms(const bld_u64 *seeds, bld_u64 subseque
     }
 }
 """
+)
 THREADS = 256
 # Seeds that exercise both key words, the top of the range and a batch not divisible by 4.
 SEEDS = np.array([0, 1, 42, 2**32 - 1, 2**32, 2**63 + 12345, 2**64 - 1], np.uint64)
@@ -111,28 +115,51 @@ def check_cupy_kernels(cp) -> None:
     uniforms, draw = module.get_function("check_uniforms"), module.get_function("bld_draw")
     seeds = cp.asarray(SEEDS)
     batch = len(SEEDS)
-    for (h, w, c) in SIZES:
+    for h, w, c in SIZES:
         n = h * w * c
         blocks = -(-n // 4)
         grid = (-(-(batch * blocks) // THREADS),)
         for sub in (0, 1, 15, 2**32 + 3):
             out = cp.zeros((batch, n), cp.float32)
-            uniforms(grid, (THREADS,), (seeds, np.uint64(sub), np.int64(n), np.int64(blocks),
-                                        np.int32(batch), out))
+            uniforms(
+                grid,
+                (THREADS,),
+                (seeds, np.uint64(sub), np.int64(n), np.int64(blocks), np.int32(batch), out),
+            )
             ref = philox.uniforms(SEEDS, sub, n)
             same = np.array_equal(cp.asnumpy(out).view(np.uint32), ref.view(np.uint32))
-            report(f"kernel uniforms vs numpy ({h}x{w}x{c}, subsequence {sub})", same,
-                   "bit for bit" if same else "differ")
+            report(
+                f"kernel uniforms vs numpy ({h}x{w}x{c}, subsequence {sub})",
+                same,
+                "bit for bit" if same else "differ",
+            )
             p = np.random.default_rng(sub % 1000).random((batch, n), dtype=np.float32)
             bits = cp.zeros((batch, n), cp.float32)
             dummy_keep, dummy_known = cp.zeros(1, cp.uint8), cp.zeros(1, cp.float32)
-            draw(grid, (THREADS,), (cp.asarray(p), seeds, np.uint64(sub), np.int64(n),
-                                    np.int64(blocks), np.int32(batch), bits, dummy_keep,
-                                    dummy_known, np.int32(0)))
-            same = np.array_equal(cp.asnumpy(bits).astype(np.uint8),
-                                  philox.bernoulli(p, SEEDS, sub))
-            report(f"kernel draw vs numpy ({h}x{w}x{c}, subsequence {sub})", same,
-                   "bit for bit" if same else "differ")
+            draw(
+                grid,
+                (THREADS,),
+                (
+                    cp.asarray(p),
+                    seeds,
+                    np.uint64(sub),
+                    np.int64(n),
+                    np.int64(blocks),
+                    np.int32(batch),
+                    bits,
+                    dummy_keep,
+                    dummy_known,
+                    np.int32(0),
+                ),
+            )
+            same = np.array_equal(
+                cp.asnumpy(bits).astype(np.uint8), philox.bernoulli(p, SEEDS, sub)
+            )
+            report(
+                f"kernel draw vs numpy ({h}x{w}x{c}, subsequence {sub})",
+                same,
+                "bit for bit" if same else "differ",
+            )
 
 
 def curand_includes() -> list[str]:
@@ -153,12 +180,17 @@ def build_curand_helper(workdir: Path, required: bool = True) -> Path | None:
         skip("cuRAND helper", "nvcc is not on PATH")
         return None
     exe = workdir / "curand_uniform"
-    done = subprocess.run([nvcc, "-O2", *curand_includes(), "-o", str(exe),
-                           str(HERE / "curand_uniform.cu")], capture_output=True, text=True)
+    done = subprocess.run(
+        [nvcc, "-O2", *curand_includes(), "-o", str(exe), str(HERE / "curand_uniform.cu")],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode != 0:
         if not required and "curand_kernel.h" in done.stderr:
-            skip("cuRAND helper", "this CUDA toolkit has no cuRAND headers (pip install "
-                 "nvidia-curand provides them)")
+            skip(
+                "cuRAND helper",
+                "this CUDA toolkit has no cuRAND headers (pip install nvidia-curand provides them)",
+            )
         else:
             report("nvcc builds the cuRAND helper", False, done.stderr.strip()[-300:])
         return None
@@ -171,16 +203,20 @@ def check_curand(exe: Path, workdir: Path) -> None:
     n = 1027  # not a multiple of 4: the last Philox block is partly used
     for sub in (0, 1, 15, 2**32 + 3):
         out = workdir / "uniforms.bin"
-        done = subprocess.run([str(exe), str(seed_file), str(sub), str(n), str(out)],
-                              capture_output=True, text=True)
+        done = subprocess.run(
+            [str(exe), str(seed_file), str(sub), str(n), str(out)], capture_output=True, text=True
+        )
         if done.returncode != 0:
             report(f"curand_uniform (subsequence {sub})", False, done.stderr.strip())
             continue
         theirs = np.fromfile(out, np.float32).reshape(len(SEEDS), n)
         ours = philox.uniforms(SEEDS, sub, n)
         same = np.array_equal(theirs.view(np.uint32), ours.view(np.uint32))
-        report(f"curand_uniform vs numpy Philox (subsequence {sub})", same,
-               "bit for bit" if same else f"{int((theirs != ours).sum())} values differ")
+        report(
+            f"curand_uniform vs numpy Philox (subsequence {sub})",
+            same,
+            "bit for bit" if same else f"{int((theirs != ours).sum())} values differ",
+        )
 
 
 # --- 2. the loop through CuPy (what the onnxruntime GPU backends launch) ---------------------
@@ -196,29 +232,63 @@ def check_cupy_loop(cp) -> None:
         grid = (-(-(batch * blocks) // THREADS),)
         masked = np.int32(keep is not None)
         d_keep = cp.asarray(keep if keep is not None else np.zeros((batch, n), np.uint8))
-        d_known = cp.asarray((known if known is not None else np.zeros((batch, n))).astype(
-            np.float32))
+        d_known = cp.asarray(
+            (known if known is not None else np.zeros((batch, n))).astype(np.float32)
+        )
         bits = cp.zeros((batch, n), cp.float32)
         half = cp.full((batch, n), 0.5, cp.float32)
         a_dev, b_dev = cp.asarray(a), cp.asarray(b)
-        draw(grid, (THREADS,), (half, seeds, np.uint64(0), np.int64(n), np.int64(blocks),
-                                np.int32(batch), bits, d_keep, d_known, masked))
+        draw(
+            grid,
+            (THREADS,),
+            (
+                half,
+                seeds,
+                np.uint64(0),
+                np.int64(n),
+                np.int64(blocks),
+                np.int32(batch),
+                bits,
+                d_keep,
+                d_known,
+                masked,
+            ),
+        )
         for i in range(K):
             p = cp.where(bits == 1, a_dev[i], b_dev[i]).astype(cp.float32)  # the "step graph"
             if i < K - 1:
-                draw(grid, (THREADS,), (p, seeds, np.uint64(i + 1), np.int64(n),
-                                        np.int64(blocks), np.int32(batch), bits, d_keep,
-                                        d_known, masked))
+                draw(
+                    grid,
+                    (THREADS,),
+                    (
+                        p,
+                        seeds,
+                        np.uint64(i + 1),
+                        np.int64(n),
+                        np.int64(blocks),
+                        np.int32(batch),
+                        bits,
+                        d_keep,
+                        d_known,
+                        masked,
+                    ),
+                )
             else:
                 total = batch * n
-                threshold((-(-total // THREADS),), (THREADS,),
-                          (p, np.int64(total), bits, d_keep, d_known, masked))
+                threshold(
+                    (-(-total // THREADS),),
+                    (THREADS,),
+                    (p, np.int64(total), bits, d_keep, d_known, masked),
+                )
         ours = cp.asnumpy(bits).astype(np.uint8)
         ref = reference_loop(SEEDS, n, a, b, keep, known)
         same = np.array_equal(ours, ref)
-        report(f"{K}-step loop, CuPy kernels vs CPU ({h}x{w}x{c}, "
-               f"{'masked' if keep is not None else 'unmasked'})", same,
-               "bit for bit" if same else f"{int((ours != ref).sum())} bits differ")
+        report(
+            f"{K}-step loop, CuPy kernels vs CPU ({h}x{w}x{c}, "
+            f"{'masked' if keep is not None else 'unmasked'})",
+            same,
+            "bit for bit" if same else f"{int((ours != ref).sum())} bits differ",
+        )
 
 
 # --- 3. the native backend's cuda-python path, captured into a CUDA graph --------------------
@@ -226,29 +296,39 @@ def check_cupy_loop(cp) -> None:
 
 def check_native_graph(cp) -> None:
     from bld_runtime.backends import cudart
-    from bld_runtime.backends.cudart import I32, I64, PTR, U64, DeviceBuffer, copy_to_device
+    from bld_runtime.backends.cudart import DeviceBuffer, copy_to_device
 
     info = cudart.probe()
     cuda = cudart.import_cuda()
     rt = cuda.rt
     cudart.check(rt.cudaSetDevice(0), "cudaSetDevice")
     cudart.check(rt.cudaFree(0), "cudaFree")
-    kernels = cudart.Kernels(cuda, KERNELS, ("bld_draw", "bld_threshold"),
-                             info.compute_capability)
+    kernels = cudart.Kernels(cuda, KERNELS, ("bld_draw", "bld_threshold"), info.compute_capability)
     stream = cudart.check(rt.cudaStreamCreateWithFlags(rt.cudaStreamNonBlocking), "stream")
     batch = len(SEEDS)
     for (h, w, c), n, a, b, keep, known in cases():
-        blocks = -(-n // 4)
         masked = int(keep is not None)
-        bufs = {name: DeviceBuffer(cuda, nbytes) for name, nbytes in (
-            ("seeds", batch * 8), ("bits", batch * n * 4), ("half", batch * n * 4),
-            ("keep", batch * n), ("known", batch * n * 4))}
+        bufs = {
+            name: DeviceBuffer(cuda, nbytes)
+            for name, nbytes in (
+                ("seeds", batch * 8),
+                ("bits", batch * n * 4),
+                ("half", batch * n * 4),
+                ("keep", batch * n),
+                ("known", batch * n * 4),
+            )
+        }
         copy_to_device(cuda, bufs["seeds"], SEEDS, stream)
         copy_to_device(cuda, bufs["half"], np.full((batch, n), 0.5, np.float32), stream)
-        copy_to_device(cuda, bufs["keep"], keep if masked else np.zeros((batch, n), np.uint8),
-                       stream)
-        copy_to_device(cuda, bufs["known"], (known if masked else np.zeros((batch, n))).astype(
-            np.float32), stream)
+        copy_to_device(
+            cuda, bufs["keep"], keep if masked else np.zeros((batch, n), np.uint8), stream
+        )
+        copy_to_device(
+            cuda,
+            bufs["known"],
+            (known if masked else np.zeros((batch, n))).astype(np.float32),
+            stream,
+        )
         # The step outputs for the graph: one probs buffer per step, written by CuPy before
         # each replay would be the step graph's job; here all K are precomputed from A/B
         # after the run, so we check the draw chain with teacher-forced step outputs instead.
@@ -259,23 +339,9 @@ def check_native_graph(cp) -> None:
             copy_to_device(cuda, probs[i], p, stream)
         cudart.check(rt.cudaStreamSynchronize(stream), "sync")
 
-        def launch_all():
-            def args(p_ptr, sub):
-                return ((p_ptr, PTR), (bufs["seeds"].ptr, PTR), (sub, U64), (n, I64),
-                        (blocks, I64), (batch, I32), (bufs["bits"].ptr, PTR),
-                        (bufs["keep"].ptr, PTR), (bufs["known"].ptr, PTR), (masked, I32))
-            grid = -(-(batch * blocks) // THREADS)
-            kernels.launch("bld_draw", grid, THREADS, stream, args(bufs["half"].ptr, 0))
-            for i in range(K - 1):
-                kernels.launch("bld_draw", grid, THREADS, stream, args(probs[i].ptr, i + 1))
-            total = batch * n
-            kernels.launch("bld_threshold", -(-total // THREADS), THREADS, stream, (
-                (probs[K - 1].ptr, PTR), (total, I64), (bufs["bits"].ptr, PTR),
-                (bufs["keep"].ptr, PTR), (bufs["known"].ptr, PTR), (masked, I32)))
-
         mode = rt.cudaStreamCaptureMode.cudaStreamCaptureModeThreadLocal
         cudart.check(rt.cudaStreamBeginCapture(stream, mode), "begin capture")
-        launch_all()
+        launch_loop(kernels, stream, bufs, probs, batch, n, masked)
         graph = cudart.check(rt.cudaStreamEndCapture(stream), "end capture")
         exe = cudart.check(rt.cudaGraphInstantiate(graph, 0), "instantiate")
         for _ in range(2):  # replayed twice: the same result
@@ -287,9 +353,53 @@ def check_native_graph(cp) -> None:
         rt.cudaGraphDestroy(graph)
         ref = reference_loop(SEEDS, n, a, b, keep, known)
         same = np.array_equal(out.astype(np.uint8), ref)
-        report(f"{K} steps as one CUDA graph via cuda-python ({h}x{w}x{c}, "
-               f"{'masked' if masked else 'unmasked'})", same,
-               "bit for bit" if same else f"{int((out.astype(np.uint8) != ref).sum())} differ")
+        report(
+            f"{K} steps as one CUDA graph via cuda-python ({h}x{w}x{c}, "
+            f"{'masked' if masked else 'unmasked'})",
+            same,
+            "bit for bit" if same else f"{int((out.astype(np.uint8) != ref).sum())} differ",
+        )
+
+
+def launch_loop(kernels, stream, bufs, probs, batch: int, n: int, masked: int) -> None:
+    """The K-step draw chain as the native backend launches it (captured into a CUDA graph)."""
+    from bld_runtime.backends.cudart import I32, I64, PTR, U64
+
+    blocks = -(-n // 4)
+
+    def args(p_ptr, sub):
+        return (
+            (p_ptr, PTR),
+            (bufs["seeds"].ptr, PTR),
+            (sub, U64),
+            (n, I64),
+            (blocks, I64),
+            (batch, I32),
+            (bufs["bits"].ptr, PTR),
+            (bufs["keep"].ptr, PTR),
+            (bufs["known"].ptr, PTR),
+            (masked, I32),
+        )
+
+    grid = -(-(batch * blocks) // THREADS)
+    kernels.launch("bld_draw", grid, THREADS, stream, args(bufs["half"].ptr, 0))
+    for i in range(K - 1):
+        kernels.launch("bld_draw", grid, THREADS, stream, args(probs[i].ptr, i + 1))
+    total = batch * n
+    kernels.launch(
+        "bld_threshold",
+        -(-total // THREADS),
+        THREADS,
+        stream,
+        (
+            (probs[K - 1].ptr, PTR),
+            (total, I64),
+            (bufs["bits"].ptr, PTR),
+            (bufs["keep"].ptr, PTR),
+            (bufs["known"].ptr, PTR),
+            (masked, I32),
+        ),
+    )
 
 
 def reference_states(seeds, n, a, b, keep, known):
@@ -330,27 +440,44 @@ def check_tensorrt(bundle: str | None, precision: str) -> None:
         start = time.perf_counter()
         build_bundle(bundle, cache, BuildOptions(precision=precision))
         built = time.perf_counter() - start
-        gpu = Pipeline.load(bundle, backend="tensorrt", precision=precision,
-                            options=BackendOptions(trt_cache_dir=cache))
+        gpu = Pipeline.load(
+            bundle,
+            backend="tensorrt",
+            precision=precision,
+            options=BackendOptions(trt_cache_dir=cache),
+        )
         cpu = Pipeline.load(bundle, backend="cpu", precision=precision)
         parity = check_parity(gpu, cpu, n=4)
-        memory = ", ".join(f"{name} {size / 2**20:.1f} MiB"
-                           for name, size in sorted(gpu.backend.device_memory().items()))
-        report(f"TensorRT engines ({flavour.describe()}, {precision}) vs CPU runtime",
-               parity.ok, f"built in {built:.1f}s; {parity.describe()}; scratch memory per "
-               f"context: {memory}")
+        memory = ", ".join(
+            f"{name} {size / 2**20:.1f} MiB"
+            for name, size in sorted(gpu.backend.device_memory().items())
+        )
+        report(
+            f"TensorRT engines ({flavour.describe()}, {precision}) vs CPU runtime",
+            parity.ok,
+            f"built in {built:.1f}s; {parity.describe()}; scratch memory per context: {memory}",
+        )
         fused = gpu.generate(n=4, seeds=0)  # the CUDA-graph path (no trace)
         stepwise = gpu.generate(n=4, seeds=0, trace=True)
         same = np.array_equal(fused.bits, stepwise.bits)
-        report("TensorRT loop: CUDA graph replay vs step by step", same,
-               "identical bits" if same else "differ")
+        report(
+            "TensorRT loop: CUDA graph replay vs step by step",
+            same,
+            "identical bits" if same else "differ",
+        )
 
 
 def dry_run() -> int:
     """What runs without a GPU: references, NVRTC and nvcc compiles."""
     for _, n, a, b, keep, known in cases():
-        reference_loop(SEEDS[:2], n, a, b, None if keep is None else keep[:2],
-                       None if known is None else known[:2])
+        reference_loop(
+            SEEDS[:2],
+            n,
+            a,
+            b,
+            None if keep is None else keep[:2],
+            None if known is None else known[:2],
+        )
     print("[ok] numpy references run")
     try:
         from bld_runtime.backends import cudart
@@ -358,8 +485,10 @@ def dry_run() -> int:
         cuda = cudart.import_cuda()
         for cc in ("8.7", "9.0"):
             image = cudart.compile_source(cuda, CHECK_KERNELS, cc, "gpu_check.cu")
-            print(f"[ok] NVRTC compiles the check kernels for sm_{cc.replace('.', '')} "
-                  f"({len(image)} bytes)")
+            print(
+                f"[ok] NVRTC compiles the check kernels for sm_{cc.replace('.', '')} "
+                f"({len(image)} bytes)"
+            )
     except Exception as e:  # noqa: BLE001 - a missing cuda-python or libnvrtc
         print(f"[skip] NVRTC: {' '.join(str(e).split())[:160]}")
     with tempfile.TemporaryDirectory() as tmp:
@@ -386,8 +515,10 @@ def main() -> int:
         print(f"error: the GPU check needs CuPy and a GPU ({type(e).__name__}: {e})")
         return 1
     props = cp.cuda.runtime.getDeviceProperties(0)
-    print(f"GPU: {props['name'].decode()} (sm_{props['major']}{props['minor']}), {count} "
-          f"device(s); CuPy {cp.__version__}")
+    print(
+        f"GPU: {props['name'].decode()} (sm_{props['major']}{props['minor']}), {count} "
+        f"device(s); CuPy {cp.__version__}"
+    )
     start = time.perf_counter()
     check_cupy_kernels(cp)
     with tempfile.TemporaryDirectory() as tmp:
@@ -401,8 +532,10 @@ def main() -> int:
         report("native cuda-python path", False, f"{type(e).__name__}: {e}")
     check_tensorrt(args.bundle, args.precision)
     failed = [name for name, ok, _ in results if not ok]
-    print(f"{len(results) - len(failed)} passed, {len(failed)} failed "
-          f"({time.perf_counter() - start:.1f}s)")
+    print(
+        f"{len(results) - len(failed)} passed, {len(failed)} failed "
+        f"({time.perf_counter() - start:.1f}s)"
+    )
     return 1 if failed else 0
 
 

@@ -15,23 +15,40 @@ BuilderFlag.FP16 only where it exists (TensorRT 10; 11 removed it with weak typi
 set_compute_capability only on TensorRT-RTX, DLA only where DeviceType.DLA exists and the
 device has cores. Flags go into the key by name.
 """
+
 from __future__ import annotations
 
 import json
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from bld_runtime import __version__ as BLD_VERSION
 from bld_runtime import files
 from bld_runtime.backends import cudart
-from bld_runtime.engine_cache import (HARDWARE_COMPAT, BatchProfile, CachedEngine, EngineCache,
-                                      EngineKey)
-from bld_runtime.errors import (BackendUnavailableError, InvalidRequestError, ManifestError,
-                                StaleEngineError)
-from bld_runtime.manifest import (GRAPH_METADATA_KEY, KINDS, Bundle, GraphSpec,
-                                  check_graph_facts, graph_kind, load_bundle)
+from bld_runtime.engine_cache import (
+    HARDWARE_COMPAT,
+    BatchProfile,
+    CachedEngine,
+    EngineCache,
+    EngineKey,
+)
+from bld_runtime.errors import (
+    BackendUnavailableError,
+    InvalidRequestError,
+    ManifestError,
+    StaleEngineError,
+)
+from bld_runtime.manifest import (
+    GRAPH_METADATA_KEY,
+    KINDS,
+    Bundle,
+    GraphSpec,
+    check_graph_facts,
+    graph_kind,
+    load_bundle,
+)
 from bld_runtime.trt_flavours import Flavour, import_flavour
 
 from .errors import EngineBuildError
@@ -41,29 +58,54 @@ HW_COMPAT_ENUM = {"none": "NONE", "ampere+": "AMPERE_PLUS", "same-cc": "SAME_COM
 #: TensorRT names the builder uses in every version (tests resolve them in the real lean
 #: modules of TensorRT 10.16 and 11.4, which ship these enums and interfaces)...
 SHARED_NAMES = (
-    "BuilderFlag.VERSION_COMPATIBLE", "BuilderFlag.GPU_FALLBACK", "MemoryPoolType.WORKSPACE",
-    "HardwareCompatibilityLevel.NONE", "HardwareCompatibilityLevel.AMPERE_PLUS",
-    "HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY", "DeviceType.DLA", "ILogger",
-    "ILogger.Severity.ERROR", "IProgressMonitor", "IProgressMonitor.phase_start",
-    "IProgressMonitor.step_complete", "IProgressMonitor.phase_finish", "ITimingCache.combine",
+    "BuilderFlag.VERSION_COMPATIBLE",
+    "BuilderFlag.GPU_FALLBACK",
+    "MemoryPoolType.WORKSPACE",
+    "HardwareCompatibilityLevel.NONE",
+    "HardwareCompatibilityLevel.AMPERE_PLUS",
+    "HardwareCompatibilityLevel.SAME_COMPUTE_CAPABILITY",
+    "DeviceType.DLA",
+    "ILogger",
+    "ILogger.Severity.ERROR",
+    "IProgressMonitor",
+    "IProgressMonitor.phase_start",
+    "IProgressMonitor.step_complete",
+    "IProgressMonitor.phase_finish",
+    "ITimingCache.combine",
     "ITimingCache.serialize",
 )
 #: ...and those only a builder has (no lean runtime ships them: checked in TensorRT-RTX).
 BUILDER_NAMES = (
-    "Builder", "Builder.create_network", "Builder.create_builder_config",
-    "Builder.create_optimization_profile", "Builder.build_serialized_network",
-    "Builder.num_DLA_cores", "OnnxParser", "OnnxParser.parse", "OnnxParser.num_errors",
-    "OnnxParser.get_error", "NetworkDefinitionCreationFlag.STRONGLY_TYPED",
-    "IBuilderConfig.set_flag", "IBuilderConfig.add_optimization_profile",
-    "IBuilderConfig.set_memory_pool_limit", "IBuilderConfig.builder_optimization_level",
-    "IBuilderConfig.hardware_compatibility_level", "IBuilderConfig.default_device_type",
-    "IBuilderConfig.DLA_core", "IBuilderConfig.progress_monitor",
-    "IBuilderConfig.create_timing_cache", "IBuilderConfig.set_timing_cache",
-    "IBuilderConfig.get_timing_cache", "IOptimizationProfile.set_shape",
+    "Builder",
+    "Builder.create_network",
+    "Builder.create_builder_config",
+    "Builder.create_optimization_profile",
+    "Builder.build_serialized_network",
+    "Builder.num_DLA_cores",
+    "OnnxParser",
+    "OnnxParser.parse",
+    "OnnxParser.num_errors",
+    "OnnxParser.get_error",
+    "NetworkDefinitionCreationFlag.STRONGLY_TYPED",
+    "IBuilderConfig.set_flag",
+    "IBuilderConfig.add_optimization_profile",
+    "IBuilderConfig.set_memory_pool_limit",
+    "IBuilderConfig.builder_optimization_level",
+    "IBuilderConfig.hardware_compatibility_level",
+    "IBuilderConfig.default_device_type",
+    "IBuilderConfig.DLA_core",
+    "IBuilderConfig.progress_monitor",
+    "IBuilderConfig.create_timing_cache",
+    "IBuilderConfig.set_timing_cache",
+    "IBuilderConfig.get_timing_cache",
+    "IOptimizationProfile.set_shape",
 )
 #: TensorRT-RTX only: the GPUs an ahead-of-time build targets.
-RTX_NAMES = ("ComputeCapability", "IBuilderConfig.num_compute_capabilities",
-             "IBuilderConfig.set_compute_capability")
+RTX_NAMES = (
+    "ComputeCapability",
+    "IBuilderConfig.num_compute_capabilities",
+    "IBuilderConfig.set_compute_capability",
+)
 
 
 @dataclass(frozen=True)
@@ -86,14 +128,18 @@ class BuildOptions:
         if self.precision not in ("fp32", "fp16"):
             raise InvalidRequestError(f"precision must be fp32 or fp16, got {self.precision!r}")
         if self.fp16_flag and self.precision != "fp16":
-            raise InvalidRequestError("--fp16-flag builds fp16 engines: use it with "
-                                      "--precision fp16")
+            raise InvalidRequestError(
+                "--fp16-flag builds fp16 engines: use it with --precision fp16"
+            )
         if self.hardware_compat not in HARDWARE_COMPAT:
-            raise InvalidRequestError(f"hardware compatibility must be one of "
-                                      f"{', '.join(HARDWARE_COMPAT)}, got {self.hardware_compat!r}")
+            raise InvalidRequestError(
+                f"hardware compatibility must be one of "
+                f"{', '.join(HARDWARE_COMPAT)}, got {self.hardware_compat!r}"
+            )
         if self.optimization_level is not None and not 0 <= self.optimization_level <= 5:
-            raise InvalidRequestError(f"builder optimisation level must be 0..5, got "
-                                      f"{self.optimization_level}")
+            raise InvalidRequestError(
+                f"builder optimisation level must be 0..5, got {self.optimization_level}"
+            )
         if self.workspace_mib is not None and self.workspace_mib < 1:
             raise InvalidRequestError(f"workspace must be >= 1 MiB, got {self.workspace_mib}")
         if self.dla_core is not None and self.dla_core < 0:
@@ -120,8 +166,9 @@ def graph_names(bundle: Bundle, precision: str, fp16_flag: bool) -> list[tuple[s
 class Builder:
     """One flavour's builder with the options of one `bld-export engine` call."""
 
-    def __init__(self, flavour: Flavour, options: BuildOptions,
-                 progress: Callable[[], object] | None = None):
+    def __init__(
+        self, flavour: Flavour, options: BuildOptions, progress: Callable[[], object] | None = None
+    ):
         self.flavour, self.options = flavour, options
         self.trt = flavour.module
         self.progress = progress  # a factory of trt.IProgressMonitor (or None)
@@ -136,31 +183,38 @@ class Builder:
                 raise BackendUnavailableError(
                     f"{flavour.describe()} builds engines on a GPU and none is usable here "
                     f"({info.problem}); TensorRT-RTX (pip install tensorrt-rtx-cu12) builds "
-                    f"without one, or build on the device with trtexec (--emit-trtexec)")
+                    f"without one, or build on the device with trtexec (--emit-trtexec)"
+                )
             self.device = info
         self._timing_lock = threading.Lock()
 
     def _check_supported(self) -> None:
         o, f = self.options, self.flavour
         if o.fp16_flag and f.builder_flag("FP16") is None:
-            raise InvalidRequestError(f"{f.describe()} has no FP16 builder flag (TensorRT 11 "
-                                      f"removed weak typing): build the strongly typed fp16 "
-                                      f"graphs with --precision fp16 alone")
-        if o.version_compatible and (f.builder_flag("VERSION_COMPATIBLE") is None
-                                     or f.name == "tensorrt_rtx"):
+            raise InvalidRequestError(
+                f"{f.describe()} has no FP16 builder flag (TensorRT 11 "
+                f"removed weak typing): build the strongly typed fp16 "
+                f"graphs with --precision fp16 alone"
+            )
+        if o.version_compatible and (
+            f.builder_flag("VERSION_COMPATIBLE") is None or f.name == "tensorrt_rtx"
+        ):
             # TensorRT-RTX 1.7 has the flag, but building with it fails: it loads TensorRT's
             # lean runtime library (libnvinfer_lean), which it does not ship.
             raise InvalidRequestError(f"{f.describe()} cannot build version-compatible engines")
         if o.hardware_compat != "none" and not hasattr(self.trt, "HardwareCompatibilityLevel"):
             raise InvalidRequestError(f"{f.describe()} has no hardware-compatibility levels")
         if o.compute_capabilities and not hasattr(self.trt, "ComputeCapability"):
-            raise InvalidRequestError(f"{f.describe()} builds for the GPU it runs on; only "
-                                      f"TensorRT-RTX takes --compute-capability")
+            raise InvalidRequestError(
+                f"{f.describe()} builds for the GPU it runs on; only "
+                f"TensorRT-RTX takes --compute-capability"
+            )
         for cc in o.compute_capabilities:
             if getattr(getattr(self.trt, "ComputeCapability", None), _cc_enum(cc), None) is None:
                 raise InvalidRequestError(f"{f.describe()} cannot target compute capability {cc}")
-        if o.dla_core is not None and (not hasattr(self.trt, "DeviceType")
-                                       or not hasattr(self.trt.DeviceType, "DLA")):
+        if o.dla_core is not None and (
+            not hasattr(self.trt, "DeviceType") or not hasattr(self.trt.DeviceType, "DLA")
+        ):
             raise InvalidRequestError(f"{f.describe()} has no DLA support")
 
     # --- keys ----------------------------------------------------------------------------
@@ -177,8 +231,9 @@ class Builder:
             names.add("GPU_FALLBACK")
         return tuple(sorted(names))
 
-    def key(self, name: str, spec: GraphSpec, key_precision: str,
-            profiles: tuple[BatchProfile, ...]) -> EngineKey:
+    def key(
+        self, name: str, spec: GraphSpec, key_precision: str, profiles: tuple[BatchProfile, ...]
+    ) -> EngineKey:
         o = self.options
         if self.flavour.name == "tensorrt_rtx":
             ccs = tuple(o.compute_capabilities)
@@ -187,12 +242,19 @@ class Builder:
         else:
             ccs = (self.device.compute_capability,)
         return EngineKey(
-            graph=name, graph_sha256=spec.sha256, flavour=self.flavour.name,
-            version=self.flavour.version, compute_capabilities=ccs,
-            hardware_compat=o.hardware_compat, precision=key_precision, profiles=profiles,
+            graph=name,
+            graph_sha256=spec.sha256,
+            flavour=self.flavour.name,
+            version=self.flavour.version,
+            compute_capabilities=ccs,
+            hardware_compat=o.hardware_compat,
+            precision=key_precision,
+            profiles=profiles,
             flags=self.flag_names(key_precision, spec.precision),
             dla_core=o.dla_core,
-            optimization_level=o.optimization_level, workspace_mib=o.workspace_mib)
+            optimization_level=o.optimization_level,
+            workspace_mib=o.workspace_mib,
+        )
 
     # --- building ------------------------------------------------------------------------
 
@@ -222,16 +284,19 @@ class Builder:
         if o.optimization_level is not None:
             config.builder_optimization_level = o.optimization_level
         if o.hardware_compat != "none":
-            config.hardware_compatibility_level = getattr(trt.HardwareCompatibilityLevel,
-                                                          HW_COMPAT_ENUM[o.hardware_compat])
+            config.hardware_compatibility_level = getattr(
+                trt.HardwareCompatibilityLevel, HW_COMPAT_ENUM[o.hardware_compat]
+            )
         if o.compute_capabilities:
             config.num_compute_capabilities = len(o.compute_capabilities)
             for i, cc in enumerate(o.compute_capabilities):
                 config.set_compute_capability(getattr(trt.ComputeCapability, _cc_enum(cc)), i)
         if key.dla_core is not None:
             if builder.num_DLA_cores <= key.dla_core:
-                raise BackendUnavailableError(f"DLA core {key.dla_core} does not exist here "
-                                              f"(this device has {builder.num_DLA_cores})")
+                raise BackendUnavailableError(
+                    f"DLA core {key.dla_core} does not exist here "
+                    f"(this device has {builder.num_DLA_cores})"
+                )
             config.default_device_type = trt.DeviceType.DLA
             config.DLA_core = key.dla_core
         timing = self._load_timing_cache(config)
@@ -241,8 +306,9 @@ class Builder:
         plan = builder.build_serialized_network(network, config)
         if plan is None:
             detail = self.logger.errors[-1] if self.logger.errors else "no error was logged"
-            raise EngineBuildError(f"{f.describe()} could not build {key.graph} "
-                                   f"({Path(source).name}): {detail}")
+            raise EngineBuildError(
+                f"{f.describe()} could not build {key.graph} ({Path(source).name}): {detail}"
+            )
         if timing is not None:
             self._save_timing_cache(config)
         return bytes(memoryview(plan))
@@ -294,16 +360,21 @@ def read_checked_graph(bundle: Bundle, name: str) -> tuple[bytes, str]:
 def check_recorded_facts(bundle: Bundle, entry: CachedEngine) -> None:
     """Refuse a cached engine whose graph's recorded facts differ from today's bld.json."""
     try:
-        check_graph_facts(bundle.manifest, entry.key.graph,
-                          {GRAPH_METADATA_KEY: entry.manifest.graph_facts})
+        check_graph_facts(
+            bundle.manifest, entry.key.graph, {GRAPH_METADATA_KEY: entry.manifest.graph_facts}
+        )
     except ManifestError as e:
         raise ManifestError(f"engine {entry.plan_path}: {e}") from None
 
 
-def build_bundle(bundle_dir, cache_dir, options: BuildOptions,
-                 log: Callable[[str], None] = lambda line: None,
-                 progress: Callable[[], object] | None = None,
-                 flavour: Flavour | None = None) -> list[BuiltEngine]:
+def build_bundle(
+    bundle_dir,
+    cache_dir,
+    options: BuildOptions,
+    log: Callable[[str], None] = lambda line: None,
+    progress: Callable[[], object] | None = None,
+    flavour: Flavour | None = None,
+) -> list[BuiltEngine]:
     """Build (or find in the cache) every engine of `bundle_dir` for `options`."""
     import time
 
@@ -312,20 +383,25 @@ def build_bundle(bundle_dir, cache_dir, options: BuildOptions,
     profiles = check_profiles(options.profiles or (default_profile(m.max_batch),))
     for p in profiles:
         if p.max > m.max_batch:
-            raise InvalidRequestError(f"batch profile {p} goes above the bundle's max_batch "
-                                      f"({m.max_batch})")
+            raise InvalidRequestError(
+                f"batch profile {p} goes above the bundle's max_batch ({m.max_batch})"
+            )
     flavour = flavour or import_flavour(options.flavour, need_builder=True)
     builder = Builder(flavour, options, progress)
     if options.timing_cache is not None and not builder.uses_timing_cache:
-        log(f"note: {flavour.describe()} times no kernels ahead of time and ignores timing "
-            f"caches; {options.timing_cache} is left as it is")
+        log(
+            f"note: {flavour.describe()} times no kernels ahead of time and ignores timing "
+            f"caches; {options.timing_cache} is left as it is"
+        )
     cache = EngineCache(cache_dir)
     wanted = graph_names(bundle, options.precision, options.fp16_flag)
     if options.graphs:
         unknown = set(options.graphs) - {n for n, _ in wanted}
         if unknown:
-            raise InvalidRequestError(f"--graph {', '.join(sorted(unknown))}: not among this "
-                                      f"precision's graphs ({', '.join(n for n, _ in wanted)})")
+            raise InvalidRequestError(
+                f"--graph {', '.join(sorted(unknown))}: not among this "
+                f"precision's graphs ({', '.join(n for n, _ in wanted)})"
+            )
         wanted = [(n, p) for n, p in wanted if n in options.graphs]
     results = []
     for name, key_precision in wanted:
@@ -336,8 +412,7 @@ def build_bundle(bundle_dir, cache_dir, options: BuildOptions,
                 hit = cache.get(key)
             except StaleEngineError as e:
                 if not options.rebuild_if_stale:
-                    raise StaleEngineError(f"{e}; pass --rebuild-if-stale to rebuild it") \
-                        from None
+                    raise StaleEngineError(f"{e}; pass --rebuild-if-stale to rebuild it") from None
                 log(f"{name}: {e}; rebuilding")
                 hit = None
             if hit is not None:
@@ -348,8 +423,15 @@ def build_bundle(bundle_dir, cache_dir, options: BuildOptions,
             start = time.perf_counter()
             onnx, facts = read_checked_graph(bundle, name)
             plan = builder.build(onnx, str(bundle.graph_path(name)), spec, key)
-            entry = cache.put(key, plan, spec.inputs, spec.outputs, facts, source="builder",
-                              tool=f"bld-export engine {BLD_VERSION} ({flavour.describe()})")
+            entry = cache.put(
+                key,
+                plan,
+                spec.inputs,
+                spec.outputs,
+                facts,
+                source="builder",
+                tool=f"bld-export engine {BLD_VERSION} ({flavour.describe()})",
+            )
             seconds = time.perf_counter() - start
             log(f"{name}: built in {seconds:.1f}s, {len(plan) / 1e6:.1f} MB -> {entry.plan_path}")
             results.append(BuiltEngine(name, entry, cached=False, seconds=seconds))
@@ -359,8 +441,11 @@ def build_bundle(bundle_dir, cache_dir, options: BuildOptions,
 def rebuild_for_runtime(bundle_dir, cache_dir, precision: str, flavour: str | None) -> None:
     """The runtime's --rebuild-if-stale (entry point "bld.engine_builder"): build the bundle's
     engines for this TensorRT and GPU with the default profile."""
-    build_bundle(bundle_dir, cache_dir, BuildOptions(precision=precision, flavour=flavour,
-                                                     rebuild_if_stale=True))
+    build_bundle(
+        bundle_dir,
+        cache_dir,
+        BuildOptions(precision=precision, flavour=flavour, rebuild_if_stale=True),
+    )
 
 
 def _cc_enum(cc: str) -> str:
@@ -395,5 +480,12 @@ class _CollectingLogger:
         return Logger()
 
 
-__all__ = ["BuildOptions", "BuiltEngine", "Builder", "build_bundle", "check_recorded_facts",
-           "graph_names", "read_checked_graph"]
+__all__ = [
+    "BuildOptions",
+    "BuiltEngine",
+    "Builder",
+    "build_bundle",
+    "check_recorded_facts",
+    "graph_names",
+    "read_checked_graph",
+]

@@ -6,6 +6,7 @@ CUDA and TensorRT providers even without a GPU and then silently runs on the CPU
 gets a real session and `get_providers()` is read back. With a GPU, a TensorRT builder and
 `--bundle`, it builds that bundle's engines and checks parity with the CPU runtime.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -37,8 +38,11 @@ def provider_status() -> dict[str, str]:
         except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types
             status[provider] = f"fails: {' '.join(str(e).split())[:160]}"
             continue
-        status[provider] = ("starts" if used and used[0] == provider else
-                            f"listed, but a session falls back to {', '.join(used)}")
+        status[provider] = (
+            "starts"
+            if used and used[0] == provider
+            else f"listed, but a session falls back to {', '.join(used)}"
+        )
     return status
 
 
@@ -67,10 +71,13 @@ def _nvrtc() -> str:
 
 
 @click.command("doctor")
-@click.option("--bundle", type=click.Path(path_type=Path), default=None,
-              help="With a GPU: build this bundle's engines and check parity with the CPU.")
-@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32",
-              show_default=True)
+@click.option(
+    "--bundle",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="With a GPU: build this bundle's engines and check parity with the CPU.",
+)
+@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True)
 def doctor(bundle, precision):
     """Report the GPU, driver, CUDA, TensorRT, NVRTC, CuPy and onnxruntime providers here."""
     import onnxruntime as ort
@@ -80,8 +87,10 @@ def doctor(bundle, precision):
 
     info = probe()
     if info.count:
-        click.echo(f"GPU           {info.name} (sm_{info.compute_capability.replace('.', '')}), "
-                   f"{info.count} device{'s' if info.count > 1 else ''}")
+        click.echo(
+            f"GPU           {info.name} (sm_{info.compute_capability.replace('.', '')}), "
+            f"{info.count} device{'s' if info.count > 1 else ''}"
+        )
     else:
         click.echo(f"GPU           none usable: {info.problem}")
     click.echo(f"CUDA          driver {info.driver or 'none'}, runtime {info.runtime or 'none'}")
@@ -109,12 +118,19 @@ def _engine_check(bundle, precision) -> None:
 
     with tempfile.TemporaryDirectory(prefix="bld-doctor-") as cache:
         results = build_bundle(bundle, cache, BuildOptions(precision=precision))
-        click.echo(f"engine check  built {len(results)} engines "
-                   f"({sum(r.seconds for r in results):.1f}s)")
-        gpu = Pipeline.load(bundle, backend="tensorrt", precision=precision,
-                            options=BackendOptions(trt_cache_dir=cache))
-        memory = ", ".join(f"{name} {size / 2**20:.1f}"
-                           for name, size in sorted(gpu.backend.device_memory().items()))
+        click.echo(
+            f"engine check  built {len(results)} engines ({sum(r.seconds for r in results):.1f}s)"
+        )
+        gpu = Pipeline.load(
+            bundle,
+            backend="tensorrt",
+            precision=precision,
+            options=BackendOptions(trt_cache_dir=cache),
+        )
+        memory = ", ".join(
+            f"{name} {size / 2**20:.1f}"
+            for name, size in sorted(gpu.backend.device_memory().items())
+        )
         click.echo(f"engine memory MiB per execution context: {memory}")
         cpu = Pipeline.load(bundle, backend="cpu", precision=precision)
         report = check_parity(gpu, cpu)
@@ -122,5 +138,4 @@ def _engine_check(bundle, precision) -> None:
     if not report.ok:
         from bld_runtime.errors import BldError
 
-        raise BldError(f"the TensorRT pipeline disagrees with the CPU runtime: "
-                       f"{report.describe()}")
+        raise BldError(f"the TensorRT pipeline disagrees with the CPU runtime: {report.describe()}")

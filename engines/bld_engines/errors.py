@@ -1,4 +1,5 @@
 """Errors of the engine builder (one clear sentence each, printed without a traceback)."""
+
 from bld_runtime.errors import BldError
 
 

@@ -10,6 +10,7 @@ given the same step outputs, the same bits. So the GPU pipeline runs with a trac
     same input bits (max |difference| within the precision's tolerance);
   * the decoded images agree within a few grey levels.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -34,9 +35,11 @@ class ParityReport:
         return self.draws_equal and self.max_prob_diff <= self.tolerance
 
     def describe(self) -> str:
-        return (f"{self.draws_checked} draws {'bit-exact' if self.draws_equal else 'DIFFER'}; "
-                f"step probabilities max |diff| {self.max_prob_diff:.2e} (tolerance "
-                f"{self.tolerance:g}); images max |diff| {self.max_image_diff} grey levels")
+        return (
+            f"{self.draws_checked} draws {'bit-exact' if self.draws_equal else 'DIFFER'}; "
+            f"step probabilities max |diff| {self.max_prob_diff:.2e} (tolerance "
+            f"{self.tolerance:g}); images max |diff| {self.max_image_diff} grey levels"
+        )
 
 
 def check_parity(gpu, cpu, n: int = 4, seed: int = 0, guidance: float = 0.0) -> ParityReport:

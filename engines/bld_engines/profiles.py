@@ -7,6 +7,7 @@ conditional and the null-class pass as one batch inside the graph, so its denois
 2 x the profile's batch (the builder tunes its inner layers for 2*opt and sizes activations
 for 2*max); what a caller sends, and what a profile says, is always the images' batch.
 """
+
 from __future__ import annotations
 
 from bld_runtime.engine_cache import BatchProfile
@@ -22,16 +23,19 @@ def parse_batch(text: str, max_batch: int | None = None) -> BatchProfile:
     if len(parts) == 1:
         parts = parts * 3
     if len(parts) != 3 or not all(p.strip().isdigit() for p in parts):
-        raise InvalidRequestError(f"--batch must be MIN:OPT:MAX (three positive integers, e.g. "
-                                  f"1:4:16) or one integer, got {text!r}")
+        raise InvalidRequestError(
+            f"--batch must be MIN:OPT:MAX (three positive integers, e.g. "
+            f"1:4:16) or one integer, got {text!r}"
+        )
     lo, opt, hi = (int(p) for p in parts)
     if lo < 1:
         raise InvalidRequestError(f"--batch {text}: the smallest batch must be at least 1")
     if not lo <= opt <= hi:
         raise InvalidRequestError(f"--batch {text}: needs min <= opt <= max")
     if max_batch is not None and hi > max_batch:
-        raise InvalidRequestError(f"--batch {text}: max {hi} is above the bundle's max_batch "
-                                  f"({max_batch})")
+        raise InvalidRequestError(
+            f"--batch {text}: max {hi} is above the bundle's max_batch ({max_batch})"
+        )
     return BatchProfile(lo, opt, hi)
 
 
@@ -54,10 +58,14 @@ def input_shapes(spec: GraphSpec, profile: BatchProfile) -> dict[str, tuple[tupl
     for t in spec.inputs:
         dynamic = [d for d in t.shape if isinstance(d, str)]
         if any(d != BATCH_AXIS for d in dynamic):
-            raise InvalidRequestError(f"input {t.name!r} has dynamic axes {dynamic}; bld "
-                                      f"profiles only vary {BATCH_AXIS!r}")
-        out[t.name] = tuple(tuple(b if isinstance(d, str) else d for d in t.shape)
-                            for b in (profile.min, profile.opt, profile.max))
+            raise InvalidRequestError(
+                f"input {t.name!r} has dynamic axes {dynamic}; bld "
+                f"profiles only vary {BATCH_AXIS!r}"
+            )
+        out[t.name] = tuple(
+            tuple(b if isinstance(d, str) else d for d in t.shape)
+            for b in (profile.min, profile.opt, profile.max)
+        )
     return out
 
 
@@ -66,5 +74,11 @@ def shape_text(shape: tuple[int, ...]) -> str:
     return "x".join(map(str, shape))
 
 
-__all__ = ["BATCH_AXIS", "parse_batch", "default_profile", "check_profiles", "input_shapes",
-           "shape_text"]
+__all__ = [
+    "BATCH_AXIS",
+    "parse_batch",
+    "default_profile",
+    "check_profiles",
+    "input_shapes",
+    "shape_text",
+]

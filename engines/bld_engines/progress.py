@@ -1,4 +1,5 @@
 """TensorRT's build progress (IProgressMonitor) as a rich progress bar: one row per phase."""
+
 from __future__ import annotations
 
 
@@ -18,8 +19,9 @@ def progress_monitor_factory(trt, progress):
         def phase_start(self, phase_name, parent_phase, num_steps):
             depth = self.depth.get(parent_phase, -1) + 1 if parent_phase else 0
             self.depth[phase_name] = depth
-            self.tasks[phase_name] = progress.add_task("  " * depth + phase_name,
-                                                       total=max(int(num_steps), 1))
+            self.tasks[phase_name] = progress.add_task(
+                "  " * depth + phase_name, total=max(int(num_steps), 1)
+            )
 
         def step_complete(self, phase_name, step):
             task = self.tasks.get(phase_name)

@@ -11,6 +11,7 @@ Profiles: --profile=N before each min/opt/max set (TensorRT 10 trtexec's multipl
 syntax); one profile needs no --profile. The plans it saves are brought into a cache with
 `bld-export engine import PLAN --bundle B --graph NAME ...`, which checks their header.
 """
+
 from __future__ import annotations
 
 import shlex
@@ -25,26 +26,40 @@ TRT_VERSIONS = (10, 11)
 HW_COMPAT_TRTEXEC = {"ampere+": "ampere+", "same-cc": "sameComputeCapability"}
 
 
-def trtexec_args(onnx: str, plan: str, spec: GraphSpec, profiles: tuple[BatchProfile, ...],
-                 trt_version: int, fp16_flag: bool = False, dla_core: int | None = None,
-                 timing_cache: str | None = None, workspace_mib: int | None = None,
-                 optimization_level: int | None = None, hardware_compat: str = "none",
-                 version_compatible: bool = False) -> list[str]:
+def trtexec_args(
+    onnx: str,
+    plan: str,
+    spec: GraphSpec,
+    profiles: tuple[BatchProfile, ...],
+    trt_version: int,
+    fp16_flag: bool = False,
+    dla_core: int | None = None,
+    timing_cache: str | None = None,
+    workspace_mib: int | None = None,
+    optimization_level: int | None = None,
+    hardware_compat: str = "none",
+    version_compatible: bool = False,
+) -> list[str]:
     """The argument list (without the program name) for one graph."""
     if trt_version not in TRT_VERSIONS:
-        raise InvalidRequestError(f"--trt-version must be one of "
-                                  f"{', '.join(map(str, TRT_VERSIONS))}, got {trt_version}")
+        raise InvalidRequestError(
+            f"--trt-version must be one of {', '.join(map(str, TRT_VERSIONS))}, got {trt_version}"
+        )
     if fp16_flag and trt_version >= 11:
-        raise InvalidRequestError("trtexec 11 has no --fp16 (TensorRT 11 removed weak typing): "
-                                  "use the strongly typed fp16 graphs (--precision fp16)")
+        raise InvalidRequestError(
+            "trtexec 11 has no --fp16 (TensorRT 11 removed weak typing): "
+            "use the strongly typed fp16 graphs (--precision fp16)"
+        )
     args = [f"--onnx={onnx}", f"--saveEngine={plan}"]
     for i, profile in enumerate(profiles):
         if len(profiles) > 1:
             args.append(f"--profile={i}")
         shapes = input_shapes(spec, profile)
         for j, which in enumerate(("min", "opt", "max")):
-            args.append(f"--{which}Shapes=" + ",".join(f"{name}:{shape_text(s[j])}"
-                                                       for name, s in shapes.items()))
+            args.append(
+                f"--{which}Shapes="
+                + ",".join(f"{name}:{shape_text(s[j])}" for name, s in shapes.items())
+            )
     if trt_version == 10:
         args.append("--fp16" if fp16_flag else "--stronglyTyped")
     if workspace_mib is not None:

@@ -5,6 +5,7 @@ profiles); `export.export_bundle` writes a bundle; `validate` holds the checks t
 export; `flops` counts FLOPs per image from a graph; `cli` is the `bld-export` command. This
 module stays light (no torch), so `bld-export inspect` starts fast.
 """
+
 from .errors import ExportError, ValidationError
 
 __all__ = ["ExportError", "ValidationError"]

@@ -9,6 +9,7 @@
 
 Every failure prints one line, `error: <message>`, and exits 1, without a traceback.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -19,12 +20,13 @@ from bld_runtime.cli import OneLineErrorGroup
 
 from .flops import format_flops
 
-
 #: Commands other packages contribute, imported only when named (bld_serving and bld_engines
 #: depend on bld_runtime only; bld_export knows them by name, so none imports another at start).
-LAZY_COMMANDS = {"triton": ("bld_serving.cli", "triton"),
-                 "engine": ("bld_engines.cli", "engine"),
-                 "doctor": ("bld_engines.doctor", "doctor")}
+LAZY_COMMANDS = {
+    "triton": ("bld_serving.cli", "triton"),
+    "engine": ("bld_engines.cli", "engine"),
+    "doctor": ("bld_engines.doctor", "doctor"),
+}
 
 
 class ExportGroup(OneLineErrorGroup):
@@ -42,8 +44,9 @@ class ExportGroup(OneLineErrorGroup):
         except ImportError as e:
             from bld_runtime.errors import BldError
 
-            raise BldError(f"`bld-export {name}` comes from {module}, which cannot be imported "
-                           f"here ({e})") from None
+            raise BldError(
+                f"`bld-export {name}` comes from {module}, which cannot be imported here ({e})"
+            ) from None
 
     def format_commands(self, ctx, formatter):
         """Like click's, but a command whose package cannot be imported here is still listed."""
@@ -56,8 +59,9 @@ class ExportGroup(OneLineErrorGroup):
             try:
                 rows.append((name, self.get_command(ctx, name).get_short_help_str(limit)))
             except BldError:
-                rows.append((name, f"(needs {LAZY_COMMANDS[name][0].split('.')[0]}, "
-                                   "not installed)"))
+                rows.append(
+                    (name, f"(needs {LAZY_COMMANDS[name][0].split('.')[0]}, not installed)")
+                )
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 
@@ -69,19 +73,37 @@ def main():
 
 @main.command("onnx")
 @click.argument("run_dir", type=click.Path(path_type=Path))
-@click.option("-o", "--output", "bundle", required=True, type=click.Path(path_type=Path),
-              help="Bundle directory to write (must not exist or be empty).")
+@click.option(
+    "-o",
+    "--output",
+    "bundle",
+    required=True,
+    type=click.Path(path_type=Path),
+    help="Bundle directory to write (must not exist or be empty).",
+)
 @click.option("--fp16", is_flag=True, help="Also export decoder/step graphs that run in fp16.")
 @click.option("--opset", default=17, show_default=True, type=int, help="ONNX opset (>= 17).")
-@click.option("--max-batch", default=64, show_default=True, type=int,
-              help="Largest batch the bundle declares (TensorRT profiles use it).")
+@click.option(
+    "--max-batch",
+    default=64,
+    show_default=True,
+    type=int,
+    help="Largest batch the bundle declares (TensorRT profiles use it).",
+)
 @click.option("--force", is_flag=True, help="Replace an existing bundle at the output path.")
 def onnx_command(run_dir, bundle, fp16, opset, max_batch, force):
     """Export RUN_DIR to a validated ONNX bundle."""
     from .export import export_bundle
 
-    export_bundle(run_dir, bundle, fp16=fp16, opset=opset, max_batch=max_batch,
-                  progress=click.echo, force=force)
+    export_bundle(
+        run_dir,
+        bundle,
+        fp16=fp16,
+        opset=opset,
+        max_batch=max_batch,
+        progress=click.echo,
+        force=force,
+    )
 
 
 @main.command("inspect")
@@ -99,17 +121,25 @@ def inspect_command(bundle):
     loaded.verify_files()
     m = loaded.manifest
     console = Console(highlight=False)
-    console.print(f"[bold]{escape(str(loaded.directory))}[/bold]  ({m.format} v{m.schema_version}, "
-                  f"bld {m.producer.bld}, torch {m.producer.torch}, onnx {m.producer.onnx}, "
-                  f"onnxruntime {m.producer.onnxruntime})")
-    console.print(f"image    {m.image.height}x{m.image.width}x{m.image.channels}   "
-                  f"latent {m.latent.height}x{m.latent.width} tokens x {m.latent.bits} bits   "
-                  f"classes {m.classes.count} (null class {m.classes.null_class})")
+    console.print(
+        f"[bold]{escape(str(loaded.directory))}[/bold]  ({m.format} v{m.schema_version}, "
+        f"bld {m.producer.bld}, torch {m.producer.torch}, onnx {m.producer.onnx}, "
+        f"onnxruntime {m.producer.onnxruntime})"
+    )
+    console.print(
+        f"image    {m.image.height}x{m.image.width}x{m.image.channels}   "
+        f"latent {m.latent.height}x{m.latent.width} tokens x {m.latent.bits} bits   "
+        f"classes {m.classes.count} (null class {m.classes.null_class})"
+    )
     s = m.schedule
-    console.print(f"schedule {s.name}, T={s.train_steps}, K={s.sampling_steps}, timesteps "
-                  + escape(str(list(s.timesteps))))
-    console.print(f"defaults temperature {m.defaults.temperature}, guidance "
-                  f"{m.defaults.guidance}   max batch {m.max_batch}")
+    console.print(
+        f"schedule {s.name}, T={s.train_steps}, K={s.sampling_steps}, timesteps "
+        + escape(str(list(s.timesteps)))
+    )
+    console.print(
+        f"defaults temperature {m.defaults.temperature}, guidance "
+        f"{m.defaults.guidance}   max batch {m.max_batch}"
+    )
 
     graphs = Table(title="graphs")
     for column in ("graph", "precision", "opset", "FLOPs/image", "MB"):
@@ -127,8 +157,14 @@ def inspect_command(bundle):
         rows = [("in", t) for t in g.inputs] + [("out", t) for t in g.outputs]
         for i, (direction, t) in enumerate(rows):
             shape = escape("[" + ", ".join(map(str, t.shape)) + "]")  # not rich markup
-            io.add_row(name if i == 0 else "", direction, t.name, t.dtype, shape,
-                       end_section=i == len(rows) - 1)
+            io.add_row(
+                name if i == 0 else "",
+                direction,
+                t.name,
+                t.dtype,
+                shape,
+                end_section=i == len(rows) - 1,
+            )
     console.print(io)
 
     K = s.sampling_steps
@@ -138,16 +174,23 @@ def inspect_command(bundle):
         step, guided = m.graphs["step" + suffix].flops, m.graphs["step_guided" + suffix].flops
         decoder = m.graphs["decoder" + suffix].flops
         label = "fp16" if suffix else "fp32"
-        console.print(f"FLOPs per step ({label}): {format_flops(step)} unguided, "
-                      f"{format_flops(guided)} guided; one image = {K} steps + decoder = "
-                      f"{format_flops(K * step + decoder)} unguided, "
-                      f"{format_flops(K * guided + decoder)} guided")
+        console.print(
+            f"FLOPs per step ({label}): {format_flops(step)} unguided, "
+            f"{format_flops(guided)} guided; one image = {K} steps + decoder = "
+            f"{format_flops(K * step + decoder)} unguided, "
+            f"{format_flops(K * guided + decoder)} guided"
+        )
 
 
 @main.command("verify")
 @click.argument("bundle", type=click.Path(path_type=Path))
-@click.option("--run", "run_dir", type=click.Path(path_type=Path), default=None,
-              help="The run the bundle was exported from: also compare with PyTorch.")
+@click.option(
+    "--run",
+    "run_dir",
+    type=click.Path(path_type=Path),
+    default=None,
+    help="The run the bundle was exported from: also compare with PyTorch.",
+)
 def verify_command(bundle, run_dir):
     """Check hashes, the manifest against every graph (I/O, recorded facts, probed schedule
     and classes), and re-run validation (ONNX Runtime vs reference evaluator [vs PyTorch])."""
@@ -164,10 +207,13 @@ def verify_command(bundle, run_dir):
         models = Models.load(run_dir)
         run_dims = Dims.from_configs(models.autoencoder.cfg, models.prior_cfg)
         if run_dims != Dims.from_manifest(loaded.manifest):
-            raise ValidationError(f"run {run_dir} does not match bundle {bundle}: the run has "
-                                  f"{run_dims}, the bundle {Dims.from_manifest(loaded.manifest)}")
-    results = validate_bundle(loaded.directory, loaded.manifest, models,
-                              log=lambda line: click.echo(f"  {line}"))
+            raise ValidationError(
+                f"run {run_dir} does not match bundle {bundle}: the run has "
+                f"{run_dims}, the bundle {Dims.from_manifest(loaded.manifest)}"
+            )
+    results = validate_bundle(
+        loaded.directory, loaded.manifest, models, log=lambda line: click.echo(f"  {line}")
+    )
     backends = "ONNX Runtime, reference evaluator" + (", PyTorch" if models else "")
     click.echo(f"ok: {len(results)} comparisons passed ({backends})")
 

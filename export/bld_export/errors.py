@@ -1,4 +1,5 @@
 """Typed errors of the exporter. The CLI prints them as `error: <message>` and exits 1."""
+
 from bld_runtime.errors import BldError
 
 

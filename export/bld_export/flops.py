@@ -6,6 +6,7 @@ the count is per image and includes everything the graph does for that image (th
 step runs the denoiser twice, and its count says so). Elementwise ops, norms and softmax are
 left out; they are a few percent at most.
 """
+
 from __future__ import annotations
 
 import math
@@ -35,8 +36,11 @@ def _shapes_at_batch_one(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
     # Weights only matter through their shapes: pass big ones as typed inputs, so shape
     # inference never copies hundreds of MB. Small ones (reshape targets) keep their values.
     small = [t for t in graph.initializer if math.prod(t.dims) <= 1024]
-    weights = [onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
-               for t in graph.initializer if math.prod(t.dims) > 1024]
+    weights = [
+        onnx.helper.make_tensor_value_info(t.name, t.data_type, list(t.dims))
+        for t in graph.initializer
+        if math.prod(t.dims) > 1024
+    ]
     inputs = []
     for value in list(graph.input) + list(graph.output):
         fixed = onnx.ValueInfoProto()
@@ -47,9 +51,12 @@ def _shapes_at_batch_one(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
         inputs.append(fixed)
     n_in = len(graph.input)
     light = onnx.helper.make_model(
-        onnx.helper.make_graph(graph.node, graph.name, inputs[:n_in] + weights, inputs[n_in:],
-                               initializer=small),
-        opset_imports=model.opset_import, ir_version=model.ir_version)
+        onnx.helper.make_graph(
+            graph.node, graph.name, inputs[:n_in] + weights, inputs[n_in:], initializer=small
+        ),
+        opset_imports=model.opset_import,
+        ir_version=model.ir_version,
+    )
     inferred = onnx.shape_inference.infer_shapes(light, data_prop=True)
     shapes: dict[str, tuple[int, ...]] = {}
     g = inferred.graph
@@ -64,8 +71,10 @@ def _shapes_at_batch_one(model: onnx.ModelProto) -> dict[str, tuple[int, ...]]:
 
 def _shape(shapes: dict, name: str, node: onnx.NodeProto) -> tuple[int, ...]:
     if name not in shapes:
-        raise ExportError(f"cannot count FLOPs: the shape of {name!r} (input or output of "
-                          f"{node.op_type} node {node.name!r}) is unknown after shape inference")
+        raise ExportError(
+            f"cannot count FLOPs: the shape of {name!r} (input or output of "
+            f"{node.op_type} node {node.name!r}) is unknown after shape inference"
+        )
     return shapes[name]
 
 
@@ -73,12 +82,12 @@ def _node_flops(node: onnx.NodeProto, shapes: dict) -> int:
     out = _shape(shapes, node.output[0], node)
     if node.op_type == "MatMul":
         a = _shape(shapes, node.input[0], node)
-        return 2 * math.prod(out) * a[-1]       # every output element is a length-K dot product
+        return 2 * math.prod(out) * a[-1]  # every output element is a length-K dot product
     if node.op_type == "Gemm":
         a = _shape(shapes, node.input[0], node)
         trans_a = next((att.i for att in node.attribute if att.name == "transA"), 0)
         return 2 * math.prod(out) * (a[0] if trans_a else a[1])
-    w = _shape(shapes, node.input[1], node)     # Conv: (M, C / group, k_h, k_w)
+    w = _shape(shapes, node.input[1], node)  # Conv: (M, C / group, k_h, k_w)
     return 2 * math.prod(out) * math.prod(w[1:])
 
 

@@ -12,20 +12,30 @@ so a strongly typed TensorRT network runs the network body in fp16 and nothing e
 the step graphs keep sigmoid and posterior in fp32 (DenoiserStep) and the fp16 decoder keeps
 its GroupNorms in fp32 (Float32GroupNorm); every MatMul and Conv is fp16.
 """
+
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import partial
-from typing import Callable
 
 import numpy as np
 import torch
 import torch.nn as nn
 
 from bld_runtime import contract
-from bld_runtime.manifest import (BATCH, FP16_SUFFIX, KINDS, ClassesSpec, ImageSpec, LatentSpec,
-                                  ScheduleSpec, graph_facts, graph_io)
+from bld_runtime.manifest import (
+    BATCH,
+    FP16_SUFFIX,
+    KINDS,
+    ClassesSpec,
+    ImageSpec,
+    LatentSpec,
+    ScheduleSpec,
+    graph_facts,
+    graph_io,
+)
 
 
 @dataclass(frozen=True)
@@ -37,9 +47,9 @@ class Dims:
     width: int
     latent_height: int
     latent_width: int
-    bits: int               # C
-    classes: int            # the null class is index `classes`
-    steps: int              # K, sampling steps (the step graphs' `step` input is 0..K-1)
+    bits: int  # C
+    classes: int  # the null class is index `classes`
+    steps: int  # K, sampling steps (the step graphs' `step` input is 0..K-1)
 
     @property
     def tokens(self) -> int:
@@ -47,18 +57,31 @@ class Dims:
         return self.latent_height * self.latent_width
 
     @classmethod
-    def from_configs(cls, ae_cfg, prior_cfg) -> "Dims":
-        return cls(channels=ae_cfg.in_channels, height=ae_cfg.image_size, width=ae_cfg.image_size,
-                   latent_height=ae_cfg.latent_size, latent_width=ae_cfg.latent_size,
-                   bits=ae_cfg.bits, classes=prior_cfg.num_classes,
-                   steps=prior_cfg.sampling_steps)
+    def from_configs(cls, ae_cfg, prior_cfg) -> Dims:
+        return cls(
+            channels=ae_cfg.in_channels,
+            height=ae_cfg.image_size,
+            width=ae_cfg.image_size,
+            latent_height=ae_cfg.latent_size,
+            latent_width=ae_cfg.latent_size,
+            bits=ae_cfg.bits,
+            classes=prior_cfg.num_classes,
+            steps=prior_cfg.sampling_steps,
+        )
 
     @classmethod
-    def from_manifest(cls, manifest) -> "Dims":
+    def from_manifest(cls, manifest) -> Dims:
         image, latent = manifest.image, manifest.latent
-        return cls(channels=image.channels, height=image.height, width=image.width,
-                   latent_height=latent.height, latent_width=latent.width, bits=latent.bits,
-                   classes=manifest.classes.count, steps=len(manifest.schedule.timesteps))
+        return cls(
+            channels=image.channels,
+            height=image.height,
+            width=image.width,
+            latent_height=latent.height,
+            latent_width=latent.width,
+            bits=latent.bits,
+            classes=manifest.classes.count,
+            steps=len(manifest.schedule.timesteps),
+        )
 
     def image(self) -> ImageSpec:
         return ImageSpec(height=self.height, width=self.width, channels=self.channels)
@@ -70,11 +93,11 @@ class Dims:
 @dataclass(frozen=True)
 class TensorDecl:
     name: str
-    dtype: str                            # numpy dtype name: "float32" or "int64"
-    shape: tuple[str | int, ...]          # "batch" is the dynamic axis, ints are fixed
+    dtype: str  # numpy dtype name: "float32" or "int64"
+    shape: tuple[str | int, ...]  # "batch" is the dynamic axis, ints are fixed
 
     @classmethod
-    def of(cls, spec) -> "TensorDecl":
+    def of(cls, spec) -> TensorDecl:
         """From a bld_runtime.manifest.TensorSpec."""
         return cls(spec.name, spec.dtype, tuple(spec.shape))
 
@@ -91,7 +114,7 @@ class Models:
     prior_cfg: object = field(repr=False)
 
     @classmethod
-    def load(cls, run_dir) -> "Models":
+    def load(cls, run_dir) -> Models:
         from bld_train.checkpoint import load_autoencoder, load_prior
 
         autoencoder = load_autoencoder(run_dir)
@@ -101,9 +124,9 @@ class Models:
 
 @dataclass(frozen=True)
 class GraphDecl:
-    name: str                             # manifest key and file stem, e.g. "step_fp16"
-    kind: str                             # one of KINDS
-    precision: str                        # "fp32" or "fp16" (of the network body)
+    name: str  # manifest key and file stem, e.g. "step_fp16"
+    kind: str  # one of KINDS
+    precision: str  # "fp32" or "fp16" (of the network body)
     inputs: tuple[TensorDecl, ...]
     outputs: tuple[TensorDecl, ...]
     build: Callable[[Models], nn.Module] = field(repr=False, compare=False)
@@ -144,9 +167,12 @@ class GraphDecl:
         rows = np.arange(first_row, first_row + batch)
         steps = np.array([0, d.steps - 1, d.steps // 2])[rows % 3]
         classes = rng.integers(0, d.classes, batch) if d.classes else np.zeros(batch, np.int64)
-        classes[rows % 2 == 1] = d.classes           # every other row is unconditional
-        out = {"step": steps.astype(np.int64), "class_label": classes.astype(np.int64),
-               "temperature": np.array([0.7, 1.3, 1.0, 0.9])[rows % 4].astype(np.float32)}
+        classes[rows % 2 == 1] = d.classes  # every other row is unconditional
+        out = {
+            "step": steps.astype(np.int64),
+            "class_label": classes.astype(np.int64),
+            "temperature": np.array([0.7, 1.3, 1.0, 0.9])[rows % 4].astype(np.float32),
+        }
         if self.kind == "step_guided":
             out["guidance"] = np.array([0.0, 1.5])[(rows // 2) % 2].astype(np.float32)
         return out
@@ -164,7 +190,9 @@ class GraphDecl:
     def shape_profile(self, max_batch: int, opt_batch: int | None = None) -> dict:
         """TensorRT optimization profile: input name -> (min, opt, max) shapes, batch 1..max."""
         opt = max_batch if opt_batch is None else min(opt_batch, max_batch)
-        return {t.name: (t.concrete(1), t.concrete(opt), t.concrete(max_batch)) for t in self.inputs}
+        return {
+            t.name: (t.concrete(1), t.concrete(opt), t.concrete(max_batch)) for t in self.inputs
+        }
 
 
 # --- the torch modules that get exported -----------------------------------------------------
@@ -251,9 +279,12 @@ def declare(dims: Dims, fp16: bool = False) -> tuple[GraphDecl, ...]:
     """The graphs of a bundle: encoder, decoder, step, step_guided (+ fp16 variants).
 
     Their I/O is bundle format v1's (bld_runtime.manifest.graph_io)."""
-    builders = {"encoder": _build_encoder, "decoder": _build_decoder,
-                "step": partial(_build_step, guided=False),
-                "step_guided": partial(_build_step, guided=True)}
+    builders = {
+        "encoder": _build_encoder,
+        "decoder": _build_decoder,
+        "step": partial(_build_step, guided=False),
+        "step_guided": partial(_build_step, guided=True),
+    }
     graphs = []
     for half in (False, True) if fp16 else (False,):
         for kind in KINDS:
@@ -261,22 +292,41 @@ def declare(dims: Dims, fp16: bool = False) -> tuple[GraphDecl, ...]:
                 continue  # the encoder always runs in fp32
             inputs, outputs = graph_io(kind, dims.image(), dims.latent())
             build = builders[kind] if kind == "encoder" else partial(builders[kind], fp16=half)
-            graphs.append(GraphDecl(kind + (FP16_SUFFIX if half else ""), kind,
-                                    "fp16" if half else "fp32",
-                                    tuple(map(TensorDecl.of, inputs)),
-                                    tuple(map(TensorDecl.of, outputs)), build, dims))
+            graphs.append(
+                GraphDecl(
+                    kind + (FP16_SUFFIX if half else ""),
+                    kind,
+                    "fp16" if half else "fp32",
+                    tuple(map(TensorDecl.of, inputs)),
+                    tuple(map(TensorDecl.of, outputs)),
+                    build,
+                    dims,
+                )
+            )
     return tuple(graphs)
 
 
 def decl_facts(decl: GraphDecl, opset: int, schedule: ScheduleSpec) -> dict:
     """The facts a graph file records about itself (ONNX metadata bld.graph)."""
     d = decl.dims
-    return graph_facts(decl.name, opset, d.image(), d.latent(),
-                       ClassesSpec(count=d.classes, null_class=d.classes), schedule)
+    return graph_facts(
+        decl.name,
+        opset,
+        d.image(),
+        d.latent(),
+        ClassesSpec(count=d.classes, null_class=d.classes),
+        schedule,
+    )
 
 
-def noised_bits(clean: np.ndarray, step: np.ndarray, schedule: str, train_steps: int,
-                timesteps, rng: np.random.Generator) -> np.ndarray:
+def noised_bits(
+    clean: np.ndarray,
+    step: np.ndarray,
+    schedule: str,
+    train_steps: int,
+    timesteps,
+    rng: np.random.Generator,
+) -> np.ndarray:
     """z_t ~ q(z_t | z_0) = Bernoulli(k_t z_0 + b_t) at each row's step: realistic step inputs."""
     k, b = contract.keep_tables(contract.betas(schedule, train_steps))
     t = np.asarray(timesteps)[step]
@@ -284,6 +334,17 @@ def noised_bits(clean: np.ndarray, step: np.ndarray, schedule: str, train_steps:
     return (rng.random(clean.shape) < p).astype(np.float32)
 
 
-__all__ = ["BATCH", "KINDS", "Dims", "TensorDecl", "Models", "GraphDecl",
-           "EncoderGraph", "DecoderGraph", "Float32GroupNorm", "declare", "decl_facts",
-           "noised_bits"]
+__all__ = [
+    "BATCH",
+    "KINDS",
+    "Dims",
+    "TensorDecl",
+    "Models",
+    "GraphDecl",
+    "EncoderGraph",
+    "DecoderGraph",
+    "Float32GroupNorm",
+    "declare",
+    "decl_facts",
+    "noised_bits",
+]

@@ -6,6 +6,7 @@ Only five ops changed between 17 and 18, and the forms our graphs use mean the s
 versions, so the conversion is a rewrite of those nodes' attributes and inputs. Anything we
 cannot convert exactly is refused; validation then checks the converted graph numerically.
 """
+
 from __future__ import annotations
 
 import onnx
@@ -21,8 +22,13 @@ def convert_18_to_17(model: onnx.ModelProto) -> onnx.ModelProto:
     if model.functions:
         raise ExportError("cannot convert a graph with local functions to opset 17")
     constants = {init.name: init for init in model.graph.initializer}
-    constants.update({n.output[0]: n.attribute[0].t for n in model.graph.node
-                      if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"})
+    constants.update(
+        {
+            n.output[0]: n.attribute[0].t
+            for n in model.graph.node
+            if n.op_type == "Constant" and n.attribute and n.attribute[0].name == "value"
+        }
+    )
     for node in model.graph.node:
         if node.domain not in ("", "ai.onnx"):
             continue
@@ -38,8 +44,10 @@ def convert_18_to_17(model: onnx.ModelProto) -> onnx.ModelProto:
 
 
 def _refuse(node: onnx.NodeProto, why: str) -> ExportError:
-    return ExportError(f"cannot convert {node.op_type} node {node.name!r} to opset 17: {why}; "
-                       f"export with --opset {EXPORTER_OPSET} or later")
+    return ExportError(
+        f"cannot convert {node.op_type} node {node.name!r} to opset 17: {why}; "
+        f"export with --opset {EXPORTER_OPSET} or later"
+    )
 
 
 def _attr(node: onnx.NodeProto, name: str):

@@ -14,12 +14,13 @@ and, for the step graphs, noised to each row's timestep with the forward process
 first, middle and last step, real and null classes, temperatures other than 1 and guidance 0
 and 1.5. The reference evaluator is slow on big graphs, so it sees the first rows only.
 """
+
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import onnx
@@ -29,22 +30,75 @@ from onnx.reference.ops.op_conv import Conv as _ReferenceConv
 from onnx.reference.ops.op_matmul import MatMul as _ReferenceMatMul
 
 from .errors import ValidationError
-from .graphs import BATCH, GraphDecl, Models, declare, Dims, noised_bits
+from .graphs import BATCH, Dims, GraphDecl, Models, declare, noised_bits
 
 # ONNX ops our graphs may contain: all are supported by TensorRT 10's ONNX parser (see
 # onnx-tensorrt docs/operators.md; Gelu is opset 20's, which the exporter emits at --opset 20)
 # and by ONNX Runtime's CPU provider. Anything else, in particular fused attention or
 # contrib-domain ops, fails the export.
-TENSORRT_OPS = frozenset({
-    "Add", "Sub", "Mul", "Div", "Pow", "Sqrt", "Neg", "Abs", "Exp", "Log", "Erf", "Tanh",
-    "Sigmoid", "Relu", "Gelu", "Sin", "Cos", "Min", "Max", "Clip", "Where", "Equal", "Greater",
-    "Less", "GreaterOrEqual", "LessOrEqual", "Not", "And", "Or",
-    "MatMul", "Gemm", "Conv", "Softmax", "ReduceMean", "ReduceSum",
-    "LayerNormalization", "InstanceNormalization", "GroupNormalization",
-    "Reshape", "Transpose", "Squeeze", "Unsqueeze", "Flatten", "Concat", "Split", "Slice",
-    "Gather", "GatherND", "GatherElements", "Expand", "Tile", "Pad", "Resize",
-    "Shape", "Cast", "Constant", "ConstantOfShape", "Identity", "Range",
-})
+TENSORRT_OPS = frozenset(
+    {
+        "Add",
+        "Sub",
+        "Mul",
+        "Div",
+        "Pow",
+        "Sqrt",
+        "Neg",
+        "Abs",
+        "Exp",
+        "Log",
+        "Erf",
+        "Tanh",
+        "Sigmoid",
+        "Relu",
+        "Gelu",
+        "Sin",
+        "Cos",
+        "Min",
+        "Max",
+        "Clip",
+        "Where",
+        "Equal",
+        "Greater",
+        "Less",
+        "GreaterOrEqual",
+        "LessOrEqual",
+        "Not",
+        "And",
+        "Or",
+        "MatMul",
+        "Gemm",
+        "Conv",
+        "Softmax",
+        "ReduceMean",
+        "ReduceSum",
+        "LayerNormalization",
+        "InstanceNormalization",
+        "GroupNormalization",
+        "Reshape",
+        "Transpose",
+        "Squeeze",
+        "Unsqueeze",
+        "Flatten",
+        "Concat",
+        "Split",
+        "Slice",
+        "Gather",
+        "GatherND",
+        "GatherElements",
+        "Expand",
+        "Tile",
+        "Pad",
+        "Resize",
+        "Shape",
+        "Cast",
+        "Constant",
+        "ConstantOfShape",
+        "Identity",
+        "Range",
+    }
+)
 
 # Largest allowed |a - b| between two backends, by precision and output. Probabilities are
 # the step and encoder outputs; images are the decoder's, in [-1, 1], where 0.0078 is one uint8
@@ -57,8 +111,11 @@ TOLERANCES = {
     "fp16": {"probs": 1e-2, "image": 5e-2},
 }
 
-ONNX_DTYPES = {"float32": onnx.TensorProto.FLOAT, "float16": onnx.TensorProto.FLOAT16,
-               "int64": onnx.TensorProto.INT64}
+ONNX_DTYPES = {
+    "float32": onnx.TensorProto.FLOAT,
+    "float16": onnx.TensorProto.FLOAT16,
+    "int64": onnx.TensorProto.INT64,
+}
 COMPUTE_OPS = ("MatMul", "Gemm", "Conv")
 PRECISION_TYPES = {"fp32": onnx.TensorProto.FLOAT, "fp16": onnx.TensorProto.FLOAT16}
 
@@ -68,9 +125,9 @@ class Comparison:
     graph: str
     output: str
     backends: tuple[str, str]
-    inputs: str                   # "random" or "real", with the batch size
+    inputs: str  # "random" or "real", with the batch size
     max_abs: float
-    max_rel: float                # max of |a - b| / (|b| + tolerance): bounded near zero
+    max_rel: float  # max of |a - b| / (|b| + tolerance): bounded near zero
     tolerance: float
 
     @property
@@ -80,9 +137,11 @@ class Comparison:
     def line(self) -> str:
         a, b = self.backends
         verdict = "ok" if self.ok else "FAIL"
-        return (f"{self.graph:<17} {self.output:<6} {a + ' vs ' + b:<26} {self.inputs:<10} "
-                f"max abs {self.max_abs:.2e}  max rel {self.max_rel:.2e}  "
-                f"(tol {self.tolerance:.0e})  {verdict}")
+        return (
+            f"{self.graph:<17} {self.output:<6} {a + ' vs ' + b:<26} {self.inputs:<10} "
+            f"max abs {self.max_abs:.2e}  max rel {self.max_rel:.2e}  "
+            f"(tol {self.tolerance:.0e})  {verdict}"
+        )
 
 
 # --- static checks ---------------------------------------------------------------------------
@@ -94,15 +153,18 @@ def check_graph(path: Path, decl: GraphDecl, opset: int) -> onnx.ModelProto:
     try:
         onnx.checker.check_model(str(path), full_check=True)
     except onnx.checker.ValidationError as error:
-        raise ValidationError(f"{name}: the ONNX checker rejects {path.name}: "
-                              f"{_first_line(error)}") from None
+        raise ValidationError(
+            f"{name}: the ONNX checker rejects {path.name}: {_first_line(error)}"
+        ) from None
     model = onnx.load(str(path))
     try:
-        inferred = onnx.shape_inference.infer_shapes(model, check_type=True, strict_mode=True,
-                                                     data_prop=True)
+        inferred = onnx.shape_inference.infer_shapes(
+            model, check_type=True, strict_mode=True, data_prop=True
+        )
     except (onnx.shape_inference.InferenceError, onnx.checker.ValidationError) as error:
-        raise ValidationError(f"{name}: shape inference fails on {path.name}: "
-                              f"{_first_line(error)}") from None
+        raise ValidationError(
+            f"{name}: shape inference fails on {path.name}: {_first_line(error)}"
+        ) from None
     _check_io(name, "input", list(model.graph.input), decl.inputs)
     _check_io(name, "output", list(model.graph.output), decl.outputs)
     versions = {o.domain: o.version for o in model.opset_import}
@@ -111,8 +173,10 @@ def check_graph(path: Path, decl: GraphDecl, opset: int) -> onnx.ModelProto:
     for node in model.graph.node:
         if node.domain not in ("", "ai.onnx") or node.op_type not in TENSORRT_OPS:
             op = f"{node.domain}::{node.op_type}" if node.domain else node.op_type
-            raise ValidationError(f"{name}: op {op} (node {node.name!r}) is not on the list of "
-                                  f"ops TensorRT's ONNX parser accepts")
+            raise ValidationError(
+                f"{name}: op {op} (node {node.name!r}) is not on the list of "
+                f"ops TensorRT's ONNX parser accepts"
+            )
     _check_precision(name, inferred, decl.precision)
     return model
 
@@ -120,23 +184,30 @@ def check_graph(path: Path, decl: GraphDecl, opset: int) -> onnx.ModelProto:
 def _check_io(graph: str, kind: str, values: list, declared) -> None:
     names = [v.name for v in values]
     if names != [t.name for t in declared]:
-        raise ValidationError(f"{graph}: {kind}s are {names}, expected {[t.name for t in declared]}")
-    for value, spec in zip(values, declared):
+        raise ValidationError(
+            f"{graph}: {kind}s are {names}, expected {[t.name for t in declared]}"
+        )
+    for value, spec in zip(values, declared, strict=True):
         tensor = value.type.tensor_type
         if tensor.elem_type != ONNX_DTYPES[spec.dtype]:
             got = onnx.helper.tensor_dtype_to_np_dtype(tensor.elem_type)
-            raise ValidationError(f"{graph}: {kind} {spec.name!r} has dtype {got}, "
-                                  f"expected {spec.dtype}")
+            raise ValidationError(
+                f"{graph}: {kind} {spec.name!r} has dtype {got}, expected {spec.dtype}"
+            )
         shape = tuple(d.dim_param if d.dim_param else d.dim_value for d in tensor.shape.dim)
         if shape != tuple(spec.shape):
-            raise ValidationError(f"{graph}: {kind} {spec.name!r} has shape {list(shape)}, "
-                                  f"expected {list(spec.shape)} (axis 0 must be the dynamic "
-                                  f"{BATCH!r} axis)")
+            raise ValidationError(
+                f"{graph}: {kind} {spec.name!r} has shape {list(shape)}, "
+                f"expected {list(spec.shape)} (axis 0 must be the dynamic "
+                f"{BATCH!r} axis)"
+            )
 
 
 def _check_precision(graph: str, inferred: onnx.ModelProto, precision: str) -> None:
-    types = {v.name: v.type.tensor_type.elem_type
-             for v in list(inferred.graph.value_info) + list(inferred.graph.input)}
+    types = {
+        v.name: v.type.tensor_type.elem_type
+        for v in list(inferred.graph.value_info) + list(inferred.graph.input)
+    }
     types.update({t.name: t.data_type for t in inferred.graph.initializer})
     expected = PRECISION_TYPES[precision]
     for node in inferred.graph.node:
@@ -144,13 +215,17 @@ def _check_precision(graph: str, inferred: onnx.ModelProto, precision: str) -> N
             got = types.get(node.input[0])
             if got != expected:
                 shown = onnx.helper.tensor_dtype_to_np_dtype(got) if got else "unknown"
-                raise ValidationError(f"{graph}: {node.op_type} node {node.name!r} computes in "
-                                      f"{shown}, but the graph is declared {precision}")
+                raise ValidationError(
+                    f"{graph}: {node.op_type} node {node.name!r} computes in "
+                    f"{shown}, but the graph is declared {precision}"
+                )
 
 
 def op_types(model: onnx.ModelProto) -> set[str]:
-    return {n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}::{n.op_type}"
-            for n in model.graph.node}
+    return {
+        n.op_type if n.domain in ("", "ai.onnx") else f"{n.domain}::{n.op_type}"
+        for n in model.graph.node
+    }
 
 
 # --- backends --------------------------------------------------------------------------------
@@ -168,7 +243,7 @@ def _run_torch(module, decl: GraphDecl, feeds: dict) -> dict:
     with torch.no_grad():
         out = module(*(torch.from_numpy(feeds[name]) for name in decl.input_names))
     outs = out if isinstance(out, tuple) else (out,)
-    return {name: o.numpy() for name, o in zip(decl.output_names, outs)}
+    return {name: o.numpy() for name, o in zip(decl.output_names, outs, strict=True)}
 
 
 def _fp32_accumulating(base):
@@ -177,6 +252,7 @@ def _fp32_accumulating(base):
     numpy has no fp16 BLAS, so its fp16 matmul is too slow for big graphs; fp32 accumulation
     with one rounding is also what fp16 GPU kernels do. fp32 inputs run unchanged.
     """
+
     def _run(self, *args, **kwargs):
         if args[0].dtype != np.float16:
             return base._run(self, *args, **kwargs)
@@ -211,8 +287,9 @@ def real_images(dims: Dims, count: int, rng: np.random.Generator) -> tuple[np.nd
 class InputMaker:
     """Random and real inputs for every graph of a bundle; real bits come from its encoder."""
 
-    def __init__(self, bundle_dir: Path, manifest, decls: dict[str, GraphDecl], batch: int,
-                 seed: int = 0):
+    def __init__(
+        self, bundle_dir: Path, manifest, decls: dict[str, GraphDecl], batch: int, seed: int = 0
+    ):
         self.manifest, self.decls, self.batch, self.seed = manifest, decls, batch, seed
         self.dims = decls["encoder"].dims
         rng = np.random.default_rng(seed)
@@ -237,32 +314,61 @@ class InputMaker:
             conditional = feeds["class_label"] != self.dims.classes
             feeds["class_label"] = np.where(conditional, self.labels, feeds["class_label"])
         schedule = self.manifest.schedule
-        bits = noised_bits(self.clean_bits, feeds["step"], schedule.name, schedule.train_steps,
-                           schedule.timesteps, rng)
+        bits = noised_bits(
+            self.clean_bits,
+            feeds["step"],
+            schedule.name,
+            schedule.train_steps,
+            schedule.timesteps,
+            rng,
+        )
         return {"bits": bits, **feeds}
 
 
 # --- the numeric comparison ------------------------------------------------------------------
 
 
-def compare(graph: str, output: str, backends: tuple[str, str], inputs: str, a: np.ndarray,
-            b: np.ndarray, tolerance: float) -> Comparison:
+def compare(
+    graph: str,
+    output: str,
+    backends: tuple[str, str],
+    inputs: str,
+    a: np.ndarray,
+    b: np.ndarray,
+    tolerance: float,
+) -> Comparison:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.shape != b.shape:
-        raise ValidationError(f"{graph}: output {output!r} has shape {a.shape} in {backends[0]} "
-                              f"but {b.shape} in {backends[1]}")
+        raise ValidationError(
+            f"{graph}: output {output!r} has shape {a.shape} in {backends[0]} "
+            f"but {b.shape} in {backends[1]}"
+        )
     if not (np.isfinite(a).all() and np.isfinite(b).all()):
         bad = backends[0] if not np.isfinite(a).all() else backends[1]
-        raise ValidationError(f"{graph}: output {output!r} has NaN or inf values in {bad} "
-                              f"({inputs} inputs)")
+        raise ValidationError(
+            f"{graph}: output {output!r} has NaN or inf values in {bad} ({inputs} inputs)"
+        )
     diff = np.abs(a - b)
-    return Comparison(graph, output, backends, inputs, float(diff.max(initial=0.0)),
-                      float((diff / (np.abs(b) + tolerance)).max(initial=0.0)), tolerance)
+    return Comparison(
+        graph,
+        output,
+        backends,
+        inputs,
+        float(diff.max(initial=0.0)),
+        float((diff / (np.abs(b) + tolerance)).max(initial=0.0)),
+        tolerance,
+    )
 
 
-def validate_graph(path: Path, decl: GraphDecl, inputs: InputMaker, module=None,
-                   reference_batch: int = 2, log: Callable[[str], None] | None = None,
-                   torch_label: str = "torch") -> list[Comparison]:
+def validate_graph(
+    path: Path,
+    decl: GraphDecl,
+    inputs: InputMaker,
+    module=None,
+    reference_batch: int = 2,
+    log: Callable[[str], None] | None = None,
+    torch_label: str = "torch",
+) -> list[Comparison]:
     """Run one graph on random and real inputs in every backend at hand; compare all pairs."""
     session = onnxruntime_session(path)
     reference = reference_evaluator(path) if reference_batch > 0 else None
@@ -270,29 +376,41 @@ def validate_graph(path: Path, decl: GraphDecl, inputs: InputMaker, module=None,
     for kind in ("random", "real"):
         feeds = inputs.random(decl) if kind == "random" else inputs.real(decl)
         batch = len(feeds[decl.input_names[0]])
-        outputs = {"onnxruntime": dict(zip(decl.output_names, session.run(None, feeds)))}
+        outputs = {
+            "onnxruntime": dict(zip(decl.output_names, session.run(None, feeds), strict=True))
+        }
         if module is not None:
             outputs[torch_label] = _run_torch(module, decl, feeds)
         pairs = [("onnxruntime", torch_label, batch)] if module is not None else []
         if reference is not None:
             n = min(reference_batch, batch)
             small = {k: v[:n] for k, v in feeds.items()}
-            outputs["reference"] = dict(zip(decl.output_names, reference.run(None, small)))
+            outputs["reference"] = dict(
+                zip(decl.output_names, reference.run(None, small), strict=True)
+            )
             pairs += [("reference", "onnxruntime", n)]
             if module is not None:
                 pairs += [("reference", torch_label, n)]
         for a, b, n in pairs:
             for output in decl.output_names:
                 tolerance = TOLERANCES[decl.precision][output]
-                result = compare(decl.name, output, (a, b), f"{kind} b={n}",
-                                 outputs[a][output][:n], outputs[b][output][:n], tolerance)
+                result = compare(
+                    decl.name,
+                    output,
+                    (a, b),
+                    f"{kind} b={n}",
+                    outputs[a][output][:n],
+                    outputs[b][output][:n],
+                    tolerance,
+                )
                 if log:
                     log(result.line())
                 if not result.ok:
                     raise ValidationError(
                         f"{decl.name}: output {output!r} differs between {a} and {b} on {kind} "
                         f"inputs: max abs error {result.max_abs:.3g}, max rel error "
-                        f"{result.max_rel:.3g} (tolerance {tolerance:g} abs, {decl.precision})")
+                        f"{result.max_rel:.3g} (tolerance {tolerance:g} abs, {decl.precision})"
+                    )
                 results.append(result)
     return results
 
@@ -302,23 +420,38 @@ def declarations_for(manifest) -> dict[str, GraphDecl]:
     fp16 = any(spec.precision == "fp16" for spec in manifest.graphs.values())
     decls = {d.name: d for d in declare(Dims.from_manifest(manifest), fp16=fp16)}
     if set(decls) != set(manifest.graphs):
-        raise ValidationError(f"the bundle has graphs {sorted(manifest.graphs)}, expected "
-                              f"{sorted(decls)}")
+        raise ValidationError(
+            f"the bundle has graphs {sorted(manifest.graphs)}, expected {sorted(decls)}"
+        )
     for name, decl in decls.items():
         spec = manifest.graphs[name]
-        declared = (decl.precision, [(t.name, t.dtype, tuple(t.shape)) for t in decl.inputs],
-                    [(t.name, t.dtype, tuple(t.shape)) for t in decl.outputs])
-        listed = (spec.precision, [(t.name, t.dtype, tuple(t.shape)) for t in spec.inputs],
-                  [(t.name, t.dtype, tuple(t.shape)) for t in spec.outputs])
+        declared = (
+            decl.precision,
+            [(t.name, t.dtype, tuple(t.shape)) for t in decl.inputs],
+            [(t.name, t.dtype, tuple(t.shape)) for t in decl.outputs],
+        )
+        listed = (
+            spec.precision,
+            [(t.name, t.dtype, tuple(t.shape)) for t in spec.inputs],
+            [(t.name, t.dtype, tuple(t.shape)) for t in spec.outputs],
+        )
         if declared != listed:
-            raise ValidationError(f"graphs.{name}: the manifest's precision and I/O {listed} "
-                                  f"differ from the declaration {declared}")
+            raise ValidationError(
+                f"graphs.{name}: the manifest's precision and I/O {listed} "
+                f"differ from the declaration {declared}"
+            )
     return decls
 
 
-def validate_bundle(bundle_dir, manifest, models: Models | None = None, batch: int = 4,
-                    reference_batch: int = 2, seed: int = 0,
-                    log: Callable[[str], None] | None = None) -> list[Comparison]:
+def validate_bundle(
+    bundle_dir,
+    manifest,
+    models: Models | None = None,
+    batch: int = 4,
+    reference_batch: int = 2,
+    seed: int = 0,
+    log: Callable[[str], None] | None = None,
+) -> list[Comparison]:
     """Every check on every graph of a bundle; raises ValidationError on the first failure.
 
     With `models` (the run's torch models) the graphs are also compared with PyTorch; without
@@ -329,8 +462,10 @@ def validate_bundle(bundle_dir, manifest, models: Models | None = None, batch: i
     for name, decl in decls.items():
         check_graph(bundle_dir / manifest.graphs[name].file, decl, manifest.graphs[name].opset)
     if log:
-        log(f"static checks passed for {len(decls)} graphs (checker, shape inference, I/O, "
-            f"opset, op allow-list, precision)")
+        log(
+            f"static checks passed for {len(decls)} graphs (checker, shape inference, I/O, "
+            f"opset, op allow-list, precision)"
+        )
     inputs = InputMaker(bundle_dir, manifest, decls, batch, seed)
     results = []
     for name, decl in decls.items():
@@ -343,8 +478,15 @@ def validate_bundle(bundle_dir, manifest, models: Models | None = None, batch: i
             module, label = decls[name.removesuffix("_fp16")].build(models), "torch-fp32"
         elif models is not None:
             module = decl.build(models)
-        results += validate_graph(bundle_dir / manifest.graphs[name].file, decl, inputs, module,
-                                  reference_batch, log, torch_label=label)
+        results += validate_graph(
+            bundle_dir / manifest.graphs[name].file,
+            decl,
+            inputs,
+            module,
+            reference_batch,
+            log,
+            torch_label=label,
+        )
         if log:
             log(f"{name}: validated in {time.perf_counter() - start:.1f}s")
     return results
@@ -355,6 +497,17 @@ def _first_line(error: Exception) -> str:
     return text.splitlines()[0] if text else type(error).__name__
 
 
-__all__ = ["TENSORRT_OPS", "TOLERANCES", "Comparison", "check_graph", "op_types", "compare",
-           "validate_graph", "validate_bundle", "declarations_for", "InputMaker", "real_images",
-           "onnxruntime_session"]
+__all__ = [
+    "TENSORRT_OPS",
+    "TOLERANCES",
+    "Comparison",
+    "check_graph",
+    "op_types",
+    "compare",
+    "validate_graph",
+    "validate_bundle",
+    "declarations_for",
+    "InputMaker",
+    "real_images",
+    "onnxruntime_session",
+]

@@ -24,8 +24,11 @@ import struct
 import tempfile
 import zlib
 from pathlib import Path
+from types import TracebackType
 
 import numpy as np
+import numpy.typing as npt
+from numpy.typing import NDArray
 
 from .errors import PackedBitsError
 from .files import TMP_SUFFIX, atomic_write
@@ -41,37 +44,43 @@ def packed_bytes(tokens: int, bits: int) -> int:
     return -(-tokens * bits // 8)
 
 
-def pack_bits(bits: np.ndarray) -> np.ndarray:
+def pack_bits(bits: npt.ArrayLike) -> NDArray[np.uint8]:
     """(B, L, C) 0/1 values -> uint8 (B, ceil(L*C/8)), little bit order over the flat index."""
-    bits = np.asarray(bits)
-    if bits.ndim != 3:
-        raise PackedBitsError(f"bits must have shape (batch, L, C), got {bits.shape}")
-    if bits.dtype != np.bool_ and not np.isin(bits, (0, 1)).all():
-        found = bits[(bits != 0) & (bits != 1)].flat[0].item()
+    array = np.asarray(bits)
+    if array.ndim != 3:
+        raise PackedBitsError(f"bits must have shape (batch, L, C), got {array.shape}")
+    if array.dtype != np.bool_ and not np.isin(array, (0, 1)).all():
+        found = array[(array != 0) & (array != 1)].flat[0].item()
         raise PackedBitsError(f"bits must be 0 or 1, found the value {found}")
-    return np.packbits(bits.reshape(len(bits), -1).astype(bool), axis=1, bitorder="little")
+    return np.packbits(array.reshape(len(array), -1).astype(bool), axis=1, bitorder="little")
 
 
-def unpack_bits(packed: np.ndarray, latent_shape: tuple[int, int]) -> np.ndarray:
+def unpack_bits(packed: npt.ArrayLike, latent_shape: tuple[int, int]) -> NDArray[np.uint8]:
     """uint8 (B, ceil(L*C/8)) -> uint8 0/1 (B, L, C) for latent_shape (L, C)."""
     tokens, channels = latent_shape
     n = tokens * channels
-    packed = np.asarray(packed)
-    if packed.dtype != np.uint8 or packed.ndim != 2:
-        raise PackedBitsError(f"packed bits must be a 2-D uint8 array, got {packed.dtype} "
-                              f"{packed.shape}")
-    if packed.shape[1] != packed_bytes(tokens, channels):
-        raise PackedBitsError(f"packed bits have {packed.shape[1]} bytes per image but a "
-                              f"{tokens}x{channels} latent packs into "
-                              f"{packed_bytes(tokens, channels)}")
-    bits = np.unpackbits(packed, axis=1, bitorder="little")
+    array = np.asarray(packed)
+    if array.dtype != np.uint8 or array.ndim != 2:
+        raise PackedBitsError(
+            f"packed bits must be a 2-D uint8 array, got {array.dtype} {array.shape}"
+        )
+    if array.shape[1] != packed_bytes(tokens, channels):
+        raise PackedBitsError(
+            f"packed bits have {array.shape[1]} bytes per image but a "
+            f"{tokens}x{channels} latent packs into "
+            f"{packed_bytes(tokens, channels)}"
+        )
+    bits = np.unpackbits(array, axis=1, bitorder="little")
     if bits[:, n:].any():  # the pad bits of the last byte are written as 0
-        raise PackedBitsError("packed bits are corrupt: the padding bits of the last byte are "
-                              "not zero")
-    return bits[:, :n].reshape(len(packed), tokens, channels)
+        raise PackedBitsError(
+            "packed bits are corrupt: the padding bits of the last byte are not zero"
+        )
+    return bits[:, :n].reshape(len(array), tokens, channels)
 
 
-def save_bits(path: str | os.PathLike, bits: np.ndarray, latent_hw: tuple[int, int]) -> Path:
+def save_bits(
+    path: str | os.PathLike[str], bits: npt.ArrayLike, latent_hw: tuple[int, int]
+) -> Path:
     """Write (B, L, C) bits to `path` (.bldz or .npy) atomically; latent_hw = (H, W), H*W = L."""
     path = Path(path)
     kind = _kind(path)
@@ -79,8 +88,9 @@ def save_bits(path: str | os.PathLike, bits: np.ndarray, latent_hw: tuple[int, i
     batch, tokens, channels = np.shape(bits)
     height, width = (int(v) for v in latent_hw)
     if height * width != tokens:
-        raise PackedBitsError(f"latent_hw ({height}, {width}) has {height * width} tokens but "
-                              f"the bits have {tokens}")
+        raise PackedBitsError(
+            f"latent_hw ({height}, {width}) has {height * width} tokens but the bits have {tokens}"
+        )
     if kind == ".npy":
         buffer = io.BytesIO()
         np.save(buffer, packed, allow_pickle=False)
@@ -92,7 +102,9 @@ def save_bits(path: str | os.PathLike, bits: np.ndarray, latent_hw: tuple[int, i
     return path
 
 
-def load_bits(path: str | os.PathLike, latent: tuple[int, int, int] | None = None) -> np.ndarray:
+def load_bits(
+    path: str | os.PathLike[str], latent: tuple[int, int, int] | None = None
+) -> NDArray[np.uint8]:
     """Read bits saved by `save_bits` as uint8 (B, L, C).
 
     latent = the bundle's (H, W, C): a .bldz file must match it; a .npy file needs it.
@@ -103,8 +115,10 @@ def load_bits(path: str | os.PathLike, latent: tuple[int, int, int] | None = Non
         raise PackedBitsError(f"bits file {path} does not exist")
     if kind == ".npy":
         if latent is None:
-            raise PackedBitsError(f"{path} is a .npy file, which does not record the latent "
-                                  "shape; give the bundle's (H, W, C)")
+            raise PackedBitsError(
+                f"{path} is a .npy file, which does not record the latent "
+                "shape; give the bundle's (H, W, C)"
+            )
         height, width, channels = latent
         _check_npy_header(path, (height, width, channels))
         try:
@@ -112,12 +126,16 @@ def load_bits(path: str | os.PathLike, latent: tuple[int, int, int] | None = Non
         except (ValueError, OSError, EOFError) as e:
             raise PackedBitsError(f"{path} is not a readable .npy file ({e})") from None
         if not isinstance(packed, np.ndarray) or packed.dtype != np.uint8 or packed.ndim != 2:
-            raise PackedBitsError(f"{path} must hold a 2-D uint8 array of packed bits, got "
-                                  f"{packed.dtype} {packed.shape}")
+            raise PackedBitsError(
+                f"{path} must hold a 2-D uint8 array of packed bits, got "
+                f"{packed.dtype} {packed.shape}"
+            )
         if packed.shape[1] != packed_bytes(height * width, channels):
-            raise PackedBitsError(f"{path} has {packed.shape[1]} bytes per image but the bundle's "
-                                  f"{height}x{width}x{channels} latent packs into "
-                                  f"{packed_bytes(height * width, channels)}")
+            raise PackedBitsError(
+                f"{path} has {packed.shape[1]} bytes per image but the bundle's "
+                f"{height}x{width}x{channels} latent packs into "
+                f"{packed_bytes(height * width, channels)}"
+            )
         return _unpack(path, packed, (height * width, channels))
 
     size = path.stat().st_size
@@ -126,33 +144,43 @@ def load_bits(path: str | os.PathLike, latent: tuple[int, int, int] | None = Non
         if len(head) < _HEADER.size:
             if not MAGIC.startswith(head[: len(MAGIC)]):
                 raise PackedBitsError(f"{path} is not a .bldz bits file (bad magic bytes)")
-            raise PackedBitsError(f"{path} is truncated: its header has {len(head)} of "
-                                  f"{_HEADER.size} bytes")
+            raise PackedBitsError(
+                f"{path} is truncated: its header has {len(head)} of {_HEADER.size} bytes"
+            )
         magic, version, batch, height, width, channels, crc = _HEADER.unpack(head)
         if magic != MAGIC:
             raise PackedBitsError(f"{path} is not a .bldz bits file (bad magic bytes)")
         if version != VERSION:
-            raise PackedBitsError(f"{path} is .bldz version {version}; this runtime reads "
-                                  f"version {VERSION}")
+            raise PackedBitsError(
+                f"{path} is .bldz version {version}; this runtime reads version {VERSION}"
+            )
         if min(height, width, channels) < 1:
-            raise PackedBitsError(f"{path} is corrupt: its header has an empty latent shape "
-                                  f"{height}x{width}x{channels}")
+            raise PackedBitsError(
+                f"{path} is corrupt: its header has an empty latent shape "
+                f"{height}x{width}x{channels}"
+            )
         if batch < 1:
             raise PackedBitsError(f"{path} holds no latents (its header says batch 0)")
         if latent is not None and (height, width, channels) != tuple(latent):
-            raise PackedBitsError(f"{path} holds {height}x{width}x{channels} latents but the "
-                                  f"bundle expects {'x'.join(map(str, latent))}")
+            raise PackedBitsError(
+                f"{path} holds {height}x{width}x{channels} latents but the "
+                f"bundle expects {'x'.join(map(str, latent))}"
+            )
         expected = batch * packed_bytes(height * width, channels)
         if size - _HEADER.size != expected:  # before reading: a header may claim terabytes
             state = "truncated" if size - _HEADER.size < expected else "too long"
-            raise PackedBitsError(f"{path} is {state}: its payload has {size - _HEADER.size} "
-                                  f"bytes, the header's shape needs {expected}")
+            raise PackedBitsError(
+                f"{path} is {state}: its payload has {size - _HEADER.size} "
+                f"bytes, the header's shape needs {expected}"
+            )
         payload = f.read(expected)
     if len(payload) != expected:
         raise PackedBitsError(f"{path} changed while it was read")
     if zlib.crc32(payload) != crc:
-        raise PackedBitsError(f"{path} is corrupt: the payload's crc32 is "
-                              f"{zlib.crc32(payload):08x}, the header says {crc:08x}")
+        raise PackedBitsError(
+            f"{path} is corrupt: the payload's crc32 is "
+            f"{zlib.crc32(payload):08x}, the header says {crc:08x}"
+        )
     packed = np.frombuffer(payload, dtype=np.uint8).reshape(batch, -1)
     return _unpack(path, packed, (height * width, channels))
 
@@ -166,23 +194,31 @@ def _check_npy_header(path: Path, latent: tuple[int, int, int]) -> None:
     try:
         with open(path, "rb") as f:
             major, _ = np.lib.format.read_magic(f)
-            read_header = (np.lib.format.read_array_header_1_0 if major == 1
-                           else np.lib.format.read_array_header_2_0)
+            read_header = (
+                np.lib.format.read_array_header_1_0
+                if major == 1
+                else np.lib.format.read_array_header_2_0
+            )
             shape, fortran, dtype = read_header(f)
             offset = f.tell()
     except (ValueError, OSError, EOFError, SyntaxError) as e:
         raise PackedBitsError(f"{path} is not a readable .npy file ({e})") from None
     if dtype != np.uint8 or len(shape) != 2 or fortran:
-        raise PackedBitsError(f"{path} must hold a 2-D uint8 array of packed bits, got "
-                              f"{dtype} {shape}")
+        raise PackedBitsError(
+            f"{path} must hold a 2-D uint8 array of packed bits, got {dtype} {shape}"
+        )
     if shape[0] < 1:
         raise PackedBitsError(f"{path} holds no latents (its array has 0 rows)")
     if shape[1] != row_bytes:
-        raise PackedBitsError(f"{path} has {shape[1]} bytes per image but the bundle's "
-                              f"{height}x{width}x{channels} latent packs into {row_bytes}")
+        raise PackedBitsError(
+            f"{path} has {shape[1]} bytes per image but the bundle's "
+            f"{height}x{width}x{channels} latent packs into {row_bytes}"
+        )
     if path.stat().st_size - offset != shape[0] * shape[1]:
-        raise PackedBitsError(f"{path} is truncated or too long for the {shape[0]}x{shape[1]} "
-                              "array its header describes")
+        raise PackedBitsError(
+            f"{path} is truncated or too long for the {shape[0]}x{shape[1]} "
+            "array its header describes"
+        )
 
 
 class BitsWriter:
@@ -205,24 +241,28 @@ class BitsWriter:
         self.height, self.width = (int(v) for v in latent_hw)
         self.channels, self.count, self.crc = int(bits), 0, 0
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(dir=self.path.parent, prefix=f".{self.path.name}.",
-                                    suffix=TMP_SUFFIX)
+        fd, name = tempfile.mkstemp(
+            dir=self.path.parent, prefix=f".{self.path.name}.", suffix=TMP_SUFFIX
+        )
         self._tmp = Path(name)
         # Unbuffered: a write that fails (a full disk) must not leave bytes in a buffer that a
         # later seek or close would try to write again.
         self._file: io.FileIO | None = io.FileIO(fd, "wb")
         _write_all(self._file, b"\0" * _HEADER.size)  # the header is written last
 
-    def write(self, bits: np.ndarray) -> None:
+    def write(self, bits: npt.ArrayLike) -> None:
         if self._file is None:
             raise PackedBitsError(f"{self.path} is closed")
         if np.shape(bits)[1:] != (self.height * self.width, self.channels):
-            raise PackedBitsError(f"bits have shape {np.shape(bits)}; this file holds "
-                                  f"{self.height * self.width}x{self.channels} latents")
-        payload = pack_bits(bits).tobytes()
+            raise PackedBitsError(
+                f"bits have shape {np.shape(bits)}; this file holds "
+                f"{self.height * self.width}x{self.channels} latents"
+            )
+        packed = pack_bits(bits)
+        payload = packed.tobytes()
         _write_all(self._file, payload)  # only what reached the file counts
         self.crc = zlib.crc32(payload, self.crc)
-        self.count += len(bits)
+        self.count += len(packed)
 
     def close(self, keep: bool = True) -> Path | None:
         """Publish the file (keep) or discard it; publishing nothing (0 latents) discards."""
@@ -234,8 +274,12 @@ class BitsWriter:
                 rows = self.count * packed_bytes(self.height * self.width, self.channels)
                 f.truncate(_HEADER.size + rows)  # drop whatever a failed write left
                 f.seek(0)
-                _write_all(f, _HEADER.pack(MAGIC, VERSION, self.count, self.height, self.width,
-                                           self.channels, self.crc))
+                _write_all(
+                    f,
+                    _HEADER.pack(
+                        MAGIC, VERSION, self.count, self.height, self.width, self.channels, self.crc
+                    ),
+                )
                 os.fsync(f.fileno())
                 f.close()
                 os.chmod(self._tmp, 0o644)
@@ -250,7 +294,12 @@ class BitsWriter:
     def __enter__(self) -> BitsWriter:
         return self
 
-    def __exit__(self, exc_type, exc, tb) -> None:
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
         self.close(keep=exc_type is None)
 
 
@@ -264,7 +313,9 @@ def _write_all(f: io.FileIO, data: bytes) -> None:
         view = view[written:]
 
 
-def _unpack(path: Path, packed: np.ndarray, latent_shape: tuple[int, int]) -> np.ndarray:
+def _unpack(
+    path: Path, packed: NDArray[np.uint8], latent_shape: tuple[int, int]
+) -> NDArray[np.uint8]:
     try:
         return unpack_bits(packed, latent_shape)
     except PackedBitsError as e:

@@ -10,23 +10,35 @@ Every failure prints exactly one line, `error: <message>`, and exits 1, without 
 Outputs are written only after the request is known to be valid, each file through a temporary
 name and a rename; output folders are locked while written (outputs.OutputFolder).
 """
+
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import sys
 import warnings
+from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
+from types import FrameType
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
 from .errors import BldError, InvalidRequestError, describe
 
+if TYPE_CHECKING:
+    from numpy.typing import NDArray
+
+    from .pipeline import Pipeline
+
+F = TypeVar("F", bound=Callable[..., Any])
+
 ENTRY_POINT_GROUP = "bld.commands"
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     click.echo(f"error: {' '.join(message.split())}", err=True)  # one line, whatever it holds
     sys.exit(1)
 
@@ -36,8 +48,8 @@ class _Terminated(BaseException):
     BaseException, like KeyboardInterrupt: no `except Exception` on the way may swallow it."""
 
 
-def _raise_terminated(signum, frame):
-    raise _Terminated()
+def _raise_terminated(signum: int, frame: FrameType | None) -> NoReturn:
+    raise _Terminated
 
 
 class OneLineErrorGroup(click.Group):
@@ -46,15 +58,20 @@ class OneLineErrorGroup(click.Group):
     Shared by every CLI of the project (`bld`, `bld-export`).
     """
 
-    def main(self, args=None, prog_name=None, complete_var=None, standalone_mode=True, **extra):
+    def main(
+        self,
+        args: Sequence[str] | None = None,
+        prog_name: str | None = None,
+        complete_var: str | None = None,
+        standalone_mode: bool = True,
+        **extra: Any,
+    ) -> Any:
         # onnxruntime's telemetry warns on stderr when it cannot persist a device id (a HOME that
         # is not writable), which would be a second line; a command line tool sends none anyway.
         os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
         previous = None
-        try:
+        with contextlib.suppress(ValueError):  # not the main thread (tests): leave signals alone
             previous = signal.signal(signal.SIGTERM, _raise_terminated)
-        except ValueError:  # not the main thread (tests): leave signals alone
-            pass
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore")  # a warning would be a second stderr line
@@ -68,7 +85,7 @@ class OneLineErrorGroup(click.Group):
             _fail(e.format_message())
         except (click.Abort, KeyboardInterrupt, _Terminated):
             _fail("interrupted")
-        except Exception as e:  # noqa: BLE001 - the last line of defence: one line, exit 1
+        except Exception as e:  # the last line of defence: one line, exit 1
             if os.environ.get("BLD_TRACEBACK"):
                 raise
             _fail(describe(e))
@@ -84,93 +101,139 @@ class BldGroup(OneLineErrorGroup):
     """The `bld` group: plugin commands from other packages load on demand."""
 
     def _plugins(self) -> dict[str, metadata.EntryPoint]:
-        return {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)
-                if ep.name not in self.commands}
+        return {
+            ep.name: ep
+            for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)
+            if ep.name not in self.commands
+        }
 
-    def list_commands(self, ctx):
+    def list_commands(self, ctx: click.Context) -> list[str]:
         return sorted(set(self.commands) | set(self._plugins()))
 
-    def get_command(self, ctx, name):
+    def get_command(self, ctx: click.Context, name: str) -> click.Command | None:
         if name in self.commands:
             return self.commands[name]
         ep = self._plugins().get(name)
         if ep is None:
             return None
         try:
-            return ep.load()
+            command: click.Command = ep.load()
         except ImportError as e:
-            raise BldError(f"`bld {name}` comes from {ep.value}, which cannot be imported here "
-                           f"({e}); install the project with its extras, e.g. "
-                           f"pip install 'bld[train]'") from None
+            raise BldError(
+                f"`bld {name}` comes from {ep.value}, which cannot be imported here "
+                f"({e}); install the project with its extras, e.g. "
+                f"pip install 'bld[train]'"
+            ) from None
+        return command
 
-    def format_commands(self, ctx, formatter):
+    def format_commands(self, ctx: click.Context, formatter: click.HelpFormatter) -> None:
         """Like click's, but a plugin that cannot be imported here is still listed."""
         rows = []
         for name in self.list_commands(ctx):
             try:
                 command = self.get_command(ctx, name)
+                if command is None:
+                    continue
                 rows.append((name, command.get_short_help_str(limit=60)))
             except BldError:
-                rows.append((name, f"(needs {self._plugins()[name].value.split(':')[0]}, "
-                                   "not installed)"))
+                rows.append(
+                    (name, f"(needs {self._plugins()[name].value.split(':')[0]}, not installed)")
+                )
         if rows:
             with formatter.section("Commands"):
                 formatter.write_dl(rows)
 
 
 @click.group(cls=BldGroup, context_settings={"help_option_names": ["-h", "--help"]})
-def cli():
+def cli() -> None:
     """Binary Latent Diffusion bundles: sample, encode, decode and inpaint without torch."""
 
 
-def main():
+def main() -> None:
     """Console-script entry point (`bld`)."""
     cli.main(prog_name="bld")
 
 
 # --- shared options ------------------------------------------------------------------------
 
-def runtime_options(batched: bool = True):
+
+def runtime_options(batched: bool = True) -> Callable[[F], F]:
     """--backend, --precision, --threads, the TensorRT options (--engine-cache,
     --rebuild-if-stale, --dla) and --no-chunk for commands that take a batch."""
 
-    def decorate(f):
+    def decorate(f: F) -> F:
         from .backends import BACKENDS
 
-        f = click.option("--dla", "dla_core", type=click.IntRange(min=0), default=None,
-                         help="--backend tensorrt: run the engines built for this DLA core "
-                              "(bld-export engine --dla N).")(f)
-        f = click.option("--rebuild-if-stale", is_flag=True,
-                         help="--backend tensorrt: rebuild the engines the cache refuses "
-                              "(needs bld_engines and a TensorRT builder).")(f)
-        f = click.option("--engine-cache", type=click.Path(file_okay=False), default=None,
-                         help="TensorRT engine cache (bld-export engine -o CACHE) for "
-                              "--backend tensorrt/tensorrt-ep [default: BUNDLE/engines].")(f)
-        f = click.option("--threads", type=click.IntRange(min=0), default=0, show_default=True,
-                         help="onnxruntime intra-op threads (0 = one per core).")(f)
-        f = click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32",
-                         show_default=True, help="fp16 uses the bundle's *_fp16 graphs.")(f)
-        f = click.option("--backend", type=click.Choice(BACKENDS), default="cpu",
-                         show_default=True)(f)
+        f = click.option(
+            "--dla",
+            "dla_core",
+            type=click.IntRange(min=0),
+            default=None,
+            help="--backend tensorrt: run the engines built for this DLA core "
+            "(bld-export engine --dla N).",
+        )(f)
+        f = click.option(
+            "--rebuild-if-stale",
+            is_flag=True,
+            help="--backend tensorrt: rebuild the engines the cache refuses "
+            "(needs bld_engines and a TensorRT builder).",
+        )(f)
+        f = click.option(
+            "--engine-cache",
+            type=click.Path(file_okay=False),
+            default=None,
+            help="TensorRT engine cache (bld-export engine -o CACHE) for "
+            "--backend tensorrt/tensorrt-ep [default: BUNDLE/engines].",
+        )(f)
+        f = click.option(
+            "--threads",
+            type=click.IntRange(min=0),
+            default=0,
+            show_default=True,
+            help="onnxruntime intra-op threads (0 = one per core).",
+        )(f)
+        f = click.option(
+            "--precision",
+            type=click.Choice(["fp32", "fp16"]),
+            default="fp32",
+            show_default=True,
+            help="fp16 uses the bundle's *_fp16 graphs.",
+        )(f)
+        f = click.option(
+            "--backend", type=click.Choice(BACKENDS), default="cpu", show_default=True
+        )(f)
         if batched:
-            f = click.option("--chunk/--no-chunk", default=True, show_default=True,
-                             help="Split batches above the bundle's max_batch into chunks "
-                                  "(--no-chunk makes such a batch an error).")(f)
+            f = click.option(
+                "--chunk/--no-chunk",
+                default=True,
+                show_default=True,
+                help="Split batches above the bundle's max_batch into chunks "
+                "(--no-chunk makes such a batch an error).",
+            )(f)
         return f
 
     return decorate
 
 
-def _load(bundle, backend, precision, threads, engine_cache=None, rebuild_if_stale=False,
-          dla_core=None):
+def _load(
+    bundle: str,
+    backend: str,
+    precision: str,
+    threads: int,
+    engine_cache: str | None = None,
+    rebuild_if_stale: bool = False,
+    dla_core: int | None = None,
+) -> Pipeline:
     import onnxruntime
 
     from .backends import BackendOptions
     from .pipeline import Pipeline
 
     if backend != "tensorrt":
-        for given, option in ((rebuild_if_stale, "--rebuild-if-stale"),
-                              (dla_core is not None, "--dla")):
+        for given, option in (
+            (rebuild_if_stale, "--rebuild-if-stale"),
+            (dla_core is not None, "--dla"),
+        ):
             if given:
                 raise InvalidRequestError(f"{option} applies to --backend tensorrt only")
     if engine_cache is not None and backend not in ("tensorrt", "tensorrt-ep"):
@@ -179,11 +242,17 @@ def _load(bundle, backend, precision, threads, engine_cache=None, rebuild_if_sta
         engine_cache = str(Path(bundle) / "engines")  # bld-export engine's default
     onnxruntime.set_default_logger_severity(4)  # a CLI says one line of its own, not ORT's
 
-    return Pipeline.load(bundle, backend=backend, precision=precision,
-                         options=BackendOptions(intra_op_threads=threads,
-                                                trt_cache_dir=engine_cache,
-                                                trt_rebuild_if_stale=rebuild_if_stale,
-                                                trt_dla_core=dla_core))
+    return Pipeline.load(
+        bundle,
+        backend=backend,
+        precision=precision,
+        options=BackendOptions(
+            intra_op_threads=threads,
+            trt_cache_dir=engine_cache,
+            trt_rebuild_if_stale=rebuild_if_stale,
+            trt_dla_core=dla_core,
+        ),
+    )
 
 
 def parse_seed(text: str) -> int:
@@ -191,13 +260,12 @@ def parse_seed(text: str) -> int:
     from .philox import SEED_RULE, as_seed
 
     digits = text.strip()
-    if not (digits.isascii() and digits.isdigit()) or len(digits) > 20 or \
-            int(digits, 10) >= 2**64:
+    if not (digits.isascii() and digits.isdigit()) or len(digits) > 20 or int(digits, 10) >= 2**64:
         raise InvalidRequestError(f"--seed must be {SEED_RULE}, got {text!r}")
     return as_seed(int(digits, 10))
 
 
-def parse_classes(text: str, count: int, num_classes: int):
+def parse_classes(text: str, count: int, num_classes: int) -> int | str | None:
     """--class: an index, 'all' (image i gets class i % classes) or 'none' (unconditional)."""
     if text == "none":
         return None
@@ -206,26 +274,40 @@ def parse_classes(text: str, count: int, num_classes: int):
             raise InvalidRequestError("--class all: this bundle is unconditional (no classes)")
         return "all"
     if not (text.isascii() and text.lstrip("-").isdigit()):
-        raise InvalidRequestError(f"--class must be a class index, 'all' or 'none', "
-                                  f"got {text!r}")
+        raise InvalidRequestError(f"--class must be a class index, 'all' or 'none', got {text!r}")
     value = int(text, 10)
     if not 0 <= value < num_classes:
         known = f"classes 0..{num_classes - 1}" if num_classes else "no classes"
-        raise InvalidRequestError(f"class {value} is out of range: this bundle has {known} "
-                                  f"(--class none samples unconditionally)")
+        raise InvalidRequestError(
+            f"class {value} is out of range: this bundle has {known} "
+            f"(--class none samples unconditionally)"
+        )
     return value
 
 
-def sampling_options(f):
-    f = click.option("--temperature", type=float, default=None,
-                     help="> 0 (default: the bundle's).")(f)
-    f = click.option("--guidance", type=float, default=None,
-                     help="Classifier-free guidance scale, >= 0 (default: the bundle's).")(f)
-    f = click.option("--class", "class_", default="none", show_default=True,
-                     help="A class index, 'all' (cycle through the classes) or 'none' "
-                          "(unconditional).")(f)
-    f = click.option("--seed", default="0", show_default=True,
-                     help="Base seed, an integer in [0, 2^64); image i uses seed + i.")(f)
+def sampling_options(f: F) -> F:
+    f = click.option(
+        "--temperature", type=float, default=None, help="> 0 (default: the bundle's)."
+    )(f)
+    f = click.option(
+        "--guidance",
+        type=float,
+        default=None,
+        help="Classifier-free guidance scale, >= 0 (default: the bundle's).",
+    )(f)
+    f = click.option(
+        "--class",
+        "class_",
+        default="none",
+        show_default=True,
+        help="A class index, 'all' (cycle through the classes) or 'none' (unconditional).",
+    )(f)
+    f = click.option(
+        "--seed",
+        default="0",
+        show_default=True,
+        help="Base seed, an integer in [0, 2^64); image i uses seed + i.",
+    )(f)
     return f
 
 
@@ -234,27 +316,34 @@ class Progress:
 
     def __init__(self, total: int, label: str, unit: str = "steps"):
         from rich.console import Console
-        from rich.progress import BarColumn, MofNCompleteColumn, Progress as RichProgress
-        from rich.progress import TextColumn, TimeElapsedColumn
+        from rich.progress import BarColumn, MofNCompleteColumn, TextColumn, TimeElapsedColumn
+        from rich.progress import Progress as RichProgress
 
         console = Console(stderr=True)
-        self.bar = RichProgress(TextColumn(label), BarColumn(), MofNCompleteColumn(),
-                                TextColumn(unit), TimeElapsedColumn(), console=console,
-                                transient=True, disable=not console.is_terminal)
+        self.bar = RichProgress(
+            TextColumn(label),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn(unit),
+            TimeElapsedColumn(),
+            console=console,
+            transient=True,
+            disable=not console.is_terminal,
+        )
         self.task = self.bar.add_task(label, total=total)
         self._last = 0  # the step of the last callback within the current chunk
 
-    def __enter__(self):
+    def __enter__(self) -> Progress:
         self.bar.__enter__()
         return self
 
-    def __exit__(self, *exc):
-        return self.bar.__exit__(*exc)
+    def __exit__(self, *exc: Any) -> None:
+        self.bar.__exit__(*exc)
 
     def advance(self, amount: int = 1) -> None:
         self.bar.advance(self.task, amount)
 
-    def __call__(self, step, num_steps, bits):
+    def __call__(self, step: int, num_steps: int, bits: NDArray[Any]) -> None:
         # One call per step, or one per chunk (step = K) when the backend replays all K steps
         # as a CUDA graph: advance by the steps done since the last call.
         self.advance(step - self._last)
@@ -263,25 +352,63 @@ class Progress:
 
 # --- commands ------------------------------------------------------------------------------
 
+
 @cli.command()
 @click.argument("bundle", required=False, metavar="BUNDLE", type=click.Path(file_okay=False))
-@click.option("-n", "count", type=click.IntRange(min=1), default=1, show_default=True,
-              help="Number of images.")
+@click.option(
+    "-n",
+    "count",
+    type=click.IntRange(min=1),
+    default=1,
+    show_default=True,
+    help="Number of images.",
+)
 @sampling_options
-@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Folder for the PNGs, bits.bldz, grid.png and samples.json (new or empty).")
+@click.option(
+    "-o",
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder for the PNGs, bits.bldz, grid.png and samples.json (new or empty).",
+)
 @click.option("--force", is_flag=True, help="Replace an earlier run's output in that folder.")
-@click.option("--server", default=None, metavar="URL",
-              help="Sample on a Triton server serving a bundle (bld-export triton) instead of "
-                   "locally: http://HOST:PORT, or grpc://HOST:PORT to stream; BUNDLE is then "
-                   "omitted. Needs tritonclient (pip install 'bld[serving]').")
-@click.option("--preview-every", type=click.IntRange(min=0), default=0, show_default=True,
-              help="With a grpc:// server: also write each image decoded every k steps, as "
-                   "NNNNN.stepKK.png (0 = none).")
+@click.option(
+    "--server",
+    default=None,
+    metavar="URL",
+    help="Sample on a Triton server serving a bundle (bld-export triton) instead of "
+    "locally: http://HOST:PORT, or grpc://HOST:PORT to stream; BUNDLE is then "
+    "omitted. Needs tritonclient (pip install 'bld[serving]').",
+)
+@click.option(
+    "--preview-every",
+    type=click.IntRange(min=0),
+    default=0,
+    show_default=True,
+    help="With a grpc:// server: also write each image decoded every k steps, as "
+    "NNNNN.stepKK.png (0 = none).",
+)
 @runtime_options()
-def sample(bundle, count, seed, class_, guidance, temperature, out_dir, force, server,
-           preview_every, backend, precision, threads, engine_cache, rebuild_if_stale, dla_core,
-           chunk):
+def sample(
+    bundle: str | None,
+    count: int,
+    seed: str,
+    class_: str,
+    guidance: float | None,
+    temperature: float | None,
+    out_dir: str,
+    force: bool,
+    server: str | None,
+    preview_every: int,
+    backend: str,
+    precision: str,
+    threads: int,
+    engine_cache: str | None,
+    rebuild_if_stale: bool,
+    dla_core: int | None,
+    chunk: bool,
+) -> None:
     """Generate images: PNGs, their packed bits (bits.bldz), a grid.png, samples.json.
 
     Images are written as each chunk of the bundle's max_batch completes, so memory stays
@@ -291,20 +418,40 @@ def sample(bundle, count, seed, class_, guidance, temperature, out_dir, force, s
     """
     from .sampling import write_samples
 
-    seed = parse_seed(seed)
+    base_seed = parse_seed(seed)
     if server is not None:
         if bundle is not None:
             raise InvalidRequestError("--server samples with the server's bundle: omit BUNDLE")
         context = click.get_current_context()
-        local = [f"--{name.replace('_', '-')}" for name in ("backend", "precision", "threads",
-                                                            "chunk", "engine_cache",
-                                                            "rebuild_if_stale", "dla_core")
-                 if context.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE]
+        local = [
+            f"--{name.replace('_', '-')}"
+            for name in (
+                "backend",
+                "precision",
+                "threads",
+                "chunk",
+                "engine_cache",
+                "rebuild_if_stale",
+                "dla_core",
+            )
+            if context.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
+        ]
         if local:
-            raise InvalidRequestError(f"{', '.join(local)} chooses how the local runtime runs; "
-                                      "with --server the model repository decides")
-        _sample_remote(server, count, seed, class_, guidance, temperature, Path(out_dir), force,
-                       preview_every)
+            raise InvalidRequestError(
+                f"{', '.join(local)} chooses how the local runtime runs; "
+                "with --server the model repository decides"
+            )
+        _sample_remote(
+            server,
+            count,
+            base_seed,
+            class_,
+            guidance,
+            temperature,
+            Path(out_dir),
+            force,
+            preview_every,
+        )
         return
     if bundle is None:
         raise InvalidRequestError("give a BUNDLE to sample locally, or --server URL")
@@ -315,21 +462,48 @@ def sample(bundle, count, seed, class_, guidance, temperature, out_dir, force, s
     if not chunk and count > pipe.max_batch:
         raise InvalidRequestError(
             f"batch size {count} is above this bundle's max_batch of {pipe.max_batch} "
-            f"(allow chunking or send fewer images)")
-    chunks = pipe.iter_generate(n=count, seeds=seed, classes=classes, guidance=guidance,
-                                temperature=temperature)
-    request = {"bundle": str(bundle), "seed": seed, "n": count, "class": class_,
-               "guidance": guidance, "temperature": temperature, "precision": precision,
-               "backend": backend}
+            f"(allow chunking or send fewer images)"
+        )
+    chunks = pipe.iter_generate(
+        n=count, seeds=base_seed, classes=classes, guidance=guidance, temperature=temperature
+    )
+    request = {
+        "bundle": str(bundle),
+        "seed": base_seed,
+        "n": count,
+        "class": class_,
+        "guidance": guidance,
+        "temperature": temperature,
+        "precision": precision,
+        "backend": backend,
+    }
     cols = pipe.num_classes if class_ == "all" and count >= pipe.num_classes else None
-    write_samples(pipe.manifest.latent, chunks, count, Path(out_dir), force, request,
-                  grid_cols=cols, progress=Progress(count, "sampling", "images"))
-    click.echo(f"wrote {count} image{'s' if count != 1 else ''}, bits.bldz and grid.png "
-               f"to {out_dir}")
+    write_samples(
+        pipe.manifest.latent,
+        chunks,
+        count,
+        Path(out_dir),
+        force,
+        request,
+        grid_cols=cols,
+        progress=Progress(count, "sampling", "images"),
+    )
+    click.echo(
+        f"wrote {count} image{'s' if count != 1 else ''}, bits.bldz and grid.png to {out_dir}"
+    )
 
 
-def _sample_remote(server, count, seed, class_, guidance, temperature, out_dir, force,
-                   preview_every):
+def _sample_remote(
+    server: str,
+    count: int,
+    seed: int,
+    class_: str,
+    guidance: float | None,
+    temperature: float | None,
+    out_dir: Path,
+    force: bool,
+    preview_every: int,
+) -> None:
     """`bld sample --server`: the same request on a Triton server, one image per Triton
     request, written by the same writer as local sampling."""
     from .images import save_png
@@ -339,44 +513,99 @@ def _sample_remote(server, count, seed, class_, guidance, temperature, out_dir, 
 
     with RemotePipeline.connect(server) as remote:
         if preview_every and remote.protocol != "grpc":
-            raise InvalidRequestError("--preview-every streams over gRPC: use --server "
-                                      "grpc://HOST:PORT")
+            raise InvalidRequestError(
+                "--preview-every streams over gRPC: use --server grpc://HOST:PORT"
+            )
         classes = parse_classes(class_, count, remote.num_classes)
         chunks = remote.iter_generate(
-            n=count, seeds=seed, classes=classes, guidance=guidance, temperature=temperature,
+            n=count,
+            seeds=seed,
+            classes=classes,
+            guidance=guidance,
+            temperature=temperature,
             preview_every=preview_every,
             on_preview=lambda index, step, image: save_png(
-                out_dir / preview_name(index, step, count), image, durable=False))
-        request = {"server": server, "seed": seed, "n": count, "class": class_,
-                   "guidance": guidance, "temperature": temperature,
-                   "preview_every": preview_every}
+                out_dir / preview_name(index, step, count), image, durable=False
+            ),
+        )
+        request: dict[str, object] = {
+            "server": server,
+            "seed": seed,
+            "n": count,
+            "class": class_,
+            "guidance": guidance,
+            "temperature": temperature,
+            "preview_every": preview_every,
+        }
         cols = remote.num_classes if class_ == "all" and count >= remote.num_classes else None
-        write_samples(remote.latent, chunks, count, out_dir, force, request, grid_cols=cols,
-                      progress=Progress(count, "sampling", "images"))
-    click.echo(f"wrote {count} image{'s' if count != 1 else ''}, bits.bldz and grid.png "
-               f"to {out_dir}")
+        write_samples(
+            remote.latent,
+            chunks,
+            count,
+            out_dir,
+            force,
+            request,
+            grid_cols=cols,
+            progress=Progress(count, "sampling", "images"),
+        )
+    click.echo(
+        f"wrote {count} image{'s' if count != 1 else ''}, bits.bldz and grid.png to {out_dir}"
+    )
 
 
 @cli.command()
 @click.argument("bundle", type=click.Path(file_okay=False))
 @click.argument("images", nargs=-1, required=True, type=click.Path(exists=True, dir_okay=False))
-@click.option("-o", "--out", "out_file", required=True, type=click.Path(dir_okay=False),
-              help="Output file, .bldz (self-describing) or .npy (packed array).")
-@click.option("--seed", default=None,
-              help="Sample the bits (Philox, subsequence 0) instead of thresholding p > 0.5.")
-@click.option("--canonical", is_flag=True,
-              help="Return each image's canonical code instead of p > 0.5, so that encoding a "
-                   "decoded image gives its bits back exactly (costs up to 2 x rounds more "
-                   "graph calls and some fidelity; see the README).")
-@click.option("--rounds", type=click.IntRange(min=1), default=None,
-              help="With --canonical: most rounds of encode(decode(.)) to settle "
-                   "[default: 32].")
-@click.option("--fit", "fit_size", is_flag=True,
-              help="Convert, resize (shorter side) and center-crop each image to the bundle's "
-                   "size, as training does; without it images must match exactly.")
+@click.option(
+    "-o",
+    "--out",
+    "out_file",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Output file, .bldz (self-describing) or .npy (packed array).",
+)
+@click.option(
+    "--seed",
+    default=None,
+    help="Sample the bits (Philox, subsequence 0) instead of thresholding p > 0.5.",
+)
+@click.option(
+    "--canonical",
+    is_flag=True,
+    help="Return each image's canonical code instead of p > 0.5, so that encoding a "
+    "decoded image gives its bits back exactly (costs up to 2 x rounds more "
+    "graph calls and some fidelity; see the README).",
+)
+@click.option(
+    "--rounds",
+    type=click.IntRange(min=1),
+    default=None,
+    help="With --canonical: most rounds of encode(decode(.)) to settle [default: 32].",
+)
+@click.option(
+    "--fit",
+    "fit_size",
+    is_flag=True,
+    help="Convert, resize (shorter side) and center-crop each image to the bundle's "
+    "size, as training does; without it images must match exactly.",
+)
 @runtime_options()
-def encode(bundle, images, out_file, seed, canonical, rounds, fit_size, backend, precision,
-           threads, engine_cache, rebuild_if_stale, dla_core, chunk):
+def encode(
+    bundle: str,
+    images: tuple[str, ...],
+    out_file: str,
+    seed: str | None,
+    canonical: bool,
+    rounds: int | None,
+    fit_size: bool,
+    backend: str,
+    precision: str,
+    threads: int,
+    engine_cache: str | None,
+    rebuild_if_stale: bool,
+    dla_core: int | None,
+    chunk: bool,
+) -> None:
     """Encode images into packed latent bits (default: the paper's p > 0.5)."""
     import numpy as np
 
@@ -389,31 +618,54 @@ def encode(bundle, images, out_file, seed, canonical, rounds, fit_size, backend,
         raise InvalidRequestError(f"-o must end in .bldz or .npy, got {out_file!r}")
     if rounds is not None and not canonical:
         raise InvalidRequestError("--rounds applies to --canonical encoding only")
-    seed = None if seed is None else parse_seed(seed)
+    base_seed = None if seed is None else parse_seed(seed)
     pipe = _load(bundle, backend, precision, threads, engine_cache, rebuild_if_stale, dla_core)
     H, W, ch = pipe.image_shape
     batch = np.stack([load_image(p, H, W, ch, fit_size) for p in images])
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", CodeNotSettledWarning)
-        bits = pipe.encode(batch, seed=seed, canonical=canonical, chunk=chunk,
-                           rounds=CANONICAL_ROUNDS if rounds is None else rounds)
+        bits = pipe.encode(
+            batch,
+            seed=base_seed,
+            canonical=canonical,
+            chunk=chunk,
+            rounds=CANONICAL_ROUNDS if rounds is None else rounds,
+        )
     latent = pipe.manifest.latent
     save_bits(out_file, bits, (latent.height, latent.width))
     for warning in caught:
         click.echo(f"note: {warning.message}", err=True)
-    click.echo(f"wrote the bits of {len(images)} image{'s' if len(images) != 1 else ''} "
-               f"to {out_file}")
+    click.echo(
+        f"wrote the bits of {len(images)} image{'s' if len(images) != 1 else ''} to {out_file}"
+    )
 
 
 @cli.command()
 @click.argument("bundle", type=click.Path(file_okay=False))
 @click.argument("bits_file", metavar="FILE", type=click.Path(exists=True, dir_okay=False))
-@click.option("-o", "--out", "out_dir", required=True, type=click.Path(file_okay=False),
-              help="Folder for the decoded PNGs (new or empty).")
+@click.option(
+    "-o",
+    "--out",
+    "out_dir",
+    required=True,
+    type=click.Path(file_okay=False),
+    help="Folder for the decoded PNGs (new or empty).",
+)
 @click.option("--force", is_flag=True, help="Replace an earlier run's output in that folder.")
 @runtime_options()
-def decode(bundle, bits_file, out_dir, force, backend, precision, threads, engine_cache,
-           rebuild_if_stale, dla_core, chunk):
+def decode(
+    bundle: str,
+    bits_file: str,
+    out_dir: str,
+    force: bool,
+    backend: str,
+    precision: str,
+    threads: int,
+    engine_cache: str | None,
+    rebuild_if_stale: bool,
+    dla_core: int | None,
+    chunk: bool,
+) -> None:
     """Decode packed latent bits (.bldz or .npy) into PNG images."""
     from .bits import load_bits
     from .sampling import write_decoded
@@ -424,40 +676,72 @@ def decode(bundle, bits_file, out_dir, force, backend, precision, threads, engin
     if not chunk and len(bits) > pipe.max_batch:
         raise InvalidRequestError(
             f"batch size {len(bits)} is above this bundle's max_batch of {pipe.max_batch} "
-            f"(allow chunking or send fewer images)")
-    write_decoded(pipe, bits, Path(out_dir), force, {"bundle": str(bundle),
-                                                     "bits": str(bits_file)})
+            f"(allow chunking or send fewer images)"
+        )
+    write_decoded(pipe, bits, Path(out_dir), force, {"bundle": str(bundle), "bits": str(bits_file)})
     click.echo(f"wrote {len(bits)} image{'s' if len(bits) != 1 else ''} to {out_dir}")
 
 
 @cli.command()
 @click.argument("bundle", type=click.Path(file_okay=False))
 @click.argument("image", type=click.Path(exists=True, dir_okay=False))
-@click.option("--mask", "mask_file", required=True, type=click.Path(exists=True, dir_okay=False),
-              help="Mask image of the same size: white = regenerate, black = keep.")
+@click.option(
+    "--mask",
+    "mask_file",
+    required=True,
+    type=click.Path(exists=True, dir_okay=False),
+    help="Mask image of the same size: white = regenerate, black = keep.",
+)
 @sampling_options
-@click.option("-o", "--out", "out_file", required=True, type=click.Path(dir_okay=False),
-              help="Output PNG.")
-@click.option("--fit", "fit_size", is_flag=True,
-              help="Resize and center-crop IMAGE to the bundle's size first (the mask must "
-                   "match the fitted size).")
+@click.option(
+    "-o", "--out", "out_file", required=True, type=click.Path(dir_okay=False), help="Output PNG."
+)
+@click.option(
+    "--fit",
+    "fit_size",
+    is_flag=True,
+    help="Resize and center-crop IMAGE to the bundle's size first (the mask must "
+    "match the fitted size).",
+)
 @runtime_options(batched=False)
-def inpaint(bundle, image, mask_file, seed, class_, guidance, temperature, out_file, fit_size,
-            backend, precision, threads, engine_cache, rebuild_if_stale, dla_core):
+def inpaint(
+    bundle: str,
+    image: str,
+    mask_file: str,
+    seed: str,
+    class_: str,
+    guidance: float | None,
+    temperature: float | None,
+    out_file: str,
+    fit_size: bool,
+    backend: str,
+    precision: str,
+    threads: int,
+    engine_cache: str | None,
+    rebuild_if_stale: bool,
+    dla_core: int | None,
+) -> None:
     """Regenerate the white region of MASK in IMAGE (every latent token it touches)."""
     from .images import load_image, load_mask, save_png
 
     if Path(out_file).suffix.lower() != ".png":
         raise InvalidRequestError(f"-o must end in .png, got {out_file!r}")
-    seed = parse_seed(seed)
+    base_seed = parse_seed(seed)
     pipe = _load(bundle, backend, precision, threads, engine_cache, rebuild_if_stale, dla_core)
     H, W, ch = pipe.image_shape
     pixels = load_image(image, H, W, ch, fit_size)
     regenerate = load_mask(mask_file, H, W)
     classes = parse_classes(class_, 1, pipe.num_classes)
     with Progress(pipe.num_steps, "inpainting") as progress:
-        out = pipe.inpaint(pixels, regenerate, seed=seed, classes=classes, guidance=guidance,
-                           temperature=temperature, callback=progress)
+        out = pipe.inpaint(
+            pixels,
+            regenerate,
+            seed=base_seed,
+            classes=classes,
+            guidance=guidance,
+            temperature=temperature,
+            callback=progress,
+        )
     save_png(out_file, out.images[0])
     click.echo(f"wrote {out_file}")
 

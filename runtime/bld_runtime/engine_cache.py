@@ -18,20 +18,24 @@ The builder (bld_engines) writes entries with `EngineCache.put` under `EngineCac
 files.OutputLock per key, waited for), each file through files.atomic_write, so two builders of
 one key never leave a torn plan; the runtime only reads (`find`, `load_plan`).
 """
+
 from __future__ import annotations
 
 import json
 import os
 import re
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, NoReturn, cast
 
 from . import files
 from .errors import ManifestError, StaleEngineError
 from .manifest import Precision, TensorSpec, _parse, _unparse
 from .trt_flavours import FLAVOURS, PLAN_MAGIC
+
+EngineSource = Literal["builder", "trtexec"]  # who made a plan: bld's builder or trtexec
 
 ENGINE_FORMAT = "bld-engine"
 ENGINE_SCHEMA_VERSION = 1
@@ -55,9 +59,11 @@ class BatchProfile:
     opt: int
     max: int
 
-    def __post_init__(self):
-        _require(1 <= self.min <= self.opt <= self.max,
-                 f"batch profile must have 1 <= min <= opt <= max, got {self}")
+    def __post_init__(self) -> None:
+        _require(
+            1 <= self.min <= self.opt <= self.max,
+            f"batch profile must have 1 <= min <= opt <= max, got {self}",
+        )
 
     def __str__(self) -> str:
         return f"{self.min}:{self.opt}:{self.max}"
@@ -83,17 +89,21 @@ class EngineKey:
     optimization_level: int | None
     workspace_mib: int | None
 
-    def __post_init__(self):
-        _require(_HEX64.fullmatch(self.graph_sha256) is not None,
-                 "graph_sha256 must be 64 lowercase hexadecimal digits")
-        _require(re.fullmatch(r"\d+(\.\d+){1,3}", self.version) is not None,
-                 f"version must look like 10.16.1.11, got {self.version!r}")
+    def __post_init__(self) -> None:
+        _require(
+            _HEX64.fullmatch(self.graph_sha256) is not None,
+            "graph_sha256 must be 64 lowercase hexadecimal digits",
+        )
+        _require(
+            re.fullmatch(r"\d+(\.\d+){1,3}", self.version) is not None,
+            f"version must look like 10.16.1.11, got {self.version!r}",
+        )
         for cc in self.compute_capabilities:
-            _require(_CC.fullmatch(cc) is not None,
-                     f"compute capability must look like 8.7, got {cc!r}")
+            _require(
+                _CC.fullmatch(cc) is not None, f"compute capability must look like 8.7, got {cc!r}"
+            )
         _require(len(self.profiles) >= 1, "profiles must not be empty")
-        _require(list(self.flags) == sorted(set(self.flags)),
-                 "flags must be sorted and unique")
+        _require(list(self.flags) == sorted(set(self.flags)), "flags must be sorted and unique")
         _require(self.dla_core is None or self.dla_core >= 0, "dla_core must be >= 0")
 
     def digest(self) -> str:
@@ -102,13 +112,14 @@ class EngineKey:
         return files.sha256_bytes(text.encode())
 
     def describe(self) -> str:
-        target = (",".join(f"sm_{cc.replace('.', '')}" for cc in self.compute_capabilities)
-                  or "any")
+        target = ",".join(f"sm_{cc.replace('.', '')}" for cc in self.compute_capabilities) or "any"
         if self.hardware_compat != "none":
             target = f"hardware-compat {self.hardware_compat}"
         extra = f", DLA {self.dla_core}" if self.dla_core is not None else ""
-        return (f"{self.graph} {self.precision} {self.flavour} {self.version} {target} "
-                f"batch {' '.join(map(str, self.profiles))}{extra}")
+        return (
+            f"{self.graph} {self.precision} {self.flavour} {self.version} {target} "
+            f"batch {' '.join(map(str, self.profiles))}{extra}"
+        )
 
 
 @dataclass(frozen=True)
@@ -127,41 +138,52 @@ class EngineManifest:
     # What the graph records about itself (its bld.graph metadata, as canonical JSON), checked
     # against bld.json when the engine was made; the runtime holds bld.json to it again.
     graph_facts: str
-    source: Literal["builder", "trtexec"]
+    source: EngineSource
     tool: str
 
-    def __post_init__(self):
-        _require(self.format == ENGINE_FORMAT,
-                 f"format is {self.format!r}, expected {ENGINE_FORMAT!r}")
-        _require(self.schema_version == ENGINE_SCHEMA_VERSION,
-                 f"schema_version {self.schema_version} is not supported (this runtime reads "
-                 f"{ENGINE_SCHEMA_VERSION})")
-        _require(_HEX64.fullmatch(self.plan_sha256) is not None,
-                 "plan_sha256 must be 64 lowercase hexadecimal digits")
-        _require(self.key_digest == self.key.digest(),
-                 "key_digest does not match the key (the manifest was edited)")
-        _require(self.plan_file == f"{self.key_digest[:16]}.plan",
-                 f"plan_file must be {self.key_digest[:16]}.plan, got {self.plan_file!r}")
+    def __post_init__(self) -> None:
+        _require(
+            self.format == ENGINE_FORMAT, f"format is {self.format!r}, expected {ENGINE_FORMAT!r}"
+        )
+        _require(
+            self.schema_version == ENGINE_SCHEMA_VERSION,
+            f"schema_version {self.schema_version} is not supported (this runtime reads "
+            f"{ENGINE_SCHEMA_VERSION})",
+        )
+        _require(
+            _HEX64.fullmatch(self.plan_sha256) is not None,
+            "plan_sha256 must be 64 lowercase hexadecimal digits",
+        )
+        _require(
+            self.key_digest == self.key.digest(),
+            "key_digest does not match the key (the manifest was edited)",
+        )
+        _require(
+            self.plan_file == f"{self.key_digest[:16]}.plan",
+            f"plan_file must be {self.key_digest[:16]}.plan, got {self.plan_file!r}",
+        )
         try:
             facts = json.loads(self.graph_facts)
         except ValueError:
             facts = None
-        _require(isinstance(facts, dict) and facts.get("name") == self.key.graph,
-                 f"graph_facts must be the JSON object graph {self.key.graph!r} records")
+        _require(
+            isinstance(facts, dict) and facts.get("name") == self.key.graph,
+            f"graph_facts must be the JSON object graph {self.key.graph!r} records",
+        )
 
     @classmethod
-    def from_json(cls, text: str, source: str) -> "EngineManifest":
+    def from_json(cls, text: str, source: str) -> EngineManifest:
         try:
             data = json.loads(text, parse_constant=_reject_constant)
         except (json.JSONDecodeError, ValueError) as e:
             raise ManifestError(f"{source}: not valid JSON ({e})") from None
-        return _parse(cls, data, "", source)
+        return cast(EngineManifest, _parse(cls, data, "", source))
 
     def to_json(self) -> str:
         return json.dumps(_unparse(self), indent=2) + "\n"
 
 
-def _reject_constant(name):
+def _reject_constant(name: str) -> NoReturn:
     raise ValueError(f"{name} is not a JSON number")
 
 
@@ -171,9 +193,10 @@ def _reject_constant(name):
 def plan_header(data: bytes) -> tuple[bytes, tuple[int, int, int, int]]:
     """(magic, (major, minor, patch, build)) from a serialised plan's first 28 bytes."""
     if len(data) < 28:
-        raise StaleEngineError(f"the plan is {len(data)} bytes long, too short for a "
-                               f"TensorRT plan header")
-    return bytes(data[:4]), tuple(data[24:28])
+        raise StaleEngineError(
+            f"the plan is {len(data)} bytes long, too short for a TensorRT plan header"
+        )
+    return bytes(data[:4]), (data[24], data[25], data[26], data[27])
 
 
 def check_plan_header(data: bytes, flavour: str, version: str, where: str) -> None:
@@ -188,18 +211,22 @@ def check_plan_header(data: bytes, flavour: str, version: str, where: str) -> No
     if magic != expected_magic:
         other = next((f for f, m in PLAN_MAGIC.items() if m == magic), None)
         said = f"a {other} plan" if other else f"not a TensorRT plan (magic {magic!r})"
-        raise StaleEngineError(f"{where} is {said}, but its manifest says {flavour} "
-                               f"(magic {expected_magic!r})")
+        raise StaleEngineError(
+            f"{where} is {said}, but its manifest says {flavour} (magic {expected_magic!r})"
+        )
     wanted = tuple(int(p) for p in version.split("."))[:4]
-    if found[:len(wanted)] != wanted:
+    if found[: len(wanted)] != wanted:
         raise StaleEngineError(
             f"{where}: the plan's header names {flavour} {'.'.join(map(str, found))}, but its "
-            f"manifest says {version}")
+            f"manifest says {version}"
+        )
     if flavour == "tensorrt_rtx":
         (size,) = struct.unpack_from("<Q", data, 16)
         if size != len(data):
-            raise StaleEngineError(f"{where}: the plan's header says {size} bytes, the file "
-                                   f"has {len(data)} (truncated or altered)")
+            raise StaleEngineError(
+                f"{where}: the plan's header says {size} bytes, the file "
+                f"has {len(data)} (truncated or altered)"
+            )
 
 
 # --- what a runtime offers, and whether an engine fits it --------------------------------------
@@ -230,25 +257,35 @@ def incompatibility(key: EngineKey, target: RuntimeTarget) -> str | None:
         return f"it was built by {key.flavour}, this runtime is {target.flavour}"
     if key.version != target.version:
         vc = "VERSION_COMPATIBLE" in key.flags
-        newer_same_major = (_vtuple(target.version) >= _vtuple(key.version)
-                            and _vtuple(target.version)[0] == _vtuple(key.version)[0])
+        newer_same_major = (
+            _vtuple(target.version) >= _vtuple(key.version)
+            and _vtuple(target.version)[0] == _vtuple(key.version)[0]
+        )
         if not (vc and newer_same_major):
-            return (f"it was built by {key.flavour} {key.version}, this runtime is "
-                    f"{target.version}" + ("" if vc else " (not built version-compatible)"))
+            return (
+                f"it was built by {key.flavour} {key.version}, this runtime is "
+                f"{target.version}" + ("" if vc else " (not built version-compatible)")
+            )
     device = _cc(target.compute_capability)
     if key.hardware_compat == "ampere+":
         if device < (8, 0):
-            return (f"it was built hardware-compatible for Ampere and later, this GPU is "
-                    f"sm_{target.compute_capability.replace('.', '')}")
+            return (
+                f"it was built hardware-compatible for Ampere and later, this GPU is "
+                f"sm_{target.compute_capability.replace('.', '')}"
+            )
     elif key.compute_capabilities:
         if target.compute_capability not in key.compute_capabilities:
             built = ", ".join(f"sm_{c.replace('.', '')}" for c in key.compute_capabilities)
-            return (f"it was built for {built}, this GPU is "
-                    f"sm_{target.compute_capability.replace('.', '')}")
+            return (
+                f"it was built for {built}, this GPU is "
+                f"sm_{target.compute_capability.replace('.', '')}"
+            )
     elif key.flavour == "tensorrt_rtx" and device < RTX_DEFAULT_MIN_CC:
-        return (f"TensorRT-RTX's default targets start at sm_80, this GPU is "
-                f"sm_{target.compute_capability.replace('.', '')} (build with its compute "
-                f"capability)")
+        return (
+            f"TensorRT-RTX's default targets start at sm_80, this GPU is "
+            f"sm_{target.compute_capability.replace('.', '')} (build with its compute "
+            f"capability)"
+        )
     if key.dla_core != target.dla_core:
         return f"it runs on {_device(key.dla_core)}, the request is for {_device(target.dla_core)}"
     return None
@@ -282,7 +319,7 @@ class CachedEngine:
 class EngineCache:
     """A directory of plans and manifests, one subdirectory per graph name."""
 
-    def __init__(self, directory: str | os.PathLike):
+    def __init__(self, directory: str | os.PathLike[str]):
         self.directory = Path(directory)
 
     def _dir(self, graph: str) -> Path:
@@ -298,8 +335,11 @@ class EngineCache:
         """The key's lock: one builder at a time per key (the others wait for it). Kept in
         CACHE/.locks, so that a graph's folder holds only plans and manifests."""
         self._dir(key.graph)  # a plain name
-        return files.OutputLock(self.directory / ".locks" / f"{key.graph}-{key.digest()[:16]}",
-                                f"engine {key.describe()}", wait=True)
+        return files.OutputLock(
+            self.directory / ".locks" / f"{key.graph}-{key.digest()[:16]}",
+            f"engine {key.describe()}",
+            wait=True,
+        )
 
     def read_manifest(self, path: Path) -> EngineManifest:
         try:
@@ -325,8 +365,16 @@ class EngineCache:
         self.load_plan(entry)  # hash and header, so a hit is a usable plan
         return entry
 
-    def put(self, key: EngineKey, plan: bytes, inputs, outputs, graph_facts: str, source: str,
-            tool: str) -> CachedEngine:
+    def put(
+        self,
+        key: EngineKey,
+        plan: bytes,
+        inputs: Iterable[TensorSpec],
+        outputs: Iterable[TensorSpec],
+        graph_facts: str,
+        source: EngineSource,
+        tool: str,
+    ) -> CachedEngine:
         """Store a plan and then its manifest, each atomically (call under `lock`)."""
         plan_path, manifest_path = self.paths(key)
         plan_path.parent.mkdir(parents=True, exist_ok=True)
@@ -336,11 +384,19 @@ class EngineCache:
         check_plan_header(plan, key.flavour, key.version, f"the new plan for {key.graph}")
         digest = key.digest()
         manifest = EngineManifest(
-            format=ENGINE_FORMAT, schema_version=ENGINE_SCHEMA_VERSION, key=key,
-            key_digest=digest, plan_file=plan_path.name,
-            plan_sha256=files.sha256_bytes(plan), plan_size=len(plan),
-            inputs=tuple(inputs), outputs=tuple(outputs), graph_facts=graph_facts,
-            source=source, tool=tool)
+            format=ENGINE_FORMAT,
+            schema_version=ENGINE_SCHEMA_VERSION,
+            key=key,
+            key_digest=digest,
+            plan_file=plan_path.name,
+            plan_sha256=files.sha256_bytes(plan),
+            plan_size=len(plan),
+            inputs=tuple(inputs),
+            outputs=tuple(outputs),
+            graph_facts=graph_facts,
+            source=source,
+            tool=tool,
+        )
         manifest_path.unlink(missing_ok=True)  # readers never pair a new plan with an old manifest
         files.atomic_write(plan_path, bytes(plan))
         files.atomic_write(manifest_path, manifest.to_json().encode())
@@ -348,7 +404,7 @@ class EngineCache:
 
     def entries(self) -> list[CachedEngine | tuple[Path, str]]:
         """Every manifest in the cache: entries, or (path, reason) for those that do not parse."""
-        out: list = []
+        out: list[CachedEngine | tuple[Path, str]] = []
         if not self.directory.is_dir():
             return out
         for path in sorted(self.directory.glob("*/*.json")):
@@ -365,13 +421,21 @@ class EngineCache:
             raise StaleEngineError(f"{path} is missing (its manifest is {entry.manifest_path})")
         data = path.read_bytes()
         if len(data) != m.plan_size or files.sha256_bytes(data) != m.plan_sha256:
-            raise StaleEngineError(f"{path} does not match its manifest (sha256 or size "
-                                   f"differs): the plan was altered or is incomplete")
+            raise StaleEngineError(
+                f"{path} does not match its manifest (sha256 or size "
+                f"differs): the plan was altered or is incomplete"
+            )
         check_plan_header(data, m.key.flavour, m.key.version, str(path))
         return data
 
-    def find(self, graphs: dict[str, str], precision: str, target: RuntimeTarget,
-             batch: int | None, rebuild_hint: str) -> CachedEngine:
+    def find(
+        self,
+        graphs: dict[str, str],
+        precision: str,
+        target: RuntimeTarget,
+        batch: int | None,
+        rebuild_hint: str,
+    ) -> CachedEngine:
         """The engine for one graph kind: `graphs` maps candidate graph names to their sha256
         (e.g. {"step_fp16": ..., "step": ...} for fp16); it must fit `target`, match `precision`
         and cover `batch` (None: any batch, the engine covering the largest preferred).
@@ -396,8 +460,10 @@ class EngineCache:
                 elif key.precision != precision:
                     why = f"it is {key.precision}, the request is {precision}"
                 elif batch is not None and not any(p.covers(batch) for p in key.profiles):
-                    why = (f"its profiles ({' '.join(map(str, key.profiles))}) do not cover "
-                           f"batch {batch}")
+                    why = (
+                        f"its profiles ({' '.join(map(str, key.profiles))}) do not cover "
+                        f"batch {batch}"
+                    )
                 else:
                     why = incompatibility(key, target)
                 if why:
@@ -408,16 +474,32 @@ class EngineCache:
             first = "; ".join(reasons[:3]) if reasons else "the cache has no engine for it"
             raise StaleEngineError(
                 f"no usable {precision} engine for graph {'/'.join(graphs)} in {self.directory} "
-                f"({first}); rebuild with: {rebuild_hint}")
+                f"({first}); rebuild with: {rebuild_hint}"
+            )
         # Prefer an exact version over a version-compatible one, then (any batch) the largest
         # batch covered, then the newest file.
-        candidates.sort(key=lambda e: (e.key.version == target.version,
-                                       0 if batch is not None else
-                                       max(p.max for p in e.key.profiles),
-                                       e.manifest_path.stat().st_mtime), reverse=True)
+        candidates.sort(
+            key=lambda e: (
+                e.key.version == target.version,
+                0 if batch is not None else max(p.max for p in e.key.profiles),
+                e.manifest_path.stat().st_mtime,
+            ),
+            reverse=True,
+        )
         return candidates[0]
 
 
-__all__ = ["BatchProfile", "CachedEngine", "EngineCache", "EngineKey", "EngineManifest",
-           "RuntimeTarget", "StaleEngineError", "check_plan_header", "incompatibility",
-           "plan_header", "HARDWARE_COMPAT", "FLAVOURS"]
+__all__ = [
+    "BatchProfile",
+    "CachedEngine",
+    "EngineCache",
+    "EngineKey",
+    "EngineManifest",
+    "RuntimeTarget",
+    "StaleEngineError",
+    "check_plan_header",
+    "incompatibility",
+    "plan_header",
+    "HARDWARE_COMPAT",
+    "FLAVOURS",
+]

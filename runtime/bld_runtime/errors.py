@@ -1,7 +1,6 @@
 """Typed errors. Each carries one clear sentence; CLIs print it without a traceback."""
 
 
-
 class BldError(Exception):
     """Base class of every error this project raises on purpose."""
 

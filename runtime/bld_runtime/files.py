@@ -14,6 +14,7 @@ implementation of each guarantee:
   one through renames that a later call can always finish or undo: whatever instant a process is
   killed at, the target ends up as the old or the new directory after at most one more call.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -21,6 +22,7 @@ import glob
 import hashlib
 import os
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -50,8 +52,9 @@ def sha256_file(path: str | os.PathLike[str], chunk_size: int = _CHUNK) -> str:
 # --- atomic writes ------------------------------------------------------------------------------
 
 
-def atomic_write_with(target: str | os.PathLike[str], write: Callable[[Path], None],
-                      durable: bool = True) -> Path:
+def atomic_write_with(
+    target: str | os.PathLike[str], write: Callable[[Path], object], durable: bool = True
+) -> Path:
     """Call write(temporary path), then move the temporary file onto `target` in one rename.
 
     durable: fsync the file before the rename, so that it survives a power loss too (a killed
@@ -80,8 +83,9 @@ def atomic_write(target: str | os.PathLike[str], payload: bytes, durable: bool =
     return atomic_write_with(target, lambda tmp: tmp.write_bytes(payload), durable)
 
 
-def sweep_temporaries(directory: str | os.PathLike[str],
-                      names: Iterable[str] | None = None) -> list[Path]:
+def sweep_temporaries(
+    directory: str | os.PathLike[str], names: Iterable[str] | None = None
+) -> list[Path]:
     """Remove the temporaries of atomic writes that a killed process left in `directory`
     (only those of the files `names`, when given).
 
@@ -91,8 +95,11 @@ def sweep_temporaries(directory: str | os.PathLike[str],
     directory = Path(directory)
     if not directory.is_dir():
         return []
-    patterns = [f".*{TMP_SUFFIX}"] if names is None else [f".{glob.escape(n)}.*{TMP_SUFFIX}"
-                                                          for n in names]
+    patterns = (
+        [f".*{TMP_SUFFIX}"]
+        if names is None
+        else [f".{glob.escape(n)}.*{TMP_SUFFIX}" for n in names]
+    )
     swept = []
     for path in (p for pattern in patterns for p in directory.glob(pattern)):
         if path.is_file() and not path.is_symlink():
@@ -155,8 +162,10 @@ class OutputLock:
         try:
             if not _lock(fd, self.wait):
                 holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-                raise OutputError(f"{self.what} is being written by another bld process "
-                                  f"(pid {holder}); wait for it to finish or choose another path")
+                raise OutputError(
+                    f"{self.what} is being written by another bld process "
+                    f"(pid {holder}); wait for it to finish or choose another path"
+                )
             os.ftruncate(fd, 0)
             os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         except BaseException:
@@ -174,9 +183,7 @@ class OutputLock:
 
 
 def _lock(fd: int, wait: bool) -> bool:
-    try:
-        import fcntl
-    except ImportError:  # Windows
+    if sys.platform == "win32":
         import msvcrt
 
         try:
@@ -184,6 +191,8 @@ def _lock(fd: int, wait: bool) -> bool:
         except OSError:
             return False
         return True
+    import fcntl
+
     try:
         fcntl.flock(fd, fcntl.LOCK_EX | (0 if wait else fcntl.LOCK_NB))
     except BlockingIOError:
@@ -213,9 +222,10 @@ def staging_directory(target: str | os.PathLike[str]) -> Path:
 def replace_directory(staged: Path, target: Path) -> None:
     """Publish the complete directory `staged` at `target`, replacing what is there.
 
-    Call it holding OutputLock(target), after recover_directory(target). The steps, and what `recover_directory` makes of a kill
-    after each: staged -> .NAME.new (complete from here on: the swap is finished), target ->
-    .NAME.old, .NAME.new -> target (done: the old one is removed), remove .NAME.old.
+    Call it holding OutputLock(target), after recover_directory(target). The steps, and what
+    `recover_directory` makes of a kill after each: staged -> .NAME.new (complete from here on:
+    the swap is finished), target -> .NAME.old, .NAME.new -> target (done: the old one is
+    removed), remove .NAME.old.
     """
     new, old = _siblings(target)
     fsync_tree(staged)

@@ -9,64 +9,77 @@ files.atomic_write (temporary file + rename), so a failed write leaves no partia
 folder of images (bld_train.data imports it), so that a file gives the same pixels, and so the
 same bits, through training's data path and through `bld encode --fit`.
 """
+
 from __future__ import annotations
 
 import io
 import math
+import os
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
+from numpy.typing import NDArray
 
 from .errors import InvalidRequestError
 from .files import atomic_write
+
+if TYPE_CHECKING:
+    from PIL.Image import Image as PILImage
+
+StrPath = str | os.PathLike[str]
 
 MODES = {1: "L", 3: "RGB"}  # PNG mode per channel count
 MAX_PIXELS = 64 << 20  # larger images are refused from their header, before decoding
 
 
-def to_float(images_u8: np.ndarray) -> np.ndarray:
+def to_float(images_u8: npt.ArrayLike) -> NDArray[np.float32]:
     """uint8 in [0, 255] -> float32 in [-1, 1], same layout."""
     return np.asarray(images_u8, np.uint8).astype(np.float32) / np.float32(127.5) - np.float32(1)
 
 
-def from_float(x: np.ndarray) -> np.ndarray:
+def from_float(x: npt.ArrayLike) -> NDArray[np.uint8]:
     """float in [-1, 1] -> uint8, rounding half to even and clipping, same layout."""
-    scaled = (np.asarray(x, np.float32) + np.float32(1)) * np.float32(127.5)
+    scaled: NDArray[np.float32] = (np.asarray(x, np.float32) + np.float32(1)) * np.float32(127.5)
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
-def nchw_to_nhwc(x: np.ndarray) -> np.ndarray:
+def nchw_to_nhwc(x: NDArray[Any]) -> NDArray[Any]:
     return np.ascontiguousarray(np.transpose(x, (0, 2, 3, 1)))
 
 
-def nhwc_to_nchw(x: np.ndarray) -> np.ndarray:
+def nhwc_to_nchw(x: NDArray[Any]) -> NDArray[Any]:
     return np.ascontiguousarray(np.transpose(x, (0, 3, 1, 2)))
 
 
 # --- files --------------------------------------------------------------------------------
 
 
-def save_png(path, image: np.ndarray, durable: bool = True) -> Path:
+def save_png(path: StrPath, image: npt.ArrayLike, durable: bool = True) -> Path:
     """Write one uint8 image (H, W, 1 or 3) as a PNG (mode L or RGB), atomically.
 
     durable=False skips the fsync (a killed process still never leaves a partial file), for
     outputs written by the thousand."""
     from PIL import Image
 
-    image = np.asarray(image)
-    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] not in MODES:
+    array = np.asarray(image)
+    if array.dtype != np.uint8 or array.ndim != 3 or array.shape[2] not in MODES:
         raise InvalidRequestError(
-            f"an image to save must be uint8 (H, W, 1 or 3), got {image.dtype} {image.shape}")
-    pil = Image.fromarray(image[:, :, 0] if image.shape[2] == 1 else image)  # L or RGB
+            f"an image to save must be uint8 (H, W, 1 or 3), got {array.dtype} {array.shape}"
+        )
+    pil = Image.fromarray(array[:, :, 0] if array.shape[2] == 1 else array)  # L or RGB
     buffer = io.BytesIO()
     pil.save(buffer, format="PNG")
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write(path, buffer.getvalue(), durable=durable)
-    return path
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write(target, buffer.getvalue(), durable=durable)
+    return target
 
 
-def _open(path, size: tuple[int, int] | None = None, mismatch: str = "", what: str = "image"):
+def _open(
+    path: StrPath, size: tuple[int, int] | None = None, mismatch: str = "", what: str = "image"
+) -> PILImage:
     """Decode an image file. The size in its header is checked before any pixel is decoded:
     against `size` (width, height) when given (`mismatch` says what to do), else against
     MAX_PIXELS."""
@@ -81,11 +94,13 @@ def _open(path, size: tuple[int, int] | None = None, mismatch: str = "", what: s
                 if size is not None and img.size != size:
                     raise InvalidRequestError(
                         f"{what} {path} is {img.size[0]}x{img.size[1]}; it must be "
-                        f"{size[0]}x{size[1]}{mismatch}")
+                        f"{size[0]}x{size[1]}{mismatch}"
+                    )
                 if img.size[0] * img.size[1] > MAX_PIXELS:
                     raise InvalidRequestError(
                         f"{what} {path} is {img.size[0]}x{img.size[1]}, more than "
-                        f"{MAX_PIXELS} pixels; refusing to decode it")
+                        f"{MAX_PIXELS} pixels; refusing to decode it"
+                    )
                 img.load()
                 return img.copy()  # close() releases the pixels of `img` itself
     except InvalidRequestError:
@@ -96,7 +111,7 @@ def _open(path, size: tuple[int, int] | None = None, mismatch: str = "", what: s
         raise InvalidRequestError(f"cannot read {what} {path}: {e}") from None
 
 
-def fit(img, size: int, channels: int):
+def fit(img: PILImage, size: int, channels: int) -> PILImage:
     """A Pillow image converted to the bundle's mode, its shorter side resized to `size`
     (bicubic) and center-cropped to size x size: what training does to a folder of images."""
     from PIL import Image
@@ -110,7 +125,9 @@ def fit(img, size: int, channels: int):
     return img.crop((left, top, left + size, top + size))
 
 
-def load_image(path, height: int, width: int, channels: int, fit_size: bool = False) -> np.ndarray:
+def load_image(
+    path: StrPath, height: int, width: int, channels: int, fit_size: bool = False
+) -> NDArray[np.uint8]:
     """Read an image file as uint8 (H, W, channels).
 
     Without `fit_size` its size and mode must match exactly: a silent conversion would change
@@ -119,8 +136,9 @@ def load_image(path, height: int, width: int, channels: int, fit_size: bool = Fa
     """
     if fit_size:
         if height != width:
-            raise InvalidRequestError(f"--fit makes square images; this bundle's are "
-                                      f"{width}x{height}")
+            raise InvalidRequestError(
+                f"--fit makes square images; this bundle's are {width}x{height}"
+            )
         img = fit(_open(path), height, channels)
         return np.asarray(img, np.uint8).reshape(height, width, channels)
     img = _open(path, (width, height), ", the bundle's image size (--fit resizes and crops)")
@@ -128,42 +146,48 @@ def load_image(path, height: int, width: int, channels: int, fit_size: bool = Fa
     if img.mode != want:
         raise InvalidRequestError(
             f"image {path} has mode {img.mode}; this bundle needs {want} images "
-            f"({channels} channel{'s' if channels > 1 else ''})")
+            f"({channels} channel{'s' if channels > 1 else ''})"
+        )
     return np.asarray(img, np.uint8).reshape(height, width, channels)
 
 
-def load_png(path, height: int, width: int, channels: int) -> np.ndarray:
+def load_png(path: StrPath, height: int, width: int, channels: int) -> NDArray[np.uint8]:
     """load_image without fitting (the name the runtime's callers used)."""
     return load_image(path, height, width, channels)
 
 
-def load_mask(path, height: int, width: int) -> np.ndarray:
+def load_mask(path: StrPath, height: int, width: int) -> NDArray[np.bool_]:
     """Read an inpainting mask as bool (H, W): True (white, >= 128) where to regenerate."""
     img = _open(path, (width, height), ", the size of the image", what="mask")
     if img.mode not in ("1", "L"):
         raise InvalidRequestError(
-            f"mask {path} has mode {img.mode}; it must be a black-and-white or grayscale image")
+            f"mask {path} has mode {img.mode}; it must be a black-and-white or grayscale image"
+        )
     return np.asarray(img.convert("L"), np.uint8) >= 128
 
 
-def make_grid(images: np.ndarray, rows: int | None = None, cols: int | None = None,
-              pad: int = 2) -> np.ndarray:
+def make_grid(
+    images: npt.ArrayLike, rows: int | None = None, cols: int | None = None, pad: int = 2
+) -> NDArray[np.uint8]:
     """Tile uint8 images (N, H, W, ch) into one (rows, cols) image with `pad` black pixels."""
-    images = np.asarray(images, np.uint8)
-    if images.ndim != 4 or len(images) == 0:
-        raise InvalidRequestError(f"a grid needs images shaped (N, H, W, ch), N >= 1, "
-                                  f"got {images.shape}")
-    n, h, w, ch = images.shape
+    tiles = np.asarray(images, np.uint8)
+    if tiles.ndim != 4 or len(tiles) == 0:
+        raise InvalidRequestError(
+            f"a grid needs images shaped (N, H, W, ch), N >= 1, got {tiles.shape}"
+        )
+    n, h, w, ch = tiles.shape
     if cols is None:
         cols = math.ceil(n / rows) if rows else math.ceil(math.sqrt(n))
     rows = math.ceil(n / cols)
     grid = np.zeros((rows * (h + pad) + pad, cols * (w + pad) + pad, ch), np.uint8)
-    for i, image in enumerate(images):
+    for i, image in enumerate(tiles):
         r, c = divmod(i, cols)
         top, left = pad + r * (h + pad), pad + c * (w + pad)
         grid[top : top + h, left : left + w] = image
     return grid
 
 
-def save_grid(path, images: np.ndarray, rows: int | None = None, cols: int | None = None) -> Path:
+def save_grid(
+    path: StrPath, images: npt.ArrayLike, rows: int | None = None, cols: int | None = None
+) -> Path:
     return save_png(path, make_grid(images, rows=rows, cols=cols))

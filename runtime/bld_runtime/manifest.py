@@ -22,6 +22,7 @@ very bytes that are then used, and only for the graphs a caller needs.
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import json
 import math
 import os
@@ -67,11 +68,13 @@ class TensorSpec:
     dtype: DType
     shape: tuple[int | str, ...]
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _require(self.name != "", "name must not be empty")
         for i, d in enumerate(self.shape):
-            _require(d != "" and (isinstance(d, str) or d >= 1),
-                     f"shape[{i}] must be a positive integer or a dynamic axis name, got {d!r}")
+            _require(
+                d != "" and (isinstance(d, str) or d >= 1),
+                f"shape[{i}] must be a positive integer or a dynamic axis name, got {d!r}",
+            )
 
 
 @dataclass(frozen=True)
@@ -86,11 +89,13 @@ class GraphSpec:
     outputs: tuple[TensorSpec, ...]
     flops: int  # per image per call (MatMul/Gemm/Conv, 2 per multiply-add), counted at export
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _require(self.file != "", "file must not be empty")
         _require(self.flops >= 0, f"flops must be >= 0, got {self.flops}")
-        _require(_SHA256.fullmatch(self.sha256) is not None,
-                 f"sha256 must be 64 lowercase hexadecimal digits, got {self.sha256!r}")
+        _require(
+            _SHA256.fullmatch(self.sha256) is not None,
+            f"sha256 must be 64 lowercase hexadecimal digits, got {self.sha256!r}",
+        )
         _require(self.opset >= 1, f"opset must be >= 1, got {self.opset}")
         for kind, specs in (("inputs", self.inputs), ("outputs", self.outputs)):
             _require(len(specs) >= 1, f"{kind} must not be empty")
@@ -115,7 +120,7 @@ class ImageSpec:
     width: int
     channels: int
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         for field in ("height", "width", "channels"):
             _require(getattr(self, field) >= 1, f"{field} must be >= 1, got {getattr(self, field)}")
 
@@ -131,7 +136,7 @@ class LatentSpec:
     width: int
     bits: int
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _require(self.height >= 1, f"height must be >= 1, got {self.height}")
         _require(self.width >= 1, f"width must be >= 1, got {self.width}")
         _require(self.bits >= 1, f"bits must be > 0, got {self.bits}")
@@ -151,11 +156,13 @@ class ClassesSpec:
     count: int
     null_class: int
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _require(self.count >= 0, f"count must be >= 0, got {self.count}")
-        _require(self.null_class == self.count,
-                 f"null_class ({self.null_class}) must equal count ({self.count}): the "
-                 "unconditional class is the index after the last class")
+        _require(
+            self.null_class == self.count,
+            f"null_class ({self.null_class}) must equal count ({self.count}): the "
+            "unconditional class is the index after the last class",
+        )
 
 
 @dataclass(frozen=True)
@@ -165,24 +172,30 @@ class ScheduleSpec:
     sampling_steps: int
     timesteps: tuple[int, ...]
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         known = ", ".join(contract.SCHEDULES)
-        _require(self.name in contract.SCHEDULES,
-                 f"unknown schedule {self.name!r}; the contract defines {known}")
+        _require(
+            self.name in contract.SCHEDULES,
+            f"unknown schedule {self.name!r}; the contract defines {known}",
+        )
         ts, k = self.timesteps, self.sampling_steps
         _require(len(ts) == k, f"timesteps has {len(ts)} entries but sampling_steps is {k}")
-        for a, b in zip(ts, ts[1:]):
+        for a, b in itertools.pairwise(ts):
             _require(a > b, f"timesteps must be strictly decreasing, but {a} is followed by {b}")
         _require(len(ts) > 0 and ts[-1] == 1, f"timesteps must end at 1, got {list(ts[-1:])}")
-        _require(ts[0] <= self.train_steps,
-                 f"timesteps must not exceed train_steps ({self.train_steps}), got {ts[0]}")
+        _require(
+            ts[0] <= self.train_steps,
+            f"timesteps must not exceed train_steps ({self.train_steps}), got {ts[0]}",
+        )
         try:
             expected = contract.sampling_timesteps(self.train_steps, k).tolist()
         except ContractError as e:
             raise ManifestError(str(e)) from None
-        _require(list(ts) == expected,
-                 f"timesteps {list(ts)} differ from the contract's {expected} for "
-                 f"train_steps={self.train_steps}, sampling_steps={k}")
+        _require(
+            list(ts) == expected,
+            f"timesteps {list(ts)} differ from the contract's {expected} for "
+            f"train_steps={self.train_steps}, sampling_steps={k}",
+        )
 
 
 @dataclass(frozen=True)
@@ -190,7 +203,7 @@ class Defaults:
     temperature: float
     guidance: float
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _require(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
         _require(self.guidance >= 0, f"guidance must be >= 0, got {self.guidance}")
 
@@ -218,13 +231,15 @@ class Manifest:
     graphs: Mapping[str, GraphSpec]  # read-only once parsed
     producer: Producer
 
-    def __post_init__(self):
+    def __post_init__(self) -> None:
         _check_format(self.format, self.schema_version)
         _require(self.max_batch >= 1, f"max_batch must be >= 1, got {self.max_batch}")
         for name in self.graphs:
-            _require(name in REQUIRED_GRAPHS + OPTIONAL_GRAPHS,
-                     f"graphs: unknown graph {name!r}; known graphs are "
-                     f"{', '.join(REQUIRED_GRAPHS + OPTIONAL_GRAPHS)}")
+            _require(
+                name in REQUIRED_GRAPHS + OPTIONAL_GRAPHS,
+                f"graphs: unknown graph {name!r}; known graphs are "
+                f"{', '.join(REQUIRED_GRAPHS + OPTIONAL_GRAPHS)}",
+            )
         for name in REQUIRED_GRAPHS:
             _require(name in self.graphs, f"graphs: missing graph {name!r}")
         for name, graph in self.graphs.items():
@@ -238,18 +253,20 @@ class Manifest:
                 _check_format(data.get("format"), data.get("schema_version"))
             except ManifestError as e:
                 raise ManifestError(f"{source}: {e}") from None
-        return _parse(cls, data, "", source)
+        return typing.cast(Manifest, _parse(cls, data, "", source))
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> dict[str, Any]:
         """The JSON-ready dict; `Manifest.from_dict(m.to_dict()) == m`."""
-        return _unparse(self)
+        return typing.cast(dict[str, Any], _unparse(self))
 
 
 def _check_format(fmt: object, version: object) -> None:
     _require(fmt == FORMAT, f"format is {fmt!r}, expected {FORMAT!r}: this is not a bld bundle")
-    _require(type(version) is int and version in SUPPORTED_SCHEMA_VERSIONS,
-             f"schema_version {version!r} is not supported; this runtime reads "
-             f"{', '.join(map(str, SUPPORTED_SCHEMA_VERSIONS))}")
+    _require(
+        type(version) is int and version in SUPPORTED_SCHEMA_VERSIONS,
+        f"schema_version {version!r} is not supported; this runtime reads "
+        f"{', '.join(map(str, SUPPORTED_SCHEMA_VERSIONS))}",
+    )
 
 
 # --- the graph interface of format v1 ----------------------------------------------------------
@@ -264,8 +281,9 @@ def graph_precision(name: str) -> str:
     return "fp16" if name.endswith(FP16_SUFFIX) else "fp32"
 
 
-def graph_io(kind: str, image: ImageSpec, latent: LatentSpec
-             ) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
+def graph_io(
+    kind: str, image: ImageSpec, latent: LatentSpec
+) -> tuple[tuple[TensorSpec, ...], tuple[TensorSpec, ...]]:
     """(inputs, outputs) of a graph kind: the one definition of bundle format v1's graphs.
 
         encoder      image float32 [batch, ch, H, W] in [-1, 1]   -> probs float32 [batch, L, C]
@@ -278,9 +296,11 @@ def graph_io(kind: str, image: ImageSpec, latent: LatentSpec
     pixels = TensorSpec("image", "float32", (BATCH, image.channels, image.height, image.width))
     bits = TensorSpec("bits", "float32", (BATCH, latent.tokens, latent.bits))
     probs = TensorSpec("probs", "float32", (BATCH, latent.tokens, latent.bits))
-    conditions = (TensorSpec("step", "int64", (BATCH,)),
-                  TensorSpec("class_label", "int64", (BATCH,)),
-                  TensorSpec("temperature", "float32", (BATCH,)))
+    conditions = (
+        TensorSpec("step", "int64", (BATCH,)),
+        TensorSpec("class_label", "int64", (BATCH,)),
+        TensorSpec("temperature", "float32", (BATCH,)),
+    )
     if kind == "encoder":
         return (pixels,), (probs,)
     if kind == "decoder":
@@ -296,26 +316,46 @@ def _show_io(specs: tuple[TensorSpec, ...]) -> str:
     return ", ".join(f"{s.name} {s.dtype} [{', '.join(map(str, s.shape))}]" for s in specs)
 
 
-def _check_graph_interface(name: str, graph: GraphSpec, image: ImageSpec,
-                           latent: LatentSpec) -> None:
+def _check_graph_interface(
+    name: str, graph: GraphSpec, image: ImageSpec, latent: LatentSpec
+) -> None:
     inputs, outputs = graph_io(graph_kind(name), image, latent)
-    for field, listed, wanted in (("inputs", graph.inputs, inputs),
-                                  ("outputs", graph.outputs, outputs)):
-        _require(listed == wanted, f"graphs.{name}.{field}: bundle format v1 defines "
-                 f"{_show_io(wanted)} for this image and latent, got {_show_io(listed)}")
-    _require(graph.precision == graph_precision(name),
-             f"graphs.{name}.precision: must be {graph_precision(name)!r}, got "
-             f"{graph.precision!r}")
+    for field, listed, wanted in (
+        ("inputs", graph.inputs, inputs),
+        ("outputs", graph.outputs, outputs),
+    ):
+        _require(
+            listed == wanted,
+            f"graphs.{name}.{field}: bundle format v1 defines "
+            f"{_show_io(wanted)} for this image and latent, got {_show_io(listed)}",
+        )
+    _require(
+        graph.precision == graph_precision(name),
+        f"graphs.{name}.precision: must be {graph_precision(name)!r}, got {graph.precision!r}",
+    )
 
 
-def graph_facts(name: str, opset: int, image: ImageSpec, latent: LatentSpec,
-                classes: ClassesSpec, schedule: ScheduleSpec) -> dict[str, Any]:
+def graph_facts(
+    name: str,
+    opset: int,
+    image: ImageSpec,
+    latent: LatentSpec,
+    classes: ClassesSpec,
+    schedule: ScheduleSpec,
+) -> dict[str, Any]:
     """What a graph file records about itself (ONNX metadata `bld.graph`, as JSON): everything
     the graph embodies that the manifest also states. The exporter writes it into every graph;
     `check_graph_facts` holds a manifest to it."""
-    return {"name": name, "kind": graph_kind(name), "precision": graph_precision(name),
-            "opset": opset, "image": _unparse(image), "latent": _unparse(latent),
-            "classes": _unparse(classes), "schedule": _unparse(schedule)}
+    return {
+        "name": name,
+        "kind": graph_kind(name),
+        "precision": graph_precision(name),
+        "opset": opset,
+        "image": _unparse(image),
+        "latent": _unparse(latent),
+        "classes": _unparse(classes),
+        "schedule": _unparse(schedule),
+    }
 
 
 def manifest_graph_facts(manifest: Manifest, name: str) -> dict[str, Any]:
@@ -329,28 +369,40 @@ def check_graph_facts(manifest: Manifest, name: str, metadata: Mapping[str, str]
     where = f"graph {name!r} ({manifest.graphs[name].file})"
     raw = metadata.get(GRAPH_METADATA_KEY)
     if raw is None:
-        raise ManifestError(f"{where} records no {GRAPH_METADATA_KEY!r} metadata, so the "
-                            "manifest cannot be checked against it; re-export the bundle with "
-                            "this version of bld-export")
+        raise ManifestError(
+            f"{where} records no {GRAPH_METADATA_KEY!r} metadata, so the "
+            "manifest cannot be checked against it; re-export the bundle with "
+            "this version of bld-export"
+        )
     try:
         recorded = json.loads(raw)
     except (ValueError, RecursionError):
-        raise ManifestError(f"{where}: its {GRAPH_METADATA_KEY!r} metadata is not valid "
-                            "JSON") from None
+        raise ManifestError(
+            f"{where}: its {GRAPH_METADATA_KEY!r} metadata is not valid JSON"
+        ) from None
     expected = manifest_graph_facts(manifest, name)
     if not isinstance(recorded, dict):
         raise ManifestError(f"{where}: its {GRAPH_METADATA_KEY!r} metadata is not an object")
     for key, want in expected.items():
         got = recorded.get(key)
         if got != want:
-            raise ManifestError(f"{where} was built for {key} {json.dumps(got)}, but "
-                                f"{MANIFEST_NAME} says {json.dumps(want)}")
+            raise ManifestError(
+                f"{where} was built for {key} {json.dumps(got)}, but "
+                f"{MANIFEST_NAME} says {json.dumps(want)}"
+            )
 
 
 # --- the generic parser, driven by the type hints ----------------------------------------------
 
-_JSON_NAMES = {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
-               int: "an integer", float: "a number", type(None): "null"}
+_JSON_NAMES: dict[object, str] = {
+    dict: "an object",
+    list: "an array",
+    str: "a string",
+    bool: "a boolean",
+    int: "an integer",
+    float: "a number",
+    type(None): "null",
+}
 
 
 def _describe(value: object) -> str:
@@ -379,7 +431,7 @@ def _parse(tp: object, value: object, path: str, source: str) -> object:
         fail(f"expected {_expected(tp)}, got {_describe(value)}{shown}")
 
     origin = typing.get_origin(tp)
-    if dataclasses.is_dataclass(tp):
+    if isinstance(tp, type) and dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             wrong_type()
         hints = typing.get_type_hints(tp)
@@ -390,14 +442,15 @@ def _parse(tp: object, value: object, path: str, source: str) -> object:
         for key in names:
             if key not in value:
                 fail(f"missing key {key!r}")
-        kwargs = {k: _parse(hints[k], value[k], f"{path}.{k}" if path else k, source)
-                  for k in names}
+        kwargs = {
+            k: _parse(hints[k], value[k], f"{path}.{k}" if path else k, source) for k in names
+        }
         try:
             return tp(**kwargs)
         except ManifestError as e:
             fail(str(e))
     if origin is Mapping:
-        key_type, value_type = typing.get_args(tp)
+        _, value_type = typing.get_args(tp)  # Mapping[str, X]
         if not isinstance(value, dict):
             wrong_type()
         parsed = {k: _parse(value_type, v, f"{path}.{k}", source) for k, v in value.items()}
@@ -419,14 +472,15 @@ def _parse(tp: object, value: object, path: str, source: str) -> object:
             wrong_type()
         return value
     if tp is float:  # JSON writes 1.0 as 1 at times; bools are not numbers
-        if type(value) not in (int, float):
+        if type(value) is not int and type(value) is not float:
             wrong_type()
-        if not math.isfinite(float(value)):
+        number = float(value)
+        if not math.isfinite(number):
             fail(f"{value} is not a finite number")
-        return float(value)
+        return number
     if type(value) is not tp:  # exact: JSON true is not an integer
         wrong_type()
-    if tp is int and not -(2**63) <= value < 2**63:
+    if type(value) is int and not -(2**63) <= value < 2**63:
         fail(f"{value} is out of range (64-bit integers)")
     return value
 
@@ -444,7 +498,7 @@ def _unparse(value: object) -> object:
 # --- files -------------------------------------------------------------------------------------
 
 
-def _reject_duplicate_keys(pairs):
+def _reject_duplicate_keys(pairs: list[tuple[str, object]]) -> dict[str, object]:
     keys = [k for k, _ in pairs]
     for k in keys:
         if keys.count(k) > 1:
@@ -452,7 +506,7 @@ def _reject_duplicate_keys(pairs):
     return dict(pairs)
 
 
-def _reject_constant(name):
+def _reject_constant(name: str) -> typing.NoReturn:
     raise ManifestError(f"{MANIFEST_NAME}: {name} is not a valid JSON number")
 
 
@@ -466,8 +520,12 @@ def _finite_float(text: str) -> float:
 def parse_manifest_text(text: str) -> Manifest:
     """Parse the text of a bld.json (strict JSON: no NaN/Infinity, no duplicate keys)."""
     try:
-        data = json.loads(text, object_pairs_hook=_reject_duplicate_keys,
-                          parse_constant=_reject_constant, parse_float=_finite_float)
+        data = json.loads(
+            text,
+            object_pairs_hook=_reject_duplicate_keys,
+            parse_constant=_reject_constant,
+            parse_float=_finite_float,
+        )
     except json.JSONDecodeError as e:
         where = f"line {e.lineno}, column {e.colno}"
         raise ManifestError(f"{MANIFEST_NAME}: not valid JSON ({e.msg} at {where})") from None
@@ -498,8 +556,9 @@ class Bundle:
     def graph_path(self, name: str) -> Path:
         graphs = self.manifest.graphs
         if name not in graphs:
-            raise ManifestError(f"bundle {self.directory} has no graph {name!r} "
-                                f"(it has {', '.join(graphs)})")
+            raise ManifestError(
+                f"bundle {self.directory} has no graph {name!r} (it has {', '.join(graphs)})"
+            )
         return self.directory / graphs[name].file
 
     def read_graph(self, name: str, verify_hash: bool = True) -> bytes:
@@ -517,7 +576,8 @@ class Bundle:
             if actual != expected:
                 raise BundleIntegrityError(
                     f"graph file {self.manifest.graphs[name].file!r} (graphs.{name}) does not "
-                    f"match the manifest: sha256 expected {expected}, actual {actual}")
+                    f"match the manifest: sha256 expected {expected}, actual {actual}"
+                )
         return data
 
     def verify_files(self, names: typing.Iterable[str] | None = None) -> None:
@@ -529,7 +589,8 @@ class Bundle:
             if actual != graph.sha256:
                 raise BundleIntegrityError(
                     f"graph file {graph.file!r} (graphs.{name}) does not match the manifest: "
-                    f"sha256 expected {graph.sha256}, actual {actual}")
+                    f"sha256 expected {graph.sha256}, actual {actual}"
+                )
 
 
 def _check_graph_file(directory: Path, name: str, graph: GraphSpec) -> None:
@@ -538,8 +599,9 @@ def _check_graph_file(directory: Path, name: str, graph: GraphSpec) -> None:
         raise BundleIntegrityError(f"{where} contains a NUL character")
     posix, windows = PurePosixPath(graph.file), PureWindowsPath(graph.file)
     if posix.is_absolute() or windows.is_absolute() or windows.drive or windows.root:
-        raise BundleIntegrityError(f"{where} is an absolute path; graph files must be relative "
-                                   "to the bundle directory")
+        raise BundleIntegrityError(
+            f"{where} is an absolute path; graph files must be relative to the bundle directory"
+        )
     if ".." in posix.parts or ".." in windows.parts:
         raise BundleIntegrityError(f"{where} uses '..' to leave the bundle directory")
     path = directory / graph.file
@@ -549,11 +611,13 @@ def _check_graph_file(directory: Path, name: str, graph: GraphSpec) -> None:
     except (OSError, RuntimeError):  # a symlink loop
         raise BundleIntegrityError(f"{where} cannot be resolved (a symlink loop?)") from None
     if not inside:
-        raise BundleIntegrityError(f"{where} resolves (through a symlink) to {resolved}, "
-                                   "outside the bundle directory")
+        raise BundleIntegrityError(
+            f"{where} resolves (through a symlink) to {resolved}, outside the bundle directory"
+        )
     if not path.is_file():
-        raise BundleIntegrityError(f"graph file {graph.file!r} (graphs.{name}) is missing "
-                                   f"from bundle {directory}")
+        raise BundleIntegrityError(
+            f"graph file {graph.file!r} (graphs.{name}) is missing from bundle {directory}"
+        )
 
 
 def load_bundle(path: str | os.PathLike[str]) -> Bundle:
@@ -572,8 +636,10 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
     if not manifest_path.is_file():
         raise BundleIntegrityError(f"{directory} is not a bundle: it has no {MANIFEST_NAME}")
     if manifest_path.stat().st_size > MAX_MANIFEST_BYTES:
-        raise ManifestError(f"{manifest_path} is {manifest_path.stat().st_size} bytes, far "
-                            f"larger than any bundle manifest (at most {MAX_MANIFEST_BYTES})")
+        raise ManifestError(
+            f"{manifest_path} is {manifest_path.stat().st_size} bytes, far "
+            f"larger than any bundle manifest (at most {MAX_MANIFEST_BYTES})"
+        )
     try:
         text = manifest_path.read_text(encoding="utf-8")
     except UnicodeDecodeError:
@@ -589,5 +655,7 @@ def _finish_replacement(directory: Path) -> None:
         with files.OutputLock(directory, f"bundle {directory}"):
             files.recover_directory(directory)
     except (OSError, OutputError) as e:
-        raise BundleIntegrityError(f"bundle {directory} was being replaced by another process "
-                                   f"and cannot be restored now ({e})") from None
+        raise BundleIntegrityError(
+            f"bundle {directory} was being replaced by another process "
+            f"and cannot be restored now ({e})"
+        ) from None

@@ -7,6 +7,7 @@ written as they are made; `samples.json` records the request and how far the run
 every chunk, so a run that stops early (interrupted, killed, or failed) leaves complete files
 and says where it stopped.
 """
+
 from __future__ import annotations
 
 import json
@@ -62,18 +63,28 @@ class OutputFolder:
             if entries:
                 ours = (path / RECORD).is_file() and all(_OURS.fullmatch(p.name) for p in entries)
                 if not ours:
-                    raise OutputError(f"output folder {path} is not empty and holds files bld "
-                                      f"did not write there; choose a new or empty folder")
+                    raise OutputError(
+                        f"output folder {path} is not empty and holds files bld "
+                        f"did not write there; choose a new or empty folder"
+                    )
                 if not self.force:
-                    raise OutputError(f"output folder {path} holds an earlier run's output; "
-                                      "pass --force to replace it or choose another folder")
+                    raise OutputError(
+                        f"output folder {path} holds an earlier run's output; "
+                        "pass --force to replace it or choose another folder"
+                    )
                 for entry in entries:
                     entry.unlink()
         path.mkdir(parents=True, exist_ok=True)
 
     def start(self, request: dict[str, Any], total: int) -> None:
-        self.record = {"format": FORMAT, "command": self.command, "request": request,
-                       "requested": total, "written": 0, "status": "running"}
+        self.record = {
+            "format": FORMAT,
+            "command": self.command,
+            "request": request,
+            "requested": total,
+            "written": 0,
+            "status": "running",
+        }
         self._save()
 
     def progress(self, written: int) -> None:
@@ -87,5 +98,6 @@ class OutputFolder:
         self._save()
 
     def _save(self) -> None:
-        atomic_write(self.path / RECORD, (json.dumps(self.record, indent=2) + "\n").encode(),
-                     durable=False)
+        atomic_write(
+            self.path / RECORD, (json.dumps(self.record, indent=2) + "\n").encode(), durable=False
+        )

@@ -11,11 +11,21 @@ round is one plain numpy multiply; the high and low halves are then a shift and 
 around it, so there is exactly one implementation of the math.
 """
 
+from __future__ import annotations
+
 import operator
+from collections.abc import Sequence
+from typing import Any, SupportsIndex, TypeAlias
 
 import numpy as np
+import numpy.typing as npt
+from numpy.typing import NDArray
 
 from .errors import InvalidRequestError
+
+U64: TypeAlias = NDArray[np.uint64]
+# What a request may give as seeds: one base seed, or one per image (request_seeds).
+Seeds: TypeAlias = "int | np.integer[Any] | Sequence[int | np.integer[Any]] | range | NDArray[Any]"
 
 ROUNDS = 10
 MULTIPLIERS = (0xD2511F53, 0xCD9E8D57)
@@ -27,7 +37,7 @@ _TWO_POW_M32 = np.float32(2.0**-32)  # curand's CURAND_2POW32_INV
 _TWO_POW_M33 = np.float32(2.0**-33)  # half of it: keeps u away from 0, so u is in (0, 1]
 
 
-def _philox_rounds(state, key, prod, hi):
+def _philox_rounds(state: U64, key: U64, prod: U64, hi: U64) -> None:
     """Run the 10 Philox rounds on `state` in place.
 
     state: uint64 (2, 2, *lanes) holding the counter words (< 2^32) as
@@ -58,14 +68,14 @@ def _philox_rounds(state, key, prod, hi):
         np.bitwise_and(prod, _MASK32, out=odd)  # (lo1, lo0)
 
 
-def _words_last(state):
+def _words_last(state: U64) -> U64:
     """View (2, 2, *lanes) state as (*lanes, 2, 2) whose flattened last axes are words 0..3."""
     # word w sits at state[w % 2, w // 2]; moving (pair, parity) last orders them w = 2*pair+parity
     return np.moveaxis(state, (1, 0), (-2, -1))
 
 
-def _as_u32_words(a, name, width):
-    a = np.asarray(a)
+def _as_u32_words(values: npt.ArrayLike, name: str, width: int) -> NDArray[np.integer[Any]]:
+    a = np.asarray(values)
     if a.ndim == 0 or a.shape[-1] != width:
         raise ValueError(f"{name} must have shape (..., {width}), got {a.shape}")
     if not np.issubdtype(a.dtype, np.integer) or (a.size and (a.min() < 0 or a.max() > _MASK32)):
@@ -73,24 +83,26 @@ def _as_u32_words(a, name, width):
     return a
 
 
-def philox4x32_10(counter, key):
+def philox4x32_10(counter: npt.ArrayLike, key: npt.ArrayLike) -> NDArray[np.uint32]:
     """Philox4x32-10 of uint32 counters (..., 4) under uint32 keys (..., 2) -> uint32 (..., 4).
 
     The leading shapes broadcast. This is the raw block function of Random123 / cuRAND.
     """
-    counter = _as_u32_words(counter, "counter", 4)
-    key = _as_u32_words(key, "key", 2)
-    lanes = np.broadcast_shapes(counter.shape[:-1], key.shape[:-1])
-    state = np.empty((2, 2) + lanes, dtype=np.uint64)
-    words = np.broadcast_to(counter, lanes + (4,)).reshape(lanes + (2, 2))
+    counters = _as_u32_words(counter, "counter", 4)
+    key_words = _as_u32_words(key, "key", 2)
+    lanes = np.broadcast_shapes(counters.shape[:-1], key_words.shape[:-1])
+    state = np.empty((2, 2, *lanes), dtype=np.uint64)
+    words = np.broadcast_to(counters, (*lanes, 4)).reshape((*lanes, 2, 2))
     np.copyto(_words_last(state), words, casting="unsafe")  # range checked above
-    keys = np.moveaxis(np.broadcast_to(key, lanes + (2,)), -1, 0).astype(np.uint64)  # a copy
-    scratch = np.empty((2,) + lanes, dtype=np.uint64)
+    keys = np.moveaxis(np.broadcast_to(key_words, (*lanes, 2)), -1, 0).astype(np.uint64)  # a copy
+    scratch = np.empty((2, *lanes), dtype=np.uint64)
     _philox_rounds(state, keys, scratch, np.empty_like(scratch))
-    return _words_last(state).reshape(lanes + (4,)).astype(np.uint32)
+    return _words_last(state).reshape((*lanes, 4)).astype(np.uint32)
 
 
-def words_to_uniforms(words, out=None):
+def words_to_uniforms(
+    words: NDArray[np.uint32] | U64, out: NDArray[np.float32] | None = None
+) -> NDArray[np.float32]:
     """curand_uniform: u = f32(f32(word) * 2^-32 + 2^-33), in (0, 1].
 
     The product with 2^-32 is exact, so the only roundings are word -> float32 and the
@@ -108,18 +120,18 @@ def words_to_uniforms(words, out=None):
 SEED_RULE = "an integer in [0, 2^64)"
 
 
-def as_seed(value) -> int:
+def as_seed(value: object) -> int:
     """One seed: a Python or numpy integer in [0, 2^64). The one check of a seed's value in
     the project; refuses everything else."""
     if isinstance(value, (bool, np.bool_)) or not isinstance(value, (int, np.integer)):
         raise InvalidRequestError(f"seed must be {SEED_RULE}, got {value!r}")
-    value = int(value)
-    if not 0 <= value <= _U64_MAX:
-        raise InvalidRequestError(f"seed must be {SEED_RULE}, got {value}")
-    return value
+    seed = int(value)
+    if not 0 <= seed <= _U64_MAX:
+        raise InvalidRequestError(f"seed must be {SEED_RULE}, got {seed}")
+    return seed
 
 
-def as_seeds(seeds) -> np.ndarray:
+def as_seeds(seeds: object) -> U64:
     """Seeds as a 1-D uint64 array (one per image) from an integer array of any dtype or a
     sequence of integers; every value must be in [0, 2^64).
 
@@ -144,27 +156,26 @@ def as_seeds(seeds) -> np.ndarray:
     return out
 
 
-def request_seeds(seeds, n=None) -> np.ndarray:
+def request_seeds(seeds: Seeds | None, n: object = None) -> U64:
     """The per-image seeds of a request: `seeds` is a base seed (an integer; the images get
     seed, seed + 1, ... mod 2^64, `n` of them, default 1) or one seed per image (`n`, if given,
     must match). None means base seed 0."""
-    if n is not None:
-        n = check_count(n)
+    count = None if n is None else check_count(n)
     if seeds is None:
         seeds = 0
     if isinstance(seeds, np.ndarray) and seeds.ndim == 0:
         seeds = seeds.item()
     if not isinstance(seeds, (list, tuple, range, np.ndarray)):  # one base seed
-        return seed_range(as_seed(seeds), 1 if n is None else int(n))
+        return seed_range(as_seed(seeds), 1 if count is None else count)
     arr = as_seeds(seeds)
-    if n is not None and len(arr) != n:
-        raise InvalidRequestError(f"got {len(arr)} seeds for n={n} images")
+    if count is not None and len(arr) != count:
+        raise InvalidRequestError(f"got {len(arr)} seeds for n={count} images")
     if len(arr) == 0:
         raise InvalidRequestError("batch size must be at least 1, got 0 seeds")
     return arr
 
 
-def check_count(n) -> int:
+def check_count(n: object) -> int:
     """The number of images of a request: an integer >= 1."""
     if isinstance(n, (bool, np.bool_)) or not isinstance(n, (int, np.integer)):
         raise InvalidRequestError(f"n must be an integer, got {n!r}")
@@ -173,15 +184,15 @@ def check_count(n) -> int:
     return int(n)
 
 
-def seed_range(base_seed, count):
+def seed_range(base_seed: object, count: SupportsIndex) -> U64:
     """The seeds of `count` images requested from `base_seed`: base, base+1, ... (mod 2^64)."""
-    base_seed, count = as_seed(base_seed), operator.index(count)
-    if count < 0:
-        raise InvalidRequestError(f"count must be >= 0, got {count}")
-    return np.uint64(base_seed) + np.arange(count, dtype=np.uint64)  # uint64 arrays wrap
+    base, size = as_seed(base_seed), operator.index(count)
+    if size < 0:
+        raise InvalidRequestError(f"count must be >= 0, got {size}")
+    return np.uint64(base) + np.arange(size, dtype=np.uint64)  # uint64 arrays wrap
 
 
-def _as_subsequence(subsequence):
+def _as_subsequence(subsequence: SupportsIndex) -> int:
     s = operator.index(subsequence)
     if not 0 <= s <= _U64_MAX:
         raise InvalidRequestError(f"subsequence must be in [0, 2^64), got {s}")
@@ -197,56 +208,60 @@ class BernoulliDrawer:
     once instead of once per subsequence, which is most of the work for small latents.
     """
 
-    def __init__(self, batch, n, subsequences=1):
-        batch, n, span = operator.index(batch), operator.index(n), operator.index(subsequences)
-        if batch < 1 or n < 1 or span < 1:
-            raise ValueError(f"batch, n and subsequences must be >= 1, got batch={batch}, "
-                             f"n={n}, subsequences={span}")
-        self.batch, self.n, self.span = batch, n, span
-        self.blocks = -(-n // 4)  # Philox blocks per image; the tail of the last one is unused
+    def __init__(self, batch: SupportsIndex, n: SupportsIndex, subsequences: SupportsIndex = 1):
+        size, elements = operator.index(batch), operator.index(n)
+        span = operator.index(subsequences)
+        if size < 1 or elements < 1 or span < 1:
+            raise ValueError(
+                f"batch, n and subsequences must be >= 1, got batch={size}, "
+                f"n={elements}, subsequences={span}"
+            )
+        self.batch, self.n, self.span = size, elements, span
+        self.blocks = -(-elements // 4)  # Philox blocks per image; the last one's tail is unused
         block = np.arange(self.blocks, dtype=np.uint64)
         self._block_lo = block & _MASK32  # counter words 0 and 1: the block index j
         self._block_hi = block >> 32
-        lanes = (span, batch, self.blocks)
-        self._state = np.empty((2, 2) + lanes, dtype=np.uint64)
-        self._seed_key = np.empty((2, 1, batch, 1), dtype=np.uint64)  # (seed lo, hi) per image
-        self._key = np.empty((2,) + lanes, dtype=np.uint64)  # ... for every block
-        self._prod = np.empty((2,) + lanes, dtype=np.uint64)
-        self._hi = np.empty_like(self._prod)
-        self._u = np.empty(lanes + (2, 2), dtype=np.float32)  # uniforms in word order
+        lanes = (span, size, self.blocks)
+        self._state: U64 = np.empty((2, 2, *lanes), dtype=np.uint64)
+        # (seed lo, hi) per image, then for every block
+        self._seed_key: U64 = np.empty((2, 1, size, 1), dtype=np.uint64)
+        self._key: U64 = np.empty((2, *lanes), dtype=np.uint64)
+        self._prod: U64 = np.empty((2, *lanes), dtype=np.uint64)
+        self._hi: U64 = np.empty_like(self._prod)
+        self._u: NDArray[np.float32] = np.empty((*lanes, 2, 2), dtype=np.float32)  # word order
 
-    def _generate(self, seeds, first, count):
+    def _generate(self, seeds: object, first: SupportsIndex, count: int) -> tuple[int, U64]:
         """Fill the state with the words of `seeds` at subsequences first..first+count-1.
 
         Returns (b, state view (2, 2, count, b, blocks)). Element e = 4j + w of image i at
         subsequence first + k is word w of block j, i.e. state[w % 2, w // 2, k, i, j].
         """
-        seeds, first = as_seeds(seeds), _as_subsequence(first)
-        b = len(seeds)
+        seed_array, start = as_seeds(seeds), _as_subsequence(first)
+        b = len(seed_array)
         if not 1 <= b <= self.batch:
             raise ValueError(f"this drawer serves 1..{self.batch} images, got {b} seeds")
         if not 1 <= count <= self.span:
             raise ValueError(f"this drawer serves 1..{self.span} subsequences, got {count}")
-        _as_subsequence(first + count - 1)
+        _as_subsequence(start + count - 1)
         state, key = self._state[:, :, :count, :b], self._key[:, :count, :b]
         seed_key = self._seed_key[:, :, :b]
         np.copyto(state[0, 0], self._block_lo)  # counter word 0
         np.copyto(state[1, 0], self._block_hi)  # counter word 1
         for k in range(count):
-            state[0, 1, k].fill((first + k) & _MASK32)  # counter word 2
-            state[1, 1, k].fill((first + k) >> 32)  # counter word 3
-        np.bitwise_and(seeds, _MASK32, out=seed_key[0, 0, :, 0])  # key word 0: seed lo
-        np.right_shift(seeds, 32, out=seed_key[1, 0, :, 0])  # key word 1: seed hi
+            state[0, 1, k].fill((start + k) & _MASK32)  # counter word 2
+            state[1, 1, k].fill((start + k) >> 32)  # counter word 3
+        np.bitwise_and(seed_array, _MASK32, out=seed_key[0, 0, :, 0])  # key word 0: seed lo
+        np.right_shift(seed_array, 32, out=seed_key[1, 0, :, 0])  # key word 1: seed hi
         np.copyto(key, seed_key)
         _philox_rounds(state, key, self._prod[:, :count, :b], self._hi[:, :count, :b])
         return b, state
 
-    def words(self, seeds, subsequence):
+    def words(self, seeds: object, subsequence: SupportsIndex) -> NDArray[np.uint32]:
         """uint32 (b, n): the raw words of elements 0..n-1 of each image's stream (a new array)."""
         b, state = self._generate(seeds, subsequence, 1)
         return _words_last(state[:, :, 0]).reshape(b, -1)[:, : self.n].astype(np.uint32)
 
-    def uniforms_span(self, seeds, first, count):
+    def uniforms_span(self, seeds: object, first: SupportsIndex, count: int) -> NDArray[np.float32]:
         """float32 (count, b, n): curand_uniform values of subsequences first..first+count-1.
 
         A view of scratch, overwritten by the next call.
@@ -256,11 +271,18 @@ class BernoulliDrawer:
         words_to_uniforms(_words_last(state), out=u)
         return u.reshape(count, b, self.blocks * 4)[:, :, : self.n]
 
-    def uniforms(self, seeds, subsequence):
+    def uniforms(self, seeds: object, subsequence: SupportsIndex) -> NDArray[np.float32]:
         """float32 (b, n) curand_uniform values; a view of scratch, overwritten by the next call."""
-        return self.uniforms_span(seeds, subsequence, 1)[0]
+        span: NDArray[np.float32] = self.uniforms_span(seeds, subsequence, 1)[0]
+        return span
 
-    def draw(self, p, seeds, subsequence, out=None):
+    def draw(
+        self,
+        p: NDArray[np.float32],
+        seeds: NDArray[np.uint64] | Sequence[int],
+        subsequence: SupportsIndex,
+        out: NDArray[np.uint8] | None = None,
+    ) -> NDArray[np.uint8]:
         """Bits uint8 shaped like p (b, ...): 1 where u <= p. p must be float32, n per image."""
         if p.dtype != np.float32:
             raise ValueError(f"p must be float32 (the contract compares in float32), got {p.dtype}")
@@ -278,21 +300,26 @@ class BernoulliDrawer:
         return out
 
 
-def random_words(seeds, subsequence, n):
+def random_words(seeds: object, subsequence: SupportsIndex, n: SupportsIndex) -> NDArray[np.uint32]:
     """uint32 (B, n): words of elements 0..n-1 of curand_init(seed, subsequence, 0), per seed."""
-    seeds = as_seeds(seeds)
-    return BernoulliDrawer(max(len(seeds), 1), n).words(seeds, subsequence)
+    seed_array = as_seeds(seeds)
+    return BernoulliDrawer(max(len(seed_array), 1), n).words(seed_array, subsequence)
 
 
-def uniforms(seeds, subsequence, n):
+def uniforms(seeds: object, subsequence: SupportsIndex, n: SupportsIndex) -> NDArray[np.float32]:
     """float32 (B, n): curand_uniform of elements 0..n-1 of each seed's stream."""
-    seeds = as_seeds(seeds)
-    return BernoulliDrawer(max(len(seeds), 1), n).uniforms(seeds, subsequence).copy()
+    seed_array = as_seeds(seeds)
+    return BernoulliDrawer(max(len(seed_array), 1), n).uniforms(seed_array, subsequence).copy()
 
 
-def bernoulli(p, seeds, subsequence, out=None):
+def bernoulli(
+    p: npt.ArrayLike,
+    seeds: NDArray[np.uint64] | Sequence[int],
+    subsequence: SupportsIndex,
+    out: NDArray[np.uint8] | None = None,
+) -> NDArray[np.uint8]:
     """uint8 bits shaped like p (B, ...): bit = u <= p over each image's flat C-order index."""
-    p = np.asarray(p, dtype=np.float32)
-    if p.ndim < 1 or p.shape[0] < 1:
-        raise ValueError(f"p must have shape (batch, ...) with batch >= 1, got {p.shape}")
-    return BernoulliDrawer(p.shape[0], p[0].size).draw(p, seeds, subsequence, out=out)
+    probs = np.asarray(p, dtype=np.float32)
+    if probs.ndim < 1 or probs.shape[0] < 1:
+        raise ValueError(f"p must have shape (batch, ...) with batch >= 1, got {probs.shape}")
+    return BernoulliDrawer(probs.shape[0], probs[0].size).draw(probs, seeds, subsequence, out=out)

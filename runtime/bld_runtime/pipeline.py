@@ -19,24 +19,36 @@ not depend on what other threads do (tested).
 Memory: `generate` returns every image of a request at once; `iter_generate` yields one chunk at
 a time (at most max_batch images), so its memory stays bounded whatever n is.
 """
+
 from __future__ import annotations
 
 import math
 import operator
 import os
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, TypeAlias, TypeVar, overload
 
 import numpy as np
+import numpy.typing as npt
+from numpy.typing import NDArray
 
 from . import backends, philox
 from .backends import BackendOptions
 from .backends.base import PRECISIONS
 from .errors import CancelledError, CodeNotSettledWarning, InvalidRequestError
 from .images import from_float, make_grid, nchw_to_nhwc, nhwc_to_nchw, save_png, to_float
-from .manifest import load_bundle
+from .manifest import Bundle, load_bundle
+
+# What the API takes per request; every value is checked at run time (InvalidRequestError).
+Classes: TypeAlias = "int | np.integer[Any] | str | Sequence[int] | NDArray[np.integer[Any]] | None"
+PerImage: TypeAlias = "float | Sequence[float] | NDArray[Any] | None"  # guidance, temperature
+# callback(step, K, the chunk's current bits) after each step; returning False cancels.
+StepCallback: TypeAlias = Callable[[int, int, NDArray[np.uint8]], "bool | None"]
+StrPath: TypeAlias = "str | os.PathLike[str]"
+DT = TypeVar("DT", bound=np.generic)
 
 #: Most rounds of b <- threshold(encode(decode(b))) the canonical code takes to settle.
 CANONICAL_ROUNDS = 32
@@ -50,33 +62,34 @@ class Trace:
     states[i]: the bits fed to step i; probs[i]: what step i returned. Both (K, N, L, C).
     """
 
-    states: np.ndarray
-    probs: np.ndarray
+    states: NDArray[np.uint8]
+    probs: NDArray[np.float32]
 
 
 @dataclass
 class Generation:
-    images: np.ndarray  # uint8 (N, H, W, channels)
-    bits: np.ndarray  # uint8 (N, L, C)
-    seeds: np.ndarray  # uint64 (N,)
-    classes: np.ndarray  # int64 (N,); the null class means unconditional
+    images: NDArray[np.uint8]  # (N, H, W, channels)
+    bits: NDArray[np.uint8]  # (N, L, C)
+    seeds: NDArray[np.uint64]  # (N,)
+    classes: NDArray[np.int64]  # (N,); the null class means unconditional
     trace: Trace | None = None
 
-    def save_png(self, directory, prefix: str = "") -> list[Path]:
+    def save_png(self, directory: StrPath, prefix: str = "") -> list[Path]:
         """Write one PNG per image, named by position: {prefix}00000.png, ..."""
-        directory = Path(directory)
-        return [save_png(directory / f"{prefix}{i:05d}.png", image)
-                for i, image in enumerate(self.images)]
+        folder = Path(directory)
+        return [
+            save_png(folder / f"{prefix}{i:05d}.png", image) for i, image in enumerate(self.images)
+        ]
 
-    def grid(self, rows: int | None = None, cols: int | None = None) -> np.ndarray:
+    def grid(self, rows: int | None = None, cols: int | None = None) -> NDArray[np.uint8]:
         return make_grid(self.images, rows=rows, cols=cols)
 
-    def save_grid(self, path, rows: int | None = None, cols: int | None = None) -> Path:
+    def save_grid(self, path: StrPath, rows: int | None = None, cols: int | None = None) -> Path:
         return save_png(path, self.grid(rows=rows, cols=cols))
 
 
 class Pipeline:
-    def __init__(self, bundle, backend: backends.Backend, precision: str = "fp32"):
+    def __init__(self, bundle: Bundle, backend: backends.Backend, precision: str = "fp32"):
         self.bundle = bundle
         self.manifest = bundle.manifest
         self.backend = backend
@@ -90,23 +103,40 @@ class Pipeline:
         self.null_class = m.classes.null_class
 
     @classmethod
-    def load(cls, bundle_dir, backend: str = "cpu", precision: str = "fp32",
-             options: BackendOptions | None = None) -> "Pipeline":
+    def load(
+        cls,
+        bundle_dir: StrPath,
+        backend: str = "cpu",
+        precision: str = "fp32",
+        options: BackendOptions | None = None,
+    ) -> Pipeline:
         """Load a bundle onto a backend: the manifest, then the graphs of `precision` (fp16:
         the *_fp16 graphs; the encoder is always fp32), each read once, its sha256 checked,
         and its session made from those very bytes and checked against the manifest (I/O and
         the facts the graph records). Graphs of the other precision are never read."""
         if precision not in PRECISIONS:
             raise InvalidRequestError(
-                f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+                f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
+            )
         bundle = load_bundle(bundle_dir)
         return cls(bundle, backends.create(backend, bundle, precision, options), precision)
 
     # --- generation ------------------------------------------------------------------------
 
-    def generate(self, n: int | None = None, seeds=None, classes=None, guidance=None,
-                 temperature=None, mask=None, known_bits=None, callback=None,
-                 trace: bool = False, chunk: bool = True, teacher_states=None) -> Generation:
+    def generate(
+        self,
+        n: int | None = None,
+        seeds: philox.Seeds | None = None,
+        classes: Classes = None,
+        guidance: PerImage = None,
+        temperature: PerImage = None,
+        mask: npt.ArrayLike | None = None,
+        known_bits: npt.ArrayLike | None = None,
+        callback: StepCallback | None = None,
+        trace: bool = False,
+        chunk: bool = True,
+        teacher_states: npt.ArrayLike | None = None,
+    ) -> Generation:
         """Sample images; every image of the request is returned at once.
 
         n, seeds: `seeds` is a base seed (int; the images get seeds, seeds+1, ... mod 2^64,
@@ -125,8 +155,9 @@ class Pipeline:
         chunk: split batches above the bundle's max_batch (else such a batch is an error).
         teacher_states: (K, N, L, C) bits fed to each step instead of our own (parity tests).
         """
-        request = self._request(n, seeds, classes, guidance, temperature, mask, known_bits,
-                                chunk, teacher_states)
+        request = self._request(
+            n, seeds, classes, guidance, temperature, mask, known_bits, chunk, teacher_states
+        )
         count = request.count
         self._check_result_fits(count, trace)
         K = self.num_steps
@@ -134,80 +165,150 @@ class Pipeline:
         images = np.empty((count,) + self.image_shape, np.uint8)
         record = None
         if trace:
-            record = Trace(np.empty((K, count) + self.latent_shape, np.uint8),
-                           np.empty((K, count) + self.latent_shape, np.float32))
+            record = Trace(
+                np.empty((K, count) + self.latent_shape, np.uint8),
+                np.empty((K, count) + self.latent_shape, np.float32),
+            )
         for lo, hi in _chunks(count, self.max_batch):
             self._sample_chunk(request, lo, hi, bits[lo:hi], callback, record)
             images[lo:hi] = self.decode(bits[lo:hi])
-        return Generation(images, bits, request.seeds(0, count), request.classes(0, count),
-                          record)
+        return Generation(images, bits, request.seeds(0, count), request.classes(0, count), record)
 
-    def iter_generate(self, n: int | None = None, seeds=None, classes=None, guidance=None,
-                      temperature=None, mask=None, known_bits=None,
-                      callback=None) -> Iterator[Generation]:
+    def iter_generate(
+        self,
+        n: int | None = None,
+        seeds: philox.Seeds | None = None,
+        classes: Classes = None,
+        guidance: PerImage = None,
+        temperature: PerImage = None,
+        mask: npt.ArrayLike | None = None,
+        known_bits: npt.ArrayLike | None = None,
+        callback: StepCallback | None = None,
+    ) -> Iterator[Generation]:
         """Sample like `generate`, yielding one Generation per chunk of at most max_batch images,
         in order, as each is decoded: memory stays bounded whatever n is. All arguments are
         checked before the first chunk starts."""
-        request = self._request(n, seeds, classes, guidance, temperature, mask, known_bits,
-                                True, None)
+        request = self._request(
+            n, seeds, classes, guidance, temperature, mask, known_bits, True, None
+        )
 
         def chunks() -> Iterator[Generation]:
             for lo, hi in _chunks(request.count, self.max_batch):
                 bits = np.empty((hi - lo,) + self.latent_shape, np.uint8)
                 self._sample_chunk(request, lo, hi, bits, callback, None)
-                yield Generation(self.decode(bits), bits, request.seeds(lo, hi),
-                                 request.classes(lo, hi))
+                yield Generation(
+                    self.decode(bits), bits, request.seeds(lo, hi), request.classes(lo, hi)
+                )
 
         return chunks()
 
-    def _request(self, n, seeds, classes, guidance, temperature, mask, known_bits, chunk,
-                 teacher_states) -> "Request":
+    def _request(
+        self,
+        n: int | None,
+        seeds: philox.Seeds | None,
+        classes: Classes,
+        guidance: PerImage,
+        temperature: PerImage,
+        mask: npt.ArrayLike | None,
+        known_bits: npt.ArrayLike | None,
+        chunk: bool,
+        teacher_states: npt.ArrayLike | None,
+    ) -> Request:
         """Check every argument; scalars stay scalars (memory does not grow with n)."""
+        seed_list: NDArray[np.uint64] | None
         if isinstance(seeds, np.ndarray) and seeds.ndim == 0:
             seeds = seeds.item()
-        if seeds is None or isinstance(seeds, (int, np.integer)) or \
-                not isinstance(seeds, (list, tuple, range, np.ndarray)):
+        if (
+            seeds is None
+            or isinstance(seeds, (int, np.integer))
+            or not isinstance(seeds, (list, tuple, range, np.ndarray))
+        ):
             base = philox.as_seed(0 if seeds is None else seeds)
             count, seed_list = 1 if n is None else philox.check_count(n), None
         else:
             seed_list = philox.request_seeds(seeds, n)
             base, count = 0, len(seed_list)
         self._check_batch(count, chunk)
-        classes = self._classes(classes, count)
-        guidance = self._per_image("guidance", guidance, self.manifest.defaults.guidance, count,
-                                   lambda g: g >= 0, "finite and >= 0")
-        temperature = self._per_image("temperature", temperature,
-                                      self.manifest.defaults.temperature, count,
-                                      lambda t: t > 0, "finite and > 0")
-        mask, known = self._mask(mask, known_bits, count)
+        class_spec = self._classes(classes, count)
+        per_image_guidance = self._per_image(
+            "guidance",
+            guidance,
+            self.manifest.defaults.guidance,
+            count,
+            lambda g: g >= 0,
+            "finite and >= 0",
+        )
+        per_image_temperature = self._per_image(
+            "temperature",
+            temperature,
+            self.manifest.defaults.temperature,
+            count,
+            lambda t: t > 0,
+            "finite and > 0",
+        )
+        keep, known = self._mask(mask, known_bits, count)
         teacher = self._teacher(teacher_states, count)
-        return Request(count, base, seed_list, classes, self.num_classes, guidance, temperature,
-                        mask, known, teacher, bool(np.any(guidance > 0)))
+        return Request(
+            count,
+            base,
+            seed_list,
+            class_spec,
+            self.num_classes,
+            per_image_guidance,
+            per_image_temperature,
+            keep,
+            known,
+            teacher,
+            bool(np.any(per_image_guidance > 0)),
+        )
 
-    def check_request(self, n: int | None = None, seeds=None, classes=None, guidance=None,
-                      temperature=None, mask=None, known_bits=None,
-                      chunk: bool = True) -> "Request":
+    def check_request(
+        self,
+        n: int | None = None,
+        seeds: philox.Seeds | None = None,
+        classes: Classes = None,
+        guidance: PerImage = None,
+        temperature: PerImage = None,
+        mask: npt.ArrayLike | None = None,
+        known_bits: npt.ArrayLike | None = None,
+        chunk: bool = True,
+    ) -> Request:
         """Check a request's arguments exactly as `generate` does, without running it.
 
         Raises InvalidRequestError for the first problem found. A server checks each client
         request with this before it batches requests together (bld_serving), so one bad
         request is refused alone; `Request.rows` gives a checked request's per-image values.
         """
-        return self._request(n, seeds, classes, guidance, temperature, mask, known_bits, chunk,
-                             None)
+        return self._request(
+            n, seeds, classes, guidance, temperature, mask, known_bits, chunk, None
+        )
 
-    def _sample_chunk(self, r: "Request", lo: int, hi: int, out: np.ndarray,
-                      callback, record: "Trace | None") -> None:
+    def _sample_chunk(
+        self,
+        r: Request,
+        lo: int,
+        hi: int,
+        out: NDArray[np.uint8],
+        callback: StepCallback | None,
+        record: Trace | None,
+    ) -> None:
         """Run the K steps for images lo..hi-1 of request r on a borrowed loop; bits -> out."""
         K = self.num_steps
         with self.backend.loop(hi - lo) as loop:
-            loop.start(r.seeds(lo, hi), r.classes(lo, hi), _rows(r.temperature, lo, hi),
-                       _rows(r.guidance, lo, hi), r.guided, _rows(r.mask, lo, hi),
-                       _rows(r.known, lo, hi))
+            loop.start(
+                r.seeds(lo, hi),
+                r.classes(lo, hi),
+                _rows(r.temperature, lo, hi),
+                _rows(r.guidance, lo, hi),
+                r.guided,
+                _rows(r.mask, lo, hi),
+                _rows(r.known, lo, hi),
+            )
             if r.teacher is None and record is None and loop.run_all():
                 if callback is not None and callback(K, K, loop.bits_view()) is False:
-                    raise CancelledError(f"generation cancelled by the callback after step {K} "
-                                         f"of {K}")
+                    raise CancelledError(
+                        f"generation cancelled by the callback after step {K} of {K}"
+                    )
                 loop.read_bits(out)
                 return
             for i in range(K):
@@ -220,25 +321,36 @@ class Pipeline:
                     loop.read_probs(record.probs[i, lo:hi])
                 loop.advance(i)
                 if callback is not None and callback(i + 1, K, loop.bits_view()) is False:
-                    raise CancelledError(f"generation cancelled by the callback after step "
-                                         f"{i + 1} of {K}")
+                    raise CancelledError(
+                        f"generation cancelled by the callback after step {i + 1} of {K}"
+                    )
             loop.read_bits(out)
 
     def _check_result_fits(self, count: int, trace: bool) -> None:
         """generate() holds the whole result in memory: refuse one that cannot fit, before
         allocating it (iter_generate streams any size)."""
         L, C = self.latent_shape
-        per_image = L * C + math.prod(self.image_shape) + (self.num_steps * L * C * 5 if trace
-                                                            else 0)
+        per_image = (
+            L * C + math.prod(self.image_shape) + (self.num_steps * L * C * 5 if trace else 0)
+        )
         needed, memory = count * per_image, _physical_memory()
         if memory is not None and needed > memory // 2:
             raise InvalidRequestError(
                 f"{count} images need {needed / 2**30:.1f} GiB at once, more than half of this "
                 f"machine's {memory / 2**30:.1f} GiB; use iter_generate (bld sample streams) or "
-                "ask for fewer")
+                "ask for fewer"
+            )
 
-    def inpaint(self, image: np.ndarray, regenerate: np.ndarray, seed: int = 0, classes=None,
-                guidance=None, temperature=None, callback=None) -> Generation:
+    def inpaint(
+        self,
+        image: npt.ArrayLike,
+        regenerate: npt.ArrayLike,
+        seed: int = 0,
+        classes: Classes = None,
+        guidance: PerImage = None,
+        temperature: PerImage = None,
+        callback: StepCallback | None = None,
+    ) -> Generation:
         """Regenerate the region of one image (H, W, ch) where `regenerate` (H, W) is True.
 
         The image is encoded deterministically (p > 0.5); every latent token that touches the
@@ -246,41 +358,58 @@ class Pipeline:
         """
         known = self.encode(np.asarray(image)[None])
         keep = self.latent_mask(regenerate)
-        return self.generate(seeds=seed, classes=classes, guidance=guidance,
-                             temperature=temperature, mask=keep, known_bits=known,
-                             callback=callback)
+        return self.generate(
+            seeds=seed,
+            classes=classes,
+            guidance=guidance,
+            temperature=temperature,
+            mask=keep,
+            known_bits=known,
+            callback=callback,
+        )
 
-    def latent_mask(self, regenerate: np.ndarray) -> np.ndarray:
+    def latent_mask(self, regenerate: npt.ArrayLike) -> NDArray[np.uint8]:
         """Image-space mask (H, W), True = regenerate -> latent keep-mask (L, C) uint8.
 
         Conservative: a token is regenerated if any pixel it covers is to be regenerated, so
         nothing inside the region keeps the old image's bits.
         """
         H, W, _ = self.image_shape
-        regenerate = np.asarray(regenerate, bool)
-        if regenerate.shape != (H, W):
-            raise InvalidRequestError(f"the mask must be {H}x{W} (the image size), "
-                                      f"got shape {regenerate.shape}")
+        region = np.asarray(regenerate, bool)
+        if region.shape != (H, W):
+            raise InvalidRequestError(
+                f"the mask must be {H}x{W} (the image size), got shape {region.shape}"
+            )
         lh, lw = self.manifest.latent.height, self.manifest.latent.width
         rows = np.arange(H) * lh // H  # the token row each pixel row falls in
         cols = np.arange(W) * lw // W
         touched = np.zeros((lh, lw), bool)
-        np.logical_or.at(touched, (rows[:, None], cols[None, :]), regenerate)
+        np.logical_or.at(touched, (rows[:, None], cols[None, :]), region)
         keep = ~touched.reshape(lh * lw, 1)
         return np.broadcast_to(keep, self.latent_shape).astype(np.uint8)
 
     # --- autoencoder -----------------------------------------------------------------------
 
-    def encode_probs(self, images: np.ndarray, chunk: bool = True) -> np.ndarray:
+    def encode_probs(self, images: npt.ArrayLike, chunk: bool = True) -> NDArray[np.float32]:
         """uint8 images (N, H, W, ch) -> float32 (N, L, C) encoder bit probabilities."""
-        images = self._check_images(images)
-        self._check_batch(len(images), chunk)
-        x = nhwc_to_nchw(to_float(images))
-        return np.concatenate([self.backend.encode(x[lo : lo + self.max_batch])
-                               for lo in range(0, len(x), self.max_batch)])
+        checked = self._check_images(images)
+        self._check_batch(len(checked), chunk)
+        x = nhwc_to_nchw(to_float(checked))
+        return np.concatenate(
+            [
+                self.backend.encode(x[lo : lo + self.max_batch])
+                for lo in range(0, len(x), self.max_batch)
+            ]
+        )
 
-    def encode(self, images: np.ndarray, seed=None, canonical: bool = False,
-               rounds: int = CANONICAL_ROUNDS, chunk: bool = True) -> np.ndarray:
+    def encode(
+        self,
+        images: npt.ArrayLike,
+        seed: philox.Seeds | None = None,
+        canonical: bool = False,
+        rounds: int = CANONICAL_ROUNDS,
+        chunk: bool = True,
+    ) -> NDArray[np.uint8]:
         """uint8 images (N, H, W, ch) -> bits uint8 (N, L, C).
 
         Default: the paper's deterministic code, bit = p > 0.5 (one encoder call per chunk).
@@ -299,8 +428,9 @@ class Pipeline:
         bits = _threshold(probs)
         return self.canonical(bits, rounds, chunk) if canonical else bits
 
-    def canonical(self, bits: np.ndarray, rounds: int = CANONICAL_ROUNDS,
-                  chunk: bool = True) -> np.ndarray:
+    def canonical(
+        self, bits: npt.ArrayLike, rounds: int = CANONICAL_ROUNDS, chunk: bool = True
+    ) -> NDArray[np.uint8]:
         """The canonical code of `bits`: where iterating T(b) = threshold(encode(decode(b))) ends.
 
         A thresholded code need not be a fixed point of T: the decoder renders every bit, but
@@ -314,53 +444,82 @@ class Pipeline:
         """
         codes, settled = self.settle(bits, rounds, chunk)
         if rounds and not settled.all():
-            warnings.warn(f"{int((~settled).sum())} of {len(codes)} latents did not settle under "
-                          f"encode(decode(.)) in {rounds} round{'s' if rounds > 1 else ''}",
-                          CodeNotSettledWarning, stacklevel=2)
+            warnings.warn(
+                f"{int((~settled).sum())} of {len(codes)} latents did not settle under "
+                f"encode(decode(.)) in {rounds} round{'s' if rounds > 1 else ''}",
+                CodeNotSettledWarning,
+                stacklevel=2,
+            )
         return codes
 
-    def settle(self, bits: np.ndarray, rounds: int = CANONICAL_ROUNDS,
-               chunk: bool = True) -> tuple[np.ndarray, np.ndarray]:
+    def settle(
+        self, bits: npt.ArrayLike, rounds: int = CANONICAL_ROUNDS, chunk: bool = True
+    ) -> tuple[NDArray[np.uint8], NDArray[np.bool_]]:
         """(canonical codes, bool (N,) whether each latent's orbit closed): see `canonical`."""
         _check_rounds(rounds)
-        bits = self._check_bits(bits, "bits")
+        checked = self._check_bits(bits, "bits")
         return settle_orbits(
-            bits, lambda b: _threshold(self.encode_probs(self.decode(b, chunk), chunk)), rounds)
+            checked, lambda b: _threshold(self.encode_probs(self.decode(b, chunk), chunk)), rounds
+        )
 
-    def decode(self, bits: np.ndarray, chunk: bool = True) -> np.ndarray:
+    def decode(self, bits: npt.ArrayLike, chunk: bool = True) -> NDArray[np.uint8]:
         """Bits (N, L, C) of 0/1 -> uint8 images (N, H, W, ch)."""
-        bits = self._check_bits(bits, "bits")
-        self._check_batch(len(bits), chunk)
-        x = np.concatenate([self.backend.decode(bits[lo : lo + self.max_batch])
-                            for lo in range(0, len(bits), self.max_batch)])
+        checked = self._check_bits(bits, "bits")
+        self._check_batch(len(checked), chunk)
+        x = np.concatenate(
+            [
+                self.backend.decode(checked[lo : lo + self.max_batch])
+                for lo in range(0, len(checked), self.max_batch)
+            ]
+        )
         return from_float(nchw_to_nhwc(x))
 
-    def step_probs(self, bits, step: int, classes=None, guidance=None,
-                   temperature=None) -> np.ndarray:
+    def step_probs(
+        self,
+        bits: npt.ArrayLike,
+        step: int,
+        classes: Classes = None,
+        guidance: PerImage = None,
+        temperature: PerImage = None,
+    ) -> NDArray[np.float32]:
         """One step graph call on given bits (N, L, C): the probabilities it returns.
 
         Outside the loop (it allocates): for parity tests and tools.
         """
-        bits = self._check_bits(bits, "bits")
-        count = len(bits)
+        checked = self._check_bits(bits, "bits")
+        count = len(checked)
         try:
-            step = operator.index(step)
+            index = operator.index(step)
         except TypeError:
             raise InvalidRequestError(f"step must be an integer, got {step!r}") from None
-        if not 0 <= step < self.num_steps:
-            raise InvalidRequestError(f"step must be in 0..{self.num_steps - 1}, got {step}")
-        classes = self._classes(classes, count)
-        if isinstance(classes, str):
-            classes = np.arange(count) % self.num_classes
-        g = self._per_image("guidance", guidance, self.manifest.defaults.guidance, count,
-                            lambda v: v >= 0, "finite and >= 0")
-        t = self._per_image("temperature", temperature, self.manifest.defaults.temperature,
-                            count, lambda v: v > 0, "finite and > 0")
+        if not 0 <= index < self.num_steps:
+            raise InvalidRequestError(f"step must be in 0..{self.num_steps - 1}, got {index}")
+        class_spec = self._classes(classes, count)
+        labels = np.arange(count) % self.num_classes if isinstance(class_spec, str) else class_spec
+        g = self._per_image(
+            "guidance",
+            guidance,
+            self.manifest.defaults.guidance,
+            count,
+            lambda v: v >= 0,
+            "finite and >= 0",
+        )
+        t = self._per_image(
+            "temperature",
+            temperature,
+            self.manifest.defaults.temperature,
+            count,
+            lambda v: v > 0,
+            "finite and > 0",
+        )
         rows = (count,)
-        return self.backend.step_probs(bits, np.full(count, step, np.int64),
-                                       np.broadcast_to(classes, rows),
-                                       np.broadcast_to(t, rows),
-                                       np.broadcast_to(g, rows) if np.any(g > 0) else None)
+        return self.backend.step_probs(
+            checked,
+            np.full(count, index, np.int64),
+            np.broadcast_to(labels, rows),
+            np.broadcast_to(t, rows),
+            np.broadcast_to(g, rows) if np.any(g > 0) else None,
+        )
 
     # --- argument checks -------------------------------------------------------------------
 
@@ -370,9 +529,10 @@ class Pipeline:
         if count > self.max_batch and not chunk:
             raise InvalidRequestError(
                 f"batch size {count} is above this bundle's max_batch of {self.max_batch} "
-                f"(allow chunking or send fewer images)")
+                f"(allow chunking or send fewer images)"
+            )
 
-    def _classes(self, classes, count: int) -> np.ndarray | str:
+    def _classes(self, classes: Classes, count: int) -> NDArray[np.int64] | str:
         """A 0-d int64 array (one class for all), (count,) int64, or "all"."""
         if classes is None:
             return np.array(self.null_class, np.int64)
@@ -384,8 +544,9 @@ class Pipeline:
             return classes
         arr = np.asarray(classes)
         if arr.dtype.kind not in "ui" or arr.ndim > 1:
-            raise InvalidRequestError(f"classes must be integers (one, or one per image), "
-                                      f"got {classes!r}")
+            raise InvalidRequestError(
+                f"classes must be integers (one, or one per image), got {classes!r}"
+            )
         if arr.ndim == 1 and len(arr) != count:
             raise InvalidRequestError(f"got {len(arr)} classes for {count} images")
         bad = arr[(arr < 0) | (arr > self.null_class)]
@@ -393,54 +554,68 @@ class Pipeline:
             raise InvalidRequestError(
                 f"class {bad.flat[0]} is out of range: this bundle has classes "
                 f"0..{self.num_classes - 1} ({self.null_class} = unconditional)"
-                if self.num_classes else
-                f"class {bad.flat[0]} is out of range: this bundle is unconditional (class 0)")
+                if self.num_classes
+                else f"class {bad.flat[0]} is out of range: this bundle is unconditional (class 0)"
+            )
         return arr.astype(np.int64)
 
     @staticmethod
-    def _per_image(name, value, default, count, ok, rule) -> np.ndarray:
+    def _per_image(
+        name: str,
+        value: PerImage,
+        default: float,
+        count: int,
+        ok: Callable[[float], bool],
+        rule: str,
+    ) -> NDArray[np.float32]:
         """float32: 0-d (one value for all) or (count,)."""
-        if value is None:
-            value = default
+        given = default if value is None else value
         try:
-            arr = np.asarray(value, dtype=np.float64)
+            arr = np.asarray(given, dtype=np.float64)
         except (TypeError, ValueError):
-            raise InvalidRequestError(f"{name} must be a number, got {value!r}") from None
+            raise InvalidRequestError(f"{name} must be a number, got {given!r}") from None
         if arr.ndim > 1 or (arr.ndim == 1 and len(arr) != count):
-            raise InvalidRequestError(f"{name} must be one number or one per image "
-                                      f"({count}), got shape {arr.shape}")
+            raise InvalidRequestError(
+                f"{name} must be one number or one per image ({count}), got shape {arr.shape}"
+            )
         for v in arr.reshape(-1):
             if not (math.isfinite(v) and ok(v)):
                 raise InvalidRequestError(f"{name} must be {rule}, got {v:g}")
             if abs(v) > _FLOAT32_MAX:  # the graphs take float32
-                raise InvalidRequestError(f"{name} must be at most {_FLOAT32_MAX:.4g} (float32), "
-                                          f"got {v:g}")
+                raise InvalidRequestError(
+                    f"{name} must be at most {_FLOAT32_MAX:.4g} (float32), got {v:g}"
+                )
         return arr.astype(np.float32)
 
-    def _check_images(self, images) -> np.ndarray:
-        images = np.asarray(images)
+    def _check_images(self, images: npt.ArrayLike) -> NDArray[np.uint8]:
+        arr = np.asarray(images)
         H, W, ch = self.image_shape
-        if images.dtype != np.uint8 or images.ndim != 4 or images.shape[1:] != (H, W, ch):
+        if arr.dtype != np.uint8 or arr.ndim != 4 or arr.shape[1:] != (H, W, ch):
             raise InvalidRequestError(
-                f"images must be uint8 shaped (N, {H}, {W}, {ch}), got {images.dtype} "
-                f"{images.shape}")
-        return images
+                f"images must be uint8 shaped (N, {H}, {W}, {ch}), got {arr.dtype} {arr.shape}"
+            )
+        return arr
 
-    def _check_bits(self, bits, name: str, count: int | None = None) -> np.ndarray:
-        bits = np.asarray(bits)
+    def _check_bits(
+        self, bits: npt.ArrayLike, name: str, count: int | None = None
+    ) -> NDArray[np.uint8]:
+        arr = np.asarray(bits)
         L, C = self.latent_shape
-        if bits.ndim == 2:
-            bits = bits[None]
-        if bits.dtype.kind not in "uib" or bits.ndim != 3 or bits.shape[1:] != (L, C):
-            raise InvalidRequestError(f"{name} must be 0/1 integers shaped (N, {L}, {C}), "
-                                      f"got {bits.dtype} {bits.shape}")
-        if bits.size and (bits.min() < 0 or bits.max() > 1):
+        if arr.ndim == 2:
+            arr = arr[None]
+        if arr.dtype.kind not in "uib" or arr.ndim != 3 or arr.shape[1:] != (L, C):
+            raise InvalidRequestError(
+                f"{name} must be 0/1 integers shaped (N, {L}, {C}), got {arr.dtype} {arr.shape}"
+            )
+        if arr.size and (arr.min() < 0 or arr.max() > 1):
             raise InvalidRequestError(f"{name} must hold only 0 and 1")
-        if count is not None and len(bits) not in (1, count):
-            raise InvalidRequestError(f"{name} has {len(bits)} rows for {count} images")
-        return bits.astype(np.uint8, copy=False)
+        if count is not None and len(arr) not in (1, count):
+            raise InvalidRequestError(f"{name} has {len(arr)} rows for {count} images")
+        return arr.astype(np.uint8, copy=False)
 
-    def _mask(self, mask, known, count):
+    def _mask(
+        self, mask: npt.ArrayLike | None, known: npt.ArrayLike | None, count: int
+    ) -> tuple[NDArray[np.uint8], NDArray[np.uint8]] | tuple[None, None]:
         if mask is None and known is None:
             return None, None
         if mask is None or known is None:
@@ -448,15 +623,14 @@ class Pipeline:
         # (1 or count, L, C): one mask for every image stays one mask
         return self._check_bits(mask, "mask", count), self._check_bits(known, "known_bits", count)
 
-    def _teacher(self, states, count):
+    def _teacher(self, states: npt.ArrayLike | None, count: int) -> NDArray[np.uint8] | None:
         if states is None:
             return None
-        states = np.asarray(states)
-        want = (self.num_steps, count) + self.latent_shape
-        if states.shape != want:
-            raise InvalidRequestError(f"teacher_states must have shape {want}, got "
-                                      f"{states.shape}")
-        return states.astype(np.uint8, copy=False)
+        arr = np.asarray(states)
+        want = (self.num_steps, count, *self.latent_shape)
+        if arr.shape != want:
+            raise InvalidRequestError(f"teacher_states must have shape {want}, got {arr.shape}")
+        return arr.astype(np.uint8, copy=False)
 
 
 @dataclass(frozen=True)
@@ -467,37 +641,45 @@ class Request:
 
     count: int
     base_seed: int  # image i's seed is base_seed + i (mod 2^64) ...
-    seed_list: np.ndarray | None  # ... unless one seed per image was given
-    class_spec: np.ndarray | str  # 0-d, (count,) or "all"
+    seed_list: NDArray[np.uint64] | None  # ... unless one seed per image was given
+    class_spec: NDArray[np.int64] | str  # 0-d, (count,) or "all"
     num_classes: int
-    guidance: np.ndarray  # float32, 0-d or (count,)
-    temperature: np.ndarray
-    mask: np.ndarray | None  # (1 or count, L, C)
-    known: np.ndarray | None
-    teacher: np.ndarray | None
+    guidance: NDArray[np.float32]  # 0-d or (count,)
+    temperature: NDArray[np.float32]
+    mask: NDArray[np.uint8] | None  # (1 or count, L, C)
+    known: NDArray[np.uint8] | None
+    teacher: NDArray[np.uint8] | None
     guided: bool
 
-    def seeds(self, lo: int, hi: int) -> np.ndarray:
+    def seeds(self, lo: int, hi: int) -> NDArray[np.uint64]:
         if self.seed_list is not None:
             return self.seed_list[lo:hi]
         return np.uint64(self.base_seed) + np.arange(lo, hi, dtype=np.uint64)  # wraps
 
-    def classes(self, lo: int, hi: int) -> np.ndarray:
+    def classes(self, lo: int, hi: int) -> NDArray[np.int64]:
         if isinstance(self.class_spec, str):  # "all"
             return np.arange(lo, hi, dtype=np.int64) % self.num_classes
         return np.broadcast_to(self.class_spec, (self.count,))[lo:hi].copy()
 
-    def rows(self, lo: int, hi: int) -> dict[str, np.ndarray | None]:
+    def rows(self, lo: int, hi: int) -> dict[str, NDArray[Any] | None]:
         """Images lo..hi-1 as `generate`'s keyword arguments, one row per image (mask and
         known_bits None without inpainting): checked requests concatenated row-wise make one
         valid request."""
-        return {"seeds": self.seeds(lo, hi), "classes": self.classes(lo, hi),
-                "guidance": _rows(self.guidance, lo, hi),
-                "temperature": _rows(self.temperature, lo, hi),
-                "mask": _rows(self.mask, lo, hi), "known_bits": _rows(self.known, lo, hi)}
+        return {
+            "seeds": self.seeds(lo, hi),
+            "classes": self.classes(lo, hi),
+            "guidance": _rows(self.guidance, lo, hi),
+            "temperature": _rows(self.temperature, lo, hi),
+            "mask": _rows(self.mask, lo, hi),
+            "known_bits": _rows(self.known, lo, hi),
+        }
 
 
-def _rows(value: np.ndarray | None, lo: int, hi: int) -> np.ndarray | None:
+@overload
+def _rows(value: NDArray[DT], lo: int, hi: int) -> NDArray[DT]: ...
+@overload
+def _rows(value: NDArray[DT] | None, lo: int, hi: int) -> NDArray[DT] | None: ...
+def _rows(value: NDArray[DT] | None, lo: int, hi: int) -> NDArray[DT] | None:
     """Rows lo..hi-1 of a per-image value, which is kept 0-d or as one row when it is the same
     for every image (a read-only broadcast view then)."""
     if value is None:
@@ -521,40 +703,45 @@ def _physical_memory() -> int | None:
         return None
 
 
-def _threshold(probs: np.ndarray) -> np.ndarray:
+def _threshold(probs: NDArray[np.float32]) -> NDArray[np.uint8]:
     return (probs > np.float32(0.5)).astype(np.uint8)
 
 
-def _check_rounds(rounds) -> None:
+def _check_rounds(rounds: object) -> None:
     if isinstance(rounds, bool) or not isinstance(rounds, (int, np.integer)) or rounds < 0:
         raise InvalidRequestError(f"rounds must be an integer >= 0, got {rounds!r}")
 
 
-def settle_orbits(bits: np.ndarray, step, rounds: int) -> tuple[np.ndarray, np.ndarray]:
+def settle_orbits(
+    bits: npt.ArrayLike,
+    step: Callable[[NDArray[np.uint8]], NDArray[np.uint8]],
+    rounds: int,
+) -> tuple[NDArray[np.uint8], NDArray[np.bool_]]:
     """Follow each code's orbit under `step` (a batch map of codes) until a code repeats.
 
     Returns (codes, settled): a settled latent gets the smallest member (bytewise, packed) of
     the cycle its orbit entered, so every member of that cycle gets the same code; the others
     get the last code reached after `rounds` steps. `step` only sees latents still moving.
     """
-    bits = np.array(bits, dtype=np.uint8, copy=True)
-    settled = np.zeros(len(bits), bool)
-    orbits = [[np.packbits(b).tobytes()] for b in bits]  # codes visited, in order
-    moving = np.arange(len(bits))
+    codes = np.array(bits, dtype=np.uint8, copy=True)
+    settled = np.zeros(len(codes), bool)
+    orbits = [[np.packbits(b).tobytes()] for b in codes]  # codes visited, in order
+    moving = np.arange(len(codes))
     for _ in range(rounds):
-        again = step(bits[moving])
-        bits[moving] = again
-        for i, code in zip(moving, again):
+        again = step(codes[moving])
+        codes[moving] = again
+        for i, code in zip(moving, again, strict=True):
             key = np.packbits(code).tobytes()
             orbit = orbits[i]
             if key in orbit:  # the orbit closed: orbit[start:] is its cycle
-                smallest = min(orbit[orbit.index(key):])
-                bits[i] = np.unpackbits(np.frombuffer(smallest, np.uint8),
-                                        count=code.size).reshape(code.shape)
+                smallest = min(orbit[orbit.index(key) :])
+                codes[i] = np.unpackbits(
+                    np.frombuffer(smallest, np.uint8), count=code.size
+                ).reshape(code.shape)
                 settled[i] = True
             else:
                 orbit.append(key)
         moving = moving[~settled[moving]]
         if not len(moving):
             break
-    return bits, settled
+    return codes, settled

@@ -14,23 +14,29 @@ concurrent requests, and an image depends only on its request, on any replica, a
 server checks every request with the runtime's own rules (Pipeline.check_request); the client
 only shapes the request into rows, and reports a refusal with the server's sentence.
 """
+
 from __future__ import annotations
 
 import collections
 import contextlib
 import itertools
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
+from numpy.typing import NDArray
 
 from . import philox
 from .bits import unpack_bits
 from .errors import BldError, InvalidRequestError, ManifestError
 from .manifest import ImageSpec, LatentSpec
 
+if TYPE_CHECKING:
+    from .pipeline import Classes, Generation, PerImage
+
+T = TypeVar("T", bound=np.generic)
 MODEL = "bld"  # generate: one response per request
 STREAM_MODEL = "bld_stream"  # decoupled: step previews, then the final image (gRPC)
 
@@ -88,18 +94,26 @@ class ServedBundle:
     temperature: float
 
     @classmethod
-    def from_config(cls, config: dict, source: str) -> ServedBundle:
+    def from_config(cls, config: dict[str, Any], source: str) -> ServedBundle:
         params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
         try:
             image = ImageSpec(*(int(v) for v in params[PARAM_IMAGE].split("x")))
             latent = LatentSpec(*(int(v) for v in params[PARAM_LATENT].split("x")))
-            return cls(image, latent, int(params[PARAM_CLASSES]), int(params[PARAM_STEPS]),
-                       int(config.get("max_batch_size", 0)) or 1,
-                       float(params[PARAM_GUIDANCE]), float(params[PARAM_TEMPERATURE]))
+            return cls(
+                image,
+                latent,
+                int(params[PARAM_CLASSES]),
+                int(params[PARAM_STEPS]),
+                int(config.get("max_batch_size", 0)) or 1,
+                float(params[PARAM_GUIDANCE]),
+                float(params[PARAM_TEMPERATURE]),
+            )
         except (KeyError, ValueError, TypeError, ManifestError):
-            raise RemoteError(f"{source} does not describe a bld bundle (its config lacks or "
-                              f"garbles the bld_* parameters that bld-export triton "
-                              f"writes)") from None
+            raise RemoteError(
+                f"{source} does not describe a bld bundle (its config lacks or "
+                f"garbles the bld_* parameters that bld-export triton "
+                f"writes)"
+            ) from None
 
 
 def parse_url(url: str) -> tuple[str, str, bool]:
@@ -110,12 +124,13 @@ def parse_url(url: str) -> tuple[str, str, bool]:
         scheme, rest = "http", url
     scheme, rest = scheme.lower(), rest.rstrip("/")
     if scheme not in ("http", "https", "grpc", "grpcs") or not rest or "/" in rest:
-        raise InvalidRequestError(f"--server must look like http://HOST:PORT or "
-                                  f"grpc://HOST:PORT, got {url!r}")
+        raise InvalidRequestError(
+            f"--server must look like http://HOST:PORT or grpc://HOST:PORT, got {url!r}"
+        )
     return ("grpc" if scheme.startswith("grpc") else "http"), rest, scheme in ("https", "grpcs")
 
 
-def _tritonclient(protocol: str):
+def _tritonclient(protocol: str) -> tuple[Any, type[Exception]]:
     try:
         if protocol == "grpc":
             import tritonclient.grpc as client
@@ -123,8 +138,10 @@ def _tritonclient(protocol: str):
             import tritonclient.http as client
         from tritonclient.utils import InferenceServerException
     except ImportError as e:
-        raise BldError(f"sampling on a server needs tritonclient ({e}); install it with "
-                       f"pip install 'bld[serving]'") from None
+        raise BldError(
+            f"sampling on a server needs tritonclient ({e}); install it with "
+            f"pip install 'bld[serving]'"
+        ) from None
     return client, InferenceServerException
 
 
@@ -139,10 +156,10 @@ def _message(error: BaseException) -> str:
 class _Rows:
     """A request's per-image values, as the client sends them (the server checks them)."""
 
-    seeds: np.ndarray  # uint64 (n,)
-    classes: np.ndarray | str  # int64, 0-d or (n,); or "all"
-    guidance: np.ndarray  # float32, 0-d or (n,)
-    temperature: np.ndarray
+    seeds: NDArray[np.uint64]  # (n,)
+    classes: NDArray[np.int64] | str  # 0-d or (n,); or "all"
+    guidance: NDArray[np.float32]  # 0-d or (n,)
+    temperature: NDArray[np.float32]
     num_classes: int
 
     @property
@@ -150,8 +167,11 @@ class _Rows:
         return len(self.seeds)
 
     def row(self, i: int) -> tuple[int, int, float, float]:
-        cls = i % self.num_classes if isinstance(self.classes, str) else self.classes[
-            () if self.classes.ndim == 0 else i]
+        cls = (
+            i % self.num_classes
+            if isinstance(self.classes, str)
+            else self.classes[() if self.classes.ndim == 0 else i]
+        )
         g = self.guidance[() if self.guidance.ndim == 0 else i]
         t = self.temperature[() if self.temperature.ndim == 0 else i]
         return int(self.seeds[i]), int(cls), float(g), float(t)
@@ -160,8 +180,8 @@ class _Rows:
 @dataclass(frozen=True)
 class _Event:
     index: int  # the image's position in the request
-    image: np.ndarray
-    packed: np.ndarray | None  # the final image's packed bits; None for a preview
+    image: NDArray[np.uint8]
+    packed: NDArray[np.uint8] | None  # the final image's packed bits; None for a preview
     step: int
 
 
@@ -178,15 +198,19 @@ class RemotePipeline:
         self.concurrency, self.timeout_s = concurrency, timeout_s
         self._module, self._server_error = _tritonclient(self.protocol)
         self.model = STREAM_MODEL if self.protocol == "grpc" else MODEL
-        self.client = None
+        self.client: Any = None  # tritonclient's InferenceServerClient; None once closed
         try:
             if self.protocol == "grpc":
                 self.client = self._module.InferenceServerClient(self.address, ssl=ssl)
                 config = self.client.get_model_config(self.model, as_json=True)["config"]
             else:
                 self.client = self._module.InferenceServerClient(
-                    self.address, ssl=ssl, concurrency=concurrency, network_timeout=timeout_s,
-                    connection_timeout=timeout_s)
+                    self.address,
+                    ssl=ssl,
+                    concurrency=concurrency,
+                    network_timeout=timeout_s,
+                    connection_timeout=timeout_s,
+                )
                 config = self.client.get_model_config(self.model)
         except self._server_error as e:
             self.close()
@@ -221,6 +245,11 @@ class RemotePipeline:
             self.client.close()
             self.client = None
 
+    def _connected(self) -> Any:
+        if self.client is None:
+            raise RemoteError(f"the connection to the Triton server {self.url} is closed")
+        return self.client
+
     def __enter__(self) -> RemotePipeline:
         return self
 
@@ -229,44 +258,68 @@ class RemotePipeline:
 
     # --- requests ---------------------------------------------------------------------------
 
-    def _rows(self, n, seeds, classes, guidance, temperature) -> _Rows:
+    def _rows(
+        self,
+        n: int | None,
+        seeds: philox.Seeds | None,
+        classes: Classes,
+        guidance: PerImage,
+        temperature: PerImage,
+    ) -> _Rows:
         seed_list = philox.request_seeds(seeds, n)  # the runtime's one check of seeds
         count = len(seed_list)
+        class_spec: NDArray[np.int64] | str
         if classes is None:
             classes = self.num_classes  # the null class: unconditional
         if isinstance(classes, str):
             if classes != "all" or not self.num_classes:
                 raise InvalidRequestError(
-                    f"classes must be integers or 'all', got {classes!r}" if classes != "all"
-                    else "classes='all': this bundle is unconditional")
+                    f"classes must be integers or 'all', got {classes!r}"
+                    if classes != "all"
+                    else "classes='all': this bundle is unconditional"
+                )
+            class_spec = classes
         else:
-            classes = self._per_image("classes", classes, count, np.int64)
-        guidance = self._per_image("guidance", self.bundle.guidance if guidance is None
-                                   else guidance, count, np.float32)
-        temperature = self._per_image("temperature", self.bundle.temperature
-                                      if temperature is None else temperature, count, np.float32)
-        return _Rows(seed_list, classes, guidance, temperature, self.num_classes)
+            class_spec = self._per_image("classes", classes, count, np.int64)
+        per_image_guidance = self._per_image(
+            "guidance", self.bundle.guidance if guidance is None else guidance, count, np.float32
+        )
+        per_image_temperature = self._per_image(
+            "temperature",
+            self.bundle.temperature if temperature is None else temperature,
+            count,
+            np.float32,
+        )
+        return _Rows(
+            seed_list, class_spec, per_image_guidance, per_image_temperature, self.num_classes
+        )
 
     @staticmethod
-    def _per_image(name: str, value, count: int, dtype) -> np.ndarray:
+    def _per_image(name: str, value: object, count: int, dtype: type[T]) -> NDArray[T]:
         """One value for all (0-d) or one per image; the server checks the values."""
         try:
-            arr = np.asarray(value)
-            if arr.dtype.kind not in ("iu" if dtype is np.int64 else "iuf"):
+            given = np.asarray(value)
+            if given.dtype.kind not in ("iu" if dtype is np.int64 else "iuf"):
                 raise TypeError
-            arr = arr.astype(dtype)
+            arr = given.astype(dtype)
         except (TypeError, ValueError, OverflowError):
             raise InvalidRequestError(f"{name} must be numbers, got {value!r}") from None
         if arr.ndim > 1 or (arr.ndim == 1 and len(arr) != count):
-            raise InvalidRequestError(f"{name} must be one value or one per image ({count}), "
-                                      f"got shape {arr.shape}")
+            raise InvalidRequestError(
+                f"{name} must be one value or one per image ({count}), got shape {arr.shape}"
+            )
         return arr
 
-    def _inputs(self, row: tuple[int, int, float, float], preview_every: int | None = None):
+    def _inputs(
+        self, row: tuple[int, int, float, float], preview_every: int | None = None
+    ) -> list[Any]:
         seed, cls, g, t = row
-        values = [(SEED, np.array([[seed]], np.uint64)), (CLASS, np.array([[cls]], np.int64)),
-                  (GUIDANCE, np.array([[g]], np.float32)),
-                  (TEMPERATURE, np.array([[t]], np.float32))]
+        values: list[tuple[TensorSpec, NDArray[Any]]] = [
+            (SEED, np.array([[seed]], np.uint64)),
+            (CLASS, np.array([[cls]], np.int64)),
+            (GUIDANCE, np.array([[g]], np.float32)),
+            (TEMPERATURE, np.array([[t]], np.float32)),
+        ]
         if preview_every is not None:
             values.append((PREVIEW_EVERY, np.array([[preview_every]], np.int32)))
         inputs = []
@@ -278,21 +331,39 @@ class RemotePipeline:
 
     # --- generation -------------------------------------------------------------------------
 
-    def generate(self, n: int | None = None, seeds=None, classes=None, guidance=None,
-                 temperature=None, preview_every: int = 0,
-                 on_preview: Callable[[int, int, np.ndarray], Any] | None = None):
+    def generate(
+        self,
+        n: int | None = None,
+        seeds: philox.Seeds | None = None,
+        classes: Classes = None,
+        guidance: PerImage = None,
+        temperature: PerImage = None,
+        preview_every: int = 0,
+        on_preview: Callable[[int, int, NDArray[np.uint8]], object] | None = None,
+    ) -> Generation:
         """Every image of the request at once, as a bld_runtime.pipeline.Generation."""
         from .pipeline import Generation
 
-        chunks = list(self.iter_generate(n, seeds, classes, guidance, temperature,
-                                         preview_every, on_preview))
-        return Generation(*(np.concatenate([getattr(c, name) for c in chunks])
-                            for name in ("images", "bits", "seeds", "classes")))
+        chunks = list(
+            self.iter_generate(n, seeds, classes, guidance, temperature, preview_every, on_preview)
+        )
+        return Generation(
+            np.concatenate([c.images for c in chunks]),
+            np.concatenate([c.bits for c in chunks]),
+            np.concatenate([c.seeds for c in chunks]),
+            np.concatenate([c.classes for c in chunks]),
+        )
 
-    def iter_generate(self, n: int | None = None, seeds=None, classes=None, guidance=None,
-                      temperature=None, preview_every: int = 0,
-                      on_preview: Callable[[int, int, np.ndarray], Any] | None = None
-                      ) -> Iterator:
+    def iter_generate(
+        self,
+        n: int | None = None,
+        seeds: philox.Seeds | None = None,
+        classes: Classes = None,
+        guidance: PerImage = None,
+        temperature: PerImage = None,
+        preview_every: int = 0,
+        on_preview: Callable[[int, int, NDArray[np.uint8]], object] | None = None,
+    ) -> Iterator[Generation]:
         """Like Pipeline.iter_generate: one Generation per chunk of the served max_batch images,
         in order; memory is bounded by `concurrency` images in flight whatever n is.
 
@@ -306,16 +377,20 @@ class RemotePipeline:
         from .pipeline import Generation
 
         rows = self._rows(n, seeds, classes, guidance, temperature)
-        if isinstance(preview_every, bool) or not isinstance(preview_every, int) or \
-                preview_every < 0:
-            raise InvalidRequestError(f"preview_every must be an integer >= 0, "
-                                      f"got {preview_every!r}")
+        if (
+            isinstance(preview_every, bool)
+            or not isinstance(preview_every, int)
+            or preview_every < 0
+        ):
+            raise InvalidRequestError(
+                f"preview_every must be an integer >= 0, got {preview_every!r}"
+            )
         if preview_every and self.protocol != "grpc":
-            raise InvalidRequestError("step previews stream over gRPC only: use a "
-                                      "grpc://HOST:PORT server address")
-        events = (self._stream(rows, preview_every) if self.protocol == "grpc"
-                  else self._http(rows))
-        early = []  # everything up to image 0's answer (previews are delivered later)
+            raise InvalidRequestError(
+                "step previews stream over gRPC only: use a grpc://HOST:PORT server address"
+            )
+        events = self._stream(rows, preview_every) if self.protocol == "grpc" else self._http(rows)
+        early: list[_Event] = []  # everything up to image 0's answer (previews come later)
         try:
             for event in events:
                 early.append(event)
@@ -326,7 +401,9 @@ class RemotePipeline:
             raise
 
         def chunks() -> Iterator[Generation]:
-            images, packed, lo = [], [], 0
+            images: list[NDArray[np.uint8]] = []
+            packed: list[NDArray[np.uint8]] = []
+            lo = 0
             with contextlib.closing(events):
                 for event in itertools.chain(early, events):
                     if event.packed is None:
@@ -337,11 +414,12 @@ class RemotePipeline:
                     packed.append(event.packed)
                     if len(images) == self.max_batch or lo + len(images) == rows.count:
                         hi = lo + len(images)
-                        yield Generation(np.stack(images),
-                                         unpack_bits(np.stack(packed), self.latent.shape),
-                                         rows.seeds[lo:hi],
-                                         np.array([rows.row(i)[1] for i in range(lo, hi)],
-                                                  np.int64))
+                        yield Generation(
+                            np.stack(images),
+                            unpack_bits(np.stack(packed), self.latent.shape),
+                            rows.seeds[lo:hi],
+                            np.array([rows.row(i)[1] for i in range(lo, hi)], np.int64),
+                        )
                         images, packed, lo = [], [], hi
 
         return chunks()
@@ -349,16 +427,18 @@ class RemotePipeline:
     def _refused(self, rows: _Rows, index: int, error: BaseException) -> RemoteError:
         return RemoteError(f"image {index} (seed {rows.row(index)[0]}): {_message(error)}")
 
-    def _http(self, rows: _Rows) -> Iterator[_Event]:
+    def _http(self, rows: _Rows) -> Generator[_Event, None, None]:
         """Model `bld` over HTTP: up to `concurrency` requests in flight, answers in order."""
+        client = self._connected()
         outputs = [self._module.InferRequestedOutput(o.name, binary_data=True) for o in OUTPUTS]
-        pending: collections.deque = collections.deque()
+        pending: collections.deque[tuple[int, Any]] = collections.deque()
         sent = 0
         while sent < rows.count or pending:
             while sent < rows.count and len(pending) < self.concurrency:
                 try:
-                    handle = self.client.async_infer(self.model, self._inputs(rows.row(sent)),
-                                                     outputs=outputs)
+                    handle = client.async_infer(
+                        self.model, self._inputs(rows.row(sent)), outputs=outputs
+                    )
                 except (self._server_error, OSError) as e:
                     raise self._refused(rows, sent, e) from None
                 pending.append((sent, handle))
@@ -368,33 +448,42 @@ class RemotePipeline:
                 result = handle.get_result()
             except (self._server_error, OSError) as e:
                 raise self._refused(rows, index, e) from None
-            yield _Event(index, result.as_numpy(IMAGE.name)[0], result.as_numpy(BITS.name)[0],
-                         self.num_steps)
+            yield _Event(
+                index, result.as_numpy(IMAGE.name)[0], result.as_numpy(BITS.name)[0], self.num_steps
+            )
 
-    def _stream(self, rows: _Rows, preview_every: int) -> Iterator[_Event]:
+    def _stream(self, rows: _Rows, preview_every: int) -> Generator[_Event, None, None]:
         """Model `bld_stream` over one gRPC stream: previews and final images as they come,
         handed out in order of images (an image's previews before its final answer)."""
+        client = self._connected()
         cond = threading.Condition()
         arrived: dict[int, list[_Event]] = collections.defaultdict(list)
         errors: list[BaseException] = []
 
-        def receive(result, error):  # tritonclient's stream thread
+        def answered(index: int) -> Callable[[], bool]:
+            return lambda: bool(arrived.get(index) or errors)
+
+        def receive(result: Any, error: BaseException | None) -> None:  # the stream's thread
             with cond:
                 if error is not None:
                     errors.append(error)
                 else:
                     index = int(result.get_response().id)
                     final = bool(result.as_numpy(FINAL.name)[0, 0])
-                    arrived[index].append(_Event(
-                        index, result.as_numpy(IMAGE.name)[0],
-                        result.as_numpy(BITS.name)[0] if final else None,
-                        int(result.as_numpy(STEP.name)[0, 0])))
+                    arrived[index].append(
+                        _Event(
+                            index,
+                            result.as_numpy(IMAGE.name)[0],
+                            result.as_numpy(BITS.name)[0] if final else None,
+                            int(result.as_numpy(STEP.name)[0, 0]),
+                        )
+                    )
                 cond.notify_all()
 
         try:
             # No deadline on the stream as a whole (a long run outlasts any); each image's
             # answer is awaited for at most timeout_s below.
-            self.client.start_stream(callback=receive)
+            client.start_stream(callback=receive)
         except self._server_error as e:
             raise RemoteError(f"Triton server {self.url}: {_message(e)}") from None
         finished = False
@@ -402,25 +491,26 @@ class RemotePipeline:
             sent = 0
             for index in range(rows.count):
                 while sent < rows.count and sent - index < self.concurrency:
-                    self.client.async_stream_infer(self.model,
-                                                   self._inputs(rows.row(sent), preview_every),
-                                                   request_id=str(sent))
+                    client.async_stream_infer(
+                        self.model,
+                        self._inputs(rows.row(sent), preview_every),
+                        request_id=str(sent),
+                    )
                     sent += 1
                 done = False
                 while not done:
                     with cond:
-                        if not cond.wait_for(lambda i=index: arrived.get(i) or errors,
-                                             timeout=self.timeout_s):
-                            raise RemoteError(f"Triton server {self.url}: no answer for image "
-                                              f"{index} in {self.timeout_s:g} s")
+                        if not cond.wait_for(answered(index), timeout=self.timeout_s):
+                            raise RemoteError(
+                                f"Triton server {self.url}: no answer for image "
+                                f"{index} in {self.timeout_s:g} s"
+                            )
                         if errors:  # a refused request; the stream does not say which
-                            raise RemoteError(f"Triton server {self.url}: "
-                                              f"{_message(errors[0])}")
+                            raise RemoteError(f"Triton server {self.url}: {_message(errors[0])}")
                         ready = arrived.pop(index)
                     for event in ready:
                         done = done or event.packed is not None
                         yield event
             finished = True
         finally:
-            self.client.stop_stream(cancel_requests=not finished)
-
+            client.stop_stream(cancel_requests=not finished)

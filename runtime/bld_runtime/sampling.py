@@ -9,6 +9,7 @@ bits.bldz holding exactly their bits, and samples.json saying how far it got; th
 says where it stopped. A run killed outright (SIGKILL) leaves complete PNGs and samples.json,
 at most one chunk behind.
 """
+
 from __future__ import annotations
 
 from collections.abc import Iterable
@@ -26,9 +27,16 @@ from .outputs import OutputFolder, image_name
 GRID_IMAGES = 100  # grid.png shows the first images only: a grid of 10^5 images helps nobody
 
 
-def write_samples(latent: LatentSpec, chunks: Iterable[Any], count: int, out_dir: Path,
-                  force: bool, request: dict[str, Any], grid_cols: int | None = None,
-                  progress: Any = None) -> None:
+def write_samples(
+    latent: LatentSpec,
+    chunks: Iterable[Any],
+    count: int,
+    out_dir: Path,
+    force: bool,
+    request: dict[str, Any],
+    grid_cols: int | None = None,
+    progress: Any = None,
+) -> None:
     """Write `count` images arriving in `chunks` (objects with `images` and `bits`) of a
     bundle whose latent is `latent`, with their bits, grid and samples.json."""
     grid: list[np.ndarray] = []
@@ -47,30 +55,31 @@ def write_samples(latent: LatentSpec, chunks: Iterable[Any], count: int, out_dir
                     out.progress(done)
                     if progress is not None:
                         progress.advance(len(chunk.images))
-        except BaseException as error:
+        except BaseException as error:  # noqa: BLE001 - re-raised, saying what was kept
             _drop_unfinished(out_dir, done, count)
-            _stop_early(out, writer, grid, grid_cols, done, count, error)
+            raise _stopped(out, writer, grid, grid_cols, done, count, error) from None
         writer.close()
         if grid:
             save_png(out_dir / "grid.png", make_grid(np.stack(grid), cols=grid_cols))
         out.finish()
 
 
-def write_decoded(pipe: Any, bits: np.ndarray, out_dir: Path, force: bool,
-                  request: dict[str, Any]) -> None:
+def write_decoded(
+    pipe: Any, bits: np.ndarray, out_dir: Path, force: bool, request: dict[str, Any]
+) -> None:
     count = len(bits)
     with OutputFolder(out_dir, force, "decode") as out:
         out.start(request, count)
         done = 0
         try:
             for lo in range(0, count, pipe.max_batch):
-                for i, image in enumerate(pipe.decode(bits[lo:lo + pipe.max_batch])):
+                for i, image in enumerate(pipe.decode(bits[lo : lo + pipe.max_batch])):
                     save_png(out_dir / image_name(lo + i, count), image, durable=False)
                 done = min(lo + pipe.max_batch, count)
                 out.progress(done)
-        except BaseException as error:
+        except BaseException as error:  # noqa: BLE001 - re-raised, saying what was kept
             _drop_unfinished(out_dir, done, count)
-            _stop_early(out, None, [], None, done, count, error)
+            raise _stopped(out, None, [], None, done, count, error) from None
         out.finish()
 
 
@@ -84,11 +93,21 @@ def _drop_unfinished(out_dir: Path, done: int, count: int) -> None:
         path.unlink(missing_ok=True)
 
 
-def _stop_early(out: OutputFolder, writer: BitsWriter | None, grid: list[np.ndarray],
-                grid_cols: int | None, done: int, count: int, error: BaseException) -> None:
-    """Keep what a stopped run finished, record why it stopped, and re-raise with where."""
-    stopped = isinstance(error, (KeyboardInterrupt, SystemExit)) or \
-        type(error).__name__ in ("_Terminated", "Abort")
+def _stopped(
+    out: OutputFolder,
+    writer: BitsWriter | None,
+    grid: list[np.ndarray],
+    grid_cols: int | None,
+    done: int,
+    count: int,
+    error: BaseException,
+) -> BldError:
+    """Keep what a stopped run finished and record why it stopped; the error to raise instead
+    of `error`, saying what was kept where."""
+    stopped = isinstance(error, (KeyboardInterrupt, SystemExit)) or type(error).__name__ in (
+        "_Terminated",
+        "Abort",
+    )
     reason = "interrupted" if stopped else describe(error)
     bits_kept = False
     try:
@@ -99,13 +118,16 @@ def _stop_early(out: OutputFolder, writer: BitsWriter | None, grid: list[np.ndar
         out.finish("stopped", reason)
     except OSError:  # e.g. the disk that stopped the run is still full; the PNGs are complete
         pass
-    kept = (f"{out.path} holds images {image_name(0, count)[:-4]}..{image_name(done - 1, count)}"
-            f" (of {count})" + (" and their bits (bits.bldz)" if bits_kept else "")
-            if done else f"nothing was written to {out.path}")
+    kept = (
+        f"{out.path} holds images {image_name(0, count)[:-4]}..{image_name(done - 1, count)}"
+        f" (of {count})" + (" and their bits (bits.bldz)" if bits_kept else "")
+        if done
+        else f"nothing was written to {out.path}"
+    )
     message = f"{reason}; stopped after {done} of {count} images: {kept}"
     if isinstance(error, BldError) and not isinstance(error, OutputError):
-        raise type(error)(message) from None
-    raise OutputError(message) from None
+        return type(error)(message)
+    return OutputError(message)
 
 
 class _Nothing:

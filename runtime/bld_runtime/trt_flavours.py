@@ -12,11 +12,13 @@ by NAME (hasattr), never by version number or enum value: enum values changed be
 Importing a flavour is safe without a GPU; constructing its Runtime is not (it logs CUDA error
 35 and the next call segfaults), so the backend checks for a device first (backends/cudart.py).
 """
+
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
 from types import ModuleType
+from typing import Any
 
 from .errors import BackendUnavailableError
 
@@ -27,7 +29,7 @@ MODULES = {"tensorrt": ("tensorrt", "tensorrt_lean"), "tensorrt_rtx": ("tensorrt
 PLAN_MAGIC = {"tensorrt": b"ftrt", "tensorrt_rtx": b"vtrt"}
 INSTALL_HINT = {
     "tensorrt": "pip install 'bld[tensorrt-cu12]' (or tensorrt-cu13; on Jetson the JetPack's "
-                "python3-libnvinfer)",
+    "python3-libnvinfer)",
     "tensorrt_rtx": "pip install 'bld[tensorrt-rtx]'",
 }
 
@@ -56,11 +58,11 @@ class Flavour:
     def can_build(self) -> bool:
         return hasattr(self.module, "Builder") and hasattr(self.module, "OnnxParser")
 
-    def builder_flag(self, name: str):
+    def builder_flag(self, name: str) -> Any:
         """BuilderFlag.<name>, or None where this version has no such flag."""
         return getattr(self.module.BuilderFlag, name, None)
 
-    def network_flag(self, name: str):
+    def network_flag(self, name: str) -> Any:
         flags = getattr(self.module, "NetworkDefinitionCreationFlag", None)
         return getattr(flags, name, None) if flags is not None else None
 
@@ -71,8 +73,9 @@ class Flavour:
 def import_flavour(name: str | None = None, need_builder: bool = False) -> Flavour:
     """The flavour `name` (None: the first importable of FLAVOURS), or a one-line error."""
     if name is not None and name not in FLAVOURS:
-        raise BackendUnavailableError(f"unknown TensorRT flavour {name!r}; choose one of "
-                                      f"{', '.join(FLAVOURS)}")
+        raise BackendUnavailableError(
+            f"unknown TensorRT flavour {name!r}; choose one of {', '.join(FLAVOURS)}"
+        )
     names = (name,) if name else FLAVOURS
     problems = []
     for flavour in names:
@@ -89,8 +92,9 @@ def import_flavour(name: str | None = None, need_builder: bool = False) -> Flavo
             return found
     what = "a TensorRT builder" if need_builder else "TensorRT"
     hints = "; ".join(INSTALL_HINT[f] for f in names)
-    raise BackendUnavailableError(f"{what} is not importable here: {', '.join(problems)}; "
-                                  f"install it with {hints}")
+    raise BackendUnavailableError(
+        f"{what} is not importable here: {', '.join(problems)}; install it with {hints}"
+    )
 
 
 def available_versions() -> dict[str, str | None]:

@@ -12,8 +12,10 @@ graph of the bundle, both precisions, and then probes the step graphs for what t
 - classes: the null class (= the manifest's class count) must be accepted and the index after
   it refused, so the graph's class table has exactly count + 1 rows.
 """
+
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 
 import numpy as np
@@ -26,7 +28,9 @@ from .manifest import Bundle, load_bundle
 PROBE_TOLERANCE = 1e-5  # float32 evaluation of the same formula in two places
 
 
-def verify_bundle(path, log: Callable[[str], None] = lambda line: None) -> Bundle:
+def verify_bundle(
+    path: str | os.PathLike[str], log: Callable[[str], None] = lambda line: None
+) -> Bundle:
     """Every check above; raises ManifestError / BundleIntegrityError on the first failure."""
     bundle = load_bundle(path)
     bundle.verify_files()
@@ -39,10 +43,12 @@ def verify_bundle(path, log: Callable[[str], None] = lambda line: None) -> Bundl
         for kind in ("step", "step_guided"):
             probe_schedule(backend, kind)
             probe_classes(backend, kind)
-            log(f"{backend.graphs[kind].name}: computes the manifest's schedule "
+            log(
+                f"{backend.graphs[kind].name}: computes the manifest's schedule "
                 f"({bundle.manifest.schedule.name}, T={bundle.manifest.schedule.train_steps}, "
                 f"K={bundle.manifest.schedule.sampling_steps}) and "
-                f"{bundle.manifest.classes.count} classes + null")
+                f"{bundle.manifest.classes.count} classes + null"
+            )
     return bundle
 
 
@@ -51,12 +57,23 @@ def probe_schedule(backend: CpuBackend, kind: str) -> None:
     K, (L, C) = backend.num_steps, backend.latent
     tables = contract.step_tables(m.schedule.name, m.schedule.train_steps, K)
     guidance = np.zeros(K, np.float32) if kind == "step_guided" else None
-    probs = backend.step_probs(np.ones((K, L, C), np.float32), np.arange(K),
-                               np.full(K, m.classes.null_class), np.full(K, np.finfo(np.float32).max),
-                               guidance)
+    probs = backend.step_probs(
+        np.ones((K, L, C), np.float32),
+        np.arange(K),
+        np.full(K, m.classes.null_class),
+        np.full(K, np.finfo(np.float32).max),
+        guidance,
+    )
     for i in range(K):
-        want = 0.5 if tables.is_last[i] else float(contract.posterior(
-            1.0, 0.5, tables.k_next[i], tables.b_next[i], tables.beta_prod[i]))
+        want = (
+            0.5
+            if tables.is_last[i]
+            else float(
+                contract.posterior(
+                    1.0, 0.5, tables.k_next[i], tables.b_next[i], tables.beta_prod[i]
+                )
+            )
+        )
         got = probs[i]
         if not np.all(np.abs(got - want) <= PROBE_TOLERANCE):
             worst = float(got.reshape(-1)[np.argmax(np.abs(got - want))])
@@ -64,7 +81,8 @@ def probe_schedule(backend: CpuBackend, kind: str) -> None:
                 f"graph {backend.graphs[kind].name!r} does not compute the manifest's schedule: "
                 f"at step {i} it gives {worst:.6g} where {m.schedule.name}, "
                 f"T={m.schedule.train_steps}, timesteps {list(m.schedule.timesteps)} give "
-                f"{want:.6g}")
+                f"{want:.6g}"
+            )
 
 
 def probe_classes(backend: CpuBackend, kind: str) -> None:
@@ -73,14 +91,21 @@ def probe_classes(backend: CpuBackend, kind: str) -> None:
     guidance = np.zeros(1, np.float32) if kind == "step_guided" else None
 
     def call(label: int) -> None:
-        backend.step_probs(np.zeros((1, L, C), np.float32), np.zeros(1), np.full(1, label),
-                           np.ones(1, np.float32), guidance)
+        backend.step_probs(
+            np.zeros((1, L, C), np.float32),
+            np.zeros(1),
+            np.full(1, label),
+            np.ones(1, np.float32),
+            guidance,
+        )
 
     call(m.classes.null_class)
     try:
         call(m.classes.null_class + 1)
     except BackendError:
         return
-    raise ManifestError(f"graph {backend.graphs[kind].name!r} accepts class "
-                        f"{m.classes.null_class + 1}: it has more classes than the manifest's "
-                        f"{m.classes.count} (+ the null class)")
+    raise ManifestError(
+        f"graph {backend.graphs[kind].name!r} accepts class "
+        f"{m.classes.null_class + 1}: it has more classes than the manifest's "
+        f"{m.classes.count} (+ the null class)"
+    )

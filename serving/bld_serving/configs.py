@@ -9,6 +9,7 @@ kinds, plan files), so a repository is checked here as far as it can be without 
 The served protocol (names, types) comes from bld_runtime.remote; graph I/O from the
 bundle manifest's GraphSpec.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -20,8 +21,14 @@ from bld_runtime.manifest import BATCH, GraphSpec, Manifest
 from .errors import ServingError
 
 # manifest dtype -> Triton data type
-DTYPES = {"float32": "TYPE_FP32", "float16": "TYPE_FP16", "int64": "TYPE_INT64",
-          "int32": "TYPE_INT32", "uint8": "TYPE_UINT8", "bool": "TYPE_BOOL"}
+DTYPES = {
+    "float32": "TYPE_FP32",
+    "float16": "TYPE_FP16",
+    "int64": "TYPE_INT64",
+    "int32": "TYPE_INT32",
+    "uint8": "TYPE_UINT8",
+    "bool": "TYPE_BOOL",
+}
 
 
 def proto():
@@ -30,8 +37,10 @@ def proto():
         from google.protobuf import text_format
         from tritonclient.grpc import model_config_pb2
     except ImportError as e:
-        raise ServingError(f"writing Triton configs needs tritonclient[grpc] ({e}); install "
-                           f"it with pip install 'bld[serving]'") from None
+        raise ServingError(
+            f"writing Triton configs needs tritonclient[grpc] ({e}); install "
+            f"it with pip install 'bld[serving]'"
+        ) from None
     return model_config_pb2, text_format
 
 
@@ -62,12 +71,14 @@ def _parameters(config, values: dict[str, str]) -> None:
 
 def _bundle_parameters(manifest: Manifest) -> dict[str, str]:
     img, lat = manifest.image, manifest.latent
-    return {remote.PARAM_IMAGE: f"{img.height}x{img.width}x{img.channels}",
-            remote.PARAM_LATENT: f"{lat.height}x{lat.width}x{lat.bits}",
-            remote.PARAM_CLASSES: str(manifest.classes.count),
-            remote.PARAM_STEPS: str(manifest.schedule.sampling_steps),
-            remote.PARAM_GUIDANCE: repr(manifest.defaults.guidance),
-            remote.PARAM_TEMPERATURE: repr(manifest.defaults.temperature)}
+    return {
+        remote.PARAM_IMAGE: f"{img.height}x{img.width}x{img.channels}",
+        remote.PARAM_LATENT: f"{lat.height}x{lat.width}x{lat.bits}",
+        remote.PARAM_CLASSES: str(manifest.classes.count),
+        remote.PARAM_STEPS: str(manifest.schedule.sampling_steps),
+        remote.PARAM_GUIDANCE: repr(manifest.defaults.guidance),
+        remote.PARAM_TEMPERATURE: repr(manifest.defaults.temperature),
+    }
 
 
 def _batching(config, serving: Serving) -> None:
@@ -81,8 +92,13 @@ def _instances(config, pb, count: int, gpu: bool) -> None:
     group.kind = pb.ModelInstanceGroup.KIND_GPU if gpu else pb.ModelInstanceGroup.KIND_CPU
 
 
-def pipeline_model(name: str, manifest: Manifest, serving: Serving, decoupled: bool,
-                   graph_models: dict[str, str] | None = None):
+def pipeline_model(
+    name: str,
+    manifest: Manifest,
+    serving: Serving,
+    decoupled: bool,
+    graph_models: dict[str, str] | None = None,
+):
     """`bld` (decoupled=False) or `bld_stream`: the Python model running Pipeline in-process.
 
     With graph_models (role -> model name), the GPU layout's BLS `bld`: same protocol, but
@@ -95,16 +111,26 @@ def pipeline_model(name: str, manifest: Manifest, serving: Serving, decoupled: b
     # mask and known_bits are (L, C), but declared variable and ragged: a wrong shape then
     # reaches the model, which refuses it with the runtime's own message (Triton's own names
     # the max_batch_size setting, which misleads a client), and does not split the batch.
-    dims = {remote.MASK.name: [-1, -1], remote.KNOWN_BITS.name: [-1, -1],
-            remote.IMAGE.name: list(manifest.image.shape),
-            remote.BITS.name: [packed_bytes(L, C)]}
+    dims = {
+        remote.MASK.name: [-1, -1],
+        remote.KNOWN_BITS.name: [-1, -1],
+        remote.IMAGE.name: list(manifest.image.shape),
+        remote.BITS.name: [packed_bytes(L, C)],
+    }
     for spec in remote.STREAM_INPUTS if decoupled else remote.INPUTS:
-        config.input.add(name=spec.name, data_type=getattr(pb, "TYPE_" + spec.dtype),
-                         dims=dims.get(spec.name, [1]), optional=spec.optional,
-                         allow_ragged_batch=-1 in dims.get(spec.name, [1]))
+        config.input.add(
+            name=spec.name,
+            data_type=getattr(pb, "TYPE_" + spec.dtype),
+            dims=dims.get(spec.name, [1]),
+            optional=spec.optional,
+            allow_ragged_batch=-1 in dims.get(spec.name, [1]),
+        )
     for spec in remote.STREAM_OUTPUTS if decoupled else remote.OUTPUTS:
-        config.output.add(name=spec.name, data_type=getattr(pb, "TYPE_" + spec.dtype),
-                          dims=dims.get(spec.name, [1]))
+        config.output.add(
+            name=spec.name,
+            data_type=getattr(pb, "TYPE_" + spec.dtype),
+            dims=dims.get(spec.name, [1]),
+        )
     if decoupled:
         config.model_transaction_policy.decoupled = True
     _instances(config, pb, serving.instances, serving.gpu and not graph_models)
@@ -112,30 +138,49 @@ def pipeline_model(name: str, manifest: Manifest, serving: Serving, decoupled: b
     if graph_models:
         runtime.update({f"bld_model_{role}": model for role, model in graph_models.items()})
     else:
-        runtime.update({"bld_backend": serving.backend, "bld_threads": str(serving.threads),
-                        "bld_trt_cache": serving.trt_cache})
+        runtime.update(
+            {
+                "bld_backend": serving.backend,
+                "bld_threads": str(serving.threads),
+                "bld_trt_cache": serving.trt_cache,
+            }
+        )
     if decoupled:
         runtime["bld_preview_every"] = str(serving.preview_every)
-    _parameters(config, {**_bundle_parameters(manifest), **runtime,
-                         "EXECUTION_ENV_PATH": serving.python_env})
+    _parameters(
+        config,
+        {**_bundle_parameters(manifest), **runtime, "EXECUTION_ENV_PATH": serving.python_env},
+    )
     return config
+
 
 # --- GPU layout: one model per graph, driven by a BLS model --------------------------------
 
+
 def _tensor(pb, spec, graph: str):
     if not spec.shape or spec.shape[0] != BATCH:
-        raise ServingError(f"graph {graph!r}: {spec.name} has shape {list(spec.shape)}; Triton "
-                           f"batching needs the dynamic batch axis {BATCH!r} first")
+        raise ServingError(
+            f"graph {graph!r}: {spec.name} has shape {list(spec.shape)}; Triton "
+            f"batching needs the dynamic batch axis {BATCH!r} first"
+        )
     rest = list(spec.shape[1:])
     if any(isinstance(d, str) for d in rest):
-        raise ServingError(f"graph {graph!r}: {spec.name} has a dynamic axis besides the "
-                           f"batch ({list(spec.shape)}); this repository layout needs fixed "
-                           f"dims")
+        raise ServingError(
+            f"graph {graph!r}: {spec.name} has a dynamic axis besides the "
+            f"batch ({list(spec.shape)}); this repository layout needs fixed "
+            f"dims"
+        )
     return rest, DTYPES[spec.dtype]
 
 
-def graph_model(name: str, role: str, graph: GraphSpec, serving: Serving,
-                plans: dict[str, str] | None = None, default_plan: str | None = None):
+def graph_model(
+    name: str,
+    role: str,
+    graph: GraphSpec,
+    serving: Serving,
+    plans: dict[str, str] | None = None,
+    default_plan: str | None = None,
+):
     """One bundle graph as `onnxruntime_onnx` (cpu, cuda, tensorrt-ep: TensorRT accelerator
     with its engine cache) or `tensorrt_plan`: plans by compute capability ("8.6" -> file
     name), and default_plan, a hardware-compatible plan for the GPUs without one of their
@@ -154,8 +199,10 @@ def graph_model(name: str, role: str, graph: GraphSpec, serving: Serving,
                 tensor.reshape.SetInParent()
     if serving.backend == "tensorrt":
         if not plans and not default_plan:
-            raise ServingError(f"graph {role!r}: no TensorRT plan found (build them with "
-                               f"bld-export engine, or pass --plan)")
+            raise ServingError(
+                f"graph {role!r}: no TensorRT plan found (build them with "
+                f"bld-export engine, or pass --plan)"
+            )
         config.platform = "tensorrt_plan"
         newest = max(plans or {"0.0": None}, key=lambda cc: tuple(map(int, cc.split("."))))
         config.default_model_filename = default_plan or plans[newest]
@@ -165,12 +212,15 @@ def graph_model(name: str, role: str, graph: GraphSpec, serving: Serving,
         config.platform = "onnxruntime_onnx"
         config.default_model_filename = "model.onnx"
         if serving.backend == "tensorrt-ep":
-            accelerator = config.optimization.execution_accelerators \
-                .gpu_execution_accelerator.add(name="tensorrt")
-            trt = {"precision_mode": "FP16" if serving.precision == "fp16" else "FP32",
-                   "trt_engine_cache_enable": "true",
-                   "trt_engine_cache_path": serving.trt_cache or "/tmp/bld_trt_cache",
-                   "max_workspace_size_bytes": str(1 << 30)}
+            accelerator = config.optimization.execution_accelerators.gpu_execution_accelerator.add(
+                name="tensorrt"
+            )
+            trt = {
+                "precision_mode": "FP16" if serving.precision == "fp16" else "FP32",
+                "trt_engine_cache_enable": "true",
+                "trt_engine_cache_path": serving.trt_cache or "/tmp/bld_trt_cache",
+                "max_workspace_size_bytes": str(1 << 30),
+            }
             for key, value in trt.items():
                 accelerator.parameters[key] = value
         if serving.threads:
@@ -180,6 +230,7 @@ def graph_model(name: str, role: str, graph: GraphSpec, serving: Serving,
 
 
 # --- text and checks ---------------------------------------------------------------------
+
 
 def to_text(config) -> str:
     _, text_format = proto()
@@ -210,8 +261,10 @@ def check_config(config, source: str, files: set[str] = frozenset()) -> None:
         fail("a model names exactly one of backend and platform")
     if config.max_batch_size < 1:
         fail(f"max_batch_size must be >= 1 for dynamic batching, got {config.max_batch_size}")
-    if config.HasField("dynamic_batching") and \
-            config.dynamic_batching.max_queue_delay_microseconds < 0:
+    if (
+        config.HasField("dynamic_batching")
+        and config.dynamic_batching.max_queue_delay_microseconds < 0
+    ):
         fail("max_queue_delay_microseconds must be >= 0")
     for kind in ("input", "output"):
         names = [t.name for t in getattr(config, kind)]
@@ -232,12 +285,15 @@ def check_config(config, source: str, files: set[str] = frozenset()) -> None:
         fail("every instance group needs count >= 1")
     if config.platform == "tensorrt_plan":
         if not config.cc_model_filenames and not config.default_model_filename:
-            fail("tensorrt_plan needs cc_model_filenames (plans per compute capability) or a "
-                 "default_model_filename")
-        if files and config.default_model_filename and \
-                config.default_model_filename not in files:
-            fail(f"default_model_filename {config.default_model_filename!r} is missing from the "
-                 f"version folder")
+            fail(
+                "tensorrt_plan needs cc_model_filenames (plans per compute capability) or a "
+                "default_model_filename"
+            )
+        if files and config.default_model_filename and config.default_model_filename not in files:
+            fail(
+                f"default_model_filename {config.default_model_filename!r} is missing from the "
+                f"version folder"
+            )
         for cc, file in config.cc_model_filenames.items():
             major, _, minor = cc.partition(".")
             if not (major.isdigit() and minor.isdigit()):

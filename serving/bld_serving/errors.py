@@ -1,4 +1,5 @@
 """Errors of the serving package (one clear sentence each, like every BldError)."""
+
 from bld_runtime.errors import BldError
 
 

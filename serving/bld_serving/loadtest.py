@@ -5,6 +5,7 @@ Every response is checked (shape, and for a fixed set of requests the exact bits
 locally beforehand), so a load test that returns wrong images fails like one that errors.
 Used by benchmarks/triton_load.py (30 s, the README's figures) and a short CI test.
 """
+
 from __future__ import annotations
 
 import threading
@@ -42,11 +43,13 @@ class LoadReport:
         return (self.rss_end - self.rss_start) / self.rss_start if self.rss_start else 0.0
 
     def summary(self) -> str:
-        return (f"{self.clients} clients, {self.duration_s:.1f} s: {self.requests} images, "
-                f"{self.throughput:.1f} images/s, p50 {self.percentile(50):.1f} ms, "
-                f"p99 {self.percentile(99):.1f} ms, errors {len(self.errors)}, wrong images "
-                f"{self.mismatches}, RSS {self.rss_start / 2**20:.0f} -> "
-                f"{self.rss_end / 2**20:.0f} MiB ({100 * self.rss_growth:+.1f}%)")
+        return (
+            f"{self.clients} clients, {self.duration_s:.1f} s: {self.requests} images, "
+            f"{self.throughput:.1f} images/s, p50 {self.percentile(50):.1f} ms, "
+            f"p99 {self.percentile(99):.1f} ms, errors {len(self.errors)}, wrong images "
+            f"{self.mismatches}, RSS {self.rss_start / 2**20:.0f} -> "
+            f"{self.rss_end / 2**20:.0f} MiB ({100 * self.rss_growth:+.1f}%)"
+        )
 
 
 def warm_up(url: str, max_batch: int, classes: int = 10, rounds: int = 2) -> None:
@@ -61,10 +64,12 @@ def warm_up(url: str, max_batch: int, classes: int = 10, rounds: int = 2) -> Non
             for n in range(1, max_batch + 1):
                 seeds = np.arange(n, dtype=np.uint64).reshape(n, 1)
                 inputs = []
-                for spec, value in ((remote.SEED, seeds),
-                                    (remote.CLASS, (seeds % classes).astype(np.int64)),
-                                    (remote.GUIDANCE, np.zeros((n, 1), np.float32)),
-                                    (remote.TEMPERATURE, np.ones((n, 1), np.float32))):
+                for spec, value in (
+                    (remote.SEED, seeds),
+                    (remote.CLASS, (seeds % classes).astype(np.int64)),
+                    (remote.GUIDANCE, np.zeros((n, 1), np.float32)),
+                    (remote.TEMPERATURE, np.ones((n, 1), np.float32)),
+                ):
                     tensor = http.InferInput(spec.name, list(value.shape), spec.dtype)
                     tensor.set_data_from_numpy(value)
                     inputs.append(tensor)
@@ -73,9 +78,16 @@ def warm_up(url: str, max_batch: int, classes: int = 10, rounds: int = 2) -> Non
         connection.close()
 
 
-def run_load(url: str, expected: dict[int, np.ndarray], clients: int = 16,
-             duration_s: float = 30.0, rss=None, classes: int = 10, guidance: float = 0.0,
-             temperature: float = 1.0) -> LoadReport:
+def run_load(
+    url: str,
+    expected: dict[int, np.ndarray],
+    clients: int = 16,
+    duration_s: float = 30.0,
+    rss=None,
+    classes: int = 10,
+    guidance: float = 0.0,
+    temperature: float = 1.0,
+) -> LoadReport:
     """`clients` threads, each with its own HTTP client, cycle through the seeds of
     `expected` (seed -> packed bits of seed with class seed % classes at `guidance` and
     `temperature`) for `duration_s`; rss() -> bytes is sampled before and after."""
@@ -96,17 +108,19 @@ def run_load(url: str, expected: dict[int, np.ndarray], clients: int = 16,
             seed = seeds[i % len(seeds)]
             i += clients
             inputs = []
-            for spec, value in ((remote.SEED, np.array([[seed]], np.uint64)),
-                                (remote.CLASS, np.array([[seed % classes]], np.int64)),
-                                (remote.GUIDANCE, np.array([[guidance]], np.float32)),
-                                (remote.TEMPERATURE, np.array([[temperature]], np.float32))):
+            for spec, value in (
+                (remote.SEED, np.array([[seed]], np.uint64)),
+                (remote.CLASS, np.array([[seed % classes]], np.int64)),
+                (remote.GUIDANCE, np.array([[guidance]], np.float32)),
+                (remote.TEMPERATURE, np.array([[temperature]], np.float32)),
+            ):
                 tensor = http.InferInput(spec.name, list(value.shape), spec.dtype)
                 tensor.set_data_from_numpy(value)
                 inputs.append(tensor)
             began = time.perf_counter()
             try:
                 result = connection.infer(remote.MODEL, inputs, outputs=outputs)
-            except Exception as e:  # every failure is counted and reported, never hidden
+            except Exception as e:  # noqa: BLE001 - every failure is counted and reported
                 with lock:
                     report.errors.append(str(e))
                 if len(report.errors) > 100:

@@ -17,8 +17,10 @@ wheel's nvidia_pytriton.libs on LD_LIBRARY_PATH.
 
     python -m bld_serving.local_server serve runs/digits/bundle     # what `make serve` runs
 """
+
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import shutil
@@ -74,9 +76,10 @@ class Install:
 
     def library_path(self) -> str:
         libdir = sysconfig.get_config_var("LIBDIR")
-        return os.pathsep.join([libdir, str(self.root / LIBS_DIR)]
-                               + [p for p in os.environ.get("LD_LIBRARY_PATH", "").split(":")
-                                  if p])
+        return os.pathsep.join(
+            [libdir, str(self.root / LIBS_DIR)]
+            + [p for p in os.environ.get("LD_LIBRARY_PATH", "").split(":") if p]
+        )
 
 
 def _python_version() -> str:
@@ -85,12 +88,16 @@ def _python_version() -> str:
 
 def _check_interpreter() -> None:
     if not sys.platform.startswith("linux"):
-        raise ServerError("the local tritonserver runs on Linux only (the nvidia-pytriton wheel "
-                          "is a manylinux build)")
+        raise ServerError(
+            "the local tritonserver runs on Linux only (the nvidia-pytriton wheel "
+            "is a manylinux build)"
+        )
     if not sysconfig.get_config_var("Py_ENABLE_SHARED"):
-        raise ServerError(f"Triton's Python backend stub links libpython, and this Python "
-                          f"({sys.executable}) was built without a shared libpython; use a "
-                          f"Python built with --enable-shared")
+        raise ServerError(
+            f"Triton's Python backend stub links libpython, and this Python "
+            f"({sys.executable}) was built without a shared libpython; use a "
+            f"Python built with --enable-shared"
+        )
 
 
 def _unpack_server(root: Path, log) -> None:
@@ -100,30 +107,54 @@ def _unpack_server(root: Path, log) -> None:
     wheels = root.parent / "wheels"
     wheel = next(iter(sorted(wheels.glob("nvidia_pytriton-*.whl"))), None)
     if wheel is None:
-        _run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
-              "--dest", str(wheels), PYTRITON], "downloading tritonserver (pip)", log)
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "download",
+                "--no-deps",
+                "--only-binary=:all:",
+                "--dest",
+                str(wheels),
+                PYTRITON,
+            ],
+            "downloading tritonserver (pip)",
+            log,
+        )
         wheel = next(iter(sorted(wheels.glob("nvidia_pytriton-*.whl"))), None)
         if wheel is None:
             raise ServerError(f"pip download {PYTRITON} left no wheel in {wheels}")
     stub = f"{SERVER_DIR}/python_backend_stubs/{_python_version()}/triton_python_backend_stub"
     wanted = (f"{SERVER_DIR}/bin/tritonserver", f"{SERVER_DIR}/backends/python/", f"{LIBS_DIR}/")
     log(f"unpacking {wheel.name}")
-    with replacing_directory(root, f"tritonserver folder {root}") as staged, \
-            zipfile.ZipFile(wheel) as archive:
+    with (
+        replacing_directory(root, f"tritonserver folder {root}") as staged,
+        zipfile.ZipFile(wheel) as archive,
+    ):
         names = archive.namelist()
         if stub not in names:
-            have = sorted({n.split("/")[3] for n in names if "/python_backend_stubs/" in n
-                           and n.count("/") >= 4})
-            raise ServerError(f"{wheel.name} has no Python backend stub for Python "
-                              f"{_python_version()} (it has {', '.join(have)})")
+            have = sorted(
+                {
+                    n.split("/")[3]
+                    for n in names
+                    if "/python_backend_stubs/" in n and n.count("/") >= 4
+                }
+            )
+            raise ServerError(
+                f"{wheel.name} has no Python backend stub for Python "
+                f"{_python_version()} (it has {', '.join(have)})"
+            )
         for name in names:
             if name.startswith(wanted) and not name.endswith("/"):
                 archive.extract(name, staged)
         archive.extract(stub, staged)
         python_dir = staged / SERVER_DIR / "backends" / "python"
         (staged / stub).rename(python_dir / "triton_python_backend_stub")
-        for path in [staged / SERVER_DIR / "bin" / "tritonserver",
-                     python_dir / "triton_python_backend_stub"]:
+        for path in [
+            staged / SERVER_DIR / "bin" / "tritonserver",
+            python_dir / "triton_python_backend_stub",
+        ]:
             path.chmod(0o755)
         shutil.rmtree(staged / SERVER_DIR / "python_backend_stubs")
 
@@ -139,8 +170,9 @@ def _runtime_digest(package: Path) -> str:
 
 def _prepare_env(env: Path, log) -> None:
     """A venv with numpy < 2, this onnxruntime version, and this bld_runtime copied in."""
-    import bld_runtime
     import onnxruntime
+
+    import bld_runtime
 
     python = env / "bin" / "python"
     marker = env / ".bld-ready"
@@ -148,11 +180,27 @@ def _prepare_env(env: Path, log) -> None:
         if env.exists():
             shutil.rmtree(env)
         # No pip inside (ensurepip costs ~15 s): this interpreter's pip installs into it.
-        _run([sys.executable, "-m", "venv", "--without-pip", str(env)],
-             "creating the model environment", log)
-        _run([sys.executable, "-m", "pip", "--python", str(python), "install", "-q",
-              "--disable-pip-version-check", NUMPY, f"onnxruntime=={onnxruntime.__version__}"],
-             "installing numpy<2 and onnxruntime into the model environment", log)
+        _run(
+            [sys.executable, "-m", "venv", "--without-pip", str(env)],
+            "creating the model environment",
+            log,
+        )
+        _run(
+            [
+                sys.executable,
+                "-m",
+                "pip",
+                "--python",
+                str(python),
+                "install",
+                "-q",
+                "--disable-pip-version-check",
+                NUMPY,
+                f"onnxruntime=={onnxruntime.__version__}",
+            ],
+            "installing numpy<2 and onnxruntime into the model environment",
+            log,
+        )
         marker.write_text("numpy<2, onnxruntime " + onnxruntime.__version__ + "\n")
     site = env / "lib" / f"python{_python_version()}" / "site-packages"
     source = Path(bld_runtime.__file__).parent
@@ -182,6 +230,7 @@ def install(root: Path | None = None, log=lambda line: None) -> Install:
 
 # --- the server process --------------------------------------------------------------------
 
+
 def free_ports(count: int) -> list[int]:
     sockets = []
     try:
@@ -198,8 +247,9 @@ def free_ports(count: int) -> list[int]:
 class LocalTriton:
     """tritonserver over `repository`, on 127.0.0.1 with free ports; a context manager."""
 
-    def __init__(self, repository, install: Install, log_path=None,
-                 extra_args: tuple[str, ...] = ()):
+    def __init__(
+        self, repository, install: Install, log_path=None, extra_args: tuple[str, ...] = ()
+    ):
         self.repository = Path(repository)
         self.install = install
         self.log_path = Path(log_path) if log_path else self.repository.with_suffix(".log")
@@ -224,24 +274,47 @@ class LocalTriton:
         return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def command(self) -> list[str]:
-        return [str(self.install.server), "--model-repository", str(self.repository),
-                "--backend-directory", str(self.install.backends),
-                "--http-address", "127.0.0.1", "--http-port", str(self.http_port),
-                "--grpc-address", "127.0.0.1", "--grpc-port", str(self.grpc_port),
-                "--metrics-address", "127.0.0.1", "--metrics-port", str(self.metrics_port),
-                "--allow-cpu-metrics", "true", "--strict-readiness", "true",
-                "--disable-auto-complete-config", "--exit-timeout-secs", "5",
-                *self.extra_args]
+        return [
+            str(self.install.server),
+            "--model-repository",
+            str(self.repository),
+            "--backend-directory",
+            str(self.install.backends),
+            "--http-address",
+            "127.0.0.1",
+            "--http-port",
+            str(self.http_port),
+            "--grpc-address",
+            "127.0.0.1",
+            "--grpc-port",
+            str(self.grpc_port),
+            "--metrics-address",
+            "127.0.0.1",
+            "--metrics-port",
+            str(self.metrics_port),
+            "--allow-cpu-metrics",
+            "true",
+            "--strict-readiness",
+            "true",
+            "--disable-auto-complete-config",
+            "--exit-timeout-secs",
+            "5",
+            *self.extra_args,
+        ]
 
-    def start(self, timeout_s: float = 120.0) -> "LocalTriton":
+    def start(self, timeout_s: float = 120.0) -> LocalTriton:
         for attempt in range(3):  # a free port may be taken between probing and binding
             self.http_port, self.grpc_port, self.metrics_port = free_ports(3)
             env = {**os.environ, "LD_LIBRARY_PATH": self.install.library_path()}
             with open(self.log_path, "wb") as log:
-                self.process = subprocess.Popen(self.command(), stdout=log,
-                                                stderr=subprocess.STDOUT, env=env,
-                                                stdin=subprocess.DEVNULL,
-                                                start_new_session=True)
+                self.process = subprocess.Popen(
+                    self.command(),
+                    stdout=log,
+                    stderr=subprocess.STDOUT,
+                    env=env,
+                    stdin=subprocess.DEVNULL,
+                    start_new_session=True,
+                )
             try:
                 self._wait_ready(timeout_s)
                 return self
@@ -263,8 +336,11 @@ class LocalTriton:
             lines = self.log_path.read_text(errors="replace").splitlines()
         except OSError:
             return []
-        return [line.split("] ", 1)[-1].split("\\n")[0].strip('"') for line in lines
-                if line.startswith("E") and "failed to load" in line]
+        return [
+            line.split("] ", 1)[-1].split("\\n")[0].strip('"')
+            for line in lines
+            if line.startswith("E") and "failed to load" in line
+        ]
 
     def _failure(self, what: str) -> ServerError:
         errors = self.load_errors()
@@ -276,8 +352,9 @@ class LocalTriton:
         url = f"{self.http_url}/v2/health/ready"
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise self._failure(f"tritonserver exited with code "
-                                    f"{self.process.returncode} while starting")
+                raise self._failure(
+                    f"tritonserver exited with code {self.process.returncode} while starting"
+                )
             try:
                 with urllib.request.urlopen(url, timeout=2) as response:
                     if response.status == 200:
@@ -297,14 +374,10 @@ class LocalTriton:
         pid = self.process.pid
         if self.process.poll() is None:
             os.kill(pid, signal.SIGTERM)
-            try:
+            with contextlib.suppress(subprocess.TimeoutExpired):
                 self.process.wait(timeout_s)
-            except subprocess.TimeoutExpired:
-                pass
-        try:
+        with contextlib.suppress(ProcessLookupError, PermissionError):
             os.killpg(pid, signal.SIGKILL)  # the group we created: the server and its stubs
-        except (ProcessLookupError, PermissionError):
-            pass
         self.process.wait()
 
     def rss_bytes(self) -> tuple[int, int]:
@@ -346,6 +419,7 @@ def _rss(pid: int) -> int:
 
 # --- `make serve` --------------------------------------------------------------------------
 
+
 def main(argv=None) -> None:
     import click
 
@@ -367,18 +441,27 @@ def main(argv=None) -> None:
     def serve(bundle, max_batch, queue_delay_us, instances, threads):
         """Write a repository for BUNDLE, start tritonserver on 127.0.0.1, wait for Ctrl-C."""
         if not (bundle / "bld.json").is_file():
-            raise ServerError(f"{bundle} is not a bundle (no bld.json); `make demo` writes "
-                              f"runs/digits/bundle")
+            raise ServerError(
+                f"{bundle} is not a bundle (no bld.json); `make demo` writes runs/digits/bundle"
+            )
         import tempfile
 
         inst = install(log=lambda line: click.echo(line, err=True))
         (cache_dir() / "repositories").mkdir(parents=True, exist_ok=True)
         work = Path(tempfile.mkdtemp(prefix="serve-", dir=cache_dir() / "repositories"))
         try:
-            _serve(bundle, work, inst, Serving(max_batch=max_batch,
-                                               queue_delay_us=queue_delay_us,
-                                               instances=instances, threads=threads,
-                                               python_env=str(inst.python_env)))
+            _serve(
+                bundle,
+                work,
+                inst,
+                Serving(
+                    max_batch=max_batch,
+                    queue_delay_us=queue_delay_us,
+                    instances=instances,
+                    threads=threads,
+                    python_env=str(inst.python_env),
+                ),
+            )
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
@@ -389,13 +472,15 @@ def main(argv=None) -> None:
         stop = []
         signal.signal(signal.SIGTERM, lambda *a: stop.append(1))
         with server:
-            click.echo(f"tritonserver (pid {server.pid}) serves {bundle}:\n"
-                       f"  HTTP    {server.http_url}   bld sample --server {server.http_url} "
-                       f"--seed 0 -n 16 --class all -o out/\n"
-                       f"  gRPC    {server.grpc_url}\n"
-                       f"  metrics {server.metrics_url}\n"
-                       f"  log     {server.log_path} (removed when it stops)\n"
-                       f"Ctrl-C stops it.")
+            click.echo(
+                f"tritonserver (pid {server.pid}) serves {bundle}:\n"
+                f"  HTTP    {server.http_url}   bld sample --server {server.http_url} "
+                f"--seed 0 -n 16 --class all -o out/\n"
+                f"  gRPC    {server.grpc_url}\n"
+                f"  metrics {server.metrics_url}\n"
+                f"  log     {server.log_path} (removed when it stops)\n"
+                f"Ctrl-C stops it."
+            )
             try:
                 while not stop and server.alive():
                     time.sleep(0.5)

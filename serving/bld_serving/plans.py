@@ -21,6 +21,7 @@ byte check EngineCache.load_plan (which also checks the plan header), and the de
 one way (bld_serving -> bld_runtime). Triton deserialises the plans it is given, so only plans
 from a cache you trust belong in a repository.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -73,20 +74,25 @@ def _read(path: Path) -> dict:
         raise ServingError(f"{path}: not a readable engine manifest ({e})") from None
     try:
         if entry["format"] != ENGINE_FORMAT or entry["schema_version"] != ENGINE_SCHEMA_VERSION:
-            raise ServingError(f"{path}: format {entry['format']!r} v{entry['schema_version']}"
-                               f" is not {ENGINE_FORMAT!r} v{ENGINE_SCHEMA_VERSION}")
+            raise ServingError(
+                f"{path}: format {entry['format']!r} v{entry['schema_version']}"
+                f" is not {ENGINE_FORMAT!r} v{ENGINE_SCHEMA_VERSION}"
+            )
         key = entry["key"]
-        if entry["key_digest"] != _digest(key) or \
-                entry["plan_file"] != f"{entry['key_digest'][:16]}.plan":
-            raise ServingError(f"{path}: key_digest or plan_file does not match the key (the "
-                               f"manifest was edited)")
-        for name in ("graph", "graph_sha256", "flavour", "version", "precision",
-                     "hardware_compat"):
+        if (
+            entry["key_digest"] != _digest(key)
+            or entry["plan_file"] != f"{entry['key_digest'][:16]}.plan"
+        ):
+            raise ServingError(
+                f"{path}: key_digest or plan_file does not match the key (the manifest was edited)"
+            )
+        for name in ("graph", "graph_sha256", "flavour", "version", "precision", "hardware_compat"):
             if not isinstance(key[name], str):
                 raise TypeError(name)
         ccs = key["compute_capabilities"]
-        if not isinstance(ccs, list) or not all(isinstance(c, str) and _CC.fullmatch(c)
-                                                for c in ccs):
+        if not isinstance(ccs, list) or not all(
+            isinstance(c, str) and _CC.fullmatch(c) for c in ccs
+        ):
             raise TypeError("compute_capabilities")
         for profile in key["profiles"]:
             if not all(isinstance(profile[k], int) for k in ("min", "opt", "max")):
@@ -96,13 +102,15 @@ def _read(path: Path) -> dict:
         if not isinstance(entry["graph_facts"], str):
             raise TypeError("graph_facts")
     except (KeyError, TypeError) as e:
-        raise ServingError(f"{path}: not an engine manifest ({e} missing or of the wrong "
-                           f"type)") from None
+        raise ServingError(
+            f"{path}: not an engine manifest ({e} missing or of the wrong type)"
+        ) from None
     return entry
 
 
-def _unusable(entry: dict, manifest: Manifest, name: str, precision: str,
-              max_batch: int) -> str | None:
+def _unusable(
+    entry: dict, manifest: Manifest, name: str, precision: str, max_batch: int
+) -> str | None:
     """Why an engine filed under graph `name` cannot serve this repository, or None."""
     key = entry["key"]
     if key["graph"] != name:
@@ -119,18 +127,29 @@ def _unusable(entry: dict, manifest: Manifest, name: str, precision: str,
         return f"it is {key['precision']}, the repository is {precision}"
     if key.get("dla_core") is not None:
         return f"it runs on DLA core {key['dla_core']}; Triton's instances here are GPU ones"
-    uncovered = [b for b in range(1, max_batch + 1)
-                 if not any(p["min"] <= b <= p["max"] for p in key["profiles"])]
+    uncovered = [
+        b
+        for b in range(1, max_batch + 1)
+        if not any(p["min"] <= b <= p["max"] for p in key["profiles"])
+    ]
     if uncovered:
-        return (f"its batch profiles do not cover batch {uncovered[0]} (Triton's batcher forms "
-                f"any batch up to --max-batch {max_batch})")
+        return (
+            f"its batch profiles do not cover batch {uncovered[0]} (Triton's batcher forms "
+            f"any batch up to --max-batch {max_batch})"
+        )
     if not key["compute_capabilities"] and key["hardware_compat"] != "ampere+":
         return "it names no compute capability (Triton's cc_model_filenames needs one)"
     return None
 
 
-def from_engine_cache(cache: Path, manifest: Manifest, graphs: dict[str, str], precision: str,
-                      max_batch: int, tensorrt_version: str | None = None) -> tuple[Plans, list]:
+def from_engine_cache(
+    cache: Path,
+    manifest: Manifest,
+    graphs: dict[str, str],
+    precision: str,
+    max_batch: int,
+    tensorrt_version: str | None = None,
+) -> tuple[Plans, list]:
     """(plans found, reasons others were passed over) for `graphs` (role -> the bundle's graph
     name). All plans must come from one TensorRT version (the Triton container's)."""
     cache = Path(cache)
@@ -154,16 +173,23 @@ def from_engine_cache(cache: Path, manifest: Manifest, graphs: dict[str, str], p
                 usable.append((role, entry, path))
     versions = sorted({entry["key"]["version"] for _, entry, _ in usable})
     if len(versions) > 1:
-        raise ServingError(f"engine cache {cache} holds plans of TensorRT {', '.join(versions)};"
-                           f" pass --tensorrt-version with the version of your Triton "
-                           f"container's TensorRT")
+        raise ServingError(
+            f"engine cache {cache} holds plans of TensorRT {', '.join(versions)};"
+            f" pass --tensorrt-version with the version of your Triton "
+            f"container's TensorRT"
+        )
     plans = Plans(tensorrt_version=versions[0] if versions else None)
     for role, entry, path in usable:
         plan = path.with_name(entry["plan_file"])
-        if not plan.is_file() or plan.stat().st_size != entry["plan_size"] or \
-                sha256_file(plan) != entry["plan_sha256"]:
-            raise ServingError(f"{plan} does not match its manifest {path} (missing, or its "
-                               f"size or sha256 differs): rebuild it with bld-export engine")
+        if (
+            not plan.is_file()
+            or plan.stat().st_size != entry["plan_size"]
+            or sha256_file(plan) != entry["plan_sha256"]
+        ):
+            raise ServingError(
+                f"{plan} does not match its manifest {path} (missing, or its "
+                f"size or sha256 differs): rebuild it with bld-export engine"
+            )
         key = entry["key"]
         for cc in key["compute_capabilities"] or [ANY_GPU]:
             plans.add(role, cc, plan)
@@ -175,8 +201,9 @@ def parse_plan_arg(text: str) -> tuple[str, str, Path]:
     head, sep, file = text.partition("=")
     role, at, cc = head.partition("@")
     if not (sep and at and _CC.fullmatch(cc) and file):
-        raise ServingError(f"--plan must look like GRAPH@CC=FILE (e.g. step@8.6=step.plan), "
-                           f"got {text!r}")
+        raise ServingError(
+            f"--plan must look like GRAPH@CC=FILE (e.g. step@8.6=step.plan), got {text!r}"
+        )
     if role not in ROLES:
         raise ServingError(f"--plan {text!r}: the graph must be one of {', '.join(ROLES)}")
     path = Path(file)
@@ -185,27 +212,39 @@ def parse_plan_arg(text: str) -> tuple[str, str, Path]:
     return role, cc, path
 
 
-def collect_plans(bundle_dir, precision: str, max_batch: int, cache: Path | None,
-                  plan_args: tuple[str, ...] = (), tensorrt_version: str | None = None) -> Plans:
+def collect_plans(
+    bundle_dir,
+    precision: str,
+    max_batch: int,
+    cache: Path | None,
+    plan_args: tuple[str, ...] = (),
+    tensorrt_version: str | None = None,
+) -> Plans:
     """Plans for every sampling graph: the engine cache's, then --plan arguments on top."""
     manifest = load_bundle(bundle_dir).manifest
     graphs = {}
     for role in ROLES:
         name = _graph_name(role, precision)
         if name not in manifest.graphs:
-            raise ServingError(f"bundle {bundle_dir} has no {name!r} graph, which precision "
-                               f"{precision} needs (export with --fp16)")
+            raise ServingError(
+                f"bundle {bundle_dir} has no {name!r} graph, which precision "
+                f"{precision} needs (export with --fp16)"
+            )
         graphs[role] = name
-    plans, reasons = (from_engine_cache(cache, manifest, graphs, precision, max_batch,
-                                        tensorrt_version)
-                      if cache is not None else (Plans(), []))
+    plans, reasons = (
+        from_engine_cache(cache, manifest, graphs, precision, max_batch, tensorrt_version)
+        if cache is not None
+        else (Plans(), [])
+    )
     for text in plan_args:
         role, cc, path = parse_plan_arg(text)
         plans.add(role, cc, path)
     missing = plans.missing()
     if missing:
         why = f"; passed over: {'; '.join(reasons[:3])}" if reasons else ""
-        raise ServingError(f"no TensorRT plan for {', '.join(missing)} at {precision} (build "
-                           f"them with bld-export engine and pass --engine-cache, or pass "
-                           f"--plan GRAPH@CC=FILE){why}")
+        raise ServingError(
+            f"no TensorRT plan for {', '.join(missing)} at {precision} (build "
+            f"them with bld-export engine and pass --engine-cache, or pass "
+            f"--plan GRAPH@CC=FILE){why}"
+        )
     return plans

@@ -20,6 +20,7 @@ Triton's ModelConfig and follows its load rules; every file it names is there), 
 place by bld_runtime.files.replacing_directory, under REPO's lock: a failed or killed export
 leaves REPO as it was (a later export finishes or undoes a half-done replacement).
 """
+
 from __future__ import annotations
 
 import os
@@ -80,8 +81,10 @@ def check_repository(repo: str | os.PathLike) -> list[str]:
         source = str(config_path)
         config = configs.parse(config_path.read_text(), source)
         if config.name != config_path.parent.name:
-            raise ServingError(f"{source}: the model is named {config.name!r} but its folder "
-                               f"{config_path.parent.name!r}; Triton needs them equal")
+            raise ServingError(
+                f"{source}: the model is named {config.name!r} but its folder "
+                f"{config_path.parent.name!r}; Triton needs them equal"
+            )
         version = config_path.parent / "1"
         files = {str(p.relative_to(version)) for p in version.rglob("*") if p.is_file()}
         if not files:
@@ -95,27 +98,42 @@ def check_repository(repo: str | os.PathLike) -> list[str]:
 
 def _check_options(serving: Serving) -> None:
     if serving.backend not in BACKENDS:
-        raise ServingError(f"--backend must be one of {', '.join(BACKENDS)}, "
-                           f"got {serving.backend!r}")
+        raise ServingError(
+            f"--backend must be one of {', '.join(BACKENDS)}, got {serving.backend!r}"
+        )
     for name in ("max_batch", "instances"):
         if getattr(serving, name) < 1:
-            raise ServingError(f"--{name.replace('_', '-')} must be >= 1, "
-                               f"got {getattr(serving, name)}")
+            raise ServingError(
+                f"--{name.replace('_', '-')} must be >= 1, got {getattr(serving, name)}"
+            )
     for name in ("queue_delay_us", "threads", "preview_every"):
         if getattr(serving, name) < 0:
-            raise ServingError(f"--{name.replace('_', '-')} must be >= 0, "
-                               f"got {getattr(serving, name)}")
+            raise ServingError(
+                f"--{name.replace('_', '-')} must be >= 0, got {getattr(serving, name)}"
+            )
     if serving.precision not in PRECISIONS:
-        raise ServingError(f"--precision must be one of {', '.join(PRECISIONS)}, "
-                           f"got {serving.precision!r}")
-    if serving.python_env and not Path(serving.python_env).is_absolute() and \
-            not serving.python_env.startswith("$$TRITON_MODEL_DIRECTORY"):
-        raise ServingError(f"--python-env must be an absolute path (or start with "
-                           f"$$TRITON_MODEL_DIRECTORY), got {serving.python_env!r}")
+        raise ServingError(
+            f"--precision must be one of {', '.join(PRECISIONS)}, got {serving.precision!r}"
+        )
+    if (
+        serving.python_env
+        and not Path(serving.python_env).is_absolute()
+        and not serving.python_env.startswith("$$TRITON_MODEL_DIRECTORY")
+    ):
+        raise ServingError(
+            f"--python-env must be an absolute path (or start with "
+            f"$$TRITON_MODEL_DIRECTORY), got {serving.python_env!r}"
+        )
 
 
-def write_repository(bundle_dir, out_dir, serving: Serving | None = None, graphs: bool = False,
-                     plans: Plans | None = None, force: bool = False) -> list[str]:
+def write_repository(
+    bundle_dir,
+    out_dir,
+    serving: Serving | None = None,
+    graphs: bool = False,
+    plans: Plans | None = None,
+    force: bool = False,
+) -> list[str]:
     """Write the repository for `bundle_dir` to `out_dir`; returns the model names.
 
     plans: for the `tensorrt` backend, the plans of every sampling graph (bld_serving.plans).
@@ -125,8 +143,10 @@ def write_repository(bundle_dir, out_dir, serving: Serving | None = None, graphs
     bundle = load_bundle(bundle_dir)
     manifest = bundle.manifest
     if serving.max_batch > manifest.max_batch:
-        raise ServingError(f"--max-batch {serving.max_batch} is above the bundle's max_batch "
-                           f"of {manifest.max_batch} (its graphs and engines are built for it)")
+        raise ServingError(
+            f"--max-batch {serving.max_batch} is above the bundle's max_batch "
+            f"of {manifest.max_batch} (its graphs and engines are built for it)"
+        )
     try:
         names = graph_names(bundle, serving.precision)
     except ManifestError as e:
@@ -134,8 +154,10 @@ def write_repository(bundle_dir, out_dir, serving: Serving | None = None, graphs
     if serving.backend == "tensorrt":
         graphs = True
         if plans is None or plans.missing():
-            raise ServingError("the tensorrt backend needs a plan for every sampling graph "
-                               "(bld_serving.plans.collect_plans)")
+            raise ServingError(
+                "the tensorrt backend needs a plan for every sampling graph "
+                "(bld_serving.plans.collect_plans)"
+            )
     bundle.verify_files()  # the repository carries these very files
 
     out = Path(out_dir)
@@ -157,8 +179,9 @@ def write_repository(bundle_dir, out_dir, serving: Serving | None = None, graphs
 
 def _plan_files(found: dict[str, Path]) -> tuple[dict[str, Path], dict[str, str], str | None]:
     """(version-folder files, cc -> file name, default plan file name or None)."""
-    files = {f"model.sm{cc.replace('.', '')}.plan": path for cc, path in found.items()
-             if cc != ANY_GPU}
+    files = {
+        f"model.sm{cc.replace('.', '')}.plan": path for cc, path in found.items() if cc != ANY_GPU
+    }
     by_cc = {cc: f"model.sm{cc.replace('.', '')}.plan" for cc in found if cc != ANY_GPU}
     default = None
     if ANY_GPU in found:
@@ -167,8 +190,9 @@ def _plan_files(found: dict[str, Path]) -> tuple[dict[str, Path], dict[str, str]
     return files, by_cc, default
 
 
-def _write_graph_layout(repo: Path, bundle, names: dict[str, str], serving: Serving,
-                        plans: Plans) -> None:
+def _write_graph_layout(
+    repo: Path, bundle, names: dict[str, str], serving: Serving, plans: Plans
+) -> None:
     manifest = bundle.manifest
     models = {role: f"{MODEL}_{role}" for role in ROLES}
     for role, model in models.items():
@@ -185,8 +209,13 @@ def _write_graph_layout(repo: Path, bundle, names: dict[str, str], serving: Serv
         config.parameters["bld_graph"].string_value = name
         config.parameters["bld_sha256"].string_value = spec.sha256
         _write_model(repo, config, files)
-    config = configs.pipeline_model(MODEL, manifest, serving, decoupled=False,
-                                    graph_models=models)
-    _write_model(repo, config, {"model.py": _model_file("bls_model.py"),
-                                "pipeline_model.py": _model_file("pipeline_model.py")})
+    config = configs.pipeline_model(MODEL, manifest, serving, decoupled=False, graph_models=models)
+    _write_model(
+        repo,
+        config,
+        {
+            "model.py": _model_file("bls_model.py"),
+            "pipeline_model.py": _model_file("pipeline_model.py"),
+        },
+    )
     _copy_bundle(bundle, repo / MODEL / "1" / "bundle")

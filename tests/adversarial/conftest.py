@@ -12,6 +12,7 @@ user's shell would run `bld`) and holds it to the same contract:
 (tampering, manifest vs graph), inputs (CLI and API), faults (kills, a full disk, permissions,
 concurrent writers) and threads/soak.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -55,18 +56,33 @@ def command(program: str, *args, permissions: bool = False) -> list[str]:
     if permissions and os.geteuid() == 0:
         setpriv = shutil.which("setpriv")
         if setpriv is None:
-            pytest.fail("running as root: these cases need util-linux's setpriv to make file "
-                        "permissions apply")
+            pytest.fail(
+                "running as root: these cases need util-linux's setpriv to make file "
+                "permissions apply"
+            )
         line = [setpriv, "--bounding-set=-dac_override,-dac_read_search", "--", *line]
     return line
 
 
-def run(program: str, *args, env: dict | None = None, timeout: float = 300,
-        preexec_fn=None, cwd=None, permissions: bool = False) -> Result:
+def run(
+    program: str,
+    *args,
+    env: dict | None = None,
+    timeout: float = 300,
+    preexec_fn=None,
+    cwd=None,
+    permissions: bool = False,
+) -> Result:
     """Run `program` (bld, bld-export, bld-train) as a new process, as a user would."""
-    proc = subprocess.run(command(program, *args, permissions=permissions), capture_output=True,
-                          text=True, env=child_env(env), timeout=timeout, preexec_fn=preexec_fn,
-                          cwd=cwd)
+    proc = subprocess.run(
+        command(program, *args, permissions=permissions),
+        capture_output=True,
+        text=True,
+        env=child_env(env),
+        timeout=timeout,
+        preexec_fn=preexec_fn,
+        cwd=cwd,
+    )
     return Result(proc.returncode, proc.stdout, proc.stderr)
 
 
@@ -90,8 +106,11 @@ def leftovers(path: Path) -> list[str]:
     path = Path(path)
     if not path.parent.is_dir():
         return []
-    return sorted(p.name for p in path.parent.iterdir()
-                  if p.name.startswith(f".{path.name}.") and p.name != f".{path.name}.lock")
+    return sorted(
+        p.name
+        for p in path.parent.iterdir()
+        if p.name.startswith(f".{path.name}.") and p.name != f".{path.name}.lock"
+    )
 
 
 def check_refused(result: Result, fragment: str, new_outputs=(), kept: dict | None = None):
@@ -125,10 +144,12 @@ def edit_manifest(bundle: Path, change) -> None:
 
 def rehash(bundle: Path, *names: str) -> None:
     """Update the manifest's sha256 of `names` to the files as they are now (a consistent edit)."""
+
     def change(data):
         for name in names:
             file = bundle / data["graphs"][name]["file"]
             data["graphs"][name]["sha256"] = hashlib.sha256(file.read_bytes()).hexdigest()
+
     edit_manifest(bundle, change)
 
 

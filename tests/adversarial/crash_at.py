@@ -8,6 +8,7 @@ kills the exporter just before its third os.replace: the way a power cut or `kil
 program, with no chance to clean up. `after` kills right after the call returned. Test tooling
 only: the product has no crash hooks.
 """
+
 import importlib
 import os
 import runpy

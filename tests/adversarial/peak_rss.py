@@ -6,6 +6,7 @@ resident set (VmHWM) to a file.
 Measured from inside: a parent's rusage of a child counts the pages the child shared with the
 parent between fork and exec, which for a test runner holding torch is most of a gigabyte.
 """
+
 import atexit
 import resource
 import runpy

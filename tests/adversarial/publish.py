@@ -1,5 +1,6 @@
 """Replace the bundle at TARGET by a copy of SOURCE, the way `bld-export onnx --force` does
 (bld_runtime.files.replacing_directory): for the crash tests, without minutes of exporting."""
+
 import shutil
 import sys
 

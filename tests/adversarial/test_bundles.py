@@ -1,6 +1,7 @@
 """Hostile and careless bundles: tampered files, broken manifests, and manifests that tell a
 consistent story the graphs do not (refused at load by `bld sample` and by `bld-export verify`
 without the run)."""
+
 from __future__ import annotations
 
 import json
@@ -15,8 +16,15 @@ from bld_runtime import contract
 
 from .conftest import check_refused, copy_bundle, edit_manifest, rehash, run, snapshot
 
-GRAPHS = ("encoder", "decoder", "step", "step_guided", "decoder_fp16", "step_fp16",
-          "step_guided_fp16")
+GRAPHS = (
+    "encoder",
+    "decoder",
+    "step",
+    "step_guided",
+    "decoder_fp16",
+    "step_fp16",
+    "step_guided_fp16",
+)
 
 
 def sample_refused(bundle: Path, tmp: Path, fragment: str, *args) -> None:
@@ -43,8 +51,13 @@ def test_a_flipped_byte_is_refused(tiny_bundle, tmp_path, name):
     bundle = copy_bundle(tiny_bundle, tmp_path / "b")
     flip_byte(bundle, name)
     precision = "fp16" if name.endswith("_fp16") else "fp32"
-    sample_refused(bundle, tmp_path, f"graph file '{name}.onnx' (graphs.{name}) does not match "
-                   "the manifest: sha256 expected", "--precision", precision)
+    sample_refused(
+        bundle,
+        tmp_path,
+        f"graph file '{name}.onnx' (graphs.{name}) does not match the manifest: sha256 expected",
+        "--precision",
+        precision,
+    )
 
 
 @pytest.mark.parametrize("name", GRAPHS)
@@ -55,14 +68,14 @@ def test_a_missing_graph_file_is_refused(tiny_bundle, tmp_path, name):
 
 
 @pytest.mark.parametrize("name", ["encoder", "step", "decoder_fp16"])
-def test_a_graph_that_is_not_onnx_is_refused_even_with_a_matching_hash(tiny_bundle, tmp_path,
-                                                                          name):
+def test_a_graph_that_is_not_onnx_is_refused_even_with_a_matching_hash(tiny_bundle, tmp_path, name):
     bundle = copy_bundle(tiny_bundle, tmp_path / "b")
     (bundle / f"{name}.onnx").write_bytes(b"not a graph at all")
     rehash(bundle, name)
     precision = "fp16" if name.endswith("_fp16") else "fp32"
-    sample_refused(bundle, tmp_path, f"onnxruntime cannot load graph '{name}'",
-                   "--precision", precision)
+    sample_refused(
+        bundle, tmp_path, f"onnxruntime cannot load graph '{name}'", "--precision", precision
+    )
 
 
 def test_a_truncated_graph_is_refused(tiny_bundle, tmp_path):
@@ -77,15 +90,24 @@ def test_external_data_is_refused(tiny_bundle, tmp_path):
     """Weights beside a graph (step.bin) would escape its sha256: refused, wherever it is run."""
     bundle = copy_bundle(tiny_bundle, tmp_path / "b")
     model = onnx.load(str(bundle / "step.onnx"))
-    onnx.save(model, str(bundle / "step.onnx"), save_as_external_data=True,
-              all_tensors_to_one_file=True, location="step.bin", size_threshold=0)
+    onnx.save(
+        model,
+        str(bundle / "step.onnx"),
+        save_as_external_data=True,
+        all_tensors_to_one_file=True,
+        location="step.bin",
+        size_threshold=0,
+    )
     rehash(bundle, "step")
     sample_refused(bundle, tmp_path, "keeps tensors in external data files")
     # ... also when the working directory holds a file of that name
     (tmp_path / "step.bin").write_bytes((bundle / "step.bin").read_bytes())
     out = tmp_path / "out2"
-    check_refused(run("bld", "sample", bundle, "-o", out, cwd=tmp_path),
-                  "keeps tensors in external data files", [out])
+    check_refused(
+        run("bld", "sample", bundle, "-o", out, cwd=tmp_path),
+        "keeps tensors in external data files",
+        [out],
+    )
 
 
 def test_a_graph_swapped_after_loading_is_never_run(tiny_bundle, tmp_path):
@@ -109,17 +131,25 @@ def _deeply_nested(bundle: Path) -> None:
 
 MANIFEST_TEXT = {
     "empty file": (lambda b: (b / "bld.json").write_text(""), "not valid JSON"),
-    "truncated": (lambda b: (b / "bld.json").write_text((b / "bld.json").read_text()[:300]),
-                  "not valid JSON"),
+    "truncated": (
+        lambda b: (b / "bld.json").write_text((b / "bld.json").read_text()[:300]),
+        "not valid JSON",
+    ),
     "not json": (lambda b: (b / "bld.json").write_text("format = bld-bundle"), "not valid JSON"),
     "deeply nested": (_deeply_nested, "nested too deeply"),
     "not utf-8": (lambda b: (b / "bld.json").write_bytes(b"\xff\xfe{}"), "not valid UTF-8"),
-    "too large": (lambda b: (b / "bld.json").write_text(" " * (5 << 20) + "{}"),
-                  "far larger than any bundle manifest"),
-    "a directory": (lambda b: ((b / "bld.json").unlink(), (b / "bld.json").mkdir()),
-                    "is not a bundle: it has no bld.json"),
-    "a device": (lambda b: ((b / "bld.json").unlink(), (b / "bld.json").symlink_to("/dev/zero")),
-                 "is not a bundle: it has no bld.json"),
+    "too large": (
+        lambda b: (b / "bld.json").write_text(" " * (5 << 20) + "{}"),
+        "far larger than any bundle manifest",
+    ),
+    "a directory": (
+        lambda b: ((b / "bld.json").unlink(), (b / "bld.json").mkdir()),
+        "is not a bundle: it has no bld.json",
+    ),
+    "a device": (
+        lambda b: ((b / "bld.json").unlink(), (b / "bld.json").symlink_to("/dev/zero")),
+        "is not a bundle: it has no bld.json",
+    ),
     "an array": (lambda b: (b / "bld.json").write_text("[1, 2]"), "expected an object"),
 }
 
@@ -130,6 +160,7 @@ def _text_edit(old: str, new: str):
         text = path.read_text()
         assert old in text, old
         path.write_text(text.replace(old, new, 1))
+
     return edit
 
 
@@ -140,6 +171,7 @@ def _set(path: str, value):
         for key in keys[:-1]:
             target = target[int(key)] if isinstance(target, list) else target[key]
         target[keys[-1]] = value
+
     return lambda bundle: edit_manifest(bundle, change)
 
 
@@ -150,6 +182,7 @@ def _drop(path: str):
         for key in keys[:-1]:
             target = target[key]
         del target[keys[-1]]
+
     return lambda bundle: edit_manifest(bundle, change)
 
 
@@ -157,11 +190,15 @@ MANIFEST_CONTENT = {
     "nan": (_text_edit('"temperature": 1.0', '"temperature": NaN'), "NaN is not a valid JSON"),
     "1e999": (_text_edit('"temperature": 1.0', '"temperature": 1e999'), "out of range"),
     "huge integer": (_set("max_batch", 10**30), "out of range (64-bit integers)"),
-    "duplicate key": (_text_edit('"max_batch":', '"max_batch": 3, "max_batch":'),
-                      "duplicate key 'max_batch'"),
+    "duplicate key": (
+        _text_edit('"max_batch":', '"max_batch": 3, "max_batch":'),
+        "duplicate key 'max_batch'",
+    ),
     "unknown top key": (_set("extra", 1), "unknown key 'extra'"),
-    "unknown nested key": (_set("graphs.step.inputs.0.foo", 1),
-                           "graphs.step.inputs[0]: unknown key 'foo'"),
+    "unknown nested key": (
+        _set("graphs.step.inputs.0.foo", 1),
+        "graphs.step.inputs[0]: unknown key 'foo'",
+    ),
     "missing key": (_drop("defaults.guidance"), "defaults: missing key 'guidance'"),
     "wrong type": (_set("max_batch", "64"), "max_batch: expected an integer, got a string"),
     "bool for int": (_set("max_batch", True), "max_batch: expected an integer, got a boolean"),
@@ -169,12 +206,13 @@ MANIFEST_CONTENT = {
     "wrong format": (_set("format", "onnx-bundle"), "this is not a bld bundle"),
     "future schema": (_set("schema_version", 2), "schema_version 2 is not supported"),
     "null class": (_set("classes.null_class", 3), "null_class (3) must equal count (10)"),
-    "timesteps": (_set("schedule.timesteps", list(range(16, 0, -1))),
-                  "differ from the contract's"),
+    "timesteps": (_set("schedule.timesteps", list(range(16, 0, -1))), "differ from the contract's"),
     "unknown schedule": (_set("schedule.name", "quadratic"), "unknown schedule 'quadratic'"),
     "negative temperature": (_set("defaults.temperature", -1.0), "temperature must be > 0"),
-    "unknown graph": (lambda b: edit_manifest(b, lambda d: d["graphs"].update(
-        refiner=d["graphs"]["step"])), "unknown graph 'refiner'"),
+    "unknown graph": (
+        lambda b: edit_manifest(b, lambda d: d["graphs"].update(refiner=d["graphs"]["step"])),
+        "unknown graph 'refiner'",
+    ),
     "missing graph": (_drop("graphs.step_guided"), "missing graph 'step_guided'"),
     "bad sha": (_set("graphs.step.sha256", "abc"), "sha256 must be 64 lowercase hexadecimal"),
     "absolute path": (_set("graphs.step.file", "/etc/passwd"), "is an absolute path"),
@@ -182,18 +220,30 @@ MANIFEST_CONTENT = {
     "windows path": (_set("graphs.step.file", "C:\\\\step.onnx"), "is an absolute path"),
     "nul in path": (_set("graphs.step.file", "step\u0000.onnx"), "contains a NUL character"),
     "empty path": (_set("graphs.step.file", ""), "file must not be empty"),
-    "renamed input": (_set("graphs.step.inputs.2.name", "label"),
-                      "graphs.step.inputs: bundle format v1 defines"),
-    "renamed output": (_set("graphs.decoder.outputs.0.name", "pixels"),
-                       "graphs.decoder.outputs: bundle format v1 defines"),
-    "retyped input": (_set("graphs.step.inputs.1.dtype", "int32"),
-                      "graphs.step.inputs: bundle format v1 defines"),
-    "reshaped input": (_set("graphs.step.inputs.0.shape", ["batch", 64, 16]),
-                       "graphs.step.inputs: bundle format v1 defines"),
-    "fixed batch": (_set("graphs.encoder.inputs.0.shape", [1, 1, 16, 16]),
-                    "graphs.encoder.inputs: bundle format v1 defines"),
-    "relabelled precision": (_set("graphs.step.precision", "fp16"),
-                             "graphs.step.precision: must be 'fp32'"),
+    "renamed input": (
+        _set("graphs.step.inputs.2.name", "label"),
+        "graphs.step.inputs: bundle format v1 defines",
+    ),
+    "renamed output": (
+        _set("graphs.decoder.outputs.0.name", "pixels"),
+        "graphs.decoder.outputs: bundle format v1 defines",
+    ),
+    "retyped input": (
+        _set("graphs.step.inputs.1.dtype", "int32"),
+        "graphs.step.inputs: bundle format v1 defines",
+    ),
+    "reshaped input": (
+        _set("graphs.step.inputs.0.shape", ["batch", 64, 16]),
+        "graphs.step.inputs: bundle format v1 defines",
+    ),
+    "fixed batch": (
+        _set("graphs.encoder.inputs.0.shape", [1, 1, 16, 16]),
+        "graphs.encoder.inputs: bundle format v1 defines",
+    ),
+    "relabelled precision": (
+        _set("graphs.step.precision", "fp16"),
+        "graphs.step.precision: must be 'fp32'",
+    ),
 }
 
 
@@ -237,6 +287,7 @@ def _steps(k: int):
     def change(data):
         data["schedule"]["sampling_steps"] = k
         data["schedule"]["timesteps"] = _timesteps(data["schedule"]["train_steps"], k)
+
     return lambda bundle: edit_manifest(bundle, change)
 
 
@@ -244,17 +295,20 @@ def _train_steps(t: int):
     def change(data):
         data["schedule"]["train_steps"] = t
         data["schedule"]["timesteps"] = _timesteps(t, data["schedule"]["sampling_steps"])
+
     return lambda bundle: edit_manifest(bundle, change)
 
 
 def _latent(height: int, width: int, bits: int):
     """A latent geometry, with every graph's I/O shapes made consistent with it."""
+
     def change(data):
         data["latent"] = {"height": height, "width": width, "bits": bits}
         for graph in data["graphs"].values():
             for spec in graph["inputs"] + graph["outputs"]:
                 if spec["name"] in ("bits", "probs"):
                     spec["shape"] = ["batch", height * width, bits]
+
     return lambda bundle: edit_manifest(bundle, change)
 
 
@@ -265,19 +319,24 @@ def _image(size: int, channels: int):
             for spec in graph["inputs"] + graph["outputs"]:
                 if spec["name"] == "image":
                     spec["shape"] = ["batch", channels, size, size]
+
     return lambda bundle: edit_manifest(bundle, change)
 
 
 def _swap(a: str, b: str):
     def change(data):
         for key in ("file", "sha256"):
-            data["graphs"][a][key], data["graphs"][b][key] = (data["graphs"][b][key],
-                                                              data["graphs"][a][key])
+            data["graphs"][a][key], data["graphs"][b][key] = (
+                data["graphs"][b][key],
+                data["graphs"][a][key],
+            )
+
     return lambda bundle: edit_manifest(bundle, change)
 
 
 def _rewrite_metadata(name: str, value):
     """Change what a graph records about itself (bld.graph), then re-hash it consistently."""
+
     def mutate(bundle: Path) -> None:
         path = bundle / f"{name}.onnx"
         model = onnx.load(str(path))
@@ -288,14 +347,16 @@ def _rewrite_metadata(name: str, value):
             model.metadata_props.add(key="bld.graph", value=text)
         onnx.save(model, str(path))
         rehash(bundle, name)
+
     return mutate
 
 
 def _extra_input(bundle: Path) -> None:
     path = bundle / "decoder.onnx"
     model = onnx.load(str(path))
-    model.graph.input.append(onnx.helper.make_tensor_value_info("noise", onnx.TensorProto.FLOAT,
-                                                                ["batch"]))
+    model.graph.input.append(
+        onnx.helper.make_tensor_value_info("noise", onnx.TensorProto.FLOAT, ["batch"])
+    )
     onnx.save(model, str(path))
     rehash(bundle, "decoder")
 
@@ -321,21 +382,23 @@ MISMATCHES = {
     "decoder precisions swapped": (_swap("decoder", "decoder_fp16"), "was built for name"),
     "step precisions swapped": (_swap("step", "step_fp16"), "was built for name"),
     "encoder is the decoder": (_swap("encoder", "decoder"), "has inputs"),
-    "other opset": (lambda b: edit_manifest(b, lambda d: [g.update(opset=18)
-                                                         for g in d["graphs"].values()]),
-                    "was built for opset"),
+    "other opset": (
+        lambda b: edit_manifest(b, lambda d: [g.update(opset=18) for g in d["graphs"].values()]),
+        "was built for opset",
+    ),
     "facts removed": (_rewrite_metadata("step", None), "records no 'bld.graph' metadata"),
     "facts not json": (_rewrite_metadata("step", "{classes: 3"), "is not valid JSON"),
-    "facts of another bundle": (_rewrite_metadata("step_guided", _other_classes),
-                                "was built for classes"),
+    "facts of another bundle": (
+        _rewrite_metadata("step_guided", _other_classes),
+        "was built for classes",
+    ),
     "extra graph input": (_extra_input, "has inputs ['bits', 'noise']"),
 }
 
 
 @pytest.mark.parametrize("command", ["sample", "verify"])
 @pytest.mark.parametrize("case", list(MISMATCHES))
-def test_a_manifest_that_disagrees_with_its_graphs_is_refused(tiny_bundle, tmp_path, case,
-                                                               command):
+def test_a_manifest_that_disagrees_with_its_graphs_is_refused(tiny_bundle, tmp_path, case, command):
     mutate, fragment = MISMATCHES[case]
     bundle = copy_bundle(tiny_bundle, tmp_path / "b")
     mutate(bundle)
@@ -383,6 +446,9 @@ def test_refusals_leave_previous_output_intact(tiny_bundle, tmp_path, previous_s
     bundle = copy_bundle(tiny_bundle, tmp_path / "b")
     flip_byte(bundle, "decoder")
     before = snapshot(previous_samples)
-    check_refused(run("bld", "sample", bundle, "-o", previous_samples, "--force"),
-                  "does not match the manifest", kept=before)
+    check_refused(
+        run("bld", "sample", bundle, "-o", previous_samples, "--force"),
+        "does not match the manifest",
+        kept=before,
+    )
     assert os.listdir(previous_samples)

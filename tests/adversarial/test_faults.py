@@ -1,10 +1,10 @@
 """Faults: processes killed at every write, a full disk, read-only and unreadable files, and
 concurrent writers. Nothing is lost: an output is the old one or the new one, finished images
 are complete files, and every failure is one line."""
+
 from __future__ import annotations
 
 import json
-import os
 import resource
 import shutil
 import signal
@@ -20,8 +20,16 @@ from PIL import Image
 from bld_runtime.bits import load_bits
 from bld_runtime.pipeline import Pipeline
 
-from .conftest import (check_refused, child_env, command, copy_bundle, edit_manifest, leftovers,
-                       run, snapshot)
+from .conftest import (
+    check_refused,
+    child_env,
+    command,
+    copy_bundle,
+    edit_manifest,
+    leftovers,
+    run,
+    snapshot,
+)
 
 HERE = Path(__file__).parent
 CRASH = str(HERE / "crash_at.py")
@@ -29,9 +37,13 @@ CRASH = str(HERE / "crash_at.py")
 
 def crash(target: str, count: int, when: str, module: str, *args, timeout=600):
     """Run `module args` killed (SIGKILL) at call `count` of `target`; returns the exit code."""
-    proc = subprocess.run([sys.executable, CRASH, target, str(count), when, module,
-                           *map(str, args)], capture_output=True, text=True, env=child_env(),
-                          timeout=timeout)
+    proc = subprocess.run(
+        [sys.executable, CRASH, target, str(count), when, module, *map(str, args)],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=timeout,
+    )
     return proc
 
 
@@ -51,14 +63,17 @@ def two_bundles(tiny_bundle, tmp_path_factory):
 # Every file-system step of a replacement: os.replace (the staged tree becoming `.NAME.new`, the
 # old bundle moved aside, the new one moved in) and shutil.rmtree (the old one removed), each
 # killed just before and just after it happens.
-KILL_POINTS = [("os.replace", n, when) for n in (1, 2, 3) for when in ("before", "after")] + \
-              [("shutil.rmtree", 1, "before"), ("shutil.rmtree", 1, "after"),
-               ("shutil.copytree", 1, "after")]
+KILL_POINTS = [("os.replace", n, when) for n in (1, 2, 3) for when in ("before", "after")] + [
+    ("shutil.rmtree", 1, "before"),
+    ("shutil.rmtree", 1, "after"),
+    ("shutil.copytree", 1, "after"),
+]
 
 
 @pytest.mark.parametrize("target,count,when", KILL_POINTS)
-def test_a_replacement_killed_anywhere_leaves_old_or_new(two_bundles, tmp_path, target, count,
-                                                         when):
+def test_a_replacement_killed_anywhere_leaves_old_or_new(
+    two_bundles, tmp_path, target, count, when
+):
     old, new = two_bundles
     out = copy_bundle(old, tmp_path / "bundle")
     publish = str(HERE / "publish.py")
@@ -69,8 +84,9 @@ def test_a_replacement_killed_anywhere_leaves_old_or_new(two_bundles, tmp_path, 
     manifest = json.loads((out / "bld.json").read_text())
     assert manifest["max_batch"] in (64, 7)
     expected = old if manifest["max_batch"] == 64 else new
-    assert {Path(p).relative_to(out) for p in snapshot(out)} == \
-        {Path(p).relative_to(expected) for p in snapshot(expected)}
+    assert {Path(p).relative_to(out) for p in snapshot(out)} == {
+        Path(p).relative_to(expected) for p in snapshot(expected)
+    }
     assert [p.name for p in tmp_path.iterdir() if p.name != ".bundle.lock"] == ["bundle"]
 
 
@@ -78,8 +94,18 @@ def test_a_real_export_killed_between_its_renames_recovers(tiny_run, tiny_bundle
     out = copy_bundle(tiny_bundle, tmp_path / "bundle")
     before = snapshot(out)
     # Killed right after the old bundle was moved aside (the os.replace that moves `bundle`).
-    proc = crash(f"os.replace~{out}", 1, "after", "bld_export.cli", "onnx", tiny_run, "-o", out,
-                 "--fp16", "--force")
+    proc = crash(
+        f"os.replace~{out}",
+        1,
+        "after",
+        "bld_export.cli",
+        "onnx",
+        tiny_run,
+        "-o",
+        out,
+        "--fp16",
+        "--force",
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert not out.exists()  # killed with the old bundle moved aside, the new one not yet in
     result = run("bld", "sample", out, "-n", 2, "-o", tmp_path / "s")
@@ -89,12 +115,22 @@ def test_a_real_export_killed_between_its_renames_recovers(tiny_run, tiny_bundle
     assert leftovers(out) == []
 
 
-def test_a_real_export_killed_while_validating_keeps_the_old_bundle(tiny_run, tiny_bundle,
-                                                                     tmp_path):
+def test_a_real_export_killed_while_validating_keeps_the_old_bundle(
+    tiny_run, tiny_bundle, tmp_path
+):
     out = copy_bundle(tiny_bundle, tmp_path / "bundle")
     before = snapshot(out)
-    proc = crash("bld_export.validate.validate_graph", 2, "before", "bld_export.cli", "onnx",
-                 tiny_run, "-o", out, "--force")
+    proc = crash(
+        "bld_export.validate.validate_graph",
+        2,
+        "before",
+        "bld_export.cli",
+        "onnx",
+        tiny_run,
+        "-o",
+        out,
+        "--force",
+    )
     assert proc.returncode == -signal.SIGKILL, proc.stderr
     assert snapshot(out) == before
     assert any(p.name.startswith(".bundle.partial-") for p in tmp_path.iterdir())
@@ -119,8 +155,20 @@ def _complete_images(out: Path, pipe: Pipeline, seed: int) -> int:
 
 def test_sample_killed_midway_keeps_complete_images(tiny_bundle, tmp_path):
     out = tmp_path / "out"
-    proc = crash("os.replace", 150, "before", "bld_runtime.cli", "sample", tiny_bundle,
-                 "-n", 5000, "--seed", 3, "-o", out)
+    proc = crash(
+        "os.replace",
+        150,
+        "before",
+        "bld_runtime.cli",
+        "sample",
+        tiny_bundle,
+        "-n",
+        5000,
+        "--seed",
+        3,
+        "-o",
+        out,
+    )
     assert proc.returncode == -signal.SIGKILL
     pipe = Pipeline.load(tiny_bundle)
     done = _complete_images(out, pipe, 3)
@@ -135,9 +183,13 @@ def test_sample_killed_midway_keeps_complete_images(tiny_bundle, tmp_path):
 
 def test_sample_interrupted_keeps_what_it_finished_and_says_where(tiny_bundle, tmp_path):
     out = tmp_path / "out"
-    proc = subprocess.Popen(command("bld", "sample", tiny_bundle, "-n", 100_000, "--seed", 8,
-                                    "-o", out), stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True, env=child_env())
+    proc = subprocess.Popen(
+        command("bld", "sample", tiny_bundle, "-n", 100_000, "--seed", 8, "-o", out),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env(),
+    )
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:
         record = out / "samples.json"
@@ -164,14 +216,16 @@ def _fsize_limit(limit: int):
     def apply():
         signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write() fails with EFBIG instead
         resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
     return apply
 
 
 def test_sample_on_a_full_disk_stops_with_one_line(tiny_bundle, tmp_path):
     """bits.bldz grows 4 kB per chunk of 64 images: the third chunk does not fit in 10 kB."""
     out = tmp_path / "out"
-    result = run("bld", "sample", tiny_bundle, "-n", 500, "-o", out,
-                 preexec_fn=_fsize_limit(10_000))
+    result = run(
+        "bld", "sample", tiny_bundle, "-n", 500, "-o", out, preexec_fn=_fsize_limit(10_000)
+    )
     line = check_refused(result, "File too large; stopped after 128 of 500 images")
     assert "and their bits (bits.bldz)" in line
     pipe = Pipeline.load(tiny_bundle)
@@ -195,16 +249,25 @@ def test_encode_on_a_full_disk_leaves_no_file(tiny_bundle, tmp_path):
 def test_export_on_a_full_disk_keeps_the_old_bundle(tiny_run, tiny_bundle, tmp_path):
     out = copy_bundle(tiny_bundle, tmp_path / "bundle")
     before = snapshot(out)
-    result = run("bld-export", "onnx", tiny_run, "-o", out, "--force",
-                 preexec_fn=_fsize_limit(20_000))
+    result = run(
+        "bld-export", "onnx", tiny_run, "-o", out, "--force", preexec_fn=_fsize_limit(20_000)
+    )
     check_refused(result, "File too large", kept=before)
     assert leftovers(out) == []
 
 
 def test_training_on_a_full_disk_fails_with_one_line(tiny_run, tmp_path):
     run_dir = tmp_path / "run"
-    result = run("bld-train", "autoencoder", "--preset", "tiny", "--run", run_dir, "--quiet",
-                 preexec_fn=_fsize_limit(5000))
+    result = run(
+        "bld-train",
+        "autoencoder",
+        "--preset",
+        "tiny",
+        "--run",
+        run_dir,
+        "--quiet",
+        preexec_fn=_fsize_limit(5000),
+    )
     check_refused(result, "File too large")
     assert not [p for p in (run_dir / "autoencoder").iterdir() if p.name.endswith(".tmp")]
 
@@ -213,13 +276,24 @@ def test_a_killed_training_leaves_temporaries_the_next_one_sweeps(tmp_path):
     run_dir = tmp_path / "run"
     # os.replace calls: config.json, then per checkpoint (every 5 steps) the weights and the
     # training state; the 4th is the second checkpoint's weights, after a whole checkpoint.
-    proc = crash("os.replace", 4, "before", "bld_train.cli", "autoencoder", "--preset", "tiny",
-                 "--run", run_dir, "--quiet")
+    proc = crash(
+        "os.replace",
+        4,
+        "before",
+        "bld_train.cli",
+        "autoencoder",
+        "--preset",
+        "tiny",
+        "--run",
+        run_dir,
+        "--quiet",
+    )
     assert proc.returncode == -signal.SIGKILL
     stage = run_dir / "autoencoder"
     assert [p for p in stage.iterdir() if p.name.endswith(".tmp")]  # a torn write's temporary
-    result = run("bld-train", "autoencoder", "--preset", "tiny", "--run", run_dir, "--quiet",
-                 "--resume")
+    result = run(
+        "bld-train", "autoencoder", "--preset", "tiny", "--run", run_dir, "--quiet", "--resume"
+    )
     assert result.returncode == 0, result.stderr
     assert not [p for p in stage.iterdir() if p.name.endswith(".tmp")]
 
@@ -241,11 +315,25 @@ def test_a_read_only_output_folder(tiny_bundle, world, previous_samples):
     parent.chmod(0o555)
     try:
         out = parent / "out"
-        check_refused(run("bld", "sample", tiny_bundle, "-o", out, permissions=True),
-                      "Permission denied", [out])
+        check_refused(
+            run("bld", "sample", tiny_bundle, "-o", out, permissions=True),
+            "Permission denied",
+            [out],
+        )
         bits = parent / "x.bldz"
-        check_refused(run("bld", "encode", tiny_bundle, previous_samples / "00000.png", "-o",
-                          bits, permissions=True), "Permission denied", [bits])
+        check_refused(
+            run(
+                "bld",
+                "encode",
+                tiny_bundle,
+                previous_samples / "00000.png",
+                "-o",
+                bits,
+                permissions=True,
+            ),
+            "Permission denied",
+            [bits],
+        )
     finally:
         parent.chmod(0o755)
 
@@ -254,21 +342,26 @@ def test_an_unreadable_graph(tiny_bundle, world):
     bundle = copy_bundle(tiny_bundle, world / "b")
     (bundle / "step.onnx").chmod(0o000)
     out = world / "out"
-    check_refused(run("bld", "sample", bundle, "-o", out, permissions=True),
-                  "Permission denied", [out])
+    check_refused(
+        run("bld", "sample", bundle, "-o", out, permissions=True), "Permission denied", [out]
+    )
 
 
 def test_an_unreadable_manifest_and_bits(tiny_bundle, world, previous_samples):
     bundle = copy_bundle(tiny_bundle, world / "b")
     (bundle / "bld.json").chmod(0o000)
     out = world / "out"
-    check_refused(run("bld", "sample", bundle, "-o", out, permissions=True),
-                  "Permission denied", [out])
+    check_refused(
+        run("bld", "sample", bundle, "-o", out, permissions=True), "Permission denied", [out]
+    )
     bits = world / "bits.bldz"
     shutil.copy(previous_samples / "bits.bldz", bits)
     bits.chmod(0o000)
-    check_refused(run("bld", "decode", tiny_bundle, bits, "-o", out, permissions=True),
-                  "is not readable", [out])
+    check_refused(
+        run("bld", "decode", tiny_bundle, bits, "-o", out, permissions=True),
+        "is not readable",
+        [out],
+    )
 
 
 def test_a_home_that_is_not_writable_prints_nothing_extra(tiny_bundle, world):
@@ -276,8 +369,15 @@ def test_a_home_that_is_not_writable_prints_nothing_extra(tiny_bundle, world):
     home.mkdir()
     home.chmod(0o555)
     out = world / "out"
-    result = run("bld", "sample", tiny_bundle, "-o", out, permissions=True,
-                 env={"HOME": str(home), "XDG_CACHE_HOME": str(home / "cache")})
+    result = run(
+        "bld",
+        "sample",
+        tiny_bundle,
+        "-o",
+        out,
+        permissions=True,
+        env={"HOME": str(home), "XDG_CACHE_HOME": str(home / "cache")},
+    )
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
 
@@ -294,13 +394,17 @@ def _wait_for(path: Path, seconds: float = 120) -> None:
 
 def test_two_samplers_into_one_folder(tiny_bundle, tmp_path):
     out = tmp_path / "out"
-    first = subprocess.Popen(command("bld", "sample", tiny_bundle, "-n", 3000, "--seed", 1,
-                                     "-o", out), stdout=subprocess.PIPE,
-                             stderr=subprocess.PIPE, text=True, env=child_env())
+    first = subprocess.Popen(
+        command("bld", "sample", tiny_bundle, "-n", 3000, "--seed", 1, "-o", out),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env(),
+    )
     _wait_for(out / "samples.json")
     second = run("bld", "sample", tiny_bundle, "-n", 5, "--seed", 2, "-o", out, "--force")
     check_refused(second, "is being written by another bld process")
-    stdout, stderr = first.communicate(timeout=600)
+    _, stderr = first.communicate(timeout=600)
     assert first.returncode == 0, stderr
     record = json.loads((out / "samples.json").read_text())
     assert record["request"]["seed"] == 1 and record["written"] == 3000
@@ -309,31 +413,49 @@ def test_two_samplers_into_one_folder(tiny_bundle, tmp_path):
 
 def test_two_exports_to_one_bundle(tiny_run, tiny_bundle, tmp_path):
     out = copy_bundle(tiny_bundle, tmp_path / "bundle")
-    first = subprocess.Popen(command("bld-export", "onnx", tiny_run, "-o", out, "--force"),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env=child_env())
+    first = subprocess.Popen(
+        command("bld-export", "onnx", tiny_run, "-o", out, "--force"),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env(),
+    )
     deadline = time.monotonic() + 300
     while not any(p.name.startswith(".bundle.partial-") for p in tmp_path.iterdir()):
         assert time.monotonic() < deadline and first.poll() is None
         time.sleep(0.05)
     second = run("bld-export", "onnx", tiny_run, "-o", out, "--force")
     check_refused(second, "bundle " + str(out) + " is being written by another bld process")
-    stdout, stderr = first.communicate(timeout=900)
+    _, stderr = first.communicate(timeout=900)
     assert first.returncode == 0, stderr
     assert run("bld-export", "verify", out).returncode == 0
 
 
 def test_two_trainers_of_one_stage(tmp_path):
     run_dir = tmp_path / "run"
-    first = subprocess.Popen(command("bld-train", "autoencoder", "--preset", "tiny", "--run",
-                                     run_dir, "--steps", 100_000, "--quiet"),
-                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                             env=child_env())
+    first = subprocess.Popen(
+        command(
+            "bld-train",
+            "autoencoder",
+            "--preset",
+            "tiny",
+            "--run",
+            run_dir,
+            "--steps",
+            100_000,
+            "--quiet",
+        ),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env(),
+    )
     try:
         _wait_for(run_dir / ".autoencoder.lock")
         time.sleep(0.5)
-        second = run("bld-train", "autoencoder", "--preset", "tiny", "--run", run_dir,
-                     "--resume", "--quiet")
+        second = run(
+            "bld-train", "autoencoder", "--preset", "tiny", "--run", run_dir, "--resume", "--quiet"
+        )
         check_refused(second, "(training) is being written by another bld process")
     finally:
         first.kill()

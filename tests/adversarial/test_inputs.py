@@ -1,5 +1,6 @@
 """Bad input through the command line and through the Python API: every value refused by what
 it is, with one clear sentence, before any output is written."""
+
 from __future__ import annotations
 
 import struct
@@ -63,8 +64,9 @@ SAMPLE_ARGS = [
 ]
 
 
-@pytest.mark.parametrize("args,fragment", SAMPLE_ARGS,
-                         ids=[" ".join(a)[:30] for a, _ in SAMPLE_ARGS])
+@pytest.mark.parametrize(
+    "args,fragment", SAMPLE_ARGS, ids=[" ".join(a)[:30] for a, _ in SAMPLE_ARGS]
+)
 def test_sample_arguments(tiny_bundle, tmp_path, args, fragment):
     out = tmp_path / "out"
     check_refused(run("bld", "sample", tiny_bundle, *args, "-o", out), fragment, [out])
@@ -76,19 +78,29 @@ def test_sample_without_fp16_graphs(tiny_bundle, tmp_path):
     bundle = Path(shutil.copytree(tiny_bundle, tmp_path / "b"))
     from .conftest import edit_manifest
 
-    edit_manifest(bundle, lambda d: [d["graphs"].pop(n) for n in list(d["graphs"])
-                                     if n.endswith("_fp16")])
+    edit_manifest(
+        bundle, lambda d: [d["graphs"].pop(n) for n in list(d["graphs"]) if n.endswith("_fp16")]
+    )
     out = tmp_path / "out"
-    check_refused(run("bld", "sample", bundle, "--precision", "fp16", "-o", out),
-                  "has no 'decoder_fp16' graph, which precision 'fp16' needs", [out])
+    check_refused(
+        run("bld", "sample", bundle, "--precision", "fp16", "-o", out),
+        "has no 'decoder_fp16' graph, which precision 'fp16' needs",
+        [out],
+    )
 
 
 def test_missing_bundle(tiny_bundle, tmp_path):
     out = tmp_path / "out"
-    check_refused(run("bld", "sample", tmp_path / "nope", "-o", out),
-                  f"bundle directory {tmp_path / 'nope'} does not exist", [out])
-    check_refused(run("bld", "sample", tiny_bundle / "bld.json", "-o", out),
-                  "Invalid value for 'BUNDLE'", [out])
+    check_refused(
+        run("bld", "sample", tmp_path / "nope", "-o", out),
+        f"bundle directory {tmp_path / 'nope'} does not exist",
+        [out],
+    )
+    check_refused(
+        run("bld", "sample", tiny_bundle / "bld.json", "-o", out),
+        "Invalid value for 'BUNDLE'",
+        [out],
+    )
 
 
 def test_nul_in_a_path_through_the_api(tmp_path):
@@ -105,21 +117,31 @@ def test_output_folder_rules(tiny_bundle, tmp_path, previous_samples):
     a_file = tmp_path / "file.txt"
     a_file.write_text("keep")
     kept = snapshot(a_file)
-    check_refused(run("bld", "sample", tiny_bundle, "-o", a_file),
-                  "Invalid value for '-o'", kept=kept)
+    check_refused(
+        run("bld", "sample", tiny_bundle, "-o", a_file), "Invalid value for '-o'", kept=kept
+    )
 
     foreign = tmp_path / "notes"
     foreign.mkdir()
     (foreign / "thesis.txt").write_text("keep me")
     kept = snapshot(foreign)
-    check_refused(run("bld", "sample", tiny_bundle, "-o", foreign, "--force"),
-                  "is not empty and holds files bld did not write there", kept=kept)
+    check_refused(
+        run("bld", "sample", tiny_bundle, "-o", foreign, "--force"),
+        "is not empty and holds files bld did not write there",
+        kept=kept,
+    )
 
     kept = snapshot(previous_samples)
-    check_refused(run("bld", "sample", tiny_bundle, "-o", previous_samples),
-                  "holds an earlier run's output; pass --force", kept=kept)
-    check_refused(run("bld", "decode", tiny_bundle, previous_samples / "bits.bldz",
-                      "-o", previous_samples), "holds an earlier run's output", kept=kept)
+    check_refused(
+        run("bld", "sample", tiny_bundle, "-o", previous_samples),
+        "holds an earlier run's output; pass --force",
+        kept=kept,
+    )
+    check_refused(
+        run("bld", "decode", tiny_bundle, previous_samples / "bits.bldz", "-o", previous_samples),
+        "holds an earlier run's output",
+        kept=kept,
+    )
 
 
 def test_force_replaces_an_earlier_output_completely(tiny_bundle, tmp_path):
@@ -127,8 +149,13 @@ def test_force_replaces_an_earlier_output_completely(tiny_bundle, tmp_path):
     assert run("bld", "sample", tiny_bundle, "-n", 5, "-o", out).returncode == 0
     result = run("bld", "sample", tiny_bundle, "-n", 2, "--seed", 9, "-o", out, "--force")
     assert result.returncode == 0, result.stderr
-    assert sorted(p.name for p in out.iterdir()) == ["00000.png", "00001.png", "bits.bldz",
-                                                     "grid.png", "samples.json"]
+    assert sorted(p.name for p in out.iterdir()) == [
+        "00000.png",
+        "00001.png",
+        "bits.bldz",
+        "grid.png",
+        "samples.json",
+    ]
 
 
 # --- images ----------------------------------------------------------------------------------
@@ -136,12 +163,19 @@ def test_force_replaces_an_earlier_output_completely(tiny_bundle, tmp_path):
 
 def _png_header_claiming(path: Path, width: int, height: int) -> None:
     """A PNG whose header claims a huge image (its pixel data is a few bytes): a bomb."""
+
     def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(
-            ">I", zlib.crc32(kind + data))
+        return (
+            struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+        )
+
     ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
-    path.write_bytes(b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr)
-                     + chunk(b"IDAT", zlib.compress(b"\0" * 64)) + chunk(b"IEND", b""))
+    path.write_bytes(
+        b"\x89PNG\r\n\x1a\n"
+        + chunk(b"IHDR", ihdr)
+        + chunk(b"IDAT", zlib.compress(b"\0" * 64))
+        + chunk(b"IEND", b"")
+    )
 
 
 def _images(tmp: Path, H: int, W: int) -> dict[str, tuple[Path, str]]:
@@ -168,8 +202,10 @@ def _images(tmp: Path, H: int, W: int) -> dict[str, tuple[Path, str]]:
     return cases
 
 
-@pytest.mark.parametrize("case", ["wrong size", "wrong mode", "not an image", "truncated",
-                                  "decompression bomb", "huge header"])
+@pytest.mark.parametrize(
+    "case",
+    ["wrong size", "wrong mode", "not an image", "truncated", "decompression bomb", "huge header"],
+)
 def test_encode_refuses_bad_images(pipe, tiny_bundle, tmp_path, case):
     H, W, _ = pipe.image_shape
     image, fragment = _images(tmp_path, H, W)[case]
@@ -205,14 +241,22 @@ def test_encode_options(pipe, tiny_bundle, tmp_path):
             out.unlink()
             continue
         check_refused(result, fragment, [out, tmp_path / "bits.txt"])
-    check_refused(run("bld", "encode", tiny_bundle, tmp_path, "-o", out),
-                  "Invalid value for 'IMAGES...'", [out])
-    check_refused(run("bld", "encode", tiny_bundle, *[image] * 65, "--no-chunk", "-o", out),
-                  "batch size 65 is above this bundle's max_batch of 64", [out])
+    check_refused(
+        run("bld", "encode", tiny_bundle, tmp_path, "-o", out),
+        "Invalid value for 'IMAGES...'",
+        [out],
+    )
+    check_refused(
+        run("bld", "encode", tiny_bundle, *[image] * 65, "--no-chunk", "-o", out),
+        "batch size 65 is above this bundle's max_batch of 64",
+        [out],
+    )
 
 
-@pytest.mark.parametrize("case", ["mask size", "mask mode", "mask not an image", "image size",
-                                  "output suffix", "temperature"])
+@pytest.mark.parametrize(
+    "case",
+    ["mask size", "mask mode", "mask not an image", "image size", "output suffix", "temperature"],
+)
 def test_inpaint_refuses_bad_input(pipe, tiny_bundle, tmp_path, case):
     H, W, _ = pipe.image_shape
     image, mask = tmp_path / "image.png", tmp_path / "mask.png"
@@ -236,8 +280,11 @@ def test_inpaint_refuses_bad_input(pipe, tiny_bundle, tmp_path, case):
         fragment = "-o must end in .png"
     else:
         extra, fragment = ["--temperature", "0"], "temperature must be finite and > 0"
-    check_refused(run("bld", "inpaint", tiny_bundle, image, "--mask", mask, *extra, "-o", out),
-                  fragment, [out])
+    check_refused(
+        run("bld", "inpaint", tiny_bundle, image, "--mask", mask, *extra, "-o", out),
+        fragment,
+        [out],
+    )
 
 
 # --- packed bits files -----------------------------------------------------------------------
@@ -261,8 +308,10 @@ BLDZ = {
     "future version": (lambda d: d[:4] + b"\x07" + d[5:], ".bldz version 7"),
     "short header": (lambda d: d[:10], "is truncated: its header has 10 of 25 bytes"),
     "batch 0": (lambda d: _header(batch=0) + d[25:], "holds no latents (its header says batch 0)"),
-    "terabytes": (lambda d: _header(batch=2**32 - 1, height=2**16, width=2**16) + d[25:],
-                  "holds 65536x65536x8 latents but the bundle expects 8x8x8"),
+    "terabytes": (
+        lambda d: _header(batch=2**32 - 1, height=2**16, width=2**16) + d[25:],
+        "holds 65536x65536x8 latents but the bundle expects 8x8x8",
+    ),
     "claims more": (lambda d: _header(batch=10**9) + d[25:], "is truncated: its payload has"),
     "empty shape": (lambda d: _header(height=0) + d[25:], "has an empty latent shape"),
     "other shape": (lambda d: _header(bits=16) + d[25:], "holds 8x8x16 latents"),
@@ -294,19 +343,35 @@ def _garbage(path: Path) -> Path:
 
 
 NPY = {
-    "pickled objects": (lambda t: _npy(t, "a.npy", np.array([{"x": 1}], dtype=object)),
-                        "must hold a 2-D uint8 array"),
-    "floats": (lambda t: _npy(t, "a.npy", np.zeros((2, 64), np.float32)),
-               "must hold a 2-D uint8 array"),
-    "3-D": (lambda t: _npy(t, "a.npy", np.zeros((2, 8, 8), np.uint8)),
-            "must hold a 2-D uint8 array"),
-    "wrong row size": (lambda t: _npy(t, "a.npy", np.zeros((2, 63), np.uint8)),
-                       "has 63 bytes per image"),
-    "fortran order": (lambda t: _npy(t, "a.npy", np.asfortranarray(np.zeros((2, 64), np.uint8))),
-                      "must hold a 2-D uint8 array"),
-    "huge header": (lambda t: _npy(t, "a.npy", np.zeros((2, 64), np.uint8),
-                                   lambda b: b.replace(b"(2, 64)", b"(9999999999, 64)")),
-                    "is truncated or too long"),
+    "pickled objects": (
+        lambda t: _npy(t, "a.npy", np.array([{"x": 1}], dtype=object)),
+        "must hold a 2-D uint8 array",
+    ),
+    "floats": (
+        lambda t: _npy(t, "a.npy", np.zeros((2, 64), np.float32)),
+        "must hold a 2-D uint8 array",
+    ),
+    "3-D": (
+        lambda t: _npy(t, "a.npy", np.zeros((2, 8, 8), np.uint8)),
+        "must hold a 2-D uint8 array",
+    ),
+    "wrong row size": (
+        lambda t: _npy(t, "a.npy", np.zeros((2, 63), np.uint8)),
+        "has 63 bytes per image",
+    ),
+    "fortran order": (
+        lambda t: _npy(t, "a.npy", np.asfortranarray(np.zeros((2, 64), np.uint8))),
+        "must hold a 2-D uint8 array",
+    ),
+    "huge header": (
+        lambda t: _npy(
+            t,
+            "a.npy",
+            np.zeros((2, 64), np.uint8),
+            lambda b: b.replace(b"(2, 64)", b"(9999999999, 64)"),
+        ),
+        "is truncated or too long",
+    ),
     "zero rows": (lambda t: _npy(t, "a.npy", np.zeros((0, 64), np.uint8)), "holds no latents"),
     "garbage": (lambda t: _garbage(t / "a.npy"), "is not a readable .npy file"),
     "padding bits": (lambda t: _npy(t, "a.npy", np.full((1, 64), 255, np.uint8)), None),
@@ -329,8 +394,9 @@ def test_bits_suffix(tiny_bundle, tmp_path):
     path = tmp_path / "bits.txt"
     path.write_bytes(b"BLDZ")
     out = tmp_path / "out"
-    check_refused(run("bld", "decode", tiny_bundle, path, "-o", out),
-                  "bits files end in .bldz or .npy", [out])
+    check_refused(
+        run("bld", "decode", tiny_bundle, path, "-o", out), "bits files end in .bldz or .npy", [out]
+    )
 
 
 # --- the Python API ----------------------------------------------------------------------------
@@ -359,12 +425,18 @@ API = [
     (dict(temperature=1e39), "temperature must be at most"),
     (dict(temperature=0), "temperature must be finite and > 0"),
     (dict(mask=np.ones((64, 8), np.uint8)), "both mask and known_bits"),
-    (dict(mask=np.ones((64, 7), np.uint8), known_bits=np.ones((64, 7), np.uint8)),
-     "mask must be 0/1 integers shaped (N, 64, 8)"),
-    (dict(mask=np.full((64, 8), 2, np.uint8), known_bits=np.ones((64, 8), np.uint8)),
-     "mask must hold only 0 and 1"),
-    (dict(n=2, mask=np.ones((3, 64, 8), np.uint8), known_bits=np.ones((64, 8), np.uint8)),
-     "mask has 3 rows for 2 images"),
+    (
+        dict(mask=np.ones((64, 7), np.uint8), known_bits=np.ones((64, 7), np.uint8)),
+        "mask must be 0/1 integers shaped (N, 64, 8)",
+    ),
+    (
+        dict(mask=np.full((64, 8), 2, np.uint8), known_bits=np.ones((64, 8), np.uint8)),
+        "mask must hold only 0 and 1",
+    ),
+    (
+        dict(n=2, mask=np.ones((3, 64, 8), np.uint8), known_bits=np.ones((64, 8), np.uint8)),
+        "mask has 3 rows for 2 images",
+    ),
     (dict(n=65, chunk=False), "batch size 65 is above this bundle's max_batch of 64"),
     (dict(n=10**12), "use iter_generate"),
     (dict(teacher_states=np.zeros((3, 1, 64, 8), np.uint8)), "teacher_states must have shape"),
@@ -379,19 +451,30 @@ def test_generate_refuses(pipe, kwargs, fragment):
     assert "\n" not in str(info.value)
 
 
-@pytest.mark.parametrize("call,fragment", [
-    (lambda p: p.step_probs(np.zeros((1, 64, 8), np.uint8), step=1.5), "step must be an integer"),
-    (lambda p: p.step_probs(np.zeros((1, 64, 8), np.uint8), step=16), "step must be in 0..15"),
-    (lambda p: p.step_probs(np.zeros((1, 64, 8), np.uint8), step="3"), "step must be an integer"),
-    (lambda p: p.encode(np.zeros((1, 16, 16, 1), np.float32)), "images must be uint8"),
-    (lambda p: p.encode(np.zeros((1, 16, 16, 3), np.uint8)), "images must be uint8 shaped"),
-    (lambda p: p.encode(np.zeros((1, 16, 16, 1), np.uint8), seed=3, canonical=True),
-     "takes no seed"),
-    (lambda p: p.decode(np.zeros((1, 64, 9), np.uint8)), "bits must be 0/1 integers shaped"),
-    (lambda p: p.decode(np.full((1, 64, 8), 3)), "bits must hold only 0 and 1"),
-    (lambda p: p.decode(np.zeros((0, 64, 8), np.uint8)), "batch size must be at least 1"),
-    (lambda p: p.latent_mask(np.zeros((15, 16))), "the mask must be 16x16"),
-])
+@pytest.mark.parametrize(
+    "call,fragment",
+    [
+        (
+            lambda p: p.step_probs(np.zeros((1, 64, 8), np.uint8), step=1.5),
+            "step must be an integer",
+        ),
+        (lambda p: p.step_probs(np.zeros((1, 64, 8), np.uint8), step=16), "step must be in 0..15"),
+        (
+            lambda p: p.step_probs(np.zeros((1, 64, 8), np.uint8), step="3"),
+            "step must be an integer",
+        ),
+        (lambda p: p.encode(np.zeros((1, 16, 16, 1), np.float32)), "images must be uint8"),
+        (lambda p: p.encode(np.zeros((1, 16, 16, 3), np.uint8)), "images must be uint8 shaped"),
+        (
+            lambda p: p.encode(np.zeros((1, 16, 16, 1), np.uint8), seed=3, canonical=True),
+            "takes no seed",
+        ),
+        (lambda p: p.decode(np.zeros((1, 64, 9), np.uint8)), "bits must be 0/1 integers shaped"),
+        (lambda p: p.decode(np.full((1, 64, 8), 3)), "bits must hold only 0 and 1"),
+        (lambda p: p.decode(np.zeros((0, 64, 8), np.uint8)), "batch size must be at least 1"),
+        (lambda p: p.latent_mask(np.zeros((15, 16))), "the mask must be 16x16"),
+    ],
+)
 def test_other_api_calls_refuse(pipe, call, fragment):
     with pytest.raises(InvalidRequestError, match=None) as info:
         call(pipe)
@@ -399,21 +482,29 @@ def test_other_api_calls_refuse(pipe, call, fragment):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.lists(st.integers(min_value=0, max_value=U64 - 1), min_size=1, max_size=6),
-       st.sampled_from(["list", "tuple", "uint64", "object"]))
+@given(
+    st.lists(st.integers(min_value=0, max_value=U64 - 1), min_size=1, max_size=6),
+    st.sampled_from(["list", "tuple", "uint64", "object"]),
+)
 def test_every_valid_seed_is_accepted_in_every_form(pipe, seeds, form):
-    values = {"list": list(seeds), "tuple": tuple(seeds),
-              "uint64": np.array(seeds, np.uint64),
-              "object": np.array(seeds, dtype=object)}[form]
+    values = {
+        "list": list(seeds),
+        "tuple": tuple(seeds),
+        "uint64": np.array(seeds, np.uint64),
+        "object": np.array(seeds, dtype=object),
+    }[form]
     from bld_runtime import philox
 
     np.testing.assert_array_equal(philox.request_seeds(values), np.array(seeds, np.uint64))
 
 
 @settings(max_examples=30, deadline=None)
-@given(st.integers(min_value=0, max_value=U64 - 1),
-       st.sampled_from([np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32,
-                        np.uint64]))
+@given(
+    st.integers(min_value=0, max_value=U64 - 1),
+    st.sampled_from(
+        [np.int8, np.int16, np.int32, np.int64, np.uint8, np.uint16, np.uint32, np.uint64]
+    ),
+)
 def test_seeds_of_any_integer_dtype(pipe, value, dtype):
     from bld_runtime import philox
 
@@ -424,8 +515,15 @@ def test_seeds_of_any_integer_dtype(pipe, value, dtype):
 
 
 @settings(max_examples=60, deadline=None)
-@given(st.one_of(st.integers(max_value=-1), st.integers(min_value=U64),
-                 st.floats(allow_nan=True), st.text(max_size=3), st.booleans()))
+@given(
+    st.one_of(
+        st.integers(max_value=-1),
+        st.integers(min_value=U64),
+        st.floats(allow_nan=True),
+        st.text(max_size=3),
+        st.booleans(),
+    )
+)
 def test_every_invalid_seed_is_refused_by_value(value):
     from bld_runtime import philox
 

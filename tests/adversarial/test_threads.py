@@ -1,5 +1,6 @@
 """Threads and soak: one Pipeline shared by many threads gives every caller its own right
 answer; memory stays flat over many requests and bounded whatever a request's size."""
+
 from __future__ import annotations
 
 import json
@@ -31,8 +32,13 @@ def _request(i: int, mixed: bool) -> dict:
     """Request i: seeds, classes, guidance and temperature differ per request; batch sizes are
     all the same (`mixed` False) or range over 1..70 (chunks included)."""
     n = 1 + (i * 13) % 70 if mixed else 16
-    return {"n": n, "seeds": 1000 * i, "classes": (np.arange(n) + i) % 11,
-            "guidance": [0.0, 1.5][i % 2], "temperature": [1.0, 0.8, 1.2][i % 3]}
+    return {
+        "n": n,
+        "seeds": 1000 * i,
+        "classes": (np.arange(n) + i) % 11,
+        "guidance": [0.0, 1.5][i % 2],
+        "temperature": [1.0, 0.8, 1.2][i % 3],
+    }
 
 
 @pytest.mark.parametrize("mixed", [False, True], ids=["same batch", "mixed batches"])
@@ -48,7 +54,7 @@ def test_a_shared_pipeline_gives_every_thread_the_sequential_answer(shared, mixe
 
     with ThreadPoolExecutor(THREADS) as pool:
         concurrent = list(pool.map(work, range(RUNS)))
-    for want, got in zip(sequential, concurrent):
+    for want, got in zip(sequential, concurrent, strict=True):
         np.testing.assert_array_equal(got.bits, want.bits)
         np.testing.assert_array_equal(got.images, want.images)
 
@@ -56,17 +62,20 @@ def test_a_shared_pipeline_gives_every_thread_the_sequential_answer(shared, mixe
 def test_threads_mixing_every_entry_point(shared):
     """generate, iter_generate, encode, decode and step_probs at once on one pipeline."""
     images = shared.generate(n=8, seeds=5).images
-    want = {"generate": shared.generate(n=20, seeds=7, classes=3).bits,
-            "iter": np.concatenate([c.bits for c in shared.iter_generate(n=130, seeds=9)]),
-            "encode": shared.encode(images),
-            "decode": shared.decode(shared.encode(images)),
-            "step": shared.step_probs(shared.encode(images), 3, classes=2, guidance=1.0)}
-    calls = {"generate": lambda: shared.generate(n=20, seeds=7, classes=3).bits,
-             "iter": lambda: np.concatenate([c.bits for c in shared.iter_generate(n=130, seeds=9)]),
-             "encode": lambda: shared.encode(images),
-             "decode": lambda: shared.decode(shared.encode(images)),
-             "step": lambda: shared.step_probs(shared.encode(images), 3, classes=2,
-                                               guidance=1.0)}
+    want = {
+        "generate": shared.generate(n=20, seeds=7, classes=3).bits,
+        "iter": np.concatenate([c.bits for c in shared.iter_generate(n=130, seeds=9)]),
+        "encode": shared.encode(images),
+        "decode": shared.decode(shared.encode(images)),
+        "step": shared.step_probs(shared.encode(images), 3, classes=2, guidance=1.0),
+    }
+    calls = {
+        "generate": lambda: shared.generate(n=20, seeds=7, classes=3).bits,
+        "iter": lambda: np.concatenate([c.bits for c in shared.iter_generate(n=130, seeds=9)]),
+        "encode": lambda: shared.encode(images),
+        "decode": lambda: shared.decode(shared.encode(images)),
+        "step": lambda: shared.step_probs(shared.encode(images), 3, classes=2, guidance=1.0),
+    }
     names = list(calls) * 8
     with ThreadPoolExecutor(THREADS) as pool:
         results = list(pool.map(lambda name: (name, calls[name]()), names))
@@ -106,14 +115,34 @@ def test_a_hundred_thousand_images_in_bounded_memory(tiny_bundle, tmp_path):
     start = time.monotonic()
     # One onnxruntime thread: the tiny graphs gain nothing from two, and on busy cores a second
     # thread makes every call wait for it.
-    proc = subprocess.run([sys.executable, str(Path(__file__).parent / "peak_rss.py"),
-                           str(peak_file), str(cap), "bld_runtime.cli", "sample", str(tiny_bundle),
-                           "-n", "100000", "--seed", "11", "--threads", "1", "-o", str(out)],
-                          capture_output=True, text=True, env=child_env(), timeout=3600)
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).parent / "peak_rss.py"),
+            str(peak_file),
+            str(cap),
+            "bld_runtime.cli",
+            "sample",
+            str(tiny_bundle),
+            "-n",
+            "100000",
+            "--seed",
+            "11",
+            "--threads",
+            "1",
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=3600,
+    )
     assert proc.returncode == 0, proc.stderr
     peak = int(peak_file.read_text())
-    print(f"\nbld sample -n 100000: {time.monotonic() - start:.0f} s, peak RSS "
-          f"{peak / 2**20:.0f} MiB")
+    print(
+        f"\nbld sample -n 100000: {time.monotonic() - start:.0f} s, peak RSS {peak / 2**20:.0f} MiB"
+    )
     assert peak < 300 * 2**20
     record = json.loads((out / "samples.json").read_text())
     assert record["status"] == "complete" and record["written"] == 100_000

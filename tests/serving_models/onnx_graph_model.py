@@ -7,6 +7,7 @@ outputs and batching, so that the BLS model `bld` runs its loop against a real s
 Per-row scalars arrive as [batch, 1] (dims [1]) and are reshaped to the graph's [batch], as
 the config's `reshape: { shape: [] }` asks of the onnxruntime backend.
 """
+
 import json
 from pathlib import Path
 
@@ -31,7 +32,12 @@ class TritonPythonModel:
                 value = pb_utils.get_input_tensor_by_name(request, name).as_numpy()
                 feeds[name] = value.reshape(len(value)) if rank == 1 else value
             results = self.session.run(self.outputs, feeds)
-            responses.append(pb_utils.InferenceResponse(
-                [pb_utils.Tensor(n, np.ascontiguousarray(r)) for n, r in zip(self.outputs,
-                                                                           results)]))
+            responses.append(
+                pb_utils.InferenceResponse(
+                    [
+                        pb_utils.Tensor(n, np.ascontiguousarray(r))
+                        for n, r in zip(self.outputs, results, strict=True)
+                    ]
+                )
+            )
         return responses

@@ -5,17 +5,26 @@ Every backend implements base.Backend; `create` picks one by name and reports cl
 backend cannot run here (missing provider, missing CuPy, no device). The names are importable
 without onnxruntime (the CLI lists them in --help); everything else loads on first use.
 """
+
 from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from ..manifest import Bundle
+    from .base import Backend, BackendOptions, Loop, available_providers, usable_cores
 
 BACKENDS = ("cpu", "cuda", "tensorrt-ep", "tensorrt")
 _FROM_BASE = ("Backend", "BackendOptions", "Loop", "available_providers", "usable_cores")
 
 
-def create(name: str, bundle, precision: str = "fp32", options=None):
+def create(
+    name: str, bundle: Bundle, precision: str = "fp32", options: BackendOptions | None = None
+) -> Backend:
     """The backend `name` for a loaded bundle (manifest.Bundle), its graphs of `precision`
     ("fp32" or "fp16"), with base.BackendOptions."""
     from ..errors import BackendUnavailableError
-    from .base import available_providers
+    from . import base
 
     if name == "cpu":
         from .cpu import CpuBackend
@@ -32,10 +41,11 @@ def create(name: str, bundle, precision: str = "fp32", options=None):
         return NativeTensorRTBackend(bundle, precision, options)
     raise BackendUnavailableError(
         f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)} (onnxruntime here has "
-        f"{', '.join(available_providers())})")
+        f"{', '.join(base.available_providers())})"
+    )
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> Any:
     if name in _FROM_BASE:
         from . import base
 
@@ -43,4 +53,12 @@ def __getattr__(name):
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = ["BACKENDS", "create", *_FROM_BASE]
+__all__ = [
+    "BACKENDS",
+    "create",
+    "Backend",
+    "BackendOptions",
+    "Loop",
+    "available_providers",
+    "usable_cores",
+]

@@ -12,6 +12,7 @@ Threads: one backend may serve several threads at once. Sessions are shared (onn
 run is thread-safe); loops are not, so `Backend.loop(batch)` lends each caller a loop of its own
 from a pool and takes it back when the caller is done.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -21,15 +22,16 @@ import shutil
 import tempfile
 import threading
 from abc import ABC, abstractmethod
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
+import numpy.typing as npt
 import onnxruntime as ort
+from numpy.typing import NDArray
 
-from ..errors import (BackendError, BackendUnavailableError, InvalidRequestError,
-                      ManifestError)
+from ..errors import BackendError, BackendUnavailableError, InvalidRequestError, ManifestError
 from ..manifest import BATCH, FP16_SUFFIX, KINDS, Bundle, GraphSpec, Manifest, check_graph_facts
 from ..trt_flavours import FLAVOURS
 
@@ -40,11 +42,18 @@ OPTIMIZATION_LEVELS = {
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
 PRECISIONS = ("fp32", "fp16")
-ORT_TYPES = {"float32": "tensor(float)", "float16": "tensor(float16)", "int64": "tensor(int64)",
-             "int32": "tensor(int32)", "uint8": "tensor(uint8)", "bool": "tensor(bool)"}
+ORT_TYPES = {
+    "float32": "tensor(float)",
+    "float16": "tensor(float16)",
+    "int64": "tensor(int64)",
+    "int32": "tensor(int32)",
+    "uint8": "tensor(uint8)",
+    "bool": "tensor(bool)",
+}
 # Where onnxruntime looks for external-data files of a graph loaded from bytes: an empty folder,
 # so that such a graph fails to load instead of reading files from the working directory.
 _EXTERNAL_DATA_KEY = "session.model_external_initializers_file_folder_path"
+T = TypeVar("T")
 
 
 def usable_cores() -> int:
@@ -87,27 +96,36 @@ class BackendOptions:
             if getattr(self, name) > cores:
                 raise InvalidRequestError(
                     f"{name} is {getattr(self, name)}, more than the {cores} cores this process "
-                    "may use (more threads than cores only slows onnxruntime down)")
-        if self.trt_dla_core is not None and (not isinstance(self.trt_dla_core, int)
-                                              or isinstance(self.trt_dla_core, bool)
-                                              or self.trt_dla_core < 0):
-            raise InvalidRequestError(f"trt_dla_core must be None or an integer >= 0, "
-                                      f"got {self.trt_dla_core!r}")
+                    "may use (more threads than cores only slows onnxruntime down)"
+                )
+        if self.trt_dla_core is not None and (
+            not isinstance(self.trt_dla_core, int)
+            or isinstance(self.trt_dla_core, bool)
+            or self.trt_dla_core < 0
+        ):
+            raise InvalidRequestError(
+                f"trt_dla_core must be None or an integer >= 0, got {self.trt_dla_core!r}"
+            )
         if self.trt_flavour is not None and self.trt_flavour not in FLAVOURS:
-            raise InvalidRequestError(f"trt_flavour must be None or one of {', '.join(FLAVOURS)}, "
-                                      f"got {self.trt_flavour!r}")
+            raise InvalidRequestError(
+                f"trt_flavour must be None or one of {', '.join(FLAVOURS)}, "
+                f"got {self.trt_flavour!r}"
+            )
         for name in ("trt_cache_dir", "trt_timing_cache"):
             if getattr(self, name) is not None and not isinstance(getattr(self, name), str):
-                raise InvalidRequestError(f"{name} must be None or a path (str), "
-                                          f"got {getattr(self, name)!r}")
+                raise InvalidRequestError(
+                    f"{name} must be None or a path (str), got {getattr(self, name)!r}"
+                )
         if self.graph_optimization not in OPTIMIZATION_LEVELS:
             raise InvalidRequestError(
                 f"graph_optimization must be one of {', '.join(OPTIMIZATION_LEVELS)}, "
-                f"got {self.graph_optimization!r}")
+                f"got {self.graph_optimization!r}"
+            )
         for name in ("trt_fp16", "stop_spinning", "trt_rebuild_if_stale"):
             if not isinstance(getattr(self, name), bool):
-                raise InvalidRequestError(f"{name} must be True or False, "
-                                          f"got {getattr(self, name)!r}")
+                raise InvalidRequestError(
+                    f"{name} must be True or False, got {getattr(self, name)!r}"
+                )
 
     def session_options(self) -> ort.SessionOptions:
         so = ort.SessionOptions()
@@ -145,13 +163,16 @@ def graph_names(bundle: Bundle, precision: str) -> dict[str, str]:
     which is always fp32."""
     if precision not in PRECISIONS:
         raise InvalidRequestError(
-            f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}")
+            f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
+        )
     names = {}
     for kind in KINDS:
         name = kind if precision == "fp32" or kind == "encoder" else kind + FP16_SUFFIX
         if name not in bundle.manifest.graphs:
-            raise ManifestError(f"bundle {bundle.directory} has no {name!r} graph, which "
-                                f"precision {precision!r} needs (export with --fp16)")
+            raise ManifestError(
+                f"bundle {bundle.directory} has no {name!r} graph, which "
+                f"precision {precision!r} needs (export with --fp16)"
+            )
         names[kind] = name
     return names
 
@@ -168,9 +189,16 @@ class Loop(ABC):
     batch: int
 
     @abstractmethod
-    def start(self, seeds: np.ndarray, classes: np.ndarray, temperature: np.ndarray,
-              guidance: np.ndarray, guided: bool, mask: np.ndarray | None,
-              known: np.ndarray | None) -> None:
+    def start(
+        self,
+        seeds: NDArray[np.uint64],
+        classes: NDArray[np.int64],
+        temperature: NDArray[np.float32],
+        guidance: NDArray[np.float32],
+        guided: bool,
+        mask: NDArray[np.uint8] | None,
+        known: NDArray[np.uint8] | None,
+    ) -> None:
         """Load one batch's request and draw the initial state (Philox subsequence 0, p = 0.5),
         masked. Arrays have exactly `batch` rows; mask/known are (batch, L, C) 0/1 or None."""
 
@@ -184,19 +212,19 @@ class Loop(ABC):
         threshold p > 0.5 at i = K - 1; then write the known bits back where the mask is 1."""
 
     @abstractmethod
-    def set_bits(self, bits: np.ndarray) -> None:
+    def set_bits(self, bits: NDArray[np.uint8]) -> None:
         """Overwrite the current state (teacher forcing in parity tests)."""
 
     @abstractmethod
-    def read_bits(self, out: np.ndarray) -> np.ndarray:
+    def read_bits(self, out: NDArray[np.uint8]) -> NDArray[np.uint8]:
         """Copy the current bits into `out` (uint8, (batch, L, C)) and return it."""
 
     @abstractmethod
-    def read_probs(self, out: np.ndarray) -> np.ndarray:
+    def read_probs(self, out: NDArray[np.float32]) -> NDArray[np.float32]:
         """Copy the last step's probabilities into `out` (float32, (batch, L, C))."""
 
     @abstractmethod
-    def bits_view(self) -> np.ndarray:
+    def bits_view(self) -> NDArray[np.uint8]:
         """The current bits as a host uint8 array, valid until the next call (for previews)."""
 
     def run_all(self) -> bool:
@@ -206,14 +234,26 @@ class Loop(ABC):
         return False
 
 
+def inpainting(
+    mask: NDArray[np.uint8] | None, known: NDArray[np.uint8] | None
+) -> tuple[NDArray[np.uint8], NDArray[np.uint8]] | None:
+    """Loop.start's (mask, known) of an inpainted batch, or None; they come together."""
+    if mask is None and known is None:
+        return None
+    if mask is None or known is None:
+        raise InvalidRequestError("inpainting needs both mask and known_bits")
+    return mask, known
+
+
 class Backend(ABC):
     """onnxruntime sessions for one bundle's graphs plus a pool of loops per batch size."""
 
     name: str = ""
     max_idle_loops = 4  # kept for reuse; a full chunk and a remainder are the common case
 
-    def __init__(self, bundle: Bundle, precision: str = "fp32",
-                 options: BackendOptions | None = None):
+    def __init__(
+        self, bundle: Bundle, precision: str = "fp32", options: BackendOptions | None = None
+    ):
         if options is not None and not isinstance(options, BackendOptions):
             raise InvalidRequestError("options must be a bld_runtime.backends.BackendOptions")
         self.bundle = bundle
@@ -222,14 +262,16 @@ class Backend(ABC):
         self.options = options or BackendOptions()
         self.latent: tuple[int, int] = self.manifest.latent.shape
         self.num_steps = self.manifest.schedule.sampling_steps
-        self.graphs = {kind: Graph(kind, name, self.manifest.graphs[name])
-                       for kind, name in graph_names(bundle, precision).items()}
+        self.graphs = {
+            kind: Graph(kind, name, self.manifest.graphs[name])
+            for kind, name in graph_names(bundle, precision).items()
+        }
         self._pool_lock = threading.Lock()
         self._idle: list[Loop] = []  # loops not lent out, oldest first
         self._prepare()
         self._sessions = {kind: self._load_session(graph) for kind, graph in self.graphs.items()}
 
-    def _prepare(self) -> None:
+    def _prepare(self) -> None:  # noqa: B027 - optional: the CPU backend has nothing to check
         """Check that this backend can run here, before any graph is read (override)."""
 
     # --- sessions ------------------------------------------------------------------------
@@ -246,8 +288,13 @@ class Backend(ABC):
     def _load_session(self, graph: Graph) -> ort.InferenceSession:
         """A session made from the graph's verified bytes, checked against the manifest."""
         providers = self.providers_for(graph.kind)
-        session = checked_session(self.manifest, graph, self.bundle.read_graph(graph.name),
-                                  self.options.session_options(), providers)
+        session = checked_session(
+            self.manifest,
+            graph,
+            self.bundle.read_graph(graph.name),
+            self.options.session_options(),
+            providers,
+        )
         self._check_providers(session, providers)
         return session
 
@@ -260,7 +307,8 @@ class Backend(ABC):
         if wanted[0] not in sess.get_providers():
             raise BackendUnavailableError(
                 f"backend {self.name!r}: onnxruntime could not start {wanted[0]} (it fell back to "
-                f"{', '.join(sess.get_providers())}); check the CUDA/TensorRT installation")
+                f"{', '.join(sess.get_providers())}); check the CUDA/TensorRT installation"
+            )
 
     # --- the loop ------------------------------------------------------------------------
 
@@ -284,40 +332,51 @@ class Backend(ABC):
         finally:
             with self._pool_lock:
                 self._idle.append(loop)
-                del self._idle[:-self.max_idle_loops]
+                del self._idle[: -self.max_idle_loops]
 
     @abstractmethod
     def _make_loop(self, batch: int) -> Loop: ...
 
     # --- encoder and decoder: once per request, not per step, so plain run() is enough ----
 
-    def encode(self, images: np.ndarray) -> np.ndarray:
+    def encode(self, images: npt.ArrayLike) -> NDArray[np.float32]:
         """float32 NCHW images in [-1, 1] -> float32 (B, L, C) bit probabilities."""
         return self._run("encoder", np.ascontiguousarray(images, np.float32))
 
-    def decode(self, bits: np.ndarray) -> np.ndarray:
+    def decode(self, bits: npt.ArrayLike) -> NDArray[np.float32]:
         """(B, L, C) 0/1 bits -> float32 NCHW images, roughly in [-1, 1]."""
         return self._run("decoder", np.ascontiguousarray(bits, np.float32))
 
-    def step_probs(self, bits: np.ndarray, step: np.ndarray, classes: np.ndarray,
-                   temperature: np.ndarray, guidance: np.ndarray | None = None) -> np.ndarray:
+    def step_probs(
+        self,
+        bits: npt.ArrayLike,
+        step: npt.ArrayLike,
+        classes: npt.ArrayLike,
+        temperature: npt.ArrayLike,
+        guidance: npt.ArrayLike | None = None,
+    ) -> NDArray[np.float32]:
         """One step graph call on given arrays (outside the loop: for tests and tools)."""
-        values = [np.ascontiguousarray(bits, np.float32), np.ascontiguousarray(step, np.int64),
-                  np.ascontiguousarray(classes, np.int64),
-                  np.ascontiguousarray(temperature, np.float32)]
+        values: list[NDArray[Any]] = [
+            np.ascontiguousarray(bits, np.float32),
+            np.ascontiguousarray(step, np.int64),
+            np.ascontiguousarray(classes, np.int64),
+            np.ascontiguousarray(temperature, np.float32),
+        ]
         if guidance is None:
             return self._run("step", *values)
         return self._run("step_guided", *values, np.ascontiguousarray(guidance, np.float32))
 
-    def _run(self, kind: str, *values: np.ndarray) -> np.ndarray:
+    def _run(self, kind: str, *values: NDArray[Any]) -> NDArray[np.float32]:
         graph = self.graphs[kind]
         feeds = dict(zip(graph.inputs, values, strict=True))
         session = self._sessions[kind]
-        return run_guarded(graph, session.run, [graph.output], feeds)[0]
+        outputs: list[NDArray[np.float32]] = run_guarded(graph, session.run, [graph.output], feeds)
+        return outputs[0]
 
 
-def checked_session(manifest: Manifest, graph: Graph, data: bytes,
-                    options: ort.SessionOptions, providers: list[Any]) -> ort.InferenceSession:
+def checked_session(
+    manifest: Manifest, graph: Graph, data: bytes, options: ort.SessionOptions, providers: list[Any]
+) -> ort.InferenceSession:
     """A session made from `data` (the graph's bytes, already checked against its sha256), with
     external data refused, its I/O and its recorded facts (bld.graph) checked against the
     manifest. The backends load their graphs through it; bld_engines checks a graph with it
@@ -339,41 +398,54 @@ def _load_error(graph: Graph, error: Exception) -> ManifestError:
     text = _first_line(error)
     where = f"graph {graph.name!r} ({graph.spec.file})"
     if "external data" in text.lower():
-        return ManifestError(f"{where} keeps tensors in external data files, which bundles "
-                             "do not allow (every graph must be one self-contained .onnx "
-                             "file covered by its sha256)")
+        return ManifestError(
+            f"{where} keeps tensors in external data files, which bundles "
+            "do not allow (every graph must be one self-contained .onnx "
+            "file covered by its sha256)"
+        )
     return ManifestError(f"onnxruntime cannot load {where}: {text}")
 
 
-def run_guarded(graph: Graph, call: Any, *args: Any) -> Any:
+def run_guarded(graph: Graph, call: Callable[..., T], *args: Any) -> T:
     """call(*args), one graph call; onnxruntime's failures become one-line BackendErrors."""
     try:
         return call(*args)
     except MemoryError:
-        raise BackendError(f"out of memory running graph {graph.name!r}; send a smaller batch "
-                           "(the bundle's max_batch bounds each call)") from None
+        raise BackendError(
+            f"out of memory running graph {graph.name!r}; send a smaller batch "
+            "(the bundle's max_batch bounds each call)"
+        ) from None
     except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types
-        raise BackendError(f"onnxruntime failed running graph {graph.name!r}: "
-                           f"{_first_line(e)}") from None
+        raise BackendError(
+            f"onnxruntime failed running graph {graph.name!r}: {_first_line(e)}"
+        ) from None
 
 
 def check_session_io(graph: Graph, session: ort.InferenceSession) -> None:
     """Refuse a graph whose real inputs/outputs differ from what the manifest lists for it."""
     where = f"graph {graph.name!r} ({graph.spec.file})"
-    for direction, listed, actual in (("input", graph.spec.inputs, session.get_inputs()),
-                                      ("output", graph.spec.outputs, session.get_outputs())):
+    for direction, listed, actual in (
+        ("input", graph.spec.inputs, session.get_inputs()),
+        ("output", graph.spec.outputs, session.get_outputs()),
+    ):
         names = [a.name for a in actual]
         if names != [s.name for s in listed]:
-            raise ManifestError(f"{where} has {direction}s {names}, but the manifest lists "
-                                f"{[s.name for s in listed]}")
-        for spec, arg in zip(listed, actual):
+            raise ManifestError(
+                f"{where} has {direction}s {names}, but the manifest lists "
+                f"{[s.name for s in listed]}"
+            )
+        for spec, arg in zip(listed, actual, strict=True):
             if arg.type != ORT_TYPES[spec.dtype]:
-                raise ManifestError(f"{where}: {direction} {spec.name!r} has type {arg.type}, but "
-                                    f"the manifest says {spec.dtype}")
+                raise ManifestError(
+                    f"{where}: {direction} {spec.name!r} has type {arg.type}, but "
+                    f"the manifest says {spec.dtype}"
+                )
             shape = [BATCH if isinstance(d, str) or d is None else d for d in arg.shape]
             if shape != list(spec.shape):
-                raise ManifestError(f"{where}: {direction} {spec.name!r} has shape {arg.shape}, "
-                                    f"but the manifest says {list(spec.shape)}")
+                raise ManifestError(
+                    f"{where}: {direction} {spec.name!r} has shape {arg.shape}, "
+                    f"but the manifest says {list(spec.shape)}"
+                )
 
 
 def _first_line(error: BaseException) -> str:
@@ -390,4 +462,5 @@ def require_provider(backend: str, provider: str, hint: str) -> None:
     if provider not in ort.get_available_providers():
         raise BackendUnavailableError(
             f"backend {backend!r} needs onnxruntime's {provider} ({hint}); this onnxruntime "
-            f"{ort.__version__} has {', '.join(available_providers())}")
+            f"{ort.__version__} has {', '.join(available_providers())}"
+        )

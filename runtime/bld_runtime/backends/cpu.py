@@ -8,19 +8,23 @@ The Philox uniforms of several steps are computed in one pass (as many subsequen
 LANE_BUDGET Philox blocks): for small latents numpy's per-call cost, paid once per pass, is
 most of the sampling time.
 """
+
 from __future__ import annotations
+
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
+from numpy.typing import NDArray
 
 from ..philox import BernoulliDrawer
-from .base import Backend, Loop, run_guarded
+from .base import Backend, Graph, Loop, inpainting, run_guarded
 
 LANE_BUDGET = 1 << 15  # Philox blocks per pass: ~3 MB of scratch, whatever the model size
 
 
 class CpuLoop(Loop):
-    def __init__(self, backend: "CpuBackend", batch: int):
+    def __init__(self, backend: CpuBackend, batch: int):
         L, C = backend.latent
         shape = (batch, L, C)
         self.backend, self.batch, self.num_steps = backend, batch, backend.num_steps
@@ -31,7 +35,7 @@ class CpuLoop(Loop):
         self.keep = np.zeros(shape, np.bool_)  # inpainting: True where the known bit stays
         self.known = np.zeros(shape, np.uint8)
         self.masked = False
-        self.inputs = {  # by the names bundle format v1 gives the step graphs' inputs
+        self.inputs: dict[str, NDArray[Any]] = {  # the names format v1 gives the step inputs
             "bits": self.graph_bits,
             "step": np.zeros(batch, np.int64),
             "class_label": np.zeros(batch, np.int64),
@@ -42,18 +46,21 @@ class CpuLoop(Loop):
         blocks = -(-L * C // 4)
         span = min(self.num_steps, max(1, LANE_BUDGET // (batch * blocks)))
         self.drawer = BernoulliDrawer(batch, L * C, subsequences=span)
-        self._uniforms, self._first = None, 0  # the current pass: subsequences first, first+1..
+        # The current pass: the uniforms of subsequences first, first + 1, ...
+        self._uniforms: NDArray[np.float32] | None = None
+        self._first = 0
         self.role = "step"  # the step graph kind this batch runs: "step" or "step_guided"
-        self._bindings: dict[str, tuple] = {}
+        # Per graph kind: the graph, its session, its I/O binding and the OrtValues it binds
+        self._bindings: dict[str, tuple[Graph, Any, Any, list[Any]]] = {}
 
-    def _binding(self, kind):
+    def _binding(self, kind: str) -> tuple[Graph, Any, Any, list[Any]]:
         """Bind the kind's graph to our arrays once; OrtValues share the numpy memory."""
         if kind not in self._bindings:
             graph = self.backend.graphs[kind]
             sess = self.backend.session(kind)
             binding = sess.io_binding()
             values = [ort.OrtValue.ortvalue_from_numpy(self.inputs[n]) for n in graph.inputs]
-            for name, value in zip(graph.inputs, values):
+            for name, value in zip(graph.inputs, values, strict=True):
                 binding.bind_ortvalue_input(name, value)
             values.append(ort.OrtValue.ortvalue_from_numpy(self.probs))
             binding.bind_ortvalue_output(graph.output, values[-1])
@@ -61,69 +68,82 @@ class CpuLoop(Loop):
             self._bindings[kind] = (graph, sess, binding, values)
         return self._bindings[kind]
 
-    def start(self, seeds, classes, temperature, guidance, guided, mask, known):
+    def start(
+        self,
+        seeds: NDArray[np.uint64],
+        classes: NDArray[np.int64],
+        temperature: NDArray[np.float32],
+        guidance: NDArray[np.float32],
+        guided: bool,
+        mask: NDArray[np.uint8] | None,
+        known: NDArray[np.uint8] | None,
+    ) -> None:
         np.copyto(self.seeds, seeds)
         np.copyto(self.inputs["class_label"], classes)
         np.copyto(self.inputs["temperature"], temperature)
         np.copyto(self.inputs["guidance"], guidance)
         self.role = "step_guided" if guided else "step"
-        self.masked = mask is not None
-        if self.masked:
-            np.not_equal(mask, 0, out=self.keep)
-            np.copyto(self.known, known)
+        masked = inpainting(mask, known)
+        self.masked = masked is not None
+        if masked is not None:
+            np.not_equal(masked[0], 0, out=self.keep)
+            np.copyto(self.known, masked[1])
         self._binding(self.role)
         self._uniforms = None
         self._draw(self.half, 0)
         self._finish_state()
 
-    def _draw(self, p, subsequence):
+    def _draw(self, p: NDArray[np.float32], subsequence: int) -> None:
         """bits = u <= p with the uniforms of `subsequence` (0 initial state, i + 1 step i)."""
         k = subsequence - self._first
         if self._uniforms is None or not 0 <= k < len(self._uniforms):
             count = min(self.drawer.span, self.num_steps - subsequence)
             self._uniforms = self.drawer.uniforms_span(self.seeds, subsequence, count)
             self._first, k = subsequence, 0
-        np.less_equal(self._uniforms[k], p.reshape(self.batch, -1),
-                      out=self.bits.reshape(self.batch, -1).view(np.bool_))
+        np.less_equal(
+            self._uniforms[k],
+            p.reshape(self.batch, -1),
+            out=self.bits.reshape(self.batch, -1).view(np.bool_),
+        )
 
-    def run_step(self, i):
+    def run_step(self, i: int) -> None:
         graph, sess, binding, _ = self._binding(self.role)
         self.inputs["step"].fill(i)
         run_guarded(graph, sess.run_with_iobinding, binding)
 
-    def advance(self, i):
+    def advance(self, i: int) -> None:
         if i < self.num_steps - 1:
             self._draw(self.probs, i + 1)
         else:
             np.greater(self.probs, np.float32(0.5), out=self.bits.view(np.bool_))
         self._finish_state()
 
-    def _finish_state(self):
+    def _finish_state(self) -> None:
         if self.masked:
             np.copyto(self.bits, self.known, where=self.keep)
         np.copyto(self.graph_bits, self.bits)
 
-    def set_bits(self, bits):
+    def set_bits(self, bits: NDArray[np.uint8]) -> None:
         np.copyto(self.bits, bits)
         np.copyto(self.graph_bits, self.bits)
 
-    def read_bits(self, out):
+    def read_bits(self, out: NDArray[np.uint8]) -> NDArray[np.uint8]:
         np.copyto(out, self.bits)
         return out
 
-    def read_probs(self, out):
+    def read_probs(self, out: NDArray[np.float32]) -> NDArray[np.float32]:
         np.copyto(out, self.probs)
         return out
 
-    def bits_view(self):
+    def bits_view(self) -> NDArray[np.uint8]:
         return self.bits
 
 
 class CpuBackend(Backend):
     name = "cpu"
 
-    def providers(self):
+    def providers(self) -> list[Any]:
         return ["CPUExecutionProvider"]
 
-    def _make_loop(self, batch):
+    def _make_loop(self, batch: int) -> CpuLoop:
         return CpuLoop(self, batch)

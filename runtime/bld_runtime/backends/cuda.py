@@ -6,30 +6,35 @@ runs as a small CUDA kernel (kernels.py) on the same arrays. The host sees the b
 asked (previews, traces, the final result). CuPy is optional; without it, or without the
 provider, these backends raise BackendUnavailableError saying what is missing.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
 from ..errors import BackendUnavailableError
-from .base import Backend, Loop, require_provider, run_guarded
+from ..manifest import GraphSpec
+from .base import Backend, BackendOptions, Graph, Loop, inpainting, require_provider, run_guarded
 from .kernels import KERNELS
 
 THREADS = 256  # per CUDA block; the kernels are memory-bound, any multiple of 32 does
 
 
-def _cupy():
+def _cupy() -> Any:
     """CuPy with at least one visible device, or a clear BackendUnavailableError."""
     try:
         import cupy
     except ImportError:
         raise BackendUnavailableError(
             "the GPU backends draw the bits on the device with CuPy, which is not installed "
-            "(pip install cupy-cuda12x)") from None
+            "(pip install cupy-cuda12x)"
+        ) from None
     try:
         count = cupy.cuda.runtime.getDeviceCount()
-    except Exception as e:  # CUDA driver missing or broken: CuPy raises its own runtime errors
+    except Exception as e:  # noqa: BLE001 - no or broken CUDA driver: CuPy raises its own types
         raise BackendUnavailableError(f"CuPy cannot reach a CUDA device: {e}") from None
     if count < 1:
         raise BackendUnavailableError("CuPy sees no CUDA device")
@@ -37,7 +42,7 @@ def _cupy():
 
 
 class CupyLoop(Loop):
-    def __init__(self, backend: "CudaBackend", batch: int):
+    def __init__(self, backend: CudaBackend, batch: int):
         cp = backend.cp
         L, C = backend.latent
         self.backend, self.batch, self.num_steps = backend, batch, backend.num_steps
@@ -63,9 +68,9 @@ class CupyLoop(Loop):
         self.blocks = -(-self.n // 4)
         self.masked = np.int32(0)
         self.role = "step"
-        self._bindings: dict[str, tuple] = {}
+        self._bindings: dict[str, tuple[Graph, Any, Any]] = {}  # graph, session, I/O binding
 
-    def _binding(self, kind):
+    def _binding(self, kind: str) -> tuple[Graph, Any, Any]:
         if kind not in self._bindings:
             graph = self.backend.graphs[kind]
             sess = self.backend.session(kind)
@@ -73,34 +78,57 @@ class CupyLoop(Loop):
             dev = self.backend.options.device_id
             for name in graph.inputs:
                 arr = self.inputs[name]
-                binding.bind_input(name, "cuda", dev, arr.dtype.type, list(arr.shape),
-                                   arr.data.ptr)
-            binding.bind_output(graph.output, "cuda", dev, np.float32, list(self.shape),
-                                self.probs.data.ptr)
+                binding.bind_input(name, "cuda", dev, arr.dtype.type, list(arr.shape), arr.data.ptr)
+            binding.bind_output(
+                graph.output, "cuda", dev, np.float32, list(self.shape), self.probs.data.ptr
+            )
             self._bindings[kind] = (graph, sess, binding)
         return self._bindings[kind]
 
-    def _launch_draw(self, p, subsequence):
+    def _launch_draw(self, p: Any, subsequence: int) -> None:
         k = self.backend.kernels["bld_draw"]
         grid = -(-(self.batch * self.blocks) // THREADS)
-        k((grid,), (THREADS,), (p, self.seeds, np.uint64(subsequence), np.int64(self.n),
-                                np.int64(self.blocks), np.int32(self.batch), self.bits,
-                                self.keep, self.known, self.masked))
+        k(
+            (grid,),
+            (THREADS,),
+            (
+                p,
+                self.seeds,
+                np.uint64(subsequence),
+                np.int64(self.n),
+                np.int64(self.blocks),
+                np.int32(self.batch),
+                self.bits,
+                self.keep,
+                self.known,
+                self.masked,
+            ),
+        )
 
-    def start(self, seeds, classes, temperature, guidance, guided, mask, known):
+    def start(
+        self,
+        seeds: NDArray[np.uint64],
+        classes: NDArray[np.int64],
+        temperature: NDArray[np.float32],
+        guidance: NDArray[np.float32],
+        guided: bool,
+        mask: NDArray[np.uint8] | None,
+        known: NDArray[np.uint8] | None,
+    ) -> None:
         self.seeds.set(np.ascontiguousarray(seeds, np.uint64))
         self.inputs["class_label"].set(np.ascontiguousarray(classes, np.int64))
         self.inputs["temperature"].set(np.ascontiguousarray(temperature, np.float32))
         self.inputs["guidance"].set(np.ascontiguousarray(guidance, np.float32))
-        self.masked = np.int32(mask is not None)
-        if mask is not None:
-            self.keep.set(np.ascontiguousarray(mask, np.uint8))
-            self.known.set(np.ascontiguousarray(known, np.float32))
+        masked = inpainting(mask, known)
+        self.masked = np.int32(masked is not None)
+        if masked is not None:
+            self.keep.set(np.ascontiguousarray(masked[0], np.uint8))
+            self.known.set(np.ascontiguousarray(masked[1], np.float32))
         self.role = "step_guided" if guided else "step"
         self._binding(self.role)
         self._launch_draw(self.half, 0)
 
-    def run_step(self, i):
+    def run_step(self, i: int) -> None:
         graph, sess, binding = self._binding(self.role)
         self.inputs["step"].set(self.step_host[i])
         # onnxruntime runs on its own stream: our kernel's writes must be done before it reads.
@@ -108,30 +136,33 @@ class CupyLoop(Loop):
         # returns once its stream is done (ORT's default)
         run_guarded(graph, sess.run_with_iobinding, binding)
 
-    def advance(self, i):
+    def advance(self, i: int) -> None:
         if i < self.num_steps - 1:
             self._launch_draw(self.probs, i + 1)
         else:
             k = self.backend.kernels["bld_threshold"]
             total = self.batch * self.n
-            k((-(-total // THREADS),), (THREADS,),
-              (self.probs, np.int64(total), self.bits, self.keep, self.known, self.masked))
+            k(
+                (-(-total // THREADS),),
+                (THREADS,),
+                (self.probs, np.int64(total), self.bits, self.keep, self.known, self.masked),
+            )
 
-    def set_bits(self, bits):
+    def set_bits(self, bits: NDArray[np.uint8]) -> None:
         np.copyto(self.host_f32, bits)
         self.bits.set(self.host_f32)
 
-    def read_bits(self, out):
+    def read_bits(self, out: NDArray[np.uint8]) -> NDArray[np.uint8]:
         self.bits.get(out=self.host_f32)
         np.copyto(out, self.host_f32, casting="unsafe")  # exact: the values are 0.0 and 1.0
         return out
 
-    def read_probs(self, out):
+    def read_probs(self, out: NDArray[np.float32]) -> NDArray[np.float32]:
         self.probs.get(out=self.host_f32)
         np.copyto(out, self.host_f32)
         return out
 
-    def bits_view(self):
+    def bits_view(self) -> NDArray[np.uint8]:
         return self.read_bits(self.host_bits)
 
 
@@ -140,17 +171,17 @@ class CudaBackend(Backend):
     provider = "CUDAExecutionProvider"
     hint = "pip install onnxruntime-gpu"
 
-    def _prepare(self):
+    def _prepare(self) -> None:
         require_provider(self.name, self.provider, self.hint)
         self.cp = _cupy()
         with self.cp.cuda.Device(self.options.device_id):
             module = self.cp.RawModule(code=KERNELS, options=("--std=c++11",))
             self.kernels = {n: module.get_function(n) for n in ("bld_draw", "bld_threshold")}
 
-    def providers(self):
+    def providers(self) -> list[Any]:
         return [(self.provider, cuda_provider_options(self.options))]
 
-    def _make_loop(self, batch):
+    def _make_loop(self, batch: int) -> CupyLoop:
         return CupyLoop(self, batch)
 
 
@@ -161,16 +192,17 @@ class TensorRTBackend(CudaBackend):
     provider = "TensorrtExecutionProvider"
     hint = "onnxruntime-gpu built with TensorRT, and the TensorRT libraries"
 
-    def providers(self):
-        return [(self.provider, tensorrt_provider_options(self.options)),
-                ("CUDAExecutionProvider", cuda_provider_options(self.options))]
+    def providers(self) -> list[Any]:
+        return [
+            (self.provider, tensorrt_provider_options(self.options)),
+            ("CUDAExecutionProvider", cuda_provider_options(self.options)),
+        ]
 
-    def providers_for(self, kind):
-        return tensorrt_ep_providers(self.graphs[kind].spec, self.manifest.max_batch,
-                                     self.options)
+    def providers_for(self, kind: str) -> list[Any]:
+        return tensorrt_ep_providers(self.graphs[kind].spec, self.manifest.max_batch, self.options)
 
 
-def cuda_provider_options(options) -> dict:
+def cuda_provider_options(options: BackendOptions) -> dict[str, str]:
     return {"device_id": str(options.device_id)}
 
 
@@ -179,33 +211,46 @@ def cuda_provider_options(options) -> dict:
 ORT_ENGINE_SUBDIR = "onnxruntime-trt-ep"
 
 
-def tensorrt_provider_options(options) -> dict:
+def tensorrt_provider_options(options: BackendOptions) -> dict[str, str]:
     """TensorRT EP options: the engine cache avoids rebuilding engines at every start, and the
     timing cache is the directory of the builder's timing-cache file (the EP names its file)."""
     opts = {"device_id": str(options.device_id), "trt_fp16_enable": str(options.trt_fp16)}
     if options.trt_cache_dir:
-        opts.update(trt_engine_cache_enable="True",
-                    trt_engine_cache_path=str(Path(options.trt_cache_dir) / ORT_ENGINE_SUBDIR))
+        opts.update(
+            trt_engine_cache_enable="True",
+            trt_engine_cache_path=str(Path(options.trt_cache_dir) / ORT_ENGINE_SUBDIR),
+        )
     if options.trt_timing_cache:
-        opts.update(trt_timing_cache_enable="True",
-                    trt_timing_cache_path=str(Path(options.trt_timing_cache).parent))
+        opts.update(
+            trt_timing_cache_enable="True",
+            trt_timing_cache_path=str(Path(options.trt_timing_cache).parent),
+        )
     return opts
 
 
-def tensorrt_ep_providers(spec, max_batch: int, options) -> list:
+def tensorrt_ep_providers(
+    spec: GraphSpec, max_batch: int, options: BackendOptions
+) -> list[tuple[str, dict[str, str]]]:
     """The TensorRT EP (then CUDA) for one graph, with its batch profile 1..max_batch tuned for
     max_batch (what `bld-export engine` builds by default), read from the graph's spec."""
-    opts = {**tensorrt_provider_options(options), **profile_options(spec, 1, max_batch,
-                                                                    max_batch)}
-    return [("TensorrtExecutionProvider", opts),
-            ("CUDAExecutionProvider", cuda_provider_options(options))]
+    opts = {**tensorrt_provider_options(options), **profile_options(spec, 1, max_batch, max_batch)}
+    return [
+        ("TensorrtExecutionProvider", opts),
+        ("CUDAExecutionProvider", cuda_provider_options(options)),
+    ]
 
 
-def profile_options(spec, lo: int, opt: int, hi: int) -> dict:
+def profile_options(spec: GraphSpec, lo: int, opt: int, hi: int) -> dict[str, str]:
     """trt_profile_{min,opt,max}_shapes for one graph: "bits:1x64x8,step:1,..."."""
-    def shapes(batch):
-        return ",".join(f"{t.name}:" + "x".join(str(batch if isinstance(d, str) else d)
-                                                for d in t.shape) for t in spec.inputs)
 
-    return {"trt_profile_min_shapes": shapes(lo), "trt_profile_opt_shapes": shapes(opt),
-            "trt_profile_max_shapes": shapes(hi)}
+    def shapes(batch: int) -> str:
+        return ",".join(
+            f"{t.name}:" + "x".join(str(batch if isinstance(d, str) else d) for d in t.shape)
+            for t in spec.inputs
+        )
+
+    return {
+        "trt_profile_min_shapes": shapes(lo),
+        "trt_profile_opt_shapes": shapes(opt),
+        "trt_profile_max_shapes": shapes(hi),
+    }

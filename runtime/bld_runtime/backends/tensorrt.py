@@ -25,19 +25,24 @@ Pipeline.load; a batch size outside its profiles finds its own engine on first u
 refused then with the command that builds one. A TensorRT Runtime is constructed only after
 cudart.probe() found a device (without one it crashes the process).
 """
+
 from __future__ import annotations
 
+import contextlib
+import os
 import threading
 from importlib import metadata
+from typing import Any
 
 import numpy as np
+from numpy.typing import NDArray
 
-from ..engine_cache import EngineCache, RuntimeTarget
+from ..engine_cache import CachedEngine, EngineCache, RuntimeTarget
 from ..errors import BackendError, BackendUnavailableError, ManifestError, StaleEngineError
 from ..manifest import GRAPH_METADATA_KEY, GraphSpec, check_graph_facts
 from ..trt_flavours import import_flavour
 from . import cudart
-from .base import Backend, Graph, Loop
+from .base import Backend, Graph, Loop, inpainting
 from .cudart import I32, I64, PTR, U64, DeviceBuffer, copy_to_device, copy_to_host
 from .kernels import KERNELS
 
@@ -45,31 +50,53 @@ THREADS = 256
 #: Every TensorRT name this backend uses (dotted from the module). A test resolves them in the
 #: real lean runtimes of TensorRT 10.16 and 11.4 and in TensorRT-RTX.
 TRT_NAMES = (
-    "Logger", "Logger.ERROR", "Runtime", "Runtime.DLA_core", "Runtime.num_DLA_cores",
+    "Logger",
+    "Logger.ERROR",
+    "Runtime",
+    "Runtime.DLA_core",
+    "Runtime.num_DLA_cores",
     "TensorIOMode.INPUT",
-    "ICudaEngine.num_io_tensors", "ICudaEngine.get_tensor_name", "ICudaEngine.get_tensor_mode",
-    "ICudaEngine.get_tensor_dtype", "ICudaEngine.get_tensor_profile_shape",
+    "ICudaEngine.num_io_tensors",
+    "ICudaEngine.get_tensor_name",
+    "ICudaEngine.get_tensor_mode",
+    "ICudaEngine.get_tensor_dtype",
+    "ICudaEngine.get_tensor_profile_shape",
     "ICudaEngine.device_memory_size_v2",
-    "ICudaEngine.num_optimization_profiles", "ICudaEngine.create_execution_context",
-    "IExecutionContext.set_optimization_profile_async", "IExecutionContext.set_input_shape",
-    "IExecutionContext.set_tensor_address", "IExecutionContext.execute_async_v3",
-    "DataType.FLOAT", "DataType.HALF", "DataType.INT64", "DataType.INT32", "DataType.UINT8",
+    "ICudaEngine.num_optimization_profiles",
+    "ICudaEngine.create_execution_context",
+    "IExecutionContext.set_optimization_profile_async",
+    "IExecutionContext.set_input_shape",
+    "IExecutionContext.set_tensor_address",
+    "IExecutionContext.execute_async_v3",
+    "DataType.FLOAT",
+    "DataType.HALF",
+    "DataType.INT64",
+    "DataType.INT32",
+    "DataType.UINT8",
     "DataType.BOOL",
 )
-_TRT_DTYPES = {"FLOAT": "float32", "HALF": "float16", "INT64": "int64", "INT32": "int32",
-               "UINT8": "uint8", "BOOL": "bool"}
+_TRT_DTYPES = {
+    "FLOAT": "float32",
+    "HALF": "float16",
+    "INT64": "int64",
+    "INT32": "int32",
+    "UINT8": "uint8",
+    "BOOL": "bool",
+}
 
 
 class TrtEngine:
     """One deserialised engine, its I/O checked against the bundle's manifest."""
 
-    def __init__(self, backend: "TensorRTBackend", kind: str, entry, spec: GraphSpec):
+    def __init__(self, backend: TensorRTBackend, kind: str, entry: CachedEngine, spec: GraphSpec):
         self.backend, self.kind, self.entry, self.spec = backend, kind, entry, spec
         plan = backend.cache.load_plan(entry)  # manifest, sha256 and header: before TensorRT
         engine = backend.runtime.deserialize_cuda_engine(plan)
         if engine is None:
-            raise StaleEngineError(f"TensorRT {backend.flavour.version} refused to deserialise "
-                                   f"{entry.plan_path}; rebuild it with {backend.rebuild_hint()}")
+            raise StaleEngineError(
+                f"TensorRT {backend.flavour.version} refused to deserialise "
+                f"{entry.plan_path}; rebuild it with {backend.rebuild_hint()}"
+            )
         self.engine = engine
         trt = backend.trt
         names = [engine.get_tensor_name(i) for i in range(engine.num_io_tensors)]
@@ -77,20 +104,26 @@ class TrtEngine:
         outputs = set(names) - inputs
         want_in, want_out = {t.name for t in spec.inputs}, {t.name for t in spec.outputs}
         if inputs != want_in or outputs != want_out:
-            raise StaleEngineError(f"{entry.plan_path} has inputs {sorted(inputs)} and outputs "
-                                   f"{sorted(outputs)}; the bundle's {entry.key.graph} has "
-                                   f"{sorted(want_in)} and {sorted(want_out)}")
+            raise StaleEngineError(
+                f"{entry.plan_path} has inputs {sorted(inputs)} and outputs "
+                f"{sorted(outputs)}; the bundle's {entry.key.graph} has "
+                f"{sorted(want_in)} and {sorted(want_out)}"
+            )
         for t in (*spec.inputs, *spec.outputs):
             dtype = _TRT_DTYPES.get(engine.get_tensor_dtype(t.name).name)
             if dtype != t.dtype:
-                raise StaleEngineError(f"{entry.plan_path}: tensor {t.name} is {dtype} in the "
-                                       f"engine, {t.dtype} in the bundle")
+                raise StaleEngineError(
+                    f"{entry.plan_path}: tensor {t.name} is {dtype} in the "
+                    f"engine, {t.dtype} in the bundle"
+                )
         # Scratch memory each execution context takes (TensorRT 11 has only the _v2 form).
-        self.device_memory = int(engine.device_memory_size_v2
-                                 if hasattr(engine, "device_memory_size_v2")
-                                 else engine.device_memory_size)
+        self.device_memory = int(
+            engine.device_memory_size_v2
+            if hasattr(engine, "device_memory_size_v2")
+            else engine.device_memory_size
+        )
         first = spec.inputs[0].name
-        self.batch_ranges = []
+        self.batch_ranges: list[tuple[int, int]] = []
         for p in range(engine.num_optimization_profiles):
             lo, _, hi = engine.get_tensor_profile_shape(first, p)
             self.batch_ranges.append((lo[0], hi[0]))
@@ -99,30 +132,35 @@ class TrtEngine:
         for index, (lo, hi) in enumerate(self.batch_ranges):
             if lo <= batch <= hi:
                 return index
-        raise StaleEngineError(f"{self.entry.plan_path} has no profile for batch {batch} (its "
-                               f"batch ranges are {self.batch_ranges}); rebuild with "
-                               f"{self.backend.rebuild_hint()}")
+        raise StaleEngineError(
+            f"{self.entry.plan_path} has no profile for batch {batch} (its "
+            f"batch ranges are {self.batch_ranges}); rebuild with "
+            f"{self.backend.rebuild_hint()}"
+        )
 
-    def context(self, batch: int, stream):
+    def context(self, batch: int, stream: Any) -> Any:
         """An execution context with the profile and every input shape set for `batch`."""
         ctx = self.engine.create_execution_context()
         if ctx is None:
-            raise BackendUnavailableError(f"TensorRT could not create an execution context for "
-                                          f"{self.entry.key.graph} (out of GPU memory?)")
+            raise BackendUnavailableError(
+                f"TensorRT could not create an execution context for "
+                f"{self.entry.key.graph} (out of GPU memory?)"
+            )
         ctx.set_optimization_profile_async(self.profile_for(batch), int(stream))
         for t in self.spec.inputs:
-            ctx.set_input_shape(t.name, tuple(batch if isinstance(d, str) else d
-                                              for d in t.shape))
+            ctx.set_input_shape(t.name, tuple(batch if isinstance(d, str) else d for d in t.shape))
         return ctx
 
 
 class _GraphIO:
     """Device buffers for one (kind, batch) run of the encoder, decoder or a single step."""
 
-    def __init__(self, backend: "TensorRTBackend", kind: str, batch: int):
+    def __init__(self, backend: TensorRTBackend, kind: str, batch: int):
         engine = backend.engine(kind, batch)
         self.context = engine.context(batch, backend.stream)
-        self.inputs, self.outputs = {}, {}
+        # name -> (host staging array, device buffer)
+        self.inputs: dict[str, tuple[NDArray[Any], DeviceBuffer]] = {}
+        self.outputs: dict[str, tuple[NDArray[Any], DeviceBuffer]] = {}
         spec = engine.spec
         for group, specs in ((self.inputs, spec.inputs), (self.outputs, spec.outputs)):
             for t in specs:
@@ -134,17 +172,21 @@ class _GraphIO:
 
 
 class TensorRTLoop(Loop):
-    def __init__(self, backend: "TensorRTBackend", batch: int):
+    def __init__(self, backend: TensorRTBackend, batch: int):
         cuda = backend.cuda
         L, C = backend.latent
         K = backend.num_steps
         self.backend, self.batch, self.num_steps, self.n = backend, batch, K, L * C
         self.shape = (batch, L, C)
-        self.host = {  # staging, allocated once
-            "bits": np.zeros(self.shape, np.float32), "probs": np.zeros(self.shape, np.float32),
-            "keep": np.zeros(self.shape, np.uint8), "known": np.zeros(self.shape, np.float32),
-            "seeds": np.zeros(batch, np.uint64), "class_label": np.zeros(batch, np.int64),
-            "temperature": np.ones(batch, np.float32), "guidance": np.zeros(batch, np.float32),
+        self.host: dict[str, NDArray[Any]] = {  # staging, allocated once
+            "bits": np.zeros(self.shape, np.float32),
+            "probs": np.zeros(self.shape, np.float32),
+            "keep": np.zeros(self.shape, np.uint8),
+            "known": np.zeros(self.shape, np.float32),
+            "seeds": np.zeros(batch, np.uint64),
+            "class_label": np.zeros(batch, np.int64),
+            "temperature": np.ones(batch, np.float32),
+            "guidance": np.zeros(batch, np.float32),
         }
         self.host_bits = np.zeros(self.shape, np.uint8)
         self.dev = {name: DeviceBuffer(cuda, a.nbytes) for name, a in self.host.items()}
@@ -153,24 +195,26 @@ class TensorRTLoop(Loop):
         # Each loop has its own stream: loops of different batch sizes may run (and capture)
         # on different threads at once.
         rt = cuda.rt
-        self.stream = cudart.check(rt.cudaStreamCreateWithFlags(rt.cudaStreamNonBlocking),
-                                   "cudaStreamCreateWithFlags")
+        self.stream = cudart.check(
+            rt.cudaStreamCreateWithFlags(rt.cudaStreamNonBlocking), "cudaStreamCreateWithFlags"
+        )
         copy_to_device(cuda, self.dev["half"], np.full(self.shape, 0.5, np.float32), self.stream)
         steps = np.repeat(np.arange(K, dtype=np.int64), batch)
         copy_to_device(cuda, self.dev["steps"], steps, self.stream)
         self.synchronize()
         self.blocks = -(-self.n // 4)
         self.role, self.masked = "step", 0
-        self.contexts: dict[str, object] = {}
-        self.cuda_graphs: dict[tuple[str, int], object] = {}  # (role, masked) -> exec | None
+        self.contexts: dict[str, Any] = {}  # TensorRT execution contexts by step kind
+        self.cuda_graphs: dict[tuple[str, int], Any] = {}  # (role, masked) -> exec | None
 
     def synchronize(self) -> None:
-        cudart.check(self.backend.cuda.rt.cudaStreamSynchronize(self.stream),
-                     "cudaStreamSynchronize")
+        cudart.check(
+            self.backend.cuda.rt.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize"
+        )
 
     # --- set-up --------------------------------------------------------------------------
 
-    def _context(self, role):
+    def _context(self, role: str) -> Any:
         if role not in self.contexts:
             engine = self.backend.engine(role, self.batch)
             ctx = engine.context(self.batch, self.stream)
@@ -181,17 +225,27 @@ class TensorRTLoop(Loop):
             self.contexts[role] = ctx
         return self.contexts[role]
 
-    def start(self, seeds, classes, temperature, guidance, guided, mask, known):
+    def start(
+        self,
+        seeds: NDArray[np.uint64],
+        classes: NDArray[np.int64],
+        temperature: NDArray[np.float32],
+        guidance: NDArray[np.float32],
+        guided: bool,
+        mask: NDArray[np.uint8] | None,
+        known: NDArray[np.uint8] | None,
+    ) -> None:
         h = self.host
         np.copyto(h["seeds"], seeds)
         np.copyto(h["class_label"], classes)
         np.copyto(h["temperature"], temperature)
         np.copyto(h["guidance"], guidance)
         names = ["seeds", "class_label", "temperature", "guidance"]
-        self.masked = int(mask is not None)
-        if mask is not None:
-            np.copyto(h["keep"], mask)
-            np.copyto(h["known"], known)
+        masked = inpainting(mask, known)
+        self.masked = int(masked is not None)
+        if masked is not None:
+            np.copyto(h["keep"], masked[0])
+            np.copyto(h["known"], masked[1])
             names += ["keep", "known"]
         for name in names:
             copy_to_device(self.backend.cuda, self.dev[name], h[name], self.stream)
@@ -201,7 +255,7 @@ class TensorRTLoop(Loop):
 
     # --- the steps -----------------------------------------------------------------------
 
-    def _enqueue(self, i) -> bool:
+    def _enqueue(self, i: int) -> bool:
         ctx = self._context(self.role)
         ctx.set_tensor_address("step", self.dev["steps"].ptr + i * self.batch * 8)
         return bool(ctx.execute_async_v3(int(self.stream)))
@@ -209,23 +263,47 @@ class TensorRTLoop(Loop):
     def _draw(self, p: DeviceBuffer, subsequence: int) -> None:
         d = self.dev
         grid = -(-(self.batch * self.blocks) // THREADS)
-        self.backend.kernels.launch("bld_draw", grid, THREADS, self.stream, (
-            (p.ptr, PTR), (d["seeds"].ptr, PTR), (subsequence, U64), (self.n, I64),
-            (self.blocks, I64), (self.batch, I32), (d["bits"].ptr, PTR), (d["keep"].ptr, PTR),
-            (d["known"].ptr, PTR), (self.masked, I32)))
+        self.backend.kernels.launch(
+            "bld_draw",
+            grid,
+            THREADS,
+            self.stream,
+            (
+                (p.ptr, PTR),
+                (d["seeds"].ptr, PTR),
+                (subsequence, U64),
+                (self.n, I64),
+                (self.blocks, I64),
+                (self.batch, I32),
+                (d["bits"].ptr, PTR),
+                (d["keep"].ptr, PTR),
+                (d["known"].ptr, PTR),
+                (self.masked, I32),
+            ),
+        )
 
     def _threshold(self) -> None:
         d, total = self.dev, self.batch * self.n
-        self.backend.kernels.launch("bld_threshold", -(-total // THREADS), THREADS,
-                                    self.stream, (
-            (d["probs"].ptr, PTR), (total, I64), (d["bits"].ptr, PTR), (d["keep"].ptr, PTR),
-            (d["known"].ptr, PTR), (self.masked, I32)))
+        self.backend.kernels.launch(
+            "bld_threshold",
+            -(-total // THREADS),
+            THREADS,
+            self.stream,
+            (
+                (d["probs"].ptr, PTR),
+                (total, I64),
+                (d["bits"].ptr, PTR),
+                (d["keep"].ptr, PTR),
+                (d["known"].ptr, PTR),
+                (self.masked, I32),
+            ),
+        )
 
-    def run_step(self, i):
+    def run_step(self, i: int) -> None:
         if not self._enqueue(i):
             raise BackendError(f"TensorRT failed to run graph {self._graph_name()!r} (step {i})")
 
-    def advance(self, i):
+    def advance(self, i: int) -> None:
         if i < self.num_steps - 1:
             self._draw(self.dev["probs"], i + 1)
         else:
@@ -254,7 +332,7 @@ class TensorRTLoop(Loop):
     def _graph_name(self) -> str:
         return self.backend.graphs[self.role].name
 
-    def _capture(self):
+    def _capture(self) -> Any:
         """trtexec's recipe; None when this engine cannot be captured (then: eager)."""
         rt = self.backend.cuda.rt
         ctx = self._context(self.role)
@@ -284,26 +362,26 @@ class TensorRTLoop(Loop):
 
     # --- host side ------------------------------------------------------------------------
 
-    def set_bits(self, bits):
+    def set_bits(self, bits: NDArray[np.uint8]) -> None:
         np.copyto(self.host["bits"], bits)
         copy_to_device(self.backend.cuda, self.dev["bits"], self.host["bits"], self.stream)
 
-    def read_bits(self, out):
+    def read_bits(self, out: NDArray[np.uint8]) -> NDArray[np.uint8]:
         copy_to_host(self.backend.cuda, self.host["bits"], self.dev["bits"], self.stream)
         self.synchronize()
         np.copyto(out, self.host["bits"], casting="unsafe")  # exact: 0.0 and 1.0
         return out
 
-    def read_probs(self, out):
+    def read_probs(self, out: NDArray[np.float32]) -> NDArray[np.float32]:
         copy_to_host(self.backend.cuda, self.host["probs"], self.dev["probs"], self.stream)
         self.synchronize()
         np.copyto(out, self.host["probs"])
         return out
 
-    def bits_view(self):
+    def bits_view(self) -> NDArray[np.uint8]:
         return self.read_bits(self.host_bits)
 
-    def close(self):
+    def close(self) -> None:
         """Free the graphs, contexts, buffers and stream (also when the backend drops the loop)."""
         rt = self.backend.cuda.rt
         for graph in self.cuda_graphs.values():
@@ -317,11 +395,9 @@ class TensorRTLoop(Loop):
             rt.cudaStreamDestroy(self.stream)
             self.stream = None
 
-    def __del__(self):
-        try:
+    def __del__(self) -> None:
+        with contextlib.suppress(Exception):  # at interpreter shutdown cuda-python may be gone
             self.close()
-        except Exception:  # noqa: BLE001 - interpreter shutdown
-            pass
 
 
 class TensorRTBackend(Backend):
@@ -329,33 +405,37 @@ class TensorRTBackend(Backend):
 
     name = "tensorrt"
 
-    def _prepare(self):
+    def _prepare(self) -> None:
         o = self.options
         # bld-export engine's default cache is BUNDLE/engines
-        self.cache_dir = (o.trt_cache_dir if o.trt_cache_dir
-                          else str(self.bundle.directory / "engines"))
+        self.cache_dir = (
+            o.trt_cache_dir if o.trt_cache_dir else str(self.bundle.directory / "engines")
+        )
         info = cudart.probe(o.device_id)
-        info.require(o.device_id)  # before anything constructs a TensorRT Runtime
+        capability = info.require(o.device_id)  # before anything constructs a TensorRT Runtime
         self.cuda = cudart.import_cuda()
         rt = self.cuda.rt
         cudart.check(rt.cudaSetDevice(o.device_id), "cudaSetDevice")
         cudart.check(rt.cudaFree(0), "cudaFree(0)")  # creates the primary context
         self.flavour = import_flavour(o.trt_flavour)
         self.trt = self.flavour.module
-        self.target = RuntimeTarget(self.flavour.name, self.flavour.version,
-                                    info.compute_capability, o.trt_dla_core)
+        self.target = RuntimeTarget(
+            self.flavour.name, self.flavour.version, capability, o.trt_dla_core
+        )
         self.cache = EngineCache(self.cache_dir)
         self.logger = self.trt.Logger(self.trt.Logger.ERROR)
         self.runtime = self.trt.Runtime(self.logger)
         if o.trt_dla_core is not None:
             if self.runtime.num_DLA_cores <= o.trt_dla_core:
-                raise BackendUnavailableError(f"DLA core {o.trt_dla_core} does not exist here "
-                                              f"(this device has {self.runtime.num_DLA_cores})")
+                raise BackendUnavailableError(
+                    f"DLA core {o.trt_dla_core} does not exist here "
+                    f"(this device has {self.runtime.num_DLA_cores})"
+                )
             self.runtime.DLA_core = o.trt_dla_core
-        self.stream = cudart.check(rt.cudaStreamCreateWithFlags(rt.cudaStreamNonBlocking),
-                                   "cudaStreamCreateWithFlags")
-        self.kernels = cudart.Kernels(self.cuda, KERNELS, ("bld_draw", "bld_threshold"),
-                                      info.compute_capability)
+        self.stream = cudart.check(
+            rt.cudaStreamCreateWithFlags(rt.cudaStreamNonBlocking), "cudaStreamCreateWithFlags"
+        )
+        self.kernels = cudart.Kernels(self.cuda, KERNELS, ("bld_draw", "bld_threshold"), capability)
         self._engines: dict[str, TrtEngine] = {}  # by key digest: one engine serves many batches
         self._io: dict[tuple[str, int], _GraphIO] = {}
         self._lock = threading.RLock()  # engines and the encoder/decoder I/O are shared
@@ -365,7 +445,7 @@ class TensorRTBackend(Backend):
         """The kind's engine covering the largest batch, in place of an onnxruntime session."""
         return self.engine(graph.kind, None)
 
-    def providers(self):
+    def providers(self) -> list[Any]:
         return []  # no onnxruntime sessions
 
     def synchronize(self) -> None:
@@ -384,8 +464,10 @@ class TensorRTBackend(Backend):
             return {e.entry.key.graph: e.device_memory for e in self._engines.values()}
 
     def rebuild_hint(self) -> str:
-        return (f"`bld-export engine {self.bundle.directory} -o {self.cache_dir} --precision "
-                f"{self.precision} --flavour {self.flavour.name}` (or --rebuild-if-stale)")
+        return (
+            f"`bld-export engine {self.bundle.directory} -o {self.cache_dir} --precision "
+            f"{self.precision} --flavour {self.flavour.name}` (or --rebuild-if-stale)"
+        )
 
     def _candidates(self, kind: str) -> dict[str, str]:
         """Graph names (-> sha256) whose engines can serve `kind` at this precision."""
@@ -401,42 +483,45 @@ class TensorRTBackend(Backend):
         with self._lock:
             return self._engine(kind, batch)
 
-    def _engine(self, kind: str, batch: int) -> TrtEngine:
+    def _engine(self, kind: str, batch: int | None) -> TrtEngine:
         precision = "fp32" if kind == "encoder" else self.precision
         try:
-            entry = self.cache.find(self._candidates(kind), precision, self.target, batch,
-                                    self.rebuild_hint())
+            entry = self.cache.find(
+                self._candidates(kind), precision, self.target, batch, self.rebuild_hint()
+            )
         except StaleEngineError:
             if not self.options.trt_rebuild_if_stale or self._rebuilt:
                 raise
             _rebuild(self.bundle.directory, self.cache_dir, self.precision, self.flavour.name)
             self._rebuilt = True  # once per backend: a second refusal is not a stale cache
-            entry = self.cache.find(self._candidates(kind), precision, self.target, batch,
-                                    self.rebuild_hint())
+            entry = self.cache.find(
+                self._candidates(kind), precision, self.target, batch, self.rebuild_hint()
+            )
         digest = entry.manifest.key_digest
         if digest not in self._engines:
             name = entry.key.graph
             try:
-                check_graph_facts(self.manifest, name,
-                                  {GRAPH_METADATA_KEY: entry.manifest.graph_facts})
+                check_graph_facts(
+                    self.manifest, name, {GRAPH_METADATA_KEY: entry.manifest.graph_facts}
+                )
             except ManifestError as e:
                 raise ManifestError(f"engine {entry.plan_path}: {e}") from None
             self._engines[digest] = TrtEngine(self, kind, entry, self.manifest.graphs[name])
         return self._engines[digest]
 
-    def _make_loop(self, batch):
+    def _make_loop(self, batch: int) -> TensorRTLoop:
         return TensorRTLoop(self, batch)
 
     # --- encoder, decoder and single steps --------------------------------------------------
 
-    def _run(self, kind: str, *values: np.ndarray) -> np.ndarray:
+    def _run(self, kind: str, *values: NDArray[Any]) -> NDArray[np.float32]:
         """One call of the kind's engine on host arrays (the encoder, the decoder, and steps
         outside the loop), on the backend's stream."""
         feeds = dict(zip(self.graphs[kind].inputs, values, strict=True))
         with self._lock:
             return self._run_locked(kind, feeds)
 
-    def _run_locked(self, kind: str, feeds: dict) -> np.ndarray:
+    def _run_locked(self, kind: str, feeds: dict[str, NDArray[Any]]) -> NDArray[np.float32]:
         batch = len(next(iter(feeds.values())))
         key = (kind, batch)
         if key not in self._io:
@@ -449,18 +534,24 @@ class TensorRTBackend(Backend):
             copy_to_device(self.cuda, device, host, self.stream)
         if not io.context.execute_async_v3(int(self.stream)):
             raise BackendError(f"TensorRT failed to run graph {self.graphs[kind].name!r}")
-        (host, device), = io.outputs.values()
+        ((host, device),) = io.outputs.values()
         copy_to_host(self.cuda, host, device, self.stream)
         cudart.check(self.cuda.rt.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize")
-        return host.copy()
+        result: NDArray[np.float32] = host.copy()  # every graph's output is float32
+        return result
 
 
-def _rebuild(bundle_dir, cache_dir, precision, flavour) -> None:
+def _rebuild(
+    bundle_dir: str | os.PathLike[str], cache_dir: str, precision: str, flavour: str
+) -> None:
     """Rebuild through bld_engines (entry point "bld.engine_builder"), which the runtime does
     not import: without it, say what to install."""
-    builders = [ep for ep in metadata.entry_points(group="bld.engine_builder")
-                if ep.name == "build"]
+    builders = [
+        ep for ep in metadata.entry_points(group="bld.engine_builder") if ep.name == "build"
+    ]
     if not builders:
-        raise BackendUnavailableError("--rebuild-if-stale needs bld_engines (pip install bld "
-                                      "with its TensorRT extra), which is not installed")
+        raise BackendUnavailableError(
+            "--rebuild-if-stale needs bld_engines (pip install bld "
+            "with its TensorRT extra), which is not installed"
+        )
     builders[0].load()(bundle_dir, cache_dir, precision=precision, flavour=flavour)

@@ -9,6 +9,7 @@ the one implementation of the sampling contract. Per-row scalar inputs travel as
 (the graph models' dims [1], reshaped to [] for the graph). Requests are checked one by one and
 batched exactly as in pipeline_model.py, whose execute this reuses.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,7 @@ from bld_runtime.errors import BackendError
 from bld_runtime.files import sha256_file
 from bld_runtime.manifest import load_bundle
 from bld_runtime.pipeline import Pipeline
-
-from pipeline_model import TritonPythonModel as PipelineModel  # noqa: E402  (copied beside)
+from pipeline_model import TritonPythonModel as PipelineModel  # copied beside this file
 
 ROLES = ("step", "step_guided", "decoder")  # the graphs served as models (no encoder)
 
@@ -45,13 +45,14 @@ class TritonGraph:
             if value.ndim == 1:  # a per-row scalar: dims [1] in the graph model's config
                 value = value.reshape(-1, 1)
             inputs.append(pb_utils.Tensor(name, value))
-        response = pb_utils.InferenceRequest(model_name=self.model, inputs=inputs,
-                                             requested_output_names=list(output_names)).exec()
+        response = pb_utils.InferenceRequest(
+            model_name=self.model, inputs=inputs, requested_output_names=list(output_names)
+        ).exec()
         if response.has_error():
-            raise BackendError(f"graph model {self.model!r} failed: "
-                               f"{response.error().message()}")
-        return [pb_utils.get_output_tensor_by_name(response, name).as_numpy()
-                for name in output_names]
+            raise BackendError(f"graph model {self.model!r} failed: {response.error().message()}")
+        return [
+            pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in output_names
+        ]
 
 
 class BlsLoop(CpuLoop):
@@ -101,12 +102,13 @@ class TritonPythonModel(PipelineModel):
         for role, model in models.items():
             graph, onnx = backend.graphs[role], repository / model / "1" / "model.onnx"
             if onnx.is_file() and sha256_file(onnx) != graph.spec.sha256:
-                raise BackendError(f"{onnx} is not the bundle's graph {graph.name!r}: its "
-                                   f"sha256 differs")
+                raise BackendError(
+                    f"{onnx} is not the bundle's graph {graph.name!r}: its sha256 differs"
+                )
         self.pipe = Pipeline(bundle, backend, precision)
         self.decoupled = False
         self.preview_every = 0
         self._count_refused(args)
-        pb_utils.Logger.log_info(f"{args['model_name']}: BLS loop over "
-                                 f"{', '.join(models.values())}")
-
+        pb_utils.Logger.log_info(
+            f"{args['model_name']}: BLS loop over {', '.join(models.values())}"
+        )

@@ -16,8 +16,10 @@ are identical to local ones.
 after steps k, 2k, ... <= K, k = preview_every, 0 = none), then a final response with the
 image and bits; it streams over gRPC.
 """
+
 from __future__ import annotations
 
+import itertools
 import json
 from pathlib import Path
 
@@ -43,19 +45,26 @@ class TritonPythonModel:
         backend = _parameter(config, "bld_backend", "cpu")
         device = int(args.get("model_instance_device_id", 0)) if backend != "cpu" else 0
         trt_cache = _parameter(config, "bld_trt_cache") or None
-        options = BackendOptions(intra_op_threads=int(_parameter(config, "bld_threads", "0")),
-                                 device_id=device, trt_cache_dir=trt_cache)
+        options = BackendOptions(
+            intra_op_threads=int(_parameter(config, "bld_threads", "0")),
+            device_id=device,
+            trt_cache_dir=trt_cache,
+        )
         bundle = Path(args["model_repository"]) / args["model_version"] / "bundle"
         # Pipeline.load checks the manifest, reads each graph of the precision once, checks
         # its sha256 and makes its session from those very bytes.
-        self.pipe = Pipeline.load(bundle, backend=backend,
-                                  precision=_parameter(config, "bld_precision", "fp32"),
-                                  options=options)
+        self.pipe = Pipeline.load(
+            bundle,
+            backend=backend,
+            precision=_parameter(config, "bld_precision", "fp32"),
+            options=options,
+        )
         self.preview_every = int(_parameter(config, "bld_preview_every", "0"))
         self._count_refused(args)
         pb_utils.Logger.log_info(
             f"{args['model_name']}: bundle {bundle} loaded and verified (bld {bld_version}, "
-            f"backend {backend}, numpy {np.__version__}, instance {args['model_instance_name']})")
+            f"backend {backend}, numpy {np.__version__}, instance {args['model_instance_name']})"
+        )
 
     def _count_refused(self, args):
         """A Prometheus counter (port 8002) of the requests this model refused: Triton counts
@@ -63,14 +72,17 @@ class TritonPythonModel:
         self._refused_family = pb_utils.MetricFamily(  # must outlive its metric
             name="bld_refused_requests_total",
             description="Requests a bld model refused (bad class, guidance, mask, ...)",
-            kind=pb_utils.MetricFamily.COUNTER)
-        self.refused = self._refused_family.Metric(labels={"model": args["model_name"],
-                                                           "version": args["model_version"]})
+            kind=pb_utils.MetricFamily.COUNTER,
+        )
+        self.refused = self._refused_family.Metric(
+            labels={"model": args["model_name"], "version": args["model_version"]}
+        )
 
     # --- one client request -> checked per-image arrays ---------------------------------
 
     def _read(self, request):
         """(checked Request, preview interval) of one client request."""
+
         def get(spec):
             tensor = pb_utils.get_input_tensor_by_name(request, spec.name)
             return None if tensor is None else tensor.as_numpy()
@@ -79,15 +91,22 @@ class TritonPythonModel:
             return None if value is None else value.reshape(len(value))  # (n, 1) -> (n,)
 
         checked = self.pipe.check_request(
-            seeds=rows(get(remote.SEED)), classes=rows(get(remote.CLASS)),
-            guidance=rows(get(remote.GUIDANCE)), temperature=rows(get(remote.TEMPERATURE)),
-            mask=get(remote.MASK), known_bits=get(remote.KNOWN_BITS), chunk=False)
+            seeds=rows(get(remote.SEED)),
+            classes=rows(get(remote.CLASS)),
+            guidance=rows(get(remote.GUIDANCE)),
+            temperature=rows(get(remote.TEMPERATURE)),
+            mask=get(remote.MASK),
+            known_bits=get(remote.KNOWN_BITS),
+            chunk=False,
+        )
         every = self.preview_every
         if self.decoupled and get(remote.PREVIEW_EVERY) is not None:
             values = np.unique(get(remote.PREVIEW_EVERY))
             if len(values) != 1 or values[0] < 0:
-                raise InvalidRequestError(f"preview_every must be one integer >= 0 (0 = no "
-                                          f"previews), got {values.tolist()}")
+                raise InvalidRequestError(
+                    f"preview_every must be one integer >= 0 (0 = no "
+                    f"previews), got {values.tolist()}"
+                )
             every = int(values[0])
         return checked, every
 
@@ -96,30 +115,45 @@ class TritonPythonModel:
         an all-zero mask, which keeps nothing, so their bits are those of an unmasked
         request."""
         rows = [request.rows(0, request.count) for request in checked]
-        merged = {key: np.concatenate([r[key] for r in rows])
-                  for key in ("seeds", "classes", "guidance", "temperature")}
+        merged = {
+            key: np.concatenate([r[key] for r in rows])
+            for key in ("seeds", "classes", "guidance", "temperature")
+        }
         if any(r["mask"] is not None for r in rows):
             for key in ("mask", "known_bits"):
-                merged[key] = np.concatenate([
-                    np.zeros((len(r["seeds"]),) + self.pipe.latent_shape, np.uint8)
-                    if r[key] is None else r[key] for r in rows])
+                merged[key] = np.concatenate(
+                    [
+                        np.zeros((len(r["seeds"]),) + self.pipe.latent_shape, np.uint8)
+                        if r[key] is None
+                        else r[key]
+                        for r in rows
+                    ]
+                )
         return merged
 
     @staticmethod
     def _error(error: Exception):
-        code = pb_utils.TritonError.INVALID_ARG if isinstance(error, InvalidRequestError) \
+        code = (
+            pb_utils.TritonError.INVALID_ARG
+            if isinstance(error, InvalidRequestError)
             else pb_utils.TritonError.INTERNAL
-        return pb_utils.InferenceResponse(output_tensors=[],
-                                          error=pb_utils.TritonError(str(error), code))
+        )
+        return pb_utils.InferenceResponse(
+            output_tensors=[], error=pb_utils.TritonError(str(error), code)
+        )
 
     @staticmethod
     def _outputs(images, bits, step=None, final=None):
-        tensors = [pb_utils.Tensor(remote.IMAGE.name, np.ascontiguousarray(images)),
-                   pb_utils.Tensor(remote.BITS.name, pack_bits(bits))]
+        tensors = [
+            pb_utils.Tensor(remote.IMAGE.name, np.ascontiguousarray(images)),
+            pb_utils.Tensor(remote.BITS.name, pack_bits(bits)),
+        ]
         if step is not None:
             n = len(images)
-            tensors += [pb_utils.Tensor(remote.STEP.name, np.full((n, 1), step, np.int32)),
-                        pb_utils.Tensor(remote.FINAL.name, np.full((n, 1), final, np.bool_))]
+            tensors += [
+                pb_utils.Tensor(remote.STEP.name, np.full((n, 1), step, np.int32)),
+                pb_utils.Tensor(remote.FINAL.name, np.full((n, 1), final, np.bool_)),
+            ]
         return pb_utils.InferenceResponse(output_tensors=tensors)
 
     # --- execute -------------------------------------------------------------------------
@@ -130,11 +164,12 @@ class TritonPythonModel:
         for i, request in enumerate(requests):
             try:
                 accepted.append((i,) + self._read(request))
-            except Exception as e:  # the request's own error; the others go on
+            except Exception as e:  # noqa: BLE001 - the request's own error; the others go on
                 self.refused.increment(1)
                 if self.decoupled:
-                    senders[i].send(self._error(e),
-                                    flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+                    senders[i].send(
+                        self._error(e), flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+                    )
                 else:
                     responses[i] = self._error(e)
         if accepted:
@@ -146,33 +181,43 @@ class TritonPythonModel:
         K = self.pipe.num_steps
 
         def preview(step, num_steps, bits):
-            wanted = [(a, lo, hi) for a, (lo, hi) in zip(accepted, zip(offsets, offsets[1:]))
-                      if a[2] and step % a[2] == 0]
+            wanted = [
+                (a, lo, hi)
+                for a, (lo, hi) in zip(accepted, itertools.pairwise(offsets), strict=True)
+                if a[2] and step % a[2] == 0
+            ]
             if wanted:
                 rows = np.concatenate([np.arange(lo, hi) for _, lo, hi in wanted])
                 current = bits[rows]
                 images, at = self.pipe.decode(current, chunk=False), 0
                 for (i, _, _), lo, hi in wanted:
                     n = hi - lo
-                    senders[i].send(self._outputs(images[at : at + n], current[at : at + n],
-                                                  step, False))
+                    senders[i].send(
+                        self._outputs(images[at : at + n], current[at : at + n], step, False)
+                    )
                     at += n
 
         try:
-            out = self.pipe.generate(**self._merge([c for _, c, _ in accepted]), chunk=False,
-                                     callback=preview if self.decoupled else None)
-        except Exception as e:  # checked above: a failure of the run itself, for each
+            out = self.pipe.generate(
+                **self._merge([c for _, c, _ in accepted]),
+                chunk=False,
+                callback=preview if self.decoupled else None,
+            )
+        except Exception as e:  # noqa: BLE001 - checked above: the run itself failed, for each
             for i, _, _ in accepted:
                 if self.decoupled:
-                    senders[i].send(self._error(e),
-                                    flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+                    senders[i].send(
+                        self._error(e), flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL
+                    )
                 else:
                     responses[i] = self._error(e)
             return
-        for (i, _, _), lo, hi in zip(accepted, offsets, offsets[1:]):
+        for (i, _, _), (lo, hi) in zip(accepted, itertools.pairwise(offsets), strict=True):
             if self.decoupled:
-                senders[i].send(self._outputs(out.images[lo:hi], out.bits[lo:hi], K, True),
-                                flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL)
+                senders[i].send(
+                    self._outputs(out.images[lo:hi], out.bits[lo:hi], K, True),
+                    flags=pb_utils.TRITONSERVER_RESPONSE_COMPLETE_FINAL,
+                )
             else:
                 responses[i] = self._outputs(out.images[lo:hi], out.bits[lo:hi])
 
