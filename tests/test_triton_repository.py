@@ -8,8 +8,8 @@ cannot run here, so these tests are what checks it.
 
 from __future__ import annotations
 
-import hashlib
 import json
+import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -18,8 +18,10 @@ import pytest
 from google.protobuf import text_format
 from tritonclient.grpc import model_config_pb2 as pb
 
+from bld_runtime.engine_cache import BatchProfile, EngineCache, EngineKey
 from bld_runtime.files import sha256_file
-from bld_runtime.manifest import _unparse, load_bundle, manifest_graph_facts
+from bld_runtime.manifest import load_bundle, manifest_graph_facts
+from bld_runtime.trt_flavours import PLAN_MAGIC
 from bld_serving import configs
 from bld_serving.configs import Serving
 from bld_serving.errors import ServingError
@@ -145,54 +147,51 @@ def _engine(
     built_from=None,
     **key,
 ) -> Path:
-    """One engine cache entry as bld-export engine writes it (bld_runtime/engine_cache.py on the
-    engines branch): CACHE/<graph>/<digest16>.plan and its manifest, keyed by the graph's
-    sha256 and the facts it records. The plan's bytes are a stand-in (Triton deserialises
-    plans; tests cannot)."""
-    spec = manifest.graphs[built_from or graph]
-    key = {
-        "graph": built_from or graph,
-        "graph_sha256": spec.sha256,
-        "flavour": "tensorrt",
-        "version": version,
-        "compute_capabilities": list(ccs),
-        "hardware_compat": "none",
-        "precision": precision,
-        "profiles": [dict(zip(("min", "opt", "max"), p, strict=True)) for p in profiles],
-        "flags": [],
-        "dla_core": None,
-        "optimization_level": None,
-        "workspace_mib": None,
-        **key,
-    }
-    digest = hashlib.sha256(
-        json.dumps(key, sort_keys=True, separators=(",", ":")).encode()
-    ).hexdigest()
-    plan = b"ftrt" + f"{graph}@{','.join(ccs) or 'any'} {version}".encode()
+    """One engine cache entry, written by the engine cache itself (EngineCache.put), keyed by
+    the graph's sha256 and the facts it records; returns its manifest's path. The plan is a
+    stand-in with a TensorRT plan header (Triton deserialises plans; tests cannot)."""
+    name = built_from or graph
+    spec = manifest.graphs[name]
+    fields = dict(
+        graph=name,
+        graph_sha256=spec.sha256,
+        flavour="tensorrt",
+        version=version,
+        compute_capabilities=tuple(ccs),
+        hardware_compat="none",
+        precision=precision,
+        profiles=tuple(BatchProfile(*p) for p in profiles),
+        flags=(),
+        dla_core=None,
+        optimization_level=None,
+        workspace_mib=None,
+    )
+    engine_key = EngineKey(**{**fields, **key})
+    body = f"{graph}@{','.join(ccs) or 'any'}".encode()
+    plan = (
+        PLAN_MAGIC[engine_key.flavour]
+        + bytes(12)
+        + struct.pack("<Q", 28 + len(body))
+        + bytes(int(p) for p in version.split("."))
+        + body
+    )
+    # filed under `graph`, whatever it was built from
+    entry = EngineCache(cache).put(
+        engine_key,
+        plan,
+        spec.inputs,
+        spec.outputs,
+        json.dumps(manifest_graph_facts(manifest, name)),
+        "builder",
+        "test",
+    )
+    if built_from is None:
+        return entry.manifest_path
     folder = cache / graph
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / f"{digest[:16]}.plan").write_bytes(plan)
-    path = folder / f"{digest[:16]}.json"
-    path.write_text(
-        json.dumps(
-            {
-                "format": "bld-engine",
-                "schema_version": 1,
-                "key": key,
-                "key_digest": digest,
-                "plan_file": f"{digest[:16]}.plan",
-                "plan_sha256": hashlib.sha256(plan).hexdigest(),
-                "plan_size": len(plan),
-                "inputs": _unparse(spec.inputs),
-                "outputs": _unparse(spec.outputs),
-                "graph_facts": json.dumps(manifest_graph_facts(manifest, built_from or graph)),
-                "source": "builder",
-                "tool": "test",
-            },
-            indent=2,
-        )
-    )
-    return path
+    for path in (entry.plan_path, entry.manifest_path):
+        path.rename(folder / path.name)
+    return folder / entry.manifest_path.name
 
 
 def _engine_cache(tmp_path: Path, bundle: Path, ccs=("8.6", "8.7")) -> Path:
@@ -269,7 +268,7 @@ def test_engine_cache_plans_that_cannot_serve_are_passed_over(tiny_bundle, tmp_p
         "it is fp16, the repository is fp32",
         "filed under decoder but built from encoder",
         'was built for classes {"count": 11',
-        "key_digest or plan_file does not match the key",
+        "key_digest does not match the key (the manifest was edited)",
     ):
         assert why in text, why
     assert len(reasons) == 7
