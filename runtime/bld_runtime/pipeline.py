@@ -230,21 +230,8 @@ class Pipeline:
             base, count = 0, len(seed_list)
         self._check_batch(count, chunk)
         class_spec = self._classes(classes, count)
-        per_image_guidance = self._per_image(
-            "guidance",
-            guidance,
-            self.manifest.defaults.guidance,
-            count,
-            lambda g: g >= 0,
-            "finite and >= 0",
-        )
-        per_image_temperature = self._per_image(
-            "temperature",
-            temperature,
-            self.manifest.defaults.temperature,
-            count,
-            lambda t: t > 0,
-            "finite and > 0",
+        per_image_guidance, per_image_temperature = self._guidance_temperature(
+            guidance, temperature, count
         )
         keep, known = self._mask(mask, known_bits, count)
         teacher = self._teacher(teacher_states, count)
@@ -496,22 +483,7 @@ class Pipeline:
             raise InvalidRequestError(f"step must be in 0..{self.num_steps - 1}, got {index}")
         class_spec = self._classes(classes, count)
         labels = np.arange(count) % self.num_classes if isinstance(class_spec, str) else class_spec
-        g = self._per_image(
-            "guidance",
-            guidance,
-            self.manifest.defaults.guidance,
-            count,
-            lambda v: v >= 0,
-            "finite and >= 0",
-        )
-        t = self._per_image(
-            "temperature",
-            temperature,
-            self.manifest.defaults.temperature,
-            count,
-            lambda v: v > 0,
-            "finite and > 0",
-        )
+        g, t = self._guidance_temperature(guidance, temperature, count)
         rows = (count,)
         return self.backend.step_probs(
             checked,
@@ -522,6 +494,26 @@ class Pipeline:
         )
 
     # --- argument checks -------------------------------------------------------------------
+
+    def _guidance_temperature(
+        self, guidance: PerImage, temperature: PerImage, count: int
+    ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
+        """Per-image guidance (finite, >= 0) and temperature (finite, > 0), bundle defaults
+        where None."""
+        defaults = self.manifest.defaults
+        return (
+            self._per_image(
+                "guidance", guidance, defaults.guidance, count, lambda g: g >= 0, "finite and >= 0"
+            ),
+            self._per_image(
+                "temperature",
+                temperature,
+                defaults.temperature,
+                count,
+                lambda t: t > 0,
+                "finite and > 0",
+            ),
+        )
 
     def _check_batch(self, count: int, chunk: bool) -> None:
         if count < 1:
