@@ -25,6 +25,7 @@ set to the benchmark's for the duration of each generation.
 from __future__ import annotations
 
 import time
+from abc import abstractmethod
 
 import numpy as np
 import torch
@@ -66,8 +67,9 @@ class _RunBackend(BenchBackend):
         finally:
             torch.set_num_threads(previous)
 
+    @abstractmethod
     def _generate(self, request: Request, clock: StageClock) -> np.ndarray:
-        raise NotImplementedError
+        """One generation at this backend's thread count (generate sets and restores it)."""
 
 
 class TorchBackend(_RunBackend):
