@@ -6,15 +6,20 @@
 // sha256, the precision, a profile that covers the batch, this TensorRT version (or a newer
 // one of the same major for version-compatible plans) and this GPU; the plan's size, sha256
 // and header (magic "ftrt", version in bytes 24..27) are checked before TensorRT sees a byte.
+// Each plan is deserialised once, whatever the batch; its execution contexts share one block
+// of scratch memory sized once (user-managed), so a graph costs its weights plus one scratch
+// block, not one per context: what an 8 or 16 GB Jetson Orin can afford.
 // The loop lives on the device: bits, probabilities and the request's arrays are device
 // buffers made once per batch size, the step runs with enqueueV3 on the loop's stream, and the
-// draw is a kernel compiled with NVRTC from bld_philox.h. The host sees bits only when asked.
+// draw is a kernel compiled with NVRTC for this GPU's sm from bld_philox.h. The host sees bits
+// only when asked. Every CUDA call first binds the backend's device: loops run on any thread.
 #include <NvInfer.h>
 #include <cuda.h>
 #include <cuda_runtime_api.h>
 #include <nvrtc.h>
 
 #include <algorithm>
+#include <cstdio>
 #include <filesystem>
 #include <map>
 #include <mutex>
@@ -23,6 +28,7 @@
 #include "backend.hpp"
 #include "error.hpp"
 #include "graph_io.hpp"
+#include "nvrtc_draw.hpp"
 #include "philox_source.hpp"  // generated at build time from bld_runtime/csrc/bld_philox.h
 #include "pyfmt.hpp"
 
@@ -85,6 +91,7 @@ std::vector<int> version_parts(const std::string &v) {
 
 struct Target {
     std::string version, compute_capability;
+    bool integrated = false;  // a Jetson: the GPU shares the SoC's memory
 };
 
 // Why an engine key cannot run here, or "" when it can (engine_cache.incompatibility).
@@ -101,6 +108,9 @@ std::string incompatibility(const nlohmann::json &key, const Target &t) {
     }
     const auto ccs = key.at("compute_capabilities").get<std::vector<std::string>>();
     const std::string hw = key.at("hardware_compat");
+    if (hw != "none" && t.integrated)  // TensorRT offers hardware compatibility on discrete GPUs only
+        return "it was built hardware-compatible (" + hw + "), which TensorRT does not support on Jetson; "
+               "build it on the device without --hardware-compat";
     if (hw == "ampere+") {
         if (version_parts(t.compute_capability) < std::vector<int>{8, 0})
             return "it was built hardware-compatible for Ampere and later, this GPU is " + t.compute_capability;
@@ -111,8 +121,14 @@ std::string incompatibility(const nlohmann::json &key, const Target &t) {
     return "";
 }
 
+struct Plan {
+    std::vector<char> bytes;
+    std::string path, digest;
+    bool version_compatible = false;  // the key's flags: TensorRT must be allowed its host code
+};
+
 // The plan of graph `name` for `batch`, checked by the cache's rules before deserialisation.
-std::vector<char> find_plan(const fs::path &cache, const std::string &name, const GraphSpec &graph,
+Plan find_plan(const fs::path &cache, const std::string &name, const GraphSpec &graph,
                             size_t batch, const Target &target) {
     std::vector<std::string> reasons;
     const fs::path dir = cache / name;
@@ -153,7 +169,9 @@ std::vector<char> find_plan(const fs::path &cache, const std::string &name, cons
             for (size_t i = 0; i < 4 && i < parts.size(); ++i)
                 if (static_cast<unsigned char>(plan[24 + i]) != parts[i])
                     throw std::runtime_error(plan_path.string() + ": the plan's header names another version");
-            return plan;
+            const auto flags = key.at("flags").get<std::vector<std::string>>();
+            const bool vc = std::find(flags.begin(), flags.end(), "VERSION_COMPATIBLE") != flags.end();
+            return {std::move(plan), plan_path.string(), m.at("key_digest").get<std::string>(), vc};
         } catch (const std::exception &e) {  // JSON errors, missing keys, checks above
             reasons.push_back(entry.path().filename().string() + ": refused (" + e.what() + ")");
         }
@@ -165,10 +183,78 @@ std::vector<char> find_plan(const fs::path &cache, const std::string &name, cons
 
 class TrtBackend;
 
+// One deserialised plan: the engine, the batch range of each profile, and the scratch memory
+// every execution context of it shares. A context made with kUSER_MANAGED holds no scratch of
+// its own, so the block is sized once (the largest profile) and `run` lets one enqueue at a
+// time use it, from enqueueV3 until its stream is synchronised.
+struct TrtEngine {
+    std::unique_ptr<nvinfer1::ICudaEngine> engine;
+    std::string path, digest;
+    std::vector<std::pair<int64_t, int64_t>> batch_ranges;
+    std::unique_ptr<DeviceBuffer> scratch;
+    int64_t scratch_bytes = 0;
+    std::mutex run;
+
+    bool covers(size_t batch) const {
+        for (const auto &[lo, hi] : batch_ranges)
+            if (lo <= int64_t(batch) && int64_t(batch) <= hi) return true;
+        return false;
+    }
+    int32_t profile_for(size_t batch) const {
+        for (size_t p = 0; p < batch_ranges.size(); ++p)
+            if (batch_ranges[p].first <= int64_t(batch) && int64_t(batch) <= batch_ranges[p].second)
+                return static_cast<int32_t>(p);
+        fail(BLD_ERROR_BACKEND_UNAVAILABLE, path + " has no optimization profile for batch " + std::to_string(batch));
+    }
+
+    // A context for `batch` on `stream`, with the profile that covers it, the shared scratch
+    // block and every input's shape set; the caller holds `run` (a profile switch may copy on
+    // the stream) and binds the tensors' addresses.
+    std::unique_ptr<nvinfer1::IExecutionContext> context(const GraphSpec &g, size_t batch, cudaStream_t stream,
+                                                         Logger &logger) {
+        std::unique_ptr<nvinfer1::IExecutionContext> ctx(
+            engine->createExecutionContext(nvinfer1::ExecutionContextAllocationStrategy::kUSER_MANAGED));
+        if (!ctx) unavailable("TensorRT could not create an execution context for " + path + ": " + logger.last_error);
+        ctx->setDeviceMemoryV2(scratch->ptr, scratch_bytes);
+        if (!ctx->setOptimizationProfileAsync(profile_for(batch), stream))
+            fail(BLD_ERROR_INTERNAL, "TensorRT refused profile " + std::to_string(profile_for(batch)) + " of " + path +
+                                         ": " + logger.last_error);
+        set_shapes(*ctx, g, batch);
+        return ctx;
+    }
+
+    void set_shapes(nvinfer1::IExecutionContext &ctx, const GraphSpec &g, size_t batch) const {
+        for (const auto &t : g.inputs) {
+            nvinfer1::Dims dims{};
+            dims.nbDims = static_cast<int32_t>(t.shape.size());
+            for (int32_t d = 0; d < dims.nbDims; ++d)
+                dims.d[d] = d == 0 ? static_cast<int64_t>(batch) : std::get<int64_t>(t.shape[size_t(d)]);
+            if (!ctx.setInputShape(t.name.c_str(), dims))
+                fail(BLD_ERROR_INTERNAL, "TensorRT refused the shape of " + t.name + " (batch " +
+                                             std::to_string(batch) + ") for " + path);
+        }
+    }
+};
+
+// The encoder or decoder of one backend: one context, one stream and staging buffers for the
+// bundle's max batch, made at the first call and reused; `mutex` serialises the calls.
+struct OnceRunner {
+    std::mutex mutex;
+    TrtEngine *engine = nullptr;
+    std::unique_ptr<nvinfer1::IExecutionContext> ctx;
+    int32_t profile = -1;
+    cudaStream_t stream = nullptr;
+    std::unique_ptr<DeviceBuffer> in, out;
+    ~OnceRunner() {
+        ctx.reset();  // before the stream it may have used
+        if (stream) cudaStreamDestroy(stream);
+    }
+};
+
 class TrtLoop final : public Loop {
   public:
     TrtLoop(TrtBackend &backend, size_t batch);
-    ~TrtLoop() override { cudaStreamDestroy(stream_); }
+    ~TrtLoop() override;
     void start(const LoopRequest &r) override;
     void run_step(int64_t i) override;
     void advance(int64_t i) override;
@@ -177,9 +263,19 @@ class TrtLoop final : public Loop {
 
   private:
     void launch_draw(const void *p, uint64_t subsequence);
-    nvinfer1::IExecutionContext &context(const std::string &role);
+    struct Step {
+        TrtEngine *engine = nullptr;
+        std::unique_ptr<nvinfer1::IExecutionContext> ctx;
+    };
+    Step &context(const std::string &role);
+
+    // Binds the device before any member below allocates (members are made in this order).
+    struct OnDevice {
+        explicit OnDevice(int device) { cuda_check(cudaSetDevice(device), "cudaSetDevice"); }
+    };
 
     TrtBackend &backend_;
+    OnDevice on_device_;
     size_t n_;
     int64_t num_steps_;
     cudaStream_t stream_ = nullptr;
@@ -189,7 +285,7 @@ class TrtLoop final : public Loop {
     std::vector<int64_t> host_step_;
     int masked_ = 0;
     std::string role_ = "step";
-    std::map<std::string, std::unique_ptr<nvinfer1::IExecutionContext>> contexts_;
+    std::map<std::string, Step> contexts_;  // step and step_guided, made at first use
 };
 
 class TrtBackend final : public Backend {
@@ -202,8 +298,9 @@ class TrtBackend final : public Backend {
         use_device();
         cuda_check(cudaFree(nullptr), "creating the device's context");  // for the driver API too
         cudaDeviceProp prop{};
-        cuda_check(cudaGetDeviceProperties(&prop, static_cast<int>(o.device_id)), "cudaGetDeviceProperties");
-        target_ = {version_string(), std::to_string(prop.major) + "." + std::to_string(prop.minor)};
+        cuda_check(cudaGetDeviceProperties(&prop, device()), "cudaGetDeviceProperties");
+        target_ = {version_string(), std::to_string(prop.major) + "." + std::to_string(prop.minor),
+                   prop.integrated != 0};
         cache_ = o.trt_cache_dir.empty() ? bundle.dir / "engines" : fs::path(o.trt_cache_dir);
         runtime_.reset(nvinfer1::createInferRuntime(logger_));
         if (!runtime_) unavailable("TensorRT could not create a runtime: " + logger_.last_error);
@@ -211,92 +308,122 @@ class TrtBackend final : public Backend {
             names_[role] = graph_for(bundle, role, o.precision);
             read_graph(bundle, names_[role], o.verify_hashes);  // the bundle's hashes still hold
         }
-        compile_kernels();
+        compile_kernels(prop.major, prop.minor);
     }
 
     ~TrtBackend() override {
+        use_device();
+        once_.clear();
+        engines_.clear();
         if (module_) cuModuleUnload(module_);
     }
 
     std::unique_ptr<Loop> make_loop(size_t batch) override { return std::make_unique<TrtLoop>(*this, batch); }
 
-    void encode(const float *images, size_t n, float *probs) override {
-        run_once("encoder", images, n, probs);
-    }
+    void encode(const float *images, size_t n, float *probs) override { run_once("encoder", images, n, probs); }
     void decode(const float *bits, size_t n, float *images) override { run_once("decoder", bits, n, images); }
 
-    // An engine of `role` covering `batch`; engines are shared by loops (TensorRT allows
-    // several execution contexts per engine).
-    nvinfer1::ICudaEngine &engine(const std::string &role, size_t batch) {
+    // The engine of `role` whose profiles cover `batch`. A plan is deserialised once: an engine
+    // already loaded for the graph serves every batch its profiles cover.
+    TrtEngine &engine(const std::string &role, size_t batch) {
         std::lock_guard<std::mutex> lock(mutex_);
-        const std::string id = role + "/" + std::to_string(batch);
-        auto &slot = engines_[id];
-        if (!slot) {
-            const std::string &name = names_.at(role);
-            const std::vector<char> plan = find_plan(cache_, name, *manifest_.graph(name), batch, target_);
-            slot.reset(runtime_->deserializeCudaEngine(plan.data(), plan.size()));
-            if (!slot) unavailable("TensorRT could not load the engine of " + name + ": " + logger_.last_error);
+        const std::string &name = names_.at(role);
+        auto &loaded = engines_[name];
+        for (const auto &e : loaded)
+            if (e->covers(batch)) return *e;
+        Plan plan = find_plan(cache_, name, *manifest_.graph(name), batch, target_);
+        for (const auto &e : loaded)  // the same plan under another batch: never twice
+            if (e->digest == plan.digest) return *e;
+        use_device();
+        // A version-compatible plan carries the lean runtime it was built with, which TensorRT
+        // runs only when allowed to (trtexec's --useRuntime=full does the same).
+        runtime_->setEngineHostCodeAllowed(plan.version_compatible);
+        auto e = std::make_unique<TrtEngine>();
+        e->path = plan.path;
+        e->digest = plan.digest;
+        e->engine.reset(runtime_->deserializeCudaEngine(plan.bytes.data(), plan.bytes.size()));
+        if (!e->engine) unavailable("TensorRT could not load the engine " + plan.path + ": " + logger_.last_error);
+        const GraphSpec &g = *manifest_.graph(name);
+        for (int32_t p = 0; p < e->engine->getNbOptimizationProfiles(); ++p) {
+            const char *first = g.inputs[0].name.c_str();
+            e->batch_ranges.emplace_back(
+                e->engine->getProfileShape(first, p, nvinfer1::OptProfileSelector::kMIN).d[0],
+                e->engine->getProfileShape(first, p, nvinfer1::OptProfileSelector::kMAX).d[0]);
         }
-        return *slot;
+        if (!e->covers(batch))  // the key said it does; the plan itself disagrees
+            unavailable(plan.path + " does not cover batch " + std::to_string(batch) +
+                        " although its manifest says so; rebuild it with: bld-export engine BUNDLE -o " +
+                        cache_.string());
+        e->scratch_bytes = e->engine->getDeviceMemorySizeV2();  // the largest profile's need
+        e->scratch = std::make_unique<DeviceBuffer>(size_t(e->scratch_bytes));
+        loaded.push_back(std::move(e));
+        return *loaded.back();
     }
 
-    void use_device() const { cuda_check(cudaSetDevice(static_cast<int>(options_.device_id)), "cudaSetDevice"); }
+    int device() const { return static_cast<int>(options_.device_id); }
+    void use_device() const { cuda_check(cudaSetDevice(device()), "cudaSetDevice"); }
+    Logger &logger() { return logger_; }
     const Manifest &manifest() const { return manifest_; }
     const GraphSpec &graph(const std::string &role) const { return *manifest_.graph(names_.at(role)); }
     CUfunction kernel(const char *name) const { return std::string(name) == "bld_draw" ? draw_ : threshold_; }
 
   private:
-    void compile_kernels() {
-        const std::string source = std::string("#define BLD_DEVICE __device__\n") + kPhiloxSource + kKernels;
-        nvrtcProgram program = nullptr;
-        if (nvrtcCreateProgram(&program, source.c_str(), "bld_draw.cu", 0, nullptr, nullptr) != NVRTC_SUCCESS)
-            unavailable("NVRTC could not create the draw kernels' program");
-        const char *opts[] = {"--std=c++11"};
-        const nvrtcResult built = nvrtcCompileProgram(program, 1, opts);
-        size_t size = 0;
-        std::string text;
-        if (built != NVRTC_SUCCESS) {
-            nvrtcGetProgramLogSize(program, &size);
-            text.resize(size);
-            nvrtcGetProgramLog(program, text.data());
-            nvrtcDestroyProgram(&program);
-            unavailable("NVRTC could not compile the draw kernels: " + text);
-        }
-        nvrtcGetPTXSize(program, &size);
-        text.resize(size);
-        nvrtcGetPTX(program, text.data());
-        nvrtcDestroyProgram(&program);
+    void compile_kernels(int major, int minor) {
+        const DrawBinary binary = compile_draw(draw_source(kPhiloxSource, kKernels), major, minor);
+        if (!binary.target.note.empty()) std::fprintf(stderr, "bld: %s\n", binary.target.note.c_str());
         driver_check(cuInit(0), "cuInit");
-        driver_check(cuModuleLoadData(&module_, text.c_str()), "cuModuleLoadData");
+        driver_check(cuModuleLoadData(&module_, binary.image.data()), "cuModuleLoadData");
         driver_check(cuModuleGetFunction(&draw_, module_, "bld_draw"), "bld_draw");
         driver_check(cuModuleGetFunction(&threshold_, module_, "bld_threshold"), "bld_threshold");
     }
 
-    // Encoder/decoder: once per request, through a fresh context and staging buffers.
+    // Encoder/decoder: once per request, through the role's one context and staging buffers.
     void run_once(const std::string &role, const float *in, size_t n, float *out) {
+        use_device();  // any thread
         const GraphSpec &g = graph(role);
-        const int64_t in_per = per_image(g.inputs[0]), out_per = per_image(g.outputs[0]);
-        nvinfer1::ICudaEngine &e = engine(role, n);
-        std::unique_ptr<nvinfer1::IExecutionContext> ctx(e.createExecutionContext());
-        DeviceBuffer din(n * size_t(in_per) * sizeof(float)), dout(n * size_t(out_per) * sizeof(float));
-        cudaStream_t stream = nullptr;
-        cuda_check(cudaStreamCreate(&stream), "cudaStreamCreate");
-        cuda_check(cudaMemcpyAsync(din.ptr, in, n * size_t(in_per) * sizeof(float), cudaMemcpyHostToDevice, stream),
-                   "upload");
-        nvinfer1::Dims dims{};
-        dims.nbDims = static_cast<int32_t>(g.inputs[0].shape.size());
-        for (int32_t d = 0; d < dims.nbDims; ++d)
-            dims.d[d] = d == 0 ? static_cast<int64_t>(n) : std::get<int64_t>(g.inputs[0].shape[size_t(d)]);
-        const bool ok = ctx->setInputShape(g.inputs[0].name.c_str(), dims) &&
-                        ctx->setTensorAddress(g.inputs[0].name.c_str(), din.ptr) &&
-                        ctx->setTensorAddress(g.outputs[0].name.c_str(), dout.ptr) && ctx->enqueueV3(stream);
-        if (ok)
-            cuda_check(cudaMemcpyAsync(out, dout.ptr, n * size_t(out_per) * sizeof(float), cudaMemcpyDeviceToHost,
-                                       stream), "download");
-        const cudaError_t done = cudaStreamSynchronize(stream);
-        cudaStreamDestroy(stream);
-        if (!ok) fail(BLD_ERROR_INTERNAL, "TensorRT could not run " + g.file + ": " + logger_.last_error);
-        cuda_check(done, "cudaStreamSynchronize");
+        const size_t in_bytes = n * size_t(per_image(g.inputs[0])) * sizeof(float);
+        const size_t out_bytes = n * size_t(per_image(g.outputs[0])) * sizeof(float);
+        if (n > size_t(manifest_.max_batch))  // the pipeline sends chunks of max_batch at most
+            fail(BLD_ERROR_INTERNAL, role + " called with " + std::to_string(n) + " images, more than max_batch");
+        OnceRunner &r = once(role);
+        std::lock_guard<std::mutex> lock(r.mutex);
+        TrtEngine &e = engine(role, n);
+        std::lock_guard<std::mutex> scratch(e.run);  // until the stream is synchronised below
+        if (r.engine != &e) {  // first call, or a batch only another plan covers
+            r.ctx = e.context(g, n, r.stream, logger_);
+            r.engine = &e;
+            r.profile = e.profile_for(n);
+            if (!r.ctx->setTensorAddress(g.inputs[0].name.c_str(), r.in->ptr) ||
+                !r.ctx->setTensorAddress(g.outputs[0].name.c_str(), r.out->ptr))
+                fail(BLD_ERROR_INTERNAL, "TensorRT refused the bindings of " + g.file + ": " + logger_.last_error);
+        } else if (e.profile_for(n) != r.profile) {
+            r.profile = e.profile_for(n);
+            if (!r.ctx->setOptimizationProfileAsync(r.profile, r.stream))
+                fail(BLD_ERROR_INTERNAL, "TensorRT refused profile " + std::to_string(r.profile) + " of " + e.path);
+        }
+        e.set_shapes(*r.ctx, g, n);
+        cuda_check(cudaMemcpyAsync(r.in->ptr, in, in_bytes, cudaMemcpyHostToDevice, r.stream), "upload");
+        if (!r.ctx->enqueueV3(r.stream)) {
+            cudaStreamSynchronize(r.stream);
+            fail(BLD_ERROR_INTERNAL, "TensorRT could not run " + g.file + ": " + logger_.last_error);
+        }
+        cuda_check(cudaMemcpyAsync(out, r.out->ptr, out_bytes, cudaMemcpyDeviceToHost, r.stream), "download");
+        cuda_check(cudaStreamSynchronize(r.stream), "cudaStreamSynchronize");
+    }
+
+    OnceRunner &once(const std::string &role) {
+        std::lock_guard<std::mutex> lock(mutex_);
+        auto &slot = once_[role];
+        if (!slot) {
+            const GraphSpec &g = graph(role);
+            const size_t max = size_t(manifest_.max_batch);
+            auto r = std::make_unique<OnceRunner>();
+            cuda_check(cudaStreamCreateWithFlags(&r->stream, cudaStreamNonBlocking), "cudaStreamCreate");
+            r->in = std::make_unique<DeviceBuffer>(max * size_t(per_image(g.inputs[0])) * sizeof(float));
+            r->out = std::make_unique<DeviceBuffer>(max * size_t(per_image(g.outputs[0])) * sizeof(float));
+            slot = std::move(r);
+        }
+        return *slot;
     }
 
     Manifest manifest_;
@@ -307,13 +434,14 @@ class TrtBackend final : public Backend {
     std::unique_ptr<nvinfer1::IRuntime> runtime_;
     std::map<std::string, std::string> names_;
     std::mutex mutex_;
-    std::map<std::string, std::unique_ptr<nvinfer1::ICudaEngine>> engines_;
+    std::map<std::string, std::vector<std::unique_ptr<TrtEngine>>> engines_;  // by graph name
+    std::map<std::string, std::unique_ptr<OnceRunner>> once_;                 // encoder, decoder
     CUmodule module_ = nullptr;
     CUfunction draw_ = nullptr, threshold_ = nullptr;
 };
 
 TrtLoop::TrtLoop(TrtBackend &backend, size_t batch)
-    : Loop(batch), backend_(backend),
+    : Loop(batch), backend_(backend), on_device_(backend.device()),
       n_(size_t(backend.manifest().latent.tokens() * backend.manifest().latent.bits)),
       num_steps_(backend.manifest().schedule.sampling_steps), state_(batch * n_ * 4), probs_(batch * n_ * 4),
       half_(batch * n_ * 4), keep_(batch * n_), known_(batch * n_ * 4), seeds_(batch * 8), step_(batch * 8),
@@ -324,25 +452,30 @@ TrtLoop::TrtLoop(TrtBackend &backend, size_t batch)
     cuda_check(cudaMemcpy(half_.ptr, half.data(), half.size() * 4, cudaMemcpyHostToDevice), "upload");
 }
 
-nvinfer1::IExecutionContext &TrtLoop::context(const std::string &role) {
-    auto &ctx = contexts_[role];
-    if (ctx) return *ctx;
-    ctx.reset(backend_.engine(role, batch_).createExecutionContext());
+TrtLoop::~TrtLoop() {
+    cudaSetDevice(backend_.device());  // the buffers are freed on the device they live on
+    contexts_.clear();
+    cudaStreamDestroy(stream_);
+}
+
+TrtLoop::Step &TrtLoop::context(const std::string &role) {
+    Step &s = contexts_[role];
+    if (s.ctx) return s;
     const GraphSpec &g = backend_.graph(role);
+    s.engine = &backend_.engine(role, batch_);
+    {
+        std::lock_guard<std::mutex> scratch(s.engine->run);
+        s.ctx = s.engine->context(g, batch_, stream_, backend_.logger());
+        cuda_check(cudaStreamSynchronize(stream_), "setOptimizationProfileAsync");
+    }
     const std::map<std::string, void *> buffers = {{"bits", state_.ptr},         {"step", step_.ptr},
                                                    {"class_label", classes_.ptr}, {"temperature", temperature_.ptr},
                                                    {"guidance", guidance_.ptr},   {"probs", probs_.ptr}};
     bool ok = true;
-    for (const auto &t : g.inputs) {
-        nvinfer1::Dims dims{};
-        dims.nbDims = static_cast<int32_t>(t.shape.size());
-        for (int32_t d = 0; d < dims.nbDims; ++d)
-            dims.d[d] = d == 0 ? static_cast<int64_t>(batch_) : std::get<int64_t>(t.shape[size_t(d)]);
-        ok = ok && ctx->setInputShape(t.name.c_str(), dims) && ctx->setTensorAddress(t.name.c_str(), buffers.at(t.name));
-    }
-    ok = ok && ctx->setTensorAddress(g.outputs[0].name.c_str(), probs_.ptr);
+    for (const auto &t : g.inputs) ok = ok && s.ctx->setTensorAddress(t.name.c_str(), buffers.at(t.name));
+    ok = ok && s.ctx->setTensorAddress(g.outputs[0].name.c_str(), probs_.ptr);
     if (!ok) fail(BLD_ERROR_INTERNAL, "TensorRT refused the bindings of " + g.file);
-    return *ctx;
+    return s;
 }
 
 void TrtLoop::launch_draw(const void *p, uint64_t subsequence) {
@@ -357,7 +490,8 @@ void TrtLoop::launch_draw(const void *p, uint64_t subsequence) {
 }
 
 void TrtLoop::start(const LoopRequest &r) {
-    backend_.use_device();  // a loop may run on any thread    auto up = [&](void *dst, const void *src, size_t bytes) {
+    backend_.use_device();  // a loop may run on any thread
+    auto up = [&](void *dst, const void *src, size_t bytes) {
         cuda_check(cudaMemcpyAsync(dst, src, bytes, cudaMemcpyHostToDevice, stream_), "upload");
     };
     up(seeds_.ptr, r.seeds, batch_ * 8);
@@ -377,13 +511,20 @@ void TrtLoop::start(const LoopRequest &r) {
 }
 
 void TrtLoop::run_step(int64_t i) {
+    backend_.use_device();
+    Step &s = context(role_);
     std::fill(host_step_.begin(), host_step_.end(), i);
     cuda_check(cudaMemcpyAsync(step_.ptr, host_step_.data(), batch_ * 8, cudaMemcpyHostToDevice, stream_), "upload");
-    if (!context(role_).enqueueV3(stream_)) fail(BLD_ERROR_INTERNAL, "TensorRT could not run the step graph");
+    std::lock_guard<std::mutex> scratch(s.engine->run);  // until the step has run: the scratch is shared
+    if (!s.ctx->enqueueV3(stream_)) {
+        cudaStreamSynchronize(stream_);
+        fail(BLD_ERROR_INTERNAL, "TensorRT could not run the step graph: " + backend_.logger().last_error);
+    }
     cuda_check(cudaStreamSynchronize(stream_), "step");  // host_step_ is rewritten next step
 }
 
 void TrtLoop::advance(int64_t i) {
+    backend_.use_device();
     if (i < num_steps_ - 1) {
         launch_draw(probs_.ptr, static_cast<uint64_t>(i) + 1);
         return;
@@ -396,6 +537,7 @@ void TrtLoop::advance(int64_t i) {
 }
 
 const uint8_t *TrtLoop::bits() {
+    backend_.use_device();
     cuda_check(cudaMemcpyAsync(host_f32_.data(), state_.ptr, batch_ * n_ * 4, cudaMemcpyDeviceToHost, stream_),
                "download");
     cuda_check(cudaStreamSynchronize(stream_), "download");
@@ -404,6 +546,7 @@ const uint8_t *TrtLoop::bits() {
 }
 
 void TrtLoop::read_probs(float *out) {
+    backend_.use_device();
     cuda_check(cudaMemcpyAsync(out, probs_.ptr, batch_ * n_ * 4, cudaMemcpyDeviceToHost, stream_), "download");
     cuda_check(cudaStreamSynchronize(stream_), "download");
 }
