@@ -42,6 +42,17 @@ std::string show_io(const std::vector<TensorSpec> &specs) {
     return py::join(items, ", ");
 }
 
+std::string profile_shapes(const GraphSpec &graph, int64_t batch) {
+    std::vector<std::string> parts;
+    for (const auto &t : graph.inputs) {
+        std::vector<std::string> dims;
+        for (const auto &d : t.shape)  // the batch axis is the only named one
+            dims.push_back(std::to_string(std::holds_alternative<int64_t>(d) ? std::get<int64_t>(d) : batch));
+        parts.push_back(t.name + ":" + py::join(dims, "x"));
+    }
+    return py::join(parts, ",");
+}
+
 int64_t per_image(const TensorSpec &spec) {
     int64_t count = 1;
     for (size_t i = 1; i < spec.shape.size(); ++i)

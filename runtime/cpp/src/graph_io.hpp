@@ -27,6 +27,10 @@ GraphIo graph_io(const std::string &kind, const Manifest &manifest);
 // "bits float32 [batch, 64, 8], step int64 [batch]", as manifest._show_io prints them
 std::string show_io(const std::vector<TensorSpec> &specs);
 
+// A graph's inputs at `batch` as TensorRT profile shapes are written (onnxruntime's
+// trt_profile_*_shapes, trtexec's --minShapes): "bits:8x64x8,step:8,class_label:8,temperature:8"
+std::string profile_shapes(const GraphSpec &graph, int64_t batch);
+
 // Elements per image of a tensor: the product of the dimensions after the batch axis.
 int64_t per_image(const TensorSpec &spec);
 

@@ -13,6 +13,7 @@
 #include <cerrno>
 #include <cstdlib>
 #include <cstring>
+#include <filesystem>
 #include <functional>
 #include <map>
 
@@ -80,7 +81,14 @@ void append_provider(Create create, Update update, Release release,
     (api.*release)(opts);
 }
 
-Ort::SessionOptions session_options(const BackendOptions &o) {
+// onnxruntime's TensorRT provider keeps its engines and timing cache (its own file names, no
+// manifests) in this folder of trt_cache_dir, apart from the engine cache that `bld-export
+// engine` and the native backend read (as bld_runtime/backends/cuda.py's ORT_ENGINE_SUBDIR).
+constexpr const char *kOrtEngineSubdir = "onnxruntime-trt-ep";
+
+// Session options of one graph: the providers of o.backend, and for tensorrt-ep the graph's
+// batch profile.
+Ort::SessionOptions session_options(const BackendOptions &o, const GraphSpec &graph, int64_t max_batch) {
     static const std::map<std::string, GraphOptimizationLevel> levels = {
         {"disable", ORT_DISABLE_ALL}, {"basic", ORT_ENABLE_BASIC},
         {"extended", ORT_ENABLE_EXTENDED}, {"all", ORT_ENABLE_ALL}};
@@ -93,11 +101,22 @@ Ort::SessionOptions session_options(const BackendOptions &o) {
     if (o.stop_spinning) so.AddConfigEntry("session.force_spinning_stop", "1");
     const std::string device = std::to_string(o.device_id);
     if (o.backend == "tensorrt-ep") {
-        std::map<std::string, std::string> trt = {{"device_id", device},
-                                                  {"trt_fp16_enable", o.trt_fp16 ? "1" : "0"}};
+        // Batch 1..max_batch tuned for max_batch (what `bld-export engine` builds by default):
+        // without a profile the provider builds an engine for each new batch shape it meets.
+        std::map<std::string, std::string> trt = {{"trt_profile_min_shapes", profile_shapes(graph, 1)},
+                                                  {"trt_profile_opt_shapes", profile_shapes(graph, max_batch)},
+                                                  {"trt_profile_max_shapes", profile_shapes(graph, max_batch)}};
+        trt["device_id"] = device;
+        trt["trt_fp16_enable"] = o.trt_fp16 ? "1" : "0";
         if (!o.trt_cache_dir.empty()) {
+            const std::string dir = (std::filesystem::path(o.trt_cache_dir) / kOrtEngineSubdir).string();
+            std::error_code ec;
+            std::filesystem::create_directories(dir, ec);
+            if (ec) fail(BLD_ERROR_IO, ec.message() + ": " + dir);
             trt["trt_engine_cache_enable"] = "1";
-            trt["trt_engine_cache_path"] = o.trt_cache_dir;
+            trt["trt_engine_cache_path"] = dir;
+            trt["trt_timing_cache_enable"] = "1";
+            trt["trt_timing_cache_path"] = dir;
         }
         append_provider<OrtTensorRTProviderOptionsV2>(
             &OrtApi::CreateTensorRTProviderOptions, &OrtApi::UpdateTensorRTProviderOptions,
@@ -261,14 +280,6 @@ class OrtBackend final : public Backend {
                  "backend " + py::repr(o.backend) + " needs onnxruntime's " + plan.provider + " (" +
                      plan.hint + "); this onnxruntime " + Ort::GetVersionString() + " has " +
                      available_text());
-        Ort::SessionOptions so;
-        try {
-            so = session_options(o);
-        } catch (const Ort::Exception &e) {
-            fail(BLD_ERROR_BACKEND_UNAVAILABLE, "backend " + py::repr(o.backend) +
-                                                    ": onnxruntime could not start " + plan.provider +
-                                                    ": " + e.what());
-        }
         // Graphs loaded from bytes must not pull tensors from files: point onnxruntime's
         // external-data folder at an empty one, so such a graph fails to load.
         char empty[] = "/tmp/bld-no-external-data-XXXXXX";
@@ -277,12 +288,20 @@ class OrtBackend final : public Backend {
             const char *dir;
             ~Remove() { rmdir(dir); }
         } remove_empty{empty};
-        so.AddConfigEntry("session.model_external_initializers_file_folder_path", empty);
         for (const char *role : {"encoder", "decoder", "step", "step_guided"}) {
             Graph &g = graphs_[role];
             g.role = role;
             g.name = graph_for(bundle, role, o.precision);
             g.spec = manifest_.graph(g.name);
+            Ort::SessionOptions so;  // per graph: tensorrt-ep's profile shapes are the graph's
+            try {
+                so = session_options(o, *g.spec, manifest_.max_batch);
+            } catch (const Ort::Exception &e) {
+                fail(BLD_ERROR_BACKEND_UNAVAILABLE, "backend " + py::repr(o.backend) +
+                                                        ": onnxruntime could not start " + plan.provider +
+                                                        ": " + e.what());
+            }
+            so.AddConfigEntry("session.model_external_initializers_file_folder_path", empty);
             const std::vector<char> bytes = read_graph(bundle, g.name, o.verify_hashes);
             const std::string where = "graph " + py::repr(g.name) + " (" + g.spec->file + ")";
             try {

@@ -12,6 +12,7 @@
 #include "bits.hpp"
 #include "contract.hpp"
 #include "error.hpp"
+#include "graph_io.hpp"
 #include "images.hpp"
 #include "pyjson.hpp"
 
@@ -94,4 +95,12 @@ TEST_CASE("image conversion rounds half to even and clips; grids pad with black"
     CHECK(grid[2 * 10 + 2] == 1);
     CHECK(grid[3 * 10 + 7] == 8);
     CHECK(grid[0] == 0);
+}
+
+TEST_CASE("TensorRT profile shapes of a graph's inputs (tensorrt-ep's trt_profile_*_shapes)") {
+    GraphSpec g;
+    g.inputs = {{"bits", "float32", {std::string("batch"), int64_t(64), int64_t(8)}},
+                {"step", "int64", {std::string("batch")}}};
+    CHECK(profile_shapes(g, 1) == "bits:1x64x8,step:1");
+    CHECK(profile_shapes(g, 16) == "bits:16x64x8,step:16");
 }
