@@ -94,7 +94,8 @@ def test_every_graph_is_built_fp32_and_fp16_with_manifests(rtx_engines, tiny_bun
         assert k.graph_sha256 == graphs[k.graph].sha256
         assert (k.flavour, k.version) == ("tensorrt_rtx", RTX_VERSION)
         assert k.profiles == (BatchProfile(1, 2, 4),)
-        assert k.flags == ("STRONGLY_TYPED",)  # by name: its number differs between versions
+        # by name: numbers differ between versions; RTX needs user allocation for capture
+        assert k.flags == ("REQUIRE_USER_ALLOCATION", "STRONGLY_TYPED")
         plan = store.load_plan(entry)  # sha256, size and header all match
         assert plan[:4] == b"vtrt"
         assert tuple(plan[24:28]) == tuple(int(p) for p in RTX_VERSION.split("."))
@@ -102,7 +103,81 @@ def test_every_graph_is_built_fp32_and_fp16_with_manifests(rtx_engines, tiny_bun
         recorded = json.loads(entry.manifest.graph_facts)  # what the graph's bld.graph says
         assert recorded == manifest_graph_facts(load_bundle(tiny_bundle).manifest, k.graph)
         raw = json.loads(entry.manifest_path.read_text())
-        assert raw["key"]["flags"] == ["STRONGLY_TYPED"]
+        assert raw["key"]["flags"] == ["REQUIRE_USER_ALLOCATION", "STRONGLY_TYPED"]
+
+
+def test_rtx_builds_require_user_allocation(tiny_bundle):
+    """TensorRT-RTX captures an engine in a CUDA graph only when all its memory is the caller's:
+    the real builder config of an RTX build has REQUIRE_USER_ALLOCATION set (the runtime gives
+    every context user-managed memory)."""
+    import tensorrt_rtx as trt
+
+    from bld_engines.builder import Builder, read_checked_graph
+    from bld_runtime.trt_flavours import import_flavour
+
+    bundle = load_bundle(tiny_bundle)
+    profiles = (BatchProfile(1, 2, 4),)
+    builder = Builder(import_flavour("tensorrt_rtx"), BuildOptions(profiles=profiles))
+    spec = bundle.manifest.graphs["step"]
+    key = builder.key("step", spec, "fp32", profiles)
+    assert "REQUIRE_USER_ALLOCATION" in key.flags
+    onnx, _ = read_checked_graph(bundle, "step")
+    _builder, _network, config, _parser = builder.configure(
+        onnx, str(bundle.graph_path("step")), spec, key
+    )
+    assert config.get_flag(trt.BuilderFlag.REQUIRE_USER_ALLOCATION) is True
+
+
+def test_hardware_compat_is_refused_on_jetson(tiny_bundle, rtx_engines, tmp_path, monkeypatch):
+    """TensorRT has no hardware compatibility on Jetson: the builder refuses the option in one
+    line, and the backend refuses a hardware-compatible plan before deserialising it."""
+    import threading
+
+    from bld_engines.builder import Builder
+    from bld_runtime import trt_flavours
+    from bld_runtime.backends.base import graph_names
+    from bld_runtime.backends.tensorrt import TensorRTBackend
+    from bld_runtime.errors import InvalidRequestError
+
+    cache = copy_cache(rtx_engines, tmp_path)
+    options = BuildOptions(
+        flavour="tensorrt_rtx", hardware_compat="ampere+", profiles=(BatchProfile(1, 2, 4),)
+    )
+    build_bundle(tiny_bundle, cache, replace(options, graphs=("step",)))  # not on a Jetson
+    release = tmp_path / "nv_tegra_release"
+    release.write_text("# R36 (release), REVISION: 4.3\n")
+    monkeypatch.setattr(trt_flavours, "JETSON_RELEASE_FILE", release)
+    with pytest.raises(
+        InvalidRequestError, match="does not support hardware compatibility on Jetson"
+    ):
+        Builder(trt_flavours.import_flavour("tensorrt_rtx"), options)
+
+    class NeverDeserialise:
+        def deserialize_cuda_engine(self, plan):
+            raise AssertionError("a hardware-compatible plan reached TensorRT on a Jetson")
+
+    bundle = load_bundle(tiny_bundle)
+    backend = object.__new__(TensorRTBackend)
+    backend.bundle, backend.manifest, backend.precision = bundle, bundle.manifest, "fp32"
+    backend.graphs = {
+        kind: type("G", (), {"name": name})() for kind, name in graph_names(bundle, "fp32").items()
+    }
+    backend.cache, backend.cache_dir = EngineCache(cache), str(cache)
+    (hw,) = [e for e in EngineCache(cache).entries() if e.key.hardware_compat == "ampere+"]
+    (plain,) = [
+        e
+        for e in EngineCache(cache).entries()
+        if e.key.graph == "step" and e is not hw and e.key.hardware_compat == "none"
+    ]
+    plain.plan_path.unlink()  # only the hardware-compatible step engine is left to find
+    plain.manifest_path.unlink()
+    backend.target = RuntimeTarget("tensorrt_rtx", RTX_VERSION, "8.7")
+    backend.options = type("O", (), {"trt_rebuild_if_stale": False})()
+    backend.flavour = type("F", (), {"name": "tensorrt_rtx"})()
+    backend.runtime, backend._engines, backend._lock = NeverDeserialise(), {}, threading.RLock()
+    backend._rebuilt = False
+    with pytest.raises(StaleEngineError, match="which TensorRT does not support on Jetson"):
+        backend.engine("step", 2)
 
 
 def test_second_build_hits_the_cache(rtx_engines, tiny_bundle, tmp_path):

@@ -186,6 +186,18 @@ def test_trtexec_11_line_has_no_precision_flags_and_cuda_graphs_by_default():
         line(trt_version=11, fp16_flag=True)
 
 
+def test_trtexec_for_jetpack6_refuses_hardware_compatibility():
+    """JetPack 6's trtexec 10.3 has no sameComputeCapability, and TensorRT supports no
+    hardware compatibility on Jetson at all: one clear refusal instead of a line it rejects."""
+    assert line(trt_version="10.3") == line(trt_version=10)
+    for level in ("ampere+", "same-cc"):
+        with pytest.raises(
+            InvalidRequestError, match="TensorRT does not support hardware compatibility on Jetson"
+        ):
+            line(trt_version="10.3", hardware_compat=level)
+    assert "--hardwareCompatibilityLevel=sameComputeCapability" in line(hardware_compat="same-cc")
+
+
 def test_trtexec_several_profiles_are_numbered():
     args = shlex.split(line(profiles=(BatchProfile(1, 1, 4), BatchProfile(4, 16, 16))))
     profile_flags = [a for a in args if a.startswith("--profile=")]
@@ -283,6 +295,33 @@ def test_nvrtc_compiles_the_device_kernels(cc):
     image = cudart.compile_source(cuda, KERNELS, cc)
     assert image[:4] == b"\x7fELF" or b".entry bld_draw" in image
     assert b"bld_draw" in image and b"bld_threshold" in image
+
+
+@pytest.mark.parametrize("cc", ["8.0", "8.7", "9.0"])
+def test_nvrtc_builds_a_cubin_for_the_devices_own_sm(cc):
+    """A100 (sm_80), Orin (sm_87), H100 (sm_90): the draw kernels become a cubin for exactly
+    that SM (ELF, machine EM_CUDA, the SM in its flags), never PTX for the driver to JIT, which
+    a driver older than NVRTC refuses (CUDA_ERROR_UNSUPPORTED_PTX_VERSION)."""
+    import struct
+
+    from bld_runtime.backends import cudart
+    from bld_runtime.backends.kernels import KERNELS
+
+    try:
+        cuda = cudart.import_cuda()
+        cuda.nvrtc.nvrtcVersion()
+    except Exception as e:  # noqa: BLE001 - no cuda-python or libnvrtc here
+        pytest.skip(f"NVRTC is not loadable here ({type(e).__name__}); make test installs it")
+    image = cudart.compile_source(cuda, KERNELS, cc)
+    assert image[:4] == b"\x7fELF", image[:40]
+    assert image[4] == 2  # ELF64
+    (machine,) = struct.unpack_from("<H", image, 18)
+    (flags,) = struct.unpack_from("<I", image, 48)
+    sm = int(cc.replace(".", ""))
+    assert machine == 190  # EM_CUDA
+    assert flags & 0xFF == sm and (flags >> 16) & 0xFF == sm, hex(flags)  # SM and virtual arch
+    for name in (b"bld_draw", b"bld_threshold"):
+        assert name in image
 
 
 BLOCK = "import sys; [sys.modules.__setitem__(m, None) for m in {mods!r}]; "

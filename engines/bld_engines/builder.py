@@ -54,7 +54,6 @@ from bld_runtime.trt_flavours import Flavour, import_flavour
 from .errors import EngineBuildError
 from .profiles import check_profiles, default_profile, input_shapes
 
-HW_COMPAT_ENUM = {"none": "NONE", "ampere+": "AMPERE_PLUS", "same-cc": "SAME_COMPUTE_CAPABILITY"}
 #: TensorRT names the builder uses in every version (tests resolve them in the real lean
 #: modules of TensorRT 10.16 and 11.4, which ship these enums and interfaces)...
 SHARED_NAMES = (
@@ -102,6 +101,7 @@ BUILDER_NAMES = (
 )
 #: TensorRT-RTX only: the GPUs an ahead-of-time build targets.
 RTX_NAMES = (
+    "BuilderFlag.REQUIRE_USER_ALLOCATION",
     "ComputeCapability",
     "IBuilderConfig.num_compute_capabilities",
     "IBuilderConfig.set_compute_capability",
@@ -202,8 +202,8 @@ class Builder:
             # TensorRT-RTX 1.7 has the flag, but building with it fails: it loads TensorRT's
             # lean runtime library (libnvinfer_lean), which it does not ship.
             raise InvalidRequestError(f"{f.describe()} cannot build version-compatible engines")
-        if o.hardware_compat != "none" and not hasattr(self.trt, "HardwareCompatibilityLevel"):
-            raise InvalidRequestError(f"{f.describe()} has no hardware-compatibility levels")
+        if o.hardware_compat != "none":
+            f.hardware_compat_level(o.hardware_compat)  # refuses on Jetson, or a missing level
         if o.compute_capabilities and not hasattr(self.trt, "ComputeCapability"):
             raise InvalidRequestError(
                 f"{f.describe()} builds for the GPU it runs on; only "
@@ -229,6 +229,11 @@ class Builder:
             names.add("VERSION_COMPATIBLE")
         if o.dla_core is not None:
             names.add("GPU_FALLBACK")
+        rtx = self.flavour.name == "tensorrt_rtx"
+        if rtx and self.flavour.builder_flag("REQUIRE_USER_ALLOCATION") is not None:
+            # TensorRT-RTX captures an engine in a CUDA graph only when all its memory is the
+            # caller's (the runtime gives every context user-managed scratch memory).
+            names.add("REQUIRE_USER_ALLOCATION")
         return tuple(sorted(names))
 
     def key(
@@ -260,6 +265,25 @@ class Builder:
 
     def build(self, onnx: bytes, source: str, spec: GraphSpec, key: EngineKey) -> bytes:
         """A plan of the ONNX graph `onnx` (bytes; `source` names its file) for `key`."""
+        f = self.flavour
+        # The parser owns the graph's weights: it stays alive until the build is done.
+        builder, network, config, _parser = self.configure(onnx, source, spec, key)
+        timing = self._load_timing_cache(config)
+        if self.progress is not None and hasattr(self.trt, "IProgressMonitor"):
+            config.progress_monitor = self.progress()
+        self.logger.errors.clear()
+        plan = builder.build_serialized_network(network, config)
+        if plan is None:
+            detail = self.logger.errors[-1] if self.logger.errors else "no error was logged"
+            raise EngineBuildError(
+                f"{f.describe()} could not build {key.graph} ({Path(source).name}): {detail}"
+            )
+        if timing is not None:
+            self._save_timing_cache(config)
+        return bytes(memoryview(plan))
+
+    def configure(self, onnx: bytes, source: str, spec: GraphSpec, key: EngineKey):
+        """(builder, network, builder config, parser) for `key`: everything but the build."""
         trt, f, o = self.trt, self.flavour, self.options
         builder = trt.Builder(self.logger)
         network_flags = 0
@@ -284,9 +308,7 @@ class Builder:
         if o.optimization_level is not None:
             config.builder_optimization_level = o.optimization_level
         if o.hardware_compat != "none":
-            config.hardware_compatibility_level = getattr(
-                trt.HardwareCompatibilityLevel, HW_COMPAT_ENUM[o.hardware_compat]
-            )
+            config.hardware_compatibility_level = f.hardware_compat_level(o.hardware_compat)
         if o.compute_capabilities:
             config.num_compute_capabilities = len(o.compute_capabilities)
             for i, cc in enumerate(o.compute_capabilities):
@@ -299,19 +321,7 @@ class Builder:
                 )
             config.default_device_type = trt.DeviceType.DLA
             config.DLA_core = key.dla_core
-        timing = self._load_timing_cache(config)
-        if self.progress is not None and hasattr(trt, "IProgressMonitor"):
-            config.progress_monitor = self.progress()
-        self.logger.errors.clear()
-        plan = builder.build_serialized_network(network, config)
-        if plan is None:
-            detail = self.logger.errors[-1] if self.logger.errors else "no error was logged"
-            raise EngineBuildError(
-                f"{f.describe()} could not build {key.graph} ({Path(source).name}): {detail}"
-            )
-        if timing is not None:
-            self._save_timing_cache(config)
-        return bytes(memoryview(plan))
+        return builder, network, config, parser
 
     @property
     def uses_timing_cache(self) -> bool:

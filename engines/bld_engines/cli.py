@@ -2,7 +2,7 @@
 
     bld-export engine BUNDLE [-o CACHE] [--precision fp32|fp16] [--batch 1:4:16 ...] [--dla N]
                       [--timing-cache F] [--hardware-compat none|ampere+|same-cc]
-                      [--version-compatible] [--emit-trtexec [--trt-version 10|11]]
+                      [--version-compatible] [--emit-trtexec [--trt-version 10|10.3|11]]
     bld-export engine import PLAN --bundle B --graph NAME [-o CACHE] ...
     bld-export engine list CACHE
     bld-export engine inspect CACHE|MANIFEST
@@ -146,10 +146,10 @@ def _profiles(batches, max_batch):
 )
 @click.option(
     "--trt-version",
-    type=click.Choice(["10", "11"]),
+    type=click.Choice(["10", "10.3", "11"]),
     default="10",
     show_default=True,
-    help="The trtexec the lines are for (with --emit-trtexec).",
+    help="The trtexec the lines are for (with --emit-trtexec); 10.3 = JetPack 6.",
 )
 def build_command(
     bundle,
@@ -207,7 +207,7 @@ def build_command(
                     f"{name}.plan",
                     spec,
                     profiles,
-                    int(trt_version),
+                    trt_version,
                     fp16_flag=fp16_flag and name != "encoder",
                     dla_core=dla_core,
                     timing_cache=str(timing_cache) if timing_cache else None,

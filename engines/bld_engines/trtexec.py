@@ -4,6 +4,8 @@ The same graphs, profiles and options as `bld-export engine`, spelled for trtexe
 
     10: --stronglyTyped for the fp16 graphs, or --fp16 on the fp32 graphs (weak typing,
         JetPack 6's 10.3); CUDA graphs are off unless --useCudaGraph.
+    10.3: JetPack 6's, the same as 10; hardware compatibility is refused, since TensorRT has
+        none on Jetson (and trtexec 10.3 has no sameComputeCapability level).
     11: strong typing is the only typing (no --fp16/--bf16/--int8/--best, no --stronglyTyped
         needed); CUDA graphs are on unless --noCudaGraph.
 
@@ -22,7 +24,7 @@ from bld_runtime.manifest import GraphSpec
 
 from .profiles import input_shapes, shape_text
 
-TRT_VERSIONS = (10, 11)
+TRT_VERSIONS = ("10", "10.3", "11")  # 10.3: JetPack 6 (Jetson Orin)
 HW_COMPAT_TRTEXEC = {"ampere+": "ampere+", "same-cc": "sameComputeCapability"}
 
 
@@ -31,7 +33,7 @@ def trtexec_args(
     plan: str,
     spec: GraphSpec,
     profiles: tuple[BatchProfile, ...],
-    trt_version: int,
+    trt_version: int | str,
     fp16_flag: bool = False,
     dla_core: int | None = None,
     timing_cache: str | None = None,
@@ -41,9 +43,15 @@ def trtexec_args(
     version_compatible: bool = False,
 ) -> list[str]:
     """The argument list (without the program name) for one graph."""
-    if trt_version not in TRT_VERSIONS:
+    if str(trt_version) not in TRT_VERSIONS:
         raise InvalidRequestError(
-            f"--trt-version must be one of {', '.join(map(str, TRT_VERSIONS))}, got {trt_version}"
+            f"--trt-version must be one of {', '.join(TRT_VERSIONS)}, got {trt_version}"
+        )
+    jetpack6, trt_version = str(trt_version) == "10.3", int(str(trt_version).split(".")[0])
+    if jetpack6 and hardware_compat != "none":
+        raise InvalidRequestError(
+            f"--hardware-compat {hardware_compat}: TensorRT does not support hardware "
+            f"compatibility on Jetson (and trtexec 10.3 has no sameComputeCapability)"
         )
     if fp16_flag and trt_version >= 11:
         raise InvalidRequestError(

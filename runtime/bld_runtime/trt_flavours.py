@@ -17,10 +17,11 @@ from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 from typing import Any
 
-from .errors import BackendUnavailableError
+from .errors import BackendUnavailableError, InvalidRequestError
 
 FLAVOURS = ("tensorrt", "tensorrt_rtx")
 #: Importable modules per flavour, preferred first. The lean runtime only loads plans.
@@ -32,6 +33,16 @@ INSTALL_HINT = {
     "python3-libnvinfer)",
     "tensorrt_rtx": "pip install 'bld[tensorrt-rtx]'",
 }
+
+#: Written by every Jetson Linux (L4T) release, JetPack 5 to 7; no server or PC has it.
+JETSON_RELEASE_FILE = Path("/etc/nv_tegra_release")
+#: --hardware-compat values -> HardwareCompatibilityLevel member names.
+HARDWARE_COMPAT_LEVELS = {"ampere+": "AMPERE_PLUS", "same-cc": "SAME_COMPUTE_CAPABILITY"}
+
+
+def on_jetson() -> bool:
+    """True on a Jetson, where TensorRT supports no hardware compatibility at all."""
+    return JETSON_RELEASE_FILE.exists()
 
 
 @dataclass(frozen=True)
@@ -68,6 +79,24 @@ class Flavour:
 
     def describe(self) -> str:
         return f"{self.module_name} {self.version}"
+
+    def hardware_compat_level(self, value: str) -> Any:
+        """HardwareCompatibilityLevel for --hardware-compat `value` ("ampere+", "same-cc"), or a
+        one-line refusal where it cannot be built: on a Jetson, or a TensorRT without the
+        level (JetPack 6's 10.3 has no SAME_COMPUTE_CAPABILITY)."""
+        if on_jetson():
+            raise InvalidRequestError(
+                f"--hardware-compat {value}: TensorRT does not support hardware compatibility "
+                f"on Jetson; build on the device without it"
+            )
+        levels = getattr(self.module, "HardwareCompatibilityLevel", None)
+        level = getattr(levels, HARDWARE_COMPAT_LEVELS[value], None)
+        if level is None:
+            raise InvalidRequestError(
+                f"{self.describe()} has no hardware-compatibility level "
+                f"{HARDWARE_COMPAT_LEVELS[value]} (--hardware-compat {value})"
+            )
+        return level
 
 
 def import_flavour(name: str | None = None, need_builder: bool = False) -> Flavour:

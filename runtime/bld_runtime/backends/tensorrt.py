@@ -24,6 +24,23 @@ one covering the largest batch) is loaded with the backend, so a missing or stal
 Pipeline.load; a batch size outside its profiles finds its own engine on first use, or is
 refused then with the command that builds one. A TensorRT Runtime is constructed only after
 cudart.probe() found a device (without one it crashes the process).
+
+Device: everything (allocations, streams, launches, deserialising) happens on
+options.device_id, from any thread: cudaSetDevice is per thread, so every entry point binds
+the device first (`use_device`), not only the thread that loaded the backend.
+
+Scratch memory: execution contexts are created with user-managed device memory, never
+TensorRT's own per context (each sized for the largest profile: 1-2 GB for the 256px decoder
+in fp32). A loop's contexts (step, step_guided) share one buffer sized once for its batch's
+profiles, since a loop runs one step at a time on its own stream; the encoder, decoder and
+single-step contexts share one buffer of the backend, since they run under its lock and
+synchronise before returning. TensorRT-RTX engines are built with REQUIRE_USER_ALLOCATION
+(needed to capture them), which this satisfies.
+
+Version-compatible plans carry their own lean runtime, which TensorRT runs only when the
+Runtime allows engine host code (trtexec opts in the same way): allowed only for plans whose
+checked manifest says VERSION_COMPATIBLE. Hardware-compatible plans are refused on a Jetson,
+where TensorRT does not support them.
 """
 
 from __future__ import annotations
@@ -40,7 +57,7 @@ from numpy.typing import NDArray
 from ..engine_cache import CachedEngine, EngineCache, RuntimeTarget
 from ..errors import BackendError, BackendUnavailableError, ManifestError, StaleEngineError
 from ..manifest import GRAPH_METADATA_KEY, GraphSpec, check_graph_facts
-from ..trt_flavours import import_flavour
+from ..trt_flavours import import_flavour, on_jetson
 from . import cudart
 from .base import Backend, Graph, Loop, inpainting
 from .cudart import I32, I64, PTR, U64, DeviceBuffer, copy_to_device, copy_to_host
@@ -61,9 +78,13 @@ TRT_NAMES = (
     "ICudaEngine.get_tensor_mode",
     "ICudaEngine.get_tensor_dtype",
     "ICudaEngine.get_tensor_profile_shape",
+    "Runtime.engine_host_code_allowed",
     "ICudaEngine.device_memory_size_v2",
+    "ICudaEngine.get_device_memory_size_for_profile_v2",
     "ICudaEngine.num_optimization_profiles",
     "ICudaEngine.create_execution_context",
+    "ExecutionContextAllocationStrategy.USER_MANAGED",
+    "IExecutionContext.set_device_memory",
     "IExecutionContext.set_optimization_profile_async",
     "IExecutionContext.set_input_shape",
     "IExecutionContext.set_tensor_address",
@@ -90,7 +111,17 @@ class TrtEngine:
 
     def __init__(self, backend: TensorRTBackend, kind: str, entry: CachedEngine, spec: GraphSpec):
         self.backend, self.kind, self.entry, self.spec = backend, kind, entry, spec
+        if entry.key.hardware_compat != "none" and on_jetson():
+            raise StaleEngineError(
+                f"{entry.plan_path} was built hardware-compatible ({entry.key.hardware_compat}), "
+                f"which TensorRT does not support on Jetson; rebuild it on the device without "
+                f"--hardware-compat: {backend.rebuild_hint()}"
+            )
         plan = backend.cache.load_plan(entry)  # manifest, sha256 and header: before TensorRT
+        if "VERSION_COMPATIBLE" in entry.key.flags:
+            # Its embedded lean runtime is host code: without this TensorRT refuses the plan.
+            backend.runtime.engine_host_code_allowed = True
+        backend.use_device()  # deserialising puts the engine's weights on the current device
         engine = backend.runtime.deserialize_cuda_engine(plan)
         if engine is None:
             raise StaleEngineError(
@@ -138,9 +169,19 @@ class TrtEngine:
             f"{self.backend.rebuild_hint()}"
         )
 
-    def context(self, batch: int, stream: Any) -> Any:
-        """An execution context with the profile and every input shape set for `batch`."""
-        ctx = self.engine.create_execution_context()
+    def scratch_bytes(self, batch: int) -> int:
+        """Device memory a context needs for the profile covering `batch`."""
+        engine, profile = self.engine, self.profile_for(batch)
+        for name in ("get_device_memory_size_for_profile_v2", "get_device_memory_size_for_profile"):
+            if hasattr(engine, name):  # TensorRT 10.3 may have only the older form
+                return int(getattr(engine, name)(profile))
+        return self.device_memory
+
+    def context(self, batch: int, stream: Any, scratch: DeviceBuffer) -> Any:
+        """An execution context with the profile and every input shape set for `batch`,
+        running in `scratch` (user-managed: at least scratch_bytes(batch))."""
+        strategy = self.backend.trt.ExecutionContextAllocationStrategy.USER_MANAGED
+        ctx = self.engine.create_execution_context(strategy)
         if ctx is None:
             raise BackendUnavailableError(
                 f"TensorRT could not create an execution context for "
@@ -149,7 +190,16 @@ class TrtEngine:
         ctx.set_optimization_profile_async(self.profile_for(batch), int(stream))
         for t in self.spec.inputs:
             ctx.set_input_shape(t.name, tuple(batch if isinstance(d, str) else d for d in t.shape))
+        set_scratch(ctx, scratch)
         return ctx
+
+
+def set_scratch(ctx: Any, scratch: DeviceBuffer) -> None:
+    """Point a user-managed context at its scratch memory."""
+    if hasattr(ctx, "set_device_memory"):
+        ctx.set_device_memory(scratch.ptr, scratch.nbytes)
+    else:  # TensorRT 10.0: the property form only
+        ctx.device_memory = scratch.ptr
 
 
 class _GraphIO:
@@ -157,7 +207,7 @@ class _GraphIO:
 
     def __init__(self, backend: TensorRTBackend, kind: str, batch: int):
         engine = backend.engine(kind, batch)
-        self.context = engine.context(batch, backend.stream)
+        self.context = engine.context(batch, backend.stream, backend.scratch(engine, batch))
         # name -> (host staging array, device buffer)
         self.inputs: dict[str, tuple[NDArray[Any], DeviceBuffer]] = {}
         self.outputs: dict[str, tuple[NDArray[Any], DeviceBuffer]] = {}
@@ -173,6 +223,7 @@ class _GraphIO:
 
 class TensorRTLoop(Loop):
     def __init__(self, backend: TensorRTBackend, batch: int):
+        backend.use_device()  # the caller's thread may have another device current
         cuda = backend.cuda
         L, C = backend.latent
         K = backend.num_steps
@@ -202,12 +253,17 @@ class TensorRTLoop(Loop):
         steps = np.repeat(np.arange(K, dtype=np.int64), batch)
         copy_to_device(cuda, self.dev["steps"], steps, self.stream)
         self.synchronize()
+        # One scratch buffer for both step kinds' contexts, sized once (see the module doc).
+        roles = [r for r in ("step", "step_guided") if r in backend.graphs]
+        need = max(backend.engine(r, batch).scratch_bytes(batch) for r in roles)
+        self.dev["scratch"] = DeviceBuffer(cuda, need)
         self.blocks = -(-self.n // 4)
         self.role, self.masked = "step", 0
         self.contexts: dict[str, Any] = {}  # TensorRT execution contexts by step kind
         self.cuda_graphs: dict[tuple[str, int], Any] = {}  # (role, masked) -> exec | None
 
     def synchronize(self) -> None:
+        self.backend.use_device()
         cudart.check(
             self.backend.cuda.rt.cudaStreamSynchronize(self.stream), "cudaStreamSynchronize"
         )
@@ -217,7 +273,7 @@ class TensorRTLoop(Loop):
     def _context(self, role: str) -> Any:
         if role not in self.contexts:
             engine = self.backend.engine(role, self.batch)
-            ctx = engine.context(self.batch, self.stream)
+            ctx = engine.context(self.batch, self.stream, self.dev["scratch"])
             for name in ("bits", "class_label", "temperature", "guidance"):
                 if any(t.name == name for t in engine.spec.inputs):
                     ctx.set_tensor_address(name, self.dev[name].ptr)
@@ -235,6 +291,7 @@ class TensorRTLoop(Loop):
         mask: NDArray[np.uint8] | None,
         known: NDArray[np.uint8] | None,
     ) -> None:
+        self.backend.use_device()  # a loop is lent to one thread at a time, any thread
         h = self.host
         np.copyto(h["seeds"], seeds)
         np.copyto(h["class_label"], classes)
@@ -300,10 +357,12 @@ class TensorRTLoop(Loop):
         )
 
     def run_step(self, i: int) -> None:
+        self.backend.use_device()
         if not self._enqueue(i):
             raise BackendError(f"TensorRT failed to run graph {self._graph_name()!r} (step {i})")
 
     def advance(self, i: int) -> None:
+        self.backend.use_device()
         if i < self.num_steps - 1:
             self._draw(self.dev["probs"], i + 1)
         else:
@@ -318,6 +377,7 @@ class TensorRTLoop(Loop):
 
     def run_all(self) -> bool:
         """All K steps on the device: a CUDA graph per (role, masked), replayed."""
+        self.backend.use_device()
         key = (self.role, self.masked)
         if key not in self.cuda_graphs:
             self.cuda_graphs[key] = self._capture()
@@ -363,16 +423,19 @@ class TensorRTLoop(Loop):
     # --- host side ------------------------------------------------------------------------
 
     def set_bits(self, bits: NDArray[np.uint8]) -> None:
+        self.backend.use_device()
         np.copyto(self.host["bits"], bits)
         copy_to_device(self.backend.cuda, self.dev["bits"], self.host["bits"], self.stream)
 
     def read_bits(self, out: NDArray[np.uint8]) -> NDArray[np.uint8]:
+        self.backend.use_device()
         copy_to_host(self.backend.cuda, self.host["bits"], self.dev["bits"], self.stream)
         self.synchronize()
         np.copyto(out, self.host["bits"], casting="unsafe")  # exact: 0.0 and 1.0
         return out
 
     def read_probs(self, out: NDArray[np.float32]) -> NDArray[np.float32]:
+        self.backend.use_device()
         copy_to_host(self.backend.cuda, self.host["probs"], self.dev["probs"], self.stream)
         self.synchronize()
         np.copyto(out, self.host["probs"])
@@ -383,6 +446,7 @@ class TensorRTLoop(Loop):
 
     def close(self) -> None:
         """Free the graphs, contexts, buffers and stream (also when the backend drops the loop)."""
+        self.backend.use_device()
         rt = self.backend.cuda.rt
         for graph in self.cuda_graphs.values():
             if graph is not None:
@@ -438,8 +502,26 @@ class TensorRTBackend(Backend):
         self.kernels = cudart.Kernels(self.cuda, KERNELS, ("bld_draw", "bld_threshold"), capability)
         self._engines: dict[str, TrtEngine] = {}  # by key digest: one engine serves many batches
         self._io: dict[tuple[str, int], _GraphIO] = {}
+        self._scratch: DeviceBuffer | None = None  # shared by every _GraphIO context
         self._lock = threading.RLock()  # engines and the encoder/decoder I/O are shared
         self._rebuilt = False
+
+    def use_device(self) -> None:
+        """Make options.device_id current on the calling thread (cudaSetDevice is per thread
+        and cheap; it also makes its primary context current for the driver-API launches)."""
+        cudart.check(self.cuda.rt.cudaSetDevice(self.options.device_id), "cudaSetDevice")
+
+    def scratch(self, engine: TrtEngine, batch: int) -> DeviceBuffer:
+        """The shared scratch memory of the encoder/decoder/single-step contexts, grown (and
+        every such context re-pointed) when `engine` needs more. Caller holds self._lock."""
+        need = engine.scratch_bytes(batch)
+        if self._scratch is None or self._scratch.nbytes < need:
+            old, self._scratch = self._scratch, DeviceBuffer(self.cuda, need)
+            for io in self._io.values():  # idle: each _run synchronises before returning
+                set_scratch(io.context, self._scratch)
+            if old is not None:
+                old.free()
+        return self._scratch
 
     def _load_session(self, graph: Graph) -> TrtEngine:
         """The kind's engine covering the largest batch, in place of an onnxruntime session."""
@@ -451,10 +533,12 @@ class TensorRTBackend(Backend):
     def synchronize(self) -> None:
         """Wait for everything queued on the device: the loops' streams and the backend's
         (for timing: the calls return before their kernels finish)."""
+        self.use_device()
         cudart.check(self.cuda.rt.cudaDeviceSynchronize(), "cudaDeviceSynchronize")
 
     def memory_in_use(self) -> int:
         """Bytes of device memory in use (by every process), from cudaMemGetInfo."""
+        self.use_device()
         free, total = cudart.check(self.cuda.rt.cudaMemGetInfo(), "cudaMemGetInfo")
         return int(total) - int(free)
 
@@ -519,6 +603,7 @@ class TensorRTBackend(Backend):
         outside the loop), on the backend's stream."""
         feeds = dict(zip(self.graphs[kind].inputs, values, strict=True))
         with self._lock:
+            self.use_device()
             return self._run_locked(kind, feeds)
 
     def _run_locked(self, kind: str, feeds: dict[str, NDArray[Any]]) -> NDArray[np.float32]:
