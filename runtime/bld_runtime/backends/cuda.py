@@ -5,6 +5,10 @@ the step graph is bound to through I/O binding (raw device pointers), and the co
 runs as a small CUDA kernel (kernels.py) on the same arrays. The host sees the bits only when
 asked (previews, traces, the final result). CuPy is optional; without it, or without the
 provider, these backends raise BackendUnavailableError saying what is missing.
+
+Device: CuPy launches on, and `get_current_stream()` answers for, the device current on the
+calling thread (CuPy's is per thread, default 0), so every launch, copy and stream wait runs
+inside `cp.cuda.Device(options.device_id)`, whichever thread holds the loop.
 """
 
 from __future__ import annotations
@@ -21,6 +25,8 @@ from .base import Backend, BackendOptions, Graph, Loop, inpainting, require_prov
 from .kernels import KERNELS
 
 THREADS = 256  # per CUDA block; the kernels are memory-bound, any multiple of 32 does
+#: CuPy 14 loads NVRTC from the CUDA toolkit wheels its [ctk] extra installs (or a toolkit).
+CUPY_HINT = "pip install 'bld[cupy-cuda12]' or 'bld[cupy-cuda13]' (CuPy with its [ctk] extra)"
 
 
 def _cupy() -> Any:
@@ -29,8 +35,8 @@ def _cupy() -> Any:
         import cupy
     except ImportError:
         raise BackendUnavailableError(
-            "the GPU backends draw the bits on the device with CuPy, which is not installed "
-            "(pip install cupy-cuda12x)"
+            f"the GPU backends draw the bits on the device with CuPy, which is not installed "
+            f"({CUPY_HINT})"
         ) from None
     try:
         count = cupy.cuda.runtime.getDeviceCount()
@@ -38,7 +44,20 @@ def _cupy() -> Any:
         raise BackendUnavailableError(f"CuPy cannot reach a CUDA device: {e}") from None
     if count < 1:
         raise BackendUnavailableError("CuPy sees no CUDA device")
+    require_nvrtc(cupy)
     return cupy
+
+
+def require_nvrtc(cupy: Any) -> None:
+    """CuPy compiles the draw kernels with NVRTC, which a driver-only host lacks (CuPy 14
+    brings it only through its [ctk] extra): refuse in one sentence instead of CuPy's error."""
+    try:
+        cupy.cuda.nvrtc.getVersion()
+    except Exception as e:  # noqa: BLE001 - CuPy's loader raises its own types
+        raise BackendUnavailableError(
+            f"CuPy cannot load NVRTC ({' '.join(str(e).split())[:120]}), which compiles the "
+            f"draw kernels: {CUPY_HINT}"
+        ) from None
 
 
 class CupyLoop(Loop):
@@ -54,7 +73,7 @@ class CupyLoop(Loop):
             self.keep = cp.zeros(self.shape, cp.uint8)
             self.known = cp.zeros(self.shape, cp.float32)
             self.seeds = cp.zeros(batch, cp.uint64)
-            self.inputs = {
+            self.inputs = {  # the graphs' inputs, bound to ORT by pointer
                 "bits": self.bits,
                 "step": cp.zeros(batch, cp.int64),
                 "class_label": cp.zeros(batch, cp.int64),
@@ -84,6 +103,10 @@ class CupyLoop(Loop):
             )
             self._bindings[kind] = (graph, sess, binding)
         return self._bindings[kind]
+
+    def _device(self) -> Any:
+        """The backend's device as the current one (launches, copies, the current stream)."""
+        return self.backend.cp.cuda.Device(self.backend.options.device_id)
 
     def _launch_draw(self, p: Any, subsequence: int) -> None:
         k = self.backend.kernels["bld_draw"]
@@ -115,6 +138,19 @@ class CupyLoop(Loop):
         mask: NDArray[np.uint8] | None,
         known: NDArray[np.uint8] | None,
     ) -> None:
+        with self._device():
+            self._start(seeds, classes, temperature, guidance, guided, mask, known)
+
+    def _start(
+        self,
+        seeds: NDArray[np.uint64],
+        classes: NDArray[np.int64],
+        temperature: NDArray[np.float32],
+        guidance: NDArray[np.float32],
+        guided: bool,
+        mask: NDArray[np.uint8] | None,
+        known: NDArray[np.uint8] | None,
+    ) -> None:
         self.seeds.set(np.ascontiguousarray(seeds, np.uint64))
         self.inputs["class_label"].set(np.ascontiguousarray(classes, np.int64))
         self.inputs["temperature"].set(np.ascontiguousarray(temperature, np.float32))
@@ -130,13 +166,19 @@ class CupyLoop(Loop):
 
     def run_step(self, i: int) -> None:
         graph, sess, binding = self._binding(self.role)
-        self.inputs["step"].set(self.step_host[i])
-        # onnxruntime runs on its own stream: our kernel's writes must be done before it reads.
-        self.backend.cp.cuda.get_current_stream().synchronize()
+        with self._device():
+            self.inputs["step"].set(self.step_host[i])
+            # onnxruntime runs on its own stream: our kernel's writes must be done before it
+            # reads (the stream CuPy launched on: the device's current one on this thread).
+            self.backend.cp.cuda.get_current_stream().synchronize()
         # returns once its stream is done (ORT's default)
         run_guarded(graph, sess.run_with_iobinding, binding)
 
     def advance(self, i: int) -> None:
+        with self._device():
+            self._advance(i)
+
+    def _advance(self, i: int) -> None:
         if i < self.num_steps - 1:
             self._launch_draw(self.probs, i + 1)
         else:
@@ -150,15 +192,18 @@ class CupyLoop(Loop):
 
     def set_bits(self, bits: NDArray[np.uint8]) -> None:
         np.copyto(self.host_f32, bits)
-        self.bits.set(self.host_f32)
+        with self._device():
+            self.bits.set(self.host_f32)
 
     def read_bits(self, out: NDArray[np.uint8]) -> NDArray[np.uint8]:
-        self.bits.get(out=self.host_f32)
+        with self._device():  # get() waits on the current stream, where the kernels ran
+            self.bits.get(out=self.host_f32)
         np.copyto(out, self.host_f32, casting="unsafe")  # exact: the values are 0.0 and 1.0
         return out
 
     def read_probs(self, out: NDArray[np.float32]) -> NDArray[np.float32]:
-        self.probs.get(out=self.host_f32)
+        with self._device():
+            self.probs.get(out=self.host_f32)
         np.copyto(out, self.host_f32)
         return out
 
@@ -169,13 +214,17 @@ class CupyLoop(Loop):
 class CudaBackend(Backend):
     name = "cuda"
     provider = "CUDAExecutionProvider"
-    hint = "pip install onnxruntime-gpu"
+    hint = (
+        "pip install 'onnxruntime-gpu>=1.20,<1.27' (CUDA 12) or 'onnxruntime-gpu>=1.27' (CUDA 13) "
+        "in place of onnxruntime"
+    )
 
     def _prepare(self) -> None:
         require_provider(self.name, self.provider, self.hint)
         self.cp = _cupy()
         with self.cp.cuda.Device(self.options.device_id):
             module = self.cp.RawModule(code=KERNELS, options=("--std=c++11",))
+            # get_function compiles (NVRTC) and loads the module on this device now, at load.
             self.kernels = {n: module.get_function(n) for n in ("bld_draw", "bld_threshold")}
 
     def providers(self) -> list[Any]:
