@@ -410,3 +410,74 @@ def test_bld_export_triton_cli(tiny_bundle, tmp_path, subprocess_env):
         "error: no TensorRT plan for step, step_guided, decoder at fp32 (build them with "
         "bld-export engine and pass --engine-cache, or pass --plan GRAPH@CC=FILE)"
     ]
+
+
+def test_version_compatible_plans_need_the_tensorrt_backend_flag(tiny_bundle, tmp_path):
+    """Triton's TensorRT backend loads a version-compatible plan only when started with
+    --backend-config=tensorrt,version-compatible=true: the graph models record it, the local
+    server passes it, and `bld-export triton` prints it."""
+    from bld_serving.local_server import LocalTriton
+    from bld_serving.plans import VERSION_COMPATIBLE_ARG
+    from bld_serving.repository import server_args
+
+    manifest = load_bundle(tiny_bundle).manifest
+    plain, vc = tmp_path / "plain", tmp_path / "vc"
+    for graph in ("step", "step_guided", "decoder"):
+        _engine(plain, graph, manifest)
+        _engine(vc, graph, manifest, flags=("STRONGLY_TYPED", "VERSION_COMPATIBLE"))
+    for cache, expected in ((plain, []), (vc, [VERSION_COMPATIBLE_ARG])):
+        plans = collect_plans(tiny_bundle, "fp32", 16, cache, ())
+        assert plans.version_compatible == bool(expected)
+        repo = tmp_path / f"repo-{cache.name}"
+        write_repository(tiny_bundle, repo, Serving(backend="tensorrt"), plans=plans)
+        assert server_args(repo) == expected
+        assert ("bld_version_compatible" in _params(_config(repo, "bld_step"))) == bool(expected)
+        server = LocalTriton.__new__(LocalTriton)  # only its command line is looked at
+        server.install = type("I", (), {"server": "tritonserver", "backends": "/backends"})()
+        server.repository, server.extra_args = repo, []
+        server.http_port = server.grpc_port = server.metrics_port = 0
+        assert (VERSION_COMPATIBLE_ARG in server.command()) == bool(expected)
+    assert VERSION_COMPATIBLE_ARG == "--backend-config=tensorrt,version-compatible=true"
+
+    done = subprocess.run(
+        [sys.executable, "-c", "from bld_export.cli import main; main()", "triton"]
+        + [str(tiny_bundle), "-o", str(tmp_path / "cli"), "--backend", "tensorrt"]
+        + ["--engine-cache", str(vc), "--max-batch", "16"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip().splitlines()[-1] == (
+        f"serve it with: tritonserver --model-repository {tmp_path / 'cli'} "
+        f"{VERSION_COMPATIBLE_ARG}"
+    )
+
+
+def test_every_bls_request_asks_for_cpu_memory():
+    """The BLS model reads its graph models' outputs with as_numpy(), which refuses GPU
+    tensors: every InferenceRequest it makes goes through graph_request, which asks for CPU
+    memory (Triton's preferred_memory). The request's construction runs on a real
+    tritonserver in test_triton.py (the GPU layout's BLS test)."""
+    import ast
+
+    source = (
+        Path(__file__).resolve().parents[1] / "serving" / "bld_serving" / "models" / "bls_model.py"
+    )
+    tree = ast.parse(source.read_text())
+    calls = [
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Call)
+        and isinstance(node.func, ast.Attribute)
+        and node.func.attr == "InferenceRequest"
+    ]
+    assert len(calls) == 1
+    keywords = {k.arg: ast.unparse(k.value) for k in calls[0].keywords}
+    assert keywords["preferred_memory"] == "cpu_memory()"
+    (cpu_memory,) = [
+        n for n in tree.body if isinstance(n, ast.FunctionDef) and n.name == "cpu_memory"
+    ]
+    assert "pb_utils.PreferredMemory(pb_utils.TRITONSERVER_MEMORY_CPU, 0)" in ast.unparse(
+        cpu_memory
+    )

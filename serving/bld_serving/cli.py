@@ -126,7 +126,7 @@ def triton(
     from .configs import Serving
     from .errors import ServingError
     from .plans import collect_plans
-    from .repository import write_repository
+    from .repository import server_args, write_repository
 
     serving = Serving(
         backend=backend,
@@ -153,3 +153,6 @@ def triton(
         f"wrote {repo}: models {', '.join(names)} (configs checked against Triton's "
         f"model_config.proto)"
     )
+    needed = server_args(repo)
+    if needed:  # version-compatible plans: Triton refuses them without the flag
+        click.echo(f"serve it with: tritonserver --model-repository {repo} {' '.join(needed)}")

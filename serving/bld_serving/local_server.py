@@ -274,6 +274,8 @@ class LocalTriton:
         return f"http://127.0.0.1:{self.metrics_port}/metrics"
 
     def command(self) -> list[str]:
+        from .repository import server_args
+
         return [
             str(self.install.server),
             "--model-repository",
@@ -299,6 +301,7 @@ class LocalTriton:
             "--disable-auto-complete-config",
             "--exit-timeout-secs",
             "5",
+            *server_args(self.repository),  # e.g. version-compatible TensorRT plans
             *self.extra_args,
         ]
 

@@ -26,6 +26,7 @@ from .errors import ServingError
 
 ROLES = ("step", "step_guided", "decoder")  # what sampling calls (no encoder)
 ANY_GPU = "*"  # a hardware-compatible plan: Triton's default_model_filename
+VERSION_COMPATIBLE_ARG = "--backend-config=tensorrt,version-compatible=true"
 _CC = re.compile(r"\d+\.\d+")
 
 
@@ -35,6 +36,9 @@ class Plans:
 
     by_role: dict[str, dict[str, Path]] = field(default_factory=dict)
     tensorrt_version: str | None = None  # of the engine cache's plans; None for --plan files
+    # Some plan was built version-compatible: Triton's TensorRT backend loads such plans only
+    # when started with VERSION_COMPATIBLE_ARG (it runs the lean runtime they carry).
+    version_compatible: bool = False
 
     def add(self, role: str, cc: str, path: Path) -> None:
         self.by_role.setdefault(role, {})[cc] = path
@@ -122,6 +126,7 @@ def from_engine_cache(
             raise ServingError(f"{e}: rebuild it with bld-export engine") from None
         for cc in entry.key.compute_capabilities or (ANY_GPU,):
             plans.add(role, cc, entry.plan_path)
+        plans.version_compatible |= "VERSION_COMPATIBLE" in entry.key.flags
     return plans, reasons
 
 

@@ -15,6 +15,11 @@ Graph layout (`graphs=True`, for GPU servers; `tensorrt` always):
                                        tensorrt-ep adds the TensorRT accelerator) or
                                        tensorrt_plan (one plan per compute capability)
 
+Version-compatible plans load only in a tritonserver started with
+`--backend-config=tensorrt,version-compatible=true`: their graph models record
+`bld_version_compatible: "true"`, `server_args(REPO)` lists the flag (the local server passes
+it) and `bld-export triton` prints it.
+
 The repository is built in a staging folder beside REPO, checked (every config parses as
 Triton's ModelConfig and follows its load rules; every file it names is there), then moved into
 place by bld_runtime.files.replacing_directory, under REPO's lock: a failed or killed export
@@ -37,7 +42,7 @@ from bld_runtime.remote import MODEL, STREAM_MODEL
 from . import configs
 from .configs import Serving
 from .errors import ServingError
-from .plans import ANY_GPU, ROLES, Plans
+from .plans import ANY_GPU, ROLES, VERSION_COMPATIBLE_ARG, Plans
 
 BACKENDS = ("cpu", "cuda", "tensorrt-ep", "tensorrt")
 DEFAULT_PLAN = "model.plan"
@@ -177,6 +182,16 @@ def write_repository(
     return models
 
 
+def server_args(repo: str | os.PathLike) -> list[str]:
+    """The tritonserver arguments this repository needs beyond --model-repository."""
+    for config_path in sorted(Path(repo).glob("*/config.pbtxt")):
+        config = configs.parse(config_path.read_text(), str(config_path))
+        param = config.parameters.get("bld_version_compatible")
+        if param is not None and param.string_value == "true":
+            return [VERSION_COMPATIBLE_ARG]
+    return []
+
+
 def _plan_files(found: dict[str, Path]) -> tuple[dict[str, Path], dict[str, str], str | None]:
     """(version-folder files, cc -> file name, default plan file name or None)."""
     files = {
@@ -203,6 +218,8 @@ def _write_graph_layout(
             config = configs.graph_model(model, name, spec, serving, by_cc, default)
             if plans.tensorrt_version:
                 config.parameters["bld_tensorrt_version"].string_value = plans.tensorrt_version
+            if plans.version_compatible:
+                config.parameters["bld_version_compatible"].string_value = "true"
         else:
             files = {"model.onnx": bundle.directory / spec.file}
             config = configs.graph_model(model, name, spec, serving)

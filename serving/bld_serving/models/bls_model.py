@@ -8,6 +8,10 @@ Philox draws, the last step's threshold and the inpainting mask, is the runtime'
 the one implementation of the sampling contract. Per-row scalar inputs travel as [batch, 1]
 (the graph models' dims [1], reshaped to [] for the graph). Requests are checked one by one and
 batched exactly as in pipeline_model.py, whose execute this reuses.
+
+The graph models' outputs are asked for in CPU memory (`preferred_memory`, Triton >= 23.05's
+Python backend): a tensorrt_plan or GPU onnxruntime model answers in GPU memory otherwise, and
+`as_numpy()` refuses a GPU tensor. The loop is on the CPU, so Triton copies them for us.
 """
 
 from __future__ import annotations
@@ -29,6 +33,21 @@ from pipeline_model import TritonPythonModel as PipelineModel  # copied beside t
 ROLES = ("step", "step_guided", "decoder")  # the graphs served as models (no encoder)
 
 
+def cpu_memory():
+    """The memory the graph models' outputs are asked for: host memory (CPU, id 0)."""
+    return pb_utils.PreferredMemory(pb_utils.TRITONSERVER_MEMORY_CPU, 0)
+
+
+def graph_request(model: str, inputs, output_names) -> object:
+    """The BLS request one graph call sends (outputs in host memory)."""
+    return pb_utils.InferenceRequest(
+        model_name=model,
+        inputs=inputs,
+        requested_output_names=list(output_names),
+        preferred_memory=cpu_memory(),
+    )
+
+
 class TritonGraph:
     """What the loop needs of an onnxruntime session, `run(output_names, feeds)`, answered by
     one BLS inference request to the graph model `model`."""
@@ -45,14 +64,17 @@ class TritonGraph:
             if value.ndim == 1:  # a per-row scalar: dims [1] in the graph model's config
                 value = value.reshape(-1, 1)
             inputs.append(pb_utils.Tensor(name, value))
-        response = pb_utils.InferenceRequest(
-            model_name=self.model, inputs=inputs, requested_output_names=list(output_names)
-        ).exec()
+        response = graph_request(self.model, inputs, output_names).exec()
         if response.has_error():
             raise BackendError(f"graph model {self.model!r} failed: {response.error().message()}")
-        return [
-            pb_utils.get_output_tensor_by_name(response, name).as_numpy() for name in output_names
-        ]
+        outputs = [pb_utils.get_output_tensor_by_name(response, name) for name in output_names]
+        for name, tensor in zip(output_names, outputs, strict=True):
+            if not tensor.is_cpu():  # a Triton that ignored the preference: say so, not crash
+                raise BackendError(
+                    f"graph model {self.model!r} returned {name} in GPU memory although CPU "
+                    f"memory was asked for"
+                )
+        return [tensor.as_numpy() for tensor in outputs]
 
 
 class BlsLoop(CpuLoop):
