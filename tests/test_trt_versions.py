@@ -427,6 +427,33 @@ def test_gpu_check_dry_run_runs_what_needs_no_gpu():
     assert "[ok] NVRTC compiles the check kernels for sm_87" in done.stdout
 
 
+def test_gpu_check_summary_survives_a_killed_part(tmp_path):
+    """Each part of gpu_check.sh runs under its own timeout; a part killed mid-way (an engine
+    build, say) is reported as killed and the summary line still comes last."""
+    repo = Path(__file__).resolve().parents[1]
+    hang = tmp_path / "hang"
+    hang.write_text("#!/bin/sh\nexec sleep 600\n")
+    hang.chmod(0o755)
+    done = subprocess.run(
+        ["bash", str(repo / "benchmarks" / "gpu_check.sh"), "--bundle", "b"],
+        env={
+            **os.environ,
+            "PYTHON": str(hang),
+            "GPU_CHECK_CUDA_TIMEOUT": "1",
+            "GPU_CHECK_RUNTIMES_TIMEOUT": "1",
+        },
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 1
+    assert done.stdout.strip().splitlines()[-3:] == [
+        "part cuda: KILLED after its 1s timeout (its results above are partial)",
+        "part gpu-runtimes: KILLED after its 1s timeout (its results above are partial)",
+        "gpu_check: 0 parts passed, 2 failed",
+    ]
+
+
 def test_bld_engines_imports_neither_torch_nor_bld_train(subprocess_env):
     """bld_engines builds on bld_runtime alone: statically, and loading its CLI and builder."""
     import ast

@@ -1,14 +1,26 @@
 """GPU checks of the device sampler (run by benchmarks/gpu_check.sh; see its header).
 
+Two parts, each run on its own by gpu_check.sh (own process, own timeout, own result line):
+
+--part cuda (a GPU with CuPy and cuda-python; no TensorRT, no onnxruntime-gpu):
   1. kernel      the device kernels (KERNELS: csrc/bld_philox.h) compiled by NVRTC, through CuPy
                  and through cuda-python: uniforms and draws vs numpy Philox (bld_runtime.philox)
-                 bit for bit, and the uniforms vs cuRAND's curand_uniform (nvcc-built helper)
+                 bit for bit, and the uniforms vs cuRAND's curand_uniform (nvcc-built helper for
+                 this GPU's sm; skipped where the toolkit has no curand_kernel.h)
   2. loop        the full K-step loop on the GPU (initial draw, K-1 draws, last-step threshold,
                  inpainting mask) vs the CPU runtime's drawer, given the same step outputs
   3. graph       the same loop through the native backend's cuda-python path (cudart.Kernels,
                  device buffers) captured into one CUDA graph and replayed
-  4. tensorrt    where TensorRT is importable and --bundle is given: engines built for the
-                 bundle, then the native backend against the CPU runtime (bld_engines.parity)
+  4. memory      1,000 requests through that captured loop (upload, replay, read back): the
+                 device memory in use must not grow
+
+--part gpu-runtimes (needs TensorRT or onnxruntime-gpu; each skipped where missing):
+  5. tensorrt    with --bundle: engines built for the bundle, the native backend against the CPU
+                 runtime (bld_engines.parity), CUDA graph replay vs step by step, requests from
+                 another thread, on the last GPU when there are several (device binding), and
+                 device memory over --requests requests of mixed batch sizes
+  6. onnxruntime with --bundle: the `cuda` backend (CuPy draws) against the CPU runtime, from
+                 another thread and on the last GPU, and its memory over the same requests
 
 --dry-run runs everything that needs no GPU: the numpy references, the NVRTC compile when
 cuda-python and NVRTC load, and the nvcc compile when nvcc exists.
@@ -53,6 +65,10 @@ extern "C" __global__ void check_uniforms(const bld_u64 *seeds, bld_u64 subseque
 """
 )
 THREADS = 256
+REQUESTS = 1000  # the memory checks' request count
+# Device memory that may come and go between two cudaMemGetInfo readings without a leak (the
+# driver's own bookkeeping; allocations are in 2 MiB pages).
+MEMORY_SLACK = 4 << 20
 # Seeds that exercise both key words, the top of the range and a batch not divisible by 4.
 SEEDS = np.array([0, 1, 42, 2**32 - 1, 2**32, 2**63 + 12345, 2**64 - 1], np.uint64)
 SIZES = ((4, 4, 32), (16, 16, 64), (3, 5, 7))  # (h, w, bits): digits, paper256, odd tail
@@ -174,25 +190,28 @@ def curand_includes() -> list[str]:
     return [f"-I{d}" for d in dirs if (d / "curand_kernel.h").is_file()]
 
 
-def build_curand_helper(workdir: Path, required: bool = True) -> Path | None:
+def build_curand_helper(workdir: Path, arch: str) -> Path | None:
+    """nvcc-built cuRAND reference for `arch` (sm_XY of the device: a cubin, never PTX that a
+    driver older than the toolkit refuses); skipped, not failed, without nvcc or cuRAND."""
     nvcc = shutil.which("nvcc")
     if nvcc is None:
         skip("cuRAND helper", "nvcc is not on PATH")
         return None
+    includes = curand_includes()
+    if not includes:
+        skip(
+            "cuRAND helper",
+            "this CUDA toolkit has no curand_kernel.h (pip install nvidia-curand provides it)",
+        )
+        return None
     exe = workdir / "curand_uniform"
     done = subprocess.run(
-        [nvcc, "-O2", *curand_includes(), "-o", str(exe), str(HERE / "curand_uniform.cu")],
+        [nvcc, "-O2", f"-arch={arch}", *includes, "-o", str(exe), str(HERE / "curand_uniform.cu")],
         capture_output=True,
         text=True,
     )
     if done.returncode != 0:
-        if not required and "curand_kernel.h" in done.stderr:
-            skip(
-                "cuRAND helper",
-                "this CUDA toolkit has no cuRAND headers (pip install nvidia-curand provides them)",
-            )
-        else:
-            report("nvcc builds the cuRAND helper", False, done.stderr.strip()[-300:])
+        report(f"nvcc builds the cuRAND helper ({arch})", False, done.stderr.strip()[-300:])
         return None
     return exe
 
@@ -295,6 +314,8 @@ def check_cupy_loop(cp) -> None:
 
 
 def check_native_graph(cp) -> None:
+    """Teacher-forced K-step loops captured as CUDA graphs, then the memory of 1,000
+    requests through the last one."""
     from bld_runtime.backends import cudart
     from bld_runtime.backends.cudart import DeviceBuffer, copy_to_device
 
@@ -349,7 +370,6 @@ def check_native_graph(cp) -> None:
         out = np.zeros((batch, n), np.float32)
         cudart.copy_to_host(cuda, out, bufs["bits"], stream)
         cudart.check(rt.cudaStreamSynchronize(stream), "sync")
-        rt.cudaGraphExecDestroy(exe)
         rt.cudaGraphDestroy(graph)
         ref = reference_loop(SEEDS, n, a, b, keep, known)
         same = np.array_equal(out.astype(np.uint8), ref)
@@ -359,6 +379,46 @@ def check_native_graph(cp) -> None:
             same,
             "bit for bit" if same else f"{int((out.astype(np.uint8) != ref).sum())} differ",
         )
+        last = (cuda, exe, stream, bufs, out)
+        if (h, w, c, masked) != (16, 16, 64, 1):
+            rt.cudaGraphExecDestroy(exe)
+    check_native_memory(*last)
+
+
+def used_memory(cuda) -> int:
+    from bld_runtime.backends import cudart
+
+    free, total = cudart.check(cuda.rt.cudaMemGetInfo(), "cudaMemGetInfo")
+    return int(total) - int(free)
+
+
+def check_native_memory(cuda, exe, stream, bufs, out) -> None:
+    """REQUESTS requests as the native backend serves them (upload the seeds, replay the
+    captured loop, read the bits back): nothing may be allocated per request."""
+    from bld_runtime.backends import cudart
+    from bld_runtime.backends.cudart import copy_to_device
+
+    rt = cuda.rt
+
+    def request(r: int) -> None:
+        seeds = SEEDS + np.uint64(r)
+        copy_to_device(cuda, bufs["seeds"], seeds, stream)
+        cudart.check(rt.cudaGraphLaunch(exe, stream), "launch")
+        cudart.copy_to_host(cuda, out, bufs["bits"], stream)
+        cudart.check(rt.cudaStreamSynchronize(stream), "sync")
+
+    for r in range(10):  # warm-up
+        request(r)
+    before = used_memory(cuda)
+    for r in range(REQUESTS):
+        request(r)
+    grown = used_memory(cuda) - before
+    rt.cudaGraphExecDestroy(exe)
+    report(
+        f"device memory over {REQUESTS} captured-loop requests",
+        grown <= MEMORY_SLACK,
+        f"grew by {grown / 2**20:.1f} MiB (allowed {MEMORY_SLACK >> 20} MiB)",
+    )
 
 
 def launch_loop(kernels, stream, bufs, probs, batch: int, n: int, masked: int) -> None:
@@ -416,10 +476,93 @@ def reference_states(seeds, n, a, b, keep, known):
     return states
 
 
-# --- 4. TensorRT ------------------------------------------------------------------------------
+# --- 5, 6. TensorRT and onnxruntime-gpu ------------------------------------------------------
 
 
-def check_tensorrt(bundle: str | None, precision: str) -> None:
+def device_count() -> int:
+    from bld_runtime.backends import cudart
+
+    return cudart.probe().count
+
+
+def device_memory_in_use(device: int) -> int:
+    """Bytes in use on `device` once its queued work is done (any backend: one process, one
+    primary context per device)."""
+    from bld_runtime.backends import cudart
+
+    cuda = cudart.import_cuda()
+    cudart.check(cuda.rt.cudaSetDevice(device), "cudaSetDevice")
+    cudart.check(cuda.rt.cudaDeviceSynchronize(), "cudaDeviceSynchronize")
+    return used_memory(cuda)
+
+
+def check_runtime_backend(name: str, gpu, cpu, requests: int) -> None:
+    """Parity with the CPU runtime, requests from another thread (each thread binds the
+    backend's device itself), and device memory over `requests` requests of mixed sizes."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from bld_engines.parity import check_parity
+
+    device = gpu.backend.options.device_id
+    others = {d: device_memory_in_use(d) for d in range(device)}  # must stay untouched
+    parity = check_parity(gpu, cpu, n=4)
+    report(f"{name} vs CPU runtime", parity.ok, parity.describe())
+    here = gpu.generate(n=3, seeds=5)
+    with ThreadPoolExecutor(1) as pool:
+        there = pool.submit(lambda: gpu.generate(n=3, seeds=5)).result()
+    same = np.array_equal(here.bits, there.bits)
+    report(f"{name}: a request from another thread", same, "same bits" if same else "differ")
+    sizes = sorted({1, 2, 3, gpu.max_batch})
+
+    def request(r: int) -> None:  # every size, guided (where the bundle has classes) and not
+        n = sizes[r % len(sizes)]
+        if gpu.num_classes == 0:
+            gpu.generate(n=n, seeds=r)
+        else:
+            classes = np.arange(n) % gpu.num_classes
+            gpu.generate(n=n, seeds=r, classes=classes, guidance=float(r // len(sizes) % 2))
+
+    for r in range(len(sizes) * 2):  # warm-up: every loop and context the requests use
+        request(r)
+    before = device_memory_in_use(device)
+    for r in range(requests):
+        request(r)
+    grown = device_memory_in_use(device) - before
+    for d, used in others.items():
+        moved = device_memory_in_use(d) - used
+        report(
+            f"{name}: nothing on GPU {d} (device binding)",
+            moved <= MEMORY_SLACK,
+            f"GPU {d} memory changed by {moved / 2**20:.1f} MiB",
+        )
+    report(
+        f"{name}: device memory over {requests} requests (batch sizes {sizes})",
+        grown <= MEMORY_SLACK,
+        f"grew by {grown / 2**20:.1f} MiB (allowed {MEMORY_SLACK >> 20} MiB)",
+    )
+
+
+def check_onnxruntime_gpu(bundle: str | None, precision: str, requests: int) -> None:
+    from bld_runtime.backends import BackendOptions
+    from bld_runtime.errors import BldError
+    from bld_runtime.pipeline import Pipeline
+
+    if bundle is None:
+        skip("onnxruntime-gpu", "pass --bundle to run the cuda backend")
+        return
+    device = device_count() - 1  # the last GPU: binding to a device other than 0 when there
+    try:
+        gpu = Pipeline.load(
+            bundle, backend="cuda", precision=precision, options=BackendOptions(device_id=device)
+        )
+    except BldError as e:
+        skip("onnxruntime-gpu", str(e))
+        return
+    cpu = Pipeline.load(bundle, backend="cpu", precision=precision)
+    check_runtime_backend(f"cuda backend on GPU {device} ({precision})", gpu, cpu, requests)
+
+
+def check_tensorrt(bundle: str | None, precision: str, requests: int = REQUESTS) -> None:
     from bld_runtime.errors import BldError
     from bld_runtime.trt_flavours import import_flavour
 
@@ -432,30 +575,29 @@ def check_tensorrt(bundle: str | None, precision: str) -> None:
         skip("tensorrt", f"{flavour.describe()} is importable; pass --bundle to build and run")
         return
     from bld_engines.builder import BuildOptions, build_bundle
-    from bld_engines.parity import check_parity
     from bld_runtime.backends import BackendOptions
     from bld_runtime.pipeline import Pipeline
 
+    device = device_count() - 1  # the last GPU: binding to a device other than 0 when there
     with tempfile.TemporaryDirectory(prefix="bld-gpu-check-") as cache:
         start = time.perf_counter()
+        # Built on GPU 0 (several GPUs must be one model: the engines carry its sm).
         build_bundle(bundle, cache, BuildOptions(precision=precision))
-        built = time.perf_counter() - start
+        print(f"[info] engines built in {time.perf_counter() - start:.1f}s", flush=True)
         gpu = Pipeline.load(
             bundle,
             backend="tensorrt",
             precision=precision,
-            options=BackendOptions(trt_cache_dir=cache),
+            options=BackendOptions(trt_cache_dir=cache, device_id=device),
         )
         cpu = Pipeline.load(bundle, backend="cpu", precision=precision)
-        parity = check_parity(gpu, cpu, n=4)
         memory = ", ".join(
             f"{name} {size / 2**20:.1f} MiB"
             for name, size in sorted(gpu.backend.device_memory().items())
         )
-        report(
-            f"TensorRT engines ({flavour.describe()}, {precision}) vs CPU runtime",
-            parity.ok,
-            f"built in {built:.1f}s; {parity.describe()}; scratch memory per context: {memory}",
+        print(f"[info] scratch memory per engine (largest profile): {memory}", flush=True)
+        check_runtime_backend(
+            f"TensorRT ({flavour.describe()}, {precision}) on GPU {device}", gpu, cpu, requests
         )
         fused = gpu.generate(n=4, seeds=0)  # the CUDA-graph path (no trace)
         stepwise = gpu.generate(n=4, seeds=0, trace=True)
@@ -465,6 +607,54 @@ def check_tensorrt(bundle: str | None, precision: str) -> None:
             same,
             "identical bits" if same else "differ",
         )
+
+
+def part_cuda() -> int:
+    """Part (a): what a GPU without TensorRT or onnxruntime-gpu can check."""
+    try:
+        import cupy as cp
+
+        count = cp.cuda.runtime.getDeviceCount()
+    except Exception as e:  # noqa: BLE001 - no CuPy, driver or GPU: CuPy raises its own types
+        print(f"error: the cuda part needs CuPy and a GPU ({type(e).__name__}: {e})")
+        return 1
+    props = cp.cuda.runtime.getDeviceProperties(0)
+    arch = f"sm_{props['major']}{props['minor']}"
+    print(f"GPU: {props['name'].decode()} ({arch}), {count} device(s); CuPy {cp.__version__}")
+    check_cupy_kernels(cp)
+    with tempfile.TemporaryDirectory() as tmp:
+        exe = build_curand_helper(Path(tmp), arch)
+        if exe is not None:
+            check_curand(exe, Path(tmp))
+    check_cupy_loop(cp)
+    try:
+        check_native_graph(cp)
+    except Exception as e:  # noqa: BLE001 - cuda-python or NVRTC missing, or a real failure
+        report("native cuda-python path", False, f"{type(e).__name__}: {e}")
+    return finish("cuda")
+
+
+def part_gpu_runtimes(bundle: str | None, precision: str, requests: int) -> int:
+    """Part (b): what needs TensorRT or onnxruntime-gpu (each skipped where missing)."""
+    from bld_runtime.backends import cudart
+
+    info = cudart.probe()
+    if info.count < 1:
+        print(f"error: the gpu-runtimes part needs a GPU ({info.problem})")
+        return 1
+    print(f"GPU: {info.name} (sm_{(info.compute_capability or '').replace('.', '')})")
+    for check in (check_tensorrt, check_onnxruntime_gpu):
+        try:
+            check(bundle, precision, requests)
+        except Exception as e:  # noqa: BLE001 - report it and go on to the next runtime
+            report(check.__name__.removeprefix("check_"), False, f"{type(e).__name__}: {e}")
+    return finish("gpu-runtimes")
+
+
+def finish(part: str) -> int:
+    failed = [name for name, ok, _ in results if not ok]
+    print(f"part {part}: {len(results) - len(failed)} passed, {len(failed)} failed", flush=True)
+    return 1 if failed else 0
 
 
 def dry_run() -> int:
@@ -492,9 +682,9 @@ def dry_run() -> int:
     except Exception as e:  # noqa: BLE001 - a missing cuda-python or libnvrtc
         print(f"[skip] NVRTC: {' '.join(str(e).split())[:160]}")
     with tempfile.TemporaryDirectory() as tmp:
-        exe = build_curand_helper(Path(tmp), required=False)
+        exe = build_curand_helper(Path(tmp), "sm_87")
         if exe is not None:
-            print("[ok] nvcc builds the cuRAND helper")
+            print("[ok] nvcc builds the cuRAND helper for sm_87")
     failed = [name for name, ok, _ in results if not ok]
     return 1 if failed else 0
 
@@ -502,41 +692,16 @@ def dry_run() -> int:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dry-run", action="store_true", help="only what needs no GPU")
-    parser.add_argument("--bundle", default=None, help="a bundle for the TensorRT check")
+    parser.add_argument("--part", choices=("cuda", "gpu-runtimes"), default="cuda")
+    parser.add_argument("--bundle", default=None, help="a bundle for the gpu-runtimes part")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16"))
+    parser.add_argument("--requests", type=int, default=REQUESTS, help="for the memory checks")
     args = parser.parse_args()
     if args.dry_run:
         return dry_run()
-    try:
-        import cupy as cp
-
-        count = cp.cuda.runtime.getDeviceCount()
-    except Exception as e:  # noqa: BLE001
-        print(f"error: the GPU check needs CuPy and a GPU ({type(e).__name__}: {e})")
-        return 1
-    props = cp.cuda.runtime.getDeviceProperties(0)
-    print(
-        f"GPU: {props['name'].decode()} (sm_{props['major']}{props['minor']}), {count} "
-        f"device(s); CuPy {cp.__version__}"
-    )
-    start = time.perf_counter()
-    check_cupy_kernels(cp)
-    with tempfile.TemporaryDirectory() as tmp:
-        exe = build_curand_helper(Path(tmp))
-        if exe is not None:
-            check_curand(exe, Path(tmp))
-    check_cupy_loop(cp)
-    try:
-        check_native_graph(cp)
-    except Exception as e:  # noqa: BLE001 - cuda-python or NVRTC missing, or a real failure
-        report("native cuda-python path", False, f"{type(e).__name__}: {e}")
-    check_tensorrt(args.bundle, args.precision)
-    failed = [name for name, ok, _ in results if not ok]
-    print(
-        f"{len(results) - len(failed)} passed, {len(failed)} failed "
-        f"({time.perf_counter() - start:.1f}s)"
-    )
-    return 1 if failed else 0
+    if args.part == "cuda":
+        return part_cuda()
+    return part_gpu_runtimes(args.bundle, args.precision, args.requests)
 
 
 if __name__ == "__main__":
