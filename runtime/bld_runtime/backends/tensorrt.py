@@ -31,7 +31,7 @@ the device first (`use_device`), not only the thread that loaded the backend.
 
 Scratch memory: execution contexts are created with user-managed device memory, never
 TensorRT's own per context (each sized for the largest profile: 1-2 GB for the 256px decoder
-in fp32). A loop's contexts (step, step_guided) share one buffer sized once for its batch's
+in fp32). A loop's contexts (step, step_guided) share one buffer sized for its batch's
 profiles, since a loop runs one step at a time on its own stream; the encoder, decoder and
 single-step contexts share one buffer of the backend, since they run under its lock and
 synchronise before returning. TensorRT-RTX engines are built with REQUIRE_USER_ALLOCATION
@@ -253,10 +253,9 @@ class TensorRTLoop(Loop):
         steps = np.repeat(np.arange(K, dtype=np.int64), batch)
         copy_to_device(cuda, self.dev["steps"], steps, self.stream)
         self.synchronize()
-        # One scratch buffer for both step kinds' contexts, sized once (see the module doc).
-        roles = [r for r in ("step", "step_guided") if r in backend.graphs]
-        need = max(backend.engine(r, batch).scratch_bytes(batch) for r in roles)
-        self.dev["scratch"] = DeviceBuffer(cuda, need)
+        # One scratch buffer for both step kinds' contexts (see the module doc), sized by the
+        # first context and grown once if the other kind's engine needs more.
+        self.dev["scratch"] = DeviceBuffer(cuda, 0)
         self.blocks = -(-self.n // 4)
         self.role, self.masked = "step", 0
         self.contexts: dict[str, Any] = {}  # TensorRT execution contexts by step kind
@@ -273,6 +272,9 @@ class TensorRTLoop(Loop):
     def _context(self, role: str) -> Any:
         if role not in self.contexts:
             engine = self.backend.engine(role, self.batch)
+            need = engine.scratch_bytes(self.batch)
+            if need > self.dev["scratch"].nbytes:
+                self._grow_scratch(need)
             ctx = engine.context(self.batch, self.stream, self.dev["scratch"])
             for name in ("bits", "class_label", "temperature", "guidance"):
                 if any(t.name == name for t in engine.spec.inputs):
@@ -280,6 +282,20 @@ class TensorRTLoop(Loop):
             ctx.set_tensor_address(engine.spec.outputs[0].name, self.dev["probs"].ptr)
             self.contexts[role] = ctx
         return self.contexts[role]
+
+    def _grow_scratch(self, nbytes: int) -> None:
+        """A larger scratch buffer: every context re-pointed, every captured graph (which
+        holds the old address) dropped, to be captured again."""
+        self.synchronize()
+        old, self.dev["scratch"] = self.dev["scratch"], DeviceBuffer(self.backend.cuda, nbytes)
+        for ctx in self.contexts.values():
+            set_scratch(ctx, self.dev["scratch"])
+        rt = self.backend.cuda.rt
+        for graph in self.cuda_graphs.values():
+            if graph is not None:
+                rt.cudaGraphExecDestroy(graph)
+        self.cuda_graphs.clear()
+        old.free()
 
     def start(
         self,
