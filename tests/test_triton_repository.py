@@ -289,7 +289,8 @@ def test_engine_cache_plans_that_cannot_serve_are_passed_over(tiny_bundle, tmp_p
     # a plan altered after it was built; then two TensorRT versions in one cache
     plan = any_gpu.with_suffix(".plan")
     plan.write_bytes(plan.read_bytes() + b"x")
-    with pytest.raises(ServingError, match="does not match its manifest"):
+    # (the size check may name the sizes instead: both say the plan is not its manifest's)
+    with pytest.raises(ServingError, match=r"does not match its manifest|its manifest says \d+"):
         collect_plans(tiny_bundle, "fp32", 16, cache)
     plan.unlink()
     any_gpu.unlink()
