@@ -235,6 +235,21 @@ def test_cli_emits_trtexec_lines_without_tensorrt(tiny_bundle):
     assert "guidance:4" in lines[-1]
 
 
+def test_cli_refuses_hardware_compat_for_jetpack6_in_one_line(tiny_bundle):
+    from bld_export.cli import main
+
+    args = [str(tiny_bundle), "--emit-trtexec", "--trt-version", "10.3", "--batch", "1:2:4"]
+    ok = CliRunner().invoke(main, ["engine", *args])
+    assert ok.exit_code == 0, ok.output
+    assert len(ok.output.strip().splitlines()) == 4
+    refused = CliRunner().invoke(main, ["engine", *args, "--hardware-compat", "same-cc"])
+    assert refused.exit_code == 1
+    assert refused.output.strip().splitlines() == [
+        "error: --hardware-compat same-cc: TensorRT does not support hardware compatibility on "
+        "Jetson (and trtexec 10.3 has no sameComputeCapability)"
+    ]
+
+
 # --- batch profiles --------------------------------------------------------------------------
 
 
