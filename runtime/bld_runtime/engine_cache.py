@@ -251,11 +251,21 @@ def _vtuple(version: str) -> tuple[int, ...]:
     return tuple(int(p) for p in version.split("."))
 
 
+def versions_match(a: str, b: str) -> bool:
+    """Whether two versions name the same release: the shorter, split at dots, is a prefix of
+    the longer ("10.3.0" from tensorrt.__version__ matches "10.3.0.26" from a plan's header or
+    the C++ runtime's getInferLibVersion plus build). The C++ runtime applies the same rule
+    (runtime/cpp/src/graph_io.cpp, trt_versions_match)."""
+    pa, pb = a.split("."), b.split(".")
+    n = min(len(pa), len(pb))
+    return pa[:n] == pb[:n]
+
+
 def incompatibility(key: EngineKey, target: RuntimeTarget) -> str | None:
     """Why an engine with `key` cannot run on `target`, or None when it can."""
     if key.flavour != target.flavour:
         return f"it was built by {key.flavour}, this runtime is {target.flavour}"
-    if key.version != target.version:
+    if not versions_match(key.version, target.version):
         vc = "VERSION_COMPATIBLE" in key.flags
         newer_same_major = (
             _vtuple(target.version) >= _vtuple(key.version)
@@ -480,7 +490,7 @@ class EngineCache:
         # batch covered, then the newest file.
         candidates.sort(
             key=lambda e: (
-                e.key.version == target.version,
+                versions_match(e.key.version, target.version),
                 0 if batch is not None else max(p.max for p in e.key.profiles),
                 e.manifest_path.stat().st_mtime,
             ),
@@ -499,6 +509,7 @@ __all__ = [
     "StaleEngineError",
     "check_plan_header",
     "incompatibility",
+    "versions_match",
     "plan_header",
     "HARDWARE_COMPAT",
     "FLAVOURS",
