@@ -372,6 +372,7 @@ def list_command(cache):
 def inspect_command(path):
     """Print the manifests (and the header check) of a cache, a graph folder or one manifest."""
     from bld_runtime.engine_cache import CachedEngine, EngineCache, StaleEngineError, plan_header
+    from bld_runtime.errors import ManifestError
 
     manifests = (
         [path] if path.is_file() else sorted(path.glob("*.json")) or sorted(path.glob("*/*.json"))
@@ -380,13 +381,19 @@ def inspect_command(path):
         raise InvalidRequestError(f"{path} holds no engine manifests")
     for manifest_path in manifests:
         store = EngineCache(manifest_path.parent.parent)
-        manifest = store.read_manifest(manifest_path)
+        try:
+            manifest = store.read_manifest(manifest_path)
+        except ManifestError as e:
+            if len(manifests) == 1:
+                raise
+            # One bad entry is one refusal: the cache's other entries are still inspected.
+            click.echo(f"== {manifest_path}\ncheck: refused: manifest refused ({e})")
+            continue
         entry = CachedEngine(manifest_path.parent, manifest)
         click.echo(f"== {manifest_path}")
         click.echo(manifest.to_json().rstrip())
         try:
-            store.load_plan(entry)
-            magic, version = plan_header(entry.plan_path.read_bytes()[:32])
+            magic, version = plan_header(store.load_plan(entry))
             click.echo(
                 f"check: ok (sha256 matches; header {magic.decode(errors='replace')} "
                 f"{'.'.join(map(str, version))})"

@@ -25,17 +25,19 @@ import tempfile
 import zlib
 from pathlib import Path
 from types import TracebackType
+from typing import BinaryIO
 
 import numpy as np
 import numpy.typing as npt
 from numpy.typing import NDArray
 
 from .errors import PackedBitsError
-from .files import TMP_SUFFIX, atomic_write
+from .files import TMP_SUFFIX, atomic_write, open_input
 
 MAGIC = b"BLDZ"
 VERSION = 1
 _HEADER = struct.Struct("<4sB4II")  # magic, version, (batch, height, width, bits), crc32
+MAX_LATENTS = 2**32 - 1  # the most a .bldz holds: its header's batch is a uint32
 SUFFIXES = (".bldz", ".npy")
 
 
@@ -111,69 +113,55 @@ def load_bits(
     """
     path = Path(path)
     kind = _kind(path)
-    if not path.is_file():
+    if not path.exists():
         raise PackedBitsError(f"bits file {path} does not exist")
-    if kind == ".npy":
-        if latent is None:
-            raise PackedBitsError(
-                f"{path} is a .npy file, which does not record the latent "
-                "shape; give the bundle's (H, W, C)"
-            )
-        height, width, channels = latent
-        _check_npy_header(path, (height, width, channels))
-        try:
-            packed = np.load(path, allow_pickle=False)
-        except (ValueError, OSError, EOFError) as e:
-            raise PackedBitsError(f"{path} is not a readable .npy file ({e})") from None
-        if not isinstance(packed, np.ndarray) or packed.dtype != np.uint8 or packed.ndim != 2:
-            raise PackedBitsError(
-                f"{path} must hold a 2-D uint8 array of packed bits, got "
-                f"{packed.dtype} {packed.shape}"
-            )
-        if packed.shape[1] != packed_bytes(height * width, channels):
-            raise PackedBitsError(
-                f"{path} has {packed.shape[1]} bytes per image but the bundle's "
-                f"{height}x{width}x{channels} latent packs into "
-                f"{packed_bytes(height * width, channels)}"
-            )
-        return _unpack(path, packed, (height * width, channels))
+    if kind == ".npy" and latent is None:
+        raise PackedBitsError(
+            f"{path} is a .npy file, which does not record the latent "
+            "shape; give the bundle's (H, W, C)"
+        )
+    with open_input(path, "bits file", PackedBitsError) as f:
+        if kind == ".npy":
+            assert latent is not None
+            return _load_npy(path, f, latent)
+        return _load_bldz(path, f, latent)
 
-    size = path.stat().st_size
-    with open(path, "rb") as f:
-        head = f.read(_HEADER.size)
-        if len(head) < _HEADER.size:
-            if not MAGIC.startswith(head[: len(MAGIC)]):
-                raise PackedBitsError(f"{path} is not a .bldz bits file (bad magic bytes)")
-            raise PackedBitsError(
-                f"{path} is truncated: its header has {len(head)} of {_HEADER.size} bytes"
-            )
-        magic, version, batch, height, width, channels, crc = _HEADER.unpack(head)
-        if magic != MAGIC:
+
+def _load_bldz(path: Path, f: BinaryIO, latent: tuple[int, int, int] | None) -> NDArray[np.uint8]:
+    size = os.fstat(f.fileno()).st_size
+    head = f.read(_HEADER.size)
+    if len(head) < _HEADER.size:
+        if not MAGIC.startswith(head[: len(MAGIC)]):
             raise PackedBitsError(f"{path} is not a .bldz bits file (bad magic bytes)")
-        if version != VERSION:
-            raise PackedBitsError(
-                f"{path} is .bldz version {version}; this runtime reads version {VERSION}"
-            )
-        if min(height, width, channels) < 1:
-            raise PackedBitsError(
-                f"{path} is corrupt: its header has an empty latent shape "
-                f"{height}x{width}x{channels}"
-            )
-        if batch < 1:
-            raise PackedBitsError(f"{path} holds no latents (its header says batch 0)")
-        if latent is not None and (height, width, channels) != tuple(latent):
-            raise PackedBitsError(
-                f"{path} holds {height}x{width}x{channels} latents but the "
-                f"bundle expects {'x'.join(map(str, latent))}"
-            )
-        expected = batch * packed_bytes(height * width, channels)
-        if size - _HEADER.size != expected:  # before reading: a header may claim terabytes
-            state = "truncated" if size - _HEADER.size < expected else "too long"
-            raise PackedBitsError(
-                f"{path} is {state}: its payload has {size - _HEADER.size} "
-                f"bytes, the header's shape needs {expected}"
-            )
-        payload = f.read(expected)
+        raise PackedBitsError(
+            f"{path} is truncated: its header has {len(head)} of {_HEADER.size} bytes"
+        )
+    magic, version, batch, height, width, channels, crc = _HEADER.unpack(head)
+    if magic != MAGIC:
+        raise PackedBitsError(f"{path} is not a .bldz bits file (bad magic bytes)")
+    if version != VERSION:
+        raise PackedBitsError(
+            f"{path} is .bldz version {version}; this runtime reads version {VERSION}"
+        )
+    if min(height, width, channels) < 1:
+        raise PackedBitsError(
+            f"{path} is corrupt: its header has an empty latent shape {height}x{width}x{channels}"
+        )
+    if batch < 1:
+        raise PackedBitsError(f"{path} holds no latents (its header says batch 0)")
+    if latent is not None and (height, width, channels) != tuple(latent):
+        raise PackedBitsError(
+            f"{path} holds {height}x{width}x{channels} latents but the "
+            f"bundle expects {'x'.join(map(str, latent))}"
+        )
+    expected = batch * packed_bytes(height * width, channels)
+    if size - _HEADER.size != expected:  # before reading: a header may claim terabytes
+        state = "truncated" if size - _HEADER.size < expected else "too long"
+        raise PackedBitsError(
+            f"{path} is {state}: its payload has {size - _HEADER.size} "
+            f"bytes, the header's shape needs {expected}"
+        )
+    payload = f.read(expected)
     if len(payload) != expected:
         raise PackedBitsError(f"{path} changed while it was read")
     if zlib.crc32(payload) != crc:
@@ -185,22 +173,20 @@ def load_bits(
     return _unpack(path, packed, (height * width, channels))
 
 
-def _check_npy_header(path: Path, latent: tuple[int, int, int]) -> None:
-    """Refuse a .npy whose header does not describe a 2-D uint8 array of this latent's packed
-    rows that fits the file (before numpy allocates anything; object arrays are never
-    unpickled)."""
+def _load_npy(path: Path, f: BinaryIO, latent: tuple[int, int, int]) -> NDArray[np.uint8]:
+    """A .npy of packed rows: its header is checked against the latent and the file's size
+    before numpy allocates anything; object arrays are never unpickled."""
     height, width, channels = latent
     row_bytes = packed_bytes(height * width, channels)
     try:
-        with open(path, "rb") as f:
-            major, _ = np.lib.format.read_magic(f)
-            read_header = (
-                np.lib.format.read_array_header_1_0
-                if major == 1
-                else np.lib.format.read_array_header_2_0
-            )
-            shape, fortran, dtype = read_header(f)
-            offset = f.tell()
+        major, _ = np.lib.format.read_magic(f)
+        read_header = (
+            np.lib.format.read_array_header_1_0
+            if major == 1
+            else np.lib.format.read_array_header_2_0
+        )
+        shape, fortran, dtype = read_header(f)
+        offset = f.tell()
     except (ValueError, OSError, EOFError, SyntaxError) as e:
         raise PackedBitsError(f"{path} is not a readable .npy file ({e})") from None
     if dtype != np.uint8 or len(shape) != 2 or fortran:
@@ -214,11 +200,19 @@ def _check_npy_header(path: Path, latent: tuple[int, int, int]) -> None:
             f"{path} has {shape[1]} bytes per image but the bundle's "
             f"{height}x{width}x{channels} latent packs into {row_bytes}"
         )
-    if path.stat().st_size - offset != shape[0] * shape[1]:
+    if os.fstat(f.fileno()).st_size - offset != shape[0] * shape[1]:
         raise PackedBitsError(
             f"{path} is truncated or too long for the {shape[0]}x{shape[1]} "
             "array its header describes"
         )
+    f.seek(0)
+    try:
+        packed = np.load(f, allow_pickle=False)
+    except (ValueError, OSError, EOFError) as e:
+        raise PackedBitsError(f"{path} is not a readable .npy file ({e})") from None
+    if not isinstance(packed, np.ndarray) or packed.dtype != np.uint8 or packed.shape != shape:
+        raise PackedBitsError(f"{path} changed while it was read")
+    return _unpack(path, packed, (height * width, channels))
 
 
 class BitsWriter:

@@ -13,19 +13,17 @@ name and a rename; output folders are locked while written (outputs.OutputFolder
 
 from __future__ import annotations
 
-import contextlib
 import os
-import signal
 import sys
 import warnings
 from collections.abc import Callable, Sequence
 from importlib import metadata
 from pathlib import Path
-from types import FrameType
 from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 import click
 
+from . import stopping
 from .errors import BldError, InvalidRequestError, describe
 
 if TYPE_CHECKING:
@@ -39,17 +37,9 @@ ENTRY_POINT_GROUP = "bld.commands"
 
 
 def _fail(message: str) -> NoReturn:
+    stopping.ignore()  # the last line is being said: a signal now must not cut it off
     click.echo(f"error: {' '.join(message.split())}", err=True)  # one line, whatever it holds
     sys.exit(1)
-
-
-class _Terminated(BaseException):
-    """SIGTERM, raised where the process is, so that outputs are closed cleanly. A
-    BaseException, like KeyboardInterrupt: no `except Exception` on the way may swallow it."""
-
-
-def _raise_terminated(signum: int, frame: FrameType | None) -> NoReturn:
-    raise _Terminated
 
 
 class OneLineErrorGroup(click.Group):
@@ -69,32 +59,37 @@ class OneLineErrorGroup(click.Group):
         # onnxruntime's telemetry warns on stderr when it cannot persist a device id (a HOME that
         # is not writable), which would be a second line; a command line tool sends none anyway.
         os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
-        previous = None
-        with contextlib.suppress(ValueError):  # not the main thread (tests): leave signals alone
-            previous = signal.signal(signal.SIGTERM, _raise_terminated)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")  # a warning would be a second stderr line
-                rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
-        except click.exceptions.NoArgsIsHelpError as e:
-            click.echo(e.format_message())
-            rv = 0
-        except BldError as e:
-            _fail(str(e))
-        except click.ClickException as e:
-            _fail(e.format_message())
-        except (click.Abort, KeyboardInterrupt, _Terminated):
-            _fail("interrupted")
-        except Exception as e:  # the last line of defence: one line, exit 1
-            if os.environ.get("BLD_TRACEBACK"):
-                raise
-            _fail(describe(e))
-        finally:
-            if previous is not None:
-                signal.signal(signal.SIGTERM, previous)
+        # SIGINT and SIGTERM raise stopping.Stopped where the program is, once; the outputs
+        # are closed by the code that writes them, and the signals after it are ignored.
+        with stopping.installed():
+            try:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore")  # a warning would be a second stderr line
+                    rv = super().main(args, prog_name, complete_var, standalone_mode=False, **extra)
+                if standalone_mode:
+                    stopping.ignore()  # done: a signal from here on changes nothing
+            except click.exceptions.NoArgsIsHelpError as e:
+                click.echo(e.format_message())
+                rv = 0
+            except BldError as e:
+                _fail(str(e))
+            except click.ClickException as e:
+                _fail(e.format_message())
+            except (click.Abort, KeyboardInterrupt):  # stopping.Stopped is a KeyboardInterrupt
+                _fail("interrupted")
+            except Exception as e:  # the last line of defence: one line, exit 1
+                if os.environ.get("BLD_TRACEBACK"):
+                    raise
+                _fail(describe(e))
         if not standalone_mode:
             return rv
         sys.exit(rv if isinstance(rv, int) else 0)
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except KeyboardInterrupt:  # stopping.Stopped too: click would print a blank line first
+            raise BldError("interrupted") from None
 
 
 class BldGroup(OneLineErrorGroup):
@@ -416,8 +411,13 @@ def sample(
     bits, and samples.json says how far it got. With --server the same request runs on a Triton
     server and writes the same files.
     """
+    from .bits import MAX_LATENTS
     from .sampling import write_samples
 
+    if count > MAX_LATENTS:  # before anything is loaded or written
+        raise InvalidRequestError(
+            f"-n must be at most {MAX_LATENTS} (the most images one bits.bldz holds), got {count}"
+        )
     base_seed = parse_seed(seed)
     if server is not None:
         if bundle is not None:
@@ -511,6 +511,7 @@ def _sample_remote(
     from .remote import RemotePipeline
     from .sampling import write_samples
 
+    previews: list[Path] = []  # the folder the images go to, once write_samples knows it
     with RemotePipeline.connect(server) as remote:
         if preview_every and remote.protocol != "grpc":
             raise InvalidRequestError(
@@ -525,7 +526,7 @@ def _sample_remote(
             temperature=temperature,
             preview_every=preview_every,
             on_preview=lambda index, step, image: save_png(
-                out_dir / preview_name(index, step, count), image, durable=False
+                previews[0] / preview_name(index, step, count), image, durable=False
             ),
         )
         request: dict[str, object] = {
@@ -547,6 +548,7 @@ def _sample_remote(
             request,
             grid_cols=cols,
             progress=Progress(count, "sampling", "images"),
+            on_folder=previews.append,
         )
     click.echo(
         f"wrote {count} image{'s' if count != 1 else ''}, bits.bldz and grid.png to {out_dir}"

@@ -43,6 +43,7 @@ HARDWARE_COMPAT = ("none", "ampere+", "same-cc")
 #: Compute capabilities TensorRT-RTX targets when none are set (its documented default).
 RTX_DEFAULT_MIN_CC = (8, 0)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+MAX_MANIFEST_BYTES = 1 << 20  # a real engine manifest is a few kB; refuse anything absurd unread
 _CC = re.compile(r"\d+\.\d+")
 
 
@@ -164,7 +165,7 @@ class EngineManifest:
         )
         try:
             facts = json.loads(self.graph_facts)
-        except ValueError:
+        except (ValueError, RecursionError):
             facts = None
         _require(
             isinstance(facts, dict) and facts.get("name") == self.key.graph,
@@ -177,6 +178,8 @@ class EngineManifest:
             data = json.loads(text, parse_constant=_reject_constant)
         except (json.JSONDecodeError, ValueError) as e:
             raise ManifestError(f"{source}: not valid JSON ({e})") from None
+        except RecursionError:  # one bad entry is one refused entry, never the cache's failure
+            raise ManifestError(f"{source}: nested too deeply to be an engine manifest") from None
         return cast(EngineManifest, _parse(cls, data, "", source))
 
     def to_json(self) -> str:
@@ -352,8 +355,14 @@ class EngineCache:
         )
 
     def read_manifest(self, path: Path) -> EngineManifest:
+        """A manifest, read only if it is a regular file of a manifest's size (files.read_input);
+        every refusal is a ManifestError."""
         try:
-            text = path.read_text(encoding="utf-8")
+            raw = files.read_input(path, "engine manifest", ManifestError, MAX_MANIFEST_BYTES)
+        except OSError as e:
+            raise ManifestError(f"{path}: cannot be read ({e.strerror or e})") from None
+        try:
+            text = raw.decode("utf-8")
         except UnicodeDecodeError:
             raise ManifestError(f"{path}: not valid UTF-8 text") from None
         return EngineManifest.from_json(text, str(path))
@@ -427,9 +436,19 @@ class EngineCache:
     def load_plan(self, entry: CachedEngine) -> bytes:
         """The plan's bytes after checking size, sha256 and header against the manifest."""
         m, path = entry.manifest, entry.plan_path
-        if not path.is_file():
+        if not path.exists():
             raise StaleEngineError(f"{path} is missing (its manifest is {entry.manifest_path})")
-        data = path.read_bytes()
+        try:
+            with files.open_input(path, "engine plan", StaleEngineError) as f:
+                size = os.fstat(f.fileno()).st_size
+                if size != m.plan_size:  # before reading: a plan may be replaced by gigabytes
+                    raise StaleEngineError(
+                        f"{path} is {size} bytes, its manifest says {m.plan_size}: the plan "
+                        "was altered or is incomplete"
+                    )
+                data = f.read(size)
+        except OSError as e:
+            raise StaleEngineError(f"{path}: cannot be read ({e.strerror or e})") from None
         if len(data) != m.plan_size or files.sha256_bytes(data) != m.plan_sha256:
             raise StaleEngineError(
                 f"{path} does not match its manifest (sha256 or size "

@@ -10,9 +10,13 @@ implementation of each guarantee:
 - `OutputLock`: an advisory lock (flock) that a writer holds on an output path for as long as it
   writes, so two bld processes never write into one output at the same time. The kernel drops it
   when the process dies, so a lock is never stale.
-- `replace_directory` / `recover_directory`: replace a directory (a bundle) by a complete staged
-  one through renames that a later call can always finish or undo: whatever instant a process is
-  killed at, the target ends up as the old or the new directory after at most one more call.
+- `replace_directory` / `recover_directory`: replace a directory (a bundle, an output folder) by
+  a complete staged one through renames that a later call can always finish or undo: whatever
+  instant a process is killed at, the target ends up as the old or the new directory after at
+  most one more call.
+
+And every file the project reads from a user goes through `open_input` / `read_input`: opened
+without blocking and refused unless it is a regular file, its size checked before it is read.
 """
 
 from __future__ import annotations
@@ -22,12 +26,14 @@ import glob
 import hashlib
 import os
 import shutil
+import stat
 import sys
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
-from .errors import OutputError
+from .errors import BldError, OutputError
 
 TMP_SUFFIX = ".tmp"
 _CHUNK = 1 << 20
@@ -40,13 +46,76 @@ def sha256_bytes(data: bytes | memoryview) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-def sha256_file(path: str | os.PathLike[str], chunk_size: int = _CHUNK) -> str:
-    """Hex sha256 of a file, read in chunks (graphs can be hundreds of MB)."""
+def sha256_file(
+    path: str | os.PathLike[str],
+    chunk_size: int = _CHUNK,
+    what: str = "file",
+    error: type[BldError] = BldError,
+) -> str:
+    """Hex sha256 of a file, read in chunks (graphs can be hundreds of MB); `what` and `error`
+    as for open_input."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    with open_input(path, what, error) as f:
         while chunk := f.read(chunk_size):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+# --- reading inputs ---------------------------------------------------------------------------
+
+_KINDS = (
+    (stat.S_ISDIR, "a folder"),
+    (stat.S_ISFIFO, "a FIFO (named pipe)"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a device"),
+    (stat.S_ISBLK, "a device"),
+)
+
+
+def open_input(
+    path: str | os.PathLike[str], what: str, error: type[BldError] = BldError
+) -> BinaryIO:
+    """Open an input file for reading in binary, refusing anything but a regular file.
+
+    Every reader of a file a user hands us (images, masks, bits, bld.json, graphs, engine
+    manifests and plans) opens it here. The open does not block (O_NONBLOCK: a FIFO with no
+    writer would otherwise hang forever in open()), and the check is made with fstat on the very
+    descriptor that is then read, so a file swapped in between is not read either. A refusal is
+    `error` naming `what` and the path; the OS's own errors (missing, permissions) pass through.
+    """
+    flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
+    fd = os.open(path, flags)
+    try:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+            raise error(f"{what} {os.fspath(path)} is {kind}, not a regular file")
+        if hasattr(os, "set_blocking"):
+            os.set_blocking(fd, True)  # a regular file: ordinary reads from here on
+        return os.fdopen(fd, "rb")
+    except BaseException:
+        os.close(fd)
+        raise
+
+
+def read_input(
+    path: str | os.PathLike[str],
+    what: str,
+    error: type[BldError] = BldError,
+    max_bytes: int | None = None,
+) -> bytes:
+    """The bytes of a regular file (open_input), refused unread when it is larger than
+    `max_bytes`: a manifest of gigabytes is an attack, not a manifest."""
+    with open_input(path, what, error) as f:
+        if max_bytes is None:
+            return f.read()
+        size = os.fstat(f.fileno()).st_size
+        if size > max_bytes:
+            raise error(
+                f"{what} {os.fspath(path)} is {size} bytes, more than any {what} "
+                f"(at most {max_bytes}); refusing to read it"
+            )
+        return f.read(size)  # what it held when checked; hashes catch a file that changed
 
 
 # --- atomic writes ------------------------------------------------------------------------------
@@ -219,8 +288,11 @@ def staging_directory(target: str | os.PathLike[str]) -> Path:
     return staged
 
 
-def replace_directory(staged: Path, target: Path) -> None:
+def replace_directory(staged: Path, target: Path, durable: bool = True) -> None:
     """Publish the complete directory `staged` at `target`, replacing what is there.
+
+    durable: fsync every file first, so that a power loss cannot publish empty files (output
+    folders of thousands of images skip it, as their files do).
 
     Call it holding OutputLock(target), after recover_directory(target). The steps, and what
     `recover_directory` makes of a kill after each: staged -> .NAME.new (complete from here on:
@@ -228,7 +300,8 @@ def replace_directory(staged: Path, target: Path) -> None:
     removed), remove .NAME.old.
     """
     new, old = _siblings(target)
-    fsync_tree(staged)
+    if durable:
+        fsync_tree(staged)
     os.replace(staged, new)
     _fsync_directory(target.parent)
     _finish(target, new, old)

@@ -23,7 +23,7 @@ import numpy.typing as npt
 from numpy.typing import NDArray
 
 from .errors import InvalidRequestError
-from .files import atomic_write
+from .files import atomic_write, open_input
 
 if TYPE_CHECKING:
     from PIL.Image import Image as PILImage
@@ -78,11 +78,16 @@ def save_png(path: StrPath, image: npt.ArrayLike, durable: bool = True) -> Path:
 
 
 def _open(
-    path: StrPath, size: tuple[int, int] | None = None, mismatch: str = "", what: str = "image"
+    path: StrPath,
+    size: tuple[int, int] | None = None,
+    mismatch: str = "",
+    what: str = "image",
+    fit_to: int | None = None,
 ) -> PILImage:
-    """Decode an image file. The size in its header is checked before any pixel is decoded:
-    against `size` (width, height) when given (`mismatch` says what to do), else against
-    MAX_PIXELS."""
+    """Decode an image file (a regular file: files.open_input). The size in its header is
+    checked before any pixel is decoded: against `size` (width, height) when given (`mismatch`
+    says what to do), against MAX_PIXELS, and with `fit_to` against MAX_PIXELS once fitted (a
+    1 x 10^7 strip fitted to 16 x 16 is resized to 16 x 1.6 x 10^8 before its crop)."""
     import warnings
 
     from PIL import Image, UnidentifiedImageError
@@ -90,7 +95,7 @@ def _open(
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(path) as img:
+            with open_input(path, what, InvalidRequestError) as f, Image.open(f) as img:
                 if size is not None and img.size != size:
                     raise InvalidRequestError(
                         f"{what} {path} is {img.size[0]}x{img.size[1]}; it must be "
@@ -101,6 +106,14 @@ def _open(
                         f"{what} {path} is {img.size[0]}x{img.size[1]}, more than "
                         f"{MAX_PIXELS} pixels; refusing to decode it"
                     )
+                if fit_to is not None:
+                    fitted = fitted_size(img.size, fit_to)
+                    if fitted[0] * fitted[1] > MAX_PIXELS:
+                        raise InvalidRequestError(
+                            f"{what} {path} is {img.size[0]}x{img.size[1]}: fitting it to "
+                            f"{fit_to}x{fit_to} resizes it to {fitted[0]}x{fitted[1]}, more "
+                            f"than {MAX_PIXELS} pixels; refusing to decode it (crop it first)"
+                        )
                 img.load()
                 return img.copy()  # close() releases the pixels of `img` itself
     except InvalidRequestError:
@@ -111,15 +124,20 @@ def _open(
         raise InvalidRequestError(f"cannot read {what} {path}: {e}") from None
 
 
+def fitted_size(size: tuple[int, int], target: int) -> tuple[int, int]:
+    """The (width, height) `fit` resizes an image of `size` to before its center crop."""
+    width, height = size
+    scale = target / min(width, height)
+    return max(target, round(width * scale)), max(target, round(height * scale))
+
+
 def fit(img: PILImage, size: int, channels: int) -> PILImage:
     """A Pillow image converted to the bundle's mode, its shorter side resized to `size`
     (bicubic) and center-cropped to size x size: what training does to a folder of images."""
     from PIL import Image
 
     img = img.convert(MODES[channels])
-    width, height = img.size
-    scale = size / min(width, height)
-    new_w, new_h = max(size, round(width * scale)), max(size, round(height * scale))
+    new_w, new_h = fitted_size(img.size, size)
     img = img.resize((new_w, new_h), Image.Resampling.BICUBIC, reducing_gap=3.0)
     left, top = (new_w - size) // 2, (new_h - size) // 2
     return img.crop((left, top, left + size, top + size))
@@ -139,7 +157,7 @@ def load_image(
             raise InvalidRequestError(
                 f"--fit makes square images; this bundle's are {width}x{height}"
             )
-        img = fit(_open(path), height, channels)
+        img = fit(_open(path, fit_to=height), height, channels)
         return np.asarray(img, np.uint8).reshape(height, width, channels)
     img = _open(path, (width, height), ", the bundle's image size (--fit resizes and crops)")
     want = MODES.get(channels)

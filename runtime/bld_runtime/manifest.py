@@ -49,6 +49,7 @@ FP16_SUFFIX = "_fp16"
 BATCH = "batch"  # the dynamic axis every graph input and output starts with
 GRAPH_METADATA_KEY = "bld.graph"  # ONNX metadata_props entry holding graph_facts as JSON
 MAX_MANIFEST_BYTES = 4 << 20  # a real bld.json is a few kB; refuse anything absurd unread
+MAX_GRAPH_BYTES = 2 << 30  # protobuf's limit: no ONNX file (without external data) is larger
 
 DType = Literal["float32", "float16", "int64", "int32", "uint8", "bool"]
 Precision = Literal["fp32", "fp16"]
@@ -569,7 +570,7 @@ class Bundle:
         """
         path = self.graph_path(name)
         _check_graph_file(self.directory, name, self.manifest.graphs[name])
-        data = path.read_bytes()
+        data = files.read_input(path, "graph file", BundleIntegrityError, MAX_GRAPH_BYTES)
         if verify_hash:
             actual = files.sha256_bytes(data)
             expected = self.manifest.graphs[name].sha256
@@ -585,7 +586,9 @@ class Bundle:
         for name in self.manifest.graphs if names is None else names:
             graph = self.manifest.graphs[name]
             _check_graph_file(self.directory, name, graph)
-            actual = files.sha256_file(self.graph_path(name))
+            actual = files.sha256_file(
+                self.graph_path(name), what="graph file", error=BundleIntegrityError
+            )
             if actual != graph.sha256:
                 raise BundleIntegrityError(
                     f"graph file {graph.file!r} (graphs.{name}) does not match the manifest: "
@@ -595,16 +598,26 @@ class Bundle:
 
 def _check_graph_file(directory: Path, name: str, graph: GraphSpec) -> None:
     where = f"{MANIFEST_NAME}: graphs.{name}.file {graph.file!r}"
-    if "\0" in graph.file:
+    _check_bundle_path(directory, graph.file, where)
+    if not (directory / graph.file).is_file():
+        raise BundleIntegrityError(
+            f"graph file {graph.file!r} (graphs.{name}) is missing from bundle {directory}"
+        )
+
+
+def _check_bundle_path(directory: Path, relative: str, where: str) -> None:
+    """The one rule for every file of a bundle (bld.json and the graphs): a relative path that
+    stays inside the bundle directory, symlinks resolved."""
+    if "\0" in relative:
         raise BundleIntegrityError(f"{where} contains a NUL character")
-    posix, windows = PurePosixPath(graph.file), PureWindowsPath(graph.file)
+    posix, windows = PurePosixPath(relative), PureWindowsPath(relative)
     if posix.is_absolute() or windows.is_absolute() or windows.drive or windows.root:
         raise BundleIntegrityError(
             f"{where} is an absolute path; graph files must be relative to the bundle directory"
         )
     if ".." in posix.parts or ".." in windows.parts:
         raise BundleIntegrityError(f"{where} uses '..' to leave the bundle directory")
-    path = directory / graph.file
+    path = directory / relative
     try:
         resolved = path.resolve(strict=False)
         inside = resolved.is_relative_to(directory.resolve())
@@ -613,10 +626,6 @@ def _check_graph_file(directory: Path, name: str, graph: GraphSpec) -> None:
     if not inside:
         raise BundleIntegrityError(
             f"{where} resolves (through a symlink) to {resolved}, outside the bundle directory"
-        )
-    if not path.is_file():
-        raise BundleIntegrityError(
-            f"graph file {graph.file!r} (graphs.{name}) is missing from bundle {directory}"
         )
 
 
@@ -633,15 +642,19 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
     if not directory.is_dir():
         raise BundleIntegrityError(f"bundle directory {directory} does not exist")
     manifest_path = directory / MANIFEST_NAME
-    if not manifest_path.is_file():
+    if not manifest_path.is_file():  # a folder, a FIFO or a device is no manifest either
         raise BundleIntegrityError(f"{directory} is not a bundle: it has no {MANIFEST_NAME}")
-    if manifest_path.stat().st_size > MAX_MANIFEST_BYTES:
-        raise ManifestError(
-            f"{manifest_path} is {manifest_path.stat().st_size} bytes, far "
-            f"larger than any bundle manifest (at most {MAX_MANIFEST_BYTES})"
-        )
+    _check_bundle_path(directory, MANIFEST_NAME, MANIFEST_NAME)
+    with files.open_input(manifest_path, "bundle manifest", BundleIntegrityError) as f:
+        size = os.fstat(f.fileno()).st_size
+        if size > MAX_MANIFEST_BYTES:
+            raise ManifestError(
+                f"{manifest_path} is {size} bytes, far larger than any bundle manifest "
+                f"(at most {MAX_MANIFEST_BYTES})"
+            )
+        data = f.read(size)
     try:
-        text = manifest_path.read_text(encoding="utf-8")
+        text = data.decode("utf-8")
     except UnicodeDecodeError:
         raise ManifestError(f"{MANIFEST_NAME}: not valid UTF-8 text") from None
     manifest = parse_manifest_text(text)

@@ -2,21 +2,34 @@
 
 A folder is written by one process at a time (files.OutputLock beside it) and holds the output
 of one run: it must be new or empty, or hold a previous run's output (its `samples.json`) and
-the user must ask to replace it (`--force`, which removes exactly those files first). Images are
-written as they are made; `samples.json` records the request and how far the run got, after
-every chunk, so a run that stops early (interrupted, killed, or failed) leaves complete files
-and says where it stopped.
+the user must ask to replace it (`--force`). Images are written as they are made; `samples.json`
+records the request and how far the run got, after every chunk, so a run that stops early
+(interrupted, killed, or failed) leaves complete files and says where it stopped.
+
+`--force` keeps the previous output intact until the new one is complete: the new run writes
+into a staging folder beside it (`.NAME.partial-*`), published by renames when it completes
+(files.replace_directory); a run that stops early leaves the previous output as it was and
+discards its own. A run killed outright leaves the staging folder, which the next run removes.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import re
+import shutil
 from pathlib import Path
 from typing import Any
 
 from .errors import OutputError
-from .files import OutputLock, atomic_write, sweep_temporaries
+from .files import (
+    OutputLock,
+    atomic_write,
+    recover_directory,
+    replace_directory,
+    staging_directory,
+    sweep_temporaries,
+)
 
 RECORD = "samples.json"
 FORMAT = "bld-samples/1"
@@ -34,11 +47,19 @@ def preview_name(index: int, step: int, count: int) -> str:
 
 
 class OutputFolder:
-    """The folder one run writes into; use as a context manager (it holds the lock)."""
+    """The folder one run writes into; use as a context manager (it holds the lock).
+
+    Files go to `directory`: the folder itself, or with --force over an earlier output a
+    staging folder that `publish` moves into place."""
 
     def __init__(self, path: str | Path, force: bool, command: str):
         self.path, self.force, self.command = Path(path), force, command
         self._lock = OutputLock(self.path, f"output folder {self.path}")
+        # What a replacement renames: the folder itself, not a symlink to it.
+        self._target = Path(os.path.realpath(self.path))
+        self.directory = self.path
+        self.staged = False  # writing into a staging folder, the previous output kept
+        self.published = False
         self.record: dict[str, Any] = {}
 
     def __enter__(self) -> OutputFolder:
@@ -51,17 +72,24 @@ class OutputFolder:
         return self
 
     def __exit__(self, *exc: object) -> None:
-        self._lock.__exit__(*exc)
+        try:
+            if self.staged and not self.published:  # stopped early: the previous output stays
+                shutil.rmtree(self.directory, ignore_errors=True)
+        finally:
+            self._lock.__exit__(*exc)
 
     def _prepare(self) -> None:
         path = self.path
+        recover_directory(self._target)  # what a killed --force run left; we hold the lock
         if path.exists() and not path.is_dir():
             raise OutputError(f"{path} exists and is not a folder")
         if path.is_dir():
             sweep_temporaries(path)  # a killed run's temporaries; we hold the lock
             entries = list(path.iterdir())
             if entries:
-                ours = (path / RECORD).is_file() and all(_OURS.fullmatch(p.name) for p in entries)
+                ours = (path / RECORD).is_file() and all(
+                    _OURS.fullmatch(p.name) and p.is_file() and not p.is_symlink() for p in entries
+                )
                 if not ours:
                     raise OutputError(
                         f"output folder {path} is not empty and holds files bld "
@@ -72,9 +100,16 @@ class OutputFolder:
                         f"output folder {path} holds an earlier run's output; "
                         "pass --force to replace it or choose another folder"
                     )
-                for entry in entries:
-                    entry.unlink()
+                self.directory, self.staged = staging_directory(self._target), True
+                return
         path.mkdir(parents=True, exist_ok=True)
+
+    def publish(self) -> None:
+        """The run is complete: move a staged folder into place (nothing to do otherwise)."""
+        if self.staged and not self.published:
+            replace_directory(self.directory, self._target, durable=False)
+            self.directory = self.path
+        self.published = True
 
     def start(self, request: dict[str, Any], total: int) -> None:
         self.record = {
@@ -99,5 +134,7 @@ class OutputFolder:
 
     def _save(self) -> None:
         atomic_write(
-            self.path / RECORD, (json.dumps(self.record, indent=2) + "\n").encode(), durable=False
+            self.directory / RECORD,
+            (json.dumps(self.record, indent=2) + "\n").encode(),
+            durable=False,
         )

@@ -136,6 +136,8 @@ def _tritonclient(protocol: str) -> tuple[Any, type[Exception]]:
             import tritonclient.grpc as client
         else:
             import tritonclient.http as client
+
+            _quiet_gevent()
         from tritonclient.utils import InferenceServerException
     except ImportError as e:
         raise BldError(
@@ -143,6 +145,18 @@ def _tritonclient(protocol: str) -> tuple[Any, type[Exception]]:
             f"pip install 'bld[serving]'"
         ) from None
     return client, InferenceServerException
+
+
+def _quiet_gevent() -> None:
+    """tritonclient's HTTP client waits in gevent's hub, where a Ctrl-C (or the CLI's
+    stopping.Stopped, a KeyboardInterrupt) lands: the hub prints it with a timestamp before
+    handing it to the program, two stray stderr lines. A stop is the program's to report, so
+    the hub passes it on without printing it."""
+    import gevent  # type: ignore[import-untyped]
+
+    hub = gevent.get_hub()
+    if not issubclass(KeyboardInterrupt, hub.NOT_ERROR):
+        hub.NOT_ERROR = (*hub.NOT_ERROR, KeyboardInterrupt)
 
 
 def _message(error: BaseException) -> str:
@@ -240,8 +254,13 @@ class RemotePipeline:
     def latent(self) -> LatentSpec:
         return self.bundle.latent
 
-    def close(self) -> None:
+    def close(self, abandon: bool = False) -> None:
+        """Close the connection; `abandon` the requests still in flight instead of waiting for
+        their answers (tritonclient's HTTP close waits up to its network timeout)."""
         if self.client is not None:
+            pool = getattr(self.client, "_pool", None)  # HTTP: the greenlets of the requests
+            if abandon and pool is not None:
+                pool.kill(block=True, timeout=5)
             self.client.close()
             self.client = None
 
@@ -253,8 +272,9 @@ class RemotePipeline:
     def __enter__(self) -> RemotePipeline:
         return self
 
-    def __exit__(self, *exc: object) -> None:
-        self.close()
+    def __exit__(self, exc_type: type[BaseException] | None, *exc: object) -> None:
+        # Stopped (Ctrl-C) or failed: nobody will read the answers still on their way.
+        self.close(abandon=exc_type is not None)
 
     # --- requests ---------------------------------------------------------------------------
 

@@ -6,18 +6,22 @@ chunk's PNGs and packed bits before the next one is made, so memory is bounded b
 whatever the request size.
 A run that stops early (Ctrl-C, SIGTERM, an error) keeps what it finished: its PNGs, a
 bits.bldz holding exactly their bits, and samples.json saying how far it got; the error then
-says where it stopped. A run killed outright (SIGKILL) leaves complete PNGs and samples.json,
-at most one chunk behind.
+says where it stopped. The stop path runs once (stopping.py: later signals are ignored) and the
+final steps (bits.bldz, grid.png, samples.json) are never cut in two. With --force over an
+earlier output, the new run is published only once complete; stopped early, it leaves the
+earlier output as it was (outputs.OutputFolder). A run killed outright (SIGKILL) leaves
+complete PNGs and samples.json, at most one chunk behind.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from . import stopping
 from .bits import BitsWriter
 from .errors import BldError, OutputError, describe
 from .images import make_grid, save_png
@@ -36,32 +40,43 @@ def write_samples(
     request: dict[str, Any],
     grid_cols: int | None = None,
     progress: Any = None,
+    on_folder: Callable[[Path], object] | None = None,
 ) -> None:
     """Write `count` images arriving in `chunks` (objects with `images` and `bits`) of a
-    bundle whose latent is `latent`, with their bits, grid and samples.json."""
+    bundle whose latent is `latent`, with their bits, grid and samples.json.
+
+    on_folder(directory) is told where the files go before the first chunk is read (a
+    staging folder with --force over an earlier output), for files written on the side."""
     grid: list[np.ndarray] = []
     with OutputFolder(out_dir, force, "sample") as out:
-        out.start(request, count)
-        writer = BitsWriter(out_dir / "bits.bldz", (latent.height, latent.width), latent.bits)
+        where = out.directory
+        writer = None
         done = 0
         try:
+            out.start(request, count)
+            writer = BitsWriter(where / "bits.bldz", (latent.height, latent.width), latent.bits)
+            if on_folder is not None:
+                on_folder(where)
             with progress if progress is not None else _Nothing():
                 for chunk in chunks:
                     for i, image in enumerate(chunk.images):
-                        save_png(out_dir / image_name(done + i, count), image, durable=False)
+                        save_png(where / image_name(done + i, count), image, durable=False)
                     writer.write(chunk.bits)
                     grid.extend(chunk.images[: max(0, GRID_IMAGES - len(grid))])
                     done += len(chunk.images)
                     out.progress(done)
                     if progress is not None:
                         progress.advance(len(chunk.images))
+            with stopping.held():  # published whole: a signal now takes effect after it
+                writer.close()
+                if grid:
+                    save_png(where / "grid.png", make_grid(np.stack(grid), cols=grid_cols))
+                out.finish()
+                out.publish()
         except BaseException as error:  # noqa: BLE001 - re-raised, saying what was kept
-            _drop_unfinished(out_dir, done, count)
+            stopping.ignore()  # the stop path runs once, whole, whatever arrives meanwhile
+            _drop_unfinished(where, done, count)
             raise _stopped(out, writer, grid, grid_cols, done, count, error) from None
-        writer.close()
-        if grid:
-            save_png(out_dir / "grid.png", make_grid(np.stack(grid), cols=grid_cols))
-        out.finish()
 
 
 def write_decoded(
@@ -69,18 +84,22 @@ def write_decoded(
 ) -> None:
     count = len(bits)
     with OutputFolder(out_dir, force, "decode") as out:
-        out.start(request, count)
+        where = out.directory
         done = 0
         try:
+            out.start(request, count)
             for lo in range(0, count, pipe.max_batch):
                 for i, image in enumerate(pipe.decode(bits[lo : lo + pipe.max_batch])):
-                    save_png(out_dir / image_name(lo + i, count), image, durable=False)
+                    save_png(where / image_name(lo + i, count), image, durable=False)
                 done = min(lo + pipe.max_batch, count)
                 out.progress(done)
+            with stopping.held():
+                out.finish()
+                out.publish()
         except BaseException as error:  # noqa: BLE001 - re-raised, saying what was kept
-            _drop_unfinished(out_dir, done, count)
+            stopping.ignore()
+            _drop_unfinished(where, done, count)
             raise _stopped(out, None, [], None, done, count, error) from None
-        out.finish()
 
 
 def _drop_unfinished(out_dir: Path, done: int, count: int) -> None:
@@ -103,19 +122,27 @@ def _stopped(
     error: BaseException,
 ) -> BldError:
     """Keep what a stopped run finished and record why it stopped; the error to raise instead
-    of `error`, saying what was kept where."""
-    stopped = isinstance(error, (KeyboardInterrupt, SystemExit)) or type(error).__name__ in (
-        "_Terminated",
-        "Abort",
-    )
+    of `error`, saying what was kept where. A run stopped after it was published (a signal
+    during its last step) has nothing left to do but say so."""
+    stopped = isinstance(error, (KeyboardInterrupt, SystemExit)) or type(error).__name__ == "Abort"
     reason = "interrupted" if stopped else describe(error)
     bits_kept = False
+    if out.staged and not out.published:
+        if writer is not None:
+            writer.close(keep=False)
+        kept = (
+            f"{out.path} still holds the earlier output (--force replaces it only with a "
+            "complete one)"
+        )
+        return _error(error, f"{reason}; stopped after {done} of {count} images: {kept}")
     try:
         if writer is not None:
             bits_kept = writer.close(keep=done > 0) is not None
-        if grid:
-            save_png(out.path / "grid.png", make_grid(np.stack(grid[:done]), cols=grid_cols))
-        out.finish("stopped", reason)
+        if not out.published:
+            if grid:
+                grid_image = make_grid(np.stack(grid[:done]), cols=grid_cols)
+                save_png(out.directory / "grid.png", grid_image)
+            out.finish("stopped", reason)
     except OSError:  # e.g. the disk that stopped the run is still full; the PNGs are complete
         pass
     kept = (
@@ -124,7 +151,11 @@ def _stopped(
         if done
         else f"nothing was written to {out.path}"
     )
-    message = f"{reason}; stopped after {done} of {count} images: {kept}"
+    return _error(error, f"{reason}; stopped after {done} of {count} images: {kept}")
+
+
+def _error(error: BaseException, message: str) -> BldError:
+    """`message` as an error of the kind of `error` (ours), else an OutputError."""
     if isinstance(error, BldError) and not isinstance(error, OutputError):
         return type(error)(message)
     return OutputError(message)

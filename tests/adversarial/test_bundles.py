@@ -272,6 +272,30 @@ def test_graph_paths_through_symlinks(tiny_bundle, tmp_path):
     sample_refused(bundle, tmp_path, "graph file 'step.onnx' (graphs.step) is missing")
 
 
+def test_a_manifest_through_a_symlink_follows_the_graphs_rule(tiny_bundle, tmp_path):
+    """bld.json is a file of the bundle like the graphs: a symlink may not lead outside."""
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "bld.json").write_bytes((tiny_bundle / "bld.json").read_bytes())
+    bundle = copy_bundle(tiny_bundle, tmp_path / "b")
+    (bundle / "bld.json").unlink()
+    (bundle / "bld.json").symlink_to(outside / "bld.json")
+    fragment = f"bld.json resolves (through a symlink) to {outside / 'bld.json'}, outside the"
+    sample_refused(bundle, tmp_path, fragment)
+    verify_refused(bundle, fragment)
+    (bundle / "bld.json").unlink()
+    (bundle / "bld.json").symlink_to(bundle / "loop.json")
+    (bundle / "loop.json").symlink_to(bundle / "bld.json")
+    sample_refused(bundle, tmp_path, "is not a bundle: it has no bld.json")
+    (bundle / "bld.json").unlink()
+    os.mkfifo(bundle / "bld.json")
+    check_refused(
+        run("bld", "sample", bundle, "-o", tmp_path / "out", timeout=120),
+        "is not a bundle: it has no bld.json",
+        [tmp_path / "out"],
+    )
+
+
 # --- manifests that tell a consistent story the graphs do not -----------------------------------
 
 

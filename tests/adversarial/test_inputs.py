@@ -3,6 +3,8 @@ it is, with one clear sentence, before any output is written."""
 
 from __future__ import annotations
 
+import os
+import resource
 import struct
 import zlib
 from pathlib import Path
@@ -219,6 +221,89 @@ def test_encode_fit_refuses_bad_images_too(pipe, tiny_bundle, tmp_path, case):
     image, fragment = _images(tmp_path, H, W)[case]
     out = tmp_path / "bits.bldz"
     check_refused(run("bld", "encode", tiny_bundle, image, "--fit", "-o", out), fragment, [out])
+
+
+def _memory_cap(limit: int):
+    def apply():
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    return apply
+
+
+def test_encode_fit_refuses_by_the_header_what_fitting_would_blow_up(pipe, tiny_bundle, tmp_path):
+    """A 1 x 10^7 strip is a small PNG, but fitted to 16x16 it is resized to 16 x 1.6 x 10^8
+    before its crop: refused from the header, before decoding (tested under a memory cap, which
+    the resize would exceed)."""
+    strip = tmp_path / "strip.png"
+    Image.new("L", (1, 10_000_000)).save(strip)
+    assert strip.stat().st_size < 100_000
+    H, W, _ = pipe.image_shape
+    out = tmp_path / "bits.bldz"
+    result = run(
+        "bld",
+        "encode",
+        tiny_bundle,
+        strip,
+        "--fit",
+        "-o",
+        out,
+        preexec_fn=_memory_cap(2 << 30),
+    )
+    check_refused(
+        result,
+        f"is 1x10000000: fitting it to {W}x{H} resizes it to {W}x{10_000_000 * W}, more than",
+        [out],
+    )
+
+
+def test_an_impossible_n_is_refused_by_name_before_anything_is_written(tiny_bundle, tmp_path):
+    out = tmp_path / "out"
+    for n in (2**62, 2**32):
+        check_refused(
+            run("bld", "sample", tiny_bundle, "-n", n, "-o", out),
+            f"-n must be at most 4294967295 (the most images one bits.bldz holds), got {n}",
+            [out],
+        )
+
+
+def _fifo(path: Path) -> Path:
+    os.mkfifo(path)
+    return path
+
+
+FIFO_TIMEOUT = 120  # a reader that blocks on a FIFO never returns: the case fails by timeout
+
+
+@pytest.mark.parametrize("case", ["encode image", "encode --fit image", "inpaint image", "mask"])
+def test_a_fifo_as_input_is_refused_without_blocking(pipe, tiny_bundle, tmp_path, case):
+    H, W, _ = pipe.image_shape
+    image, mask = tmp_path / "image.png", tmp_path / "mask.png"
+    Image.fromarray(np.zeros((H, W), np.uint8)).save(image)
+    Image.fromarray(np.zeros((H, W), np.uint8)).save(mask)
+    fifo = _fifo(tmp_path / "fifo.png")
+    bits, png = tmp_path / "bits.bldz", tmp_path / "out.png"
+    args = {
+        "encode image": ["encode", tiny_bundle, image, fifo, "-o", bits],
+        "encode --fit image": ["encode", tiny_bundle, fifo, "--fit", "-o", bits],
+        "inpaint image": ["inpaint", tiny_bundle, fifo, "--mask", mask, "-o", png],
+        "mask": ["inpaint", tiny_bundle, image, "--mask", fifo, "-o", png],
+    }[case]
+    what = "mask" if case == "mask" else "image"
+    check_refused(
+        run("bld", *args, timeout=FIFO_TIMEOUT),
+        f"{what} {fifo} is a FIFO (named pipe), not a regular file",
+        [bits, png],
+    )
+
+
+def test_a_fifo_or_folder_as_bits_is_refused_without_blocking(tiny_bundle, tmp_path):
+    out = tmp_path / "out"
+    for bits in (_fifo(tmp_path / "fifo.bldz"), _fifo(tmp_path / "fifo.npy")):
+        check_refused(
+            run("bld", "decode", tiny_bundle, bits, "-o", out, timeout=FIFO_TIMEOUT),
+            f"bits file {bits} is a FIFO (named pipe), not a regular file",
+            [out],
+        )
 
 
 def test_encode_options(pipe, tiny_bundle, tmp_path):

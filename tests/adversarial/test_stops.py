@@ -1,0 +1,279 @@
+"""Stopping and replacing: signals in quick succession, `--force` over an earlier output, and
+a `bld sample --server` interrupted.
+
+Whatever signals arrive, and whenever, a stopped `bld sample` exits 1 with exactly one `error:`
+line saying where it stopped, and leaves a final samples.json, the bits of exactly its finished
+images and a grid.png. `--force` keeps the earlier output intact until the new one is complete.
+The cases synchronise on files the run writes (samples.json), never on sleeps.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import signal
+import subprocess
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from bld_runtime.bits import load_bits
+from bld_runtime.pipeline import Pipeline
+
+from .conftest import check_refused, child_env, command, leftovers, run, snapshot
+
+WAIT = 300  # seconds: generous, for a loaded 2-core machine
+
+
+def _start(*args) -> subprocess.Popen:
+    return subprocess.Popen(
+        command("bld", *args),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=child_env(),
+    )
+
+
+def _wait_for_images(record: Path, at_least: int, proc: subprocess.Popen) -> None:
+    """Until `record` (a samples.json) says `at_least` images were written."""
+    deadline = time.monotonic() + WAIT
+    while True:
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, f"{record} never reached {at_least} images"
+        with contextlib.suppress(FileNotFoundError, ValueError):
+            if json.loads(record.read_text())["written"] >= at_least:
+                return
+        time.sleep(0.02)
+
+
+def _signal(proc: subprocess.Popen, number: int) -> None:
+    with contextlib.suppress(ProcessLookupError):
+        proc.send_signal(number)
+
+
+def _barrage(proc: subprocess.Popen, first: list[int], then: int | None) -> None:
+    """Send `first` back to back, then `then` over and over until the process exits: signals
+    land everywhere, in the run and all through its stop path."""
+    for number in first:
+        _signal(proc, number)
+    while then is not None and proc.poll() is None:
+        _signal(proc, then)
+        time.sleep(0.001)
+
+
+SIGNALS = {
+    "two SIGINTs": ([signal.SIGINT, signal.SIGINT], None),
+    "SIGTERM then SIGINT": ([signal.SIGTERM, signal.SIGINT], None),
+    "20 SIGINTs": ([signal.SIGINT] * 20, None),
+    "SIGINT, then SIGTERMs until it exits": ([signal.SIGINT], signal.SIGTERM),
+    "SIGTERM, then SIGINTs until it exits": ([signal.SIGTERM], signal.SIGINT),
+}
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_bundle):
+    return Pipeline.load(tiny_bundle)
+
+
+@pytest.mark.parametrize("case", list(SIGNALS))
+def test_signals_in_quick_succession_stop_once(pipe, tiny_bundle, tmp_path, case):
+    out = tmp_path / "out"
+    proc = _start("sample", tiny_bundle, "-n", 100_000, "--seed", 4, "-o", out)
+    _wait_for_images(out / "samples.json", 64, proc)
+    _barrage(proc, *SIGNALS[case])
+    stdout, stderr = proc.communicate(timeout=WAIT)
+    assert proc.returncode == 1, (proc.returncode, stderr)
+    lines = stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: interrupted; stopped after "), lines
+    assert "Traceback" not in stdout + stderr
+    record = json.loads((out / "samples.json").read_text())
+    done = record["written"]
+    assert record["status"] == "stopped" and done >= 64
+    assert lines[0] == (
+        f"error: interrupted; stopped after {done} of 100000 images: {out} holds images "
+        f"00000..{done - 1:05d}.png (of 100000) and their bits (bits.bldz)"
+    )
+    names = sorted(p.name for p in out.iterdir())
+    assert names == [f"{i:05d}.png" for i in range(done)] + [
+        "bits.bldz",
+        "grid.png",
+        "samples.json",
+    ]
+    latent = pipe.manifest.latent
+    bits = load_bits(out / "bits.bldz", (latent.height, latent.width, latent.bits))
+    np.testing.assert_array_equal(bits, pipe.generate(n=done, seeds=4).bits)
+    assert leftovers(out) == []
+
+
+# --- --force ------------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def earlier(tiny_bundle, tmp_path) -> tuple[Path, dict]:
+    """An output folder holding an earlier run's 6 images, and its snapshot."""
+    out = tmp_path / "out"
+    assert run("bld", "sample", tiny_bundle, "-n", 6, "-o", out).returncode == 0
+    return out, snapshot(out)
+
+
+def test_force_over_a_folder_bld_did_not_fill_alone_changes_nothing(tiny_bundle, earlier):
+    """The issue's case: an image replaced by a folder of the same name."""
+    out, _ = earlier
+    (out / "00004.png").unlink()
+    (out / "00004.png").mkdir()
+    kept = snapshot(out)
+    check_refused(
+        run("bld", "sample", tiny_bundle, "-n", 2, "-o", out, "--force"),
+        "is not empty and holds files bld did not write there",
+        kept=kept,
+    )
+    assert (out / "00004.png").is_dir() and leftovers(out) == []
+
+
+def _fsize_limit(limit: int):
+    def apply():
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)  # write() fails with EFBIG instead
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+
+    return apply
+
+
+def test_a_force_run_that_fails_keeps_the_earlier_output(tiny_bundle, earlier):
+    """bits.bldz grows 4 kB per chunk of 64: the new run fails at its third chunk."""
+    out, kept = earlier
+    result = run(
+        "bld",
+        "sample",
+        tiny_bundle,
+        "-n",
+        500,
+        "-o",
+        out,
+        "--force",
+        preexec_fn=_fsize_limit(10_000),
+    )
+    check_refused(
+        result,
+        f"File too large; stopped after 128 of 500 images: {out} still holds the earlier "
+        "output (--force replaces it only with a complete one)",
+        kept=kept,
+    )
+    assert leftovers(out) == []
+
+
+def test_a_force_run_interrupted_keeps_the_earlier_output(tiny_bundle, earlier):
+    out, kept = earlier
+    proc = _start("sample", tiny_bundle, "-n", 100_000, "-o", out, "--force")
+    deadline = time.monotonic() + WAIT
+    while not list(out.parent.glob(f".{out.name}.partial-*/samples.json")):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    (staged,) = out.parent.glob(f".{out.name}.partial-*/samples.json")
+    _wait_for_images(staged, 64, proc)
+    _barrage(proc, [signal.SIGTERM], signal.SIGINT)
+    _, stderr = proc.communicate(timeout=WAIT)
+    assert proc.returncode == 1
+    lines = stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: interrupted; stopped after "), lines
+    assert f"{out} still holds the earlier output" in lines[0]
+    assert snapshot(out) == kept and leftovers(out) == []
+
+
+def test_a_force_run_killed_is_swept_by_the_next(tiny_bundle, earlier):
+    out, kept = earlier
+    proc = _start("sample", tiny_bundle, "-n", 100_000, "-o", out, "--force")
+    deadline = time.monotonic() + WAIT
+    while not list(out.parent.glob(f".{out.name}.partial-*/samples.json")):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.kill()
+    proc.communicate(timeout=WAIT)
+    assert snapshot(out) == kept
+    result = run("bld", "sample", tiny_bundle, "-n", 2, "--seed", 7, "-o", out, "--force")
+    assert result.returncode == 0, result.stderr
+    assert sorted(p.name for p in out.iterdir()) == [
+        "00000.png",
+        "00001.png",
+        "bits.bldz",
+        "grid.png",
+        "samples.json",
+    ]
+    assert leftovers(out) == []
+
+
+# --- bld sample --server, interrupted ----------------------------------------------------------
+
+
+CONFIG = {  # the `bld` model's config, with the parameters bld-export triton writes
+    "name": "bld",
+    "max_batch_size": 16,
+    "parameters": {
+        name: {"string_value": value}
+        for name, value in (
+            ("bld_image", "16x16x1"),
+            ("bld_latent", "8x8x8"),
+            ("bld_classes", "10"),
+            ("bld_steps", "16"),
+            ("bld_default_guidance", "1.0"),
+            ("bld_default_temperature", "1.0"),
+        )
+    },
+}
+
+
+class _Triton(BaseHTTPRequestHandler):
+    """Just enough of Triton's HTTP API: the `bld` model's config, and inference requests that
+    are never answered (the client waits in gevent's hub, where the signal lands)."""
+
+    asked = threading.Event()
+    release = threading.Event()
+
+    def do_GET(self):
+        body = json.dumps(CONFIG).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers.get("Content-Length", 0)))
+        type(self).asked.set()
+        type(self).release.wait(WAIT)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def silent_server():
+    server = ThreadingHTTPServer(("127.0.0.1", 0), _Triton)
+    server.daemon_threads = True
+    _Triton.asked.clear()
+    _Triton.release.clear()
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    _Triton.release.set()
+    server.shutdown()
+    server.server_close()
+
+
+def test_sample_on_a_server_interrupted_says_one_line(silent_server, tmp_path):
+    pytest.importorskip("tritonclient.http", reason="needs tritonclient (bld[serving])")
+    out = tmp_path / "out"
+    proc = _start("sample", "--server", silent_server, "-n", 3000, "-o", out)
+    assert _Triton.asked.wait(WAIT), proc.communicate()
+    _signal(proc, signal.SIGINT)
+    stdout, stderr = proc.communicate(timeout=WAIT)
+    assert proc.returncode == 1, stderr
+    assert stderr.splitlines() == ["error: interrupted"]
+    assert "Traceback" not in stdout
+    assert not out.exists() and leftovers(out) == []
