@@ -1,6 +1,9 @@
 #include "graph_io.hpp"
 
+#include <algorithm>
+
 #include "error.hpp"
+#include "pyfmt.hpp"
 #include "pyjson.hpp"
 
 namespace bld::core {
@@ -92,6 +95,76 @@ void check_graph_facts(const std::string &name, const std::string &metadata, boo
             manifest_error(where + " was built for " + fact + " " + py::dumps(got) + ", but " + kManifestName +
                            " says " + py::dumps(want));
     }
+}
+
+namespace {
+std::vector<std::string> dot_split(const std::string &v) {
+    std::vector<std::string> out;
+    size_t start = 0;
+    while (true) {
+        const size_t dot = v.find('.', start);
+        out.push_back(v.substr(start, dot == std::string::npos ? std::string::npos : dot - start));
+        if (dot == std::string::npos) return out;
+        start = dot + 1;
+    }
+}
+
+// The parts as numbers, or empty when one is not a plain decimal number.
+std::vector<long> numeric_parts(const std::string &v) {
+    std::vector<long> out;
+    for (const std::string &p : dot_split(v)) {
+        if (p.empty() || p.size() > 9 || p.find_first_not_of("0123456789") != std::string::npos) return {};
+        out.push_back(std::stol(p));
+    }
+    return out;
+}
+
+std::string quoted_sorted(std::vector<std::string> names) {  // Python's sorted(names)
+    std::sort(names.begin(), names.end());
+    for (auto &n : names) n = py::repr(n);
+    return "[" + py::join(names, ", ") + "]";
+}
+
+std::vector<std::string> names_of(const std::vector<TensorSpec> &specs) {
+    std::vector<std::string> out;
+    for (const auto &t : specs) out.push_back(t.name);
+    return out;
+}
+}  // namespace
+
+bool trt_versions_match(const std::string &a, const std::string &b) {
+    const auto pa = dot_split(a), pb = dot_split(b);
+    const size_t n = std::min(pa.size(), pb.size());
+    return std::equal(pa.begin(), pa.begin() + long(n), pb.begin());
+}
+
+std::string trt_version_refusal(const std::string &built, bool version_compatible, const std::string &runtime) {
+    if (trt_versions_match(built, runtime)) return "";
+    const auto b = numeric_parts(built), r = numeric_parts(runtime);
+    if (version_compatible && !b.empty() && !r.empty() && r >= b && r[0] == b[0]) return "";
+    return "it was built by tensorrt " + built + ", this runtime is " + runtime +
+           (version_compatible ? "" : " (not built version-compatible)");
+}
+
+bool engine_candidate_before(const EngineCandidate &a, const EngineCandidate &b, const std::string &runtime_version,
+                             bool any_batch) {
+    const bool ea = trt_versions_match(a.version, runtime_version), eb = trt_versions_match(b.version, runtime_version);
+    if (ea != eb) return ea;
+    if (any_batch && a.max_batch != b.max_batch) return a.max_batch > b.max_batch;
+    if (a.mtime != b.mtime) return a.mtime > b.mtime;
+    return a.manifest < b.manifest;
+}
+
+std::string engine_io_mismatch(std::vector<std::string> inputs, std::vector<std::string> outputs,
+                               const GraphSpec &graph, const std::string &name) {
+    std::vector<std::string> want_in = names_of(graph.inputs), want_out = names_of(graph.outputs);
+    std::sort(inputs.begin(), inputs.end());
+    std::sort(outputs.begin(), outputs.end());
+    std::sort(want_in.begin(), want_in.end());
+    std::sort(want_out.begin(), want_out.end());
+    if (inputs == want_in && outputs == want_out) return "";
+    return "it has inputs " + quoted_sorted(inputs) + " and outputs " + quoted_sorted(outputs) + "; the bundle's " +
+           name + " has " + quoted_sorted(want_in) + " and " + quoted_sorted(want_out);
 }
 
 }  // namespace bld::core

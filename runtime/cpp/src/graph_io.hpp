@@ -39,4 +39,36 @@ int64_t per_image(const TensorSpec &spec);
 void check_graph_facts(const std::string &graph, const std::string &metadata, bool has_metadata,
                        const Manifest &manifest);
 
+// --- The engine cache's rules (bld_runtime/engine_cache.py), kept here to be unit-tested -----
+
+// Whether two TensorRT versions name the same release: the shorter, split at dots, is a prefix
+// of the longer. "10.3.0" (tensorrt.__version__, what `bld-export engine` writes on the JetPack
+// 6 wheel) matches "10.3.0.26" (getInferLibVersion plus the build number, a plan's header). The
+// Python runtime applies the same rule (bld_runtime/engine_cache.py, versions_match).
+bool trt_versions_match(const std::string &a, const std::string &b);
+
+// Why a plan built by TensorRT `built` cannot run on TensorRT `runtime`, or "" when it can: the
+// versions match, or the plan is version-compatible and the runtime is newer, of the same major.
+std::string trt_version_refusal(const std::string &built, bool version_compatible, const std::string &runtime);
+
+// What orders the engines that qualify for one graph kind (engine_cache.find's candidates).
+struct EngineCandidate {
+    std::string version;    // the key's TensorRT version
+    int64_t max_batch = 0;  // the largest batch its profiles cover
+    int64_t mtime = 0;      // its manifest's modification time (any unit that grows)
+    std::string manifest;   // its manifest's path: the last tie-break, never the directory's order
+};
+
+// Whether `a` is preferred to `b`, as engine_cache.find sorts: the runtime's own version (by
+// trt_versions_match) before a version-compatible plan of an older one; then, when the engine
+// serves any batch (loaded once for the bundle's batches), the widest batch range; then the
+// newest manifest; then the manifest's path.
+bool engine_candidate_before(const EngineCandidate &a, const EngineCandidate &b, const std::string &runtime_version,
+                             bool any_batch);
+
+// Why an engine whose I/O tensors are `inputs` and `outputs` (names, in any order) cannot stand
+// for `graph`, named `name`, of the bundle, or "" when the names are the graph's.
+std::string engine_io_mismatch(std::vector<std::string> inputs, std::vector<std::string> outputs,
+                               const GraphSpec &graph, const std::string &name);
+
 }  // namespace bld::core

@@ -104,3 +104,52 @@ TEST_CASE("TensorRT profile shapes of a graph's inputs (tensorrt-ep's trt_profil
     CHECK(profile_shapes(g, 1) == "bits:1x64x8,step:1");
     CHECK(profile_shapes(g, 16) == "bits:16x64x8,step:16");
 }
+
+TEST_CASE("TensorRT versions match when the shorter is a prefix of the longer (engine_cache.versions_match)") {
+    CHECK(trt_versions_match("10.3.0", "10.3.0.26"));  // tensorrt.__version__ vs getInferLibVersion + build
+    CHECK(trt_versions_match("10.3.0.26", "10.3.0"));
+    CHECK(trt_versions_match("10.3.0.26", "10.3.0.26"));
+    CHECK_FALSE(trt_versions_match("10.3.0.26", "10.3.0.30"));
+    CHECK_FALSE(trt_versions_match("10.3.0", "10.30.0"));  // parts, not characters
+    CHECK_FALSE(trt_versions_match("10.16.0", "10.1.6"));
+    CHECK(trt_version_refusal("10.3.0", false, "10.3.0.26").empty());
+    CHECK(trt_version_refusal("10.3.0", false, "10.7.0.23") ==
+          "it was built by tensorrt 10.3.0, this runtime is 10.7.0.23 (not built version-compatible)");
+    // Version-compatible plans: a newer runtime of the same major.
+    CHECK(trt_version_refusal("10.3.0", true, "10.7.0.23").empty());
+    CHECK(trt_version_refusal("10.3.0.26", true, "10.3.0").empty());
+    CHECK_FALSE(trt_version_refusal("10.3.0", true, "10.2.0.1").empty());
+    CHECK_FALSE(trt_version_refusal("10.3.0", true, "11.0.0.1").empty());
+    CHECK_FALSE(trt_version_refusal("10.x", true, "10.7.0").empty());
+}
+
+TEST_CASE("TensorRT engine candidates: exact version first, then the widest batch range, then the newest") {
+    const std::string runtime = "10.3.0.26";
+    std::vector<EngineCandidate> c = {{"10.2.0", 64, 9, "a.json"},   // version-compatible, widest, newest
+                                      {"10.3.0", 8, 1, "b.json"},    // exact (3 parts), narrow, old
+                                      {"10.3.0.26", 16, 2, "c.json"},  // exact, wider
+                                      {"10.3.0.26", 16, 3, "d.json"}};  // the same, newer
+    auto sorted = [&](bool any_batch) {
+        auto v = c;
+        std::sort(v.begin(), v.end(), [&](const EngineCandidate &a, const EngineCandidate &b) {
+            return engine_candidate_before(a, b, runtime, any_batch);
+        });
+        std::string order;
+        for (const auto &e : v) order += e.manifest.substr(0, 1);
+        return order;
+    };
+    CHECK(sorted(true) == "dcba");   // any batch: widest range among the exact versions
+    CHECK(sorted(false) == "dcba");  // one batch: the newest exact version
+    c[1].mtime = 5;
+    CHECK(sorted(true) == "dcba");
+    CHECK(sorted(false) == "bdca");
+}
+
+TEST_CASE("an engine's I/O names are checked against the bundle's graph") {
+    GraphSpec g;
+    g.inputs = {{"bits", "float32", {}}, {"step", "int64", {}}};
+    g.outputs = {{"probs", "float32", {}}};
+    CHECK(engine_io_mismatch({"step", "bits"}, {"probs"}, g, "step").empty());
+    CHECK(engine_io_mismatch({"bits", "t"}, {"probs"}, g, "step") ==
+          "it has inputs ['bits', 't'] and outputs ['probs']; the bundle's step has ['bits', 'step'] and ['probs']");
+}
