@@ -112,7 +112,8 @@ Ort::SessionOptions session_options(const BackendOptions &o, const GraphSpec &gr
             const std::string dir = (std::filesystem::path(o.trt_cache_dir) / kOrtEngineSubdir).string();
             std::error_code ec;
             std::filesystem::create_directories(dir, ec);
-            if (ec) fail(BLD_ERROR_IO, ec.message() + ": " + dir);
+            if (ec)  // the reason is ec's (e.g. "Permission denied"), the folder ours
+                fail(BLD_ERROR_IO, "could not create onnxruntime's TensorRT cache folder " + dir + ": " + ec.message());
             trt["trt_engine_cache_enable"] = "1";
             trt["trt_engine_cache_path"] = dir;
             trt["trt_timing_cache_enable"] = "1";
