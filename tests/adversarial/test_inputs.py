@@ -296,7 +296,7 @@ def test_a_fifo_as_input_is_refused_without_blocking(pipe, tiny_bundle, tmp_path
     )
 
 
-def test_a_fifo_or_folder_as_bits_is_refused_without_blocking(tiny_bundle, tmp_path):
+def test_a_fifo_as_bits_is_refused_without_blocking(tiny_bundle, tmp_path):
     out = tmp_path / "out"
     for bits in (_fifo(tmp_path / "fifo.bldz"), _fifo(tmp_path / "fifo.npy")):
         check_refused(
