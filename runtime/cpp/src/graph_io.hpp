@@ -4,9 +4,12 @@
 #pragma once
 
 #include <cstdint>
+#include <filesystem>
+#include <nlohmann/json_fwd.hpp>
 #include <string>
 #include <vector>
 
+#include "bld/bld.h"
 #include "manifest.hpp"
 
 namespace bld::core {
@@ -70,5 +73,55 @@ bool engine_candidate_before(const EngineCandidate &a, const EngineCandidate &b,
 // for `graph`, named `name`, of the bundle, or "" when the names are the graph's.
 std::string engine_io_mismatch(std::vector<std::string> inputs, std::vector<std::string> outputs,
                                const GraphSpec &graph, const std::string &name);
+
+// --- Reading the engine cache's files (files.open_input, engine_cache.read_manifest, load_plan) --
+
+inline constexpr uint64_t kMaxEngineManifestBytes = uint64_t(1) << 20;  // engine_cache.MAX_MANIFEST_BYTES
+// Python's json gives up near its recursion limit of 1000 (RecursionError); so does this reader,
+// in one refusal of the manifest, never a crash or a stack overflow in what handles the value.
+inline constexpr int kMaxEngineManifestDepth = 900;
+
+// A file the cache hands us, opened as files.open_input opens it: without blocking (a FIFO with
+// no writer would hang open() forever) and refused unless fstat on that very descriptor says a
+// regular file: "engine manifest P is a FIFO (named pipe), not a regular file". With
+// follow_symlink false a symlink is refused too ("... is a symbolic link, not a regular file").
+// Other failures: "P: cannot be read (<strerror>)". Every refusal is a Failure of `kind`.
+class InputFile {
+  public:
+    InputFile(const std::filesystem::path &path, const std::string &what, bld_error_kind kind,
+              bool follow_symlink = true);
+    ~InputFile();
+    InputFile(const InputFile &) = delete;
+    InputFile &operator=(const InputFile &) = delete;
+    uint64_t size() const { return size_; }  // fstat's, when opened
+    // Up to `count` bytes from the start (fewer only when the file shrank since it was opened).
+    std::vector<char> read(uint64_t count);
+
+  private:
+    int fd_ = -1;
+    uint64_t size_ = 0;
+    std::filesystem::path path_;
+};
+
+// engine_cache.read_manifest and the JSON step of EngineManifest.from_json: a regular file of at
+// most kMaxEngineManifestBytes (sized before it is read), UTF-8, JSON nested at most
+// kMaxEngineManifestDepth deep ("P: nested too deeply to be an engine manifest"). Each refusal
+// is one sentence naming the manifest: one refused candidate, never the cache's failure.
+nlohmann::json read_engine_manifest(const std::filesystem::path &path);
+
+// EngineManifest's rule for plan_file, in its words: exactly "<key_digest[:16]>.plan", a plain
+// name in the manifest's own folder (so never a path with '/', '..' or a root). "" when it is.
+std::string engine_plan_file_refusal(const std::string &plan_file, const std::string &key_digest);
+
+// EngineManifest's rule for graph_facts: JSON (nested no deeper than a manifest may be) of an
+// object whose "name" is the key's graph. "" when it is.
+std::string engine_graph_facts_refusal(const std::string &graph_facts, const std::string &graph);
+
+// engine_cache.load_plan's reading: the plan `plan_file` next to `manifest`, refused unless a
+// regular file (a symlink is refused, not followed: the cache's writer never makes one), its
+// size compared with the manifest's before a byte is read, then its sha256. The header is the
+// caller's to check.
+std::vector<char> read_engine_plan(const std::filesystem::path &manifest, const std::string &plan_file,
+                                   uint64_t plan_size, const std::string &plan_sha256);
 
 }  // namespace bld::core

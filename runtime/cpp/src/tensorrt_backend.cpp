@@ -5,10 +5,15 @@
 // <digest16>.json next to <digest16>.plan; the manifest's key must name this graph and its
 // sha256 (for fp16, also the fp32 graph's FP16-flag engines), the precision, a profile that
 // covers the batch, this TensorRT version (trt_versions_match: "10.3.0" matches "10.3.0.26"; or
-// a newer one of the same major for version-compatible plans) and this GPU; the plan's size,
-// sha256 and header (magic "ftrt", version in bytes 24..27) are checked before TensorRT sees a
-// byte. Of the engines that qualify, engine_cache.find's order picks one; each role's engine is
-// loaded when the backend is made, so a missing or stale engine is refused then.
+// a newer one of the same major for version-compatible plans) and this GPU. Manifests and plans
+// are opened without blocking and refused unless regular files (a FIFO never hangs), a manifest
+// is at most 1 MiB and nested no deeper than Python's json parses, its plan_file is exactly
+// <digest16>.plan beside it (not a symlink), and the plan's size is compared with the manifest's
+// before it is read (graph_io.hpp: read_engine_manifest, read_engine_plan); its sha256 and header
+// (magic "ftrt", version in bytes 24..27) are checked before TensorRT sees a byte. Each refusal
+// is one refused candidate, never the cache's failure. Of the engines that qualify,
+// engine_cache.find's order picks one; each role's engine is loaded when the backend is made, so
+// a missing or stale engine is refused then.
 // Each plan is deserialised once, whatever the batch; its execution contexts share one block
 // of scratch memory sized once (user-managed), so a graph costs its weights plus one scratch
 // block, not one per context: what an 8 or 16 GB Jetson Orin can afford.
@@ -219,8 +224,9 @@ struct PlanQuery {
 Plan find_plan(const fs::path &cache, const PlanQuery &q, const Target &target, const std::string &rebuild) {
     struct Found {
         EngineCandidate order;
-        fs::path manifest, plan;
-        size_t plan_size = 0;
+        fs::path manifest;
+        std::string plan_file;
+        uint64_t plan_size = 0;
         std::string plan_sha256, digest, graph, version;
         bool vc = false;
     };
@@ -236,8 +242,9 @@ Plan find_plan(const fs::path &cache, const PlanQuery &q, const Target &target, 
         std::sort(manifests.begin(), manifests.end());
         for (const fs::path &path : manifests) {
             try {
-                const std::vector<char> text = read_file(path);
-                const auto m = nlohmann::json::parse(text.begin(), text.end());
+                // A regular file of at most 1 MiB, opened without blocking, nested no deeper
+                // than Python's json parses (read_engine_manifest): else one refused candidate.
+                const nlohmann::json m = read_engine_manifest(path);
                 if (m.at("format") != "bld-engine" || m.at("schema_version") != 1)
                     throw std::runtime_error("not a bld-engine manifest of schema 1");
                 const auto &key = m.at("key");
@@ -245,6 +252,14 @@ Plan find_plan(const fs::path &cache, const PlanQuery &q, const Target &target, 
                 const std::string canonical = nlohmann::json(key).dump(-1, ' ', true);
                 if (m.at("key_digest") != sha256_hex(canonical.data(), canonical.size()))
                     throw std::runtime_error("key_digest does not match the key (the manifest was edited)");
+                // EngineManifest's rules: the plan is <digest16>.plan beside the manifest, and
+                // graph_facts is the JSON object the graph records
+                const std::string bad_plan_file = engine_plan_file_refusal(m.at("plan_file").get<std::string>(),
+                                                                           m.at("key_digest").get<std::string>());
+                if (!bad_plan_file.empty()) throw std::runtime_error(bad_plan_file);
+                const std::string bad_facts = engine_graph_facts_refusal(m.at("graph_facts").get<std::string>(),
+                                                                         key.at("graph").get<std::string>());
+                if (!bad_facts.empty()) throw std::runtime_error(bad_facts);
                 bool covers = false;
                 int64_t max_batch = 0;
                 for (const auto &p : key.at("profiles")) {
@@ -272,8 +287,8 @@ Plan find_plan(const fs::path &cache, const PlanQuery &q, const Target &target, 
                 const int64_t age = ec ? 0 : int64_t(mtime.time_since_epoch().count());
                 f.order = {key.at("version").get<std::string>(), max_batch, age, path.string()};
                 f.manifest = path;
-                f.plan = dir / m.at("plan_file").get<std::string>();
-                f.plan_size = m.at("plan_size").get<size_t>();
+                f.plan_file = m.at("plan_file").get<std::string>();
+                f.plan_size = m.at("plan_size").get<uint64_t>();
                 f.plan_sha256 = m.at("plan_sha256").get<std::string>();
                 f.digest = m.at("key_digest").get<std::string>();
                 f.graph = name;
@@ -290,22 +305,17 @@ Plan find_plan(const fs::path &cache, const PlanQuery &q, const Target &target, 
     });
     for (const Found &f : found) {
         try {
-            std::error_code ec;
-            const auto size = fs::file_size(f.plan, ec);
-            if (ec) throw std::runtime_error(f.plan.string() + " cannot be read (" + ec.message() + ")");
-            if (size != f.plan_size)  // before reading: a plan may have been replaced by anything
-                throw std::runtime_error(f.plan.string() + " is " + std::to_string(size) + " bytes, its manifest says " +
-                                         std::to_string(f.plan_size));
-            std::vector<char> plan = read_file(f.plan);
-            if (plan.size() != f.plan_size || sha256_hex(plan.data(), plan.size()) != f.plan_sha256)
-                throw std::runtime_error(f.plan.string() + " does not match its manifest (sha256 or size)");
+            // A regular file beside its manifest (never a symlink), its size compared with the
+            // manifest's before it is read (a plan may have been replaced by gigabytes), then its sha256.
+            std::vector<char> plan = read_engine_plan(f.manifest, f.plan_file, f.plan_size, f.plan_sha256);
+            const std::string shown = (f.manifest.parent_path() / f.plan_file).string();
             const auto parts = version_parts(f.version);
             if (plan.size() < 28 || std::string(plan.data(), 4) != "ftrt")
-                throw std::runtime_error(f.plan.string() + " is not a TensorRT plan");
+                throw std::runtime_error(shown + " is not a TensorRT plan");
             for (size_t i = 0; i < 4 && i < parts.size(); ++i)
                 if (static_cast<unsigned char>(plan[24 + i]) != parts[i])
-                    throw std::runtime_error(f.plan.string() + ": the plan's header names another version");
-            return {std::move(plan), f.plan.string(), f.digest, f.graph, f.vc};
+                    throw std::runtime_error(shown + ": the plan's header names another version");
+            return {std::move(plan), shown, f.digest, f.graph, f.vc};
         } catch (const std::exception &e) {
             reasons.push_back(f.graph + "/" + f.manifest.filename().string() + ": refused (" + e.what() + ")");
         }

@@ -153,3 +153,168 @@ TEST_CASE("an engine's I/O names are checked against the bundle's graph") {
     CHECK(engine_io_mismatch({"bits", "t"}, {"probs"}, g, "step") ==
           "it has inputs ['bits', 't'] and outputs ['probs']; the bundle's step has ['bits', 'step'] and ['probs']");
 }
+
+// --- The engine cache's files (graph_io.hpp), read as bld_runtime/engine_cache.py reads them ---
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <chrono>
+#include <functional>
+#include <future>
+
+#include "bundle.hpp"
+
+namespace {
+namespace fs = std::filesystem;
+
+struct TempDir {  // a fresh folder, removed with its owner
+    fs::path dir;
+    TempDir() {
+        std::string tmpl = (fs::temp_directory_path() / "bld-engine-test-XXXXXX").string();
+        REQUIRE(::mkdtemp(tmpl.data()) != nullptr);
+        dir = tmpl;
+    }
+    ~TempDir() {
+        std::error_code ec;
+        fs::remove_all(dir, ec);
+    }
+};
+
+void write_text(const fs::path &path, const std::string &text) {
+    std::ofstream(path, std::ios::binary) << text;
+}
+
+// What `f` was refused with ("" when it was not), run with a deadline: a reader that blocks on a
+// FIFO is unblocked by opening its other end, and the case fails instead of hanging.
+std::string refusal(const std::function<void()> &f, const fs::path &fifo = {}) {
+    auto run = std::async(std::launch::async, [&]() -> std::string {
+        try {
+            f();
+        } catch (const std::exception &e) {
+            return e.what();
+        }
+        return "";
+    });
+    if (!fifo.empty() && run.wait_for(std::chrono::seconds(10)) != std::future_status::ready) {
+        const int fd = ::open(fifo.c_str(), O_WRONLY | O_NONBLOCK);
+        if (fd >= 0) ::close(fd);
+        run.wait();
+        FAIL("blocked on the FIFO " << fifo);
+    }
+    return run.get();
+}
+
+const std::string kDigest = "0123456789abcdef" + std::string(48, '0');
+}  // namespace
+
+TEST_CASE("an engine manifest is read only if it is a regular file of a manifest's size") {
+    TempDir t;
+    const fs::path good = t.dir / "good.json";
+    write_text(good, R"({"format": "bld-engine", "graph_facts": "{\"name\": \"step\"}"})");
+    CHECK(read_engine_manifest(good).at("format") == "bld-engine");
+
+    const fs::path fifo = t.dir / "fifo.json";
+    REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    CHECK(refusal([&] { read_engine_manifest(fifo); }, fifo) ==
+          "engine manifest " + fifo.string() + " is a FIFO (named pipe), not a regular file");
+    CHECK(refusal([&] { read_engine_manifest(t.dir); }) ==
+          "engine manifest " + t.dir.string() + " is a folder, not a regular file");
+    CHECK(refusal([&] { read_engine_manifest(t.dir / "none.json"); }) ==
+          (t.dir / "none.json").string() + ": cannot be read (No such file or directory)");
+
+    const fs::path big = t.dir / "big.json";
+    write_text(big, std::string(kMaxEngineManifestBytes + 1, ' '));
+    CHECK(refusal([&] { read_engine_manifest(big); }) ==
+          "engine manifest " + big.string() +
+              " is 1048577 bytes, more than any engine manifest (at most 1048576); refusing to read it");
+    fs::resize_file(big, uint64_t(4) << 30);  // 4 GiB of holes: refused by its size, never read
+    CHECK(refusal([&] { read_engine_manifest(big); }) ==
+          "engine manifest " + big.string() +
+              " is 4294967296 bytes, more than any engine manifest (at most 1048576); refusing to read it");
+
+    const fs::path latin1 = t.dir / "latin1.json";
+    write_text(latin1, "{\"a\": \"\xe9\"}");
+    CHECK(refusal([&] { read_engine_manifest(latin1); }) == latin1.string() + ": not valid UTF-8 text");
+    const fs::path broken = t.dir / "broken.json";
+    write_text(broken, "{\"a\": ");
+    CHECK(refusal([&] { read_engine_manifest(broken); }).rfind(broken.string() + ": not valid JSON (", 0) == 0);
+}
+
+TEST_CASE("an engine manifest nested absurdly deep is one refusal, never a crash") {
+    TempDir t;
+    const fs::path deep = t.dir / "deep.json";
+    write_text(deep, std::string(100000, '[') + std::string(100000, ']'));
+    CHECK(refusal([&] { read_engine_manifest(deep); }) == deep.string() + ": nested too deeply to be an engine manifest");
+    write_text(deep, "{\"key\": " + std::string(100000, '['));  // deep and unfinished: the depth is met first
+    CHECK(refusal([&] { read_engine_manifest(deep); }) == deep.string() + ": nested too deeply to be an engine manifest");
+    const fs::path fine = t.dir / "fine.json";  // as deep as Python's json parses is read
+    write_text(fine, std::string(kMaxEngineManifestDepth, '[') + std::string(kMaxEngineManifestDepth, ']'));
+    CHECK(refusal([&] { read_engine_manifest(fine); }).empty());
+
+    // graph_facts is JSON in a string: deep there is one refusal too (EngineManifest's words)
+    const std::string facts_refused = "graph_facts must be the JSON object graph 'step' records";
+    CHECK(engine_graph_facts_refusal(R"({"name": "step", "opset": 17})", "step").empty());
+    CHECK(engine_graph_facts_refusal(std::string(100000, '[') + std::string(100000, ']'), "step") == facts_refused);
+    CHECK(engine_graph_facts_refusal(R"({"name": "decoder"})", "step") == facts_refused);
+    CHECK(engine_graph_facts_refusal(R"(["step"])", "step") == facts_refused);
+    CHECK(engine_graph_facts_refusal("not json", "step") == facts_refused);
+}
+
+TEST_CASE("an engine manifest's plan_file is <digest16>.plan beside it, a regular file, not a symlink") {
+    CHECK(engine_plan_file_refusal("0123456789abcdef.plan", kDigest).empty());
+    CHECK(engine_plan_file_refusal("../x", kDigest) == "plan_file must be 0123456789abcdef.plan, got '../x'");
+    CHECK(engine_plan_file_refusal("/etc/passwd", kDigest) ==
+          "plan_file must be 0123456789abcdef.plan, got '/etc/passwd'");
+    CHECK(engine_plan_file_refusal("../step/0123456789abcdef.plan", kDigest) ==
+          "plan_file must be 0123456789abcdef.plan, got '../step/0123456789abcdef.plan'");
+    CHECK(engine_plan_file_refusal("fedcba9876543210.plan", kDigest) ==
+          "plan_file must be 0123456789abcdef.plan, got 'fedcba9876543210.plan'");
+
+    TempDir t;
+    const fs::path manifest = t.dir / "0123456789abcdef.json";
+    const std::string bytes = "ftrt" + std::string(20, '\0') + std::string("\x0a\x03\x00\x1a", 4) + "plan";
+    const std::string sha = sha256_hex(bytes.data(), bytes.size());
+    const fs::path plan = t.dir / "0123456789abcdef.plan";
+    write_text(plan, bytes);
+    CHECK(read_engine_plan(manifest, plan.filename().string(), bytes.size(), sha) ==
+          std::vector<char>(bytes.begin(), bytes.end()));
+    // read_engine_plan holds to a plain name by itself too, whatever the caller checked
+    for (const std::string name : {"../x", "/etc/passwd", "..", "", "sub/0123456789abcdef.plan"})
+        CHECK(refusal([&] { read_engine_plan(manifest, name, 4, sha); }) ==
+              manifest.string() + ": plan_file " + py::repr(name) + " is not a plain file name in the manifest's folder");
+
+    const fs::path elsewhere = t.dir / "elsewhere.plan", link = t.dir / "linked.plan";
+    write_text(elsewhere, bytes);
+    fs::create_symlink(elsewhere, link);
+    CHECK(refusal([&] { read_engine_plan(manifest, "linked.plan", bytes.size(), sha); }) ==
+          "engine plan " + link.string() + " is a symbolic link, not a regular file");
+    fs::create_symlink(t.dir / "gone.plan", t.dir / "dangling.plan");
+    CHECK(refusal([&] { read_engine_plan(manifest, "dangling.plan", bytes.size(), sha); }) ==
+          "engine plan " + (t.dir / "dangling.plan").string() + " is a symbolic link, not a regular file");
+    CHECK(refusal([&] { read_engine_plan(manifest, "gone.plan", bytes.size(), sha); }) ==
+          (t.dir / "gone.plan").string() + " is missing (its manifest is " + manifest.string() + ")");
+    const fs::path fifo = t.dir / "fifo.plan";
+    REQUIRE(::mkfifo(fifo.c_str(), 0600) == 0);
+    CHECK(refusal([&] { read_engine_plan(manifest, "fifo.plan", bytes.size(), sha); }, fifo) ==
+          "engine plan " + fifo.string() + " is a FIFO (named pipe), not a regular file");
+}
+
+TEST_CASE("an engine plan is sized against its manifest before it is read, then hashed") {
+    TempDir t;
+    const fs::path manifest = t.dir / "0123456789abcdef.json", plan = t.dir / "0123456789abcdef.plan";
+    const std::string bytes(300, 'p');
+    const std::string sha = sha256_hex(bytes.data(), bytes.size());
+    write_text(plan, bytes);
+    CHECK(refusal([&] { read_engine_plan(manifest, plan.filename().string(), 299, sha); }) ==
+          plan.string() + " is 300 bytes, its manifest says 299: the plan was altered or is incomplete");
+    fs::resize_file(plan, uint64_t(6) << 30);  // 6 GiB of holes in place of the plan: never read
+    CHECK(refusal([&] { read_engine_plan(manifest, plan.filename().string(), 300, sha); }) ==
+          plan.string() + " is 6442450944 bytes, its manifest says 300: the plan was altered or is incomplete");
+    std::string altered = bytes;
+    altered[7] = 'q';
+    write_text(plan, altered);
+    CHECK(refusal([&] { read_engine_plan(manifest, plan.filename().string(), 300, sha); }) ==
+          plan.string() + " does not match its manifest (sha256 or size differs): the plan was altered or is incomplete");
+}
