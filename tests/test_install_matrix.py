@@ -149,7 +149,8 @@ def test_each_gpu_extra_resolves_to_one_cuda_major(extra):
         if name.startswith("nvidia-cuda-") or name == "cuda-toolkit":  # CUDA's own wheels
             assert version.major == major, f"bld[{extra}] pulls {name} {version}"
     for name, version in versions.items():
-        if name.startswith("tensorrt-cu"):  # onnxruntime-gpu's TensorRT provider is built for 10
+        # The meta package only (tensorrt-cu12), not its -libs/-bindings when the tree resolves.
+        if re.fullmatch(r"tensorrt-cu1\d", name):  # onnxruntime's TensorRT provider needs 10
             assert version.major == 10, f"bld[{extra}] resolves {name} {version}"
             libs = [r for r in requires[name] if _name(r).startswith(name + "-libs")]
             assert libs and Requirement(libs[0]).specifier.contains(str(version)), libs
@@ -161,29 +162,54 @@ def test_each_gpu_extra_resolves_to_one_cuda_major(extra):
             assert any("nvrtc" in r for rs in requires.values() for r in rs), extra
 
 
-@pytest.mark.parametrize("cuda", sorted(ORT_GPU))
-def test_onnxruntime_gpu_pins_fit_their_cuda(cuda):
-    """PyPI's onnxruntime-gpu needs CUDA 13 from 1.27 on: each pin's newest build declares the
-    CUDA runtime of its CUDA major (its [cuda] extra)."""
-    report, error = pip_report([ORT_GPU[cuda]], no_deps=True)
+def ort_cuda_major(item: dict) -> tuple[str, int | None]:
+    """(version, CUDA major) of an onnxruntime-gpu build in a pip report: the major of the CUDA
+    runtime it declares (its [cuda] extra): from the name's -cuNN suffix, else (CUDA 13's
+    unsuffixed wheels) from the version range; None where it declares none."""
+    version = item["metadata"]["version"]
+    for text in item["metadata"].get("requires_dist") or []:
+        req = Requirement(text)
+        name = _name(req.name)
+        if not name.startswith("nvidia-cuda-runtime"):
+            continue
+        suffix = name.removeprefix("nvidia-cuda-runtime")
+        if suffix:
+            assert re.fullmatch(r"-cu1\d", suffix), f"{version} needs {req.name}"
+            return version, int(suffix[3:])
+        for major in (13, 12):
+            if req.specifier.contains(f"{major}.0", prereleases=True):
+                return version, major
+        pytest.fail(f"onnxruntime-gpu {version} needs {text}: no CUDA major in its range")
+    return version, None
+
+
+def ort_bound(cuda: str, operator: str) -> str:
+    """The version of the pin's `operator` clause (">=" lower bound, "<" upper bound)."""
+    (clause,) = [c for c in Requirement(ORT_GPU[cuda]).specifier if c.operator == operator]
+    return clause.version
+
+
+def test_onnxruntime_gpu_ranges_meet():
+    """No gap and no overlap between the two pins: CUDA 12's range ends where CUDA 13's starts."""
+    assert ort_bound("cuda12", "<") == ort_bound("cuda13", ">=")
+
+
+@pytest.mark.parametrize(
+    ("cuda", "end"), [("cuda12", "newest"), ("cuda13", "newest"), ("cuda13", "lowest")]
+)
+def test_onnxruntime_gpu_pins_fit_their_cuda(cuda, end):
+    """PyPI's onnxruntime-gpu needs CUDA 13 from 1.27 on. The newest build in each range (for
+    CUDA 12: the upper end of its range) and the lowest release of CUDA 13's (its lower bound,
+    resolved as `==1.27.*`) must declare the CUDA runtime of the pin's major, so a bound on the
+    wrong side of 1.27 fails here. (CUDA 12's lower end, 1.20, declares no CUDA runtime at all:
+    its [cuda] extra came later, so its major cannot be read from its metadata.)"""
+    major = int(cuda.removeprefix("cuda"))
+    pin = ORT_GPU[cuda]
+    if end == "lowest":
+        pin = f"onnxruntime-gpu=={ort_bound(cuda, '>=')}.*"
+    report, error = pip_report([pin], no_deps=True)
     assert report is not None, error
     (item,) = report["install"]
-    runtimes = [
-        Requirement(r).name
-        for r in item["metadata"].get("requires_dist") or []
-        if _name(Requirement(r).name).startswith("nvidia-cuda-runtime")
-    ]
-    major = int(cuda.removeprefix("cuda"))
-    assert runtimes, item["metadata"]["version"]
-    for runtime in runtimes:
-        suffix = _name(runtime).removeprefix("nvidia-cuda-runtime")
-        assert suffix in ("", f"-cu{major}"), f"{item['metadata']['version']} needs {runtime}"
-        if major == 12:
-            assert suffix == "-cu12", f"{item['metadata']['version']} needs {runtime}"
-    if major == 13:  # unsuffixed wheels declare their major in the version range
-        spec = next(
-            Requirement(r)
-            for r in item["metadata"]["requires_dist"]
-            if _name(Requirement(r).name).startswith("nvidia-cuda-runtime")
-        )
-        assert spec.specifier.contains("13.0") or "cu13" in _name(spec.name), spec
+    assert Version(item["metadata"]["version"]) in Requirement(ORT_GPU[cuda]).specifier
+    version, found = ort_cuda_major(item)
+    assert found == major, f"onnxruntime-gpu {version} ({end} of {ORT_GPU[cuda]}) is CUDA {found}"

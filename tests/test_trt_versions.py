@@ -442,13 +442,37 @@ def test_gpu_check_dry_run_runs_what_needs_no_gpu():
     assert "[ok] NVRTC compiles the check kernels for sm_87" in done.stdout
 
 
+def _hanging_python(tmp_path: Path) -> tuple[Path, Path]:
+    """A stand-in for python that writes its pid to a file and sleeps (a part that hangs)."""
+    pids = tmp_path / "pids"
+    hang = tmp_path / "hang"
+    hang.write_text(f"#!/bin/sh\necho $$ >> {shlex.quote(str(pids))}\nexec sleep 600\n")
+    hang.chmod(0o755)
+    return hang, pids
+
+
+def _gone(pid: int, within: float = 15.0) -> bool:
+    """True once `pid` no longer runs (reaped, or a zombie no one has reaped yet)."""
+    import time
+
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        try:
+            state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (FileNotFoundError, ProcessLookupError):
+            return True
+        if state == "Z":
+            return True
+        time.sleep(0.1)
+    return False
+
+
 def test_gpu_check_summary_survives_a_killed_part(tmp_path):
     """Each part of gpu_check.sh runs under its own timeout; a part killed mid-way (an engine
-    build, say) is reported as killed and the summary line still comes last."""
+    build, say) is reported as killed and the summary line still comes last. The C++ part is
+    skipped without the TensorRT SDK (or killed as well where this machine has one)."""
     repo = Path(__file__).resolve().parents[1]
-    hang = tmp_path / "hang"
-    hang.write_text("#!/bin/sh\nexec sleep 600\n")
-    hang.chmod(0o755)
+    hang, _ = _hanging_python(tmp_path)
     done = subprocess.run(
         ["bash", str(repo / "benchmarks" / "gpu_check.sh"), "--bundle", "b"],
         env={
@@ -456,17 +480,191 @@ def test_gpu_check_summary_survives_a_killed_part(tmp_path):
             "PYTHON": str(hang),
             "GPU_CHECK_CUDA_TIMEOUT": "1",
             "GPU_CHECK_RUNTIMES_TIMEOUT": "1",
+            "GPU_CHECK_CPP_TIMEOUT": "1",
+            "TENSORRT_ROOT": str(tmp_path / "no-sdk"),
         },
         capture_output=True,
         text=True,
         timeout=120,
     )
     assert done.returncode == 1
-    assert done.stdout.strip().splitlines()[-3:] == [
+    lines = done.stdout.strip().splitlines()
+    assert lines[-4:-2] == [
         "part cuda: KILLED after its 1s timeout (its results above are partial)",
         "part gpu-runtimes: KILLED after its 1s timeout (its results above are partial)",
-        "gpu_check: 0 parts passed, 2 failed",
     ]
+    assert lines[-2] in (
+        "part cpp-tensorrt: KILLED after its 1s timeout (its results above are partial)",
+        "part cpp-tensorrt: skipped (no TensorRT SDK (NvInfer.h and libnvinfer.so under "
+        f"$TENSORRT_ROOT={tmp_path / 'no-sdk'} or /usr); set TENSORRT_ROOT to run it)",
+    ), lines[-2]
+    assert lines[-1] in (
+        "gpu_check: 0 parts passed, 3 failed",
+        "gpu_check: 0 parts passed, 2 failed, 1 skipped",
+    )
+
+
+@pytest.mark.parametrize("signal_name", ["SIGTERM", "SIGINT"])
+def test_gpu_check_stopped_mid_part_prints_the_summary(tmp_path, signal_name):
+    """A SIGTERM (or Ctrl-C's SIGINT) sent to gpu_check.sh while a part runs stops that part
+    at once (not when its timeout ends), its process is gone, and the summary still prints."""
+    import signal
+    import time
+
+    repo = Path(__file__).resolve().parents[1]
+    hang, pids = _hanging_python(tmp_path)
+    proc = subprocess.Popen(
+        ["bash", str(repo / "benchmarks" / "gpu_check.sh")],
+        env={**os.environ, "PYTHON": str(hang), "GPU_CHECK_CUDA_TIMEOUT": "300"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        start_new_session=True,  # nothing of it outlives the test if it fails
+    )
+    try:
+        deadline = time.monotonic() + 60
+        while not (pids.is_file() and pids.read_text().strip()) and time.monotonic() < deadline:
+            time.sleep(0.05)
+        part_pid = int(pids.read_text().split()[0])
+        start = time.monotonic()
+        proc.send_signal(getattr(signal, signal_name))
+        out, err = proc.communicate(timeout=60)
+        took = time.monotonic() - start
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    assert proc.returncode == 130, out + err
+    assert took < 20, f"the script took {took:.0f}s to stop"
+    assert out.strip().splitlines()[-2:] == [
+        f"part cuda: interrupted by {signal_name} (its results above are partial)",
+        "gpu_check: 0 parts passed, 1 failed",
+    ]
+    assert "== part gpu-runtimes" not in out  # stopped: no part after it starts
+    assert _gone(part_pid), f"the part's process {part_pid} still runs"
+    assert pids.read_text().split() == [str(part_pid)]
+
+
+def test_gpu_check_budget_sizes_the_parts(tmp_path):
+    """--budget S: each part's timeout is its share of what is left, so the whole check ends
+    within S seconds (a 600 s device run); a GPU_CHECK_*_TIMEOUT that is set caps its part."""
+    repo = Path(__file__).resolve().parents[1]
+    fake = tmp_path / "fake"  # every part exits at once
+    fake.write_text("#!/bin/sh\nexit 0\n")
+    fake.chmod(0o755)
+    env = {**os.environ, "PYTHON": str(fake), "TENSORRT_ROOT": str(tmp_path / "no-sdk")}
+    env.pop("GPU_CHECK_CUDA_TIMEOUT", None)
+    env.pop("GPU_CHECK_RUNTIMES_TIMEOUT", None)
+    script = str(repo / "benchmarks" / "gpu_check.sh")
+    done = subprocess.run(
+        ["bash", script, "--budget", "570"], env=env, capture_output=True, text=True, timeout=60
+    )
+    limits = [
+        int(line.split("timeout ")[1].rstrip("s)"))
+        for line in done.stdout.splitlines()
+        if line.startswith("== part") and "timeout" in line
+    ]
+    assert len(limits) in (2, 3), done.stdout  # (c) skipped without the SDK
+    # Each part, killed at its timeout plus the 10 s grace, leaves the grace of those after it
+    # (these parts end at once, so what they leave goes on to the next: 2 : 1 over (a)).
+    for i, limit in enumerate(limits):
+        assert limit + 10 * (len(limits) - i) <= 570, limits
+    assert 100 <= limits[0] < limits[1], limits
+    done = subprocess.run(
+        ["bash", script, "--budget=570"],
+        env={**env, "GPU_CHECK_CUDA_TIMEOUT": "30"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert "== part cuda (timeout 30s)" in done.stdout, done.stdout
+    bad = subprocess.run(
+        ["bash", script, "--budget", "ten"], env=env, capture_output=True, text=True, timeout=60
+    )
+    assert bad.returncode == 2 and "--budget must be a whole number" in bad.stderr
+
+
+def test_on_jetson_reads_the_device_tree_when_l4t_release_is_missing(tmp_path, monkeypatch):
+    """/etc/nv_tegra_release, else "nvidia,tegra..." among the device tree's NUL-separated
+    compatible strings; anything else (missing, a PC's board, a folder) is not a Jetson."""
+    from bld_runtime import trt_flavours
+
+    monkeypatch.setattr(trt_flavours, "JETSON_RELEASE_FILE", tmp_path / "no-release")
+    compatible = tmp_path / "compatible"
+    monkeypatch.setattr(trt_flavours, "DEVICE_TREE_COMPATIBLE", compatible)
+    assert not trt_flavours.on_jetson()  # neither file
+    compatible.write_bytes(b"nvidia,p3768-0000+p3767-0005\0nvidia,p3767-0005\0nvidia,tegra234\0")
+    assert trt_flavours.on_jetson()
+    compatible.write_bytes(b"raspberrypi,5-model-b\0brcm,bcm2712\0")
+    assert not trt_flavours.on_jetson()
+    compatible.write_bytes(b"x" * (trt_flavours.DEVICE_TREE_READ_LIMIT + 10) + b"\0nvidia,tegra")
+    assert not trt_flavours.on_jetson()  # read bounded: beyond the limit is not looked at
+    compatible.unlink()
+    compatible.mkdir()
+    assert not trt_flavours.on_jetson()
+    release = tmp_path / "nv_tegra_release"
+    release.write_text("# R36 (release), REVISION: 4.3\n")
+    monkeypatch.setattr(trt_flavours, "JETSON_RELEASE_FILE", release)
+    assert trt_flavours.on_jetson()
+
+
+def test_trt_context_refusals_raise_and_creation_holds_the_lock():
+    """set_optimization_profile_async and set_input_shape return False when TensorRT refuses:
+    TrtEngine.context raises StaleEngineError in one sentence instead of running on; and the
+    shared engine's create_execution_context runs under the backend's lock."""
+    import threading
+
+    from bld_runtime.backends.tensorrt import TrtEngine
+    from bld_runtime.errors import StaleEngineError
+
+    lock = threading.RLock()
+    refuse: set[str] = set()
+    held: list[bool] = []
+
+    class Context:
+        def set_optimization_profile_async(self, profile, stream):
+            return "profile" not in refuse
+
+        def set_input_shape(self, name, shape):
+            return "shape" not in refuse
+
+        def set_device_memory(self, ptr, nbytes):
+            pass
+
+    class Engine:
+        def create_execution_context(self, strategy):
+            free: list[bool] = []  # can another thread take the lock now?
+            other = threading.Thread(target=lambda: free.append(lock.acquire(blocking=False)))
+            other.start()
+            other.join()
+            held.append(not free[0])
+            return Context()
+
+    class Backend:
+        _lock = lock
+        trt = type(
+            "trt",
+            (),
+            {"ExecutionContextAllocationStrategy": type("S", (), {"USER_MANAGED": 2})},
+        )
+
+        def rebuild_hint(self):
+            return "bld-export engine BUNDLE"
+
+    engine = object.__new__(TrtEngine)
+    engine.backend, engine.engine = Backend(), Engine()
+    engine.entry = type("E", (), {"plan_path": "c/step/x.plan", "key": None})()
+    engine.spec = type("G", (), {"inputs": (TensorSpec("bits", "float32", ("batch", 4, 2)),)})()
+    engine.batch_ranges = [(1, 4)]
+    scratch = type("B", (), {"ptr": 0, "nbytes": 0})()
+    assert engine.context(2, 0, scratch) is not None
+    assert held == [True]
+    refuse.add("shape")
+    with pytest.raises(StaleEngineError, match=r"refused input bits of shape \(2, 4, 2\)"):
+        engine.context(2, 0, scratch)
+    refuse.add("profile")
+    with pytest.raises(StaleEngineError, match="refused optimization profile 0 for batch 2"):
+        engine.context(2, 0, scratch)
 
 
 def test_bld_engines_imports_neither_torch_nor_bld_train(subprocess_env):

@@ -1,6 +1,6 @@
 """GPU checks of the device sampler (run by benchmarks/gpu_check.sh; see its header).
 
-Two parts, each run on its own by gpu_check.sh (own process, own timeout, own result line):
+Three parts, each run on its own by gpu_check.sh (own process, own timeout, own result line):
 
 --part cuda (a GPU with CuPy and cuda-python; no TensorRT, no onnxruntime-gpu):
   1. kernel      the device kernels (KERNELS: csrc/bld_philox.h) compiled by NVRTC, through CuPy
@@ -22,6 +22,18 @@ Two parts, each run on its own by gpu_check.sh (own process, own timeout, own re
   6. onnxruntime with --bundle: the `cuda` backend (CuPy draws) against the CPU runtime, from
                  another thread and on the last GPU, and its memory over the same requests
 
+--part cpp-tensorrt (the TensorRT SDK: NvInfer.h and libnvinfer; run by gpu_check.sh where found):
+  7. cpp         runtime/cpp built with -DBLD_WITH_TENSORRT=ON (runtime/cpp/build-gpu-check);
+                 with --bundle: engines built by the Python TensorRT into a copy of the bundle
+                 (else the bundle's own engines/), then bld-probe: --backend tensorrt bits vs
+                 the C++ CPU runtime at batch 1, 3 and max_batch (fp32 bit for bit; fp16 only
+                 reported, its kernels may drift), the draws re-made from its traced step
+                 outputs (bit-exact), two threads running different batch sizes at once vs one
+                 thread, no "NVRTC does not know" on stderr; bld-cpp bench's device memory
+                 (nvidia-smi per process; skipped where not reported) flat over its requests
+
+A part that checked nothing (every check skipped) exits 3: gpu_check.sh reports it skipped.
+
 --dry-run runs everything that needs no GPU: the numpy references, the NVRTC compile when
 cuda-python and NVRTC load, and the nvcc compile when nvcc exists.
 """
@@ -29,12 +41,14 @@ cuda-python and NVRTC load, and the nvcc compile when nvcc exists.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -82,7 +96,14 @@ def report(name: str, ok: bool, detail: str) -> None:
     print(f"[{'ok' if ok else 'FAIL'}] {name}: {detail}", flush=True)
 
 
+skipped: list[tuple[str, str]] = []
+#: A part's exit status when it checked nothing (every check skipped): gpu_check.sh reports the
+#: part as skipped, not passed.
+SKIPPED_EXIT = 3
+
+
 def skip(name: str, why: str) -> None:
+    skipped.append((name, why))
     print(f"[skip] {name}: {why}", flush=True)
 
 
@@ -327,6 +348,7 @@ def check_native_graph(cp) -> None:
     kernels = cudart.Kernels(cuda, KERNELS, ("bld_draw", "bld_threshold"), info.compute_capability)
     stream = cudart.check(rt.cudaStreamCreateWithFlags(rt.cudaStreamNonBlocking), "stream")
     batch = len(SEEDS)
+    kept: tuple[Any, ...] | None = None
     for (h, w, c), n, a, b, keep, known in cases():
         masked = int(keep is not None)
         bufs = {
@@ -379,10 +401,16 @@ def check_native_graph(cp) -> None:
             same,
             "bit for bit" if same else f"{int((out.astype(np.uint8) != ref).sum())} differ",
         )
-        last = (cuda, exe, stream, bufs, out)
-        if (h, w, c, masked) != (16, 16, 64, 1):
+        if (h, w, c, masked) == (16, 16, 64, 1):
+            # Kept for the memory check: its graph, and every buffer baked into it (bufs and
+            # the K probs buffers, which would be freed once `probs` is reassigned).
+            kept = (cuda, exe, stream, bufs, out, probs)
+        else:
             rt.cudaGraphExecDestroy(exe)
-    check_native_memory(*last)
+    if kept is None:
+        report("captured-loop memory check", False, "no 16x16x64 masked case to replay")
+        return
+    check_native_memory(*kept)
 
 
 def used_memory(cuda) -> int:
@@ -392,9 +420,10 @@ def used_memory(cuda) -> int:
     return int(total) - int(free)
 
 
-def check_native_memory(cuda, exe, stream, bufs, out) -> None:
+def check_native_memory(cuda, exe, stream, bufs, out, probs) -> None:
     """REQUESTS requests as the native backend serves them (upload the seeds, replay the
-    captured loop, read the bits back): nothing may be allocated per request."""
+    captured loop, read the bits back): nothing may be allocated per request. `probs` (the
+    step-output buffers the graph reads) is passed only to keep them alive while it replays."""
     from bld_runtime.backends import cudart
     from bld_runtime.backends.cudart import copy_to_device
 
@@ -414,6 +443,7 @@ def check_native_memory(cuda, exe, stream, bufs, out) -> None:
         request(r)
     grown = used_memory(cuda) - before
     rt.cudaGraphExecDestroy(exe)
+    del probs  # the graph is gone: its buffers may go now
     report(
         f"device memory over {REQUESTS} captured-loop requests",
         grown <= MEMORY_SLACK,
@@ -496,15 +526,22 @@ def device_memory_in_use(device: int) -> int:
     return used_memory(cuda)
 
 
-def check_runtime_backend(name: str, gpu, cpu, requests: int) -> None:
+def baseline_other_gpus(device: int) -> dict[int, int]:
+    """Memory in use on every GPU before `device`, taken BEFORE Pipeline.load so that
+    allocations made on the wrong device while loading are caught too."""
+    return {d: device_memory_in_use(d) for d in range(device)}
+
+
+def check_runtime_backend(name: str, gpu, cpu, requests: int, others: dict[int, int]) -> None:
     """Parity with the CPU runtime, requests from another thread (each thread binds the
-    backend's device itself), and device memory over `requests` requests of mixed sizes."""
+    backend's device itself), and device memory over `requests` requests of mixed sizes.
+    `others`: baseline_other_gpus(device) from before the pipeline was loaded; nothing may
+    land on those GPUs."""
     from concurrent.futures import ThreadPoolExecutor
 
     from bld_engines.parity import check_parity
 
     device = gpu.backend.options.device_id
-    others = {d: device_memory_in_use(d) for d in range(device)}  # must stay untouched
     parity = check_parity(gpu, cpu, n=4)
     report(f"{name} vs CPU runtime", parity.ok, parity.describe())
     here = gpu.generate(n=3, seeds=5)
@@ -551,6 +588,7 @@ def check_onnxruntime_gpu(bundle: str | None, precision: str, requests: int) -> 
         skip("onnxruntime-gpu", "pass --bundle to run the cuda backend")
         return
     device = device_count() - 1  # the last GPU: binding to a device other than 0 when there
+    others = baseline_other_gpus(device)
     try:
         gpu = Pipeline.load(
             bundle, backend="cuda", precision=precision, options=BackendOptions(device_id=device)
@@ -559,7 +597,7 @@ def check_onnxruntime_gpu(bundle: str | None, precision: str, requests: int) -> 
         skip("onnxruntime-gpu", str(e))
         return
     cpu = Pipeline.load(bundle, backend="cpu", precision=precision)
-    check_runtime_backend(f"cuda backend on GPU {device} ({precision})", gpu, cpu, requests)
+    check_runtime_backend(f"cuda backend on GPU {device} ({precision})", gpu, cpu, requests, others)
 
 
 def check_tensorrt(bundle: str | None, precision: str, requests: int = REQUESTS) -> None:
@@ -584,6 +622,7 @@ def check_tensorrt(bundle: str | None, precision: str, requests: int = REQUESTS)
         # Built on GPU 0 (several GPUs must be one model: the engines carry its sm).
         build_bundle(bundle, cache, BuildOptions(precision=precision))
         print(f"[info] engines built in {time.perf_counter() - start:.1f}s", flush=True)
+        others = baseline_other_gpus(device)  # after the build (on GPU 0), before the load
         gpu = Pipeline.load(
             bundle,
             backend="tensorrt",
@@ -597,7 +636,11 @@ def check_tensorrt(bundle: str | None, precision: str, requests: int = REQUESTS)
         )
         print(f"[info] scratch memory per engine (largest profile): {memory}", flush=True)
         check_runtime_backend(
-            f"TensorRT ({flavour.describe()}, {precision}) on GPU {device}", gpu, cpu, requests
+            f"TensorRT ({flavour.describe()}, {precision}) on GPU {device}",
+            gpu,
+            cpu,
+            requests,
+            others,
         )
         fused = gpu.generate(n=4, seeds=0)  # the CUDA-graph path (no trace)
         stepwise = gpu.generate(n=4, seeds=0, trace=True)
@@ -627,6 +670,14 @@ def part_cuda() -> int:
         if exe is not None:
             check_curand(exe, Path(tmp))
     check_cupy_loop(cp)
+    from bld_runtime.backends import cudart
+    from bld_runtime.errors import BackendUnavailableError
+
+    try:  # a CuPy-only install (bld[cupy-cuda12]) brings no cuda-bindings: skip, not fail
+        cudart.import_cuda()
+    except BackendUnavailableError as e:
+        skip("native cuda-python path (CUDA graph, memory)", str(e))
+        return finish("cuda")
     try:
         check_native_graph(cp)
     except Exception as e:  # noqa: BLE001 - cuda-python or NVRTC missing, or a real failure
@@ -653,8 +704,14 @@ def part_gpu_runtimes(bundle: str | None, precision: str, requests: int) -> int:
 
 def finish(part: str) -> int:
     failed = [name for name, ok, _ in results if not ok]
-    print(f"part {part}: {len(results) - len(failed)} passed, {len(failed)} failed", flush=True)
-    return 1 if failed else 0
+    print(
+        f"part {part}: {len(results) - len(failed)} passed, {len(failed)} failed"
+        + (f", {len(skipped)} skipped" if skipped else ""),
+        flush=True,
+    )
+    if failed:
+        return 1
+    return SKIPPED_EXIT if skipped and not results else 0
 
 
 def dry_run() -> int:
@@ -689,11 +746,327 @@ def dry_run() -> int:
     return 1 if failed else 0
 
 
+# --- 7. the C++ native TensorRT backend (part cpp-tensorrt) -----------------------------------
+
+CPP = REPO / "runtime" / "cpp"
+CPP_BUILD = CPP / "build-gpu-check"  # its own build folder: -DBLD_WITH_TENSORRT=ON
+NVRTC_UNKNOWN = "NVRTC does not know"  # the C++ backend's note when it falls back to PTX
+
+
+def tail(text: str, lines: int = 15) -> str:
+    return "\n".join(text.strip().splitlines()[-lines:])
+
+
+def build_cpp_tensorrt(trt_root: str, ort_root: Path) -> tuple[Path, Path] | None:
+    """bld-probe and bld-cpp built with the native TensorRT backend, or None (reported)."""
+    jobs = str(os.cpu_count() or 2)
+    steps = (
+        [
+            "cmake",
+            "-S",
+            str(CPP),
+            "-B",
+            str(CPP_BUILD),
+            "-DCMAKE_BUILD_TYPE=Release",
+            "-DBLD_WITH_TENSORRT=ON",
+            "-DBLD_BUILD_TESTS=ON",  # bld-probe lives with the tests
+            f"-DTENSORRT_ROOT={trt_root}",
+            f"-DONNXRUNTIME_ROOT={ort_root}",
+        ],
+        ["cmake", "--build", str(CPP_BUILD), "-j", jobs, "--target", "bld-probe", "bld-cpp"],
+    )
+    start = time.perf_counter()
+    for cmd in steps:
+        done = subprocess.run(cmd, capture_output=True, text=True)
+        if done.returncode != 0:
+            report(
+                "C++ build with -DBLD_WITH_TENSORRT=ON",
+                False,
+                f"{' '.join(cmd[:2])} exited {done.returncode}:\n{tail(done.stdout + done.stderr)}",
+            )
+            return None
+    probe, app = CPP_BUILD / "tests" / "bld-probe", CPP_BUILD / "bld-cpp"
+    missing = [str(p) for p in (probe, app) if not p.is_file()]
+    report(
+        "C++ build with -DBLD_WITH_TENSORRT=ON",
+        not missing,
+        f"{CPP_BUILD} in {time.perf_counter() - start:.0f}s"
+        + (f"; missing {', '.join(missing)}" if missing else ""),
+    )
+    return None if missing else (probe, app)
+
+
+def sdk_version(trt_root: str) -> str:
+    """TensorRT's version from the SDK's NvInferVersion.h ("?" where unreadable)."""
+    import re
+
+    for header in sorted(Path(trt_root).glob("include/**/NvInferVersion.h")):
+        text = header.read_text(errors="replace")
+        parts = [
+            re.search(rf"#define (?:NV_TENSORRT|TRT)_{k}(?:_ENTERPRISE)? +(\d+)", text)
+            for k in ("MAJOR", "MINOR", "PATCH", "BUILD")
+        ]
+        return ".".join(m.group(1) for m in parts if m)
+    return "?"
+
+
+def bundle_with_engines(bundle: str, precision: str, work: Path, trt_root: str) -> Path | None:
+    """A bundle folder whose engines/ (the C++ backend's default cache) holds engines for
+    `precision`: a copy of `bundle` with engines built by the Python TensorRT, else `bundle`
+    itself where it has engines/; None (skipped) where neither."""
+    from bld_runtime.errors import BldError
+    from bld_runtime.trt_flavours import import_flavour
+
+    try:
+        flavour = import_flavour("tensorrt", need_builder=True)
+    except BldError as e:
+        if (Path(bundle) / "engines").is_dir():
+            print(f"[info] no TensorRT builder in Python ({e}); using {bundle}/engines", flush=True)
+            return Path(bundle)
+        skip("cpp-tensorrt", f"no engines to run: {bundle}/engines is missing and {e}")
+        return None
+    from bld_engines.builder import BuildOptions, build_bundle
+
+    copy = work / "bundle"
+    shutil.copytree(bundle, copy, ignore=shutil.ignore_patterns("engines"))
+    print(
+        f"[info] engines built by {flavour.describe()} for the SDK's TensorRT "
+        f"{sdk_version(trt_root)} (the C++ backend refuses a plan of another version)",
+        flush=True,
+    )
+    start = time.perf_counter()
+    build_bundle(str(copy), str(copy / "engines"), BuildOptions(precision=precision))
+    print(f"[info] engines built in {time.perf_counter() - start:.1f}s", flush=True)
+    return copy
+
+
+def run_probe(
+    probe: Path, bundle: Path, spec: dict[str, Any], out: Path
+) -> tuple[subprocess.CompletedProcess[str], dict[str, Any]]:
+    """bld-probe BUNDLE SPEC OUTDIR: its process and {name: bits | error text}."""
+    import json
+
+    out.mkdir(parents=True)
+    (out / "spec.json").write_text(json.dumps(spec))
+    done = subprocess.run(
+        [str(probe), str(bundle), str(out / "spec.json"), str(out)],
+        capture_output=True,
+        text=True,
+    )
+    found: dict[str, Any] = {}
+    for path in sorted(out.iterdir()):
+        if path.name.endswith(".error"):
+            found[path.name.removesuffix(".error")] = path.read_text().strip()
+        elif path.name.endswith(".npy"):
+            found[path.name.removesuffix(".npy")] = np.load(path)
+    return done, found
+
+
+def check_cpp_trace(name: str, trace: dict[str, Any], seeds: list[int]) -> bool:
+    """The sampling contract on the C++ backend's own trace: every draw re-made on the host
+    from its step outputs is bit-exact (see bld_engines.parity)."""
+    states, probs, bits = trace[f"{name}.states"], trace[f"{name}.probs"], trace[f"{name}.bits"]
+    K = len(states)
+    finals = np.concatenate([states[1:], bits[None]])
+    seed_array = np.array(seeds, np.uint64)
+    for i in range(K):
+        if i < K - 1:
+            expected = philox.bernoulli(probs[i], seed_array, i + 1)
+        else:
+            expected = (probs[i] > np.float32(0.5)).astype(np.uint8)
+        if not np.array_equal(expected, finals[i]):
+            return False
+    return True
+
+
+def gpu_memory_of(pid: int) -> int | None:
+    """MiB the process `pid` holds on any GPU (nvidia-smi), or None where not listed."""
+    done = subprocess.run(
+        ["nvidia-smi", "--query-compute-apps=pid,used_memory", "--format=csv,noheader,nounits"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    used = [
+        int(fields[1])
+        for line in done.stdout.splitlines()
+        if len(fields := [f.strip() for f in line.split(",")]) == 2
+        and fields[0] == str(pid)
+        and fields[1].isdigit()
+    ]
+    return sum(used) if used else None
+
+
+def check_cpp_memory(app: Path, bundle: Path, precision: str, max_batch: int, iters: int) -> None:
+    """Device memory of `bld-cpp bench --backend tensorrt` over repeated max_batch requests
+    (one size, so its two warm-up runs make every loop and context it uses), sampled from
+    outside with nvidia-smi every 0.5 s: what it holds once warm must not grow."""
+    cmd = [
+        str(app),
+        "bench",
+        str(bundle),
+        "--backend",
+        "tensorrt",
+        "--precision",
+        precision,
+        "--batch",
+        str(max_batch),
+        "--warmup",
+        "2",
+        "--iters",
+        str(iters),
+    ]
+    samples: list[int] = []
+    with tempfile.TemporaryFile("w+") as err:
+        proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=err, text=True)
+        try:
+            while proc.poll() is None:
+                used = gpu_memory_of(proc.pid)
+                if used is not None:
+                    samples.append(used)
+                time.sleep(0.5)
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+        err.seek(0)
+        stderr = err.read()
+    if proc.returncode != 0:
+        report("C++ tensorrt: bld-cpp bench", False, f"exit {proc.returncode}: {tail(stderr, 5)}")
+        return
+    report(
+        f"C++ tensorrt: no '{NVRTC_UNKNOWN}' on bld-cpp's stderr",
+        NVRTC_UNKNOWN not in stderr,
+        "none" if NVRTC_UNKNOWN not in stderr else tail(stderr, 3),
+    )
+    if len(samples) < 4:
+        skip(
+            "C++ tensorrt: device memory over repeated requests",
+            f"not measured: nvidia-smi listed the process {len(samples)} time(s) in its run "
+            f"(too short, or per-process memory not reported here, e.g. on Jetson)",
+        )
+        return
+    settled = samples[len(samples) // 4]  # after the warm-up's loops and contexts
+    grown = max(samples[len(samples) // 4 :]) - settled
+    report(
+        f"C++ tensorrt: device memory over {iters} bench requests (nvidia-smi, "
+        f"{len(samples)} samples)",
+        grown <= MEMORY_SLACK >> 20,
+        f"{settled} MiB once warm, grew by {grown} MiB (allowed {MEMORY_SLACK >> 20} MiB)",
+    )
+
+
+def part_cpp_tensorrt(bundle: str | None, precision: str, requests: int, trt_root: str) -> int:
+    """Part (c): the C++ runtime's native TensorRT backend against its CPU runtime."""
+    name = "cpp-tensorrt"
+    if bundle is None:
+        skip(name, "pass --bundle to build and run the C++ TensorRT backend")
+        return finish(name)
+    if (
+        shutil.which("nvidia-smi") is None
+        or subprocess.run(["nvidia-smi", "-L"], capture_output=True, timeout=60).returncode
+    ):
+        skip(name, "no GPU: nvidia-smi is missing or lists none")
+        return finish(name)
+    if shutil.which("cmake") is None:
+        skip(name, "no cmake to build runtime/cpp")
+        return finish(name)
+    ort_root = Path(os.environ.get("ONNXRUNTIME_ROOT") or CPP / ".deps" / "onnxruntime")
+    if not ort_root.is_dir():
+        skip(
+            name,
+            f"no ONNX Runtime SDK at {ort_root} (set ONNXRUNTIME_ROOT or run "
+            f"runtime/cpp/scripts/setup_deps.sh): the C++ runtime needs it",
+        )
+        return finish(name)
+    print(f"TensorRT SDK: {trt_root} ({sdk_version(trt_root)}); ONNX Runtime SDK: {ort_root}")
+    tools = build_cpp_tensorrt(trt_root, ort_root)
+    if tools is None:
+        return finish(name)
+    probe, app = tools
+    from bld_runtime.manifest import load_bundle
+
+    manifest = load_bundle(bundle).manifest
+    max_batch, num_classes = manifest.max_batch, manifest.classes.count
+    with tempfile.TemporaryDirectory(prefix="bld-gpu-check-cpp-") as tmp:
+        work = Path(tmp)
+        ready = bundle_with_engines(bundle, precision, work, trt_root)
+        if ready is None:
+            return finish(name)
+        sizes = sorted({1, min(3, max_batch), max_batch})
+        reqs: list[dict[str, Any]] = []
+        for n in sizes:
+            req: dict[str, Any] = {
+                "name": f"batch{n}",
+                "seeds": [(2**63 + 1000 * n + i) % 2**64 for i in range(n)],
+            }
+            if num_classes:
+                req |= {"classes": [i % num_classes for i in range(n)], "guidance": [0.0]}
+            reqs.append(req)
+        options = {"precision": precision}
+        cpu_run, cpu = run_probe(
+            probe, ready, {"options": {**options, "backend": "cpu"}, "requests": reqs}, work / "cpu"
+        )
+        # Two threads on one pipeline, each through every request in a different order: at
+        # once they run different batch sizes (thread 0 batch 1 while thread 1 runs batch 3).
+        # The traced copies run step by step (no CUDA graph): they give the step outputs for
+        # the contract check; the untraced ones are the served path compared with the CPU.
+        trt_spec = {
+            "options": {**options, "backend": "tensorrt"},
+            "threads": 2,
+            "requests": reqs + [{**r, "name": f"{r['name']}_trace", "trace": True} for r in reqs],
+        }
+        trt_run, trt = run_probe(probe, ready, trt_spec, work / "trt")
+        for label, run, got in (("cpu", cpu_run, cpu), ("tensorrt", trt_run, trt)):
+            if "load" in got or run.returncode != 0:
+                report(
+                    f"C++ {label} pipeline",
+                    False,
+                    str(got.get("load", f"bld-probe exit {run.returncode}: {tail(run.stderr, 5)}")),
+                )
+        if any(not ok for _, ok, _ in results):
+            return finish(name)
+        for req in reqs:
+            key, n = req["name"], len(req["seeds"])
+            if key in trt or key in cpu or f"{key}_trace" in trt:  # an .error file
+                error = trt.get(key) or cpu.get(key) or trt.get(f"{key}_trace")
+                report(f"C++ tensorrt batch {n}", False, str(error))
+                continue
+            ours, ref = trt[f"{key}.bits"], cpu[f"{key}.bits"]
+            same = np.array_equal(ours, ref)
+            detail = "bit for bit" if same else f"{int((ours != ref).sum())} of {ref.size} differ"
+            if same or precision == "fp32":
+                report(f"C++ tensorrt vs C++ cpu, batch {n} ({precision})", same, detail)
+            else:  # fp16 kernels may drift after a close call; the contract check binds
+                print(f"[info] C++ tensorrt vs C++ cpu, batch {n} (fp16): {detail}", flush=True)
+            exact = check_cpp_trace(f"{key}_trace", trt, req["seeds"])
+            report(
+                f"C++ tensorrt batch {n}: draws re-made from its step outputs",
+                exact,
+                "bit-exact" if exact else "DIFFER (the sampling contract is broken)",
+            )
+            threaded = [trt.get(f"{key}.thread{t}.bits") for t in range(2)]
+            agree = all(t is not None and np.array_equal(t, ours) for t in threaded)
+            report(
+                f"C++ tensorrt batch {n}: two threads with different batch sizes at once",
+                agree,
+                "same bits as one thread" if agree else "differ (or missing)",
+            )
+        report(
+            f"C++ tensorrt: no '{NVRTC_UNKNOWN}' on bld-probe's stderr",
+            NVRTC_UNKNOWN not in trt_run.stderr,
+            "none" if NVRTC_UNKNOWN not in trt_run.stderr else tail(trt_run.stderr, 3),
+        )
+        check_cpp_memory(app, ready, precision, max_batch, max(20, min(requests // 10, 100)))
+    return finish(name)
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--dry-run", action="store_true", help="only what needs no GPU")
-    parser.add_argument("--part", choices=("cuda", "gpu-runtimes"), default="cuda")
-    parser.add_argument("--bundle", default=None, help="a bundle for the gpu-runtimes part")
+    parser.add_argument("--part", choices=("cuda", "gpu-runtimes", "cpp-tensorrt"), default="cuda")
+    parser.add_argument("--bundle", default=None, help="a bundle for the parts that take one")
+    parser.add_argument("--trt-root", default="", help="TensorRT SDK (part cpp-tensorrt)")
     parser.add_argument("--precision", default="fp32", choices=("fp32", "fp16"))
     parser.add_argument("--requests", type=int, default=REQUESTS, help="for the memory checks")
     args = parser.parse_args()
@@ -701,6 +1074,13 @@ def main() -> int:
         return dry_run()
     if args.part == "cuda":
         return part_cuda()
+    if args.part == "cpp-tensorrt":
+        trt_root = args.trt_root or os.environ.get("TENSORRT_ROOT", "/usr")
+        try:
+            return part_cpp_tensorrt(args.bundle, args.precision, args.requests, trt_root)
+        except Exception as e:  # noqa: BLE001 - one result line, not a traceback
+            report("cpp-tensorrt", False, f"{type(e).__name__}: {e}")
+            return finish("cpp-tensorrt")
     return part_gpu_runtimes(args.bundle, args.precision, args.requests)
 
 

@@ -16,6 +16,8 @@ Importing a flavour is safe without a GPU; constructing its Runtime is not (it l
 from __future__ import annotations
 
 import importlib
+import os
+import stat
 from dataclasses import dataclass
 from pathlib import Path
 from types import ModuleType
@@ -36,13 +38,35 @@ INSTALL_HINT = {
 
 #: Written by every Jetson Linux (L4T) release, JetPack 5 to 7; no server or PC has it.
 JETSON_RELEASE_FILE = Path("/etc/nv_tegra_release")
+#: The fallback (containers without /etc/nv_tegra_release, other Tegra distributions): the
+#: kernel's device tree lists "nvidia,tegra..." (e.g. nvidia,tegra234) among the board's
+#: NUL-separated compatible strings. Only Arm boards booted from a device tree have the file.
+DEVICE_TREE_COMPATIBLE = Path("/proc/device-tree/compatible")
+#: How much of the compatible list is read (a handful of short strings; never a whole file).
+DEVICE_TREE_READ_LIMIT = 4096
 #: --hardware-compat values -> HardwareCompatibilityLevel member names.
 HARDWARE_COMPAT_LEVELS = {"ampere+": "AMPERE_PLUS", "same-cc": "SAME_COMPUTE_CAPABILITY"}
 
 
 def on_jetson() -> bool:
-    """True on a Jetson, where TensorRT supports no hardware compatibility at all."""
-    return JETSON_RELEASE_FILE.exists()
+    """True on a Jetson, where TensorRT supports no hardware compatibility at all: L4T's
+    release file, or else "nvidia,tegra" in the device tree's compatible list (read without
+    blocking, at most DEVICE_TREE_READ_LIMIT bytes; any error reads as "not a Jetson")."""
+    if JETSON_RELEASE_FILE.exists():
+        return True
+    try:
+        fd = os.open(DEVICE_TREE_COMPATIBLE, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    except OSError:
+        return False
+    try:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            return False
+        data = os.read(fd, DEVICE_TREE_READ_LIMIT)
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+    return any(entry.startswith(b"nvidia,tegra") for entry in data.split(b"\0"))
 
 
 @dataclass(frozen=True)

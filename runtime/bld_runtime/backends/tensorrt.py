@@ -181,15 +181,29 @@ class TrtEngine:
         """An execution context with the profile and every input shape set for `batch`,
         running in `scratch` (user-managed: at least scratch_bytes(batch))."""
         strategy = self.backend.trt.ExecutionContextAllocationStrategy.USER_MANAGED
-        ctx = self.engine.create_execution_context(strategy)
+        profile = self.profile_for(batch)
+        with self.backend._lock:  # the engine is shared by every thread's loops
+            ctx = self.engine.create_execution_context(strategy)
         if ctx is None:
             raise BackendUnavailableError(
                 f"TensorRT could not create an execution context for "
                 f"{self.entry.key.graph} (out of GPU memory?)"
             )
-        ctx.set_optimization_profile_async(self.profile_for(batch), int(stream))
+        # Both return False (and only log) when TensorRT refuses: raise instead of running a
+        # context with the wrong profile or shapes.
+        if not ctx.set_optimization_profile_async(profile, int(stream)):
+            raise StaleEngineError(
+                f"{self.entry.plan_path}: TensorRT refused optimization profile {profile} for "
+                f"batch {batch} (batch ranges {self.batch_ranges}); rebuild with "
+                f"{self.backend.rebuild_hint()}"
+            )
         for t in self.spec.inputs:
-            ctx.set_input_shape(t.name, tuple(batch if isinstance(d, str) else d for d in t.shape))
+            shape = tuple(batch if isinstance(d, str) else d for d in t.shape)
+            if not ctx.set_input_shape(t.name, shape):
+                raise StaleEngineError(
+                    f"{self.entry.plan_path}: TensorRT refused input {t.name} of shape "
+                    f"{shape} (profile {profile}); rebuild with {self.backend.rebuild_hint()}"
+                )
         set_scratch(ctx, scratch)
         return ctx
 
