@@ -152,8 +152,10 @@ def _quiet_gevent() -> None:
     stopping.Stopped, a KeyboardInterrupt) lands: the hub prints it with a timestamp before
     handing it to the program, two stray stderr lines. A stop is the program's to report, so
     the hub passes it on without printing it."""
-    import gevent  # type: ignore[import-untyped]
-
+    try:
+        import gevent  # type: ignore[import-untyped]
+    except ImportError:  # tritonclient.http runs on gevent: without it, nothing to quiet
+        return
     hub = gevent.get_hub()
     if not issubclass(KeyboardInterrupt, hub.NOT_ERROR):
         hub.NOT_ERROR = (*hub.NOT_ERROR, KeyboardInterrupt)
