@@ -65,6 +65,7 @@ int bench(int argc, char **argv) {
                     {{"--json"}, false, "", "Also write the results as JSON to this file"}});
     Args args(options, {"BUNDLE"});
     args.parse(argc, argv, 2);
+    args.check_positionals();
     const std::string bundle = args.positional(0);
     check_bundle_dir(bundle);
     const auto batches = parse_batches(args.get("--batch"));

@@ -5,11 +5,16 @@
 //
 // `sample` writes what `bld sample` writes: 00000.png ..., bits.bldz and grid.png. Errors print
 // one line, `error: <message>` (the Python runtime's words), and exit 1.
+#include <signal.h>
+
 #include <algorithm>
+#include <csignal>
 #include <cstdio>
-#include <fstream>
 #include <filesystem>
+#include <fstream>
 #include <iostream>
+#include <optional>
+#include <sstream>
 
 #include "args.hpp"
 #include "output.hpp"
@@ -36,13 +41,13 @@ bld::Pipeline load(const std::string &bundle, const Args &args) {
     return bld::Pipeline::load(bundle, options);
 }
 
-void check_bundle_dir(const std::string &bundle) {  // click.Path(exists=True, file_okay=False)
-    std::error_code ec;
-    if (!fs::exists(bundle, ec))
-        throw Usage{"Invalid value for 'BUNDLE': Directory '" + bundle + "' does not exist."};
-    if (!fs::is_directory(bundle, ec))
-        throw Usage{"Invalid value for 'BUNDLE': Directory '" + bundle + "' is a file."};
+void check_bundle_dir(const std::string &bundle) {  // click.Path(file_okay=False)
+    std::error_code ec;  // a missing folder is the loader's to refuse, in its words
+    if (fs::exists(bundle, ec) && !fs::is_directory(bundle, ec))
+        throw Usage{"Invalid value for 'BUNDLE': Directory " + py_repr(bundle) + " is a file."};
 }
+
+constexpr int64_t kMaxLatents = 4294967295;  // the most a .bldz holds: its header's batch is a uint32
 
 // 00000.png ...: zero-padded to at least 5 digits (outputs.image_name)
 std::string image_name(size_t index, size_t count) {
@@ -51,7 +56,54 @@ std::string image_name(size_t index, size_t count) {
     return std::string(width > digits.size() ? width - digits.size() : 0, '0') + digits + ".png";
 }
 
+// str(pathlib.Path(text)), as `bld` names a folder in its messages: no empty or "." parts.
+std::string py_path(const std::string &text) {
+    std::string out = text.rfind('/', 0) == 0 ? "/" : "", part;
+    std::stringstream parts(text);
+    while (std::getline(parts, part, '/'))
+        if (!part.empty() && part != ".") out += (out.empty() || out == "/" ? "" : "/") + part;
+    return out.empty() ? "." : out;
+}
+
+// The stop path (bld_runtime/sampling.py): SIGINT and SIGTERM only set this flag. The sampling
+// loop checks it at every step (the step callback cancels the chunk in progress) and between
+// chunks, then keeps what it finished and says so, once: later signals only set the flag again,
+// and the process exits 1 with one line whatever arrives.
+volatile std::sig_atomic_t stop_signal = 0;
+
+extern "C" void on_stop_signal(int signum) { stop_signal = signum; }
+
+void catch_stop_signals() {
+    struct sigaction action {};
+    action.sa_handler = on_stop_signal;
+    sigemptyset(&action.sa_mask);
+    action.sa_flags = SA_RESTART;  // the files being written are finished, not cut short by EINTR
+    sigaction(SIGINT, &action, nullptr);
+    sigaction(SIGTERM, &action, nullptr);
+}
+
+struct Stopped {  // a run stopped early: the one line saying what it kept where
+    std::string message;
+};
+
+// Why a run stopped, in the words `bld` uses (errors.describe).
+std::string stop_reason(const std::exception_ptr &error) {
+    if (stop_signal) return "interrupted";
+    try {
+        std::rethrow_exception(error);
+    } catch (const std::bad_alloc &) {
+        return kOutOfMemory;
+    } catch (const std::filesystem::filesystem_error &e) {
+        return e.code().message() + ": " + e.path1().string();
+    } catch (const std::exception &e) {
+        return e.what();
+    } catch (...) {
+        return "unknown error";
+    }
+}
+
 int sample(int argc, char **argv) {
+    catch_stop_signals();
     auto options = runtime_options();
     options.insert(options.begin(),
                    {{{"-n"}, false, "1", "Number of images [1]"},
@@ -61,6 +113,7 @@ int sample(int argc, char **argv) {
                     {{"--temperature"}, false, "", "> 0 (default: the bundle's)"},
                     {{"-o", "--out"}, false, "", "Folder for the PNGs, bits.bldz, grid.png and samples.json (new or empty)"},
                     {{"--force"}, true, "", "Replace an earlier run's output in that folder"},
+                    {{"--chunk"}, true, "", "Split batches above the bundle's max_batch into chunks [default]"},
                     {{"--no-chunk"}, true, "", "Refuse batches above the bundle's max_batch"},
                     {{"-h", "--help"}, true, "", "Show this message and exit"}});
     Args args(options, {"BUNDLE"});
@@ -72,69 +125,159 @@ int sample(int argc, char **argv) {
             return 0;
         }
     args.parse(argc, argv, 2);
-    const std::string bundle = args.positional(0);
-    check_bundle_dir(bundle);
-    const int64_t count = args.integer("-n", 1);
-    args.integer("--threads", 0);
-    const auto guidance = args.number("--guidance"), temperature = args.number("--temperature");
-    const std::string out_dir = args.required("--out");
-    std::error_code ec;
-    if (fs::exists(out_dir, ec) && !fs::is_directory(out_dir, ec))
-        throw Usage{"Invalid value for '-o' / '--out': Directory '" + out_dir + "' is a file."};
+    int64_t count = 1;
+    std::optional<double> guidance, temperature;
+    std::string out_dir;
     const std::string precision = args.get("--precision"), backend = args.get("--backend");
-    if (precision != "fp32" && precision != "fp16")
-        throw Usage{"Invalid value for '--precision': '" + precision + "' is not one of 'fp32', 'fp16'."};
+    std::string count_text = "1";
+    args.convert({{"-n",
+                   [&] {
+                       const PyInt v = args.integer_as_python("-n", 1);
+                       count = v.value, count_text = v.text;
+                   }},
+                  {"--threads", [&] { args.integer("--threads", 0); }},
+                  {"--guidance", [&] { guidance = args.number("--guidance"); }},
+                  {"--temperature", [&] { temperature = args.number("--temperature"); }},
+                  {"--out",
+                   [&] {
+                       out_dir = args.required("--out");
+                       std::error_code ec;
+                       if (fs::exists(out_dir, ec) && !fs::is_directory(out_dir, ec))
+                           throw Usage{"Invalid value for '-o' / '--out': Directory " + py_repr(out_dir) + " is a file."};
+                   }},
+                  {"--precision",
+                   [&] {
+                       if (precision != "fp32" && precision != "fp16")
+                           throw Usage{"Invalid value for '--precision': " + py_repr(precision) +
+                                       " is not one of 'fp32', 'fp16'."};
+                   }},
+                  {"--backend", [&] {
+                       if (backend != "cpu" && backend != "cuda" && backend != "tensorrt-ep" && backend != "tensorrt")
+                           throw Usage{"Invalid value for '--backend': " + py_repr(backend) +
+                                       " is not one of 'cpu', 'cuda', 'tensorrt-ep', 'tensorrt'."};
+                   }}});
+    if (args.count_positional() > 0) check_bundle_dir(args.positional(0));
+    args.check_positionals();
+    const std::string bundle = args.positional(0);
 
+    if (count > kMaxLatents)  // before anything is loaded or written
+        throw bld::Error(BLD_ERROR_INVALID_REQUEST, "-n must be at most " + std::to_string(kMaxLatents) +
+                                                        " (the most images one bits.bldz holds), got " + count_text);
     const uint64_t seed = parse_seed(args.get("--seed"));
     bld::Pipeline pipe = load(bundle, args);
     const bld_pipeline_info &info = pipe.info();
     const std::string class_text = args.get("--class");
-    const std::vector<int64_t> classes = parse_classes(class_text, count, info.num_classes);
+    const std::optional<int64_t> one_class = parse_class(class_text, info.num_classes);
     const auto max = size_t(info.max_batch), n = size_t(count);
     if (args.has("--no-chunk") && n > max)
         throw bld::Error(BLD_ERROR_INVALID_REQUEST, "batch size " + std::to_string(n) + " is above this bundle's max_batch of " +
                                                         std::to_string(max) + " (allow chunking or send fewer images)");
     // Chunk by chunk, as `bld sample` streams: memory stays bounded whatever -n is. The first
-    // chunk is made before the folder is touched, so a refused request writes nothing.
+    // chunk is made before the folder is touched, so a refused request writes nothing; a chunk
+    // that fails otherwise (or is interrupted) stops the run as `bld sample` does, which has
+    // made the folder by then.
     auto chunk = [&](size_t lo) {
         bld::Request request = bld::Request::seed_range(seed + lo, std::min(max, n - lo));
-        if (classes.size() > 1) request.classes.assign(classes.begin() + long(lo), classes.begin() + long(lo + request.seeds.size()));
-        else request.classes = classes;
+        if (class_text == "all")  // image i gets class i % classes
+            for (size_t i = 0; i < request.seeds.size(); ++i) request.classes.push_back(int64_t((lo + i) % size_t(info.num_classes)));
+        else if (one_class) request.classes = {*one_class};
         if (guidance) request.guidance = {*guidance};
         if (temperature) request.temperature = {*temperature};
+        request.on_step = [](int64_t, int64_t, const uint8_t *, size_t) { return stop_signal == 0; };
         return pipe.generate(request);
     };
-    bld::Generation first = chunk(0);
+    if (stop_signal) throw bld::Error(BLD_ERROR_CANCELLED, "interrupted");  // while loading: nothing written
+    std::optional<bld::Generation> first;
+    std::exception_ptr first_failed;
+    try {
+        first = chunk(0);
+    } catch (const bld::Error &e) {
+        if (e.kind() == BLD_ERROR_INVALID_REQUEST && !stop_signal) throw;
+        first_failed = std::current_exception();
+    }
 
     OutputFolder out(fs::path(out_dir).lexically_normal().string() == "." ? "." : out_dir, args.has("--force"));
     OutputFolder::Json request = {{"bundle", bundle}, {"seed", seed}, {"n", count}, {"class", class_text},
                                   {"guidance", guidance ? OutputFolder::Json(*guidance) : OutputFolder::Json()},
                                   {"temperature", temperature ? OutputFolder::Json(*temperature) : OutputFolder::Json()},
                                   {"precision", precision}, {"backend", backend}};
-    out.start(request, count);
     const size_t h = size_t(info.image_height), w = size_t(info.image_width), ch = size_t(info.image_channels);
-    std::vector<uint8_t> bits, grid;  // all bits; the first 100 images for grid.png
-    for (size_t lo = 0; lo < n; lo += max) {
-        const bld::Generation g = lo == 0 ? std::move(first) : chunk(lo);
-        for (size_t i = 0; i < g.count; ++i)
-            bld::save_png(out.file(image_name(lo + i, n)).string(), &g.images[i * h * w * ch], h, w, ch);
-        bits.insert(bits.end(), g.bits.begin(), g.bits.end());
-        const size_t room = std::min(g.count, lo < 100 ? 100 - lo : 0);
-        grid.insert(grid.end(), g.images.begin(), g.images.begin() + long(room * h * w * ch));
-        out.progress(int64_t(lo + g.count));
-    }
-    bld::save_bits(out.file("bits.bldz").string(), bits, n, size_t(info.latent_height), size_t(info.latent_width),
-                   size_t(info.latent_bits));
     const size_t cols = class_text == "all" && count >= info.num_classes ? size_t(info.num_classes) : 0;
-    const bld::Image tiles = bld::make_grid(grid.data(), grid.size() / (h * w * ch), h, w, ch, cols);
-    bld::save_png(out.file("grid.png").string(), tiles.pixels.data(), tiles.height, tiles.width, ch);
-    out.finish();
+    auto save_bits = [&](const std::vector<uint8_t> &bits, size_t images) {
+        bld::save_bits(out.file("bits.bldz").string(), bits, images, size_t(info.latent_height),
+                       size_t(info.latent_width), size_t(info.latent_bits));
+    };
+    auto save_grid = [&](const std::vector<uint8_t> &grid) {
+        const bld::Image tiles = bld::make_grid(grid.data(), grid.size() / (h * w * ch), h, w, ch, cols);
+        bld::save_png(out.file("grid.png").string(), tiles.pixels.data(), tiles.height, tiles.width, ch);
+    };
+    // The stop path's words (sampling._stopped): why, how far, and what the folder holds.
+    auto stopped_after = [&](const std::string &reason, size_t done, const std::string &kept) {
+        return reason + "; stopped after " + std::to_string(done) + " of " + std::to_string(n) + " images: " + kept;
+    };
+    auto holds = [&](size_t done, bool bits_kept) {
+        const std::string first_name = image_name(0, n);
+        return done ? py_path(out_dir) + " holds images " + first_name.substr(0, first_name.size() - 4) + ".." +
+                          image_name(done - 1, n) + " (of " + std::to_string(n) + ")" +
+                          (bits_kept ? " and their bits (bits.bldz)" : "")
+                    : "nothing was written to " + py_path(out_dir);
+    };
+    std::vector<uint8_t> bits, grid;  // all bits; the first 100 images for grid.png
+    size_t done = 0;                  // images whose PNGs and bits are all written
+    try {
+        out.start(request, count);
+        if (first_failed) std::rethrow_exception(first_failed);
+        for (size_t lo = 0; lo < n; lo += max) {
+            if (stop_signal) throw bld::Error(BLD_ERROR_CANCELLED, "interrupted");
+            const bld::Generation g = lo == 0 ? std::move(*first) : chunk(lo);
+            for (size_t i = 0; i < g.count; ++i)
+                bld::save_png(out.file(image_name(lo + i, n)).string(), &g.images[i * h * w * ch], h, w, ch);
+            bits.insert(bits.end(), g.bits.begin(), g.bits.end());
+            const size_t room = std::min(g.count, lo < 100 ? 100 - lo : 0);
+            grid.insert(grid.end(), g.images.begin(), g.images.begin() + long(room * h * w * ch));
+            done = lo + g.count;
+            out.progress(int64_t(done));
+        }
+        // Complete: a signal from here on changes nothing, the run ends as it would have.
+        save_bits(bits, n);
+        save_grid(grid);
+        out.finish();
+        out.publish();
+        if (stop_signal)  // asked to stop while the last files were written: they all were
+            throw Stopped{stopped_after("interrupted", n, holds(n, true))};
+    } catch (const Stopped &) {
+        throw;
+    } catch (...) {
+        // Stopped: keep the finished images with exactly their bits, say where it stopped.
+        const std::string reason = stop_reason(std::current_exception());
+        if (out.staged())  // --force over an earlier output: that stays, this run's files go
+            throw Stopped{stopped_after(reason, done, py_path(out_dir) + " still holds the earlier output (--force "
+                                                                          "replaces it only with a complete one)")};
+        for (size_t i = done; i < n; ++i)  // the images of the chunk it stopped in
+            if (std::error_code ec; !fs::remove(out.file(image_name(i, n)), ec)) break;
+        bool bits_kept = false;
+        try {
+            if (done > 0) save_bits(bits, done), bits_kept = true;
+            if (done > 0) save_grid(grid);
+            out.finish("stopped", reason);
+        } catch (...) {  // e.g. the disk that stopped the run is still full; the PNGs are complete
+        }
+        throw Stopped{stopped_after(reason, done, holds(done, bits_kept))};
+    }
     std::cout << "wrote " << count << " image" << (count != 1 ? "s" : "") << ", bits.bldz and grid.png to "
               << out_dir << "\n";
     return 0;
 }
 
 }  // namespace app
+
+// The one line of an error, its whitespace collapsed as `bld` prints it (cli._fail).
+void fail(const std::string &message) {
+    std::string line, word;
+    std::istringstream words(message);
+    while (words >> word) line += (line.empty() ? "" : " ") + word;
+    std::cerr << "error: " << line << std::endl;
+}
 
 int main(int argc, char **argv) {
     const std::string usage =
@@ -149,13 +292,15 @@ int main(int argc, char **argv) {
             std::cout << usage;
             return 0;
         }
-        throw app::Usage{"No such command '" + command + "'."};
+        throw app::Usage{app::no_such("command", command, {"bench", "sample"})};
     } catch (const app::Usage &e) {
-        std::cerr << "error: " << e.message << "\n";
-    } catch (const bld::Error &e) {
-        std::cerr << "error: " << e.what() << "\n";
+        fail(e.message);
+    } catch (const app::Stopped &e) {
+        fail(e.message);
+    } catch (const std::bad_alloc &) {
+        fail(app::kOutOfMemory);
     } catch (const std::exception &e) {
-        std::cerr << "error: " << e.what() << "\n";
+        fail(e.what());
     }
     return 1;
 }

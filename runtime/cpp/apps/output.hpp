@@ -2,9 +2,17 @@
 // written by one process at a time (an flock on `.NAME.lock` beside it, the lock file `bld`
 // uses), new or empty or holding an earlier run's output (replaced only with --force), and a
 // samples.json that records the request and how far the run got, after every chunk.
+//
+// --force keeps the earlier output intact until the new one is complete: the run writes into
+// `.NAME.partial-*` beside it, and `publish` swaps it in by renames (files.replace_directory:
+// staged -> .NAME.new, NAME -> .NAME.old, .NAME.new -> NAME, .NAME.old removed). A run that
+// stops early removes its staging folder; one killed outright leaves it, and the next run of
+// either tool finishes or undoes the swap and removes it (files.recover_directory), with the
+// same names.
 #pragma once
 
 #include <fcntl.h>
+#include <sys/stat.h>
 #include <sys/file.h>
 #include <unistd.h>
 
@@ -42,9 +50,17 @@ class OutputFolder {
         }
         const std::string pid = std::to_string(::getpid()) + "\n";
         if (::ftruncate(fd_, 0) != 0 || ::pwrite(fd_, pid.data(), pid.size(), 0) < 0) { /* the pid is informational */ }
+        // What a replacement renames: the folder itself, not a symlink to it.
+        target_ = fs::weakly_canonical(fs::absolute(path_));
+        directory_ = path_;
+        recover();
         prepare(force);
     }
     ~OutputFolder() {
+        if (staged_ && !published_) {  // stopped early: the earlier output stays as it was
+            std::error_code ec;
+            std::filesystem::remove_all(directory_, ec);
+        }
         if (fd_ >= 0) {
             if (::ftruncate(fd_, 0) != 0) { /* released all the same */ }
             ::close(fd_);  // closing releases the lock
@@ -62,25 +78,72 @@ class OutputFolder {
         record_["written"] = written;
         save();
     }
-    void finish() {
-        record_["status"] = "complete";
+    void finish(const std::string &status = "complete", const std::string &detail = "") {
+        record_["status"] = status;
+        if (!detail.empty()) record_["detail"] = detail;
         save();
     }
-    std::filesystem::path file(const std::string &name) const { return path_ / name; }
+    // The run is complete: a staged folder takes the earlier output's place.
+    void publish() {
+        if (staged_ && !published_) {
+            std::filesystem::rename(directory_, sibling(".new"));
+            swap_in();
+            directory_ = path_;
+        }
+        published_ = true;
+    }
+    // Writing into a staging folder that has not replaced the earlier output (yet).
+    bool staged() const { return staged_ && !published_; }
+    std::filesystem::path file(const std::string &name) const { return directory_ / name; }
 
   private:
+    std::filesystem::path sibling(const std::string &suffix) const {
+        return target_.parent_path() / ("." + target_.filename().string() + suffix);
+    }
+    // .NAME.old aside, .NAME.new in, .NAME.old removed
+    void swap_in() {
+        namespace fs = std::filesystem;
+        const fs::path fresh = sibling(".new"), old = sibling(".old");
+        std::error_code ec;
+        if (fs::exists(old, ec)) fs::remove_all(old);
+        if (fs::exists(target_, ec)) fs::rename(target_, old);
+        fs::rename(fresh, target_);
+        fs::remove_all(old, ec);
+    }
+    // Finish or undo a swap a killed run left half done; remove its staging folders.
+    void recover() {
+        namespace fs = std::filesystem;
+        std::error_code ec;
+        const fs::path old = sibling(".old");
+        if (fs::is_directory(sibling(".new"), ec)) {
+            swap_in();
+        } else if (fs::is_directory(old, ec)) {
+            if (fs::is_directory(target_, ec)) fs::remove_all(old);
+            else fs::rename(old, target_);
+        }
+        const std::string partial = "." + target_.filename().string() + ".partial-";
+        if (fs::is_directory(target_.parent_path(), ec))
+            for (const auto &entry : fs::directory_iterator(target_.parent_path()))
+                if (entry.path().filename().string().rfind(partial, 0) == 0) fs::remove_all(entry.path(), ec);
+    }
     void prepare(bool force) {
         namespace fs = std::filesystem;
         std::error_code ec;
         if (fs::exists(path_, ec) && !fs::is_directory(path_, ec))
             throw bld::Error(BLD_ERROR_IO, shown_ + " exists and is not a folder");
         if (fs::is_directory(path_, ec)) {
-            static const std::regex ours("(\\d{5,}\\.png|bits\\.bldz|grid\\.png|samples\\.json)");
+            static const std::regex ours("(\\d{5,}(\\.step\\d+)?\\.png|bits\\.bldz|grid\\.png|samples\\.json)");
+            static const std::regex temporary("\\..*\\.tmp");  // a killed run's (files.sweep_temporaries)
             std::vector<fs::path> entries;
             bool all_ours = fs::is_regular_file(path_ / "samples.json", ec);
             for (const auto &entry : fs::directory_iterator(path_)) {
+                const std::string name = entry.path().filename().string();
+                if (std::regex_match(name, temporary) && entry.is_regular_file(ec) && !entry.is_symlink(ec)) {
+                    fs::remove(entry.path(), ec);
+                    continue;
+                }
                 entries.push_back(entry.path());
-                all_ours = all_ours && std::regex_match(entry.path().filename().string(), ours);
+                all_ours = all_ours && std::regex_match(name, ours) && entry.is_regular_file(ec) && !entry.is_symlink(ec);
             }
             if (!entries.empty()) {
                 if (!all_ours)
@@ -89,24 +152,32 @@ class OutputFolder {
                 if (!force)
                     throw bld::Error(BLD_ERROR_IO, "output folder " + shown_ + " holds an earlier run's output; pass "
                                                    "--force to replace it or choose another folder");
-                for (const auto &entry : entries) fs::remove(entry);
+                // files.staging_directory: a fresh folder beside it, as mkdtemp makes one
+                std::string dir = sibling(".partial-XXXXXX").string();
+                if (::mkdtemp(dir.data()) == nullptr)
+                    throw bld::Error(BLD_ERROR_IO, std::string(std::strerror(errno)) + ": " + dir);
+                ::chmod(dir.c_str(), 0755);
+                directory_ = dir;
+                staged_ = true;
+                return;
             }
         }
         fs::create_directories(path_);
     }
     void save() {
         const std::string text = record_.dump(2, ' ', true) + "\n";
-        const std::string tmp = (path_ / ".samples.json.tmp").string();
+        const std::string tmp = (directory_ / ".samples.json.tmp").string();
         {
             std::ofstream out(tmp, std::ios::binary);
             out << text;
             if (!out) throw bld::Error(BLD_ERROR_IO, "cannot write " + tmp);
         }
-        std::filesystem::rename(tmp, path_ / "samples.json");
+        std::filesystem::rename(tmp, directory_ / "samples.json");
     }
 
     std::string shown_;
-    std::filesystem::path path_;
+    std::filesystem::path path_, target_, directory_;  // as given, its real path, where files go
+    bool staged_ = false, published_ = false;
     int fd_ = -1;
     Json record_;
 };

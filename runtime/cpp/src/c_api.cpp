@@ -39,8 +39,11 @@ struct bld_buffer {
 
 namespace {
 
+// What the Python runtime says when memory runs out (errors.describe).
+constexpr const char *kOutOfMemory = "out of memory; ask for fewer images or a smaller batch";
+
 // Returned when even the status cannot be allocated; bld_status_free leaves it alone.
-bld_status out_of_memory{BLD_ERROR_INTERNAL, "out of memory"};
+bld_status out_of_memory{BLD_ERROR_INTERNAL, kOutOfMemory};
 
 bld_status *status(bld_error_kind kind, const std::string &message) {
     try {
@@ -58,7 +61,7 @@ bld_status *guard(F body) {
     } catch (const Failure &e) {
         return status(e.kind(), e.what());
     } catch (const std::bad_alloc &) {
-        return status(BLD_ERROR_INTERNAL, "out of memory");
+        return status(BLD_ERROR_INTERNAL, kOutOfMemory);
     } catch (const std::filesystem::filesystem_error &e) {
         return status(BLD_ERROR_IO, e.code().message() + ": " + e.path1().string());
     } catch (const std::exception &e) {

@@ -6,6 +6,10 @@
 #include "manifest.hpp"
 
 #include <algorithm>
+#include <cctype>
+#include <cmath>
+#include <cstring>
+#include <optional>
 
 #include "contract.hpp"
 #include "error.hpp"
@@ -363,6 +367,159 @@ bool valid_utf8(const std::string &s) {
     return true;
 }
 
+// Where CPython 3.11's json scanner (Modules/_json.c) first refuses `text` and in which words:
+// the message of its JSONDecodeError, or of the hooks bld gives it (NaN, a float beyond double),
+// at the same line and column. nullopt if Python would parse it. Run only when nlohmann refuses
+// the text, to say why as `bld` does.
+class PythonJsonScanner {
+  public:
+    explicit PythonJsonScanner(std::string text) : s_(std::move(text)) {}
+
+    std::optional<std::string> first_error() {
+        try {
+            if (s_.rfind("\xef\xbb\xbf", 0) == 0) fail("Unexpected UTF-8 BOM (decode using utf-8-sig)", 0);
+            const size_t end = skip_ws(value(skip_ws(0)));
+            if (end != s_.size()) fail("Extra data", end);
+        } catch (const Refusal &r) {
+            return r.message;
+        }
+        return std::nullopt;
+    }
+
+  private:
+    struct Refusal {
+        std::string message;
+    };
+    std::string s_;
+
+    bool at(size_t i, char c) const { return i < s_.size() && s_[i] == c; }
+    bool digit(size_t i) const { return i < s_.size() && s_[i] >= '0' && s_[i] <= '9'; }
+    size_t skip_ws(size_t i) const {
+        while (i < s_.size() && (s_[i] == ' ' || s_[i] == '\t' || s_[i] == '\n' || s_[i] == '\r')) ++i;
+        return i;
+    }
+    // JSONDecodeError's "msg: line L column C", in characters (code points), not bytes.
+    [[noreturn]] void fail(const std::string &msg, size_t pos) const {
+        size_t line = 1, column = 1;
+        for (size_t i = 0; i < pos && i < s_.size(); ++i) {
+            if (s_[i] == '\n') ++line, column = 1;
+            else if ((static_cast<unsigned char>(s_[i]) & 0xc0) != 0x80) ++column;
+        }
+        throw Refusal{std::string(kManifestName) + ": not valid JSON (" + msg + " at line " + std::to_string(line) +
+                      ", column " + std::to_string(column) + ")"};
+    }
+    [[noreturn]] void refuse(const std::string &message) const {
+        throw Refusal{std::string(kManifestName) + ": " + message};
+    }
+
+    size_t value(size_t i) {  // scan_once_unicode: the index after the value at i
+        if (i < s_.size()) {
+            if (s_[i] == '"') return string(i + 1);
+            if (s_[i] == '{') return object(i + 1);
+            if (s_[i] == '[') return array(i + 1);
+            for (const char *word : {"null", "true", "false"})
+                if (s_.compare(i, std::strlen(word), word) == 0) return i + std::strlen(word);
+            for (const char *constant : {"NaN", "Infinity", "-Infinity"})
+                if (s_.compare(i, std::strlen(constant), constant) == 0)
+                    refuse(std::string(constant) + " is not a valid JSON number");
+        }
+        return number(i);
+    }
+
+    size_t number(size_t start) {  // _match_number_unicode
+        size_t i = start;
+        if (at(i, '-')) ++i;
+        if (digit(i) && s_[i] != '0') {
+            while (digit(i)) ++i;
+        } else if (at(i, '0')) {
+            ++i;
+        } else {
+            fail("Expecting value", start);
+        }
+        bool is_float = false;
+        if (i + 1 < s_.size() && s_[i] == '.' && digit(i + 1)) {
+            is_float = true;
+            i += 2;
+            while (digit(i)) ++i;
+        }
+        if (i + 1 < s_.size() && (s_[i] == 'e' || s_[i] == 'E')) {
+            const size_t e = i++;
+            if (i + 1 < s_.size() && (s_[i] == '-' || s_[i] == '+')) ++i;
+            while (digit(i)) ++i;
+            if (digit(i - 1)) is_float = true;
+            else i = e;
+        }
+        const std::string text = s_.substr(start, i - start);
+        if (is_float && !std::isfinite(std::strtod(text.c_str(), nullptr)))
+            refuse("the number " + text + " is out of range");
+        return i;
+    }
+
+    size_t string(size_t i) {  // scanstring_unicode; i is past the opening quote
+        const size_t begin = i - 1;
+        while (true) {
+            while (i < s_.size() && s_[i] != '"' && s_[i] != '\\') {
+                if (static_cast<unsigned char>(s_[i]) <= 0x1f) fail("Invalid control character at", i);
+                ++i;
+            }
+            if (i >= s_.size()) fail("Unterminated string starting at", begin);
+            if (s_[i] == '"') return i + 1;
+            if (++i == s_.size()) fail("Unterminated string starting at", begin);
+            if (s_[i] != 'u') {
+                if (std::strchr("\"\\/bfnrt", s_[i]) == nullptr || s_[i] == '\0') fail("Invalid \\escape", i - 1);
+                ++i;
+                continue;
+            }
+            const size_t u = i;
+            if (u + 5 >= s_.size()) fail("Invalid \\uXXXX escape", u);
+            unsigned code = 0;
+            for (size_t k = u + 1; k <= u + 4; ++k) {
+                if (!std::isxdigit(static_cast<unsigned char>(s_[k]))) fail("Invalid \\uXXXX escape", u);
+                code = code * 16 + unsigned(std::stoi(std::string(1, s_[k]), nullptr, 16));
+            }
+            i = u + 5;
+            // a high surrogate followed by a \u escape: that one's four digits are read now
+            if (code >= 0xd800 && code <= 0xdbff && i + 6 < s_.size() && at(i, '\\') && at(i + 1, 'u')) {
+                for (size_t k = i + 2; k < i + 6; ++k)
+                    if (!std::isxdigit(static_cast<unsigned char>(s_[k]))) fail("Invalid \\uXXXX escape", i + 1);
+                unsigned low = unsigned(std::stoul(s_.substr(i + 2, 4), nullptr, 16));
+                if (low >= 0xdc00 && low <= 0xdfff) i += 6;
+            }
+        }
+    }
+
+    size_t object(size_t i) {  // _parse_object_unicode; i is past '{'
+        std::vector<std::string> keys;  // raw, as written: enough to tell duplicates in bld.json
+        i = skip_ws(i);
+        if (at(i, '}')) return i + 1;
+        while (true) {
+            if (!at(i, '"')) fail("Expecting property name enclosed in double quotes", i);
+            const size_t key_end = string(i + 1);
+            keys.push_back(s_.substr(i + 1, key_end - i - 2));
+            i = skip_ws(key_end);
+            if (!at(i, ':')) fail("Expecting ':' delimiter", i);
+            i = skip_ws(value(skip_ws(i + 1)));
+            if (at(i, '}')) break;
+            if (!at(i, ',')) fail("Expecting ',' delimiter", i);
+            i = skip_ws(i + 1);
+        }
+        for (const auto &key : keys)  // object_pairs_hook runs when the object closes
+            if (std::count(keys.begin(), keys.end(), key) > 1) refuse("duplicate key " + py::repr(key));
+        return i + 1;
+    }
+
+    size_t array(size_t i) {  // _parse_array_unicode; i is past '['
+        i = skip_ws(i);
+        if (at(i, ']')) return i + 1;
+        while (true) {
+            i = skip_ws(value(i));
+            if (at(i, ']')) return i + 1;
+            if (!at(i, ',')) fail("Expecting ',' delimiter", i);
+            i = skip_ws(i + 1);
+        }
+    }
+};
+
 // Python's json module reports these through parse_constant; nlohmann calls them syntax errors.
 std::string constant_at(const std::string &text, size_t pos) {
     if (text.compare(pos, 3, "NaN") == 0) return "NaN";
@@ -394,6 +551,8 @@ const GraphSpec *Manifest::graph(const std::string &name) const {
 Manifest parse_manifest(const std::string &text) {
     const std::string source = kManifestName;
     if (!valid_utf8(text)) manifest_error(source + ": not valid UTF-8 text");
+    if (text.rfind("\xef\xbb\xbf", 0) == 0)  // nlohmann skips a byte order mark; Python's json refuses it
+        manifest_error(*PythonJsonScanner(text).first_error());
     std::vector<std::vector<std::string>> keys;  // the keys of each open object
     auto callback = [&](int depth, Json::parse_event_t event, Json &parsed) {
         if (depth > kMaxDepth) manifest_error(source + ": nested too deeply to be a bundle manifest");
@@ -412,6 +571,9 @@ Manifest parse_manifest(const std::string &text) {
     try {
         data = Json::parse(text, callback);
     } catch (const Json::parse_error &e) {
+        // Say why as Python's json does, where it does; if Python would parse what nlohmann
+        // refuses (e.g. a lone surrogate escape), nlohmann's reason at its position.
+        if (const auto python = PythonJsonScanner(text).first_error()) manifest_error(*python);
         const size_t pos = e.byte > 0 ? e.byte - 1 : 0;
         const std::string constant = constant_at(text, pos);
         if (!constant.empty()) manifest_error(source + ": " + constant + " is not a valid JSON number");

@@ -30,7 +30,9 @@ std::unique_ptr<Backend> create_tensorrt_backend(const Bundle &bundle, const Bac
 namespace {
 
 Ort::Env &ort_env() {
-    static Ort::Env env(ORT_LOGGING_LEVEL_ERROR, "bld");  // warnings are not the user's business
+    // FATAL only, as the Python runtime sets it: an ORT error is reported once, as the one
+    // `error:` line of the caller, never also by ORT's own logger on stderr
+    static Ort::Env env(ORT_LOGGING_LEVEL_FATAL, "bld");
     return env;
 }
 
@@ -50,15 +52,19 @@ ONNXTensorElementDataType element_type(const std::string &dtype) {
 
 std::string available_text() { return py::join(Ort::GetAvailableProviders(), ", "); }
 
-// Providers of each backend, in order of preference, with the hint for an install without them.
+// Providers of each backend, in order of preference, with the hint for an install without them
+// (the words of bld_runtime/backends/cuda.py: the default build links the onnxruntime wheel).
 struct ProviderPlan {
     std::string provider, hint;
 };
 
 ProviderPlan provider_plan(const std::string &backend) {
-    if (backend == "cuda") return {"CUDAExecutionProvider", "an onnxruntime build with CUDA"};
+    if (backend == "cuda")
+        return {"CUDAExecutionProvider",
+                "pip install 'onnxruntime-gpu>=1.20,<1.27' (CUDA 12) or 'onnxruntime-gpu>=1.27' (CUDA 13) in place of "
+                "onnxruntime"};
     if (backend == "tensorrt-ep")
-        return {"TensorrtExecutionProvider", "an onnxruntime build with TensorRT, and the TensorRT libraries"};
+        return {"TensorrtExecutionProvider", "onnxruntime-gpu built with TensorRT, and the TensorRT libraries"};
     return {"CPUExecutionProvider", ""};
 }
 
@@ -97,7 +103,7 @@ Ort::SessionOptions session_options(const BackendOptions &o, const GraphSpec &gr
     so.SetInterOpNumThreads(static_cast<int>(o.inter_op_threads));
     so.SetGraphOptimizationLevel(levels.at(o.graph_optimization));
     so.SetExecutionMode(ORT_SEQUENTIAL);
-    so.SetLogSeverityLevel(3);
+    so.SetLogSeverityLevel(4);
     if (o.stop_spinning) so.AddConfigEntry("session.force_spinning_stop", "1");
     const std::string device = std::to_string(o.device_id);
     if (o.backend == "tensorrt-ep") {

@@ -10,6 +10,7 @@
 #include <limits>
 
 #include "bits.hpp"
+#include "bld/bld.h"
 #include "contract.hpp"
 #include "error.hpp"
 #include "graph_io.hpp"
@@ -152,6 +153,18 @@ TEST_CASE("an engine's I/O names are checked against the bundle's graph") {
     CHECK(engine_io_mismatch({"step", "bits"}, {"probs"}, g, "step").empty());
     CHECK(engine_io_mismatch({"bits", "t"}, {"probs"}, g, "step") ==
           "it has inputs ['bits', 't'] and outputs ['probs']; the bundle's step has ['bits', 'step'] and ['probs']");
+}
+
+TEST_CASE("running out of memory is said in the Python runtime's words (errors.describe)") {
+    // a grid of 2^62 pixels: no address space holds it, whatever the overcommit policy
+    const uint8_t image[1] = {0};
+    bld_buffer *grid = nullptr;
+    size_t height = 0, width = 0;
+    bld_status *status = bld_make_grid(image, 1, size_t(1) << 31, size_t(1) << 31, 1, 0, &grid, &height, &width);
+    REQUIRE(status != nullptr);
+    CHECK(bld_status_kind(status) == BLD_ERROR_INTERNAL);
+    CHECK(std::string(bld_status_message(status)) == "out of memory; ask for fewer images or a smaller batch");
+    bld_status_free(status);
 }
 
 // --- The engine cache's files (graph_io.hpp), read as bld_runtime/engine_cache.py reads them ---

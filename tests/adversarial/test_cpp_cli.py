@@ -1,0 +1,363 @@
+"""`bld-cpp sample` attacked as `bld sample` is: the same refusals in the same words, and the
+same stop path on SIGINT and SIGTERM.
+
+The README promises that bld-cpp writes what `bld sample` writes and refuses bad input in the
+same words. Each refusal here goes through both, `bld` in-process (click's CliRunner) and the
+real bld-cpp binary (release build, `make cpp`) as a new process, and the two lines must be
+equal. The signal cases run bld-cpp on a request too long to finish, wait for its samples.json
+to show finished images (no sleeps as timing), send the signals, and check what `bld sample`
+keeps when stopped: the finished PNGs, bits.bldz with exactly their bits, grid.png, a final
+samples.json, one `error:` line saying where it stopped, exit code 1.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from PIL import Image
+
+from bld_runtime.bits import load_bits
+from bld_runtime.cli import cli
+from bld_runtime.pipeline import Pipeline
+
+from .conftest import REPO, leftovers, run, snapshot
+
+pytestmark = pytest.mark.cpp
+
+BLD_CPP = REPO / "runtime" / "cpp" / "build" / "bld-cpp"
+
+
+@pytest.fixture(scope="module")
+def bld_cpp() -> Path:
+    """The release build of bld-cpp (`make cpp`, as tests/test_cpp_runtime.py builds it), or
+    the program $BLD_CPP names (another build, e.g. an older commit's, to compare)."""
+    if os.environ.get("BLD_CPP"):
+        return Path(os.environ["BLD_CPP"])
+    done = subprocess.run(
+        ["make", "--no-print-directory", "cpp", f"PY={sys.executable}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode:
+        pytest.fail(f"make cpp failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return BLD_CPP
+
+
+def cpp_sample(exe: Path, *args, **popen) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(exe), "sample", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=False,
+        **popen,
+    )
+
+
+def both_refuse(exe: Path, bundle: Path, args: list[str], out: Path) -> tuple[str, str]:
+    """(bld's stderr, bld-cpp's stderr) for `sample BUNDLE ARGS -o OUT`, each refused."""
+    py = CliRunner().invoke(cli, ["sample", str(bundle), *args, "-o", str(out / "py")])
+    assert py.exit_code == 1 and "Traceback" not in py.output, py.output
+    cpp = cpp_sample(exe, bundle, *args, "-o", out / "cpp")
+    assert cpp.returncode == 1, (cpp.stdout, cpp.stderr)
+    assert not (out / "cpp").exists()
+    return py.stderr, cpp.stderr
+
+
+# --- the same words -----------------------------------------------------------------------------
+
+# How click parses and converts (every word starting with "-" is an option, grouped short
+# options, "=" values, Python's int() and float(), its suggestions for a mistyped option, the
+# order it checks options in), and the checks `bld sample` makes before it loads anything.
+ARGS = {
+    "-n in exponent notation": ["-n", "1e3"],
+    "-n in hexadecimal": ["-n", "0x10"],
+    "--threads not a number": ["--threads", "x"],
+    "-n too large for bits.bldz": ["-n", str(2**32)],
+    "-n beyond int64": ["-n", "99999999999999999999"],
+    "-n hugely negative": ["-n", "-99999999999999999999"],
+    "-n zero with underscores": ["-n", "0_0"],
+    "-n with a trailing underscore": ["-n", "5_"],
+    "-n= on a short option": ["-n=5"],
+    "unknown option": ["--frobnicate"],
+    "unknown option, two suggestions": ["--nochunk"],
+    "unknown option, no suggestion": ["--zzzzzz"],
+    "unknown short option": ["-x"],
+    "a negative number is an option": ["-1"],
+    "grouped short options": ["-fo"],
+    "a flag given a value": ["--force=1"],
+    "an option without its value": ["--guidance"],
+    "two extra arguments": ["extra", "more"],
+    "options checked in the order given": ["--threads", "x", "-n", "y"],
+    "options checked in the order given, reversed": ["-n", "y", "--threads", "x"],
+    "an option before an extra argument": ["extra", "--precision", "fp64"],
+    "unknown backend": ["--backend", "foo"],
+    "float in hexadecimal": ["--guidance", "0x1"],
+    "nan with a payload": ["--guidance", "nan(1)"],
+    "float overflow": ["--temperature", "1e400"],
+}
+
+
+@pytest.mark.parametrize("case", sorted(ARGS))
+def test_command_line_refusals_in_bld_s_words(bld_cpp, tiny_bundle, tmp_path, case):
+    py, cpp = both_refuse(bld_cpp, tiny_bundle, ARGS[case], tmp_path)
+    assert cpp == py
+
+
+def test_valid_forms_python_accepts_are_accepted(bld_cpp, tiny_bundle, tmp_path):
+    """int() and float() forms bld takes: underscores, spaces, a sign; grouped short values."""
+    args = ["-n2", "--seed", "3", "--guidance", " 1_0.5 ", "--threads", "+0_1", "--chunk"]
+    done = cpp_sample(bld_cpp, tiny_bundle, *args, "-o", tmp_path / "cpp")
+    assert done.returncode == 0, done.stderr
+    record = json.loads((tmp_path / "cpp" / "samples.json").read_text())
+    assert record["request"]["n"] == 2 and record["request"]["guidance"] == 10.5
+
+
+def test_an_unavailable_backend_names_the_same_install(bld_cpp, tiny_bundle, tmp_path):
+    import onnxruntime as ort
+
+    for backend, provider in [
+        ("cuda", "CUDAExecutionProvider"),
+        ("tensorrt-ep", "TensorrtExecutionProvider"),
+    ]:
+        if provider in ort.get_available_providers():
+            continue  # a GPU machine: nothing to refuse
+        where = tmp_path / backend
+        py, cpp = both_refuse(bld_cpp, tiny_bundle, ["--backend", backend], where)
+        assert cpp == py
+
+
+# bld.json texts Python's json refuses, each with its own message and position (in characters,
+# not bytes): bld-cpp must say what `bld` says, not what its own JSON parser does.
+MANIFESTS = {
+    "empty": "",
+    "only spaces": "   ",
+    "unclosed object": "{",
+    "unclosed array": "[",
+    "trailing comma in an array": "[1,]",
+    "trailing comma in an object": '{"a": 1,}',
+    "no colon": '{"a" 1}',
+    "no value": '{"a":}',
+    "unquoted key": "{a: 1}",
+    "no comma": "[1 2]",
+    "leading zero": "[01]",
+    "leading zero at the top": "01",
+    "unterminated string": '"abc',
+    "bad escape": '"a\\x"',
+    "short unicode escape": '"\\u12"',
+    "bad unicode escape": '"\\u12G4"',
+    "bad low surrogate": '"\\ud800\\u12G4"',
+    "control character": '{"a": "b\tc"}',
+    "lone minus": "[-]",
+    "fraction without digits": "[1.]",
+    "exponent without digits": "[1e+]",
+    "a word": "[truex]",
+    "extra data": '{"a": 1} x',
+    "byte order mark": '\ufeff{"a": 1}',
+    "on the third line": "[\n1,\n x]",
+    "after non-ASCII characters": '{"\u00e9\u4e2d": x}',
+    "NaN before a syntax error": "[NaN, x",
+    "a float beyond double before a syntax error": "[1e999, x",
+    "a duplicate key before a syntax error": '{"a": 1, "a": 2} x',
+    "a no-break space": "[\u00a0]",
+}
+
+
+@pytest.mark.parametrize("case", sorted(MANIFESTS))
+def test_a_broken_manifest_is_refused_in_python_s_json_words(bld_cpp, tiny_bundle, tmp_path, case):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    (bundle / "bld.json").write_bytes(MANIFESTS[case].encode("utf-8"))
+    py, cpp = both_refuse(bld_cpp, bundle, [], tmp_path)
+    assert cpp == py
+
+
+def test_a_truncated_real_manifest(bld_cpp, tiny_bundle, tmp_path):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    text = (bundle / "bld.json").read_text()
+    (bundle / "bld.json").write_text(text[: len(text) * 2 // 3])
+    py, cpp = both_refuse(bld_cpp, bundle, [], tmp_path)
+    assert "not valid JSON (" in py
+    assert cpp == py
+
+
+# --- the stop path --------------------------------------------------------------------------
+
+STOPPED = re.compile(
+    r"error: interrupted; stopped after (\d+) of 100000 images: (\S+) holds images "
+    r"00000\.\.(\d{5})\.png \(of 100000\) and their bits \(bits\.bldz\)"
+)
+
+
+def start_long_run(exe: Path, bundle: Path, out: Path, seed: int) -> subprocess.Popen:
+    """bld-cpp sampling 100,000 images, returned once it has finished at least two chunks."""
+    proc = subprocess.Popen(
+        [str(exe), "sample", str(bundle), "-n", "100000", "--seed", str(seed), "-o", str(out)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    record = out / "samples.json"
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        if record.is_file() and json.loads(record.read_text())["written"] >= 128:
+            return proc
+        time.sleep(0.02)
+    proc.kill()
+    pytest.fail(f"bld-cpp wrote no two chunks: {proc.communicate()}")
+
+
+def check_stopped(proc: subprocess.Popen, out: Path, bundle: Path, seed: int) -> int:
+    """What `bld sample` keeps and says when stopped; the number of images kept."""
+    _, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 1, (proc.returncode, stderr)  # not killed by the signal
+    lines = stderr.splitlines()
+    assert len(lines) == 1, lines
+    match = STOPPED.fullmatch(lines[0])
+    assert match, lines[0]
+    done = int(match.group(1))
+    assert match.group(2) == str(out) and int(match.group(3)) == done - 1
+    assert done >= 128
+    pngs = sorted(p.name for p in out.glob("[0-9]*.png"))
+    assert pngs == [f"{i:05d}.png" for i in range(done)]  # whole chunks, nothing after
+    for name in (pngs[0], pngs[-1]):
+        with Image.open(out / name) as image:
+            image.load()  # complete files
+    pipe = Pipeline.load(bundle)
+    latent = pipe.manifest.latent
+    bits = load_bits(out / "bits.bldz", (latent.height, latent.width, latent.bits))
+    want = pipe.generate(n=done, seeds=seed)
+    np.testing.assert_array_equal(bits, want.bits)
+    with Image.open(out / pngs[-1]) as image:
+        np.testing.assert_array_equal(
+            np.asarray(image).reshape(want.images[-1].shape), want.images[-1]
+        )
+    assert (out / "grid.png").is_file()
+    record = json.loads((out / "samples.json").read_text())
+    assert record["status"] == "stopped" and record["detail"] == "interrupted"
+    assert record["written"] == done
+    assert sorted(p.name for p in out.iterdir() if p.name.startswith(".")) == []
+    return done
+
+
+SIGNALS = {
+    "SIGINT": [signal.SIGINT],
+    "SIGTERM": [signal.SIGTERM],
+    "SIGTERM then SIGINT": [signal.SIGTERM, signal.SIGINT],
+    "20 SIGINTs": [signal.SIGINT] * 20,
+}
+
+
+@pytest.mark.parametrize("case", sorted(SIGNALS))
+def test_signals_stop_bld_cpp_as_they_stop_bld_sample(bld_cpp, tiny_bundle, tmp_path, case):
+    out = tmp_path / "out"
+    proc = start_long_run(bld_cpp, tiny_bundle, out, seed=11)
+    for number in SIGNALS[case]:
+        proc.send_signal(number)
+    check_stopped(proc, out, tiny_bundle, seed=11)
+
+
+def test_signals_all_along_the_stop_path_change_nothing(bld_cpp, tiny_bundle, tmp_path):
+    """SIGINT and SIGTERM sent without pause until the process ends: some land while the stop
+    path keeps the files and writes samples.json; it still runs once, to its end."""
+    out = tmp_path / "out"
+    proc = start_long_run(bld_cpp, tiny_bundle, out, seed=4)
+    sent = 0
+    while proc.poll() is None:  # send_signal does nothing once the process is reaped
+        proc.send_signal(signal.SIGTERM if sent % 2 else signal.SIGINT)
+        sent += 1
+        time.sleep(0.001)
+    assert sent > 1
+    check_stopped(proc, out, tiny_bundle, seed=4)
+
+
+# --- --force: the earlier output stays until the new one is complete ------------------------
+
+
+@pytest.fixture
+def earlier(bld_cpp, tiny_bundle, tmp_path) -> tuple[Path, dict]:
+    """A folder holding an earlier bld-cpp run's output, and its snapshot."""
+    out = tmp_path / "samples"
+    done = cpp_sample(bld_cpp, tiny_bundle, "-n", 3, "--seed", 5, "-o", out)
+    assert done.returncode == 0, done.stderr
+    return out, snapshot(out)
+
+
+def test_a_force_run_interrupted_keeps_the_earlier_output(bld_cpp, tiny_bundle, earlier):
+    out, kept = earlier
+    proc = subprocess.Popen(
+        [str(bld_cpp), "sample", str(tiny_bundle), "-n", "100000", "-o", str(out), "--force"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline and proc.poll() is None:
+        records = list(out.parent.glob(f".{out.name}.partial-*/samples.json"))
+        if records and json.loads(records[0].read_text())["written"] >= 64:
+            break
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(signal.SIGINT)
+    _, stderr = proc.communicate(timeout=240)
+    assert proc.returncode == 1
+    lines = stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: interrupted; stopped after "), lines
+    assert lines[0].endswith(
+        f"images: {out} still holds the earlier output (--force replaces it only with a "
+        "complete one)"
+    )
+    assert snapshot(out) == kept and leftovers(out) == []
+
+
+def test_a_force_run_killed_is_swept_by_the_next_of_either_tool(bld_cpp, tiny_bundle, earlier):
+    out, kept = earlier
+    proc = subprocess.Popen(
+        [str(bld_cpp), "sample", str(tiny_bundle), "-n", "100000", "-o", str(out), "--force"],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 240
+    while not list(out.parent.glob(f".{out.name}.partial-*/00000.png")):
+        assert proc.poll() is None and time.monotonic() < deadline
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    assert snapshot(out) == kept and leftovers(out) != []
+    result = run("bld", "sample", tiny_bundle, "-n", 2, "-o", out, "--force")
+    assert result.returncode == 0, result.stderr
+    assert leftovers(out) == []
+    done = cpp_sample(bld_cpp, tiny_bundle, "-n", 4, "-o", out, "--force")
+    assert done.returncode == 0, done.stderr
+    assert sorted(p.name for p in out.glob("*.png")) == [f"{i:05d}.png" for i in range(4)] + [
+        "grid.png"
+    ]
+    assert leftovers(out) == []
+
+
+def test_force_over_a_folder_bld_did_not_fill_alone(bld_cpp, tiny_bundle, earlier, tmp_path):
+    """The case that made `bld sample --force` lose the earlier output: a directory where an
+    image was. Both refuse it in the same words, before anything changes."""
+    out, _ = earlier
+    (out / "00001.png").unlink()
+    (out / "00001.png").mkdir()
+    kept = snapshot(out)
+    py = CliRunner().invoke(cli, ["sample", str(tiny_bundle), "-n", "2", "-o", str(out), "--force"])
+    assert py.exit_code == 1
+    cpp = cpp_sample(bld_cpp, tiny_bundle, "-n", 2, "-o", out, "--force")
+    assert cpp.returncode == 1 and cpp.stderr == py.stderr
+    assert snapshot(out) == kept and leftovers(out) == []
