@@ -9,7 +9,7 @@ RUN    ?= runs/digits
 STAMP  := $(VENV)/.installed
 TRT_STAMP := $(VENV)/.tensorrt
 
-.PHONY: install demo lint test serve cpp clean
+.PHONY: install demo lint test serve cpp clean arm64-check
 
 install: $(STAMP)
 
@@ -64,6 +64,12 @@ cpp:
 	nice -n 10 cmake --build $(CPP)/build -j $(CPP_JOBS)
 	nice -n 10 cmake -S $(CPP) -B $(CPP)/build-asan -DONNXRUNTIME_ROOT=$(CPP_ORT) -DBLD_SANITIZE=ON >/dev/null
 	nice -n 10 cmake --build $(CPP)/build-asan -j $(CPP_JOBS) --target bld-cpp bld-probe
+
+# The runtime on ARM64 (a Jetson's CPU) under QEMU user emulation, against x86: the arm64 root
+# (built once, cached in ~/.cache/bld/arm64), the runtime pip-installed from this checkout, the
+# C++ runtime cross-built for aarch64. `make test` runs the same tests. See docs/jetson.md.
+arm64-check: $(STAMP)
+	$(PY) -m pytest -q tests/test_arm64.py
 
 clean:
 	rm -rf $(VENV) runs $(CPP)/build $(CPP)/build-asan $(CPP)/.deps
