@@ -361,3 +361,44 @@ def test_force_over_a_folder_bld_did_not_fill_alone(bld_cpp, tiny_bundle, earlie
     cpp = cpp_sample(bld_cpp, tiny_bundle, "-n", 2, "-o", out, "--force")
     assert cpp.returncode == 1 and cpp.stderr == py.stderr
     assert snapshot(out) == kept and leftovers(out) == []
+
+
+# --- out of memory ------------------------------------------------------------------------------
+
+
+def _address_space(limit: int):
+    def apply():
+        import resource
+
+        resource.setrlimit(resource.RLIMIT_AS, (limit, limit))
+
+    return apply
+
+
+def test_out_of_memory_anywhere_is_one_line_in_bld_s_words(bld_cpp, tiny_bundle, tmp_path):
+    """Under memory caps from too small to load the graphs to enough to run them, bld-cpp fails
+    wherever memory runs out with one line (onnxruntime's own logger says nothing), and a graph
+    call that fails is named as `bld` names it (backends/base.py: run_guarded)."""
+    failed = 0
+    for mib in range(60, 320, 20):
+        out = tmp_path / f"out{mib}"
+        done = cpp_sample(
+            bld_cpp, tiny_bundle, "-n", 64, "-o", out, preexec_fn=_address_space(mib << 20)
+        )
+        if done.returncode == 0:
+            assert done.stderr == ""
+            continue
+        if done.returncode < 0 and done.stderr.startswith("Fatal glibc error"):
+            continue  # glibc itself aborts (a thread's TLS cannot be set up): no program can help
+        failed += 1
+        assert done.returncode == 1, (mib, done.stderr)
+        lines = done.stderr.splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: "), (mib, lines)
+        if "failed running graph" in lines[0]:
+            assert re.match(
+                r"error: onnxruntime failed running graph '\w+': \d+ : [A-Z_]+ : ", lines[0]
+            )
+            assert lines[0].endswith(
+                f"; stopped after 0 of 64 images: nothing was written to {out}"
+            )
+    assert failed  # the smallest cap is too small for any run

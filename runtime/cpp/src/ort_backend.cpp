@@ -357,7 +357,7 @@ class OrtBackend final : public Backend {
         try {
             g.session->Run(Ort::RunOptions{nullptr}, &in_name, &input, 1, &out_name, &output, 1);
         } catch (const Ort::Exception &e) {
-            fail(BLD_ERROR_INTERNAL, "onnxruntime failed to run " + g.spec->file + ": " + e.what());
+            fail(BLD_ERROR_INTERNAL, "onnxruntime failed running graph " + py::repr(g.name) + ": " + ort_error_line(e));
         }
     }
 
@@ -420,7 +420,7 @@ void OrtLoop::run_step(int64_t i) {
     try {
         graph_->session->Run(Ort::RunOptions{nullptr}, binding(*graph_).io);
     } catch (const Ort::Exception &e) {
-        fail(BLD_ERROR_INTERNAL, "onnxruntime failed to run " + graph_->spec->file + ": " + e.what());
+        fail(BLD_ERROR_INTERNAL, "onnxruntime failed running graph " + py::repr(graph_->name) + ": " + ort_error_line(e));
     }
 }
 
