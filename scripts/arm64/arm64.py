@@ -136,10 +136,11 @@ def write_spec(requests: list[dict], out: Path, options: dict | None = None) -> 
 def agreement(a: Path, b: Path, requests: list[dict]) -> dict:
     """How far the outputs in folders a and b (probe layout) agree, over all requests.
 
-    images/bits: the share of identical final images (pixels) and latents, and of identical
-    final bits; steps: per sampling step, the share of images whose step input is identical
-    and the share of identical input bits (step 0 is the seeded start: always 1); probs_step0:
-    the largest difference of the first step's probabilities (same input on both sides)."""
+    identical_images/latents: the share of images whose pixels/final bits are all identical;
+    identical_bits/pixels: the share of identical bits/pixels; max_abs_diff_pixels; steps: per
+    sampling step, the share of images whose step input is identical and the share of identical
+    input bits (step 0 is the seeded start: always 1); max_abs_diff_probs_step0: the largest
+    difference of the first step's probabilities (the same input on both sides)."""
     same_img = same_lat = total = 0
     same_bits = bits = 0
     step_same, step_bits, step_all = None, None, 0
