@@ -402,3 +402,25 @@ def test_out_of_memory_anywhere_is_one_line_in_bld_s_words(bld_cpp, tiny_bundle,
                 f"; stopped after 0 of 64 images: nothing was written to {out}"
             )
     assert failed  # the smallest cap is too small for any run
+
+
+def test_an_output_folder_named_with_a_trailing_slash(bld_cpp, tiny_bundle, tmp_path):
+    """`-o out/` is the folder `out`, as pathlib reads it: its lock and staging folder beside
+    it, never inside (a lock inside made the folder look foreign to every later run)."""
+    out = tmp_path / "out"
+    done = cpp_sample(bld_cpp, tiny_bundle, "-n", 2, "-o", f"{out}/")
+    assert done.returncode == 0, done.stderr
+    again = cpp_sample(bld_cpp, tiny_bundle, "-n", 2, "-o", f"{out}//")
+    py = CliRunner().invoke(cli, ["sample", str(tiny_bundle), "-n", "2", "-o", f"{out}//"])
+    assert again.returncode == 1 and again.stderr == py.stderr
+    forced = cpp_sample(bld_cpp, tiny_bundle, "-n", 3, "-o", f"{out}/", "--force")
+    assert forced.returncode == 0, forced.stderr
+    assert sorted(p.name for p in out.iterdir()) == [
+        "00000.png",
+        "00001.png",
+        "00002.png",
+        "bits.bldz",
+        "grid.png",
+        "samples.json",
+    ]
+    assert leftovers(out) == []

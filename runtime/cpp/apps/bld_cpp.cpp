@@ -196,7 +196,7 @@ int sample(int argc, char **argv) {
         first_failed = std::current_exception();
     }
 
-    OutputFolder out(fs::path(out_dir).lexically_normal().string() == "." ? "." : out_dir, args.has("--force"));
+    OutputFolder out(py_path(out_dir), args.has("--force"));  // named as Path(out_dir) is, "out/" as "out"
     OutputFolder::Json request = {{"bundle", bundle}, {"seed", seed}, {"n", count}, {"class", class_text},
                                   {"guidance", guidance ? OutputFolder::Json(*guidance) : OutputFolder::Json()},
                                   {"temperature", temperature ? OutputFolder::Json(*temperature) : OutputFolder::Json()},
