@@ -131,6 +131,9 @@ def main() -> None:
     parser.add_argument("--arm-python", help="an arm64 venv's python to reuse (Arm64.venv)")
     parser.add_argument("--arm-build", help="a cross build to reuse (scripts/arm64/build_cpp.sh)")
     parser.add_argument("--work", help="working folder; outputs already there are reused")
+    parser.add_argument(
+        "--merge", action="store_true", help="keep the other bundles of the results file"
+    )
     args = parser.parse_args()
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="bld-arm64-"))
     bundles = dict(b.split("=", 1) for b in args.bundle)
@@ -151,11 +154,13 @@ def main() -> None:
         "x86": f"{cpu_model()}, onnxruntime {onnxruntime.__version__}",
         "arm64": f"{qemu.stdout.splitlines()[0]} user emulation, QEMU_CPU={a64.QEMU_CPU}, "
         f"{arm.mode}, the same onnxruntime's aarch64 wheel",
-        "settings": f"{args.seeds} seeds x guidance (0, 1.5) x temperature (1, 0.8), classes "
+        "settings": "N seeds (per bundle) x guidance (0, 1.5) x temperature (1, 0.8), classes "
         "cycling; fp32, CPU execution provider",
         "setup_seconds_this_run": round(setup_s, 1),
         "bundles": {},
     }
+    if args.merge and (RESULTS / "arm64_agreement.json").exists():
+        report["bundles"] = json.loads((RESULTS / "arm64_agreement.json").read_text())["bundles"]
     for name, bundle in bundles.items():
         report["bundles"][name] = measure(
             arm, arm_py, arm_cpp, name, Path(bundle), args.seeds, work
