@@ -117,6 +117,8 @@ def markdown(report: dict) -> str:
     lines += ["", "Per step (the input of step k), python x86 vs arm64 and C++ x86 vs arm64:", ""]
     for name, r in report["bundles"].items():
         for label in ("python x86 vs arm64", "C++ x86 vs arm64"):
+            if label not in r["pairs"]:
+                continue
             steps = r["pairs"][label]["steps"]
             images = " ".join(f"{v:.3f}" for v in steps["identical_inputs"])
             bits = " ".join(f"{v:.5f}" for v in steps["identical_bits"])
