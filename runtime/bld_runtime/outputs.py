@@ -33,7 +33,9 @@ from .files import (
 
 RECORD = "samples.json"
 FORMAT = "bld-samples/1"
-_OURS = re.compile(r"(\d{5,}(\.step\d+)?\.png|bits\.bldz|grid\.png|samples\.json)")
+# The names bld writes, ASCII digits only (a str pattern's \d matches any Unicode digit, and
+# bld never writes "١٢٣٤٥.png"): bld-cpp's output.hpp matches the same names.
+_OURS = re.compile(r"(\d{5,}(\.step\d+)?\.png|bits\.bldz|grid\.png|samples\.json)", re.ASCII)
 
 
 def image_name(index: int, count: int) -> str:

@@ -424,3 +424,138 @@ def test_an_output_folder_named_with_a_trailing_slash(bld_cpp, tiny_bundle, tmp_
         "samples.json",
     ]
     assert leftovers(out) == []
+
+
+# --- bld.json held to the graphs' rule, opened without blocking ---------------------------------
+
+
+def _manifest_outside(bundle: Path) -> list[str]:
+    outside = bundle.parent / "elsewhere"
+    outside.mkdir()
+    (bundle / "bld.json").rename(outside / "bld.json")
+    (bundle / "bld.json").symlink_to(outside / "bld.json")
+    return []
+
+
+def _manifest_fifo(bundle: Path) -> list[str]:
+    (bundle / "bld.json").unlink()
+    os.mkfifo(bundle / "bld.json")
+    return []
+
+
+def _manifest_symlink_to_fifo(bundle: Path) -> list[str]:
+    (bundle / "bld.json").unlink()
+    os.mkfifo(bundle / "pipe")
+    (bundle / "bld.json").symlink_to("pipe")
+    return []
+
+
+def _manifest_folder(bundle: Path) -> list[str]:
+    (bundle / "bld.json").unlink()
+    (bundle / "bld.json").mkdir()
+    return []
+
+
+MANIFEST_FILES = {
+    "a symlink to a bld.json outside the bundle": _manifest_outside,
+    "a FIFO": _manifest_fifo,
+    "a symlink to a FIFO": _manifest_symlink_to_fifo,
+    "a folder": _manifest_folder,
+}
+
+
+@pytest.mark.parametrize("named", [False, True], ids=["bundle", "bundle/bld.json"])
+@pytest.mark.parametrize("case", sorted(MANIFEST_FILES))
+def test_a_manifest_that_is_no_file_of_the_bundle(bld_cpp, tiny_bundle, tmp_path, case, named):
+    """bld.json follows the graphs' rule (inside the bundle, symlinks resolved) and is never
+    opened for a blocking read: bld-cpp refuses each case in bld's words, without hanging."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    MANIFEST_FILES[case](bundle)
+    py, cpp = both_refuse(bld_cpp, bundle / "bld.json" if named else bundle, [], tmp_path)
+    if case.startswith("a symlink to a bld.json") and not named:  # named: click says "a file"
+        real = (tmp_path / "elsewhere" / "bld.json").resolve()
+        assert py == (
+            f"error: bld.json resolves (through a symlink) to {real}, outside the bundle "
+            "directory\n"
+        )
+    assert cpp == py
+
+
+def test_a_manifest_symlinked_inside_the_bundle_is_read(bld_cpp, tiny_bundle, tmp_path):
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    (bundle / "bld.json").rename(bundle / "manifest.json")
+    (bundle / "bld.json").symlink_to("manifest.json")
+    done = cpp_sample(bld_cpp, bundle, "-n", 2, "-o", tmp_path / "cpp")
+    assert done.returncode == 0, done.stderr
+
+
+# --- an output folder: only bld's own files, as regular files, are an earlier output -----------
+
+
+def _folder_named_as_an_image(out: Path) -> None:
+    (out / "00004.png").mkdir()
+
+
+def _bits_a_symlink(out: Path) -> None:
+    (out / "bits.bldz").rename(out.parent / "bits.bldz")
+    (out / "bits.bldz").symlink_to(out.parent / "bits.bldz")
+
+
+def _record_a_symlink(out: Path) -> None:
+    (out / "samples.json").rename(out.parent / "samples.json")
+    (out / "samples.json").symlink_to(out.parent / "samples.json")
+
+
+def _image_a_symlink_to_a_folder(out: Path) -> None:
+    (out.parent / "somewhere").mkdir()
+    (out / "00003.png").symlink_to(out.parent / "somewhere")
+
+
+def _image_in_other_digits(out: Path) -> None:
+    (out / "\u0660\u0660\u0660\u0660\u0664.png").write_bytes(b"not bld's")  # Arabic-Indic 00004
+
+
+FOREIGN = {
+    "a folder named as an image": _folder_named_as_an_image,
+    "bits.bldz a symlink": _bits_a_symlink,
+    "samples.json a symlink": _record_a_symlink,
+    "an image name on a symlink to a folder": _image_a_symlink_to_a_folder,
+    "an image name in other digits": _image_in_other_digits,
+}
+
+
+@pytest.mark.parametrize("force", [False, True], ids=["", "--force"])
+@pytest.mark.parametrize("case", sorted(FOREIGN))
+def test_an_entry_named_as_bld_s_but_not_its_file(bld_cpp, tiny_bundle, earlier, case, force):
+    """A directory or symlink named like one of bld's files is not bld's: both refuse the folder
+    in the same words, with or without --force, and nothing in it changes."""
+    out, _ = earlier
+    FOREIGN[case](out)
+    kept = snapshot(out)
+    flags = ["--force"] if force else []
+    py = CliRunner().invoke(cli, ["sample", str(tiny_bundle), "-n", "2", "-o", str(out), *flags])
+    assert py.exit_code == 1, py.output
+    assert py.stderr == (
+        f"error: output folder {out} is not empty and holds files bld did not write there; "
+        "choose a new or empty folder\n"
+    )
+    cpp = cpp_sample(bld_cpp, tiny_bundle, "-n", 2, "-o", out, *flags)
+    assert cpp.returncode == 1 and cpp.stderr == py.stderr
+    assert snapshot(out) == kept and leftovers(out) == []
+
+
+@pytest.mark.parametrize("what", ["a FIFO", "a symlink to a FIFO"])
+def test_an_output_path_that_is_a_fifo(bld_cpp, tiny_bundle, tmp_path, what):
+    """click lets -o name a FIFO (only a regular file "is a file"); the output folder refuses it,
+    in the same words from both, without opening it."""
+    os.mkfifo(tmp_path / "pipe")
+    out = tmp_path / "pipe"
+    if what != "a FIFO":
+        (tmp_path / "out").symlink_to("pipe")
+        out = tmp_path / "out"
+    py = CliRunner().invoke(cli, ["sample", str(tiny_bundle), "-n", "2", "-o", str(out)])
+    assert py.exit_code == 1 and py.stderr == f"error: {out} exists and is not a folder\n"
+    cpp = cpp_sample(bld_cpp, tiny_bundle, "-n", 2, "-o", out)
+    assert cpp.returncode == 1 and cpp.stderr == py.stderr

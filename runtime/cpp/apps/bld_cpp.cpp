@@ -41,9 +41,11 @@ bld::Pipeline load(const std::string &bundle, const Args &args) {
     return bld::Pipeline::load(bundle, options);
 }
 
-void check_bundle_dir(const std::string &bundle) {  // click.Path(file_okay=False)
-    std::error_code ec;  // a missing folder is the loader's to refuse, in its words
-    if (fs::exists(bundle, ec) && !fs::is_directory(bundle, ec))
+// click.Path(file_okay=False): a regular file (symlinks followed) is refused; a FIFO, a socket or
+// a device passes, and is the loader's to refuse, as a missing folder is, in its words.
+void check_bundle_dir(const std::string &bundle) {
+    std::error_code ec;
+    if (fs::is_regular_file(bundle, ec))
         throw Usage{"Invalid value for 'BUNDLE': Directory " + py_repr(bundle) + " is a file."};
 }
 
@@ -142,7 +144,7 @@ int sample(int argc, char **argv) {
                    [&] {
                        out_dir = args.required("--out");
                        std::error_code ec;
-                       if (fs::exists(out_dir, ec) && !fs::is_directory(out_dir, ec))
+                       if (fs::is_regular_file(out_dir, ec))  // as check_bundle_dir: click's S_ISREG
                            throw Usage{"Invalid value for '-o' / '--out': Directory " + py_repr(out_dir) + " is a file."};
                    }},
                   {"--precision",

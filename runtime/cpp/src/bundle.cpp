@@ -56,6 +56,64 @@ bool has_dotdot(const std::string &file, bool windows) {
     return false;
 }
 
+// Mirrors manifest._check_bundle_path's last rule, the one for every file of a bundle (bld.json
+// and the graphs): the path, symlinks resolved, stays inside the bundle directory.
+void check_inside(const Bundle &b, const fs::path &path, const std::string &where) {
+    const fs::path real = resolved(path);
+    if (real.empty()) integrity_error(where + " cannot be resolved (a symlink loop?)");
+    if (!inside(real, resolved(b.dir)))
+        integrity_error(where + " resolves (through a symlink) to " + real.string() +
+                        ", outside the bundle directory");
+}
+
+// files.read_input: opened without blocking (a FIFO with no writer would hang in open()),
+// refused unless the very descriptor read is a regular file ("WHAT PATH is a FIFO (named pipe),
+// not a regular file", as `error`), its size checked before it is read. `shown` is the path as
+// Python prints it; the OS's own errors (missing, permissions) are BLD_ERROR_IO.
+std::vector<char> read_input(const fs::path &path, const std::string &shown, const std::string &what,
+                             void (*error)(const std::string &), uint64_t max_bytes,
+                             void (*size_error)(const std::string &) = nullptr,
+                             const std::string &too_large = "") {
+    const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
+    if (fd < 0) io_error(errno, path);
+    struct Closer {
+        int fd;
+        ~Closer() { ::close(fd); }
+    } closer{fd};
+    struct stat st {};
+    if (::fstat(fd, &st) != 0) io_error(errno, path);
+    if (!S_ISREG(st.st_mode)) {
+        const char *kind = S_ISDIR(st.st_mode)    ? "a folder"
+                           : S_ISFIFO(st.st_mode) ? "a FIFO (named pipe)"
+                           : S_ISSOCK(st.st_mode) ? "a socket"
+                           : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "a device"
+                                                                          : "not a regular file";
+        error(what + " " + shown + " is " + kind + ", not a regular file");
+    }
+    const int flags = ::fcntl(fd, F_GETFL);
+    if (flags >= 0) ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);  // a regular file: ordinary reads
+    const auto size = static_cast<uint64_t>(st.st_size);
+    if (size > max_bytes) {
+        if (size_error) size_error(shown + " is " + std::to_string(size) + too_large);
+        error(what + " " + shown + " is " + std::to_string(size) + " bytes, more than any " + what +
+              " (at most " + std::to_string(max_bytes) + "); refusing to read it");
+    }
+    std::vector<char> data(size);  // what it held when checked; hashes catch a file that changed
+    size_t got = 0;
+    while (got < size) {
+        const ssize_t n = ::read(fd, data.data() + got, size - got);
+        if (n < 0 && errno == EINTR) continue;
+        if (n < 0) io_error(errno, path);
+        if (n == 0) break;
+        got += static_cast<size_t>(n);
+    }
+    data.resize(got);
+    return data;
+}
+
+[[noreturn]] void integrity(const std::string &message) { integrity_error(message); }
+[[noreturn]] void manifest(const std::string &message) { manifest_error(message); }
+
 // Mirrors manifest._check_graph_file, without the hash.
 fs::path checked_graph_path(const Bundle &b, const std::string &name, const GraphSpec &g) {
     const std::string where =
@@ -68,11 +126,7 @@ fs::path checked_graph_path(const Bundle &b, const std::string &name, const Grap
     if (has_dotdot(g.file, false) || has_dotdot(g.file, true))
         integrity_error(where + " uses '..' to leave the bundle directory");
     const fs::path path = b.dir / g.file;
-    const fs::path real = resolved(path);
-    if (real.empty()) integrity_error(where + " cannot be resolved (a symlink loop?)");
-    if (!inside(real, resolved(b.dir)))
-        integrity_error(where + " resolves (through a symlink) to " + real.string() +
-                        ", outside the bundle directory");
+    check_inside(b, path, where);
     std::error_code ec;
     if (!fs::is_regular_file(path, ec))
         integrity_error("graph file " + py::repr(g.file) + " (graphs." + name +
@@ -140,11 +194,12 @@ Bundle load_bundle(const std::string &path) {
     const fs::path manifest_path = b.dir / kManifestName;
     if (!fs::is_regular_file(manifest_path, ec))
         integrity_error(b.shown + " is not a bundle: it has no " + kManifestName);
-    const auto size = fs::file_size(manifest_path, ec);
-    if (!ec && size > kMaxManifestBytes)
-        manifest_error(py::path(b.shown + "/" + kManifestName) + " is " + std::to_string(size) +
-                       " bytes, far larger than any bundle manifest (at most " + std::to_string(kMaxManifestBytes) + ")");
-    const std::vector<char> text = read_file(manifest_path);
+    check_inside(b, manifest_path, kManifestName);  // the graphs' rule, as manifest.py holds bld.json to it
+    // The size refusal is load_bundle's own sentence (a ManifestError), after the open's checks.
+    const std::vector<char> text =
+        read_input(manifest_path, py::path(b.shown + "/" + kManifestName), "bundle manifest", integrity,
+                   kMaxManifestBytes, manifest, " bytes, far larger than any bundle manifest (at most " +
+                                          std::to_string(kMaxManifestBytes) + ")");
     b.manifest = parse_manifest(std::string(text.begin(), text.end()));
     for (const auto &[name, graph] : b.manifest.graphs) checked_graph_path(b, name, graph);
     return b;
@@ -153,7 +208,9 @@ Bundle load_bundle(const std::string &path) {
 std::vector<char> read_graph(const Bundle &b, const std::string &name, bool verify) {
     const GraphSpec *g = b.manifest.graph(name);
     if (!g) fail(BLD_ERROR_MANIFEST, "bundle " + b.shown + " has no graph " + py::repr(name));
-    std::vector<char> bytes = read_file(checked_graph_path(b, name, *g));
+    const fs::path path = checked_graph_path(b, name, *g);
+    std::vector<char> bytes = read_input(path, py::path(b.shown + "/" + g->file), "graph file", integrity,
+                                         kMaxGraphBytes);
     if (verify) {
         const std::string actual = sha256_hex(bytes.data(), bytes.size());
         if (actual != g->sha256)

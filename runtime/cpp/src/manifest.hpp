@@ -18,6 +18,7 @@ inline constexpr int64_t kSchemaVersion = 1;
 inline constexpr const char *kBatchAxis = "batch";  // every graph tensor starts with it
 inline constexpr const char *kGraphMetadataKey = "bld.graph";
 inline constexpr uint64_t kMaxManifestBytes = 4u << 20;
+inline constexpr uint64_t kMaxGraphBytes = uint64_t(2) << 30;  // manifest.MAX_GRAPH_BYTES: protobuf's limit
 
 using Dim = std::variant<int64_t, std::string>;  // fixed size, or a dynamic axis name
 
