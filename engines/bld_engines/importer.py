@@ -18,10 +18,14 @@ from pathlib import Path
 from bld_runtime import files
 from bld_runtime.engine_cache import PLAN_MAGIC, EngineCache, EngineKey, plan_header
 from bld_runtime.errors import InvalidRequestError
-from bld_runtime.manifest import load_bundle
+from bld_runtime.manifest import MAX_GRAPH_BYTES, load_bundle
 
 from .builder import read_checked_graph
 from .profiles import check_profiles, default_profile, parse_batch
+
+# A plan holds its graph's weights and kernels: four times the largest graph (protobuf's limit)
+# is far beyond any real plan, and a "plan" of more is refused unread.
+MAX_PLAN_BYTES = 4 * MAX_GRAPH_BYTES
 
 
 def import_plan(
@@ -46,13 +50,17 @@ def import_plan(
             f"bundle {loaded.directory} has no graph {graph!r} (it has {', '.join(m.graphs)})"
         )
     spec = m.graphs[graph]
-    if onnx is not None and files.sha256_file(onnx) != spec.sha256:
+    # Both files are the user's: opened without blocking, refused unless regular files.
+    onnx_sha256 = (
+        files.sha256_file(onnx, what="ONNX file", error=InvalidRequestError) if onnx else None
+    )
+    if onnx is not None and onnx_sha256 != spec.sha256:
         raise InvalidRequestError(
             f"{onnx} is not graph {graph!r} of bundle {loaded.directory} "
             f"(its sha256 differs from bld.json's): a plan built from it "
             f"does not belong to this bundle"
         )
-    data = plan.read_bytes()
+    data = files.read_input(plan, "engine plan", InvalidRequestError, MAX_PLAN_BYTES)
     magic, version = plan_header(data)
     flavour = next((f for f, mg in PLAN_MAGIC.items() if mg == magic), None)
     if flavour is None:

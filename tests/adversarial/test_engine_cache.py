@@ -24,7 +24,7 @@ from bld_runtime.engine_cache import (
 )
 from bld_runtime.manifest import TensorSpec
 
-from .conftest import run
+from .conftest import check_refused, run
 
 VERSION = "10.16.1.11"
 TIMEOUT = 60  # a reader that blocks on a FIFO never returns: the case fails by timeout
@@ -130,3 +130,52 @@ def test_a_manifest_nested_absurdly_deep_is_one_refused_entry(cache):
     found = store.find({"step": "b" * 64}, "fp32", target, 4, "rebuild")
     assert found.manifest == other.manifest
     assert _listed(store.directory).count("ok") == 1
+
+
+# --- engine import: the plan and the ONNX file are the user's -------------------------------
+
+PLAN = b"ftrt" + bytes(20) + bytes(int(p) for p in VERSION.split(".")) + b"plan" * 64
+
+
+def _import(tiny_bundle: Path, plan: Path, cache: Path, *extra, **kwargs):
+    args = [plan, "--bundle", tiny_bundle, "--graph", "step", "--compute-capability", "8.7"]
+    return run(
+        "bld-export", "engine", "import", *args, "-o", cache, *extra, timeout=TIMEOUT, **kwargs
+    )
+
+
+@pytest.mark.parametrize("which", ["plan", "onnx"])
+def test_import_refuses_a_fifo_without_blocking(tiny_bundle, tmp_path, which):
+    """A FIFO named as the plan or as --onnx (click lets both through: they exist and are not
+    folders) is refused in one line, never opened for a blocking read."""
+    fifo = tmp_path / "fifo"
+    os.mkfifo(fifo)
+    plan = tmp_path / "step.plan"
+    plan.write_bytes(PLAN)
+    cache = tmp_path / "cache"
+    if which == "plan":
+        result, what = _import(tiny_bundle, fifo, cache), "engine plan"
+    else:
+        result, what = _import(tiny_bundle, plan, cache, "--onnx", fifo), "ONNX file"
+    check_refused(
+        result, f"{what} {fifo} is a FIFO (named pipe), not a regular file", new_outputs=[cache]
+    )
+
+
+def test_import_refuses_a_huge_plan_unread(tiny_bundle, tmp_path):
+    """A "plan" of 9 GiB of holes, more than any plan (importer.MAX_PLAN_BYTES): refused by its
+    size, never read (under a 2 GiB memory cap, reading it would fail)."""
+    from bld_engines.importer import MAX_PLAN_BYTES
+
+    plan = tmp_path / "huge.plan"
+    with open(plan, "wb") as f:
+        f.write(PLAN)
+        f.truncate(MAX_PLAN_BYTES + (1 << 30))
+    cache = tmp_path / "cache"
+    result = _import(tiny_bundle, plan, cache, preexec_fn=_memory_cap(2 << 30))
+    check_refused(
+        result,
+        f"engine plan {plan} is {MAX_PLAN_BYTES + (1 << 30)} bytes, more than any engine plan "
+        f"(at most {MAX_PLAN_BYTES}); refusing to read it",
+        new_outputs=[cache],
+    )
