@@ -374,8 +374,14 @@ def inspect_command(path):
     from bld_runtime.engine_cache import CachedEngine, EngineCache, StaleEngineError, plan_header
     from bld_runtime.errors import ManifestError
 
+    # Anything but a folder is one manifest, refused by what it is when read (a FIFO, a device:
+    # files.read_input's words); so is a folder named *.json that holds no manifests.
     manifests = (
-        [path] if path.is_file() else sorted(path.glob("*.json")) or sorted(path.glob("*/*.json"))
+        [path]
+        if not path.is_dir()
+        else sorted(path.glob("*.json"))
+        or sorted(path.glob("*/*.json"))
+        or ([path] if path.suffix == ".json" else [])
     )
     if not manifests:
         raise InvalidRequestError(f"{path} holds no engine manifests")

@@ -84,18 +84,32 @@ def open_input(
     `error` naming `what` and the path; the OS's own errors (missing, permissions) pass through.
     """
     flags = os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_BINARY", 0)
-    fd = os.open(path, flags)
+    try:
+        fd = os.open(path, flags)
+    except OSError:
+        # A socket cannot be opened at all (ENXIO): refused by what it is, as the rest are.
+        try:
+            mode = os.stat(path).st_mode
+        except OSError:
+            mode = stat.S_IFREG
+        if not stat.S_ISREG(mode):
+            raise error(_not_regular(path, what, mode)) from None
+        raise
     try:
         mode = os.fstat(fd).st_mode
         if not stat.S_ISREG(mode):
-            kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
-            raise error(f"{what} {os.fspath(path)} is {kind}, not a regular file")
+            raise error(_not_regular(path, what, mode))
         if hasattr(os, "set_blocking"):
             os.set_blocking(fd, True)  # a regular file: ordinary reads from here on
         return os.fdopen(fd, "rb")
     except BaseException:
         os.close(fd)
         raise
+
+
+def _not_regular(path: str | os.PathLike[str], what: str, mode: int) -> str:
+    kind = next((name for test, name in _KINDS if test(mode)), "not a regular file")
+    return f"{what} {os.fspath(path)} is {kind}, not a regular file"
 
 
 def read_input(
@@ -288,6 +302,26 @@ def staging_directory(target: str | os.PathLike[str]) -> Path:
     return staged
 
 
+def check_replaceable(target: str | os.PathLike[str], what: str) -> None:
+    """Refuse, before anything is written, to replace `target` when the swap could not finish:
+    its parent must let us rename entries, and every folder in it must let us remove its entries
+    (a read-only folder can be renamed aside but never emptied). `what` names it in the error."""
+    target = Path(target)
+    parent = target.parent
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(
+            f"{what} cannot be replaced: its parent folder {parent} is not writable; "
+            "nothing was written"
+        )
+    for directory, _, _ in os.walk(target):
+        if not os.access(directory, os.W_OK | os.X_OK):
+            place = "it" if Path(directory) == target else f"its folder {directory}"
+            raise OutputError(
+                f"{what} cannot be replaced: {place} is read-only, so the earlier files "
+                "in it cannot be removed; nothing was written"
+            )
+
+
 def replace_directory(staged: Path, target: Path, durable: bool = True) -> None:
     """Publish the complete directory `staged` at `target`, replacing what is there.
 
@@ -318,7 +352,7 @@ def recover_directory(target: Path) -> str | None:
         done = f"finished replacing {target} (an earlier process stopped half way)"
     elif old.is_dir():
         if target.is_dir():
-            shutil.rmtree(old)
+            _remove_old(old, target)
         else:  # cannot happen with replace_directory's order; restore rather than lose it
             os.replace(old, target)
             done = f"restored {target} (an earlier process stopped half way)"
@@ -328,14 +362,34 @@ def recover_directory(target: Path) -> str | None:
 
 
 def _finish(target: Path, new: Path, old: Path) -> None:
+    """new -> target, the old target removed: all or nothing where the OS allows it (a failed
+    second rename puts the old one back)."""
     if old.exists():
-        shutil.rmtree(old)
+        _remove_old(old, target)
+    moved = False
     if target.exists():
         os.replace(target, old)
-    os.replace(new, target)
+        moved = True
+    try:
+        os.replace(new, target)
+    except BaseException:
+        if moved:
+            os.replace(old, target)  # roll back: target is the old directory again
+        raise
     _fsync_directory(target.parent)
     if old.exists():
+        _remove_old(old, target)
+
+
+def _remove_old(old: Path, target: Path) -> None:
+    """Remove the old directory moved aside, or say in one sentence why it cannot be."""
+    try:
         shutil.rmtree(old)
+    except OSError as error:
+        raise OutputError(
+            f"{target} was replaced, but its earlier contents moved aside to {old} cannot be "
+            f"removed ({error.strerror or error}); remove {old} by hand"
+        ) from None
 
 
 def pending_replacement(target: Path) -> bool:
@@ -357,6 +411,8 @@ def replacing_directory(target: str | os.PathLike[str], what: str = "") -> Itera
     target = Path(target)
     with OutputLock(target, what or str(target)):
         recover_directory(target)
+        if target.exists():
+            check_replaceable(target, what or str(target))
         staged = staging_directory(target)
         try:
             yield staged

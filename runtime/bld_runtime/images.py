@@ -120,7 +120,11 @@ def _open(
         raise
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
         raise InvalidRequestError(f"{what} {path} is too large to decode safely ({e})") from None
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError) as e:
+    except UnidentifiedImageError:  # PIL names the file object it was given, not the file
+        raise InvalidRequestError(
+            f"cannot read {what} {path}: not an image file (its format cannot be identified)"
+        ) from None
+    except (OSError, ValueError, SyntaxError) as e:
         raise InvalidRequestError(f"cannot read {what} {path}: {e}") from None
 
 

@@ -599,7 +599,9 @@ class Bundle:
 def _check_graph_file(directory: Path, name: str, graph: GraphSpec) -> None:
     where = f"{MANIFEST_NAME}: graphs.{name}.file {graph.file!r}"
     _check_bundle_path(directory, graph.file, where)
-    if not (directory / graph.file).is_file():
+    # Missing (or a dangling symlink); anything else that is not a regular file (a FIFO, a
+    # folder, a socket) is refused by what it is when it is opened (files.open_input).
+    if not (directory / graph.file).exists():
         raise BundleIntegrityError(
             f"graph file {graph.file!r} (graphs.{name}) is missing from bundle {directory}"
         )
@@ -636,15 +638,16 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
     A bundle left half replaced by a killed `bld-export --force` is finished first.
     """
     path = Path(path)
-    directory = path.parent if path.name == MANIFEST_NAME and path.is_file() else path
+    # BUNDLE/bld.json whatever it is (a FIFO, a folder: refused below by what it is)
+    directory = path.parent if path.name == MANIFEST_NAME and os.path.lexists(path) else path
     if not directory.is_dir() and files.pending_replacement(directory):
         _finish_replacement(directory)
     if not directory.is_dir():
         raise BundleIntegrityError(f"bundle directory {directory} does not exist")
     manifest_path = directory / MANIFEST_NAME
-    if not manifest_path.is_file():  # a folder, a FIFO or a device is no manifest either
+    _check_bundle_path(directory, MANIFEST_NAME, MANIFEST_NAME)  # a loop, a symlink outside
+    if not manifest_path.exists():  # a folder, a FIFO, a device: refused by what it is below
         raise BundleIntegrityError(f"{directory} is not a bundle: it has no {MANIFEST_NAME}")
-    _check_bundle_path(directory, MANIFEST_NAME, MANIFEST_NAME)
     with files.open_input(manifest_path, "bundle manifest", BundleIntegrityError) as f:
         size = os.fstat(f.fileno()).st_size
         if size > MAX_MANIFEST_BYTES:

@@ -25,6 +25,7 @@ from .errors import OutputError
 from .files import (
     OutputLock,
     atomic_write,
+    check_replaceable,
     recover_directory,
     replace_directory,
     staging_directory,
@@ -102,6 +103,9 @@ class OutputFolder:
                         f"output folder {path} holds an earlier run's output; "
                         "pass --force to replace it or choose another folder"
                     )
+                # All or nothing: refused now, before anything is written, if the swap
+                # that publishes the new output could not finish.
+                check_replaceable(self._target, f"output folder {path}")
                 self.directory, self.staged = staging_directory(self._target), True
                 return
         path.mkdir(parents=True, exist_ok=True)

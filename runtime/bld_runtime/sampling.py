@@ -15,6 +15,7 @@ complete PNGs and samples.json, at most one chunk behind.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Iterable
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,7 @@ import numpy as np
 from . import stopping
 from .bits import BitsWriter
 from .errors import BldError, OutputError, describe
+from .files import sweep_temporaries
 from .images import make_grid, save_png
 from .manifest import LatentSpec
 from .outputs import OutputFolder, image_name
@@ -145,6 +147,10 @@ def _stopped(
             out.finish("stopped", reason)
     except OSError:  # e.g. the disk that stopped the run is still full; the PNGs are complete
         pass
+    # The temporaries of the writes the stop cut short (a signal lands anywhere, even between
+    # a temporary's creation and the code that would remove it); we hold the folder's lock.
+    with contextlib.suppress(OSError):
+        sweep_temporaries(out.directory)
     kept = (
         f"{out.path} holds images {image_name(0, count)[:-4]}..{image_name(done - 1, count)}"
         f" (of {count})" + (" and their bits (bits.bldz)" if bits_kept else "")

@@ -1,6 +1,6 @@
-"""Stopping on SIGINT or SIGTERM: once, whatever else arrives.
+"""Stopping on SIGINT, SIGTERM or SIGHUP (the terminal closed): once, whatever else arrives.
 
-The CLI installs `handle` for both signals. The first one raises `Stopped` where the program
+The CLI installs `handle` for the three signals. The first one raises `Stopped` where the program
 is, so that the code writing an output closes it (keeps the finished images, publishes their
 bits, records where it stopped). From then on every signal is ignored: the stop path runs to
 its end exactly once, however many signals follow and however close together (a second Ctrl-C,
@@ -19,13 +19,17 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any, NoReturn
 
-SIGNALS = (signal.SIGINT, signal.SIGTERM)
+# SIGHUP where the platform has it (not on Windows). SIGPIPE stays ignored as CPython sets it (a
+# closed pipe is a BrokenPipeError on write); SIGQUIT keeps its default, a deliberate core dump.
+SIGNALS = tuple(
+    getattr(signal, name) for name in ("SIGINT", "SIGTERM", "SIGHUP") if hasattr(signal, name)
+)
 
 
 class Stopped(KeyboardInterrupt):
-    """A stop asked by SIGINT or SIGTERM, raised where the program is. A KeyboardInterrupt, so
-    that no `except Exception` swallows it and event loops (gevent's hub, under tritonclient)
-    hand it to the main program as they do Ctrl-C."""
+    """A stop asked by SIGINT, SIGTERM or SIGHUP, raised where the program is. A
+    KeyboardInterrupt, so that no `except Exception` swallows it and event loops (gevent's hub,
+    under tritonclient) hand it to the main program as they do Ctrl-C."""
 
 
 class _State:
@@ -37,7 +41,7 @@ class _State:
 
 
 def handle(signum: int, frame: FrameType | None) -> None:
-    """The handler of SIGINT and SIGTERM (see `installed`)."""
+    """The handler of SIGINT, SIGTERM and SIGHUP (see `installed`)."""
     if _State.stopping:
         return
     if _State.held:
@@ -74,13 +78,14 @@ def _quiet_races(unraisable: Any) -> None:
 
 
 def ignore() -> None:
-    """Ignore SIGINT and SIGTERM from now on, while `installed` (the CLI says its last line)."""
+    """Ignore SIGINT, SIGTERM and SIGHUP from now on, while `installed` (the CLI says its last
+    line)."""
     _State.stopping = True
 
 
 @contextlib.contextmanager
 def held() -> Iterator[None]:
-    """Defer SIGINT and SIGTERM to the end of the block (see the module docstring)."""
+    """Defer SIGINT, SIGTERM and SIGHUP to the end of the block (see the module docstring)."""
     _State.held += 1
     try:
         yield
@@ -96,8 +101,8 @@ def held() -> Iterator[None]:
 
 @contextlib.contextmanager
 def installed() -> Iterator[None]:
-    """Install `handle` for SIGINT and SIGTERM for the block (the main thread only: elsewhere,
-    e.g. under a test runner's thread, signals are left alone)."""
+    """Install `handle` for SIGINT, SIGTERM and SIGHUP for the block (the main thread only:
+    elsewhere, e.g. under a test runner's thread, signals are left alone)."""
     previous: dict[signal.Signals, object] = {}
     try:
         for number in SIGNALS:

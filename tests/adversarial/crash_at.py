@@ -18,6 +18,10 @@ import sys
 
 def main() -> None:
     target, count, when, module, *args = sys.argv[1:]
+    # `after:INT` (or any signal's name) sends that signal instead of SIGKILL: a stop that
+    # lands at an exact point.
+    when, _, name = when.partition(":")
+    number = getattr(signal, f"SIG{name}") if name else signal.SIGKILL
     target, _, only = target.partition("~")
     owner_name, attribute = target.rsplit(".", 1)
     owner = importlib.import_module(owner_name)
@@ -30,10 +34,10 @@ def main() -> None:
             return real(*a, **k)
         calls += 1
         if calls == int(count) and when == "before":
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), number)
         result = real(*a, **k)
         if calls == int(count) and when == "after":
-            os.kill(os.getpid(), signal.SIGKILL)
+            os.kill(os.getpid(), number)
         return result
 
     setattr(owner, attribute, crashing)

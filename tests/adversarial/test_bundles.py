@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from pathlib import Path
 
 import numpy as np
@@ -142,13 +143,14 @@ MANIFEST_TEXT = {
         lambda b: (b / "bld.json").write_text(" " * (5 << 20) + "{}"),
         "far larger than any bundle manifest",
     ),
+    # said as files.open_input says it: what it is, not "it has no bld.json"
     "a directory": (
         lambda b: ((b / "bld.json").unlink(), (b / "bld.json").mkdir()),
-        "is not a bundle: it has no bld.json",
+        "bld.json is a folder, not a regular file",
     ),
     "a device": (
         lambda b: ((b / "bld.json").unlink(), (b / "bld.json").symlink_to("/dev/zero")),
-        "is not a bundle: it has no bld.json",
+        "bld.json resolves (through a symlink) to /dev/zero, outside the bundle directory",
     ),
     "an array": (lambda b: (b / "bld.json").write_text("[1, 2]"), "expected an object"),
 }
@@ -267,8 +269,20 @@ def test_graph_paths_through_symlinks(tiny_bundle, tmp_path):
     (bundle / "step.onnx").symlink_to(bundle / "loop.onnx")
     (bundle / "loop.onnx").symlink_to(bundle / "step.onnx")
     sample_refused(bundle, tmp_path, "cannot be resolved (a symlink loop?)")
+    # not "missing": what it is, in files.open_input's words
     (bundle / "step.onnx").unlink()
     (bundle / "step.onnx").mkdir()
+    sample_refused(bundle, tmp_path, f"graph file {bundle / 'step.onnx'} is a folder, not a")
+    (bundle / "step.onnx").rmdir()
+    os.mkfifo(bundle / "step.onnx")
+    sample_refused(bundle, tmp_path, f"graph file {bundle / 'step.onnx'} is a FIFO (named pipe)")
+    (bundle / "step.onnx").unlink()
+    with socket.socket(socket.AF_UNIX) as listening:
+        listening.bind(str(bundle / "step.onnx"))
+        sample_refused(
+            bundle, tmp_path, f"graph file {bundle / 'step.onnx'} is a socket, not a regular file"
+        )
+    (bundle / "step.onnx").unlink()
     sample_refused(bundle, tmp_path, "graph file 'step.onnx' (graphs.step) is missing")
 
 
@@ -286,14 +300,15 @@ def test_a_manifest_through_a_symlink_follows_the_graphs_rule(tiny_bundle, tmp_p
     (bundle / "bld.json").unlink()
     (bundle / "bld.json").symlink_to(bundle / "loop.json")
     (bundle / "loop.json").symlink_to(bundle / "bld.json")
-    sample_refused(bundle, tmp_path, "is not a bundle: it has no bld.json")
+    sample_refused(bundle, tmp_path, "bld.json cannot be resolved (a symlink loop?)")
     (bundle / "bld.json").unlink()
     os.mkfifo(bundle / "bld.json")
-    check_refused(
-        run("bld", "sample", bundle, "-o", tmp_path / "out", timeout=120),
-        "is not a bundle: it has no bld.json",
-        [tmp_path / "out"],
-    )
+    for given in (bundle, bundle / "bld.json"):
+        check_refused(
+            run("bld", "sample", given, "-o", tmp_path / "out", timeout=120),
+            f"bundle manifest {bundle / 'bld.json'} is a FIFO (named pipe), not a regular file",
+            [tmp_path / "out"],
+        )
 
 
 # --- manifests that tell a consistent story the graphs do not -----------------------------------

@@ -97,6 +97,24 @@ def test_a_fifo_in_the_cache_is_one_refused_entry(cache):
     assert found.manifest == good.manifest
 
 
+@pytest.mark.parametrize("kind", ["a FIFO (named pipe)", "a device", "a folder"])
+def test_inspecting_one_manifest_that_is_not_a_file_names_what_it_is(cache, kind):
+    """Not "holds no engine manifests": the path given is refused by what it is, in
+    files.open_input's words, without blocking on a FIFO or reading /dev/urandom."""
+    _, good, _ = cache
+    path = good.manifest_path.parent / "0123456789abcdef.json"
+    if kind == "a FIFO (named pipe)":
+        os.mkfifo(path)
+    elif kind == "a device":
+        path.symlink_to("/dev/urandom")
+    else:
+        path.mkdir()
+    check_refused(
+        run("bld-export", "engine", "inspect", path, timeout=TIMEOUT),
+        f"engine manifest {path} is {kind}, not a regular file",
+    )
+
+
 def test_a_plan_swapped_for_a_huge_sparse_file_is_refused_by_its_size(cache):
     """6 GiB of holes in place of a plan: compared with the manifest's size, never read (under a
     2 GiB memory cap, reading it would fail)."""

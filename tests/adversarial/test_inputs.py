@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import resource
+import socket
 import struct
 import zlib
 from pathlib import Path
@@ -293,6 +294,25 @@ def test_a_fifo_as_input_is_refused_without_blocking(pipe, tiny_bundle, tmp_path
         run("bld", *args, timeout=FIFO_TIMEOUT),
         f"{what} {fifo} is a FIFO (named pipe), not a regular file",
         [bits, png],
+    )
+
+
+def test_a_socket_or_a_nameless_stream_as_image_is_refused_by_name(tiny_bundle, tmp_path):
+    """A socket cannot even be opened ("[Errno 6] No such device or address" once): refused by
+    what it is, as a FIFO is; a file PIL cannot identify is named by its path, never as
+    "<_io.BufferedReader name=3>"."""
+    sock, bits = tmp_path / "image.png", tmp_path / "bits.bldz"
+    with socket.socket(socket.AF_UNIX) as listening:
+        listening.bind(str(sock))
+        check_refused(
+            run("bld", "encode", tiny_bundle, sock, "-o", bits),
+            f"image {sock} is a socket, not a regular file",
+            [bits],
+        )
+    check_refused(
+        run("bld", "encode", tiny_bundle, "/proc/self/environ", "-o", bits),
+        "cannot read image /proc/self/environ: not an image file (its format cannot be identified)",
+        [bits],
     )
 
 

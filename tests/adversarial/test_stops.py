@@ -13,6 +13,7 @@ import contextlib
 import json
 import signal
 import subprocess
+import sys
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -72,6 +73,10 @@ SIGNALS = {
     "20 SIGINTs": ([signal.SIGINT] * 20, None),
     "SIGINT, then SIGTERMs until it exits": ([signal.SIGINT], signal.SIGTERM),
     "SIGTERM, then SIGINTs until it exits": ([signal.SIGTERM], signal.SIGINT),
+    # the terminal closed: the same stop path, once
+    "SIGHUP": ([signal.SIGHUP], None),
+    "SIGTERM, then SIGHUPs until it exits": ([signal.SIGTERM], signal.SIGHUP),
+    "SIGHUP, then SIGINTs until it exits": ([signal.SIGHUP], signal.SIGINT),
 }
 
 
@@ -133,6 +138,69 @@ def test_force_over_a_folder_bld_did_not_fill_alone_changes_nothing(tiny_bundle,
         kept=kept,
     )
     assert (out / "00004.png").is_dir() and leftovers(out) == []
+
+
+@pytest.mark.parametrize("command", ["sample", "decode"])
+def test_force_over_a_read_only_folder_is_refused_before_anything_is_written(
+    tiny_bundle, earlier, command
+):
+    """A read-only folder can be renamed aside but not emptied: the swap could not finish, so
+    --force refuses it up front, in one line, the earlier output as it was and nothing beside
+    it (it once published the new output, said the old one was kept, left .out.old behind and
+    broke every later run)."""
+    out, _ = earlier
+    if command == "decode":
+        args = ["decode", tiny_bundle, out / "bits.bldz", "-o", out, "--force"]
+    else:
+        args = ["sample", tiny_bundle, "-n", 2, "-o", out, "--force"]
+    out.chmod(0o555)
+    try:
+        kept = snapshot(out)
+        check_refused(
+            run("bld", *args, permissions=True),
+            f"output folder {out} cannot be replaced: it is read-only, so the earlier files "
+            "in it cannot be removed; nothing was written",
+            kept=kept,
+        )
+        assert leftovers(out) == []
+    finally:
+        out.chmod(0o755)
+    result = run("bld", "sample", tiny_bundle, "-n", 2, "-o", out, "--force", permissions=True)
+    assert result.returncode == 0, result.stderr
+    assert json.loads((out / "samples.json").read_text())["status"] == "complete"
+    assert leftovers(out) == []
+
+
+def test_a_stop_removes_its_own_temporaries(tiny_bundle, tmp_path):
+    """SIGINT right after an image's temporary file is made, before the code that would
+    remove it on an error runs: the stop path removes it (and any other in-flight one)."""
+    out = tmp_path / "out"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            str(Path(__file__).parent / "crash_at.py"),
+            "tempfile.mkstemp",
+            "4",
+            "after:INT",
+            "bld_runtime.cli",
+            "sample",
+            str(tiny_bundle),
+            "-n",
+            "200",
+            "-o",
+            str(out),
+        ],
+        capture_output=True,
+        text=True,
+        env=child_env(),
+        timeout=WAIT,
+    )
+    assert proc.returncode == 1, proc.stderr
+    lines = proc.stderr.splitlines()
+    assert len(lines) == 1 and lines[0].startswith("error: interrupted; stopped after "), lines
+    assert [p.name for p in out.iterdir() if p.name.endswith(".tmp")] == []
+    assert json.loads((out / "samples.json").read_text())["status"] == "stopped"
+    assert leftovers(out) == []
 
 
 def _fsize_limit(limit: int):
