@@ -341,7 +341,7 @@ def list_command(cache):
             continue
         k = entry.key
         try:
-            store.load_plan(entry)
+            store.check_plan(entry)  # hashed in chunks: a plan is never held in memory
             status = "ok"
         except StaleEngineError as e:
             status = f"[red]refused[/red]: {escape(str(e))}"
@@ -399,7 +399,7 @@ def inspect_command(path):
         click.echo(f"== {manifest_path}")
         click.echo(manifest.to_json().rstrip())
         try:
-            magic, version = plan_header(store.load_plan(entry))
+            magic, version = plan_header(store.check_plan(entry))  # never held whole
             click.echo(
                 f"check: ok (sha256 matches; header {magic.decode(errors='replace')} "
                 f"{'.'.join(map(str, version))})"

@@ -16,16 +16,21 @@ from __future__ import annotations
 from pathlib import Path
 
 from bld_runtime import files
-from bld_runtime.engine_cache import PLAN_MAGIC, EngineCache, EngineKey, plan_header
+from bld_runtime.engine_cache import (
+    MAX_PLAN_BYTES,
+    PLAN_MAGIC,
+    EngineCache,
+    EngineKey,
+    plan_header,
+)
 from bld_runtime.errors import InvalidRequestError
 from bld_runtime.manifest import MAX_GRAPH_BYTES, load_bundle
 
 from .builder import read_checked_graph
 from .profiles import check_profiles, default_profile, parse_batch
 
-# A plan holds its graph's weights and kernels: four times the largest graph (protobuf's limit)
-# is far beyond any real plan, and a "plan" of more is refused unread.
-MAX_PLAN_BYTES = 4 * MAX_GRAPH_BYTES
+# MAX_PLAN_BYTES (bld_runtime.engine_cache: the one bound of every plan): a "plan" of more is
+# refused unread.
 
 
 def import_plan(
@@ -52,7 +57,11 @@ def import_plan(
     spec = m.graphs[graph]
     # Both files are the user's: opened without blocking, refused unless regular files.
     onnx_sha256 = (
-        files.sha256_file(onnx, what="ONNX file", error=InvalidRequestError) if onnx else None
+        files.sha256_file(
+            onnx, what="ONNX file", error=InvalidRequestError, max_bytes=MAX_GRAPH_BYTES
+        )
+        if onnx
+        else None
     )
     if onnx is not None and onnx_sha256 != spec.sha256:
         raise InvalidRequestError(

@@ -21,18 +21,20 @@ one key never leave a torn plan; the runtime only reads (`find`, `load_plan`).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import re
 import struct
+import typing
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal, NoReturn, cast
+from typing import Literal, NoReturn, TypeVar, cast
 
 from . import files
 from .errors import ManifestError, StaleEngineError
-from .manifest import Precision, TensorSpec, _parse, _unparse
+from .manifest import MAX_GRAPH_BYTES, Precision, TensorSpec, _parse, _unparse
 from .trt_flavours import FLAVOURS, PLAN_MAGIC
 
 EngineSource = Literal["builder", "trtexec"]  # who made a plan: bld's builder or trtexec
@@ -43,7 +45,13 @@ HARDWARE_COMPAT = ("none", "ampere+", "same-cc")
 #: Compute capabilities TensorRT-RTX targets when none are set (its documented default).
 RTX_DEFAULT_MIN_CC = (8, 0)
 _HEX64 = re.compile(r"[0-9a-f]{64}")
+_T = TypeVar("_T")
 MAX_MANIFEST_BYTES = 1 << 20  # a real engine manifest is a few kB; refuse anything absurd unread
+# A plan holds its graph's weights and kernels: four times the largest graph (protobuf's limit)
+# is far beyond any real plan. The one bound of every plan: a manifest recording more is refused,
+# and so is a plan file of more (bld-export engine import, unread).
+MAX_PLAN_BYTES = 4 * MAX_GRAPH_BYTES
+_PLAN_HEAD = 64  # the bytes of a plan's header that check_plan_header reads (28 of them)
 _CC = re.compile(r"\d+\.\d+")
 
 
@@ -152,6 +160,12 @@ class EngineManifest:
             f"{ENGINE_SCHEMA_VERSION})",
         )
         _require(
+            0 <= self.plan_size <= MAX_PLAN_BYTES,
+            f"plan_size {self.plan_size} is more than any plan (at most {MAX_PLAN_BYTES} bytes)"
+            if self.plan_size > MAX_PLAN_BYTES
+            else f"plan_size {self.plan_size} is negative",
+        )
+        _require(
             _HEX64.fullmatch(self.plan_sha256) is not None,
             "plan_sha256 must be 64 lowercase hexadecimal digits",
         )
@@ -202,8 +216,11 @@ def plan_header(data: bytes) -> tuple[bytes, tuple[int, int, int, int]]:
     return bytes(data[:4]), (data[24], data[25], data[26], data[27])
 
 
-def check_plan_header(data: bytes, flavour: str, version: str, where: str) -> None:
+def check_plan_header(
+    data: bytes, flavour: str, version: str, where: str, size: int | None = None
+) -> None:
     """Refuse a plan whose header is not `flavour` `version` (first four version parts).
+    `data` is the plan, or its first bytes when `size` gives the whole plan's length.
 
     Layout verified on plans built here by TensorRT-RTX 1.7.1.116: b"vtrt", bytes 24..27 =
     1, 7, 1, 116, bytes 16..23 = the plan's length (little-endian); TensorRT's plans start
@@ -224,11 +241,12 @@ def check_plan_header(data: bytes, flavour: str, version: str, where: str) -> No
             f"manifest says {version}"
         )
     if flavour == "tensorrt_rtx":
-        (size,) = struct.unpack_from("<Q", data, 16)
-        if size != len(data):
+        (said,) = struct.unpack_from("<Q", data, 16)
+        actual = len(data) if size is None else size
+        if said != actual:
             raise StaleEngineError(
-                f"{where}: the plan's header says {size} bytes, the file "
-                f"has {len(data)} (truncated or altered)"
+                f"{where}: the plan's header says {said} bytes, the file "
+                f"has {actual} (truncated or altered)"
             )
 
 
@@ -436,6 +454,42 @@ class EngineCache:
     def load_plan(self, entry: CachedEngine) -> bytes:
         """The plan's bytes after checking size, sha256 and header against the manifest."""
         m, path = entry.manifest, entry.plan_path
+        data = self._read_plan(entry, lambda f, size: f.read(size))
+        if len(data) != m.plan_size or files.sha256_bytes(data) != m.plan_sha256:
+            raise StaleEngineError(
+                f"{path} does not match its manifest (sha256 or size "
+                f"differs): the plan was altered or is incomplete"
+            )
+        check_plan_header(data, m.key.flavour, m.key.version, str(path))
+        return data
+
+    def check_plan(self, entry: CachedEngine) -> bytes:
+        """load_plan's checks in bounded memory (the plan hashed in chunks, never held whole:
+        `engine list` and `engine inspect`); returns the plan's first bytes (its header)."""
+        m, path = entry.manifest, entry.plan_path
+
+        def stream(f: typing.BinaryIO, size: int) -> tuple[bytes, int, str]:
+            digest, head, read = hashlib.sha256(), b"", 0
+            while chunk := f.read(min(1 << 20, size - read)):
+                digest.update(chunk)
+                head = head or chunk[:_PLAN_HEAD]
+                read += len(chunk)
+            return head, read, digest.hexdigest()
+
+        head, read, sha = self._read_plan(entry, stream)
+        if read != m.plan_size or sha != m.plan_sha256:
+            raise StaleEngineError(
+                f"{path} does not match its manifest (sha256 or size "
+                f"differs): the plan was altered or is incomplete"
+            )
+        check_plan_header(head, m.key.flavour, m.key.version, str(path), size=read)
+        return head
+
+    def _read_plan(
+        self, entry: CachedEngine, read: typing.Callable[[typing.BinaryIO, int], _T]
+    ) -> _T:
+        """read(file, size) on the plan, once it is a regular file of its manifest's size."""
+        m, path = entry.manifest, entry.plan_path
         if not path.exists():
             raise StaleEngineError(f"{path} is missing (its manifest is {entry.manifest_path})")
         try:
@@ -446,16 +500,13 @@ class EngineCache:
                         f"{path} is {size} bytes, its manifest says {m.plan_size}: the plan "
                         "was altered or is incomplete"
                     )
-                data = f.read(size)
+                return read(f, size)
         except OSError as e:
             raise StaleEngineError(f"{path}: cannot be read ({e.strerror or e})") from None
-        if len(data) != m.plan_size or files.sha256_bytes(data) != m.plan_sha256:
+        except MemoryError:
             raise StaleEngineError(
-                f"{path} does not match its manifest (sha256 or size "
-                f"differs): the plan was altered or is incomplete"
-            )
-        check_plan_header(data, m.key.flavour, m.key.version, str(path))
-        return data
+                f"{path}: not enough memory to read its {m.plan_size} bytes"
+            ) from None
 
     def find(
         self,

@@ -51,11 +51,13 @@ def sha256_file(
     chunk_size: int = _CHUNK,
     what: str = "file",
     error: type[BldError] = BldError,
+    max_bytes: int | None = None,
 ) -> str:
-    """Hex sha256 of a file, read in chunks (graphs can be hundreds of MB); `what` and `error`
-    as for open_input."""
+    """Hex sha256 of a file, read in chunks (graphs can be hundreds of MB); `what`, `error` and
+    `max_bytes` as for read_input (a file over `max_bytes` is refused by its size, unhashed)."""
     digest = hashlib.sha256()
     with open_input(path, what, error) as f:
+        _check_size(f, path, what, error, max_bytes)
         while chunk := f.read(chunk_size):
             digest.update(chunk)
     return digest.hexdigest()
@@ -123,13 +125,24 @@ def read_input(
     with open_input(path, what, error) as f:
         if max_bytes is None:
             return f.read()
-        size = os.fstat(f.fileno()).st_size
-        if size > max_bytes:
-            raise error(
-                f"{what} {os.fspath(path)} is {size} bytes, more than any {what} "
-                f"(at most {max_bytes}); refusing to read it"
-            )
+        size = _check_size(f, path, what, error, max_bytes)
         return f.read(size)  # what it held when checked; hashes catch a file that changed
+
+
+def _check_size(
+    f: BinaryIO,
+    path: str | os.PathLike[str],
+    what: str,
+    error: type[BldError],
+    max_bytes: int | None,
+) -> int:
+    size = os.fstat(f.fileno()).st_size
+    if max_bytes is not None and size > max_bytes:
+        raise error(
+            f"{what} {os.fspath(path)} is {size} bytes, more than any {what} "
+            f"(at most {max_bytes}); refusing to read it"
+        )
+    return size
 
 
 # --- atomic writes ------------------------------------------------------------------------------

@@ -587,7 +587,10 @@ class Bundle:
             graph = self.manifest.graphs[name]
             _check_graph_file(self.directory, name, graph)
             actual = files.sha256_file(
-                self.graph_path(name), what="graph file", error=BundleIntegrityError
+                self.graph_path(name),
+                what="graph file",
+                error=BundleIntegrityError,
+                max_bytes=MAX_GRAPH_BYTES,
             )
             if actual != graph.sha256:
                 raise BundleIntegrityError(

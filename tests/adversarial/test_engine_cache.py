@@ -129,6 +129,34 @@ def test_a_plan_swapped_for_a_huge_sparse_file_is_refused_by_its_size(cache):
     assert f"check: refused: {said}" in inspected
 
 
+def test_a_huge_plan_its_manifest_agrees_with_is_checked_in_bounded_memory(cache):
+    """A manifest that consistently records a 3 GiB plan (the plan 3 GiB of holes): `engine list`
+    and `engine inspect` hash it in chunks, never read it whole (under a 2 GiB memory cap that
+    once failed the whole listing): one refused row, the other entry ok. A manifest recording
+    more than any plan (engine_cache.MAX_PLAN_BYTES) is refused as a manifest, its plan unread."""
+    from bld_runtime.engine_cache import MAX_PLAN_BYTES
+
+    store, good, _ = cache
+    size = 3 << 30
+    with open(good.plan_path, "r+b") as f:
+        f.truncate(size)
+    text = json.loads(good.manifest_path.read_text())
+    text["plan_size"] = size
+    good.manifest_path.write_text(json.dumps(text))
+    cap = _memory_cap(2 << 30)
+    said = f"{good.plan_path} does not match its manifest (sha256 or size differs)"
+    listed = _listed(store.directory, preexec_fn=cap)
+    assert said in listed and listed.count("ok") == 1
+    inspected = _inspected(good.manifest_path, preexec_fn=cap)
+    assert f"check: refused: {said}" in inspected
+    # more than any plan: refused by the number alone
+    text["plan_size"] = MAX_PLAN_BYTES + 1
+    good.manifest_path.write_text(json.dumps(text))
+    listed = _listed(store.directory, preexec_fn=cap)
+    assert f"plan_size {MAX_PLAN_BYTES + 1} is more than any plan" in listed
+    assert listed.count("ok") == 1
+
+
 def test_a_manifest_nested_absurdly_deep_is_one_refused_entry(cache):
     store, good, other = cache
     deep = good.manifest_path.parent / "fedcba9876543210.json"
@@ -195,5 +223,25 @@ def test_import_refuses_a_huge_plan_unread(tiny_bundle, tmp_path):
         result,
         f"engine plan {plan} is {MAX_PLAN_BYTES + (1 << 30)} bytes, more than any engine plan "
         f"(at most {MAX_PLAN_BYTES}); refusing to read it",
+        new_outputs=[cache],
+    )
+
+
+def test_import_refuses_a_huge_onnx_by_its_size_unhashed(tiny_bundle, tmp_path):
+    """--onnx of 40 GiB of holes, more than any graph (manifest.MAX_GRAPH_BYTES): refused by its
+    size at once, not hashed first (which took minutes)."""
+    from bld_runtime.manifest import MAX_GRAPH_BYTES
+
+    plan = tmp_path / "step.plan"
+    plan.write_bytes(PLAN)
+    onnx = tmp_path / "huge.onnx"
+    with open(onnx, "wb") as f:
+        f.truncate(40 << 30)
+    cache = tmp_path / "cache"
+    result = _import(tiny_bundle, plan, cache, "--onnx", onnx)  # hashing it: past TIMEOUT
+    check_refused(
+        result,
+        f"ONNX file {onnx} is {40 << 30} bytes, more than any ONNX file "
+        f"(at most {MAX_GRAPH_BYTES}); refusing to read it",
         new_outputs=[cache],
     )
