@@ -1,5 +1,5 @@
 """`bld-cpp sample` attacked as `bld sample` is: the same refusals in the same words, and the
-same stop path on SIGINT and SIGTERM.
+same stop path on SIGINT, SIGTERM and SIGHUP.
 
 The README promises that bld-cpp writes what `bld sample` writes and refuses bad input in the
 same words. Each refusal here goes through both, `bld` in-process (click's CliRunner) and the
@@ -31,7 +31,7 @@ from bld_runtime.bits import load_bits
 from bld_runtime.cli import cli
 from bld_runtime.pipeline import Pipeline
 
-from .conftest import REPO, leftovers, run, snapshot
+from .conftest import REPO, command, leftovers, run, snapshot
 
 pytestmark = pytest.mark.cpp
 
@@ -259,6 +259,10 @@ SIGNALS = {
     "SIGTERM": [signal.SIGTERM],
     "SIGTERM then SIGINT": [signal.SIGTERM, signal.SIGINT],
     "20 SIGINTs": [signal.SIGINT] * 20,
+    "SIGHUP": [signal.SIGHUP],  # the terminal closed: stopped as by Ctrl-C, not killed
+    "SIGTERM then SIGHUP": [signal.SIGTERM, signal.SIGHUP],
+    "SIGHUP then SIGINT": [signal.SIGHUP, signal.SIGINT],
+    "SIGHUP, SIGTERM, SIGINT, 10 times": [signal.SIGHUP, signal.SIGTERM, signal.SIGINT] * 10,
 }
 
 
@@ -272,13 +276,15 @@ def test_signals_stop_bld_cpp_as_they_stop_bld_sample(bld_cpp, tiny_bundle, tmp_
 
 
 def test_signals_all_along_the_stop_path_change_nothing(bld_cpp, tiny_bundle, tmp_path):
-    """SIGINT and SIGTERM sent without pause until the process ends: some land while the stop
-    path keeps the files and writes samples.json; it still runs once, to its end."""
+    """SIGINT, SIGTERM and SIGHUP sent without pause until the process ends: some land while the
+    stop path keeps the files (bits.bldz, grid.png) and writes samples.json; it still runs once,
+    to its end, and leaves no temporary of its writes."""
     out = tmp_path / "out"
     proc = start_long_run(bld_cpp, tiny_bundle, out, seed=4)
     sent = 0
+    cycle = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
     while proc.poll() is None:  # send_signal does nothing once the process is reaped
-        proc.send_signal(signal.SIGTERM if sent % 2 else signal.SIGINT)
+        proc.send_signal(cycle[sent % 3])
         sent += 1
         time.sleep(0.001)
     assert sent > 1
@@ -361,6 +367,61 @@ def test_force_over_a_folder_bld_did_not_fill_alone(bld_cpp, tiny_bundle, earlie
     cpp = cpp_sample(bld_cpp, tiny_bundle, "-n", 2, "-o", out, "--force")
     assert cpp.returncode == 1 and cpp.stderr == py.stderr
     assert snapshot(out) == kept and leftovers(out) == []
+
+
+def with_permissions(line: list) -> list[str]:
+    """`line` run where file permissions apply, root or not (conftest.command's setpriv)."""
+    bld = command("bld", permissions=True)
+    return [*bld[: bld.index(sys.executable)], *map(str, line)]
+
+
+def _read_only_folder(out: Path) -> Path:
+    out.chmod(0o555)
+    return out
+
+
+def _read_only_parent(out: Path) -> Path:
+    out.parent.chmod(0o555)
+    return out.parent
+
+
+def _old_folder_left_read_only(out: Path) -> Path:
+    old = out.parent / f".{out.name}.old"  # what a killed swap left, and cannot be removed
+    old.mkdir()
+    (old / "00000.png").write_bytes(b"old")
+    old.chmod(0o555)
+    return old
+
+
+UNREPLACEABLE = {
+    "the folder read-only": _read_only_folder,
+    "its parent read-only": _read_only_parent,
+    "a .NAME.old left that cannot be removed": _old_folder_left_read_only,
+}
+
+
+@pytest.mark.parametrize("case", sorted(UNREPLACEABLE))
+def test_force_over_a_folder_that_cannot_be_replaced(bld_cpp, tiny_bundle, earlier, case):
+    """--force is all or nothing: a folder whose earlier files cannot be removed (or whose parent
+    cannot take the renames) is refused before anything is written, in one line, the same from
+    both; no hidden `.NAME.old` is made, and success is never reported beside one."""
+    out, kept = earlier
+    locked = UNREPLACEABLE[case](out)
+    try:
+        left = leftovers(out)
+        args = ["sample", tiny_bundle, "-n", 2, "-o", out, "--force"]
+        py = run("bld", *args, permissions=True)
+        cpp = subprocess.run(
+            with_permissions([bld_cpp, *args]), capture_output=True, text=True, timeout=300
+        )
+    finally:
+        locked.chmod(0o755)
+    assert py.returncode == 1 and len(py.stderr.splitlines()) == 1, py.stderr
+    assert py.stderr.startswith("error: "), py.stderr
+    assert cpp.returncode == 1 and cpp.stdout == "" and cpp.stderr == py.stderr
+    if case != "a .NAME.old left that cannot be removed":
+        assert "cannot be replaced" in py.stderr and py.stderr.endswith("nothing was written\n")
+    assert snapshot(out) == kept and leftovers(out) == left
 
 
 # --- out of memory ------------------------------------------------------------------------------
@@ -456,12 +517,40 @@ def _manifest_folder(bundle: Path) -> list[str]:
     return []
 
 
+def _socket_at(path: Path) -> None:
+    """A Unix socket bound at `path` (by a short relative name: sun_path holds 108 bytes)."""
+    import socket
+
+    here = Path.cwd()
+    os.chdir(path.parent)
+    try:
+        with socket.socket(socket.AF_UNIX) as listener:
+            listener.bind(path.name)  # the socket file stays after close
+    finally:
+        os.chdir(here)
+
+
+def _manifest_socket(bundle: Path) -> list[str]:
+    (bundle / "bld.json").unlink()
+    _socket_at(bundle / "bld.json")
+    return []
+
+
+def _manifest_dangling(bundle: Path) -> list[str]:
+    (bundle / "bld.json").unlink()
+    (bundle / "bld.json").symlink_to("nothing")
+    return []
+
+
 MANIFEST_FILES = {
     "a symlink to a bld.json outside the bundle": _manifest_outside,
     "a FIFO": _manifest_fifo,
     "a symlink to a FIFO": _manifest_symlink_to_fifo,
     "a folder": _manifest_folder,
+    "a socket": _manifest_socket,
+    "a dangling symlink": _manifest_dangling,
 }
+KINDS = {"a FIFO": "a FIFO (named pipe)", "a symlink to a FIFO": "a FIFO (named pipe)"}
 
 
 @pytest.mark.parametrize("named", [False, True], ids=["bundle", "bundle/bld.json"])
@@ -479,6 +568,37 @@ def test_a_manifest_that_is_no_file_of_the_bundle(bld_cpp, tiny_bundle, tmp_path
             f"error: bld.json resolves (through a symlink) to {real}, outside the bundle "
             "directory\n"
         )
+    if case in ("a FIFO", "a symlink to a FIFO", "a folder", "a socket"):  # named by what it is
+        kind = KINDS.get(case, case)
+        assert py == f"error: bundle manifest {bundle}/bld.json is {kind}, not a regular file\n"
+    assert cpp == py
+
+
+GRAPH_FILES = {
+    "a FIFO": lambda path: os.mkfifo(path),
+    "a folder": lambda path: path.mkdir(),
+    "a socket": _socket_at,
+    "a dangling symlink": lambda path: path.symlink_to("nothing"),
+}
+
+
+@pytest.mark.parametrize("graph", ["step", "decoder"])
+@pytest.mark.parametrize("case", sorted(GRAPH_FILES))
+def test_a_graph_that_is_no_regular_file(bld_cpp, tiny_bundle, tmp_path, case, graph):
+    """A graph file that is a FIFO, a folder or a socket is refused by what it is (files.
+    open_input's words), one that is missing by name; bld-cpp says the same, without hanging."""
+    bundle = tmp_path / "bundle"
+    shutil.copytree(tiny_bundle, bundle)
+    file = json.loads((bundle / "bld.json").read_text())["graphs"][graph]["file"]
+    (bundle / file).unlink()
+    GRAPH_FILES[case](bundle / file)
+    py, cpp = both_refuse(bld_cpp, bundle, [], tmp_path)
+    if case == "a dangling symlink":
+        missing = f"graph file {file!r} (graphs.{graph}) is missing from bundle {bundle}"
+        assert py == f"error: {missing}\n"
+    else:
+        kind = KINDS.get(case, case)
+        assert py == f"error: graph file {bundle}/{file} is {kind}, not a regular file\n"
     assert cpp == py
 
 
@@ -559,3 +679,18 @@ def test_an_output_path_that_is_a_fifo(bld_cpp, tiny_bundle, tmp_path, what):
     assert py.exit_code == 1 and py.stderr == f"error: {out} exists and is not a folder\n"
     cpp = cpp_sample(bld_cpp, tiny_bundle, "-n", 2, "-o", out)
     assert cpp.returncode == 1 and cpp.stderr == py.stderr
+
+
+@pytest.mark.parametrize("below", [False, True], ids=["-o LINK", "-o LINK/sub"])
+@pytest.mark.parametrize("target", ["/nonexistent/x", "missing"])
+def test_an_output_path_through_a_dangling_symlink(bld_cpp, tiny_bundle, tmp_path, target, below):
+    """-o a symlink to nothing (or a folder below one): the folder cannot be made, and both say
+    so as the OS says it (errors.describe: 'File exists: LINK'), leaving the link as it was."""
+    link = tmp_path / "out"
+    link.symlink_to(target)
+    out = link / "sub" if below else link
+    py = CliRunner().invoke(cli, ["sample", str(tiny_bundle), "-n", "2", "-o", str(out)])
+    assert py.exit_code == 1 and py.stderr == f"error: File exists: {link}\n"
+    cpp = cpp_sample(bld_cpp, tiny_bundle, "-n", 2, "-o", out)
+    assert cpp.returncode == 1 and cpp.stderr == py.stderr
+    assert link.is_symlink() and os.readlink(link) == target and not link.exists()

@@ -67,10 +67,11 @@ std::string py_path(const std::string &text) {
     return out.empty() ? "." : out;
 }
 
-// The stop path (bld_runtime/sampling.py): SIGINT and SIGTERM only set this flag. The sampling
-// loop checks it at every step (the step callback cancels the chunk in progress) and between
-// chunks, then keeps what it finished and says so, once: later signals only set the flag again,
-// and the process exits 1 with one line whatever arrives.
+// The stop path (bld_runtime/sampling.py): SIGINT, SIGTERM and SIGHUP (the terminal closed)
+// only set this flag. The sampling loop checks it at every step (the step callback cancels the
+// chunk in progress) and between chunks, then keeps what it finished and says so, once: later
+// signals, of any of the three, only set the flag again, and the process exits 1 with one line
+// whatever arrives.
 volatile std::sig_atomic_t stop_signal = 0;
 
 extern "C" void on_stop_signal(int signum) { stop_signal = signum; }
@@ -80,8 +81,15 @@ void catch_stop_signals() {
     action.sa_handler = on_stop_signal;
     sigemptyset(&action.sa_mask);
     action.sa_flags = SA_RESTART;  // the files being written are finished, not cut short by EINTR
-    sigaction(SIGINT, &action, nullptr);
-    sigaction(SIGTERM, &action, nullptr);
+    for (const int signum : {SIGINT, SIGTERM, SIGHUP}) sigaction(signum, &action, nullptr);
+}
+
+// An OS error as `bld` words one (errors.describe): strerror, then the file (or both of a rename).
+std::string os_error(const std::filesystem::filesystem_error &e) {
+    std::string text = e.code().message();
+    if (!e.path1().empty()) text += ": " + e.path1().string();
+    if (!e.path2().empty()) text += " -> " + e.path2().string();
+    return text;
 }
 
 struct Stopped {  // a run stopped early: the one line saying what it kept where
@@ -96,7 +104,7 @@ std::string stop_reason(const std::exception_ptr &error) {
     } catch (const std::bad_alloc &) {
         return kOutOfMemory;
     } catch (const std::filesystem::filesystem_error &e) {
-        return e.code().message() + ": " + e.path1().string();
+        return os_error(e);
     } catch (const std::exception &e) {
         return e.what();
     } catch (...) {
@@ -264,6 +272,7 @@ int sample(int argc, char **argv) {
             out.finish("stopped", reason);
         } catch (...) {  // e.g. the disk that stopped the run is still full; the PNGs are complete
         }
+        out.sweep_temporaries();  // none of its writes is in flight now: no .NAME.*.tmp stays
         throw Stopped{stopped_after(reason, done, holds(done, bits_kept))};
     }
     std::cout << "wrote " << count << " image" << (count != 1 ? "s" : "") << ", bits.bldz and grid.png to "
@@ -301,6 +310,8 @@ int main(int argc, char **argv) {
         fail(e.message);
     } catch (const std::bad_alloc &) {
         fail(app::kOutOfMemory);
+    } catch (const std::filesystem::filesystem_error &e) {  // e.g. -o a dangling symlink
+        fail(app::os_error(e));
     } catch (const std::exception &e) {
         fail(e.what());
     }

@@ -5,7 +5,9 @@
 //
 // --force keeps the earlier output intact until the new one is complete: the run writes into
 // `.NAME.partial-*` beside it, and `publish` swaps it in by renames (files.replace_directory:
-// staged -> .NAME.new, NAME -> .NAME.old, .NAME.new -> NAME, .NAME.old removed). A run that
+// staged -> .NAME.new, NAME -> .NAME.old, .NAME.new -> NAME, .NAME.old removed); a folder whose
+// old entries could not be removed, or whose parent cannot take the renames, is refused before
+// anything is written (files.check_replaceable), so no `.NAME.old` is left behind. A run that
 // stops early removes its staging folder; one killed outright leaves it, and the next run of
 // either tool finishes or undoes the swap and removes it (files.recover_directory), with the
 // same names.
@@ -22,6 +24,7 @@
 #include <nlohmann/json.hpp>
 #include <regex>
 #include <string>
+#include <vector>
 
 #include "bld/bld.hpp"
 
@@ -92,6 +95,17 @@ class OutputFolder {
         }
         published_ = true;
     }
+    // The stop path, once none of its writes is in flight: remove their temporaries
+    // (`.NAME.*.tmp`, files.sweep_temporaries; we hold the lock, so they are ours).
+    void sweep_temporaries() const {
+        namespace fs = std::filesystem;
+        static const std::regex temporary("\\..*\\.tmp");
+        std::error_code ec;
+        for (fs::directory_iterator it(directory_, ec), end; !ec && it != end; it.increment(ec))
+            if (std::error_code skip; std::regex_match(it->path().filename().string(), temporary) &&
+                                      it->is_regular_file(skip) && !it->is_symlink(skip))
+                fs::remove(it->path(), skip);
+    }
     // Writing into a staging folder that has not replaced the earlier output (yet).
     bool staged() const { return staged_ && !published_; }
     std::filesystem::path file(const std::string &name) const { return directory_ / name; }
@@ -100,15 +114,55 @@ class OutputFolder {
     std::filesystem::path sibling(const std::string &suffix) const {
         return target_.parent_path() / ("." + target_.filename().string() + suffix);
     }
-    // .NAME.old aside, .NAME.new in, .NAME.old removed
+    // .NAME.old aside, .NAME.new in, .NAME.old removed (files._finish): all or nothing where the
+    // OS allows it, a failed second rename puts the old folder back.
     void swap_in() {
         namespace fs = std::filesystem;
         const fs::path fresh = sibling(".new"), old = sibling(".old");
         std::error_code ec;
-        if (fs::exists(old, ec)) fs::remove_all(old);
-        if (fs::exists(target_, ec)) fs::rename(target_, old);
-        fs::rename(fresh, target_);
-        fs::remove_all(old, ec);
+        if (fs::exists(old, ec)) remove_old(old);
+        bool moved = false;
+        if (fs::exists(target_, ec)) fs::rename(target_, old), moved = true;
+        try {
+            fs::rename(fresh, target_);
+        } catch (...) {
+            if (moved) fs::rename(old, target_);  // roll back: the target is the old folder again
+            throw;
+        }
+        if (fs::exists(old, ec)) remove_old(old);
+    }
+    // The old folder moved aside removed, or one sentence why it cannot be (files._remove_old).
+    void remove_old(const std::filesystem::path &old) const {
+        std::error_code ec;
+        std::filesystem::remove_all(old, ec);
+        if (ec)
+            throw bld::Error(BLD_ERROR_IO, target_.string() + " was replaced, but its earlier contents moved aside to " +
+                                               old.string() + " cannot be removed (" + ec.message() + "); remove " +
+                                               old.string() + " by hand");
+    }
+    // --force replaces the folder whole or not at all (files.check_replaceable): refused before
+    // anything is written when the swap could not finish. Its parent must let us rename entries,
+    // and every folder in it must let us remove its entries (a read-only folder can be renamed
+    // aside but never emptied).
+    void check_replaceable() const {
+        namespace fs = std::filesystem;
+        const std::string what = "output folder " + shown_;
+        const fs::path parent = target_.parent_path();
+        if (::access(parent.c_str(), W_OK | X_OK) != 0)
+            throw bld::Error(BLD_ERROR_IO, what + " cannot be replaced: its parent folder " + parent.string() +
+                                               " is not writable; nothing was written");
+        std::vector<fs::path> folders = {target_};  // os.walk(target), top down: folders, no symlinks
+        for (size_t i = 0; i < folders.size(); ++i) {
+            const fs::path directory = folders[i];
+            if (::access(directory.c_str(), W_OK | X_OK) != 0)
+                throw bld::Error(BLD_ERROR_IO, what + " cannot be replaced: " +
+                                                   (i == 0 ? "it" : "its folder " + directory.string()) +
+                                                   " is read-only, so the earlier files in it cannot be removed; "
+                                                   "nothing was written");
+            std::error_code ec;
+            for (fs::directory_iterator it(directory, ec), end; !ec && it != end; it.increment(ec))
+                if (std::error_code skip; it->is_directory(skip) && !it->is_symlink(skip)) folders.push_back(it->path());
+        }
     }
     // Finish or undo a swap a killed run left half done; remove its staging folders.
     void recover() {
@@ -118,7 +172,7 @@ class OutputFolder {
         if (fs::is_directory(sibling(".new"), ec)) {
             swap_in();
         } else if (fs::is_directory(old, ec)) {
-            if (fs::is_directory(target_, ec)) fs::remove_all(old);
+            if (fs::is_directory(target_, ec)) remove_old(old);
             else fs::rename(old, target_);
         }
         const std::string partial = "." + target_.filename().string() + ".partial-";
@@ -152,6 +206,9 @@ class OutputFolder {
                 if (!force)
                     throw bld::Error(BLD_ERROR_IO, "output folder " + shown_ + " holds an earlier run's output; pass "
                                                    "--force to replace it or choose another folder");
+                // All or nothing: refused now, before anything is written, if the swap that
+                // publishes the new output could not finish.
+                check_replaceable();
                 // files.staging_directory: a fresh folder beside it, as mkdtemp makes one
                 std::string dir = sibling(".partial-XXXXXX").string();
                 if (::mkdtemp(dir.data()) == nullptr)

@@ -74,22 +74,28 @@ std::vector<char> read_input(const fs::path &path, const std::string &shown, con
                              void (*error)(const std::string &), uint64_t max_bytes,
                              void (*size_error)(const std::string &) = nullptr,
                              const std::string &too_large = "") {
+    auto not_regular = [&](mode_t mode) {
+        const char *kind = S_ISDIR(mode)    ? "a folder"
+                           : S_ISFIFO(mode) ? "a FIFO (named pipe)"
+                           : S_ISSOCK(mode) ? "a socket"
+                           : S_ISCHR(mode) || S_ISBLK(mode) ? "a device"
+                                                            : "not a regular file";
+        error(what + " " + shown + " is " + kind + ", not a regular file");
+    };
     const int fd = ::open(path.c_str(), O_RDONLY | O_NONBLOCK | O_CLOEXEC);
-    if (fd < 0) io_error(errno, path);
+    if (fd < 0) {
+        const int err = errno;
+        struct stat st {};  // a socket cannot be opened at all (ENXIO): refused by what it is
+        if (::stat(path.c_str(), &st) == 0 && !S_ISREG(st.st_mode)) not_regular(st.st_mode);
+        io_error(err, path);
+    }
     struct Closer {
         int fd;
         ~Closer() { ::close(fd); }
     } closer{fd};
     struct stat st {};
     if (::fstat(fd, &st) != 0) io_error(errno, path);
-    if (!S_ISREG(st.st_mode)) {
-        const char *kind = S_ISDIR(st.st_mode)    ? "a folder"
-                           : S_ISFIFO(st.st_mode) ? "a FIFO (named pipe)"
-                           : S_ISSOCK(st.st_mode) ? "a socket"
-                           : S_ISCHR(st.st_mode) || S_ISBLK(st.st_mode) ? "a device"
-                                                                          : "not a regular file";
-        error(what + " " + shown + " is " + kind + ", not a regular file");
-    }
+    if (!S_ISREG(st.st_mode)) not_regular(st.st_mode);
     const int flags = ::fcntl(fd, F_GETFL);
     if (flags >= 0) ::fcntl(fd, F_SETFL, flags & ~O_NONBLOCK);  // a regular file: ordinary reads
     const auto size = static_cast<uint64_t>(st.st_size);
@@ -127,8 +133,10 @@ fs::path checked_graph_path(const Bundle &b, const std::string &name, const Grap
         integrity_error(where + " uses '..' to leave the bundle directory");
     const fs::path path = b.dir / g.file;
     check_inside(b, path, where);
+    // Missing (or a dangling symlink); anything else that is not a regular file (a FIFO, a
+    // folder, a socket) is refused by what it is when it is opened (read_input).
     std::error_code ec;
-    if (!fs::is_regular_file(path, ec))
+    if (!fs::exists(path, ec))
         integrity_error("graph file " + py::repr(g.file) + " (graphs." + name +
                         ") is missing from bundle " + b.shown);
     return path;
@@ -185,16 +193,17 @@ Bundle load_bundle(const std::string &path) {
     Bundle b;
     std::string shown = py::path(path);
     std::error_code ec;
+    // BUNDLE/bld.json whatever it is (a FIFO, a folder: refused below by what it is)
     const bool manifest_given = fs::path(shown).filename() == kManifestName &&
-                                fs::is_regular_file(shown, ec);
+                                fs::exists(fs::symlink_status(shown, ec));
     b.shown = manifest_given ? parent_shown(shown) : shown;
     b.dir = b.shown;
     if (!fs::is_directory(b.dir, ec))
         integrity_error("bundle directory " + b.shown + " does not exist");
     const fs::path manifest_path = b.dir / kManifestName;
-    if (!fs::is_regular_file(manifest_path, ec))
+    check_inside(b, manifest_path, kManifestName);  // the graphs' rule: a loop, a symlink outside
+    if (!fs::exists(manifest_path, ec))  // a folder, a FIFO, a device: refused by what it is below
         integrity_error(b.shown + " is not a bundle: it has no " + kManifestName);
-    check_inside(b, manifest_path, kManifestName);  // the graphs' rule, as manifest.py holds bld.json to it
     // The size refusal is load_bundle's own sentence (a ManifestError), after the open's checks.
     const std::vector<char> text =
         read_input(manifest_path, py::path(b.shown + "/" + kManifestName), "bundle manifest", integrity,
