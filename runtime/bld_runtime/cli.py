@@ -377,6 +377,15 @@ class Progress:
     "omitted. Needs tritonclient (pip install 'bld[serving]').",
 )
 @click.option(
+    "--server-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    metavar="SECONDS",
+    help="With --server: how long to wait for the server to connect and for each answer "
+    "before giving up with one error line.",
+)
+@click.option(
     "--preview-every",
     type=click.IntRange(min=0),
     default=0,
@@ -395,6 +404,7 @@ def sample(
     out_dir: str,
     force: bool,
     server: str | None,
+    server_timeout: float,
     preview_every: int,
     backend: str,
     precision: str,
@@ -451,8 +461,12 @@ def sample(
             Path(out_dir),
             force,
             preview_every,
+            server_timeout,
         )
         return
+    source = click.get_current_context().get_parameter_source("server_timeout")
+    if source is click.core.ParameterSource.COMMANDLINE:
+        raise InvalidRequestError("--server-timeout applies to --server only")
     if bundle is None:
         raise InvalidRequestError("give a BUNDLE to sample locally, or --server URL")
     if preview_every:
@@ -503,6 +517,7 @@ def _sample_remote(
     out_dir: Path,
     force: bool,
     preview_every: int,
+    timeout_s: float,
 ) -> None:
     """`bld sample --server`: the same request on a Triton server, one image per Triton
     request, written by the same writer as local sampling."""
@@ -512,7 +527,7 @@ def _sample_remote(
     from .sampling import write_samples
 
     previews: list[Path] = []  # the folder the images go to, once write_samples knows it
-    with RemotePipeline.connect(server) as remote:
+    with RemotePipeline.connect(server, timeout_s=timeout_s) as remote:
         if preview_every and remote.protocol != "grpc":
             raise InvalidRequestError(
                 "--preview-every streams over gRPC: use --server grpc://HOST:PORT"

@@ -116,6 +116,12 @@ class ServedBundle:
             ) from None
 
 
+# How long the client waits for a server to connect and for each answer (tritonclient's
+# connection and network timeouts; bld sample --server-timeout): a server that accepts the
+# connection and never answers ends the run with one line instead of hanging.
+DEFAULT_TIMEOUT_S = 60.0
+
+
 def parse_url(url: str) -> tuple[str, str, bool]:
     """'http://h:p', 'https://h:p', 'grpc://h:p', 'grpcs://h:p' or 'h:p' -> (protocol, 'h:p',
     ssl)."""
@@ -206,7 +212,7 @@ class RemotePipeline:
     streaming (model `bld_stream`, with optional step previews). At most `concurrency` images
     are in flight at once; results come back in order."""
 
-    def __init__(self, url: str, concurrency: int = 16, timeout_s: float = 300.0):
+    def __init__(self, url: str, concurrency: int = 16, timeout_s: float = DEFAULT_TIMEOUT_S):
         self.url = url
         self.protocol, self.address, ssl = parse_url(url)
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
@@ -218,7 +224,9 @@ class RemotePipeline:
         try:
             if self.protocol == "grpc":
                 self.client = self._module.InferenceServerClient(self.address, ssl=ssl)
-                config = self.client.get_model_config(self.model, as_json=True)["config"]
+                config = self.client.get_model_config(
+                    self.model, as_json=True, client_timeout=timeout_s
+                )["config"]
             else:
                 self.client = self._module.InferenceServerClient(
                     self.address,
@@ -230,15 +238,28 @@ class RemotePipeline:
                 config = self.client.get_model_config(self.model)
         except self._server_error as e:
             self.close()
+            if _message(e) == "Deadline Exceeded":  # gRPC's words for client_timeout
+                raise self._silent() from None
             raise RemoteError(f"Triton server {url}: {_message(e)}") from None
         except OSError as e:
             self.close()
+            if isinstance(e, TimeoutError):
+                raise self._silent() from None
             raise RemoteError(f"cannot reach a Triton server at {url} ({_message(e)})") from None
         self.bundle = ServedBundle.from_config(config, f"model {self.model!r} on {url}")
 
     @classmethod
-    def connect(cls, url: str, concurrency: int = 16) -> RemotePipeline:
-        return cls(url, concurrency)
+    def connect(
+        cls, url: str, concurrency: int = 16, timeout_s: float = DEFAULT_TIMEOUT_S
+    ) -> RemotePipeline:
+        return cls(url, concurrency, timeout_s)
+
+    def _silent(self) -> RemoteError:
+        """A server that accepted the connection but never answered (or never accepted it)."""
+        return RemoteError(
+            f"the Triton server at {self.url} did not answer within {self.timeout_s:g} s "
+            "(--server-timeout)"
+        )
 
     @property
     def num_classes(self) -> int:
@@ -447,6 +468,8 @@ class RemotePipeline:
         return chunks()
 
     def _refused(self, rows: _Rows, index: int, error: BaseException) -> RemoteError:
+        if isinstance(error, TimeoutError):
+            return self._silent()
         return RemoteError(f"image {index} (seed {rows.row(index)[0]}): {_message(error)}")
 
     def _http(self, rows: _Rows) -> Generator[_Event, None, None]:

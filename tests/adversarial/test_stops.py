@@ -12,6 +12,7 @@ from __future__ import annotations
 import contextlib
 import json
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -345,3 +346,38 @@ def test_sample_on_a_server_interrupted_says_one_line(silent_server, tmp_path):
     assert stderr.splitlines() == ["error: interrupted"]
     assert "Traceback" not in stdout
     assert not out.exists() and leftovers(out) == []
+
+
+@pytest.fixture
+def mute_server():
+    """A TCP server that accepts connections and never says a byte."""
+    listening = socket.create_server(("127.0.0.1", 0))
+    accepted: list[socket.socket] = []
+    stop = threading.Event()
+
+    def accept():
+        listening.settimeout(0.1)
+        while not stop.is_set():
+            with contextlib.suppress(OSError):
+                accepted.append(listening.accept()[0])
+
+    thread = threading.Thread(target=accept, daemon=True)
+    thread.start()
+    yield f"http://127.0.0.1:{listening.getsockname()[1]}"
+    stop.set()
+    thread.join()
+    for connection in accepted:
+        connection.close()
+    listening.close()
+
+
+def test_sample_on_a_server_that_never_answers_gives_up_in_one_line(mute_server, tmp_path):
+    """It once waited forever (well, tritonclient's 300 s): --server-timeout (60 s by default)
+    bounds the wait for the connection and for every answer."""
+    pytest.importorskip("tritonclient.http", reason="needs tritonclient (bld[serving])")
+    out = tmp_path / "out"
+    check_refused(
+        run("bld", "sample", "--server", mute_server, "--server-timeout", 2, "-n", 2, "-o", out),
+        f"the Triton server at {mute_server} did not answer within 2 s (--server-timeout)",
+        [out],
+    )
