@@ -139,30 +139,18 @@ class CupyLoop(Loop):
         known: NDArray[np.uint8] | None,
     ) -> None:
         with self._device():
-            self._start(seeds, classes, temperature, guidance, guided, mask, known)
-
-    def _start(
-        self,
-        seeds: NDArray[np.uint64],
-        classes: NDArray[np.int64],
-        temperature: NDArray[np.float32],
-        guidance: NDArray[np.float32],
-        guided: bool,
-        mask: NDArray[np.uint8] | None,
-        known: NDArray[np.uint8] | None,
-    ) -> None:
-        self.seeds.set(np.ascontiguousarray(seeds, np.uint64))
-        self.inputs["class_label"].set(np.ascontiguousarray(classes, np.int64))
-        self.inputs["temperature"].set(np.ascontiguousarray(temperature, np.float32))
-        self.inputs["guidance"].set(np.ascontiguousarray(guidance, np.float32))
-        masked = inpainting(mask, known)
-        self.masked = np.int32(masked is not None)
-        if masked is not None:
-            self.keep.set(np.ascontiguousarray(masked[0], np.uint8))
-            self.known.set(np.ascontiguousarray(masked[1], np.float32))
-        self.role = "step_guided" if guided else "step"
-        self._binding(self.role)
-        self._launch_draw(self.half, 0)
+            self.seeds.set(np.ascontiguousarray(seeds, np.uint64))
+            self.inputs["class_label"].set(np.ascontiguousarray(classes, np.int64))
+            self.inputs["temperature"].set(np.ascontiguousarray(temperature, np.float32))
+            self.inputs["guidance"].set(np.ascontiguousarray(guidance, np.float32))
+            masked = inpainting(mask, known)
+            self.masked = np.int32(masked is not None)
+            if masked is not None:
+                self.keep.set(np.ascontiguousarray(masked[0], np.uint8))
+                self.known.set(np.ascontiguousarray(masked[1], np.float32))
+            self.role = "step_guided" if guided else "step"
+            self._binding(self.role)
+            self._launch_draw(self.half, 0)
 
     def run_step(self, i: int) -> None:
         graph, sess, binding = self._binding(self.role)
