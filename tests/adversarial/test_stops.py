@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import signal
 import socket
 import subprocess
@@ -381,3 +382,35 @@ def test_sample_on_a_server_that_never_answers_gives_up_in_one_line(mute_server,
         f"the Triton server at {mute_server} did not answer within 2 s (--server-timeout)",
         [out],
     )
+
+
+# --- a signal while the CLI is still being imported ---------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["SIGINT", "SIGTERM", "SIGHUP"])
+def test_a_signal_while_the_cli_is_imported_says_one_line(tmp_path, name):
+    """The console script (bld_runtime.entry) installs its handlers before it imports the CLI:
+    a signal during those imports (held there by a stand-in `click` that waits) is one line and
+    exit 1, not a KeyboardInterrupt traceback or a silent -15."""
+    fake, reached = tmp_path / "fake", tmp_path / "importing"
+    (fake / "click").mkdir(parents=True)
+    (fake / "click" / "__init__.py").write_text(
+        f"import os, time\nopen({str(reached)!r}, 'w').close()\ntime.sleep(600)\n"
+    )
+    env = child_env()
+    env["PYTHONPATH"] = os.pathsep.join([str(fake), env["PYTHONPATH"]])
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "bld_runtime.entry", "--help"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env=env,
+    )
+    deadline = time.monotonic() + WAIT
+    while not reached.exists():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline
+        time.sleep(0.02)
+    _signal(proc, getattr(signal, name))
+    stdout, stderr = proc.communicate(timeout=WAIT)
+    assert (proc.returncode, stderr.splitlines(), stdout) == (1, ["error: interrupted"], "")
