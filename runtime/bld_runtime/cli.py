@@ -162,7 +162,7 @@ def runtime_options(batched: bool = True) -> Callable[[F], F]:
         f = click.option(
             "--dla",
             "dla_core",
-            type=click.IntRange(min=0),
+            type=AsciiIntRange(min=0),
             default=None,
             help="--backend tensorrt: run the engines built for this DLA core "
             "(bld-export engine --dla N).",
@@ -182,7 +182,7 @@ def runtime_options(batched: bool = True) -> Callable[[F], F]:
         )(f)
         f = click.option(
             "--threads",
-            type=click.IntRange(min=0),
+            type=AsciiIntRange(min=0),
             default=0,
             show_default=True,
             help="onnxruntime intra-op threads (0 = one per core).",
@@ -260,6 +260,28 @@ def parse_seed(text: str) -> int:
     return as_seed(int(digits, 10))
 
 
+class _AsciiNumber(click.ParamType[Any, Any]):
+    """A number type that refuses non-ASCII digits (Devanagari, full-width) in click's own
+    words: Python's int() and float() accept every Unicode digit, bld-cpp does not."""
+
+    def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> Any:
+        if isinstance(value, str) and not value.isascii():
+            self.fail(f"{value!r} is not a valid {self.name}.", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+class AsciiIntRange(_AsciiNumber, click.IntRange):
+    """click.IntRange, ASCII digits only."""
+
+
+class AsciiFloatRange(_AsciiNumber, click.FloatRange):
+    """click.FloatRange, ASCII digits only."""
+
+
+class AsciiFloat(_AsciiNumber, click.types.FloatParamType):
+    """click.FLOAT, ASCII digits only."""
+
+
 def parse_classes(text: str, count: int, num_classes: int) -> int | str | None:
     """--class: an index, 'all' (image i gets class i % classes) or 'none' (unconditional)."""
     if text == "none":
@@ -282,11 +304,11 @@ def parse_classes(text: str, count: int, num_classes: int) -> int | str | None:
 
 def sampling_options(f: F) -> F:
     f = click.option(
-        "--temperature", type=float, default=None, help="> 0 (default: the bundle's)."
+        "--temperature", type=AsciiFloat(), default=None, help="> 0 (default: the bundle's)."
     )(f)
     f = click.option(
         "--guidance",
-        type=float,
+        type=AsciiFloat(),
         default=None,
         help="Classifier-free guidance scale, >= 0 (default: the bundle's).",
     )(f)
@@ -353,7 +375,7 @@ class Progress:
 @click.option(
     "-n",
     "count",
-    type=click.IntRange(min=1),
+    type=AsciiIntRange(min=1),
     default=1,
     show_default=True,
     help="Number of images.",
@@ -378,7 +400,7 @@ class Progress:
 )
 @click.option(
     "--server-timeout",
-    type=click.FloatRange(min=0, min_open=True),
+    type=AsciiFloatRange(min=0, min_open=True),
     default=60.0,
     show_default=True,
     metavar="SECONDS",
@@ -387,7 +409,7 @@ class Progress:
 )
 @click.option(
     "--preview-every",
-    type=click.IntRange(min=0),
+    type=AsciiIntRange(min=0),
     default=0,
     show_default=True,
     help="With a grpc:// server: also write each image decoded every k steps, as "
@@ -595,7 +617,7 @@ def _sample_remote(
 )
 @click.option(
     "--rounds",
-    type=click.IntRange(min=1),
+    type=AsciiIntRange(min=1),
     default=None,
     help="With --canonical: most rounds of encode(decode(.)) to settle [default: 32].",
 )

@@ -58,6 +58,10 @@ SAMPLE_ARGS = [
     (["-n", "0"], "Invalid value for '-n': 0 is not in the range x>=1"),
     (["-n", "-3"], "Invalid value for '-n': -3 is not in the range x>=1"),
     (["-n", "two"], "Invalid value for '-n': 'two' is not a valid integer"),
+    # Unicode digits: Python's int()/float() take them, bld (like bld-cpp) does not
+    (["-n", "३"], "Invalid value for '-n': '३' is not a valid integer range."),
+    (["--guidance", "१"], "Invalid value for '--guidance': '१' is not a valid float."),
+    (["--temperature", "१.५"], "Invalid value for '--temperature': '१.५' is not a valid float."),
     (["-n", "65", "--no-chunk"], "batch size 65 is above this bundle's max_batch of 64"),
     (["--backend", "metal"], "Invalid value for '--backend'"),
     (["--precision", "int8"], "Invalid value for '--precision'"),
