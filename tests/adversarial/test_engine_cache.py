@@ -134,8 +134,6 @@ def test_a_huge_plan_its_manifest_agrees_with_is_checked_in_bounded_memory(cache
     and `engine inspect` hash it in chunks, never read it whole (under a 2 GiB memory cap that
     once failed the whole listing): one refused row, the other entry ok. A manifest recording
     more than any plan (engine_cache.MAX_PLAN_BYTES) is refused as a manifest, its plan unread."""
-    from bld_runtime.engine_cache import MAX_PLAN_BYTES
-
     store, good, _ = cache
     size = 3 << 30
     with open(good.plan_path, "r+b") as f:
@@ -150,6 +148,8 @@ def test_a_huge_plan_its_manifest_agrees_with_is_checked_in_bounded_memory(cache
     inspected = _inspected(good.manifest_path, preexec_fn=cap)
     assert f"check: refused: {said}" in inspected
     # more than any plan: refused by the number alone
+    from bld_runtime.engine_cache import MAX_PLAN_BYTES
+
     text["plan_size"] = MAX_PLAN_BYTES + 1
     good.manifest_path.write_text(json.dumps(text))
     listed = _listed(store.directory, preexec_fn=cap)
