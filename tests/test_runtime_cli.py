@@ -9,6 +9,7 @@ import subprocess
 import sys
 import types
 from importlib import metadata
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -413,3 +414,21 @@ def test_progress_counts_steps_whether_called_per_step_or_once_per_chunk():
     progress(16, 16, None)  # two chunks as CUDA graphs
     progress(16, 16, None)
     assert advanced == [1] * 16 + [16, 16]
+
+
+@pytest.mark.parametrize("script", ["bld", "bld-export"])
+def test_version_and_short_help_on_every_cli(script):
+    """`--version` names the package, the bundle format and onnxruntime, exit 0; `-h` is help,
+    at the top and on a subcommand (the console scripts, as a user's shell runs them)."""
+    exe = Path(sys.executable).with_name(script)
+    done = subprocess.run([exe, "--version"], capture_output=True, text=True, check=False)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == (
+        f"{script} {metadata.version('bld')} (bundle format bld-bundle v1; "
+        f"onnxruntime {metadata.version('onnxruntime')})\n"
+    )
+    sub = "sample" if script == "bld" else "onnx"
+    for args in (["-h"], [sub, "-h"]):
+        done = subprocess.run([exe, *args], capture_output=True, text=True, check=False)
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.startswith(f"Usage: {script} "), done.stdout

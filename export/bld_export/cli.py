@@ -17,6 +17,7 @@ from pathlib import Path
 import click
 
 from bld_runtime.cli import OneLineErrorGroup
+from bld_runtime.version import version_option
 
 from .flops import format_flops
 
@@ -66,7 +67,8 @@ class ExportGroup(OneLineErrorGroup):
             formatter.write_dl(rows)
 
 
-@click.group(cls=ExportGroup)
+@click.group(cls=ExportGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@version_option("bld-export")
 def main():
     """Export trained bld runs to self-describing ONNX bundles, inspect and verify them."""
 

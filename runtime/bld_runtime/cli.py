@@ -25,6 +25,7 @@ import click
 
 from . import stopping
 from .errors import BldError, InvalidRequestError, describe
+from .version import version_option
 
 if TYPE_CHECKING:
     from numpy.typing import NDArray
@@ -140,6 +141,7 @@ class BldGroup(OneLineErrorGroup):
 
 
 @click.group(cls=BldGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@version_option("bld")
 def cli() -> None:
     """Binary Latent Diffusion bundles: sample, encode, decode and inpaint without torch."""
 
