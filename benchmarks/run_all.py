@@ -177,7 +177,8 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1e3:,.1f} ms"
 
 
-TORCH_ROWS = ("torch", "torch-compile")  # bld_train.bench_torch: eager and compiled TorchSampler
+# bld_bench.torch_contenders: eager and compiled TorchSampler
+TORCH_ROWS = ("torch", "torch-compile")
 
 
 def table(reports: dict[str, dict]) -> str:

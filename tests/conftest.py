@@ -14,7 +14,10 @@ REPO = Path(__file__).resolve().parents[1]
 @pytest.fixture(scope="session")
 def subprocess_env() -> dict[str, str]:
     """Environment for child Python processes that import the project (installed or not)."""
-    paths = [str(REPO / name) for name in ("runtime", "export", "bench", "serving", "engines")]
+    paths = [
+        str(REPO / name)
+        for name in ("runtime", "train", "export", "bench", "serving", "engines", "workflows")
+    ]
     paths.append(str(REPO))
     if os.environ.get("PYTHONPATH"):
         paths.append(os.environ["PYTHONPATH"])

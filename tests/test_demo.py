@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from bld_train.demo import run_demo
+from bld_workflows.demo import run_demo
 
 CRASH = Path(__file__).parent / "adversarial" / "crash_at.py"
 FIGURES = ("psnr_db", "results", "fixed_point_latents", "round_trip_bits_threshold_code")
@@ -133,7 +133,7 @@ def test_a_demo_killed_while_training_the_prior_resumes_to_the_same_figures(
 def test_fresh_starts_over_and_other_settings_are_refused(uninterrupted, tmp_path):
     import shutil
 
-    from bld_train.demo import DemoError
+    from bld_workflows.demo import DemoError
 
     run, _, _ = uninterrupted
     copy = Path(shutil.copytree(run, tmp_path / "run"))

@@ -9,7 +9,7 @@ from click.testing import CliRunner
 
 pytest.importorskip("sklearn")
 
-from bld_train.cli import evaluate
+from bld_workflows.cli import evaluate
 
 
 def test_evaluate_reports_every_figure(tiny_bundle, tmp_path):

@@ -164,7 +164,7 @@ def test_installs_and_runs_in_a_fresh_venv_without_torch(tmp_path):
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(REPO / name, src / name)
     ignore = shutil.ignore_patterns("__pycache__", "*.pyc", "*.egg-info")
-    for name in ("runtime", "bld_train", "export", "bench", "serving"):
+    for name in ("runtime", "train", "export", "bench", "serving", "workflows"):
         shutil.copytree(REPO / name, src / name, ignore=ignore)
     venv = tmp_path / "venv"
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)

@@ -5,7 +5,7 @@ steps) in turns, A B A B ..., so that drift of a shared machine hits all of them
 runtime backend is timed through its own Pipeline.generate: the pipeline runs on a thin
 wrapper of its backend (TimedBackend) that times each call of the backend interface, so the
 code path is the pipeline's, not a copy. Other backends ("torch", "torch-compile") come from
-the entry-point group "bld.bench_backends" (bld_train.bench_torch), so this module never
+the entry-point group "bld.bench_backends" (bld_bench.torch_contenders), so this module never
 imports torch. Stages of one generation:
 
     initial        Loop.start: the request's arrays and the initial Philox draw

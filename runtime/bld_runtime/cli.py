@@ -1,8 +1,9 @@
 """The `bld` command line: sample, encode, decode and inpaint with a bundle.
 
 Other packages add commands through the entry-point group "bld.commands" (bld_train adds
-`train` and `evaluate`, bld_bench adds `bench`). Their modules import nothing heavy at the top,
-so `bld --help` lists them with their descriptions, and `bld sample` never imports torch.
+`train`, bld_workflows `evaluate` and `demo`, bld_bench `bench`). Their modules import nothing
+heavy at the top, so `bld --help` lists them with their descriptions, and `bld sample` never
+imports torch.
 
 Every failure prints exactly one line, `error: <message>`, and exits 1, without a traceback
 (BLD_TRACEBACK=1 shows it): the project's errors carry their own sentence, and everything else

@@ -38,7 +38,8 @@ class Result:
 
 
 def child_env(extra: dict | None = None) -> dict[str, str]:
-    paths = [str(REPO / "runtime"), str(REPO / "export"), str(REPO / "bench"), str(REPO)]
+    paths = [str(REPO / name) for name in ("runtime", "train", "export", "bench", "workflows")]
+    paths.append(str(REPO))
     if os.environ.get("PYTHONPATH"):
         paths.append(os.environ["PYTHONPATH"])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(paths), "PYTHONUNBUFFERED": "1"}

@@ -18,7 +18,9 @@ All three decode with the run's autoencoder and produce the same bits as the run
     decode         the autoencoder's decoder; the uint8 conversion after it is overhead
 
 The benchmark core (bld_bench.core) finds these backends through the entry-point group
-"bld.bench_backends", so the runtime never imports torch. CPU only: torch's thread count is
+"bld.bench_backends" and imports this module only when one of them is named, so neither the
+runtime nor `bld bench` of the runtime's own backends imports torch; bld_train, which this
+module samples with, never imports the bench. CPU only: torch's thread count is
 set to the benchmark's for the duration of each generation.
 """
 
@@ -33,10 +35,9 @@ import torch
 from bld_bench.core import BenchBackend, Request, StageClock
 from bld_runtime.errors import BackendUnavailableError
 from bld_runtime.images import from_float, nchw_to_nhwc
-
-from .checkpoint import load_autoencoder, load_prior
-from .sampler import ReferenceSampler
-from .torch_sampler import TorchSampler
+from bld_train.checkpoint import load_autoencoder, load_prior
+from bld_train.sampler import ReferenceSampler
+from bld_train.torch_sampler import TorchSampler
 
 
 class _RunBackend(BenchBackend):

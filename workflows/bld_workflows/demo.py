@@ -184,14 +184,14 @@ def run_demo(
     if report is not None:
         reports.append(StageReport("evaluation", "reused", 0.0))
         echo(f"== evaluation: reusing {evaluation}")
-        from bld_train.evaluate import print_report
+        from bld_workflows.evaluate import print_report
 
         print_report(report, str(run_dir), echo)
     else:
         holder: dict = {}
 
         def evaluate() -> None:
-            from bld_train.evaluate import run_evaluation
+            from bld_workflows.evaluate import run_evaluation
 
             holder["report"] = run_evaluation(
                 str(bundle),

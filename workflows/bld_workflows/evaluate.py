@@ -51,7 +51,7 @@ def psnr(a_u8: np.ndarray, b_u8: np.ndarray) -> float:
 
 
 def _real_digits(image_size: int, split: str):
-    from .data import digits_dataset
+    from bld_train.data import digits_dataset
 
     images, labels = digits_dataset(image_size, split=split)
     return from_float(images.permute(0, 2, 3, 1).numpy()), labels.numpy()
