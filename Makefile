@@ -36,12 +36,14 @@ $(TRT_STAMP): $(STAMP)
 demo: $(STAMP)
 	$(BLD) demo --run $(RUN) $(if $(FRESH),--fresh,)
 
-# Lint and format (ruff) over all the Python code, and the strict type check of the runtime
-# (mypy), configured in pyproject.toml. `make test` runs them before the tests.
+# Lint and format (ruff) over all the Python code, the strict type check of the runtime (mypy)
+# and the one-way layers between the packages (import-linter's contracts, docs/ARCHITECTURE.md),
+# configured in pyproject.toml. `make test` runs them before the tests.
 lint: $(STAMP)
 	$(VENV)/bin/ruff check .
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
+	$(VENV)/bin/lint-imports
 
 # The C++ runtime's tests (tests/test_cpp_runtime.py) run last and build it first (`make cpp`).
 test: $(STAMP) lint $(TRT_STAMP)
