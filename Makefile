@@ -9,7 +9,7 @@ RUN    ?= runs/digits
 STAMP  := $(VENV)/.installed
 TRT_STAMP := $(VENV)/.tensorrt
 
-.PHONY: install demo lint test serve cpp clean arm64-check
+.PHONY: install demo lint test serve cpp clean arm64-check docs
 
 install: $(STAMP)
 
@@ -44,6 +44,21 @@ lint: $(STAMP)
 	$(VENV)/bin/ruff format --check .
 	$(VENV)/bin/mypy
 	$(VENV)/bin/lint-imports
+
+# The API reference (pdoc, Google-style docstrings) of every package the `bld` distribution
+# installs, into docs/api/ (git-ignored; open docs/api/index.html). A package's __all__, where it
+# has one, is its public surface. The Triton models import Triton's own module, so they are
+# left out. Any warning pdoc prints (an annotation it cannot resolve, a name in __all__ that does
+# not exist, a module that fails to import) fails the target; CI runs it (.ci/run).
+DOCS        := docs/api
+DOC_MODULES  = $(shell $(PY) -c "from importlib.metadata import distribution as d; \
+                 print(' '.join(sorted(d('bld').read_text('top_level.txt').split())))")
+docs: $(STAMP)
+	rm -rf $(DOCS)
+	@echo "pdoc $(DOC_MODULES) -> $(DOCS)/index.html"
+	@log=$$($(PY) -m pdoc --docformat google -o $(DOCS) $(DOC_MODULES) '!bld_serving.models' 2>&1); \
+	rc=$$?; if [ $$rc -ne 0 ] || [ -n "$$log" ]; then \
+	  printf '%s\n' "$$log" >&2; echo "make docs: pdoc failed or warned (above)" >&2; exit 1; fi
 
 # The C++ runtime's tests (tests/test_cpp_runtime.py) run last and build it first (`make cpp`).
 test: $(STAMP) lint $(TRT_STAMP)
