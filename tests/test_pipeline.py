@@ -29,6 +29,7 @@ from bld_runtime.errors import (
 )
 from bld_runtime.images import from_float, load_png, make_grid, save_png, to_float
 from bld_runtime.pipeline import Pipeline, settle_orbits
+from bld_runtime.request import RequestChunk
 
 
 @pytest.fixture(scope="module")
@@ -59,13 +60,13 @@ def _loop_with_teacher(pipe, states, seeds, classes, guidance, temperature):
 def _drive(loop, states, seeds, classes, guidance, temperature):
     K, n = len(states), len(seeds)
     loop.start(
-        seeds,
-        classes,
-        np.full(n, temperature, np.float32),
-        np.full(n, guidance, np.float32),
-        guidance > 0,
-        None,
-        None,
+        RequestChunk(
+            seeds=seeds,
+            classes=classes,
+            temperature=np.full(n, temperature, np.float32),
+            guidance=np.full(n, guidance, np.float32),
+            guided=guidance > 0,
+        )
     )
     probs = np.empty(states.shape, np.float32)
     drawn = np.empty(states.shape, np.uint8)

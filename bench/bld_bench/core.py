@@ -67,6 +67,7 @@ from bld_runtime.backends import BACKENDS, Backend, BackendOptions, Loop
 from bld_runtime.backends.base import usable_cores
 from bld_runtime.errors import BackendUnavailableError, InvalidRequestError
 from bld_runtime.manifest import load_bundle
+from bld_runtime.request import RequestChunk
 
 from .machine import current_rss_bytes, gemm_peak, peak_rss_bytes, reset_peak_rss
 
@@ -137,9 +138,9 @@ class TimedLoop(Loop):
     def __init__(self, inner: Loop, timed: TimedBackend):
         self.inner, self.timed, self.batch = inner, timed, inner.batch
 
-    def start(self, *args):
+    def start(self, chunk: RequestChunk) -> None:
         t = time.perf_counter()
-        self.inner.start(*args)
+        self.inner.start(chunk)
         self.timed.sync()
         self.timed.clock.initial += time.perf_counter() - t
 

@@ -26,10 +26,10 @@ import math
 import operator
 import os
 import warnings
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeAlias, TypeVar, overload
+from typing import TypeAlias
 
 import numpy as np
 import numpy.typing as npt
@@ -41,25 +41,41 @@ from .backends.base import PRECISIONS
 from .errors import CancelledError, CodeNotSettledWarning, InvalidRequestError
 from .images import from_float, make_grid, nchw_to_nhwc, nhwc_to_nchw, save_png, to_float
 from .manifest import Bundle, load_bundle
+from .request import (
+    Classes,
+    PerImage,
+    Request,
+    RequestRules,
+    check_batch,
+    check_bits,
+    check_classes,
+    check_guidance_temperature,
+)
 
-# What the API takes per request; every value is checked at run time (InvalidRequestError).
-Classes: TypeAlias = "int | np.integer[Any] | str | Sequence[int] | NDArray[np.integer[Any]] | None"
-PerImage: TypeAlias = "float | Sequence[float] | NDArray[Any] | None"  # guidance, temperature
+__all__ = [
+    "CANONICAL_ROUNDS",
+    "Generation",
+    "Pipeline",
+    "StepCallback",
+    "Trace",
+    "settle_orbits",
+]
+
 # callback(step, K, the chunk's current bits) after each step; returning False cancels.
 StepCallback: TypeAlias = Callable[[int, int, NDArray[np.uint8]], "bool | None"]
 StrPath: TypeAlias = "str | os.PathLike[str]"
-DT = TypeVar("DT", bound=np.generic)
 
 #: Most rounds of b <- threshold(encode(decode(b))) the canonical code takes to settle.
 CANONICAL_ROUNDS = 32
-_FLOAT32_MAX = float(np.finfo(np.float32).max)
 
 
 @dataclass
 class Trace:
     """Per-step record of a generation, for parity tests with other implementations.
 
-    states[i]: the bits fed to step i; probs[i]: what step i returned. Both (K, N, L, C).
+    Attributes:
+        states: uint8 (K, N, L, C); states[i] is the bits fed to step i.
+        probs: float32 (K, N, L, C); probs[i] is what step i returned.
     """
 
     states: NDArray[np.uint8]
@@ -68,6 +84,16 @@ class Trace:
 
 @dataclass
 class Generation:
+    """Generated images with their bits, seeds and classes.
+
+    Attributes:
+        images: uint8 (N, H, W, channels).
+        bits: uint8 (N, L, C) of 0/1, the latents the images decode from.
+        seeds: uint64 (N,).
+        classes: int64 (N,); the null class means unconditional.
+        trace: The per-step record, when asked for (`Pipeline.generate(trace=True)`).
+    """
+
     images: NDArray[np.uint8]  # (N, H, W, channels)
     bits: NDArray[np.uint8]  # (N, L, C)
     seeds: NDArray[np.uint64]  # (N,)
@@ -75,20 +101,62 @@ class Generation:
     trace: Trace | None = None
 
     def save_png(self, directory: StrPath, prefix: str = "") -> list[Path]:
-        """Write one PNG per image, named by position: {prefix}00000.png, ..."""
+        """Write one PNG per image, named by position: {prefix}00000.png, ...
+
+        Args:
+            directory: The folder to write to.
+            prefix: Put before each file's number.
+
+        Returns:
+            The paths written, in order.
+        """
         folder = Path(directory)
         return [
             save_png(folder / f"{prefix}{i:05d}.png", image) for i, image in enumerate(self.images)
         ]
 
     def grid(self, rows: int | None = None, cols: int | None = None) -> NDArray[np.uint8]:
+        """The images tiled into one image.
+
+        Args:
+            rows: Rows of the grid (default: from cols, or a near-square grid).
+            cols: Columns of the grid.
+
+        Returns:
+            uint8 (H', W', channels): the tiles, 2 black pixels apart.
+        """
         return make_grid(self.images, rows=rows, cols=cols)
 
     def save_grid(self, path: StrPath, rows: int | None = None, cols: int | None = None) -> Path:
+        """Write `grid(rows, cols)` as one PNG.
+
+        Args:
+            path: The PNG file.
+            rows: As in `grid`.
+            cols: As in `grid`.
+
+        Returns:
+            The path written.
+        """
         return save_png(path, self.grid(rows=rows, cols=cols))
 
 
 class Pipeline:
+    """A bundle loaded onto a backend: generate, encode, decode and inpaint.
+
+    Args:
+        bundle: A loaded bundle (`manifest.load_bundle`).
+        backend: The backend running the bundle's graphs.
+        precision: "fp32" or "fp16", the graphs the backend runs.
+
+    Attributes:
+        num_steps: K, the number of denoising steps.
+        latent_shape: (L, C), the shape of one image's bits.
+        image_shape: (H, W, channels).
+        max_batch: The most images one graph call takes; larger requests run in chunks.
+        num_classes: The number of classes; `null_class` (the same number) is unconditional.
+    """
+
     def __init__(self, bundle: Bundle, backend: backends.Backend, precision: str = "fp32"):
         self.bundle = bundle
         self.manifest = bundle.manifest
@@ -102,6 +170,20 @@ class Pipeline:
         self.num_classes = m.classes.count
         self.null_class = m.classes.null_class
 
+    @property
+    def rules(self) -> RequestRules:
+        """What requests are checked against: this pipeline's classes, latent shape,
+        max_batch, steps and the bundle's default guidance and temperature."""
+        defaults = self.manifest.defaults
+        return RequestRules(
+            num_classes=self.num_classes,
+            latent_shape=self.latent_shape,
+            max_batch=self.max_batch,
+            num_steps=self.num_steps,
+            guidance=defaults.guidance,
+            temperature=defaults.temperature,
+        )
+
     @classmethod
     def load(
         cls,
@@ -110,10 +192,28 @@ class Pipeline:
         precision: str = "fp32",
         options: BackendOptions | None = None,
     ) -> Pipeline:
-        """Load a bundle onto a backend: the manifest, then the graphs of `precision` (fp16:
-        the *_fp16 graphs; the encoder is always fp32), each read once, its sha256 checked,
-        and its session made from those very bytes and checked against the manifest (I/O and
-        the facts the graph records). Graphs of the other precision are never read."""
+        """Load a bundle onto a backend.
+
+        The manifest is read and checked, then the graphs of `precision` (fp16: the *_fp16
+        graphs; the encoder is always fp32), each read once, its sha256 checked, and its
+        session made from those very bytes and checked against the manifest (I/O and the facts
+        the graph records). Graphs of the other precision are never read.
+
+        Args:
+            bundle_dir: The bundle's folder.
+            backend: A backend name ("cpu", "cuda", "tensorrt-ep", "tensorrt", or one a
+                plug-in adds).
+            precision: "fp32" or "fp16".
+            options: Session and device settings.
+
+        Returns:
+            The loaded pipeline.
+
+        Raises:
+            InvalidRequestError: An unknown precision or bad options.
+            ManifestError: A bundle that fails its checks.
+            BackendUnavailableError: A backend that cannot run here.
+        """
         if precision not in PRECISIONS:
             raise InvalidRequestError(
                 f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
@@ -139,25 +239,71 @@ class Pipeline:
     ) -> Generation:
         """Sample images; every image of the request is returned at once.
 
-        n, seeds: `seeds` is a base seed (int; the images get seeds, seeds+1, ... mod 2^64,
-          n of them, default 1) or one seed per image (n, if given, must match).
-        classes: None (unconditional), one class for all, one per image, or "all" (image i gets
-          class i % number of classes); the null class (= number of classes) is also
-          unconditional.
-        guidance, temperature: scalars or one per image (default: the bundle's defaults).
-        mask, known_bits: inpainting in latent space, (L, C) or (N, L, C) of 0/1; where mask
-          is 1 the known bit is kept.
-        callback(step, K, bits): called after each step (step = 1..K) of each chunk with the
-          chunk's current bits (a view, valid during the call); returning False cancels. A
-          backend that runs the K steps as one CUDA graph ("tensorrt") calls it once per
-          chunk, with step = K, unless trace or teacher_states ask for the steps.
-        trace: record every step's input bits and probabilities (Generation.trace).
-        chunk: split batches above the bundle's max_batch (else such a batch is an error).
-        teacher_states: (K, N, L, C) bits fed to each step instead of our own (parity tests).
+        Args:
+            n: The number of images with a base seed (default 1); with one seed per image,
+                n (if given) must match their number.
+            seeds: A base seed (int; the images get seeds, seeds+1, ... mod 2^64) or one
+                seed per image.
+            classes: None (unconditional), one class for all, one per image, or "all"
+                (image i gets class i % number of classes); the null class (= number of
+                classes) is also unconditional.
+            guidance: A scalar or one per image, finite and >= 0 (default: the bundle's).
+            temperature: A scalar or one per image, finite and > 0 (default: the bundle's).
+            mask: Inpainting in latent space, (L, C) or (N, L, C) of 0/1; where mask is 1
+                the known bit is kept.
+            known_bits: The known bits, shaped as mask.
+            callback: callback(step, K, bits), called after each step (step = 1..K) of each
+                chunk with the chunk's current bits (a view, valid during the call);
+                returning False cancels. A backend that runs the K steps as one CUDA graph
+                ("tensorrt") calls it once per chunk, with step = K, unless trace or
+                teacher_states ask for the steps.
+            trace: Record every step's input bits and probabilities (Generation.trace).
+            chunk: Split batches above the bundle's max_batch (else such a batch is an
+                error).
+            teacher_states: (K, N, L, C) bits fed to each step instead of our own (parity
+                tests).
+
+        Returns:
+            The images, their bits, seeds and classes (and the trace if asked for).
+
+        Raises:
+            InvalidRequestError: A bad argument (`request.Request.build`), or a result too
+                large for this machine's memory.
+            CancelledError: The callback returned False.
+            BackendError: A graph call failed.
         """
-        request = self._request(
-            n, seeds, classes, guidance, temperature, mask, known_bits, chunk, teacher_states
+        request = Request.build(
+            self.rules,
+            n=n,
+            seeds=seeds,
+            classes=classes,
+            guidance=guidance,
+            temperature=temperature,
+            mask=mask,
+            known_bits=known_bits,
+            chunk=chunk,
+            teacher_states=teacher_states,
         )
+        return self.run(request, callback=callback, trace=trace)
+
+    def run(
+        self, request: Request, *, callback: StepCallback | None = None, trace: bool = False
+    ) -> Generation:
+        """Sample a checked request (`check_request`, `request.Request.concat`) at once.
+
+        Args:
+            request: A request checked against this pipeline's rules.
+            callback: As in `generate`.
+            trace: As in `generate`.
+
+        Returns:
+            The images, their bits, seeds and classes (and the trace if asked for).
+
+        Raises:
+            InvalidRequestError: A result too large for this machine's memory.
+            CancelledError: The callback returned False.
+            BackendError: A graph call failed.
+        """
         count = request.count
         self._check_result_fits(count, trace)
         K = self.num_steps
@@ -185,11 +331,36 @@ class Pipeline:
         known_bits: npt.ArrayLike | None = None,
         callback: StepCallback | None = None,
     ) -> Iterator[Generation]:
-        """Sample like `generate`, yielding one Generation per chunk of at most max_batch images,
-        in order, as each is decoded: memory stays bounded whatever n is. All arguments are
-        checked before the first chunk starts."""
-        request = self._request(
-            n, seeds, classes, guidance, temperature, mask, known_bits, True, None
+        """Sample like `generate`, one Generation per chunk of at most max_batch images.
+
+        The chunks come in order, as each is decoded: memory stays bounded whatever n is.
+        All arguments are checked before the first chunk starts.
+
+        Args:
+            n: As in `generate`.
+            seeds: As in `generate`.
+            classes: As in `generate`.
+            guidance: As in `generate`.
+            temperature: As in `generate`.
+            mask: As in `generate`.
+            known_bits: As in `generate`.
+            callback: As in `generate`.
+
+        Returns:
+            An iterator of Generations, one per chunk.
+
+        Raises:
+            InvalidRequestError: A bad argument, at once.
+        """
+        request = Request.build(
+            self.rules,
+            n=n,
+            seeds=seeds,
+            classes=classes,
+            guidance=guidance,
+            temperature=temperature,
+            mask=mask,
+            known_bits=known_bits,
         )
 
         def chunks() -> Iterator[Generation]:
@@ -201,53 +372,6 @@ class Pipeline:
                 )
 
         return chunks()
-
-    def _request(
-        self,
-        n: int | None,
-        seeds: philox.Seeds | None,
-        classes: Classes,
-        guidance: PerImage,
-        temperature: PerImage,
-        mask: npt.ArrayLike | None,
-        known_bits: npt.ArrayLike | None,
-        chunk: bool,
-        teacher_states: npt.ArrayLike | None,
-    ) -> Request:
-        """Check every argument; scalars stay scalars (memory does not grow with n)."""
-        seed_list: NDArray[np.uint64] | None
-        if isinstance(seeds, np.ndarray) and seeds.ndim == 0:
-            seeds = seeds.item()
-        if (
-            seeds is None
-            or isinstance(seeds, (int, np.integer))
-            or not isinstance(seeds, (list, tuple, range, np.ndarray))
-        ):
-            base = philox.as_seed(0 if seeds is None else seeds)
-            count, seed_list = 1 if n is None else philox.check_count(n), None
-        else:
-            seed_list = philox.request_seeds(seeds, n)
-            base, count = 0, len(seed_list)
-        self._check_batch(count, chunk)
-        class_spec = self._classes(classes, count)
-        per_image_guidance, per_image_temperature = self._guidance_temperature(
-            guidance, temperature, count
-        )
-        keep, known = self._mask(mask, known_bits, count)
-        teacher = self._teacher(teacher_states, count)
-        return Request(
-            count,
-            base,
-            seed_list,
-            class_spec,
-            self.num_classes,
-            per_image_guidance,
-            per_image_temperature,
-            keep,
-            known,
-            teacher,
-            bool(np.any(per_image_guidance > 0)),
-        )
 
     def check_request(
         self,
@@ -262,12 +386,36 @@ class Pipeline:
     ) -> Request:
         """Check a request's arguments exactly as `generate` does, without running it.
 
-        Raises InvalidRequestError for the first problem found. A server checks each client
-        request with this before it batches requests together (bld_serving), so one bad
-        request is refused alone; `Request.rows` gives a checked request's per-image values.
+        A server checks each client request with this before it batches requests together
+        (bld_serving), so one bad request is refused alone; `Request.concat` joins checked
+        requests and `run` samples them.
+
+        Args:
+            n: As in `generate`.
+            seeds: As in `generate`.
+            classes: As in `generate`.
+            guidance: As in `generate`.
+            temperature: As in `generate`.
+            mask: As in `generate`.
+            known_bits: As in `generate`.
+            chunk: As in `generate`.
+
+        Returns:
+            The checked request.
+
+        Raises:
+            InvalidRequestError: For the first problem found.
         """
-        return self._request(
-            n, seeds, classes, guidance, temperature, mask, known_bits, chunk, None
+        return Request.build(
+            self.rules,
+            n=n,
+            seeds=seeds,
+            classes=classes,
+            guidance=guidance,
+            temperature=temperature,
+            mask=mask,
+            known_bits=known_bits,
+            chunk=chunk,
         )
 
     def _sample_chunk(
@@ -282,15 +430,7 @@ class Pipeline:
         """Run the K steps for images lo..hi-1 of request r on a borrowed loop; bits -> out."""
         K = self.num_steps
         with self.backend.loop(hi - lo) as loop:
-            loop.start(
-                r.seeds(lo, hi),
-                r.classes(lo, hi),
-                _rows(r.temperature, lo, hi),
-                _rows(r.guidance, lo, hi),
-                r.guided,
-                _rows(r.mask, lo, hi),
-                _rows(r.known, lo, hi),
-            )
+            loop.start(r.chunk(lo, hi))
             if r.teacher is None and record is None and loop.run_all():
                 if callback is not None and callback(K, K, loop.bits_view()) is False:
                     raise CancelledError(
@@ -338,10 +478,25 @@ class Pipeline:
         temperature: PerImage = None,
         callback: StepCallback | None = None,
     ) -> Generation:
-        """Regenerate the region of one image (H, W, ch) where `regenerate` (H, W) is True.
+        """Regenerate the region of one image where `regenerate` is True.
 
         The image is encoded deterministically (p > 0.5); every latent token that touches the
         region is regenerated (latent_mask), the other tokens keep the image's bits.
+
+        Args:
+            image: uint8 (H, W, channels).
+            regenerate: bool (H, W), True where to regenerate.
+            seed: The image's seed.
+            classes: As in `generate`.
+            guidance: As in `generate`.
+            temperature: As in `generate`.
+            callback: As in `generate`.
+
+        Returns:
+            One generated image.
+
+        Raises:
+            InvalidRequestError: A bad image, region or argument.
         """
         known = self.encode(np.asarray(image)[None])
         keep = self.latent_mask(regenerate)
@@ -356,10 +511,19 @@ class Pipeline:
         )
 
     def latent_mask(self, regenerate: npt.ArrayLike) -> NDArray[np.uint8]:
-        """Image-space mask (H, W), True = regenerate -> latent keep-mask (L, C) uint8.
+        """The latent keep-mask of an image-space region to regenerate.
 
         Conservative: a token is regenerated if any pixel it covers is to be regenerated, so
         nothing inside the region keeps the old image's bits.
+
+        Args:
+            regenerate: bool (H, W), True where to regenerate.
+
+        Returns:
+            uint8 (L, C), 1 where the token's bits are kept.
+
+        Raises:
+            InvalidRequestError: A region of another size than the images'.
         """
         H, W, _ = self.image_shape
         region = np.asarray(regenerate, bool)
@@ -378,9 +542,20 @@ class Pipeline:
     # --- autoencoder -----------------------------------------------------------------------
 
     def encode_probs(self, images: npt.ArrayLike, chunk: bool = True) -> NDArray[np.float32]:
-        """uint8 images (N, H, W, ch) -> float32 (N, L, C) encoder bit probabilities."""
+        """The encoder's bit probabilities of images.
+
+        Args:
+            images: uint8 (N, H, W, channels).
+            chunk: Split batches above max_batch (else such a batch is an error).
+
+        Returns:
+            float32 (N, L, C).
+
+        Raises:
+            InvalidRequestError: Bad images, or too many without chunk.
+        """
         checked = self._check_images(images)
-        self._check_batch(len(checked), chunk)
+        check_batch(len(checked), self.max_batch, chunk)
         x = nhwc_to_nchw(to_float(checked))
         return np.concatenate(
             [
@@ -397,14 +572,26 @@ class Pipeline:
         rounds: int = CANONICAL_ROUNDS,
         chunk: bool = True,
     ) -> NDArray[np.uint8]:
-        """uint8 images (N, H, W, ch) -> bits uint8 (N, L, C).
+        """Encode images to bits.
 
         Default: the paper's deterministic code, bit = p > 0.5 (one encoder call per chunk).
-        seed (a base seed or one per image): draw each bit from the encoder's p with Philox
-          subsequence 0 instead.
-        canonical: carry the p > 0.5 code to its canonical code (see `canonical`), so that
-          encode(decode(encode(x))) == encode(x) exactly. It costs up to 2 * rounds more graph
-          calls per chunk, and the canonical code decodes less faithfully than p > 0.5 (README).
+
+        Args:
+            images: uint8 (N, H, W, channels).
+            seed: A base seed or one per image: draw each bit from the encoder's p with Philox
+                subsequence 0 instead.
+            canonical: Carry the p > 0.5 code to its canonical code (see `canonical`), so that
+                encode(decode(encode(x))) == encode(x) exactly. It costs up to 2 * rounds more
+                graph calls per chunk, and the canonical code decodes less faithfully than
+                p > 0.5 (README).
+            rounds: With canonical, the most rounds (see `canonical`).
+            chunk: Split batches above max_batch (else such a batch is an error).
+
+        Returns:
+            uint8 (N, L, C) of 0/1.
+
+        Raises:
+            InvalidRequestError: Bad images or arguments.
         """
         if canonical and seed is not None:
             raise InvalidRequestError("canonical encoding is deterministic: it takes no seed")
@@ -428,6 +615,17 @@ class Pipeline:
         deterministic encoding is idempotent: encode(decode(encode(x))) == encode(x).
         A latent whose orbit has not closed after `rounds` evaluations of T is returned as the
         last code reached, with a CodeNotSettledWarning. rounds=0 returns the bits unchanged.
+
+        Args:
+            bits: (N, L, C) or (L, C) of 0/1.
+            rounds: The most evaluations of T per latent.
+            chunk: Split batches above max_batch (else such a batch is an error).
+
+        Returns:
+            uint8 (N, L, C), the canonical codes.
+
+        Raises:
+            InvalidRequestError: Bad bits or rounds.
         """
         codes, settled = self.settle(bits, rounds, chunk)
         if rounds and not settled.all():
@@ -442,17 +640,40 @@ class Pipeline:
     def settle(
         self, bits: npt.ArrayLike, rounds: int = CANONICAL_ROUNDS, chunk: bool = True
     ) -> tuple[NDArray[np.uint8], NDArray[np.bool_]]:
-        """(canonical codes, bool (N,) whether each latent's orbit closed): see `canonical`."""
+        """The canonical codes, and whether each latent's orbit closed (see `canonical`).
+
+        Args:
+            bits: (N, L, C) or (L, C) of 0/1.
+            rounds: The most evaluations of T per latent.
+            chunk: Split batches above max_batch (else such a batch is an error).
+
+        Returns:
+            (uint8 (N, L, C) codes, bool (N,) settled).
+
+        Raises:
+            InvalidRequestError: Bad bits or rounds.
+        """
         _check_rounds(rounds)
-        checked = self._check_bits(bits, "bits")
+        checked = check_bits(bits, "bits", self.latent_shape)
         return settle_orbits(
             checked, lambda b: _threshold(self.encode_probs(self.decode(b, chunk), chunk)), rounds
         )
 
     def decode(self, bits: npt.ArrayLike, chunk: bool = True) -> NDArray[np.uint8]:
-        """Bits (N, L, C) of 0/1 -> uint8 images (N, H, W, ch)."""
-        checked = self._check_bits(bits, "bits")
-        self._check_batch(len(checked), chunk)
+        """Decode bits to images.
+
+        Args:
+            bits: (N, L, C) or (L, C) of 0/1.
+            chunk: Split batches above max_batch (else such a batch is an error).
+
+        Returns:
+            uint8 (N, H, W, channels).
+
+        Raises:
+            InvalidRequestError: Bad bits, or too many without chunk.
+        """
+        checked = check_bits(bits, "bits", self.latent_shape)
+        check_batch(len(checked), self.max_batch, chunk)
         x = np.concatenate(
             [
                 self.backend.decode(checked[lo : lo + self.max_batch])
@@ -469,11 +690,24 @@ class Pipeline:
         guidance: PerImage = None,
         temperature: PerImage = None,
     ) -> NDArray[np.float32]:
-        """One step graph call on given bits (N, L, C): the probabilities it returns.
+        """One step graph call on given bits: the probabilities it returns.
 
         Outside the loop (it allocates): for parity tests and tools.
+
+        Args:
+            bits: (N, L, C) or (L, C) of 0/1.
+            step: The step index, 0..K-1.
+            classes: As in `generate`.
+            guidance: As in `generate` (the guided graph runs when any is > 0).
+            temperature: As in `generate`.
+
+        Returns:
+            float32 (N, L, C).
+
+        Raises:
+            InvalidRequestError: A bad argument.
         """
-        checked = self._check_bits(bits, "bits")
+        checked = check_bits(bits, "bits", self.latent_shape)
         count = len(checked)
         try:
             index = operator.index(step)
@@ -481,9 +715,9 @@ class Pipeline:
             raise InvalidRequestError(f"step must be an integer, got {step!r}") from None
         if not 0 <= index < self.num_steps:
             raise InvalidRequestError(f"step must be in 0..{self.num_steps - 1}, got {index}")
-        class_spec = self._classes(classes, count)
+        class_spec = check_classes(self.rules, classes, count)
         labels = np.arange(count) % self.num_classes if isinstance(class_spec, str) else class_spec
-        g, t = self._guidance_temperature(guidance, temperature, count)
+        g, t = check_guidance_temperature(self.rules, guidance, temperature, count)
         rows = (count,)
         return self.backend.step_probs(
             checked,
@@ -495,90 +729,6 @@ class Pipeline:
 
     # --- argument checks -------------------------------------------------------------------
 
-    def _guidance_temperature(
-        self, guidance: PerImage, temperature: PerImage, count: int
-    ) -> tuple[NDArray[np.float32], NDArray[np.float32]]:
-        """Per-image guidance (finite, >= 0) and temperature (finite, > 0), bundle defaults
-        where None."""
-        defaults = self.manifest.defaults
-        return (
-            self._per_image(
-                "guidance", guidance, defaults.guidance, count, lambda g: g >= 0, "finite and >= 0"
-            ),
-            self._per_image(
-                "temperature",
-                temperature,
-                defaults.temperature,
-                count,
-                lambda t: t > 0,
-                "finite and > 0",
-            ),
-        )
-
-    def _check_batch(self, count: int, chunk: bool) -> None:
-        if count < 1:
-            raise InvalidRequestError(f"batch size must be at least 1, got {count}")
-        if count > self.max_batch and not chunk:
-            raise InvalidRequestError(
-                f"batch size {count} is above this bundle's max_batch of {self.max_batch} "
-                f"(allow chunking or send fewer images)"
-            )
-
-    def _classes(self, classes: Classes, count: int) -> NDArray[np.int64] | str:
-        """A 0-d int64 array (one class for all), (count,) int64, or "all"."""
-        if classes is None:
-            return np.array(self.null_class, np.int64)
-        if isinstance(classes, str):
-            if classes != "all":
-                raise InvalidRequestError(f"classes must be integers or 'all', got {classes!r}")
-            if not self.num_classes:
-                raise InvalidRequestError("classes='all': this bundle is unconditional")
-            return classes
-        arr = np.asarray(classes)
-        if arr.dtype.kind not in "ui" or arr.ndim > 1:
-            raise InvalidRequestError(
-                f"classes must be integers (one, or one per image), got {classes!r}"
-            )
-        if arr.ndim == 1 and len(arr) != count:
-            raise InvalidRequestError(f"got {len(arr)} classes for {count} images")
-        bad = arr[(arr < 0) | (arr > self.null_class)]
-        if bad.size:
-            raise InvalidRequestError(
-                f"class {bad.flat[0]} is out of range: this bundle has classes "
-                f"0..{self.num_classes - 1} ({self.null_class} = unconditional)"
-                if self.num_classes
-                else f"class {bad.flat[0]} is out of range: this bundle is unconditional (class 0)"
-            )
-        return arr.astype(np.int64)
-
-    @staticmethod
-    def _per_image(
-        name: str,
-        value: PerImage,
-        default: float,
-        count: int,
-        ok: Callable[[float], bool],
-        rule: str,
-    ) -> NDArray[np.float32]:
-        """float32: 0-d (one value for all) or (count,)."""
-        given = default if value is None else value
-        try:
-            arr = np.asarray(given, dtype=np.float64)
-        except (TypeError, ValueError):
-            raise InvalidRequestError(f"{name} must be a number, got {given!r}") from None
-        if arr.ndim > 1 or (arr.ndim == 1 and len(arr) != count):
-            raise InvalidRequestError(
-                f"{name} must be one number or one per image ({count}), got shape {arr.shape}"
-            )
-        for v in arr.reshape(-1):
-            if not (math.isfinite(v) and ok(v)):
-                raise InvalidRequestError(f"{name} must be {rule}, got {v:g}")
-            if abs(v) > _FLOAT32_MAX:  # the graphs take float32
-                raise InvalidRequestError(
-                    f"{name} must be at most {_FLOAT32_MAX:.4g} (float32), got {v:g}"
-                )
-        return arr.astype(np.float32)
-
     def _check_images(self, images: npt.ArrayLike) -> NDArray[np.uint8]:
         arr = np.asarray(images)
         H, W, ch = self.image_shape
@@ -587,100 +737,6 @@ class Pipeline:
                 f"images must be uint8 shaped (N, {H}, {W}, {ch}), got {arr.dtype} {arr.shape}"
             )
         return arr
-
-    def _check_bits(
-        self, bits: npt.ArrayLike, name: str, count: int | None = None
-    ) -> NDArray[np.uint8]:
-        arr = np.asarray(bits)
-        L, C = self.latent_shape
-        if arr.ndim == 2:
-            arr = arr[None]
-        if arr.dtype.kind not in "uib" or arr.ndim != 3 or arr.shape[1:] != (L, C):
-            raise InvalidRequestError(
-                f"{name} must be 0/1 integers shaped (N, {L}, {C}), got {arr.dtype} {arr.shape}"
-            )
-        if arr.size and (arr.min() < 0 or arr.max() > 1):
-            raise InvalidRequestError(f"{name} must hold only 0 and 1")
-        if count is not None and len(arr) not in (1, count):
-            raise InvalidRequestError(f"{name} has {len(arr)} rows for {count} images")
-        return arr.astype(np.uint8, copy=False)
-
-    def _mask(
-        self, mask: npt.ArrayLike | None, known: npt.ArrayLike | None, count: int
-    ) -> tuple[NDArray[np.uint8], NDArray[np.uint8]] | tuple[None, None]:
-        if mask is None and known is None:
-            return None, None
-        if mask is None or known is None:
-            raise InvalidRequestError("inpainting needs both mask and known_bits")
-        # (1 or count, L, C): one mask for every image stays one mask
-        return self._check_bits(mask, "mask", count), self._check_bits(known, "known_bits", count)
-
-    def _teacher(self, states: npt.ArrayLike | None, count: int) -> NDArray[np.uint8] | None:
-        if states is None:
-            return None
-        arr = np.asarray(states)
-        want = (self.num_steps, count, *self.latent_shape)
-        if arr.shape != want:
-            raise InvalidRequestError(f"teacher_states must have shape {want}, got {arr.shape}")
-        return arr.astype(np.uint8, copy=False)
-
-
-@dataclass(frozen=True)
-class Request:
-    """A checked request of `count` images (Pipeline.check_request). Values the same for every
-    image are kept once, so a request's size costs no memory; `seeds(lo, hi)` and the like give
-    the rows of a chunk."""
-
-    count: int
-    base_seed: int  # image i's seed is base_seed + i (mod 2^64) ...
-    seed_list: NDArray[np.uint64] | None  # ... unless one seed per image was given
-    class_spec: NDArray[np.int64] | str  # 0-d, (count,) or "all"
-    num_classes: int
-    guidance: NDArray[np.float32]  # 0-d or (count,)
-    temperature: NDArray[np.float32]
-    mask: NDArray[np.uint8] | None  # (1 or count, L, C)
-    known: NDArray[np.uint8] | None
-    teacher: NDArray[np.uint8] | None
-    guided: bool
-
-    def seeds(self, lo: int, hi: int) -> NDArray[np.uint64]:
-        if self.seed_list is not None:
-            return self.seed_list[lo:hi]
-        return np.uint64(self.base_seed) + np.arange(lo, hi, dtype=np.uint64)  # wraps
-
-    def classes(self, lo: int, hi: int) -> NDArray[np.int64]:
-        if isinstance(self.class_spec, str):  # "all"
-            return np.arange(lo, hi, dtype=np.int64) % self.num_classes
-        return np.broadcast_to(self.class_spec, (self.count,))[lo:hi].copy()
-
-    def rows(self, lo: int, hi: int) -> dict[str, NDArray[Any] | None]:
-        """Images lo..hi-1 as `generate`'s keyword arguments, one row per image (mask and
-        known_bits None without inpainting): checked requests concatenated row-wise make one
-        valid request."""
-        return {
-            "seeds": self.seeds(lo, hi),
-            "classes": self.classes(lo, hi),
-            "guidance": _rows(self.guidance, lo, hi),
-            "temperature": _rows(self.temperature, lo, hi),
-            "mask": _rows(self.mask, lo, hi),
-            "known_bits": _rows(self.known, lo, hi),
-        }
-
-
-@overload
-def _rows(value: NDArray[DT], lo: int, hi: int) -> NDArray[DT]: ...
-@overload
-def _rows(value: NDArray[DT] | None, lo: int, hi: int) -> NDArray[DT] | None: ...
-def _rows(value: NDArray[DT] | None, lo: int, hi: int) -> NDArray[DT] | None:
-    """Rows lo..hi-1 of a per-image value, which is kept 0-d or as one row when it is the same
-    for every image (a read-only broadcast view then)."""
-    if value is None:
-        return None
-    if value.ndim == 0:
-        return np.broadcast_to(value, (hi - lo,))
-    if len(value) == 1:
-        return np.broadcast_to(value, (hi - lo,) + value.shape[1:])
-    return value[lo:hi]
 
 
 def _chunks(count: int, size: int) -> Iterator[tuple[int, int]]:

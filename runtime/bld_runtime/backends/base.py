@@ -33,6 +33,7 @@ from numpy.typing import NDArray
 
 from ..errors import BackendError, BackendUnavailableError, InvalidRequestError, ManifestError
 from ..manifest import BATCH, FP16_SUFFIX, KINDS, Bundle, GraphSpec, Manifest, check_graph_facts
+from ..request import RequestChunk
 from ..trt_flavours import FLAVOURS
 
 OPTIMIZATION_LEVELS = {
@@ -189,18 +190,14 @@ class Loop(ABC):
     batch: int
 
     @abstractmethod
-    def start(
-        self,
-        seeds: NDArray[np.uint64],
-        classes: NDArray[np.int64],
-        temperature: NDArray[np.float32],
-        guidance: NDArray[np.float32],
-        guided: bool,
-        mask: NDArray[np.uint8] | None,
-        known: NDArray[np.uint8] | None,
-    ) -> None:
+    def start(self, chunk: RequestChunk) -> None:
         """Load one batch's request and draw the initial state (Philox subsequence 0, p = 0.5),
-        masked. Arrays have exactly `batch` rows; mask/known are (batch, L, C) 0/1 or None."""
+        masked.
+
+        Args:
+            chunk: The batch's rows (`Request.chunk`): exactly `batch` of them; its mask and
+                known bits are (batch, L, C) 0/1, or None without inpainting.
+        """
 
     @abstractmethod
     def run_step(self, i: int) -> None:
@@ -232,17 +229,6 @@ class Loop(ABC):
         when this loop only runs step by step. The native TensorRT loop replays all K steps as
         one CUDA graph."""
         return False
-
-
-def inpainting(
-    mask: NDArray[np.uint8] | None, known: NDArray[np.uint8] | None
-) -> tuple[NDArray[np.uint8], NDArray[np.uint8]] | None:
-    """Loop.start's (mask, known) of an inpainted batch, or None; they come together."""
-    if mask is None and known is None:
-        return None
-    if mask is None or known is None:
-        raise InvalidRequestError("inpainting needs both mask and known_bits")
-    return mask, known
 
 
 class Backend(ABC):

@@ -18,7 +18,8 @@ import onnxruntime as ort
 from numpy.typing import NDArray
 
 from ..philox import BernoulliDrawer
-from .base import Backend, Graph, Loop, inpainting, run_guarded
+from ..request import RequestChunk
+from .base import Backend, Graph, Loop, run_guarded
 
 LANE_BUDGET = 1 << 15  # Philox blocks per pass: ~3 MB of scratch, whatever the model size
 
@@ -68,22 +69,13 @@ class CpuLoop(Loop):
             self._bindings[kind] = (graph, sess, binding, values)
         return self._bindings[kind]
 
-    def start(
-        self,
-        seeds: NDArray[np.uint64],
-        classes: NDArray[np.int64],
-        temperature: NDArray[np.float32],
-        guidance: NDArray[np.float32],
-        guided: bool,
-        mask: NDArray[np.uint8] | None,
-        known: NDArray[np.uint8] | None,
-    ) -> None:
-        np.copyto(self.seeds, seeds)
-        np.copyto(self.inputs["class_label"], classes)
-        np.copyto(self.inputs["temperature"], temperature)
-        np.copyto(self.inputs["guidance"], guidance)
-        self.role = "step_guided" if guided else "step"
-        masked = inpainting(mask, known)
+    def start(self, chunk: RequestChunk) -> None:
+        np.copyto(self.seeds, chunk.seeds)
+        np.copyto(self.inputs["class_label"], chunk.classes)
+        np.copyto(self.inputs["temperature"], chunk.temperature)
+        np.copyto(self.inputs["guidance"], chunk.guidance)
+        self.role = "step_guided" if chunk.guided else "step"
+        masked = chunk.inpainting()
         self.masked = masked is not None
         if masked is not None:
             np.not_equal(masked[0], 0, out=self.keep)

@@ -21,7 +21,8 @@ from numpy.typing import NDArray
 
 from ..errors import BackendUnavailableError
 from ..manifest import GraphSpec
-from .base import Backend, BackendOptions, Graph, Loop, inpainting, require_provider, run_guarded
+from ..request import RequestChunk
+from .base import Backend, BackendOptions, Graph, Loop, require_provider, run_guarded
 from .kernels import KERNELS
 
 THREADS = 256  # per CUDA block; the kernels are memory-bound, any multiple of 32 does
@@ -128,27 +129,18 @@ class CupyLoop(Loop):
             ),
         )
 
-    def start(
-        self,
-        seeds: NDArray[np.uint64],
-        classes: NDArray[np.int64],
-        temperature: NDArray[np.float32],
-        guidance: NDArray[np.float32],
-        guided: bool,
-        mask: NDArray[np.uint8] | None,
-        known: NDArray[np.uint8] | None,
-    ) -> None:
+    def start(self, chunk: RequestChunk) -> None:
         with self._device():
-            self.seeds.set(np.ascontiguousarray(seeds, np.uint64))
-            self.inputs["class_label"].set(np.ascontiguousarray(classes, np.int64))
-            self.inputs["temperature"].set(np.ascontiguousarray(temperature, np.float32))
-            self.inputs["guidance"].set(np.ascontiguousarray(guidance, np.float32))
-            masked = inpainting(mask, known)
+            self.seeds.set(np.ascontiguousarray(chunk.seeds, np.uint64))
+            self.inputs["class_label"].set(np.ascontiguousarray(chunk.classes, np.int64))
+            self.inputs["temperature"].set(np.ascontiguousarray(chunk.temperature, np.float32))
+            self.inputs["guidance"].set(np.ascontiguousarray(chunk.guidance, np.float32))
+            masked = chunk.inpainting()
             self.masked = np.int32(masked is not None)
             if masked is not None:
                 self.keep.set(np.ascontiguousarray(masked[0], np.uint8))
                 self.known.set(np.ascontiguousarray(masked[1], np.float32))
-            self.role = "step_guided" if guided else "step"
+            self.role = "step_guided" if chunk.guided else "step"
             self._binding(self.role)
             self._launch_draw(self.half, 0)
 

@@ -57,9 +57,10 @@ from numpy.typing import NDArray
 from ..engine_cache import CachedEngine, EngineCache, RuntimeTarget
 from ..errors import BackendError, BackendUnavailableError, ManifestError, StaleEngineError
 from ..manifest import GRAPH_METADATA_KEY, GraphSpec, check_graph_facts
+from ..request import RequestChunk
 from ..trt_flavours import import_flavour, on_jetson
 from . import cudart
-from .base import Backend, Graph, Loop, inpainting
+from .base import Backend, Graph, Loop
 from .cudart import I32, I64, PTR, U64, DeviceBuffer, copy_to_device, copy_to_host
 from .kernels import KERNELS
 
@@ -311,24 +312,15 @@ class TensorRTLoop(Loop):
         self.cuda_graphs.clear()
         old.free()
 
-    def start(
-        self,
-        seeds: NDArray[np.uint64],
-        classes: NDArray[np.int64],
-        temperature: NDArray[np.float32],
-        guidance: NDArray[np.float32],
-        guided: bool,
-        mask: NDArray[np.uint8] | None,
-        known: NDArray[np.uint8] | None,
-    ) -> None:
+    def start(self, chunk: RequestChunk) -> None:
         self.backend.use_device()  # a loop is lent to one thread at a time, any thread
         h = self.host
-        np.copyto(h["seeds"], seeds)
-        np.copyto(h["class_label"], classes)
-        np.copyto(h["temperature"], temperature)
-        np.copyto(h["guidance"], guidance)
+        np.copyto(h["seeds"], chunk.seeds)
+        np.copyto(h["class_label"], chunk.classes)
+        np.copyto(h["temperature"], chunk.temperature)
+        np.copyto(h["guidance"], chunk.guidance)
         names = ["seeds", "class_label", "temperature", "guidance"]
-        masked = inpainting(mask, known)
+        masked = chunk.inpainting()
         self.masked = int(masked is not None)
         if masked is not None:
             np.copyto(h["keep"], masked[0])
@@ -336,7 +328,7 @@ class TensorRTLoop(Loop):
             names += ["keep", "known"]
         for name in names:
             copy_to_device(self.backend.cuda, self.dev[name], h[name], self.stream)
-        self.role = "step_guided" if guided else "step"
+        self.role = "step_guided" if chunk.guided else "step"
         self._context(self.role)
         self._draw(self.dev["half"], 0)
 
