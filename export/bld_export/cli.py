@@ -21,32 +21,38 @@ from bld_runtime.version import version_option
 
 from .flops import format_flops
 
-#: Commands other packages contribute, imported only when named (bld_serving and bld_engines
-#: depend on bld_runtime only; bld_export knows them by name, so none imports another at start).
-LAZY_COMMANDS = {
-    "triton": ("bld_serving.cli", "triton"),
-    "engine": ("bld_engines.cli", "engine"),
-    "doctor": ("bld_engines.doctor", "doctor"),
-}
+#: The entry-point group of the commands other packages contribute (pyproject.toml: bld_serving's
+#: `triton`, bld_engines' `engine` and `doctor`), imported only when named: those packages depend
+#: on bld_runtime only, and bld_export never imports them (docs/ARCHITECTURE.md).
+ENTRY_POINT_GROUP = "bld_export.commands"
 
 
 class ExportGroup(OneLineErrorGroup):
+    def _plugins(self):
+        from importlib import metadata
+
+        return {
+            ep.name: ep
+            for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)
+            if ep.name not in self.commands
+        }
+
     def list_commands(self, ctx):
-        return sorted(set(self.commands) | set(LAZY_COMMANDS))
+        return sorted(set(self.commands) | set(self._plugins()))
 
     def get_command(self, ctx, name):
-        if name in self.commands or name not in LAZY_COMMANDS:
-            return self.commands.get(name)
-        import importlib
-
-        module, attr = LAZY_COMMANDS[name]
+        if name in self.commands:
+            return self.commands[name]
+        ep = self._plugins().get(name)
+        if ep is None:
+            return None
         try:
-            return getattr(importlib.import_module(module), attr)
+            return ep.load()
         except ImportError as e:
             from bld_runtime.errors import BldError
 
             raise BldError(
-                f"`bld-export {name}` comes from {module}, which cannot be imported here ({e})"
+                f"`bld-export {name}` comes from {ep.module}, which cannot be imported here ({e})"
             ) from None
 
     def format_commands(self, ctx, formatter):
@@ -54,15 +60,14 @@ class ExportGroup(OneLineErrorGroup):
         from bld_runtime.errors import BldError
 
         names = self.list_commands(ctx)
+        plugins = self._plugins()
         limit = formatter.width - 6 - max(map(len, names))  # as click lays it out
         rows = []
         for name in names:
             try:
                 rows.append((name, self.get_command(ctx, name).get_short_help_str(limit)))
             except BldError:
-                rows.append(
-                    (name, f"(needs {LAZY_COMMANDS[name][0].split('.')[0]}, not installed)")
-                )
+                rows.append((name, f"(needs {plugins[name].module.split('.')[0]}, not installed)"))
         with formatter.section("Commands"):
             formatter.write_dl(rows)
 

@@ -160,7 +160,7 @@ def runtime_options(batched: bool = True) -> Callable[[F], F]:
     --rebuild-if-stale, --dla) and --no-chunk for commands that take a batch."""
 
     def decorate(f: F) -> F:
-        from .backends import BACKENDS
+        from .backends import names as backend_names
 
         f = click.option(
             "--dla",
@@ -198,7 +198,7 @@ def runtime_options(batched: bool = True) -> Callable[[F], F]:
             help="fp16 uses the bundle's *_fp16 graphs.",
         )(f)
         f = click.option(
-            "--backend", type=click.Choice(BACKENDS), default="cpu", show_default=True
+            "--backend", type=click.Choice(backend_names()), default="cpu", show_default=True
         )(f)
         if batched:
             f = click.option(

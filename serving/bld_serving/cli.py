@@ -1,7 +1,8 @@
 """`bld-export triton BUNDLE -o REPO ...`: write a Triton model repository serving a bundle.
 
-bld_export's CLI loads this command by name when it is run (bld_export.cli.LAZY_COMMANDS), so
-`bld-export` neither imports bld_serving nor needs tritonclient for its other commands.
+bld_export's CLI loads this command when it is run, through the entry-point group
+"bld_export.commands" (pyproject.toml), so `bld-export` neither imports bld_serving nor needs
+tritonclient for its other commands.
 """
 
 from __future__ import annotations

@@ -205,13 +205,38 @@ def _prepare_env(env: Path, log) -> None:
     site = env / "lib" / f"python{_python_version()}" / "site-packages"
     source = Path(bld_runtime.__file__).parent
     copy = site / "bld_runtime"
-    digest = _runtime_digest(source)
+    # The runtime finds its backends through entry points (backends.create), so the copy comes
+    # with a distribution's metadata naming them, as `pip install bld` would give it.
+    info = site / "bld_runtime_copy-0.dist-info"
+    entry_points = _runtime_entry_points()
+    digest = _runtime_digest(source) + " " + hashlib.sha256(entry_points.encode()).hexdigest()
     stamp = site / "bld_runtime.sha256"
     if not stamp.exists() or stamp.read_text() != digest:
-        if copy.exists():
-            shutil.rmtree(copy)
+        for old in (copy, info):
+            if old.exists():
+                shutil.rmtree(old)
         shutil.copytree(source, copy, ignore=shutil.ignore_patterns("__pycache__"))
+        info.mkdir()
+        (info / "METADATA").write_text(
+            "Metadata-Version: 2.1\nName: bld-runtime-copy\nVersion: 0\n"
+        )
+        (info / "entry_points.txt").write_text(entry_points)
         stamp.write_text(digest)
+
+
+def _runtime_entry_points() -> str:
+    """The runtime's own backends as installed here (group "bld.backends"), as an
+    entry_points.txt for the models' copy of the runtime."""
+    from importlib import metadata
+
+    from bld_runtime.backends import ENTRY_POINT_GROUP
+
+    points = sorted(
+        (ep.name, ep.value)
+        for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)
+        if ep.value.startswith("bld_runtime.")
+    )
+    return "".join([f"[{ENTRY_POINT_GROUP}]\n"] + [f"{n} = {v}\n" for n, v in points])
 
 
 def install(root: Path | None = None, log=lambda line: None) -> Install:

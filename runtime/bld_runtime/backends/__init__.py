@@ -1,9 +1,12 @@
 """Backends by name: "cpu" (default), "cuda" and "tensorrt-ep" (onnxruntime GPU providers),
 "tensorrt" (native TensorRT engines from an engine cache, the K steps as one CUDA graph).
 
-Every backend implements base.Backend; `create` picks one by name and reports clearly when a
-backend cannot run here (missing provider, missing CuPy, no device). The names are importable
-without onnxruntime (the CLI lists them in --help); everything else loads on first use.
+Every backend implements base.Backend and is found through the entry-point group "bld.backends"
+(name = "module:Class", the class taking (bundle, precision, options)): the runtime registers
+its own four there in pyproject.toml, as another package would register one of its own.
+`create` loads the one named and reports clearly when a backend cannot run here (missing
+provider, missing CuPy, no device). The names are importable without onnxruntime (the CLI lists
+them in --help); a backend's module loads only when that backend is created.
 """
 
 from __future__ import annotations
@@ -11,11 +14,28 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from importlib.metadata import EntryPoint
+
     from ..manifest import Bundle
     from .base import Backend, BackendOptions, Loop, available_providers, usable_cores
 
+#: The entry-point group of backends (docs/ARCHITECTURE.md, "Extension points").
+ENTRY_POINT_GROUP = "bld.backends"
+#: The runtime's own backends, in the order messages and --help list them.
 BACKENDS = ("cpu", "cuda", "tensorrt-ep", "tensorrt")
 _FROM_BASE = ("Backend", "BackendOptions", "Loop", "available_providers", "usable_cores")
+
+
+def registered() -> dict[str, EntryPoint]:
+    """name -> entry point of every backend registered in the group "bld.backends"."""
+    from importlib import metadata
+
+    return {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def names() -> tuple[str, ...]:
+    """Every backend's name: the runtime's own (BACKENDS), then those other packages register."""
+    return BACKENDS + tuple(sorted(set(registered()) - set(BACKENDS)))
 
 
 def create(
@@ -26,23 +46,14 @@ def create(
     from ..errors import BackendUnavailableError
     from . import base
 
-    if name == "cpu":
-        from .cpu import CpuBackend
-
-        return CpuBackend(bundle, precision, options)
-    if name in ("cuda", "tensorrt-ep"):
-        from .cuda import CudaBackend, TensorRTBackend
-
-        cls = CudaBackend if name == "cuda" else TensorRTBackend
-        return cls(bundle, precision, options)
-    if name == "tensorrt":
-        from .tensorrt import TensorRTBackend as NativeTensorRTBackend
-
-        return NativeTensorRTBackend(bundle, precision, options)
-    raise BackendUnavailableError(
-        f"unknown backend {name!r}; choose one of {', '.join(BACKENDS)} (onnxruntime here has "
-        f"{', '.join(base.available_providers())})"
-    )
+    point = registered().get(name)
+    if point is None:
+        raise BackendUnavailableError(
+            f"unknown backend {name!r}; choose one of {', '.join(names())} (onnxruntime here has "
+            f"{', '.join(base.available_providers())})"
+        )
+    backend: Backend = point.load()(bundle, precision, options)
+    return backend
 
 
 def __getattr__(name: str) -> Any:
@@ -55,6 +66,9 @@ def __getattr__(name: str) -> Any:
 
 __all__ = [
     "BACKENDS",
+    "ENTRY_POINT_GROUP",
+    "registered",
+    "names",
     "create",
     "Backend",
     "BackendOptions",
