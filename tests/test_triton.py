@@ -25,7 +25,7 @@ import tritonclient.grpc as grpcclient
 import tritonclient.http as httpclient
 from tritonclient.utils import InferenceServerException
 
-from bld_runtime import remote
+from bld_runtime import protocol
 from bld_runtime.bits import pack_bits
 from bld_runtime.errors import InvalidRequestError
 from bld_runtime.pipeline import Pipeline
@@ -55,9 +55,9 @@ def repository(tiny_bundle, triton_install, tmp_path_factory) -> Path:
     # A copy of `bld` whose batcher waits up to 1 s for 16 requests, so that requests sent
     # together are provably one batch (its execution count grows by one).
     check = repo / BATCH_CHECK
-    shutil.copytree(repo / remote.MODEL, check)
+    shutil.copytree(repo / protocol.MODEL, check)
     config = (check / "config.pbtxt").read_text()
-    config = config.replace(f'name: "{remote.MODEL}"', f'name: "{BATCH_CHECK}"')
+    config = config.replace(f'name: "{protocol.MODEL}"', f'name: "{BATCH_CHECK}"')
     config = config.replace(
         "max_queue_delay_microseconds: 2000",
         f"max_queue_delay_microseconds: {BATCH_CHECK_DELAY_US}",
@@ -117,16 +117,16 @@ def _local(pipe, req):
 
 def _inputs(module, req):
     values = [
-        (remote.SEED, np.array([[req["seed"]]], np.uint64)),
-        (remote.CLASS, np.array([[req["class_"]]], np.int64)),
+        (protocol.SEED, np.array([[req["seed"]]], np.uint64)),
+        (protocol.CLASS, np.array([[req["class_"]]], np.int64)),
     ]
-    values.append((remote.GUIDANCE, np.array([[req["guidance"]]], np.float32)))
-    values.append((remote.TEMPERATURE, np.array([[req["temperature"]]], np.float32)))
-    for spec, key in ((remote.MASK, "mask"), (remote.KNOWN_BITS, "known_bits")):
+    values.append((protocol.GUIDANCE, np.array([[req["guidance"]]], np.float32)))
+    values.append((protocol.TEMPERATURE, np.array([[req["temperature"]]], np.float32)))
+    for spec, key in ((protocol.MASK, "mask"), (protocol.KNOWN_BITS, "known_bits")):
         if req.get(key) is not None:
             values.append((spec, np.asarray(req[key])[None]))
     if req.get("preview_every") is not None:
-        values.append((remote.PREVIEW_EVERY, np.array([[req["preview_every"]]], np.int32)))
+        values.append((protocol.PREVIEW_EVERY, np.array([[req["preview_every"]]], np.int32)))
     inputs = []
     for spec, value in values:
         tensor = module.InferInput(spec.name, list(value.shape), spec.dtype)
@@ -135,11 +135,11 @@ def _inputs(module, req):
     return inputs
 
 
-def _infer(url, req, model=remote.MODEL):
+def _infer(url, req, model=protocol.MODEL):
     client = httpclient.InferenceServerClient(url.split("://")[1], network_timeout=120)
     try:
         result = client.infer(model, _inputs(httpclient, req))
-        return result.as_numpy(remote.IMAGE.name)[0], result.as_numpy(remote.BITS.name)[0]
+        return result.as_numpy(protocol.IMAGE.name)[0], result.as_numpy(protocol.BITS.name)[0]
     finally:
         client.close()
 
@@ -180,12 +180,12 @@ def test_served_images_are_identical_to_local_ones_alone_and_batched(server, pip
 
     order = list(range(len(requests)))
     random.Random(3).shuffle(order)
-    before = _stats(server.http_url, remote.MODEL)
+    before = _stats(server.http_url, protocol.MODEL)
     with ThreadPoolExecutor(16) as pool:
         served = dict(
             zip(order, pool.map(lambda i: _infer(server.http_url, requests[i]), order), strict=True)
         )
-    after = _stats(server.http_url, remote.MODEL, before[0] + len(requests))
+    after = _stats(server.http_url, protocol.MODEL, before[0] + len(requests))
     assert all(_same(served[i], expected[i]) for i in order)
     inferences, executions = after[0] - before[0], after[1] - before[1]
     assert inferences == len(requests)
@@ -280,7 +280,7 @@ def test_stream_sends_previews_every_k_steps_then_the_final_image(server, pipe):
     try:
         for i, req in enumerate(cases):
             client.async_stream_infer(
-                remote.STREAM_MODEL, _inputs(grpcclient, req), request_id=str(i)
+                protocol.STREAM_MODEL, _inputs(grpcclient, req), request_id=str(i)
             )
         for _ in cases:
             assert done.acquire(timeout=120)
@@ -549,7 +549,7 @@ def test_a_repository_whose_bundle_was_altered_does_not_load(
 
     repo = tmp_path / "repository"
     write_repository(tiny_bundle, repo, Serving(python_env=str(triton_install.python_env)))
-    graph = repo / remote.MODEL / "1" / "bundle" / "decoder.onnx"
+    graph = repo / protocol.MODEL / "1" / "bundle" / "decoder.onnx"
     data = bytearray(graph.read_bytes())
     data[-1] ^= 1
     graph.unlink()  # a new file: the repository's graphs may be hard links to the bundle's

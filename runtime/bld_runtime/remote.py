@@ -3,16 +3,16 @@
     with RemotePipeline.connect("http://127.0.0.1:8000") as remote:
         out = remote.generate(n=8, seeds=0, classes=3, guidance=1.0)  # a Generation, as local
 
-This module is the one source of the served models' protocol: their names, the names and types
-of their inputs and outputs, and the config parameters that describe the bundle. The serving
-package (bld_serving) writes model configs from it; the client here speaks it with
-`tritonclient`, an optional dependency imported only when a server is used.
+This is the client side of the served models' protocol (`bld_runtime.protocol`, which the
+serving package bld_serving imports too); it speaks it with `tritonclient`, an optional
+dependency imported only when a server is used.
 
 Each image is one request stating all its sampling parameters (seed, class, guidance,
 temperature; the client fills in the bundle's defaults), so the server's dynamic batcher groups
 concurrent requests, and an image depends only on its request, on any replica, as locally. The
-server checks every request with the runtime's own rules (Pipeline.check_request); the client
-only shapes the request into rows, and reports a refusal with the server's sentence.
+server checks every request with the runtime's own rules (`bld_runtime.request`); the client
+shapes the request with the same rules, values unchecked (`Request.build(check_values=False)`),
+sends it row by row, and reports a refusal with the server's sentence.
 """
 
 from __future__ import annotations
@@ -23,98 +23,38 @@ import itertools
 import threading
 from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from numpy.typing import NDArray
 
 from . import philox
 from .bits import unpack_bits
-from .errors import BldError, InvalidRequestError, ManifestError
-from .manifest import ImageSpec, LatentSpec
+from .errors import BldError, InvalidRequestError
+from .manifest import LatentSpec
+from .protocol import (
+    BITS,
+    CLASS,
+    FINAL,
+    GUIDANCE,
+    IMAGE,
+    MODEL,
+    OUTPUTS,
+    PREVIEW_EVERY,
+    SEED,
+    STEP,
+    STREAM_MODEL,
+    TEMPERATURE,
+    RemoteError,
+    ServedBundle,
+    TensorSpec,
+)
+from .request import Classes, PerImage, Request, RequestChunk
 
 if TYPE_CHECKING:
-    from .pipeline import Classes, Generation, PerImage
+    from .pipeline import Generation
 
-T = TypeVar("T", bound=np.generic)
-MODEL = "bld"  # generate: one response per request
-STREAM_MODEL = "bld_stream"  # decoupled: step previews, then the final image (gRPC)
-
-
-@dataclass(frozen=True)
-class TensorSpec:
-    name: str
-    dtype: str  # Triton's datatype name (UINT64, INT64, FP32, UINT8, INT32, BOOL)
-    optional: bool = False
-
-
-# Per-row scalars travel as dims [1]; mask and known_bits as (L, C); image as (H, W, ch); bits
-# packed as bld_runtime.bits.pack_bits writes them. Requests with the same set of inputs are
-# what Triton batches together.
-SEED = TensorSpec("seed", "UINT64")
-CLASS = TensorSpec("class", "INT64")  # the null class (= number of classes): unconditional
-GUIDANCE = TensorSpec("guidance", "FP32")
-TEMPERATURE = TensorSpec("temperature", "FP32")
-MASK = TensorSpec("mask", "UINT8", optional=True)  # inpainting, latent space: 1 = keep
-KNOWN_BITS = TensorSpec("known_bits", "UINT8", optional=True)
-PREVIEW_EVERY = TensorSpec("preview_every", "INT32", optional=True)  # stream only; 0 = none
-INPUTS = (SEED, CLASS, GUIDANCE, TEMPERATURE, MASK, KNOWN_BITS)
-STREAM_INPUTS = INPUTS + (PREVIEW_EVERY,)
-
-IMAGE = TensorSpec("image", "UINT8")
-BITS = TensorSpec("bits", "UINT8")
-STEP = TensorSpec("step", "INT32")  # stream only: the step the response shows (K = final)
-FINAL = TensorSpec("final", "BOOL")  # stream only: True on the last response of a request
-OUTPUTS = (IMAGE, BITS)
-STREAM_OUTPUTS = OUTPUTS + (STEP, FINAL)
-
-# config.pbtxt parameters describing the bundle, so that a client needs no copy of it.
-PARAM_IMAGE = "bld_image"  # "HxWxC"
-PARAM_LATENT = "bld_latent"  # "HxWxbits"
-PARAM_CLASSES = "bld_classes"  # number of classes (the null class is this number)
-PARAM_STEPS = "bld_steps"  # K
-PARAM_GUIDANCE = "bld_default_guidance"  # the bundle's defaults, which clients send
-PARAM_TEMPERATURE = "bld_default_temperature"
-
-
-class RemoteError(BldError):
-    """A Triton server that cannot be reached, or that refused or failed a request."""
-
-
-@dataclass(frozen=True)
-class ServedBundle:
-    """What a client needs to know about the bundle behind a served model."""
-
-    image: ImageSpec
-    latent: LatentSpec
-    num_classes: int
-    num_steps: int
-    max_batch: int  # the model's max_batch_size
-    guidance: float  # the bundle's defaults
-    temperature: float
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any], source: str) -> ServedBundle:
-        params = {k: v.get("string_value", "") for k, v in config.get("parameters", {}).items()}
-        try:
-            image = ImageSpec(*(int(v) for v in params[PARAM_IMAGE].split("x")))
-            latent = LatentSpec(*(int(v) for v in params[PARAM_LATENT].split("x")))
-            return cls(
-                image,
-                latent,
-                int(params[PARAM_CLASSES]),
-                int(params[PARAM_STEPS]),
-                int(config.get("max_batch_size", 0)) or 1,
-                float(params[PARAM_GUIDANCE]),
-                float(params[PARAM_TEMPERATURE]),
-            )
-        except (KeyError, ValueError, TypeError, ManifestError):
-            raise RemoteError(
-                f"{source} does not describe a bld bundle (its config lacks or "
-                f"garbles the bld_* parameters that bld-export triton "
-                f"writes)"
-            ) from None
-
+__all__ = ["DEFAULT_TIMEOUT_S", "RemoteError", "RemotePipeline", "parse_url"]
 
 # How long the client waits for a server to connect and for each answer (tritonclient's
 # connection and network timeouts; bld sample --server-timeout): a server that accepts the
@@ -175,31 +115,6 @@ def _message(error: BaseException) -> str:
 
 
 @dataclass(frozen=True)
-class _Rows:
-    """A request's per-image values, as the client sends them (the server checks them)."""
-
-    seeds: NDArray[np.uint64]  # (n,)
-    classes: NDArray[np.int64] | str  # 0-d or (n,); or "all"
-    guidance: NDArray[np.float32]  # 0-d or (n,)
-    temperature: NDArray[np.float32]
-    num_classes: int
-
-    @property
-    def count(self) -> int:
-        return len(self.seeds)
-
-    def row(self, i: int) -> tuple[int, int, float, float]:
-        cls = (
-            i % self.num_classes
-            if isinstance(self.classes, str)
-            else self.classes[() if self.classes.ndim == 0 else i]
-        )
-        g = self.guidance[() if self.guidance.ndim == 0 else i]
-        t = self.temperature[() if self.temperature.ndim == 0 else i]
-        return int(self.seeds[i]), int(cls), float(g), float(t)
-
-
-@dataclass(frozen=True)
 class _Event:
     index: int  # the image's position in the request
     image: NDArray[np.uint8]
@@ -208,9 +123,29 @@ class _Event:
 
 
 class RemotePipeline:
-    """`Pipeline.generate` / `iter_generate` on a Triton server: HTTP (model `bld`) or gRPC
-    streaming (model `bld_stream`, with optional step previews). At most `concurrency` images
-    are in flight at once; results come back in order."""
+    """`Pipeline.generate` / `iter_generate` on a Triton server.
+
+    Over HTTP (model `bld`) or gRPC streaming (model `bld_stream`, with optional step
+    previews). At most `concurrency` images are in flight at once; results come back in order.
+    The served bundle's facts are read from the model's config (`protocol.ServedBundle`).
+
+    Args:
+        url: http://HOST:PORT, https://, grpc:// or grpcs://, or HOST:PORT (HTTP).
+        concurrency: The most images in flight at once, >= 1.
+        timeout_s: How long to wait for the connection and for each answer.
+
+    Attributes:
+        url: The server's address as given.
+        protocol: "http" or "grpc".
+        model: The served model used, `bld` (HTTP) or `bld_stream` (gRPC).
+        bundle: What the server says of its bundle.
+
+    Raises:
+        InvalidRequestError: A bad url or concurrency.
+        RemoteError: A server that cannot be reached, does not answer in time, or does not
+            serve a bld bundle.
+        BldError: tritonclient is not installed.
+    """
 
     def __init__(self, url: str, concurrency: int = 16, timeout_s: float = DEFAULT_TIMEOUT_S):
         self.url = url
@@ -252,6 +187,20 @@ class RemotePipeline:
     def connect(
         cls, url: str, concurrency: int = 16, timeout_s: float = DEFAULT_TIMEOUT_S
     ) -> RemotePipeline:
+        """Connect to a Triton server (the same as `RemotePipeline(...)`).
+
+        Args:
+            url: As for the class.
+            concurrency: As for the class.
+            timeout_s: As for the class.
+
+        Returns:
+            The connected pipeline; close it (or use it in a with block).
+
+        Raises:
+            InvalidRequestError: A bad url or concurrency.
+            RemoteError: A server that cannot be reached or does not serve a bld bundle.
+        """
         return cls(url, concurrency, timeout_s)
 
     def _silent(self) -> RemoteError:
@@ -263,23 +212,31 @@ class RemotePipeline:
 
     @property
     def num_classes(self) -> int:
+        """The served bundle's number of classes (the null class is this number)."""
         return self.bundle.num_classes
 
     @property
     def num_steps(self) -> int:
+        """The served bundle's number of steps, K."""
         return self.bundle.num_steps
 
     @property
     def max_batch(self) -> int:
+        """The served model's max_batch_size: the size of the chunks `iter_generate` yields."""
         return self.bundle.max_batch
 
     @property
     def latent(self) -> LatentSpec:
+        """The served bundle's latent shape."""
         return self.bundle.latent
 
     def close(self, abandon: bool = False) -> None:
-        """Close the connection; `abandon` the requests still in flight instead of waiting for
-        their answers (tritonclient's HTTP close waits up to its network timeout)."""
+        """Close the connection (again: nothing).
+
+        Args:
+            abandon: Drop the requests still in flight instead of waiting for their answers
+                (tritonclient's HTTP close waits up to its network timeout).
+        """
         if self.client is not None:
             pool = getattr(self.client, "_pool", None)  # HTTP: the greenlets of the requests
             if abandon and pool is not None:
@@ -301,67 +258,32 @@ class RemotePipeline:
 
     # --- requests ---------------------------------------------------------------------------
 
-    def _rows(
+    def _request(
         self,
         n: int | None,
         seeds: philox.Seeds | None,
         classes: Classes,
         guidance: PerImage,
         temperature: PerImage,
-    ) -> _Rows:
-        seed_list = philox.request_seeds(seeds, n)  # the runtime's one check of seeds
-        count = len(seed_list)
-        class_spec: NDArray[np.int64] | str
-        if classes is None:
-            classes = self.num_classes  # the null class: unconditional
-        if isinstance(classes, str):
-            if classes != "all" or not self.num_classes:
-                raise InvalidRequestError(
-                    f"classes must be integers or 'all', got {classes!r}"
-                    if classes != "all"
-                    else "classes='all': this bundle is unconditional"
-                )
-            class_spec = classes
-        else:
-            class_spec = self._per_image("classes", classes, count, np.int64)
-        per_image_guidance = self._per_image(
-            "guidance", self.bundle.guidance if guidance is None else guidance, count, np.float32
-        )
-        per_image_temperature = self._per_image(
-            "temperature",
-            self.bundle.temperature if temperature is None else temperature,
-            count,
-            np.float32,
-        )
-        return _Rows(
-            seed_list, class_spec, per_image_guidance, per_image_temperature, self.num_classes
+    ) -> Request:
+        """The request shaped by the runtime's rules; its values are the server's to check."""
+        return Request.build(
+            self.bundle.rules,
+            n=n,
+            seeds=seeds,
+            classes=classes,
+            guidance=guidance,
+            temperature=temperature,
+            check_values=False,
         )
 
-    @staticmethod
-    def _per_image(name: str, value: object, count: int, dtype: type[T]) -> NDArray[T]:
-        """One value for all (0-d) or one per image; the server checks the values."""
-        try:
-            given = np.asarray(value)
-            if given.dtype.kind not in ("iu" if dtype is np.int64 else "iuf"):
-                raise TypeError
-            arr = given.astype(dtype)
-        except (TypeError, ValueError, OverflowError):
-            raise InvalidRequestError(f"{name} must be numbers, got {value!r}") from None
-        if arr.ndim > 1 or (arr.ndim == 1 and len(arr) != count):
-            raise InvalidRequestError(
-                f"{name} must be one value or one per image ({count}), got shape {arr.shape}"
-            )
-        return arr
-
-    def _inputs(
-        self, row: tuple[int, int, float, float], preview_every: int | None = None
-    ) -> list[Any]:
-        seed, cls, g, t = row
+    def _inputs(self, row: RequestChunk, preview_every: int | None = None) -> list[Any]:
+        """One image's request (`row`: a chunk of one image) as tritonclient inputs."""
         values: list[tuple[TensorSpec, NDArray[Any]]] = [
-            (SEED, np.array([[seed]], np.uint64)),
-            (CLASS, np.array([[cls]], np.int64)),
-            (GUIDANCE, np.array([[g]], np.float32)),
-            (TEMPERATURE, np.array([[t]], np.float32)),
+            (SEED, np.array(row.seeds, np.uint64).reshape(1, 1)),
+            (CLASS, np.array(row.classes, np.int64).reshape(1, 1)),
+            (GUIDANCE, np.array(row.guidance, np.float32).reshape(1, 1)),
+            (TEMPERATURE, np.array(row.temperature, np.float32).reshape(1, 1)),
         ]
         if preview_every is not None:
             values.append((PREVIEW_EVERY, np.array([[preview_every]], np.int32)))
@@ -384,7 +306,26 @@ class RemotePipeline:
         preview_every: int = 0,
         on_preview: Callable[[int, int, NDArray[np.uint8]], object] | None = None,
     ) -> Generation:
-        """Every image of the request at once, as a bld_runtime.pipeline.Generation."""
+        """Every image of the request at once, as `Pipeline.generate` returns them.
+
+        Args:
+            n: As in `Pipeline.generate`.
+            seeds: As in `Pipeline.generate`.
+            classes: As in `Pipeline.generate`.
+            guidance: As in `Pipeline.generate`; None sends the bundle's default.
+            temperature: As in `Pipeline.generate`; None sends the bundle's default.
+            preview_every: As in `iter_generate` (gRPC only).
+            on_preview: As in `iter_generate`.
+
+        Returns:
+            A `bld_runtime.pipeline.Generation` (images, bits, seeds, classes).
+
+        Raises:
+            InvalidRequestError: A request of the wrong shape (how many values, of what type),
+                found here.
+            RemoteError: A request the server refused (with the server's sentence, e.g. a
+                guidance out of range), or a server that failed or did not answer.
+        """
         from .pipeline import Generation
 
         chunks = list(
@@ -407,19 +348,36 @@ class RemotePipeline:
         preview_every: int = 0,
         on_preview: Callable[[int, int, NDArray[np.uint8]], object] | None = None,
     ) -> Iterator[Generation]:
-        """Like Pipeline.iter_generate: one Generation per chunk of the served max_batch images,
-        in order; memory is bounded by `concurrency` images in flight whatever n is.
+        """Like `Pipeline.iter_generate`: one Generation per chunk of the served max_batch
+        images, in order.
 
-        Arguments as in Pipeline.generate (n, seeds, classes, guidance, temperature). The
-        first image's answer is awaited before this returns, so a request the server refuses
-        (every image of a CLI request has the same parameters) raises here, before the caller
-        writes anything.
-        gRPC only: preview_every=k asks for the decoded bits every k steps, handed to
-        on_preview(index, step, image) in the thread that iterates, as they stream in.
+        Memory is bounded by `concurrency` images in flight whatever n is. The request is
+        shaped here by the runtime's rules (`request.Request.build`); its values are checked
+        by the server. The first image's answer is awaited before this returns, so a request
+        the server refuses (every image of a CLI request has the same parameters) raises here,
+        before the caller writes anything.
+
+        Args:
+            n: As in `Pipeline.generate`.
+            seeds: As in `Pipeline.generate`.
+            classes: As in `Pipeline.generate`.
+            guidance: As in `Pipeline.generate`; None sends the bundle's default.
+            temperature: As in `Pipeline.generate`; None sends the bundle's default.
+            preview_every: gRPC only: k > 0 asks for the decoded bits every k steps.
+            on_preview: on_preview(index, step, image), called with each preview in the
+                thread that iterates, as they stream in.
+
+        Returns:
+            An iterator of `bld_runtime.pipeline.Generation`, one per chunk.
+
+        Raises:
+            InvalidRequestError: A request of the wrong shape, or previews over HTTP.
+            RemoteError: A request the server refused (with the server's sentence), or a
+                server that failed or did not answer.
         """
         from .pipeline import Generation
 
-        rows = self._rows(n, seeds, classes, guidance, temperature)
+        request = self._request(n, seeds, classes, guidance, temperature)
         if (
             isinstance(preview_every, bool)
             or not isinstance(preview_every, int)
@@ -432,7 +390,9 @@ class RemotePipeline:
             raise InvalidRequestError(
                 "step previews stream over gRPC only: use a grpc://HOST:PORT server address"
             )
-        events = self._stream(rows, preview_every) if self.protocol == "grpc" else self._http(rows)
+        events = (
+            self._stream(request, preview_every) if self.protocol == "grpc" else self._http(request)
+        )
         early: list[_Event] = []  # everything up to image 0's answer (previews come later)
         try:
             for event in events:
@@ -455,49 +415,50 @@ class RemotePipeline:
                         continue
                     images.append(event.image)
                     packed.append(event.packed)
-                    if len(images) == self.max_batch or lo + len(images) == rows.count:
+                    if len(images) == self.max_batch or lo + len(images) == request.count:
                         hi = lo + len(images)
                         yield Generation(
                             np.stack(images),
                             unpack_bits(np.stack(packed), self.latent.shape),
-                            rows.seeds[lo:hi],
-                            np.array([rows.row(i)[1] for i in range(lo, hi)], np.int64),
+                            request.seeds(lo, hi),
+                            request.classes(lo, hi),
                         )
                         images, packed, lo = [], [], hi
 
         return chunks()
 
-    def _refused(self, rows: _Rows, index: int, error: BaseException) -> RemoteError:
+    def _refused(self, request: Request, index: int, error: BaseException) -> RemoteError:
         if isinstance(error, TimeoutError):
             return self._silent()
-        return RemoteError(f"image {index} (seed {rows.row(index)[0]}): {_message(error)}")
+        seed = int(request.seeds(index, index + 1)[0])
+        return RemoteError(f"image {index} (seed {seed}): {_message(error)}")
 
-    def _http(self, rows: _Rows) -> Generator[_Event, None, None]:
+    def _http(self, request: Request) -> Generator[_Event, None, None]:
         """Model `bld` over HTTP: up to `concurrency` requests in flight, answers in order."""
         client = self._connected()
         outputs = [self._module.InferRequestedOutput(o.name, binary_data=True) for o in OUTPUTS]
         pending: collections.deque[tuple[int, Any]] = collections.deque()
         sent = 0
-        while sent < rows.count or pending:
-            while sent < rows.count and len(pending) < self.concurrency:
+        while sent < request.count or pending:
+            while sent < request.count and len(pending) < self.concurrency:
                 try:
                     handle = client.async_infer(
-                        self.model, self._inputs(rows.row(sent)), outputs=outputs
+                        self.model, self._inputs(request.chunk(sent, sent + 1)), outputs=outputs
                     )
                 except (self._server_error, OSError) as e:
-                    raise self._refused(rows, sent, e) from None
+                    raise self._refused(request, sent, e) from None
                 pending.append((sent, handle))
                 sent += 1
             index, handle = pending.popleft()
             try:
                 result = handle.get_result()
             except (self._server_error, OSError) as e:
-                raise self._refused(rows, index, e) from None
+                raise self._refused(request, index, e) from None
             yield _Event(
                 index, result.as_numpy(IMAGE.name)[0], result.as_numpy(BITS.name)[0], self.num_steps
             )
 
-    def _stream(self, rows: _Rows, preview_every: int) -> Generator[_Event, None, None]:
+    def _stream(self, request: Request, preview_every: int) -> Generator[_Event, None, None]:
         """Model `bld_stream` over one gRPC stream: previews and final images as they come,
         handed out in order of images (an image's previews before its final answer)."""
         client = self._connected()
@@ -534,11 +495,11 @@ class RemotePipeline:
         finished = False
         try:
             sent = 0
-            for index in range(rows.count):
-                while sent < rows.count and sent - index < self.concurrency:
+            for index in range(request.count):
+                while sent < request.count and sent - index < self.concurrency:
                     client.async_stream_infer(
                         self.model,
-                        self._inputs(rows.row(sent), preview_every),
+                        self._inputs(request.chunk(sent, sent + 1), preview_every),
                         request_id=str(sent),
                     )
                     sent += 1

@@ -6,7 +6,7 @@ not parse cannot be written. `check_config` adds what the proto cannot say: the 
 applies when it loads a model (batch axis, reshape of per-row scalars, decoupled, instance
 kinds, plan files), so a repository is checked here as far as it can be without the backend.
 
-The served protocol (names, types) comes from bld_runtime.remote; graph I/O from the
+The served protocol (names, types) comes from bld_runtime.protocol; graph I/O from the
 bundle manifest's GraphSpec.
 """
 
@@ -14,7 +14,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from bld_runtime import remote
+from bld_runtime import protocol
 from bld_runtime.bits import packed_bytes
 from bld_runtime.manifest import BATCH, GraphSpec, Manifest
 
@@ -72,12 +72,12 @@ def _parameters(config, values: dict[str, str]) -> None:
 def _bundle_parameters(manifest: Manifest) -> dict[str, str]:
     img, lat = manifest.image, manifest.latent
     return {
-        remote.PARAM_IMAGE: f"{img.height}x{img.width}x{img.channels}",
-        remote.PARAM_LATENT: f"{lat.height}x{lat.width}x{lat.bits}",
-        remote.PARAM_CLASSES: str(manifest.classes.count),
-        remote.PARAM_STEPS: str(manifest.schedule.sampling_steps),
-        remote.PARAM_GUIDANCE: repr(manifest.defaults.guidance),
-        remote.PARAM_TEMPERATURE: repr(manifest.defaults.temperature),
+        protocol.PARAM_IMAGE: f"{img.height}x{img.width}x{img.channels}",
+        protocol.PARAM_LATENT: f"{lat.height}x{lat.width}x{lat.bits}",
+        protocol.PARAM_CLASSES: str(manifest.classes.count),
+        protocol.PARAM_STEPS: str(manifest.schedule.sampling_steps),
+        protocol.PARAM_GUIDANCE: repr(manifest.defaults.guidance),
+        protocol.PARAM_TEMPERATURE: repr(manifest.defaults.temperature),
     }
 
 
@@ -112,12 +112,12 @@ def pipeline_model(
     # reaches the model, which refuses it with the runtime's own message (Triton's own names
     # the max_batch_size setting, which misleads a client), and does not split the batch.
     dims = {
-        remote.MASK.name: [-1, -1],
-        remote.KNOWN_BITS.name: [-1, -1],
-        remote.IMAGE.name: list(manifest.image.shape),
-        remote.BITS.name: [packed_bytes(L, C)],
+        protocol.MASK.name: [-1, -1],
+        protocol.KNOWN_BITS.name: [-1, -1],
+        protocol.IMAGE.name: list(manifest.image.shape),
+        protocol.BITS.name: [packed_bytes(L, C)],
     }
-    for spec in remote.STREAM_INPUTS if decoupled else remote.INPUTS:
+    for spec in protocol.STREAM_INPUTS if decoupled else protocol.INPUTS:
         config.input.add(
             name=spec.name,
             data_type=getattr(pb, "TYPE_" + spec.dtype),
@@ -125,7 +125,7 @@ def pipeline_model(
             optional=spec.optional,
             allow_ragged_batch=-1 in dims.get(spec.name, [1]),
         )
-    for spec in remote.STREAM_OUTPUTS if decoupled else remote.OUTPUTS:
+    for spec in protocol.STREAM_OUTPUTS if decoupled else protocol.OUTPUTS:
         config.output.add(
             name=spec.name,
             data_type=getattr(pb, "TYPE_" + spec.dtype),

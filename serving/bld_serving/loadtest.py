@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from bld_runtime import remote
+from bld_runtime import protocol
 
 
 @dataclass
@@ -65,15 +65,15 @@ def warm_up(url: str, max_batch: int, classes: int = 10, rounds: int = 2) -> Non
                 seeds = np.arange(n, dtype=np.uint64).reshape(n, 1)
                 inputs = []
                 for spec, value in (
-                    (remote.SEED, seeds),
-                    (remote.CLASS, (seeds % classes).astype(np.int64)),
-                    (remote.GUIDANCE, np.zeros((n, 1), np.float32)),
-                    (remote.TEMPERATURE, np.ones((n, 1), np.float32)),
+                    (protocol.SEED, seeds),
+                    (protocol.CLASS, (seeds % classes).astype(np.int64)),
+                    (protocol.GUIDANCE, np.zeros((n, 1), np.float32)),
+                    (protocol.TEMPERATURE, np.ones((n, 1), np.float32)),
                 ):
                     tensor = http.InferInput(spec.name, list(value.shape), spec.dtype)
                     tensor.set_data_from_numpy(value)
                     inputs.append(tensor)
-                connection.infer(remote.MODEL, inputs)
+                connection.infer(protocol.MODEL, inputs)
     finally:
         connection.close()
 
@@ -101,7 +101,7 @@ def run_load(
 
     def client(index: int) -> None:
         connection = http.InferenceServerClient(url.split("://", 1)[-1], network_timeout=60)
-        outputs = [http.InferRequestedOutput(remote.BITS.name, binary_data=True)]
+        outputs = [http.InferRequestedOutput(protocol.BITS.name, binary_data=True)]
         start.wait()
         i = index
         while time.monotonic() < deadline[0]:
@@ -109,17 +109,17 @@ def run_load(
             i += clients
             inputs = []
             for spec, value in (
-                (remote.SEED, np.array([[seed]], np.uint64)),
-                (remote.CLASS, np.array([[seed % classes]], np.int64)),
-                (remote.GUIDANCE, np.array([[guidance]], np.float32)),
-                (remote.TEMPERATURE, np.array([[temperature]], np.float32)),
+                (protocol.SEED, np.array([[seed]], np.uint64)),
+                (protocol.CLASS, np.array([[seed % classes]], np.int64)),
+                (protocol.GUIDANCE, np.array([[guidance]], np.float32)),
+                (protocol.TEMPERATURE, np.array([[temperature]], np.float32)),
             ):
                 tensor = http.InferInput(spec.name, list(value.shape), spec.dtype)
                 tensor.set_data_from_numpy(value)
                 inputs.append(tensor)
             began = time.perf_counter()
             try:
-                result = connection.infer(remote.MODEL, inputs, outputs=outputs)
+                result = connection.infer(protocol.MODEL, inputs, outputs=outputs)
             except Exception as e:  # noqa: BLE001 - every failure is counted and reported
                 with lock:
                     report.errors.append(str(e))
@@ -127,7 +127,7 @@ def run_load(
                     break
                 continue
             took = (time.perf_counter() - began) * 1e3
-            ok = np.array_equal(result.as_numpy(remote.BITS.name)[0], expected[seed])
+            ok = np.array_equal(result.as_numpy(protocol.BITS.name)[0], expected[seed])
             with lock:
                 report.latencies_ms.append(took)
                 report.mismatches += not ok

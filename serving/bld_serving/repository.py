@@ -37,7 +37,7 @@ from bld_runtime.backends.base import PRECISIONS, graph_names
 from bld_runtime.errors import ManifestError
 from bld_runtime.files import replacing_directory
 from bld_runtime.manifest import MANIFEST_NAME, load_bundle
-from bld_runtime.remote import MODEL, STREAM_MODEL
+from bld_runtime.protocol import MODEL, STREAM_MODEL
 
 from . import configs
 from .configs import Serving

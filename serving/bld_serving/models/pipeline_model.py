@@ -6,9 +6,10 @@ loaded at initialize from the bundle copied beside this file (Pipeline.load chec
 manifest and every file's sha256), on the backend the config names.
 
 A batch from Triton's dynamic batcher is a list of client requests. Each request is checked
-on its own with the runtime's own rules (Pipeline.check_request) before it joins the batch:
-a bad request gets its own error response with the runtime's message, and the others in that
-batch are generated together in one Pipeline.generate call. An image's bits depend only on
+on its own with the runtime's own rules (Pipeline.check_request, bld_runtime.request) before it
+joins the batch: a bad request gets its own error response with the runtime's message, and the
+others in that batch are joined (Request.concat) and generated together in one Pipeline.run
+call. An image's bits depend only on
 its seed, class, guidance and temperature, never on the batch it ran in, so served images
 are identical to local ones.
 
@@ -27,11 +28,12 @@ import numpy as np
 import triton_python_backend_utils as pb_utils
 
 from bld_runtime import __version__ as bld_version
-from bld_runtime import remote
+from bld_runtime import protocol
 from bld_runtime.backends import BackendOptions
 from bld_runtime.bits import pack_bits
 from bld_runtime.errors import InvalidRequestError
 from bld_runtime.pipeline import Pipeline
+from bld_runtime.request import Request
 
 
 def _parameter(config: dict, key: str, default: str = "") -> str:
@@ -91,17 +93,17 @@ class TritonPythonModel:
             return None if value is None else value.reshape(len(value))  # (n, 1) -> (n,)
 
         checked = self.pipe.check_request(
-            seeds=rows(get(remote.SEED)),
-            classes=rows(get(remote.CLASS)),
-            guidance=rows(get(remote.GUIDANCE)),
-            temperature=rows(get(remote.TEMPERATURE)),
-            mask=get(remote.MASK),
-            known_bits=get(remote.KNOWN_BITS),
+            seeds=rows(get(protocol.SEED)),
+            classes=rows(get(protocol.CLASS)),
+            guidance=rows(get(protocol.GUIDANCE)),
+            temperature=rows(get(protocol.TEMPERATURE)),
+            mask=get(protocol.MASK),
+            known_bits=get(protocol.KNOWN_BITS),
             chunk=False,
         )
         every = self.preview_every
-        if self.decoupled and get(remote.PREVIEW_EVERY) is not None:
-            values = np.unique(get(remote.PREVIEW_EVERY))
+        if self.decoupled and get(protocol.PREVIEW_EVERY) is not None:
+            values = np.unique(get(protocol.PREVIEW_EVERY))
             if len(values) != 1 or values[0] < 0:
                 raise InvalidRequestError(
                     f"preview_every must be one integer >= 0 (0 = no "
@@ -109,27 +111,6 @@ class TritonPythonModel:
                 )
             every = int(values[0])
         return checked, every
-
-    def _merge(self, checked):
-        """The checked requests' rows as one request to generate; rows without inpainting get
-        an all-zero mask, which keeps nothing, so their bits are those of an unmasked
-        request."""
-        rows = [request.rows(0, request.count) for request in checked]
-        merged = {
-            key: np.concatenate([r[key] for r in rows])
-            for key in ("seeds", "classes", "guidance", "temperature")
-        }
-        if any(r["mask"] is not None for r in rows):
-            for key in ("mask", "known_bits"):
-                merged[key] = np.concatenate(
-                    [
-                        np.zeros((len(r["seeds"]),) + self.pipe.latent_shape, np.uint8)
-                        if r[key] is None
-                        else r[key]
-                        for r in rows
-                    ]
-                )
-        return merged
 
     @staticmethod
     def _error(error: Exception):
@@ -145,14 +126,14 @@ class TritonPythonModel:
     @staticmethod
     def _outputs(images, bits, step=None, final=None):
         tensors = [
-            pb_utils.Tensor(remote.IMAGE.name, np.ascontiguousarray(images)),
-            pb_utils.Tensor(remote.BITS.name, pack_bits(bits)),
+            pb_utils.Tensor(protocol.IMAGE.name, np.ascontiguousarray(images)),
+            pb_utils.Tensor(protocol.BITS.name, pack_bits(bits)),
         ]
         if step is not None:
             n = len(images)
             tensors += [
-                pb_utils.Tensor(remote.STEP.name, np.full((n, 1), step, np.int32)),
-                pb_utils.Tensor(remote.FINAL.name, np.full((n, 1), final, np.bool_)),
+                pb_utils.Tensor(protocol.STEP.name, np.full((n, 1), step, np.int32)),
+                pb_utils.Tensor(protocol.FINAL.name, np.full((n, 1), final, np.bool_)),
             ]
         return pb_utils.InferenceResponse(output_tensors=tensors)
 
@@ -198,9 +179,10 @@ class TritonPythonModel:
                     at += n
 
         try:
-            out = self.pipe.generate(
-                **self._merge([c for _, c, _ in accepted]),
-                chunk=False,
+            # The checked requests' rows as one request: rows without inpainting get an
+            # all-zero mask when others inpaint, which keeps nothing (Request.concat).
+            out = self.pipe.run(
+                Request.concat([c for _, c, _ in accepted]),
                 callback=preview if self.decoupled else None,
             )
         except Exception as e:  # noqa: BLE001 - checked above: the run itself failed, for each
