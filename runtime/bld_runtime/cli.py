@@ -447,6 +447,7 @@ def sample(
     server and writes the same files.
     """
     from .bits import MAX_LATENTS
+    from .request import check_batch
     from .sampling import write_samples
 
     if count > MAX_LATENTS:  # before anything is loaded or written
@@ -498,11 +499,7 @@ def sample(
         raise InvalidRequestError("--preview-every streams from a grpc:// --server only")
     pipe = _load(bundle, backend, precision, threads, engine_cache, rebuild_if_stale, dla_core)
     classes = parse_classes(class_, count, pipe.num_classes)
-    if not chunk and count > pipe.max_batch:
-        raise InvalidRequestError(
-            f"batch size {count} is above this bundle's max_batch of {pipe.max_batch} "
-            f"(allow chunking or send fewer images)"
-        )
+    check_batch(count, pipe.max_batch, chunk)  # before anything is written
     chunks = pipe.iter_generate(
         n=count, seeds=base_seed, classes=classes, guidance=guidance, temperature=temperature
     )
