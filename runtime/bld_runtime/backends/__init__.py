@@ -17,7 +17,13 @@ if TYPE_CHECKING:
     from importlib.metadata import EntryPoint
 
     from ..manifest import Bundle
-    from .base import Backend, BackendOptions, Loop, available_providers, usable_cores
+
+    # base's names, re-exported (see __getattr__)
+    from .base import Backend as Backend
+    from .base import BackendOptions as BackendOptions
+    from .base import Loop as Loop
+    from .base import available_providers as available_providers
+    from .base import usable_cores as usable_cores
 
 #: The entry-point group of backends (docs/ARCHITECTURE.md, "Extension points").
 ENTRY_POINT_GROUP = "bld.backends"
@@ -57,6 +63,8 @@ def create(
 
 
 def __getattr__(name: str) -> Any:
+    """base's names (Backend, BackendOptions, Loop, ...) from here too, imported on first use
+    (base imports onnxruntime). Documented in base, so not in __all__."""
     if name in _FROM_BASE:
         from . import base
 
@@ -64,15 +72,4 @@ def __getattr__(name: str) -> Any:
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-__all__ = [
-    "BACKENDS",
-    "ENTRY_POINT_GROUP",
-    "registered",
-    "names",
-    "create",
-    "Backend",
-    "BackendOptions",
-    "Loop",
-    "available_providers",
-    "usable_cores",
-]
+__all__ = ["BACKENDS", "ENTRY_POINT_GROUP", "registered", "names", "create"]
