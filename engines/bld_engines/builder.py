@@ -110,6 +110,30 @@ RTX_NAMES = (
 
 @dataclass(frozen=True)
 class BuildOptions:
+    """The options of one `bld-export engine` call (its flags, one field each).
+
+    Attributes:
+        precision: "fp32" or "fp16" (the *_fp16 graphs, strongly typed; the encoder stays
+            fp32).
+        fp16_flag: TensorRT 10 only: build the fp32 graphs with the FP16 builder flag
+            (with precision "fp16").
+        profiles: Batch profiles; () means one profile 1:max_batch:max_batch.
+        workspace_mib: The builder's workspace limit; None for TensorRT's default.
+        optimization_level: 0..5; None for TensorRT's default (3).
+        timing_cache: A timing cache file to read and update; None for none.
+        hardware_compat: "none", "ampere+" or "same-cc".
+        version_compatible: Build engines that newer TensorRT of the same major version run.
+        dla_core: Build for this DLA core; None for the GPU.
+        compute_capabilities: TensorRT-RTX's target GPUs, e.g. ("8.6", "8.9"); () for its
+            default.
+        flavour: "tensorrt" or "tensorrt_rtx"; None for the first importable.
+        rebuild_if_stale: Rebuild a cached engine that is refused instead of failing.
+        graphs: Build only these graphs; () for every graph of the precision.
+
+    Raises:
+        InvalidRequestError: An option out of range, or fp16_flag without precision "fp16".
+    """
+
     precision: str = "fp32"  # fp32 | fp16
     fp16_flag: bool = False  # TensorRT 10 only: FP16 builder flag on the fp32 graphs
     profiles: tuple[BatchProfile, ...] = ()  # () = 1:max_batch:max_batch
@@ -148,6 +172,15 @@ class BuildOptions:
 
 @dataclass
 class BuiltEngine:
+    """One engine `build_bundle` built or found.
+
+    Attributes:
+        graph: The bundle's graph name, e.g. "step_fp16".
+        entry: The engine's cache entry (plan and manifest paths, key).
+        cached: True for a cache hit (nothing was built).
+        seconds: How long the build took (0 for a hit).
+    """
+
     graph: str
     entry: CachedEngine
     cached: bool  # True: a cache hit, nothing was built
@@ -156,7 +189,16 @@ class BuiltEngine:
 
 def graph_names(bundle: Bundle, precision: str, fp16_flag: bool) -> list[tuple[str, str]]:
     """(graph name, key precision) per graph kind: the graphs the runtime loads for
-    `precision` (the encoder is always fp32), or with fp16_flag the fp32 graphs built fp16."""
+    `precision` (the encoder is always fp32), or with fp16_flag the fp32 graphs built fp16.
+
+    Args:
+        bundle: A loaded bundle.
+        precision: "fp32" or "fp16".
+        fp16_flag: The fp32 graphs, keyed fp16 (TensorRT 10's FP16 builder flag).
+
+    Returns:
+        One (graph name, precision of its engine key) per kind, in KINDS order.
+    """
     from bld_runtime.backends.base import graph_names as runtime_graph_names
 
     names = runtime_graph_names(bundle, "fp32" if fp16_flag else precision)
@@ -352,7 +394,19 @@ class Builder:
 def read_checked_graph(bundle: Bundle, name: str) -> tuple[bytes, str]:
     """Graph `name`'s bytes, sha256 checked, after the runtime's load checks held them to
     bld.json (onnxruntime loads them on the CPU: I/O, and the facts recorded in bld.graph);
-    and those facts as canonical JSON, for the engine's manifest."""
+    and those facts as canonical JSON, for the engine's manifest.
+
+    Args:
+        bundle: A loaded bundle.
+        name: One of its graphs.
+
+    Returns:
+        (the ONNX bytes, the recorded facts as canonical JSON).
+
+    Raises:
+        BundleIntegrityError: The file is missing or its sha256 differs.
+        ManifestError: The graph's I/O or recorded facts differ from bld.json.
+    """
     import onnxruntime as ort
 
     from bld_runtime.backends.base import Graph, checked_session
@@ -368,7 +422,15 @@ def read_checked_graph(bundle: Bundle, name: str) -> tuple[bytes, str]:
 
 
 def check_recorded_facts(bundle: Bundle, entry: CachedEngine) -> None:
-    """Refuse a cached engine whose graph's recorded facts differ from today's bld.json."""
+    """Refuse a cached engine whose graph's recorded facts differ from today's bld.json.
+
+    Args:
+        bundle: The loaded bundle.
+        entry: A cached engine of one of its graphs.
+
+    Raises:
+        ManifestError: The facts differ (the message names the plan).
+    """
     try:
         check_graph_facts(
             bundle.manifest, entry.key.graph, {GRAPH_METADATA_KEY: entry.manifest.graph_facts}
@@ -385,7 +447,32 @@ def build_bundle(
     progress: Callable[[], object] | None = None,
     flavour: Flavour | None = None,
 ) -> list[BuiltEngine]:
-    """Build (or find in the cache) every engine of `bundle_dir` for `options`."""
+    """Build (or find in the cache) every engine of `bundle_dir` for `options`.
+
+    Each engine is built under its key's lock, so concurrent builds of one key build it once.
+
+    Args:
+        bundle_dir: The bundle's folder (or its bld.json).
+        cache_dir: The engine cache's folder (created when missing), e.g. BUNDLE/engines.
+        options: What to build and how.
+        log: Called with one line per graph (cached, rebuilding, built) and notes.
+        progress: A factory of trt.IProgressMonitor, set on each build where TensorRT has
+            progress monitors; None for none.
+        flavour: An imported TensorRT flavour; None imports `options.flavour`.
+
+    Returns:
+        One BuiltEngine per graph, in KINDS order.
+
+    Raises:
+        InvalidRequestError: A profile above the bundle's max_batch, an unknown --graph, or
+            an option this TensorRT cannot build.
+        BackendUnavailableError: No TensorRT builder of that flavour can be imported.
+        StaleEngineError: A cached engine of the same key is refused and
+            `options.rebuild_if_stale` is False.
+        ManifestError: The bundle, or a graph's recorded facts, does not check.
+        BundleIntegrityError: A graph file is missing or altered.
+        EngineBuildError: TensorRT cannot parse or build a graph.
+    """
     import time
 
     bundle = load_bundle(bundle_dir)
@@ -450,7 +537,17 @@ def build_bundle(
 
 def rebuild_for_runtime(bundle_dir, cache_dir, precision: str, flavour: str | None) -> None:
     """The runtime's --rebuild-if-stale (entry point "bld.engine_builder"): build the bundle's
-    engines for this TensorRT and GPU with the default profile."""
+    engines for this TensorRT and GPU with the default profile.
+
+    Args:
+        bundle_dir: The bundle's folder.
+        cache_dir: The engine cache's folder.
+        precision: "fp32" or "fp16".
+        flavour: "tensorrt" or "tensorrt_rtx"; None for the first importable.
+
+    Raises:
+        BldError: As `build_bundle` (stale engines are rebuilt, not refused).
+    """
     build_bundle(
         bundle_dir,
         cache_dir,

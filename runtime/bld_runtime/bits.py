@@ -42,12 +42,30 @@ SUFFIXES = (".bldz", ".npy")
 
 
 def packed_bytes(tokens: int, bits: int) -> int:
-    """Bytes per image of a packed L x C latent."""
+    """Bytes per image of a packed L x C latent.
+
+    Args:
+        tokens: L, the latent's tokens (height x width).
+        bits: C, the bits per token.
+
+    Returns:
+        ceil(L * C / 8).
+    """
     return -(-tokens * bits // 8)
 
 
 def pack_bits(bits: npt.ArrayLike) -> NDArray[np.uint8]:
-    """(B, L, C) 0/1 values -> uint8 (B, ceil(L*C/8)), little bit order over the flat index."""
+    """(B, L, C) 0/1 values -> uint8 (B, ceil(L*C/8)), little bit order over the flat index.
+
+    Args:
+        bits: (B, L, C) values that are all 0 or 1 (any integer dtype, or bool).
+
+    Returns:
+        uint8 (B, packed_bytes(L, C)); the pad bits of each row's last byte are 0.
+
+    Raises:
+        PackedBitsError: `bits` is not 3-D or holds a value other than 0 and 1.
+    """
     array = np.asarray(bits)
     if array.ndim != 3:
         raise PackedBitsError(f"bits must have shape (batch, L, C), got {array.shape}")
@@ -58,7 +76,19 @@ def pack_bits(bits: npt.ArrayLike) -> NDArray[np.uint8]:
 
 
 def unpack_bits(packed: npt.ArrayLike, latent_shape: tuple[int, int]) -> NDArray[np.uint8]:
-    """uint8 (B, ceil(L*C/8)) -> uint8 0/1 (B, L, C) for latent_shape (L, C)."""
+    """uint8 (B, ceil(L*C/8)) -> uint8 0/1 (B, L, C) for latent_shape (L, C).
+
+    Args:
+        packed: uint8 (B, packed_bytes(L, C)), as `pack_bits` makes.
+        latent_shape: (L, C): tokens and bits per token.
+
+    Returns:
+        uint8 0/1 (B, L, C).
+
+    Raises:
+        PackedBitsError: `packed` is not 2-D uint8, its rows have another length, or a pad
+            bit is set.
+    """
     tokens, channels = latent_shape
     n = tokens * channels
     array = np.asarray(packed)
@@ -83,7 +113,20 @@ def unpack_bits(packed: npt.ArrayLike, latent_shape: tuple[int, int]) -> NDArray
 def save_bits(
     path: str | os.PathLike[str], bits: npt.ArrayLike, latent_hw: tuple[int, int]
 ) -> Path:
-    """Write (B, L, C) bits to `path` (.bldz or .npy) atomically; latent_hw = (H, W), H*W = L."""
+    """Write (B, L, C) bits to `path` (.bldz or .npy) atomically; latent_hw = (H, W), H*W = L.
+
+    Args:
+        path: The file; its suffix, .bldz or .npy, chooses the format.
+        bits: (B, L, C) 0/1 values.
+        latent_hw: The latent's (height, width) in tokens, recorded in a .bldz header.
+
+    Returns:
+        The path written.
+
+    Raises:
+        PackedBitsError: Another suffix, bits that are not (B, L, C) 0/1, or H * W != L.
+        OSError: The file cannot be written.
+    """
     path = Path(path)
     kind = _kind(path)
     packed = pack_bits(bits)
@@ -110,6 +153,21 @@ def load_bits(
     """Read bits saved by `save_bits` as uint8 (B, L, C).
 
     latent = the bundle's (H, W, C): a .bldz file must match it; a .npy file needs it.
+
+    The header (and a .npy file's array header) is checked against the file's size before
+    anything is allocated; a .bldz payload's crc32 is checked before it is unpacked.
+
+    Args:
+        path: A .bldz or .npy file.
+        latent: The bundle's latent (height, width, bits); optional for .bldz (then the
+            file's own shape is returned), required for .npy.
+
+    Returns:
+        uint8 0/1 (B, H*W, C).
+
+    Raises:
+        PackedBitsError: The file is missing, unreadable, truncated, too long, corrupt (crc32,
+            pad bits), of another version or latent shape, empty, or a .npy without `latent`.
     """
     path = Path(path)
     kind = _kind(path)
@@ -226,6 +284,15 @@ class BitsWriter:
     file. Each `write` is flushed before it counts: a write that fails (a full disk) leaves the
     latents written before it, and `close(keep=True)` publishes exactly those. Leaving the block
     with an error discards the temporary file.
+
+    Args:
+        path: The .bldz file to publish.
+        latent_hw: The latent's (height, width) in tokens.
+        bits: C, the bits per token.
+
+    Raises:
+        PackedBitsError: `path` does not end in .bldz.
+        OSError: The temporary file cannot be created beside `path`.
     """
 
     def __init__(self, path: str | os.PathLike[str], latent_hw: tuple[int, int], bits: int):
@@ -245,6 +312,16 @@ class BitsWriter:
         _write_all(self._file, b"\0" * _HEADER.size)  # the header is written last
 
     def write(self, bits: npt.ArrayLike) -> None:
+        """Append a chunk of latents.
+
+        Args:
+            bits: (B, H*W, C) 0/1 values.
+
+        Raises:
+            PackedBitsError: The writer is closed, or the chunk has another latent shape or
+                a value other than 0 and 1.
+            OSError: The write failed (the latents written before it still count).
+        """
         if self._file is None:
             raise PackedBitsError(f"{self.path} is closed")
         if np.shape(bits)[1:] != (self.height * self.width, self.channels):
@@ -259,7 +336,19 @@ class BitsWriter:
         self.count += len(packed)
 
     def close(self, keep: bool = True) -> Path | None:
-        """Publish the file (keep) or discard it; publishing nothing (0 latents) discards."""
+        """Publish the file (keep) or discard it; publishing nothing (0 latents) discards.
+
+        Closing again does nothing more.
+
+        Args:
+            keep: Publish the latents written so far; False discards them.
+
+        Returns:
+            The path when the file was published, None when it was discarded.
+
+        Raises:
+            OSError: The header, the fsync or the rename failed (nothing is published).
+        """
         if self._file is None:
             return self.path if keep else None
         f, self._file = self._file, None

@@ -62,7 +62,18 @@ def _require(ok: bool, message: str) -> None:
 
 @dataclass(frozen=True)
 class BatchProfile:
-    """One optimisation profile: the batch axis ranges over min..max, tuned for opt."""
+    """One optimisation profile: the batch axis ranges over min..max, tuned for opt.
+
+    Written `min:opt:max` (`str(profile)`), as `bld-export engine --profile` takes it.
+
+    Attributes:
+        min: The smallest batch the engine accepts (>= 1).
+        opt: The batch TensorRT tunes its kernels for (min <= opt <= max).
+        max: The largest batch the engine accepts.
+
+    Raises:
+        ManifestError: The bounds are not 1 <= min <= opt <= max.
+    """
 
     min: int
     opt: int
@@ -78,12 +89,40 @@ class BatchProfile:
         return f"{self.min}:{self.opt}:{self.max}"
 
     def covers(self, batch: int) -> bool:
+        """Whether the profile accepts `batch`.
+
+        Args:
+            batch: A batch size.
+
+        Returns:
+            True when min <= batch <= max.
+        """
         return self.min <= batch <= self.max
 
 
 @dataclass(frozen=True)
 class EngineKey:
-    """Everything an engine depends on. Equal keys mean interchangeable plans."""
+    """Everything an engine depends on. Equal keys mean interchangeable plans.
+
+    Attributes:
+        graph: The bundle's graph name, e.g. "step_fp16".
+        graph_sha256: The sha256 of that graph's ONNX file (64 lowercase hex digits).
+        flavour: "tensorrt" or "tensorrt_rtx".
+        version: The version of the TensorRT that built the plan, e.g. "10.16.1.11".
+        compute_capabilities: The GPUs it was built for, e.g. ("8.7",); () means any the
+            hardware-compatibility level or the flavour allows.
+        hardware_compat: "none", "ampere+" or "same-cc" (HARDWARE_COMPAT).
+        precision: "fp32" or "fp16".
+        profiles: The optimisation profiles of the batch axis (at least one).
+        flags: The builder and network flags by name, sorted and unique.
+        dla_core: The DLA core it runs on, or None for the GPU.
+        optimization_level: The builder's optimisation level, or None for its default.
+        workspace_mib: The builder's workspace limit in MiB, or None for its default.
+
+    Raises:
+        ManifestError: A field is malformed (hash, version, compute capability, no profile,
+            unsorted flags, a negative DLA core).
+    """
 
     graph: str  # the bundle's graph name, e.g. "step_fp16"
     graph_sha256: str
@@ -116,11 +155,20 @@ class EngineKey:
         _require(self.dla_core is None or self.dla_core >= 0, "dla_core must be >= 0")
 
     def digest(self) -> str:
-        """sha256 of the key's canonical JSON: the cache file name."""
+        """sha256 of the key's canonical JSON: the cache file name.
+
+        Returns:
+            64 lowercase hex digits; the cache names a plan by the first 16.
+        """
         text = json.dumps(_unparse(self), sort_keys=True, separators=(",", ":"))
         return files.sha256_bytes(text.encode())
 
     def describe(self) -> str:
+        """One line for messages: graph, precision, flavour and version, target, profiles.
+
+        Returns:
+            E.g. "step_fp16 fp16 tensorrt 10.16.1.11 sm_87 batch 1:2:4".
+        """
         target = ",".join(f"sm_{cc.replace('.', '')}" for cc in self.compute_capabilities) or "any"
         if self.hardware_compat != "none":
             target = f"hardware-compat {self.hardware_compat}"
@@ -133,7 +181,27 @@ class EngineKey:
 
 @dataclass(frozen=True)
 class EngineManifest:
-    """The JSON next to each plan. Unknown keys, missing keys and wrong types are refused."""
+    """The JSON next to each plan. Unknown keys, missing keys and wrong types are refused.
+
+    Attributes:
+        format: Always ENGINE_FORMAT ("bld-engine").
+        schema_version: Always ENGINE_SCHEMA_VERSION.
+        key: What the plan was built from and for.
+        key_digest: `key.digest()`.
+        plan_file: The plan's file name next to the manifest: the digest's first 16 digits
+            and ".plan".
+        plan_sha256: The plan's sha256.
+        plan_size: The plan's size in bytes (at most MAX_PLAN_BYTES).
+        inputs: The engine's input tensors.
+        outputs: The engine's output tensors.
+        graph_facts: What the graph records about itself (its bld.graph metadata, as
+            canonical JSON), held to the bundle's bld.json when the engine is loaded.
+        source: Who made the plan: "builder" (bld's) or "trtexec" (imported).
+        tool: The tool and version that made it, for people.
+
+    Raises:
+        ManifestError: A field contradicts the others or the format (constructed or parsed).
+    """
 
     format: str
     schema_version: int
@@ -188,6 +256,18 @@ class EngineManifest:
 
     @classmethod
     def from_json(cls, text: str, source: str) -> EngineManifest:
+        """Parse a manifest strictly: unknown or missing keys and wrong types are refused.
+
+        Args:
+            text: The manifest's JSON text.
+            source: Where it came from (a path), to begin every error message.
+
+        Returns:
+            The checked manifest.
+
+        Raises:
+            ManifestError: The text is not JSON, or not a valid engine manifest.
+        """
         try:
             data = json.loads(text, parse_constant=_reject_constant)
         except (json.JSONDecodeError, ValueError) as e:
@@ -197,6 +277,7 @@ class EngineManifest:
         return cast(EngineManifest, _parse(cls, data, "", source))
 
     def to_json(self) -> str:
+        """The manifest as the JSON text `from_json` reads back (indented, newline-ended)."""
         return json.dumps(_unparse(self), indent=2) + "\n"
 
 
@@ -208,7 +289,18 @@ def _reject_constant(name: str) -> NoReturn:
 
 
 def plan_header(data: bytes) -> tuple[bytes, tuple[int, int, int, int]]:
-    """(magic, (major, minor, patch, build)) from a serialised plan's first 28 bytes."""
+    """(magic, (major, minor, patch, build)) from a serialised plan's first 28 bytes.
+
+    Args:
+        data: The plan, or at least its first 28 bytes.
+
+    Returns:
+        The 4-byte magic (b"ftrt" for TensorRT, b"vtrt" for TensorRT-RTX) and the version
+        of the TensorRT that built it, from bytes 24..27.
+
+    Raises:
+        StaleEngineError: `data` is shorter than 28 bytes.
+    """
     if len(data) < 28:
         raise StaleEngineError(
             f"the plan is {len(data)} bytes long, too short for a TensorRT plan header"
@@ -225,6 +317,18 @@ def check_plan_header(
     Layout verified on plans built here by TensorRT-RTX 1.7.1.116: b"vtrt", bytes 24..27 =
     1, 7, 1, 116, bytes 16..23 = the plan's length (little-endian); TensorRT's plans start
     with b"ftrt" and carry the version in the same bytes.
+
+    Args:
+        data: The plan, or its first bytes (at least 28) when `size` is given.
+        flavour: The flavour the plan must be, "tensorrt" or "tensorrt_rtx".
+        version: The version it must have been built by (compared on its first four parts).
+        where: What to call the plan in messages (a path).
+        size: The whole plan's length when `data` is only its head; None when `data` is all
+            of it.
+
+    Raises:
+        StaleEngineError: The magic, the version or (TensorRT-RTX) the recorded length does
+            not match.
     """
     magic, found = plan_header(data)
     expected_magic = PLAN_MAGIC[flavour]
@@ -255,7 +359,14 @@ def check_plan_header(
 
 @dataclass(frozen=True)
 class RuntimeTarget:
-    """What the loading side has: flavour, version, device and the DLA core it asks for."""
+    """What the loading side has: flavour, version, device and the DLA core it asks for.
+
+    Attributes:
+        flavour: The TensorRT flavour loaded, "tensorrt" or "tensorrt_rtx".
+        version: Its version, e.g. "10.16.1".
+        compute_capability: The device's, e.g. "8.7".
+        dla_core: The DLA core the request is for, or None for the GPU.
+    """
 
     flavour: str
     version: str
@@ -276,14 +387,33 @@ def versions_match(a: str, b: str) -> bool:
     """Whether two versions name the same release: the shorter, split at dots, is a prefix of
     the longer ("10.3.0" from tensorrt.__version__ matches "10.3.0.26" from a plan's header or
     the C++ runtime's getInferLibVersion plus build). The C++ runtime applies the same rule
-    (runtime/cpp/src/graph_io.cpp, trt_versions_match)."""
+    (runtime/cpp/src/graph_io.cpp, trt_versions_match).
+
+    Args:
+        a: A dotted version.
+        b: Another dotted version.
+
+    Returns:
+        True when the shorter one's parts are the longer one's first parts.
+    """
     pa, pb = a.split("."), b.split(".")
     n = min(len(pa), len(pb))
     return pa[:n] == pb[:n]
 
 
 def incompatibility(key: EngineKey, target: RuntimeTarget) -> str | None:
-    """Why an engine with `key` cannot run on `target`, or None when it can."""
+    """Why an engine with `key` cannot run on `target`, or None when it can.
+
+    A version-compatible engine (flag VERSION_COMPATIBLE) runs on a newer TensorRT of the same
+    major version.
+
+    Args:
+        key: The engine's key.
+        target: The loading side.
+
+    Returns:
+        A clause for a message ("it was built for sm_86, this GPU is sm_87"), or None.
+    """
     if key.flavour != target.flavour:
         return f"it was built by {key.flavour}, this runtime is {target.flavour}"
     if not versions_match(key.version, target.version):
@@ -331,24 +461,48 @@ def _device(dla_core: int | None) -> str:
 
 @dataclass(frozen=True)
 class CachedEngine:
+    """One entry of an EngineCache: a parsed manifest and the folder of its plan.
+
+    Attributes:
+        directory: The graph's folder in the cache (CACHE/<graph>).
+        manifest: The entry's manifest.
+    """
+
     directory: Path
     manifest: EngineManifest
 
     @property
     def key(self) -> EngineKey:
+        """The manifest's key."""
         return self.manifest.key
 
     @property
     def plan_path(self) -> Path:
+        """CACHE/<graph>/<digest16>.plan."""
         return self.directory / self.manifest.plan_file
 
     @property
     def manifest_path(self) -> Path:
+        """CACHE/<graph>/<digest16>.json."""
         return self.directory / f"{self.manifest.key_digest[:16]}.json"
 
 
 class EngineCache:
-    """A directory of plans and manifests, one subdirectory per graph name."""
+    """A directory of plans and manifests, one subdirectory per graph name.
+
+    The runtime reads it (`find`, `load_plan`); builders write it (`put`, under `lock`).
+    Nothing is read or created until a method needs it, so the directory may not exist yet.
+
+    Args:
+        directory: The cache's folder, e.g. BUNDLE/engines (`bld-export engine -o`).
+
+    Example:
+        ```python
+        cache = EngineCache("bundle/engines")
+        entry = cache.find({"step": sha256}, "fp32", target, batch=4, rebuild_hint=command)
+        plan = cache.load_plan(entry)  # checked bytes for TensorRT to deserialise
+        ```
+    """
 
     def __init__(self, directory: str | os.PathLike[str]):
         self.directory = Path(directory)
@@ -359,12 +513,33 @@ class EngineCache:
         return self.directory / graph
 
     def paths(self, key: EngineKey) -> tuple[Path, Path]:
+        """Where the entry of `key` lives, whether or not it exists.
+
+        Args:
+            key: An engine key.
+
+        Returns:
+            (plan path, manifest path): CACHE/<graph>/<digest16>.plan and .json.
+
+        Raises:
+            ManifestError: The key's graph name is not a plain name ([A-Za-z0-9_]+).
+        """
         stem = key.digest()[:16]
         return self._dir(key.graph) / f"{stem}.plan", self._dir(key.graph) / f"{stem}.json"
 
     def lock(self, key: EngineKey) -> files.OutputLock:
         """The key's lock: one builder at a time per key (the others wait for it). Kept in
-        CACHE/.locks, so that a graph's folder holds only plans and manifests."""
+        CACHE/.locks, so that a graph's folder holds only plans and manifests.
+
+        Args:
+            key: The key about to be built.
+
+        Returns:
+            A context manager: `with cache.lock(key): ... cache.put(key, ...)`.
+
+        Raises:
+            ManifestError: The key's graph name is not a plain name.
+        """
         self._dir(key.graph)  # a plain name
         return files.OutputLock(
             self.directory / ".locks" / f"{key.graph}-{key.digest()[:16]}",
@@ -374,7 +549,18 @@ class EngineCache:
 
     def read_manifest(self, path: Path) -> EngineManifest:
         """A manifest, read only if it is a regular file of a manifest's size (files.read_input);
-        every refusal is a ManifestError."""
+        every refusal is a ManifestError.
+
+        Args:
+            path: A manifest file (CACHE/<graph>/<digest16>.json).
+
+        Returns:
+            The parsed, checked manifest.
+
+        Raises:
+            ManifestError: It cannot be read, is too large, not UTF-8, not JSON or not a valid
+                engine manifest.
+        """
         try:
             raw = files.read_input(path, "engine manifest", ManifestError, MAX_MANIFEST_BYTES)
         except OSError as e:
@@ -386,7 +572,18 @@ class EngineCache:
         return EngineManifest.from_json(text, str(path))
 
     def get(self, key: EngineKey) -> CachedEngine | None:
-        """The entry of exactly `key`, checked (hash and header); None when absent."""
+        """The entry of exactly `key`, checked (hash and header); None when absent.
+
+        Args:
+            key: The exact key wanted.
+
+        Returns:
+            The entry, its plan verified against its manifest; None when neither file exists.
+
+        Raises:
+            StaleEngineError: One of the two files is missing, the manifest is refused or
+                records another key, or the plan does not match it.
+        """
         plan_path, manifest_path = self.paths(key)
         if not manifest_path.exists() and not plan_path.exists():
             return None
@@ -412,7 +609,24 @@ class EngineCache:
         source: EngineSource,
         tool: str,
     ) -> CachedEngine:
-        """Store a plan and then its manifest, each atomically (call under `lock`)."""
+        """Store a plan and then its manifest, each atomically (call under `lock`).
+
+        Args:
+            key: What the plan was built from and for.
+            plan: The serialised engine.
+            inputs: The engine's input tensors.
+            outputs: The engine's output tensors.
+            graph_facts: The graph's bld.graph metadata as canonical JSON.
+            source: "builder" or "trtexec".
+            tool: The tool and version that made the plan.
+
+        Returns:
+            The new entry (it replaces an earlier entry of the same key).
+
+        Raises:
+            StaleEngineError: The plan's header is not the key's flavour and version.
+            OSError: The files cannot be written.
+        """
         plan_path, manifest_path = self.paths(key)
         plan_path.parent.mkdir(parents=True, exist_ok=True)
         # What a builder of this key killed mid-write left (only this key's writers, who
@@ -440,7 +654,14 @@ class EngineCache:
         return CachedEngine(plan_path.parent, manifest)
 
     def entries(self) -> list[CachedEngine | tuple[Path, str]]:
-        """Every manifest in the cache: entries, or (path, reason) for those that do not parse."""
+        """Every manifest in the cache: entries, or (path, reason) for those that do not parse.
+
+        Plans are not read (see `check_plan`).
+
+        Returns:
+            Entries and (manifest path, reason) pairs, sorted by path; [] when the directory
+            does not exist.
+        """
         out: list[CachedEngine | tuple[Path, str]] = []
         if not self.directory.is_dir():
             return out
@@ -452,7 +673,18 @@ class EngineCache:
         return out
 
     def load_plan(self, entry: CachedEngine) -> bytes:
-        """The plan's bytes after checking size, sha256 and header against the manifest."""
+        """The plan's bytes after checking size, sha256 and header against the manifest.
+
+        Args:
+            entry: An entry of this cache (`find`, `get`, `entries`).
+
+        Returns:
+            The whole plan, ready for TensorRT to deserialise.
+
+        Raises:
+            StaleEngineError: The plan is missing, unreadable, too large for memory, or does
+                not match its manifest.
+        """
         m, path = entry.manifest, entry.plan_path
         data = self._read_plan(entry, lambda f, size: f.read(size))
         if len(data) != m.plan_size or files.sha256_bytes(data) != m.plan_sha256:
@@ -465,7 +697,17 @@ class EngineCache:
 
     def check_plan(self, entry: CachedEngine) -> bytes:
         """load_plan's checks in bounded memory (the plan hashed in chunks, never held whole:
-        `engine list` and `engine inspect`); returns the plan's first bytes (its header)."""
+        `engine list` and `engine inspect`); returns the plan's first bytes (its header).
+
+        Args:
+            entry: An entry of this cache.
+
+        Returns:
+            The plan's first 64 bytes.
+
+        Raises:
+            StaleEngineError: As `load_plan`.
+        """
         m, path = entry.manifest, entry.plan_path
 
         def stream(f: typing.BinaryIO, size: int) -> tuple[bytes, int, str]:
@@ -519,7 +761,26 @@ class EngineCache:
         """The engine for one graph kind: `graphs` maps candidate graph names to their sha256
         (e.g. {"step_fp16": ..., "step": ...} for fp16); it must fit `target`, match `precision`
         and cover `batch` (None: any batch, the engine covering the largest preferred).
-        Refused with what differs, and `rebuild_hint`, when none does."""
+        Refused with what differs, and `rebuild_hint`, when none does.
+
+        Among the engines that fit, an exact version is preferred to a version-compatible one,
+        then (batch None) the largest batch covered, then the newest manifest.
+
+        Args:
+            graphs: Candidate graph names of one kind, mapped to the sha256 of the bundle's
+                graph of that name.
+            precision: "fp32" or "fp16".
+            target: The loading side (flavour, version, device, DLA core).
+            batch: The batch to run, or None for any.
+            rebuild_hint: The command that rebuilds the engines, quoted in the error.
+
+        Returns:
+            The chosen entry (its manifest checked; its plan not yet read, see `load_plan`).
+
+        Raises:
+            StaleEngineError: No engine fits; the message gives up to three reasons.
+            ManifestError: A graph name is not a plain name.
+        """
         reasons = []
         candidates = []
         for name, sha in graphs.items():

@@ -1,4 +1,21 @@
-"""Typed errors. Each carries one clear sentence; CLIs print it without a traceback."""
+"""Typed errors. Each carries one clear sentence; CLIs print it without a traceback.
+
+Every error raised on purpose is a `BldError`; catch that to handle them all. The kinds:
+
+    BldError
+    ├── ContractError (also a ValueError)
+    ├── ManifestError
+    │   └── BundleIntegrityError
+    ├── InvalidRequestError (also a ValueError)
+    ├── BackendUnavailableError
+    ├── StaleEngineError
+    ├── PackedBitsError
+    ├── OutputError
+    ├── BackendError
+    └── CancelledError
+
+Warnings derive from `BldWarning` (a UserWarning).
+"""
 
 
 class BldError(Exception):
@@ -56,7 +73,16 @@ class CodeNotSettledWarning(BldWarning):
 
 
 def describe(error: BaseException) -> str:
-    """One line for an exception that is not one of ours (the OS, a library, memory)."""
+    """One line for an exception that is not one of ours (the OS, a library, memory).
+
+    Args:
+        error: Any exception.
+
+    Returns:
+        The message of a BldError as it is; for an OSError its reason and file name; for
+        memory, recursion and NUL-in-path errors a sentence that says what to do; otherwise
+        "unexpected <type>: <message> (BLD_TRACEBACK=1 shows where)".
+    """
     if isinstance(error, BldError):
         return str(error)
     if isinstance(error, OSError):

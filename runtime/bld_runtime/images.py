@@ -35,21 +35,37 @@ MAX_PIXELS = 64 << 20  # larger images are refused from their header, before dec
 
 
 def to_float(images_u8: npt.ArrayLike) -> NDArray[np.float32]:
-    """uint8 in [0, 255] -> float32 in [-1, 1], same layout."""
+    """uint8 in [0, 255] -> float32 in [-1, 1], same layout.
+
+    Args:
+        images_u8: uint8 pixels, any shape (values are cast to uint8).
+
+    Returns:
+        float32 u8 / 127.5 - 1, the same shape.
+    """
     return np.asarray(images_u8, np.uint8).astype(np.float32) / np.float32(127.5) - np.float32(1)
 
 
 def from_float(x: npt.ArrayLike) -> NDArray[np.uint8]:
-    """float in [-1, 1] -> uint8, rounding half to even and clipping, same layout."""
+    """float in [-1, 1] -> uint8, rounding half to even and clipping, same layout.
+
+    Args:
+        x: Floats, any shape (computed in float32).
+
+    Returns:
+        uint8 clip(round((x + 1) * 127.5), 0, 255), the same shape.
+    """
     scaled: NDArray[np.float32] = (np.asarray(x, np.float32) + np.float32(1)) * np.float32(127.5)
     return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
 
 
 def nchw_to_nhwc(x: NDArray[Any]) -> NDArray[Any]:
+    """(N, C, H, W) -> (N, H, W, C), C-contiguous."""
     return np.ascontiguousarray(np.transpose(x, (0, 2, 3, 1)))
 
 
 def nhwc_to_nchw(x: NDArray[Any]) -> NDArray[Any]:
+    """(N, H, W, C) -> (N, C, H, W), C-contiguous."""
     return np.ascontiguousarray(np.transpose(x, (0, 3, 1, 2)))
 
 
@@ -60,7 +76,20 @@ def save_png(path: StrPath, image: npt.ArrayLike, durable: bool = True) -> Path:
     """Write one uint8 image (H, W, 1 or 3) as a PNG (mode L or RGB), atomically.
 
     durable=False skips the fsync (a killed process still never leaves a partial file), for
-    outputs written by the thousand."""
+    outputs written by the thousand.
+
+    Args:
+        path: The file to write; missing parent folders are created.
+        image: uint8 (H, W, 1) for grayscale or (H, W, 3) for RGB.
+        durable: fsync the file before renaming it into place.
+
+    Returns:
+        The path written.
+
+    Raises:
+        InvalidRequestError: The array is not uint8 (H, W, 1 or 3).
+        OSError: The file cannot be written.
+    """
     from PIL import Image
 
     array = np.asarray(image)
@@ -129,7 +158,15 @@ def _open(
 
 
 def fitted_size(size: tuple[int, int], target: int) -> tuple[int, int]:
-    """The (width, height) `fit` resizes an image of `size` to before its center crop."""
+    """The (width, height) `fit` resizes an image of `size` to before its center crop.
+
+    Args:
+        size: The image's (width, height).
+        target: The side of the square `fit` makes.
+
+    Returns:
+        (width, height) with the shorter side `target`, neither side below it.
+    """
     width, height = size
     scale = target / min(width, height)
     return max(target, round(width * scale)), max(target, round(height * scale))
@@ -137,7 +174,16 @@ def fitted_size(size: tuple[int, int], target: int) -> tuple[int, int]:
 
 def fit(img: PILImage, size: int, channels: int) -> PILImage:
     """A Pillow image converted to the bundle's mode, its shorter side resized to `size`
-    (bicubic) and center-cropped to size x size: what training does to a folder of images."""
+    (bicubic) and center-cropped to size x size: what training does to a folder of images.
+
+    Args:
+        img: A Pillow image of any size and mode.
+        size: The side of the square result.
+        channels: 1 (mode L) or 3 (RGB).
+
+    Returns:
+        A new size x size image.
+    """
     from PIL import Image
 
     img = img.convert(MODES[channels])
@@ -155,6 +201,21 @@ def load_image(
     Without `fit_size` its size and mode must match exactly: a silent conversion would change
     what the encoder sees. With it, the image is converted, resized and center-cropped like
     training's data (`fit`; square images only).
+
+    Args:
+        path: An image file Pillow reads (PNG, JPEG, ...); a regular file.
+        height: The bundle's image height.
+        width: The bundle's image width.
+        channels: 1 (mode L) or 3 (RGB).
+        fit_size: Convert, resize and crop the image to the bundle's size and mode.
+
+    Returns:
+        uint8 (height, width, channels).
+
+    Raises:
+        InvalidRequestError: The file cannot be read or decoded, is too large to decode
+            safely (more than MAX_PIXELS), or (without `fit_size`) has another size or mode;
+            `fit_size` with a non-square bundle.
     """
     if fit_size:
         if height != width:
@@ -174,12 +235,37 @@ def load_image(
 
 
 def load_png(path: StrPath, height: int, width: int, channels: int) -> NDArray[np.uint8]:
-    """load_image without fitting (the name the runtime's callers used)."""
+    """load_image without fitting (the name the runtime's callers used).
+
+    Args:
+        path: An image file.
+        height: The bundle's image height.
+        width: The bundle's image width.
+        channels: 1 or 3.
+
+    Returns:
+        uint8 (height, width, channels).
+
+    Raises:
+        InvalidRequestError: As `load_image`.
+    """
     return load_image(path, height, width, channels)
 
 
 def load_mask(path: StrPath, height: int, width: int) -> NDArray[np.bool_]:
-    """Read an inpainting mask as bool (H, W): True (white, >= 128) where to regenerate."""
+    """Read an inpainting mask as bool (H, W): True (white, >= 128) where to regenerate.
+
+    Args:
+        path: A black-and-white (mode 1) or grayscale (mode L) image file.
+        height: The image's height, which the mask must have.
+        width: The image's width, which the mask must have.
+
+    Returns:
+        bool (height, width).
+
+    Raises:
+        InvalidRequestError: The file cannot be read, has another size, or is in color.
+    """
     img = _open(path, (width, height), ", the size of the image", what="mask")
     if img.mode not in ("1", "L"):
         raise InvalidRequestError(
@@ -191,7 +277,20 @@ def load_mask(path: StrPath, height: int, width: int) -> NDArray[np.bool_]:
 def make_grid(
     images: npt.ArrayLike, rows: int | None = None, cols: int | None = None, pad: int = 2
 ) -> NDArray[np.uint8]:
-    """Tile uint8 images (N, H, W, ch) into one (rows, cols) image with `pad` black pixels."""
+    """Tile uint8 images (N, H, W, ch) into one (rows, cols) image with `pad` black pixels.
+
+    Args:
+        images: uint8 (N, H, W, ch), N >= 1, in row-major order.
+        rows: Rows of tiles, used when `cols` is None (default: a near-square grid).
+        cols: Columns of tiles; the rows follow from N.
+        pad: Black pixels between tiles and around them.
+
+    Returns:
+        uint8 (rows * (H + pad) + pad, cols * (W + pad) + pad, ch).
+
+    Raises:
+        InvalidRequestError: `images` is not a non-empty 4-D array.
+    """
     tiles = np.asarray(images, np.uint8)
     if tiles.ndim != 4 or len(tiles) == 0:
         raise InvalidRequestError(
@@ -212,4 +311,19 @@ def make_grid(
 def save_grid(
     path: StrPath, images: npt.ArrayLike, rows: int | None = None, cols: int | None = None
 ) -> Path:
+    """`make_grid` saved as a PNG with `save_png`.
+
+    Args:
+        path: The PNG to write.
+        images: uint8 (N, H, W, 1 or 3).
+        rows: As `make_grid`.
+        cols: As `make_grid`.
+
+    Returns:
+        The path written.
+
+    Raises:
+        InvalidRequestError: As `make_grid`.
+        OSError: The file cannot be written.
+    """
     return save_png(path, make_grid(images, rows=rows, cols=cols))

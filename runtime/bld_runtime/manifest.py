@@ -63,7 +63,16 @@ def _require(ok: bool, message: str) -> None:
 
 @dataclass(frozen=True)
 class TensorSpec:
-    """One graph input or output. String dims are dynamic axes ("batch"), ints are fixed."""
+    """One graph input or output. String dims are dynamic axes ("batch"), ints are fixed.
+
+    Attributes:
+        name: The tensor's name in the graph, e.g. "bits".
+        dtype: "float32", "float16", "int64", "int32", "uint8" or "bool".
+        shape: Dimensions: positive integers, or names of dynamic axes.
+
+    Raises:
+        ManifestError: An empty name, or a dimension that is neither >= 1 nor a name.
+    """
 
     name: str
     dtype: DType
@@ -80,7 +89,21 @@ class TensorSpec:
 
 @dataclass(frozen=True)
 class GraphSpec:
-    """One ONNX graph of the bundle: its file (relative to the bundle directory) and its I/O."""
+    """One ONNX graph of the bundle: its file (relative to the bundle directory) and its I/O.
+
+    Attributes:
+        file: The ONNX file, relative to the bundle directory (it must stay inside it).
+        sha256: The file's sha256 (64 lowercase hex digits), checked when it is read.
+        precision: "fp32", or "fp16" for the *_fp16 graphs.
+        opset: The ONNX opset it was exported with.
+        inputs: Its inputs, as `graph_io` defines them for its kind.
+        outputs: Its outputs, as `graph_io` defines them.
+        flops: FLOPs per image per call (MatMul/Gemm/Conv, 2 per multiply-add), counted at
+            export.
+
+    Raises:
+        ManifestError: A field is malformed, or inputs/outputs are empty or repeat a name.
+    """
 
     file: str
     sha256: str
@@ -104,19 +127,43 @@ class GraphSpec:
             _require(len(set(names)) == len(names), f"{kind} has duplicate names: {names}")
 
     def input(self, name: str) -> TensorSpec:
+        """The input called `name`.
+
+        Args:
+            name: An input's name, e.g. "bits".
+
+        Returns:
+            Its spec.
+
+        Raises:
+            StopIteration: The graph has no such input.
+        """
         return next(s for s in self.inputs if s.name == name)
 
     @property
     def input_names(self) -> tuple[str, ...]:
+        """The inputs' names, in order."""
         return tuple(s.name for s in self.inputs)
 
     @property
     def output_names(self) -> tuple[str, ...]:
+        """The outputs' names, in order."""
         return tuple(s.name for s in self.outputs)
 
 
 @dataclass(frozen=True)
 class ImageSpec:
+    """The bundle's images.
+
+    Attributes:
+        height: Pixels (>= 1).
+        width: Pixels (>= 1).
+        channels: 1 (grayscale) or 3 (RGB) in practice; >= 1.
+
+    Raises:
+        ManifestError: A size below 1.
+    """
+
     height: int
     width: int
     channels: int
@@ -133,6 +180,17 @@ class ImageSpec:
 
 @dataclass(frozen=True)
 class LatentSpec:
+    """The bundle's binary latent: height x width tokens of `bits` bits each.
+
+    Attributes:
+        height: Tokens per column (>= 1).
+        width: Tokens per row (>= 1).
+        bits: C, the bits per token (>= 1).
+
+    Raises:
+        ManifestError: A size below 1.
+    """
+
     height: int
     width: int
     bits: int
@@ -144,6 +202,7 @@ class LatentSpec:
 
     @property
     def tokens(self) -> int:
+        """L = height * width."""
         return self.height * self.width
 
     @property
@@ -154,6 +213,16 @@ class LatentSpec:
 
 @dataclass(frozen=True)
 class ClassesSpec:
+    """The prior's classes.
+
+    Attributes:
+        count: How many classes (0 for an unconditional model).
+        null_class: The unconditional class's index, always `count`.
+
+    Raises:
+        ManifestError: A negative count, or null_class != count.
+    """
+
     count: int
     null_class: int
 
@@ -168,6 +237,19 @@ class ClassesSpec:
 
 @dataclass(frozen=True)
 class ScheduleSpec:
+    """The sampling schedule, which must be the sampling contract's for these numbers.
+
+    Attributes:
+        name: A schedule the contract defines (contract.SCHEDULES).
+        train_steps: T, the steps the prior was trained with.
+        sampling_steps: K, the steps sampling takes.
+        timesteps: The K timesteps, strictly decreasing from at most T down to 1, exactly
+            `contract.sampling_timesteps(T, K)`.
+
+    Raises:
+        ManifestError: An unknown schedule, or timesteps other than the contract's.
+    """
+
     name: str
     train_steps: int
     sampling_steps: int
@@ -201,6 +283,16 @@ class ScheduleSpec:
 
 @dataclass(frozen=True)
 class Defaults:
+    """What a request gets when it does not say.
+
+    Attributes:
+        temperature: > 0.
+        guidance: Classifier-free guidance scale, >= 0.
+
+    Raises:
+        ManifestError: A value out of range.
+    """
+
     temperature: float
     guidance: float
 
@@ -211,7 +303,14 @@ class Defaults:
 
 @dataclass(frozen=True)
 class Producer:
-    """Versions of the software that exported the bundle (informational)."""
+    """Versions of the software that exported the bundle (informational).
+
+    Attributes:
+        bld: The bld package.
+        torch: PyTorch.
+        onnx: The onnx package.
+        onnxruntime: The onnxruntime that validated the export.
+    """
 
     bld: str
     torch: str
@@ -221,6 +320,29 @@ class Producer:
 
 @dataclass(frozen=True)
 class Manifest:
+    """A bundle's bld.json (bundle format v1): what the graphs compute and how to sample.
+
+    Built by the exporter, or parsed strictly by `Manifest.from_dict` / `parse_manifest_text`
+    (unknown keys, missing keys and wrong types are refused, each error naming the path of
+    the bad value).
+
+    Attributes:
+        format: Always FORMAT ("bld-bundle").
+        schema_version: One of SUPPORTED_SCHEMA_VERSIONS.
+        image: The images' size and channels.
+        latent: The binary latent's shape.
+        classes: The prior's classes.
+        schedule: The sampling schedule.
+        defaults: The request defaults (temperature, guidance).
+        max_batch: The largest batch one graph call takes; larger requests are chunked.
+        graphs: Graph name -> spec: every one of REQUIRED_GRAPHS, any of OPTIONAL_GRAPHS.
+        producer: The software versions that exported it.
+
+    Raises:
+        ManifestError: Another format or version, max_batch < 1, an unknown or missing graph,
+            or a graph whose I/O or precision is not what `graph_io` defines.
+    """
+
     format: str
     schema_version: int
     image: ImageSpec
@@ -248,7 +370,19 @@ class Manifest:
 
     @classmethod
     def from_dict(cls, data: object, source: str = MANIFEST_NAME) -> Manifest:
-        """Parse a decoded bld.json; every error names `source` and the path of the bad value."""
+        """Parse a decoded bld.json; every error names `source` and the path of the bad value.
+
+        Args:
+            data: The decoded JSON (normally a dict).
+            source: What to call it in messages.
+
+        Returns:
+            The checked manifest.
+
+        Raises:
+            ManifestError: Another format or schema version (checked first), an unknown or
+                missing key, a wrong type, or a value a dataclass refuses.
+        """
         if isinstance(data, dict):  # check the version first: a newer schema may differ anywhere
             try:
                 _check_format(data.get("format"), data.get("schema_version"))
@@ -257,7 +391,11 @@ class Manifest:
         return typing.cast(Manifest, _parse(cls, data, "", source))
 
     def to_dict(self) -> dict[str, Any]:
-        """The JSON-ready dict; `Manifest.from_dict(m.to_dict()) == m`."""
+        """The JSON-ready dict; `Manifest.from_dict(m.to_dict()) == m`.
+
+        Returns:
+            Plain dicts, lists, strings and numbers.
+        """
         return typing.cast(dict[str, Any], _unparse(self))
 
 
@@ -274,11 +412,19 @@ def _check_format(fmt: object, version: object) -> None:
 
 
 def graph_kind(name: str) -> str:
-    """The kind of a graph ("step" for "step_fp16")."""
+    """The kind of a graph ("step" for "step_fp16").
+
+    Args:
+        name: A graph name.
+
+    Returns:
+        The name without its "_fp16" suffix.
+    """
     return name.removesuffix(FP16_SUFFIX)
 
 
 def graph_precision(name: str) -> str:
+    """The precision a graph name says: "fp16" for a *_fp16 graph, else "fp32"."""
     return "fp16" if name.endswith(FP16_SUFFIX) else "fp32"
 
 
@@ -293,6 +439,17 @@ def graph_io(
         step_guided  the same plus guidance                       -> probs float32 [batch, L, C]
 
     fp16 graphs have the same float32 interface (they compute in fp16 inside).
+
+    Args:
+        kind: "encoder", "decoder", "step" or "step_guided" (KINDS).
+        image: The bundle's images.
+        latent: The bundle's latent.
+
+    Returns:
+        (inputs, outputs), each a tuple of TensorSpec whose first axis is "batch".
+
+    Raises:
+        ManifestError: An unknown kind.
     """
     pixels = TensorSpec("image", "float32", (BATCH, image.channels, image.height, image.width))
     bits = TensorSpec("bits", "float32", (BATCH, latent.tokens, latent.bits))
@@ -346,7 +503,19 @@ def graph_facts(
 ) -> dict[str, Any]:
     """What a graph file records about itself (ONNX metadata `bld.graph`, as JSON): everything
     the graph embodies that the manifest also states. The exporter writes it into every graph;
-    `check_graph_facts` holds a manifest to it."""
+    `check_graph_facts` holds a manifest to it.
+
+    Args:
+        name: The graph's name, e.g. "step_fp16".
+        opset: Its ONNX opset.
+        image: The bundle's images.
+        latent: The bundle's latent.
+        classes: The prior's classes.
+        schedule: The sampling schedule.
+
+    Returns:
+        A JSON-ready dict: name, kind, precision, opset, image, latent, classes, schedule.
+    """
     return {
         "name": name,
         "kind": graph_kind(name),
@@ -360,13 +529,35 @@ def graph_facts(
 
 
 def manifest_graph_facts(manifest: Manifest, name: str) -> dict[str, Any]:
+    """`graph_facts` of graph `name` as `manifest` states them.
+
+    Args:
+        manifest: A bundle's manifest.
+        name: One of its graphs.
+
+    Returns:
+        The facts the graph file must record.
+
+    Raises:
+        KeyError: The manifest has no such graph.
+    """
     m = manifest
     return graph_facts(name, m.graphs[name].opset, m.image, m.latent, m.classes, m.schedule)
 
 
 def check_graph_facts(manifest: Manifest, name: str, metadata: Mapping[str, str]) -> None:
     """Refuse a graph whose recorded facts differ from the manifest's (ManifestError naming the
-    graph and the first fact that differs)."""
+    graph and the first fact that differs).
+
+    Args:
+        manifest: The bundle's manifest.
+        name: One of its graphs.
+        metadata: The graph file's ONNX metadata (metadata_props as a mapping).
+
+    Raises:
+        ManifestError: No `bld.graph` entry, one that is not a JSON object, or a fact that
+            differs.
+    """
     where = f"graph {name!r} ({manifest.graphs[name].file})"
     raw = metadata.get(GRAPH_METADATA_KEY)
     if raw is None:
@@ -519,7 +710,17 @@ def _finite_float(text: str) -> float:
 
 
 def parse_manifest_text(text: str) -> Manifest:
-    """Parse the text of a bld.json (strict JSON: no NaN/Infinity, no duplicate keys)."""
+    """Parse the text of a bld.json (strict JSON: no NaN/Infinity, no duplicate keys).
+
+    Args:
+        text: The file's text.
+
+    Returns:
+        The checked manifest (`Manifest.from_dict`).
+
+    Raises:
+        ManifestError: Invalid or too deeply nested JSON, or an invalid manifest.
+    """
     try:
         data = json.loads(
             text,
@@ -538,7 +739,19 @@ def parse_manifest_text(text: str) -> Manifest:
 
 
 def write_manifest(bundle_dir: str | os.PathLike[str], manifest: Manifest) -> Path:
-    """Validate `manifest` and write bundle_dir/bld.json atomically (temporary file + rename)."""
+    """Validate `manifest` and write bundle_dir/bld.json atomically (temporary file + rename).
+
+    Args:
+        bundle_dir: The bundle's folder (it must exist).
+        manifest: The manifest to write; it gets the same checks as a loaded one.
+
+    Returns:
+        The path of bld.json.
+
+    Raises:
+        ManifestError: The manifest does not pass the loader's checks.
+        OSError: The file cannot be written.
+    """
     data = manifest.to_dict()
     Manifest.from_dict(data)  # a manifest built in code gets the same checks as a loaded one
     target = Path(bundle_dir) / MANIFEST_NAME
@@ -549,12 +762,38 @@ def write_manifest(bundle_dir: str | os.PathLike[str], manifest: Manifest) -> Pa
 @dataclass(frozen=True)
 class Bundle:
     """A loaded bundle: its directory and manifest. Graph bytes are read (and their sha256
-    checked) on demand, by `read_graph`."""
+    checked) on demand, by `read_graph`.
+
+    Made by `load_bundle`, which checks the manifest and that every graph file is inside the
+    directory and present.
+
+    Attributes:
+        directory: The bundle's folder.
+        manifest: Its bld.json.
+
+    Example:
+        ```python
+        bundle = load_bundle("runs/digits/bundle")
+        print(bundle.manifest.image.shape, bundle.manifest.max_batch)
+        onnx_bytes = bundle.read_graph("decoder")  # sha256 checked on these very bytes
+        ```
+    """
 
     directory: Path
     manifest: Manifest
 
     def graph_path(self, name: str) -> Path:
+        """The file of graph `name` (not opened or checked).
+
+        Args:
+            name: A graph of the manifest, e.g. "step_fp16".
+
+        Returns:
+            directory / the graph's file.
+
+        Raises:
+            ManifestError: The bundle has no such graph.
+        """
         graphs = self.manifest.graphs
         if name not in graphs:
             raise ManifestError(
@@ -567,6 +806,18 @@ class Bundle:
 
         Use these very bytes (e.g. onnxruntime.InferenceSession(bytes)): a file swapped after
         this check is never run.
+
+        Args:
+            name: A graph of the manifest.
+            verify_hash: Check the sha256 (False only where the caller checks it otherwise).
+
+        Returns:
+            The ONNX file's bytes.
+
+        Raises:
+            ManifestError: The bundle has no such graph.
+            BundleIntegrityError: The file is outside the bundle, missing, not a regular file,
+                larger than MAX_GRAPH_BYTES, unreadable, or its sha256 differs.
         """
         path = self.graph_path(name)
         _check_graph_file(self.directory, name, self.manifest.graphs[name])
@@ -582,7 +833,16 @@ class Bundle:
         return data
 
     def verify_files(self, names: typing.Iterable[str] | None = None) -> None:
-        """Check the sha256 of the named graphs (default: all), reading each in chunks."""
+        """Check the sha256 of the named graphs (default: all), reading each in chunks.
+
+        Args:
+            names: Graphs of the manifest; None for all of them.
+
+        Raises:
+            KeyError: A name is not a graph of the manifest.
+            BundleIntegrityError: A file is outside the bundle, missing, unreadable, too large
+                or its sha256 differs.
+        """
         for name in self.manifest.graphs if names is None else names:
             graph = self.manifest.graphs[name]
             _check_graph_file(self.directory, name, graph)
@@ -639,6 +899,17 @@ def load_bundle(path: str | os.PathLike[str]) -> Bundle:
 
     Graph hashes are checked when the graphs are read (Bundle.read_graph / verify_files).
     A bundle left half replaced by a killed `bld-export --force` is finished first.
+
+    Args:
+        path: The bundle's folder, or its bld.json.
+
+    Returns:
+        The loaded bundle.
+
+    Raises:
+        BundleIntegrityError: The folder or bld.json is missing, a path leaves the bundle, a
+            graph file is missing, or a half-finished replacement cannot be restored.
+        ManifestError: bld.json is too large, not UTF-8, not JSON, or not a valid manifest.
     """
     path = Path(path)
     # BUNDLE/bld.json whatever it is (a FIFO, a folder: refused below by what it is)

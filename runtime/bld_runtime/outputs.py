@@ -40,12 +40,29 @@ _OURS = re.compile(r"(\d{5,}(\.step\d+)?\.png|bits\.bldz|grid\.png|samples\.json
 
 
 def image_name(index: int, count: int) -> str:
-    """00000.png ...: zero-padded to at least 5 digits, so names sort in order."""
+    """00000.png ...: zero-padded to at least 5 digits, so names sort in order.
+
+    Args:
+        index: The image's index in the run (0-based).
+        count: How many images the run writes (wider names past 100000).
+
+    Returns:
+        The file name, e.g. "00007.png".
+    """
     return f"{index:0{max(5, len(str(count - 1)))}d}.png"
 
 
 def preview_name(index: int, step: int, count: int) -> str:
-    """00000.step04.png: image `index` as it stood after `step` (bld sample --preview-every)."""
+    """00000.step04.png: image `index` as it stood after `step` (bld sample --preview-every).
+
+    Args:
+        index: The image's index in the run (0-based).
+        step: The sampling step the preview shows.
+        count: How many images the run writes.
+
+    Returns:
+        The file name, e.g. "00007.step04.png".
+    """
     return f"{image_name(index, count)[:-4]}.step{step:02d}.png"
 
 
@@ -53,7 +70,26 @@ class OutputFolder:
     """The folder one run writes into; use as a context manager (it holds the lock).
 
     Files go to `directory`: the folder itself, or with --force over an earlier output a
-    staging folder that `publish` moves into place."""
+    staging folder that `publish` moves into place.
+
+    Args:
+        path: The output folder (created when missing).
+        force: Replace an earlier run's output there (its samples.json and images).
+        command: The command recorded in samples.json, e.g. "sample".
+
+    Raises:
+        OutputError: On entering: another process writes the folder, it is not a folder, it
+            holds files bld did not write, or it holds an earlier output and `force` is False.
+
+    Example:
+        ```python
+        with OutputFolder(out, force=False, command="sample") as folder:
+            folder.start(request, total=n)
+            ...  # write images into folder.directory, folder.progress(written) after each chunk
+            folder.finish()
+            folder.publish()
+        ```
+    """
 
     def __init__(self, path: str | Path, force: bool, command: str):
         self.path, self.force, self.command = Path(path), force, command
@@ -111,13 +147,23 @@ class OutputFolder:
         path.mkdir(parents=True, exist_ok=True)
 
     def publish(self) -> None:
-        """The run is complete: move a staged folder into place (nothing to do otherwise)."""
+        """The run is complete: move a staged folder into place (nothing to do otherwise).
+
+        Raises:
+            OSError: The renames that replace the earlier output failed.
+        """
         if self.staged and not self.published:
             replace_directory(self.directory, self._target, durable=False)
             self.directory = self.path
         self.published = True
 
     def start(self, request: dict[str, Any], total: int) -> None:
+        """Write samples.json for a run that begins: status "running", 0 written.
+
+        Args:
+            request: The request as JSON-ready values (seeds, classes, guidance, ...).
+            total: How many images the run asks for.
+        """
         self.record = {
             "format": FORMAT,
             "command": self.command,
@@ -129,10 +175,21 @@ class OutputFolder:
         self._save()
 
     def progress(self, written: int) -> None:
+        """Record in samples.json how many images are written (after each chunk).
+
+        Args:
+            written: Images complete on disk so far.
+        """
         self.record["written"] = written
         self._save()
 
     def finish(self, status: str = "complete", detail: str | None = None) -> None:
+        """Record how the run ended in samples.json.
+
+        Args:
+            status: "complete", or "stopped" for a run that stopped early.
+            detail: A sentence saying why, for a run that stopped early.
+        """
         self.record["status"] = status
         if detail:
             self.record["detail"] = detail

@@ -13,7 +13,15 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 def version_line(prog: str) -> str:
     """One line naming what a bug report needs: e.g. `bld 0.1.0 (bundle format bld-bundle v1;
-    onnxruntime 1.32.0)`."""
+    onnxruntime 1.32.0)`.
+
+    Args:
+        prog: The command's name, which begins the line.
+
+    Returns:
+        The line, without a newline. An uninstalled source tree says "(not installed)" for the
+        package; onnxruntime-gpu's version stands for onnxruntime where that is installed.
+    """
     from .manifest import FORMAT, SUPPORTED_SCHEMA_VERSIONS  # numpy: only when asked
 
     try:
@@ -32,7 +40,14 @@ def version_line(prog: str) -> str:
 
 
 def version_option(prog: str) -> Callable[[F], F]:
-    """A `--version` flag that prints `version_line(prog)` and exits 0, before anything else."""
+    """A `--version` flag that prints `version_line(prog)` and exits 0, before anything else.
+
+    Args:
+        prog: The command's name.
+
+    Returns:
+        A click decorator for the command or group.
+    """
 
     def show(ctx: click.Context, param: click.Parameter, value: bool) -> None:
         if value and not ctx.resilient_parsing:
