@@ -272,17 +272,8 @@ class Pipeline:
             CancelledError: The callback returned False.
             BackendError: A graph call failed.
         """
-        request = Request.build(
-            self.rules,
-            n=n,
-            seeds=seeds,
-            classes=classes,
-            guidance=guidance,
-            temperature=temperature,
-            mask=mask,
-            known_bits=known_bits,
-            chunk=chunk,
-            teacher_states=teacher_states,
+        request = self._request(
+            n, seeds, classes, guidance, temperature, mask, known_bits, chunk, teacher_states
         )
         return self.run(request, callback=callback, trace=trace)
 
@@ -337,14 +328,7 @@ class Pipeline:
         All arguments are checked before the first chunk starts.
 
         Args:
-            n: As in `generate`.
-            seeds: As in `generate`.
-            classes: As in `generate`.
-            guidance: As in `generate`.
-            temperature: As in `generate`.
-            mask: As in `generate`.
-            known_bits: As in `generate`.
-            callback: As in `generate`.
+            n, seeds, classes, guidance, temperature, mask, known_bits, callback: As in `generate`.
 
         Returns:
             An iterator of Generations, one per chunk.
@@ -352,16 +336,7 @@ class Pipeline:
         Raises:
             InvalidRequestError: A bad argument, at once.
         """
-        request = Request.build(
-            self.rules,
-            n=n,
-            seeds=seeds,
-            classes=classes,
-            guidance=guidance,
-            temperature=temperature,
-            mask=mask,
-            known_bits=known_bits,
-        )
+        request = self.check_request(n, seeds, classes, guidance, temperature, mask, known_bits)
 
         def chunks() -> Iterator[Generation]:
             for lo, hi in _chunks(request.count, self.max_batch):
@@ -391,14 +366,7 @@ class Pipeline:
         requests and `run` samples them.
 
         Args:
-            n: As in `generate`.
-            seeds: As in `generate`.
-            classes: As in `generate`.
-            guidance: As in `generate`.
-            temperature: As in `generate`.
-            mask: As in `generate`.
-            known_bits: As in `generate`.
-            chunk: As in `generate`.
+            n, seeds, classes, guidance, temperature, mask, known_bits, chunk: As in `generate`.
 
         Returns:
             The checked request.
@@ -406,6 +374,23 @@ class Pipeline:
         Raises:
             InvalidRequestError: For the first problem found.
         """
+        return self._request(
+            n, seeds, classes, guidance, temperature, mask, known_bits, chunk, None
+        )
+
+    def _request(
+        self,
+        n: int | None,
+        seeds: philox.Seeds | None,
+        classes: Classes,
+        guidance: PerImage,
+        temperature: PerImage,
+        mask: npt.ArrayLike | None,
+        known_bits: npt.ArrayLike | None,
+        chunk: bool,
+        teacher_states: npt.ArrayLike | None,
+    ) -> Request:
+        """`Request.build` against this pipeline's rules."""
         return Request.build(
             self.rules,
             n=n,
@@ -416,6 +401,7 @@ class Pipeline:
             mask=mask,
             known_bits=known_bits,
             chunk=chunk,
+            teacher_states=teacher_states,
         )
 
     def _sample_chunk(
@@ -487,10 +473,7 @@ class Pipeline:
             image: uint8 (H, W, channels).
             regenerate: bool (H, W), True where to regenerate.
             seed: The image's seed.
-            classes: As in `generate`.
-            guidance: As in `generate`.
-            temperature: As in `generate`.
-            callback: As in `generate`.
+            classes, guidance, temperature, callback: As in `generate`.
 
         Returns:
             One generated image.

@@ -258,25 +258,6 @@ class RemotePipeline:
 
     # --- requests ---------------------------------------------------------------------------
 
-    def _request(
-        self,
-        n: int | None,
-        seeds: philox.Seeds | None,
-        classes: Classes,
-        guidance: PerImage,
-        temperature: PerImage,
-    ) -> Request:
-        """The request shaped by the runtime's rules; its values are the server's to check."""
-        return Request.build(
-            self.bundle.rules,
-            n=n,
-            seeds=seeds,
-            classes=classes,
-            guidance=guidance,
-            temperature=temperature,
-            check_values=False,
-        )
-
     def _inputs(self, row: RequestChunk, preview_every: int | None = None) -> list[Any]:
         """One image's request (`row`: a chunk of one image) as tritonclient inputs."""
         values: list[tuple[TensorSpec, NDArray[Any]]] = [
@@ -309,13 +290,8 @@ class RemotePipeline:
         """Every image of the request at once, as `Pipeline.generate` returns them.
 
         Args:
-            n: As in `Pipeline.generate`.
-            seeds: As in `Pipeline.generate`.
-            classes: As in `Pipeline.generate`.
-            guidance: As in `Pipeline.generate`; None sends the bundle's default.
-            temperature: As in `Pipeline.generate`; None sends the bundle's default.
-            preview_every: As in `iter_generate` (gRPC only).
-            on_preview: As in `iter_generate`.
+            n, seeds, classes, guidance, temperature, preview_every, on_preview: As in
+                `iter_generate`.
 
         Returns:
             A `bld_runtime.pipeline.Generation` (images, bits, seeds, classes).
@@ -358,11 +334,8 @@ class RemotePipeline:
         before the caller writes anything.
 
         Args:
-            n: As in `Pipeline.generate`.
-            seeds: As in `Pipeline.generate`.
-            classes: As in `Pipeline.generate`.
-            guidance: As in `Pipeline.generate`; None sends the bundle's default.
-            temperature: As in `Pipeline.generate`; None sends the bundle's default.
+            n, seeds, classes: As in `Pipeline.generate`.
+            guidance, temperature: As in `Pipeline.generate`; None sends the bundle's default.
             preview_every: gRPC only: k > 0 asks for the decoded bits every k steps.
             on_preview: on_preview(index, step, image), called with each preview in the
                 thread that iterates, as they stream in.
@@ -377,7 +350,16 @@ class RemotePipeline:
         """
         from .pipeline import Generation
 
-        request = self._request(n, seeds, classes, guidance, temperature)
+        # Shaped by the runtime's rules; its values are the server's to check.
+        request = Request.build(
+            self.bundle.rules,
+            n=n,
+            seeds=seeds,
+            classes=classes,
+            guidance=guidance,
+            temperature=temperature,
+            check_values=False,
+        )
         if (
             isinstance(preview_every, bool)
             or not isinstance(preview_every, int)

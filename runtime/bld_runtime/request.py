@@ -30,9 +30,9 @@ if TYPE_CHECKING:
     from .manifest import Manifest
 
 #: A request's classes: None (unconditional), one class for all, one per image, or "all".
-Classes: TypeAlias = "int | np.integer[Any] | str | Sequence[int] | NDArray[np.integer[Any]] | None"
+Classes: TypeAlias = int | np.integer[Any] | str | Sequence[int] | NDArray[np.integer[Any]] | None
 #: A request's guidance or temperature: one value for all, one per image, or None (default).
-PerImage: TypeAlias = "float | Sequence[float] | NDArray[Any] | None"
+PerImage: TypeAlias = float | Sequence[float] | NDArray[Any] | None
 DT = TypeVar("DT", bound=np.generic)
 
 _FLOAT32_MAX = float(np.finfo(np.float32).max)
