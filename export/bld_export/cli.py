@@ -19,8 +19,6 @@ import click
 from bld_runtime.cli import OneLineErrorGroup
 from bld_runtime.version import version_option
 
-from .flops import format_flops
-
 #: The entry-point group of the commands other packages contribute (pyproject.toml: bld_serving's
 #: `triton`, bld_engines' `engine` and `doctor`), imported only when named: those packages depend
 #: on bld_runtime only, and bld_export never imports them (docs/ARCHITECTURE.md).
@@ -122,6 +120,8 @@ def inspect_command(bundle):
     from rich.table import Table
 
     from bld_runtime.manifest import load_bundle
+
+    from .flops import format_flops  # imports onnx: not at start, for --help and --version
 
     _recover(bundle)
     loaded = load_bundle(bundle)
