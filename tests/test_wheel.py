@@ -198,7 +198,8 @@ def test_version_of_each_command(venv, wheel, tmp_path, prog):
     """Both console scripts answer --version on a plain install (no torch, no onnx)."""
     version = wheel.name.split("-")[1]
     py = venv / "bin" / "python"
-    ort = _run(py, "-c", "import onnxruntime; print(onnxruntime.__version__)").stdout.strip()
+    code = "import onnxruntime; print(onnxruntime.__version__)"
+    ort = _run(py, "-c", code, env=_clean_env(), cwd=tmp_path).stdout.strip()
     line = _version_line(venv, prog, tmp_path)
     assert line.startswith(f"{prog} {version} (bundle format ") and f"onnxruntime {ort})" in line
 
