@@ -25,7 +25,7 @@ from .errors import InvalidRequestError
 
 U64: TypeAlias = NDArray[np.uint64]
 # What a request may give as seeds: one base seed, or one per image (request_seeds).
-Seeds: TypeAlias = "int | np.integer[Any] | Sequence[int | np.integer[Any]] | range | NDArray[Any]"
+Seeds: TypeAlias = int | np.integer[Any] | Sequence[int | np.integer[Any]] | range | NDArray[Any]
 
 ROUNDS = 10
 MULTIPLIERS = (0xD2511F53, 0xCD9E8D57)
