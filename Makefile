@@ -49,9 +49,10 @@ lint: $(STAMP)
 # installs, into docs/api/ (git-ignored; open docs/api/index.html). A package's __all__, where it
 # has one, is its public surface. The Triton models import Triton's own module, so they are
 # left out. Any warning pdoc prints (an annotation it cannot resolve, a name in __all__ that does
-# not exist, a module that fails to import) fails the target; CI runs it (.ci/run). Where doxygen
-# is installed, the C and C++ headers' reference too (docs/Doxyfile, into docs/api/cpp/), also
-# failing on any warning (an undocumented declaration or parameter).
+# not exist, a module that fails to import) fails the target; CI runs it (.ci/run). Then the C
+# and C++ headers' reference with doxygen (docs/Doxyfile, into docs/api/cpp/; apt installs it
+# where it is missing, as root), also failing on any warning (an undocumented declaration or
+# parameter).
 DOCS        := docs/api
 DOC_MODULES  = $(shell $(PY) -c "from importlib.metadata import distribution as d; \
                  print(' '.join(sorted(d('bld').read_text('top_level.txt').split())))")
@@ -61,8 +62,11 @@ docs: $(STAMP)
 	@log=$$($(PY) -m pdoc --docformat google -o $(DOCS) $(DOC_MODULES) '!bld_serving.models' 2>&1); \
 	rc=$$?; if [ $$rc -ne 0 ] || [ -n "$$log" ]; then \
 	  printf '%s\n' "$$log" >&2; echo "make docs: pdoc failed or warned (above)" >&2; exit 1; fi
-	@if command -v doxygen >/dev/null; then echo "doxygen docs/Doxyfile -> $(DOCS)/cpp/index.html"; \
-	  doxygen docs/Doxyfile; else echo "doxygen is not installed: no C/C++ reference"; fi
+	@command -v doxygen >/dev/null || { echo "make docs: installing doxygen (apt)"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq doxygen >/dev/null; } \
+	  || { echo "make docs: doxygen is missing and apt-get could not install it (run as root)" >&2; exit 1; }
+	@echo "doxygen docs/Doxyfile -> $(DOCS)/cpp/index.html"
+	@doxygen docs/Doxyfile
 
 # The C++ runtime's tests (tests/test_cpp_runtime.py) run last and build it first (`make cpp`).
 test: $(STAMP) lint $(TRT_STAMP)
@@ -93,4 +97,4 @@ arm64-check: $(STAMP)
 	$(PY) -m pytest -q tests/test_arm64.py
 
 clean:
-	rm -rf $(VENV) runs $(CPP)/build $(CPP)/build-asan $(CPP)/.deps
+	rm -rf $(VENV) runs $(CPP)/build $(CPP)/build-asan $(CPP)/.deps $(DOCS)
