@@ -189,6 +189,20 @@ def test_the_venv_has_no_torch_and_imports_the_installed_package(venv, tmp_path)
     assert Path(out[1]).is_relative_to(venv), out[1]  # the venv's copy, not the checkout
 
 
+def test_help_lists_every_command_and_a_torch_command_fails_in_one_line(venv, tmp_path):
+    """Without torch, `bld --help` still lists the plugin commands; one that needs torch works
+    (importing it lazily) or says so in one line, never a traceback."""
+    bld = venv / "bin" / "bld"
+    help_text = _run(bld, "--help", env=_clean_env(), cwd=tmp_path).stdout
+    for command in ("sample", "encode", "decode", "inpaint", "train", "demo", "bench"):
+        assert command in help_text
+    train = subprocess.run(
+        [bld, "train", "--help"], capture_output=True, text=True, env=_clean_env(), cwd=tmp_path
+    )
+    assert "Traceback" not in train.stderr
+    assert train.returncode == 0 or (train.returncode == 1 and train.stderr.startswith("error: "))
+
+
 def _version_line(venv: Path, prog: str, cwd: Path) -> str:
     return _run(venv / "bin" / prog, "--version", env=_clean_env(), cwd=cwd).stdout
 
