@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
+import re
 import subprocess
 import sys
 from pathlib import Path
 
+import conformance
 import numpy as np
 import pytest
 from click.testing import CliRunner
@@ -31,16 +32,6 @@ REPO = Path(__file__).resolve().parents[1]
 CPP = REPO / "runtime" / "cpp"
 U64_MAX = 2**64 - 1
 SEEDS = [0, 1, 2, 3, 5, 8, 13, 21, 34, 55, 1000, 2**31, 2**32, 2**63, U64_MAX - 1, U64_MAX]
-# bld.h's bld_error_kind, by the Python error class each one mirrors
-KINDS = {
-    "ContractError": 1,
-    "ManifestError": 2,
-    "BundleIntegrityError": 3,
-    "InvalidRequestError": 4,
-    "BackendUnavailableError": 5,
-    "PackedBitsError": 6,
-    "CancelledError": 7,
-}
 
 
 @pytest.fixture(scope="session")
@@ -311,139 +302,12 @@ def test_cancel_from_the_step_callback(cpp_build, tiny_bundle, pipe, tmp_path):
     )
     with pytest.raises(BldError) as caught:
         pipe.generate(seeds=[1, 2], callback=lambda step, k, bits: step < 3)
-    assert (out / "stop.error").read_text() == f"{KINDS['CancelledError']} {caught.value}"
+    assert (
+        out / "stop.error"
+    ).read_text() == f"{conformance.KINDS['CancelledError']} {caught.value}"
 
 
-# --- bad input: the same sentence from both runtimes, no crash under the sanitizers ---------
-
-
-def broken_bundle(tiny_bundle: Path, where: Path, change) -> Path:
-    bundle = where / "bundle"
-    shutil.copytree(tiny_bundle, bundle)
-    change(bundle)
-    return bundle
-
-
-def edit_manifest(edit):
-    def change(bundle: Path):
-        path = bundle / "bld.json"
-        if isinstance(edit, str):
-            path.write_text(edit)
-            return
-        data = json.loads(path.read_text())
-        edit(data)
-        path.write_text(json.dumps(data, indent=2))
-
-    return change
-
-
-def set_key(*path_and_value):
-    *path, value = path_and_value
-
-    def edit(data):
-        node = data
-        for key in path[:-1]:
-            node = node[key]
-        node[path[-1]] = value
-
-    return edit
-
-
-def tamper(name):
-    def change(bundle: Path):
-        data = bytearray((bundle / name).read_bytes())
-        data[len(data) // 2] ^= 0xFF
-        (bundle / name).write_bytes(bytes(data))
-
-    return change
-
-
-def escape_by_symlink(bundle: Path):
-    outside = bundle.parent / "outside"
-    outside.mkdir()
-    shutil.move(bundle / "decoder.onnx", outside / "decoder.onnx")
-    (bundle / "decoder.onnx").symlink_to(outside / "decoder.onnx")
-
-
-TIMESTEPS = [32, 29, 27, 25, 23, 21, 19, 17, 15, 13, 11, 9, 7, 5, 3, 1]
-BAD_BUNDLES = {
-    "tampered graph": tamper("step.onnx"),
-    "missing file": lambda b: (b / "decoder.onnx").unlink(),
-    "no manifest": lambda b: (b / "bld.json").unlink(),
-    "unknown key": edit_manifest(lambda d: d["graphs"]["step"]["inputs"][0].update(foo=1)),
-    "unknown top-level key": edit_manifest(set_key("extra", {"a": [1, None, True]})),
-    "missing key": edit_manifest(lambda d: d["image"].pop("width")),
-    "path escaping": edit_manifest(set_key("graphs", "decoder", "file", "../decoder.onnx")),
-    "absolute path": edit_manifest(set_key("graphs", "decoder", "file", "/etc/passwd")),
-    "windows drive": edit_manifest(set_key("graphs", "step", "file", "C:step.onnx")),
-    "symlink escaping": escape_by_symlink,
-    "wrong type": edit_manifest(set_key("max_batch", "64")),
-    "float for int": edit_manifest(set_key("latent", "bits", 8.0)),
-    "bool for int": edit_manifest(set_key("schedule", "train_steps", True)),
-    "bad literal": edit_manifest(set_key("graphs", "step", "precision", "fp64")),
-    "bad dim": edit_manifest(set_key("graphs", "step", "inputs", 0, "shape", [1.5, 64])),
-    "bad sha": edit_manifest(set_key("graphs", "step", "sha256", "ABC")),
-    "bad format": edit_manifest(set_key("format", "other")),
-    "new schema": edit_manifest(set_key("schema_version", 2)),
-    "unknown graph": edit_manifest(lambda d: d["graphs"].update(foo=d["graphs"]["step"])),
-    "missing graph": edit_manifest(lambda d: d["graphs"].pop("step_guided")),
-    "timesteps": edit_manifest(set_key("schedule", "timesteps", TIMESTEPS[:-1] + [2])),
-    "timesteps order": edit_manifest(set_key("schedule", "timesteps", [29, 32] + TIMESTEPS[2:])),
-    "sampling steps": edit_manifest(set_key("schedule", "sampling_steps", 40)),
-    "contract": edit_manifest(
-        set_key(
-            "schedule", {"name": "linear", "train_steps": 1, "sampling_steps": 1, "timesteps": [1]}
-        )
-    ),
-    "schedule name": edit_manifest(set_key("schedule", "name", "quadratic")),
-    "null class": edit_manifest(set_key("classes", "null_class", 3)),
-    "temperature": edit_manifest(set_key("defaults", "temperature", -0.5)),
-    "guidance": edit_manifest(set_key("defaults", "guidance", -1e-7)),
-    "duplicate names": edit_manifest(
-        lambda d: d["graphs"]["step"]["inputs"].append(d["graphs"]["step"]["inputs"][0])
-    ),
-    "not an object": edit_manifest("[1, 2]"),
-    "duplicate key": edit_manifest('{"format": "bld-bundle", "format": "x"}'),
-    "NaN": edit_manifest('{"format": "bld-bundle", "schema_version": NaN}'),
-    "-Infinity": edit_manifest('{"format": "bld-bundle", "schema_version": -Infinity}'),
-    "number too large": lambda b: (b / "bld.json").write_text(
-        (b / "bld.json").read_text().replace('"temperature": 1.0', '"temperature": 1e999')
-    ),
-    "integer too large": edit_manifest(set_key("max_batch", 2**64 - 1)),
-    "too deep": edit_manifest("[" * 2000 + "]" * 2000),
-    "huge manifest": lambda b: (b / "bld.json").write_text(
-        (b / "bld.json").read_text() + " " * (4 << 20)
-    ),
-    "NUL in a path": edit_manifest(set_key("graphs", "step", "file", "step\u0000.onnx")),
-    "graph interface": edit_manifest(
-        set_key("graphs", "step", "inputs", 0, "shape", ["batch", 64, 7])
-    ),
-    "graph precision": edit_manifest(set_key("graphs", "step", "precision", "fp16")),
-    "graph facts": lambda b: rewrite_graph(b, "step", lambda facts: facts["latent"].update(bits=9)),
-    "no graph facts": lambda b: rewrite_graph(b, "decoder", None),
-}
-
-
-def rewrite_graph(bundle: Path, name: str, edit_facts):
-    """Change what graph `name` records in its bld.graph metadata (None: drop it), and update
-    its sha256 in bld.json, so that only the facts disagree."""
-    import hashlib
-
-    import onnx
-
-    path = bundle / f"{name}.onnx"
-    model = onnx.load(str(path))
-    props = [p for p in model.metadata_props if p.key == "bld.graph"]
-    if edit_facts is None:
-        model.metadata_props.remove(props[0])
-    else:
-        facts = json.loads(props[0].value)
-        edit_facts(facts)
-        props[0].value = json.dumps(facts)
-    onnx.save(model, str(path))
-    data = json.loads((bundle / "bld.json").read_text())
-    data["graphs"][name]["sha256"] = hashlib.sha256(path.read_bytes()).hexdigest()
-    (bundle / "bld.json").write_text(json.dumps(data, indent=2))
+# --- bad command lines: the same sentence from both, no crash under the sanitizers -----------
 
 
 BAD_ARGS = {
@@ -481,16 +345,6 @@ def cpp_error(exe: Path, bundle, args, tmp_path) -> str:
 
 
 @pytest.mark.parametrize("build", ["release", "asan"])
-@pytest.mark.parametrize("case", sorted(BAD_BUNDLES))
-def test_bad_bundles_are_refused_with_python_s_sentence(
-    cpp_build, tiny_bundle, tmp_path, build, case
-):
-    bundle = broken_bundle(tiny_bundle, tmp_path, BAD_BUNDLES[case])
-    expected = python_error(bundle, [], tmp_path)
-    assert cpp_error(cpp_build[build] / "bld-cpp", bundle, [], tmp_path) == expected
-
-
-@pytest.mark.parametrize("build", ["release", "asan"])
 @pytest.mark.parametrize("case", sorted(BAD_ARGS))
 def test_bad_arguments_are_refused_with_python_s_sentence(
     cpp_build, tiny_bundle, tmp_path, build, case
@@ -501,39 +355,51 @@ def test_bad_arguments_are_refused_with_python_s_sentence(
     )
 
 
+# --- the conformance cases (tests/conformance/): what tests/test_conformance.py holds Python to -
+
+
+def one_line(message: str) -> str:
+    """A message as the command lines print it: `error: ` and its whitespace collapsed."""
+    return f"error: {' '.join(message.split())}\n"
+
+
+MANIFEST_CASES = conformance.cases("manifests")
+
+
 @pytest.mark.parametrize("build", ["release", "asan"])
-def test_bad_requests_are_refused_with_python_s_sentence(
-    cpp_build, tiny_bundle, pipe, tmp_path, build
-):
-    L, C = pipe.latent_shape
-    ok = {"seeds": [1, 2], "classes": [0, 1]}
-    cases = {
-        "mask shape": dict(
-            ok, mask=[1] * (L * (C - 1)), known_bits=[0] * (L * (C - 1)), mask_shape=[1, L, C - 1]
-        ),
-        "mask rows": dict(
-            ok, mask=[1] * (3 * L * C), known_bits=[0] * (3 * L * C), mask_shape=[3, L, C]
-        ),
-        "mask values": dict(ok, mask=[2] * (L * C), known_bits=[0] * (L * C), mask_shape=[1, L, C]),
-        "mask without known bits": dict(ok, mask=[1] * (L * C), mask_shape=[1, L, C]),
-        "NaN guidance": dict(ok, guidance=["nan"]),
-        "guidance per image": dict(ok, guidance=[0.0, 1.0, 2.0]),
-        "class out of range": dict(ok, classes=[3, 11]),
-        "negative class": dict(ok, classes=[-1]),
-        "classes per image": dict(ok, classes=[1, 2, 3]),
-        "no images": dict(ok, seeds=[]),
-        "no chunking": dict(ok, seeds=list(range(65)), classes=[0], chunk=False),
-        "zero temperature": dict(ok, temperature=[0.0]),
-    }
-    spec = {
-        "requests": [dict(request, name=name.replace(" ", "_")) for name, request in cases.items()]
-    }
+@pytest.mark.parametrize("case", MANIFEST_CASES, ids=[c["name"] for c in MANIFEST_CASES])
+def test_conformance_bad_manifests(cpp_build, tiny_bundle, tmp_path, build, case):
+    """The library refuses each bad manifest with the case's kind and sentence (bld-probe, the
+    release build) and bld-cpp prints it as `bld` does (both builds), without a crash."""
+    bundle = conformance.broken_bundle(tiny_bundle, tmp_path, case)
+    expected = conformance.expected_message(case, bundle)
+    if build == "release":
+        out = probe(cpp_build[build], bundle, {"requests": []}, tmp_path / "probe")
+        kind = conformance.KINDS[case["error"]["kind"]]
+        assert (out / "load.error").read_text() == f"{kind} {expected}"
+    assert cpp_error(cpp_build[build] / "bld-cpp", bundle, [], tmp_path) == one_line(expected)
+
+
+@pytest.mark.parametrize("build", ["release", "asan"])
+def test_conformance_requests_and_generations(cpp_build, tiny_bundle, tmp_path, build):
+    """Every bad request refused with the case's kind and sentence, every generation with the
+    case's bits and pixels, in one bld-probe run."""
+    refusals, generations = conformance.cases("requests"), conformance.cases("generations")
+    named = {f"case{i}": case for i, case in enumerate(refusals + generations)}
+    spec = {"requests": [conformance.probe_request(n, c["request"]) for n, c in named.items()]}
     out = probe(cpp_build[build], tiny_bundle, spec, tmp_path)
-    for request in spec["requests"]:
-        with pytest.raises(BldError) as caught:
-            python_generate(pipe, request)
-        kind = KINDS[type(caught.value).__name__]
-        assert (out / f"{request['name']}.error").read_text() == f"{kind} {caught.value}"
+    same_graphs = conformance.fingerprint(tiny_bundle) == conformance.generations_bundle()
+    for name, case in named.items():
+        error = out / f"{name}.error"
+        if "error" in case:
+            kind = conformance.KINDS[case["error"]["kind"]]
+            assert error.read_text() == f"{kind} {case['error']['message']}", case["name"]
+            continue
+        assert not error.exists(), (case["name"], error.read_text())
+        if same_graphs:  # else tests/test_conformance.py says why it skips them
+            bits, images = np.load(out / f"{name}.bits.npy"), np.load(out / f"{name}.images.npy")
+            assert conformance.sha256(bits) == case["bits_sha256"], case["name"]
+            assert conformance.sha256(images) == case["images_sha256"], case["name"]
 
 
 @pytest.mark.parametrize("backend", ["cuda", "tensorrt-ep", "tensorrt"])
@@ -552,6 +418,29 @@ def test_unavailable_backends_are_refused_never_run_on_the_cpu(
         assert "backend 'tensorrt' is not part of this build" in message
     else:
         assert f"backend '{backend}' needs onnxruntime's {provider[backend]}" in message
+
+
+@pytest.mark.parametrize("build", ["release", "asan"])
+def test_version_is_laid_out_as_bld_s(cpp_build, build):
+    """`bld-cpp --version`: the package, the bundle format and the onnxruntime it runs on, in
+    `bld --version`'s layout (bld_runtime/version.py); only onnxruntime's version may differ."""
+    from bld_runtime.version import version_line
+
+    done = run(cpp_build[build] / "bld-cpp", "--version")
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    linked = re.fullmatch(r".*; onnxruntime (\d+\.\d+\.\d+)\)\n", done.stdout)
+    assert linked, done.stdout
+    python_line = re.sub(r"onnxruntime [^)]*", f"onnxruntime {linked[1]}", version_line("bld-cpp"))
+    assert done.stdout == python_line + "\n"
+
+
+@pytest.mark.parametrize("command", [[], ["sample"], ["bench"]])
+@pytest.mark.parametrize("flag", ["-h", "--help"])
+def test_help_on_every_command(cpp_build, command, flag):
+    done = run(cpp_build["release"] / "bld-cpp", *command, flag)
+    assert done.returncode == 0 and done.stderr == "", done.stderr
+    assert done.stdout.startswith(f"Usage: bld-cpp {' '.join(command)}".rstrip() + " [OPTIONS] ")
+    assert "  -h, --help  " in done.stdout
 
 
 def test_unit_tests_pass(cpp_build):

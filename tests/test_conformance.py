@@ -1,0 +1,79 @@
+"""The conformance cases (tests/conformance/) through the Python runtime.
+
+Every case in the folder runs here: a bad manifest must be refused by `Pipeline.load` with the
+case's error class and sentence, a bad request by `Pipeline.generate`, and a good request must
+give the case's bits and pixels. tests/test_cpp_runtime.py runs the same cases through the C++
+runtime, so a rule both runtimes keep is one case added to a JSON file.
+"""
+
+from __future__ import annotations
+
+import conformance
+import pytest
+
+from bld_runtime.errors import BldError
+from bld_runtime.pipeline import Pipeline
+
+MANIFESTS = conformance.cases("manifests")
+REQUESTS = conformance.cases("requests")
+GENERATIONS = conformance.cases("generations")
+
+
+def names(cases):
+    return [case["name"] for case in cases]
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_bundle):
+    return Pipeline.load(tiny_bundle)
+
+
+def refused(case, call) -> None:
+    with pytest.raises(BldError) as caught:
+        call()
+    error = caught.value
+    assert (type(error).__name__, str(error)) == (case["error"]["kind"], case["expected"])
+
+
+@pytest.mark.parametrize("case", MANIFESTS, ids=names(MANIFESTS))
+def test_bad_manifests(tiny_bundle, tmp_path, case):
+    bundle = conformance.broken_bundle(tiny_bundle, tmp_path, case)
+    expected = conformance.expected_message(case, bundle)
+    refused(dict(case, expected=expected), lambda: Pipeline.load(bundle))
+
+
+@pytest.mark.parametrize("case", REQUESTS, ids=names(REQUESTS))
+def test_bad_requests(pipe, case):
+    arguments = conformance.python_arguments(case["request"])
+    refused(dict(case, expected=case["error"]["message"]), lambda: pipe.generate(**arguments))
+
+
+@pytest.mark.parametrize("case", GENERATIONS, ids=names(GENERATIONS))
+def test_generations(tiny_bundle, pipe, case):
+    if conformance.fingerprint(tiny_bundle) != conformance.generations_bundle():
+        pytest.skip("the tiny bundle's graphs differ from those generations.json was made on")
+    result = pipe.generate(**conformance.python_arguments(case["request"]))
+    assert conformance.sha256(result.bits) == case["bits_sha256"]
+    assert conformance.sha256(result.images) == case["images_sha256"]
+
+
+def test_the_cases_are_well_formed():
+    """Every case has a unique name, a known error kind, and only the keys README.md lists."""
+    edits = {"set", "delete", "append", "copy_graph", "text", "replace", "append_text"}
+    files = {"remove", "flip_byte", "move_outside", "graph_facts"}
+    for case in MANIFESTS:
+        assert set(case) <= {"name", "error"} | edits | files, case["name"]
+    for case in REQUESTS + GENERATIONS:
+        assert set(case) <= {"name", "request", "error", "bits_sha256", "images_sha256"}
+        assert set(case["request"]) <= {
+            "seeds",
+            "classes",
+            "guidance",
+            "temperature",
+            "mask",
+            "known_bits",
+            "chunk",
+        }, case["name"]
+    for case in MANIFESTS + REQUESTS:
+        assert case["error"]["kind"] in conformance.KINDS, case["name"]
+    assert len(MANIFESTS) >= 40 and len(REQUESTS) >= 20 and len(GENERATIONS) >= 10
