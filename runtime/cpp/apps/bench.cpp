@@ -62,8 +62,16 @@ int bench(int argc, char **argv) {
                     {{"--seed"}, false, "0", "Base seed [0]"},
                     {{"--guidance"}, false, "", "Guidance scale [0]"},
                     {{"--temperature"}, false, "", "Temperature [1]"},
-                    {{"--json"}, false, "", "Also write the results as JSON to this file"}});
+                    {{"--json"}, false, "", "Also write the results as JSON to this file"},
+                    {{"-h", "--help"}, true, "", "Show this message and exit"}});
     Args args(options, {"BUNDLE"});
+    for (int i = 2; i < argc; ++i)
+        if (std::string(argv[i]) == "--help" || std::string(argv[i]) == "-h") {
+            std::cout << "Usage: bld-cpp bench [OPTIONS] BUNDLE\n\n  Time the sampling loop stage by stage."
+                         "\n\nOptions:\n"
+                      << args.help();
+            return 0;
+        }
     args.parse(argc, argv, 2);
     args.check_positionals();
     const std::string bundle = args.positional(0);

@@ -290,9 +290,17 @@ void fail(const std::string &message) {
     std::cerr << "error: " << line << std::endl;
 }
 
+// Not in bld.h yet (runtime/cpp/src/c_api.cpp): the bundle format this library reads, and the
+// onnxruntime it runs on.
+extern "C" const char *bld_bundle_format(void);
+extern "C" const char *bld_onnxruntime_version(void);
+
 int main(int argc, char **argv) {
     const std::string usage =
-        "Usage: bld-cpp COMMAND [ARGS]...\n\n  Binary Latent Diffusion bundles, from C++.\n\nCommands:\n"
+        "Usage: bld-cpp [OPTIONS] COMMAND [ARGS]...\n\n  Binary Latent Diffusion bundles, from C++.\n\n"
+        "Options:\n"
+        "  --version   Show the versions of bld-cpp, the bundle format and onnxruntime, and exit.\n"
+        "  -h, --help  Show this message and exit.\n\nCommands:\n"
         "  sample  Generate images: one PNG each, their packed bits (bits.bldz) and a grid.png.\n"
         "  bench   Time the sampling loop stage by stage.\n";
     const std::string command = argc > 1 ? argv[1] : "";
@@ -301,6 +309,11 @@ int main(int argc, char **argv) {
         if (command == "bench") return app::bench(argc, argv);
         if (command.empty() || command == "--help" || command == "-h") {
             std::cout << usage;
+            return 0;
+        }
+        if (command == "--version") {  // as `bld --version` (bld_runtime/version.py) lays it out
+            std::cout << "bld-cpp " << bld_version() << " (bundle format " << bld_bundle_format()
+                      << "; onnxruntime " << bld_onnxruntime_version() << ")" << std::endl;
             return 0;
         }
         throw app::Usage{app::no_such("command", command, {"bench", "sample"})};

@@ -8,6 +8,7 @@
 #include "bits.hpp"
 #include "error.hpp"
 #include "images.hpp"
+#include "manifest.hpp"
 #include "pipeline.hpp"
 #include "pyfmt.hpp"
 
@@ -123,6 +124,13 @@ extern "C" {
 
 int bld_abi_version(void) { return BLD_ABI_VERSION; }
 const char *bld_version(void) { return BLD_VERSION; }
+// For `bld-cpp --version`: "bld-bundle v1", as `bld --version` names the format it reads. Not
+// declared in bld.h yet; bld_cpp.cpp declares it.
+BLD_API const char *bld_bundle_format(void);
+const char *bld_bundle_format(void) {
+    static const std::string format = std::string(kFormat) + " v" + std::to_string(kSchemaVersion);
+    return format.c_str();
+}
 
 bld_error_kind bld_status_kind(const bld_status *s) { return s ? s->kind : BLD_ERROR_INTERNAL; }
 const char *bld_status_message(const bld_status *s) { return s ? s->message.c_str() : ""; }
