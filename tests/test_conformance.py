@@ -1,8 +1,9 @@
 """The conformance cases (tests/conformance/) through the Python runtime.
 
 Every case in the folder runs here: a bad manifest must be refused by `Pipeline.load` with the
-case's error class and sentence, a bad request by `Pipeline.generate`, and a good request must
-give the case's bits and pixels. tests/test_cpp_runtime.py runs the same cases through the C++
+case's error class and sentence (and by `bld sample` with that line), a bad request by
+`Pipeline.generate`, a bad command line by `bld sample`, and a good request must give the case's
+bits and pixels. tests/test_cpp_runtime.py runs the same cases through the C++
 runtime, so a rule both runtimes keep is one case added to a JSON file.
 """
 
@@ -10,13 +11,16 @@ from __future__ import annotations
 
 import conformance
 import pytest
+from click.testing import CliRunner
 
+from bld_runtime.cli import cli
 from bld_runtime.errors import BldError
 from bld_runtime.pipeline import Pipeline
 
 MANIFESTS = conformance.cases("manifests")
 REQUESTS = conformance.cases("requests")
 GENERATIONS = conformance.cases("generations")
+COMMANDS = conformance.cases("commands")
 
 
 def names(cases):
@@ -40,6 +44,20 @@ def test_bad_manifests(tiny_bundle, tmp_path, case):
     bundle = conformance.broken_bundle(tiny_bundle, tmp_path, case)
     expected = conformance.expected_message(case, bundle)
     refused(dict(case, expected=expected), lambda: Pipeline.load(bundle))
+    assert bld_sample(bundle, [], tmp_path / "out") == conformance.one_line(expected)
+
+
+def bld_sample(bundle, args, out) -> str:
+    """`bld sample BUNDLE ARGS -o OUT`, refused: its stderr (OUT not made)."""
+    result = CliRunner().invoke(cli, ["sample", str(bundle), *args, "-o", str(out)])
+    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
+    assert not out.exists()
+    return result.stderr
+
+
+@pytest.mark.parametrize("case", COMMANDS, ids=names(COMMANDS))
+def test_bad_command_lines(tiny_bundle, tmp_path, case):
+    assert bld_sample(tiny_bundle, case["args"], tmp_path / "out") == case["error"] + "\n"
 
 
 @pytest.mark.parametrize("case", REQUESTS, ids=names(REQUESTS))
@@ -76,4 +94,7 @@ def test_the_cases_are_well_formed():
         }, case["name"]
     for case in MANIFESTS + REQUESTS:
         assert case["error"]["kind"] in conformance.KINDS, case["name"]
-    assert len(MANIFESTS) >= 40 and len(REQUESTS) >= 20 and len(GENERATIONS) >= 10
+    for case in COMMANDS:
+        assert set(case) == {"name", "args", "error"} and case["error"].startswith("error: ")
+    assert len(MANIFESTS) >= 90 and len(REQUESTS) >= 20 and len(GENERATIONS) >= 10
+    assert len(COMMANDS) >= 40

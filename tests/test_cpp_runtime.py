@@ -1,10 +1,12 @@
 """The C++ runtime (runtime/cpp) against the Python runtime, on the tiny bundle.
 
 The same requests go through both: every step's input bits and probabilities (trace), the final
-bits, the packed bits file and the PNG pixels must be identical; bad input must be refused by
-both with the same sentence, by the release build and by the AddressSanitizer +
-UndefinedBehaviorSanitizer build, without a crash. The `cpp_build` fixture builds both
-(`make cpp`); conftest.py runs these tests after all the others.
+bits, the packed bits file and the PNG pixels must be identical. Bad input is the conformance
+cases' (tests/conformance/, which tests/test_conformance.py holds the Python runtime to): each
+bad manifest, request and command line must be refused with the case's kind and sentence, by the
+release build and by the AddressSanitizer + UndefinedBehaviorSanitizer build, without a crash,
+and each generation must give the case's bits. The `cpp_build` fixture builds both (`make
+cpp`); conftest.py runs these tests after all the others.
 """
 
 from __future__ import annotations
@@ -302,38 +304,11 @@ def test_cancel_from_the_step_callback(cpp_build, tiny_bundle, pipe, tmp_path):
     )
     with pytest.raises(BldError) as caught:
         pipe.generate(seeds=[1, 2], callback=lambda step, k, bits: step < 3)
-    assert (
-        out / "stop.error"
-    ).read_text() == f"{conformance.KINDS['CancelledError']} {caught.value}"
+    kind = conformance.KINDS["CancelledError"]
+    assert (out / "stop.error").read_text() == f"{kind} {caught.value}"
 
 
-# --- bad command lines: the same sentence from both, no crash under the sanitizers -----------
-
-
-BAD_ARGS = {
-    "seed too large": ["--seed", str(2**64)],
-    "negative seed": ["--seed", "-1"],
-    "seed not a number": ["--seed", "1e3"],
-    "class too large": ["--class", "10"],
-    "negative class": ["--class", "-1"],
-    "class not a number": ["--class", "seven"],
-    "NaN guidance": ["--guidance", "nan"],
-    "negative guidance": ["--guidance", "-1.5"],
-    "infinite temperature": ["--temperature", "inf"],
-    "zero images": ["-n", "0"],
-    "too many digits": ["--seed", "000000000000000000001"],
-    "seed with a sign": ["--seed", "+5"],
-    "huge class": ["--class", "99999999999999999999"],
-    "no chunking": ["-n", "65", "--no-chunk"],
-    "threads": ["--threads", "-2"],
-    "precision": ["--precision", "fp64"],
-}
-
-
-def python_error(bundle, args, tmp_path) -> str:
-    result = CliRunner().invoke(cli, ["sample", str(bundle), *args, "-o", str(tmp_path / "py")])
-    assert result.exit_code == 1 and "Traceback" not in result.output, result.output
-    return result.stderr
+# --- the conformance cases (tests/conformance/): what tests/test_conformance.py holds Python to -
 
 
 def cpp_error(exe: Path, bundle, args, tmp_path) -> str:
@@ -342,25 +317,6 @@ def cpp_error(exe: Path, bundle, args, tmp_path) -> str:
     assert done.returncode == 1, (done.stdout, done.stderr)  # an error, not a crash
     assert not out.exists()
     return done.stderr
-
-
-@pytest.mark.parametrize("build", ["release", "asan"])
-@pytest.mark.parametrize("case", sorted(BAD_ARGS))
-def test_bad_arguments_are_refused_with_python_s_sentence(
-    cpp_build, tiny_bundle, tmp_path, build, case
-):
-    args = BAD_ARGS[case]
-    assert cpp_error(cpp_build[build] / "bld-cpp", tiny_bundle, args, tmp_path) == python_error(
-        tiny_bundle, args, tmp_path
-    )
-
-
-# --- the conformance cases (tests/conformance/): what tests/test_conformance.py holds Python to -
-
-
-def one_line(message: str) -> str:
-    """A message as the command lines print it: `error: ` and its whitespace collapsed."""
-    return f"error: {' '.join(message.split())}\n"
 
 
 MANIFEST_CASES = conformance.cases("manifests")
@@ -377,7 +333,19 @@ def test_conformance_bad_manifests(cpp_build, tiny_bundle, tmp_path, build, case
         out = probe(cpp_build[build], bundle, {"requests": []}, tmp_path / "probe")
         kind = conformance.KINDS[case["error"]["kind"]]
         assert (out / "load.error").read_text() == f"{kind} {expected}"
-    assert cpp_error(cpp_build[build] / "bld-cpp", bundle, [], tmp_path) == one_line(expected)
+    assert cpp_error(cpp_build[build] / "bld-cpp", bundle, [], tmp_path) == conformance.one_line(
+        expected
+    )
+
+
+COMMAND_CASES = conformance.cases("commands")
+
+
+@pytest.mark.parametrize("build", ["release", "asan"])
+@pytest.mark.parametrize("case", COMMAND_CASES, ids=[c["name"] for c in COMMAND_CASES])
+def test_conformance_bad_command_lines(cpp_build, tiny_bundle, tmp_path, build, case):
+    exe = cpp_build[build] / "bld-cpp"
+    assert cpp_error(exe, tiny_bundle, case["args"], tmp_path) == case["error"] + "\n"
 
 
 @pytest.mark.parametrize("build", ["release", "asan"])

@@ -81,40 +81,9 @@ def both_refuse(exe: Path, bundle: Path, args: list[str], out: Path) -> tuple[st
 
 # How click parses and converts (every word starting with "-" is an option, grouped short
 # options, "=" values, Python's int() and float(), its suggestions for a mistyped option, the
-# order it checks options in), and the checks `bld sample` makes before it loads anything.
-ARGS = {
-    "-n in exponent notation": ["-n", "1e3"],
-    "-n in hexadecimal": ["-n", "0x10"],
-    "--threads not a number": ["--threads", "x"],
-    "-n too large for bits.bldz": ["-n", str(2**32)],
-    "-n beyond int64": ["-n", "99999999999999999999"],
-    "-n hugely negative": ["-n", "-99999999999999999999"],
-    "-n zero with underscores": ["-n", "0_0"],
-    "-n with a trailing underscore": ["-n", "5_"],
-    "-n= on a short option": ["-n=5"],
-    "unknown option": ["--frobnicate"],
-    "unknown option, two suggestions": ["--nochunk"],
-    "unknown option, no suggestion": ["--zzzzzz"],
-    "unknown short option": ["-x"],
-    "a negative number is an option": ["-1"],
-    "grouped short options": ["-fo"],
-    "a flag given a value": ["--force=1"],
-    "an option without its value": ["--guidance"],
-    "two extra arguments": ["extra", "more"],
-    "options checked in the order given": ["--threads", "x", "-n", "y"],
-    "options checked in the order given, reversed": ["-n", "y", "--threads", "x"],
-    "an option before an extra argument": ["extra", "--precision", "fp64"],
-    "unknown backend": ["--backend", "foo"],
-    "float in hexadecimal": ["--guidance", "0x1"],
-    "nan with a payload": ["--guidance", "nan(1)"],
-    "float overflow": ["--temperature", "1e400"],
-}
-
-
-@pytest.mark.parametrize("case", sorted(ARGS))
-def test_command_line_refusals_in_bld_s_words(bld_cpp, tiny_bundle, tmp_path, case):
-    py, cpp = both_refuse(bld_cpp, tiny_bundle, ARGS[case], tmp_path)
-    assert cpp == py
+# order it checks options in), and the checks `bld sample` makes before it loads anything: the
+# conformance cases of tests/conformance/commands.json, which both bld and bld-cpp are held to
+# (tests/test_conformance.py, tests/test_cpp_runtime.py).
 
 
 def test_valid_forms_python_accepts_are_accepted(bld_cpp, tiny_bundle, tmp_path):
@@ -141,48 +110,8 @@ def test_an_unavailable_backend_names_the_same_install(bld_cpp, tiny_bundle, tmp
 
 
 # bld.json texts Python's json refuses, each with its own message and position (in characters,
-# not bytes): bld-cpp must say what `bld` says, not what its own JSON parser does.
-MANIFESTS = {
-    "empty": "",
-    "only spaces": "   ",
-    "unclosed object": "{",
-    "unclosed array": "[",
-    "trailing comma in an array": "[1,]",
-    "trailing comma in an object": '{"a": 1,}',
-    "no colon": '{"a" 1}',
-    "no value": '{"a":}',
-    "unquoted key": "{a: 1}",
-    "no comma": "[1 2]",
-    "leading zero": "[01]",
-    "leading zero at the top": "01",
-    "unterminated string": '"abc',
-    "bad escape": '"a\\x"',
-    "short unicode escape": '"\\u12"',
-    "bad unicode escape": '"\\u12G4"',
-    "bad low surrogate": '"\\ud800\\u12G4"',
-    "control character": '{"a": "b\tc"}',
-    "lone minus": "[-]",
-    "fraction without digits": "[1.]",
-    "exponent without digits": "[1e+]",
-    "a word": "[truex]",
-    "extra data": '{"a": 1} x',
-    "byte order mark": '\ufeff{"a": 1}',
-    "on the third line": "[\n1,\n x]",
-    "after non-ASCII characters": '{"\u00e9\u4e2d": x}',
-    "NaN before a syntax error": "[NaN, x",
-    "a float beyond double before a syntax error": "[1e999, x",
-    "a duplicate key before a syntax error": '{"a": 1, "a": 2} x',
-    "a no-break space": "[\u00a0]",
-}
-
-
-@pytest.mark.parametrize("case", sorted(MANIFESTS))
-def test_a_broken_manifest_is_refused_in_python_s_json_words(bld_cpp, tiny_bundle, tmp_path, case):
-    bundle = tmp_path / "bundle"
-    shutil.copytree(tiny_bundle, bundle)
-    (bundle / "bld.json").write_bytes(MANIFESTS[case].encode("utf-8"))
-    py, cpp = both_refuse(bld_cpp, bundle, [], tmp_path)
-    assert cpp == py
+# not bytes), are conformance cases ("JSON: ..." in tests/conformance/manifests.json): bld-cpp
+# must say what `bld` says, not what its own JSON parser does.
 
 
 def test_a_truncated_real_manifest(bld_cpp, tiny_bundle, tmp_path):

@@ -31,7 +31,7 @@ KINDS = {
 
 
 def cases(kind: str) -> list[dict[str, Any]]:
-    """The cases of `kind` ("manifests", "requests", "generations"), in file order."""
+    """The cases of `kind` ("manifests", "requests", "generations", "commands"), in order."""
     data = json.loads((FOLDER / f"{kind}.json").read_text())
     found = data["cases"]
     names = [case["name"] for case in found]
@@ -102,14 +102,14 @@ def broken_bundle(tiny_bundle: Path, where: Path, case: dict) -> Path:
     shutil.copytree(tiny_bundle, bundle)
     manifest = bundle / "bld.json"
     if "text" in case:
-        manifest.write_text("".join(part * count for part, count in case["text"]))
+        manifest.write_text("".join(part * count for part, count in case["text"]), "utf-8")
     _edit_json(bundle, case)
     for old, new in case.get("replace", []):
-        text = manifest.read_text()
+        text = manifest.read_text("utf-8")
         assert old in text, f"{case['name']}: {old!r} is not in bld.json"
-        manifest.write_text(text.replace(old, new))
+        manifest.write_text(text.replace(old, new), "utf-8")
     for part, count in case.get("append_text", []):
-        manifest.write_text(manifest.read_text() + part * count)
+        manifest.write_text(manifest.read_text("utf-8") + part * count, "utf-8")
     for name in case.get("remove", []):
         (bundle / name).unlink()
     for name in case.get("flip_byte", []):
@@ -196,6 +196,11 @@ def probe_request(name: str, request: dict) -> dict[str, Any]:
     if "chunk" in request:
         out["chunk"] = request["chunk"]
     return out
+
+
+def one_line(message: str) -> str:
+    """A message as both command lines print it: `error: `, its whitespace collapsed."""
+    return f"error: {' '.join(message.split())}\n"
 
 
 def sha256(array: np.ndarray) -> str:
