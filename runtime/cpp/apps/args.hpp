@@ -16,8 +16,11 @@
 #include <vector>
 
 #include "bld/bld.hpp"
+#include "pyfmt.hpp"  // the runtime's repr() and str(Path()), compiled into bld-cpp too
 
 namespace app {
+
+namespace py = bld::core::py;
 
 // errors.describe(MemoryError()): what `bld` says when memory runs out
 inline const char *const kOutOfMemory = "out of memory; ask for fewer images or a smaller batch";
@@ -32,16 +35,6 @@ struct Option {
     std::string fallback;            // default value ("" = none)
     std::string help;
 };
-
-inline std::string py_repr(const std::string &text) {  // repr() of a plain command-line word
-    const bool dq = text.find('\'') != std::string::npos && text.find('"') == std::string::npos;
-    std::string out(1, dq ? '"' : '\'');
-    for (char c : text) {
-        if (c == '\\' || (!dq && c == '\'')) out += '\\';
-        out += c;
-    }
-    return out + (dq ? '"' : '\'');
-}
 
 // difflib.get_close_matches(word, possibilities) as click calls it to suggest an option: the
 // possibilities whose SequenceMatcher ratio with `word` is at least 0.6, the best 3, sorted.
@@ -78,8 +71,8 @@ inline std::vector<std::string> close_matches(const std::string &word, const std
 // click's NoSuchOption / NoSuchCommand message, with its suggestions.
 inline std::string no_such(const std::string &what, const std::string &word, const std::vector<std::string> &possibilities) {
     const auto near = close_matches(word, possibilities);
-    std::string message = "No such " + what + " " + py_repr(word) + ".", listed;
-    for (const auto &p : near) listed += (listed.empty() ? "" : ", ") + py_repr(p);
+    std::string message = "No such " + what + " " + py::repr(word) + ".", listed;
+    for (const auto &p : near) listed += (listed.empty() ? "" : ", ") + py::repr(p);
     if (near.size() == 1) message += " Did you mean " + listed + "?";
     if (near.size() > 1) message += " (Did you mean one of: " + listed + "?)";
     return message;
@@ -154,7 +147,7 @@ class Args {
             const std::string name = a.substr(0, eq);
             if (const Option *o = find(name); o && name.rfind("--", 0) == 0) {
                 if (o->flag && eq != std::string::npos)
-                    throw Usage{"Option " + py_repr(name) + " does not take a value."};
+                    throw Usage{"Option " + py::repr(name) + " does not take a value."};
                 if (o->flag) set(*o, "1");
                 else set(*o, eq != std::string::npos ? a.substr(eq + 1) : next(argc, argv, i, name));
                 continue;
@@ -163,7 +156,7 @@ class Args {
             for (size_t c = 1; c < a.size(); ++c) {  // a group of short options
                 const std::string letter = std::string("-") + a[c];
                 const Option *o = find(letter);
-                if (!o) throw Usage{"No such option " + py_repr(letter) + "."};
+                if (!o) throw Usage{"No such option " + py::repr(letter) + "."};
                 if (o->flag) {
                     set(*o, "1");
                     continue;
@@ -220,7 +213,7 @@ class Args {
         const std::string text = get(name);
         const auto v = py_int(text);
         if (!v)
-            throw Usage{"Invalid value for '" + name + "': " + py_repr(text) + " is not a valid integer" +
+            throw Usage{"Invalid value for '" + name + "': " + py::repr(text) + " is not a valid integer" +
                         (min ? " range." : ".")};
         if (min && v->value < *min)
             throw Usage{"Invalid value for '" + name + "': " + v->text + " is not in the range x>=" +
@@ -231,7 +224,7 @@ class Args {
         if (!has(name)) return std::nullopt;
         const std::string text = get(name);
         const auto v = py_float(text);
-        if (!v) throw Usage{"Invalid value for '" + name + "': " + py_repr(text) + " is not a valid float."};
+        if (!v) throw Usage{"Invalid value for '" + name + "': " + py::repr(text) + " is not a valid float."};
         return v;
     }
     std::string help() const {
@@ -250,7 +243,7 @@ class Args {
         values_[o.names.back()] = value;
     }
     std::string next(int argc, char **argv, int &i, const std::string &name) const {
-        if (i + 1 >= argc) throw Usage{"Option " + py_repr(name) + " requires an argument."};
+        if (i + 1 >= argc) throw Usage{"Option " + py::repr(name) + " requires an argument."};
         return argv[++i];
     }
     std::string no_such_option(const std::string &name) const {
@@ -280,7 +273,7 @@ inline uint64_t parse_seed(const std::string &text) {
     unsigned __int128 v = 0;
     for (size_t i = 0; ok && i < digits.size(); ++i) v = v * 10 + unsigned(digits[i] - '0');
     if (!ok || v > UINT64_MAX)
-        throw bld::Error(BLD_ERROR_INVALID_REQUEST, "--seed must be an integer in [0, 2^64), got " + py_repr(text));
+        throw bld::Error(BLD_ERROR_INVALID_REQUEST, "--seed must be an integer in [0, 2^64), got " + py::repr(text));
     return static_cast<uint64_t>(v);
 }
 
@@ -297,7 +290,7 @@ inline std::optional<int64_t> parse_class(const std::string &text, int64_t num_c
     std::string digits = negative ? text.substr(1) : text;
     if (digits.empty() || digits.find_first_not_of("0123456789") != std::string::npos)
         throw bld::Error(BLD_ERROR_INVALID_REQUEST,
-                         "--class must be a class index, 'all' or 'none', got " + py_repr(text));
+                         "--class must be a class index, 'all' or 'none', got " + py::repr(text));
     digits.erase(0, std::min(digits.find_first_not_of('0'), digits.size() - 1));  // int("007") is 7
     const bool fits = digits.size() < 18;
     const int64_t v = fits ? (negative ? -1 : 1) * std::stoll(digits) : 0;

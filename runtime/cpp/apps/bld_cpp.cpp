@@ -1,4 +1,5 @@
-// bld-cpp: the C++ runtime's example app, built on the public C++ API (bld.hpp) only.
+// bld-cpp: the C++ runtime's example app, built on the public C++ API (bld.hpp) only, and on
+// the runtime's Python-style formatting (src/pyfmt.cpp, compiled in) for its messages.
 //
 //   bld-cpp sample BUNDLE --seed S -n N --class C --guidance G -o DIR   # as `bld sample`
 //   bld-cpp bench BUNDLE --batch 1,16                                   # stage timings
@@ -46,7 +47,7 @@ bld::Pipeline load(const std::string &bundle, const Args &args) {
 void check_bundle_dir(const std::string &bundle) {
     std::error_code ec;
     if (fs::is_regular_file(bundle, ec))
-        throw Usage{"Invalid value for 'BUNDLE': Directory " + py_repr(bundle) + " is a file."};
+        throw Usage{"Invalid value for 'BUNDLE': Directory " + py::repr(bundle) + " is a file."};
 }
 
 constexpr int64_t kMaxLatents = 4294967295;  // the most a .bldz holds: its header's batch is a uint32
@@ -56,15 +57,6 @@ std::string image_name(size_t index, size_t count) {
     const size_t width = std::max<size_t>(5, std::to_string(count - 1).size());
     std::string digits = std::to_string(index);
     return std::string(width > digits.size() ? width - digits.size() : 0, '0') + digits + ".png";
-}
-
-// str(pathlib.Path(text)), as `bld` names a folder in its messages: no empty or "." parts.
-std::string py_path(const std::string &text) {
-    std::string out = text.rfind('/', 0) == 0 ? "/" : "", part;
-    std::stringstream parts(text);
-    while (std::getline(parts, part, '/'))
-        if (!part.empty() && part != ".") out += (out.empty() || out == "/" ? "" : "/") + part;
-    return out.empty() ? "." : out;
 }
 
 // The stop path (bld_runtime/sampling.py): SIGINT, SIGTERM and SIGHUP (the terminal closed)
@@ -153,17 +145,17 @@ int sample(int argc, char **argv) {
                        out_dir = args.required("--out");
                        std::error_code ec;
                        if (fs::is_regular_file(out_dir, ec))  // as check_bundle_dir: click's S_ISREG
-                           throw Usage{"Invalid value for '-o' / '--out': Directory " + py_repr(out_dir) + " is a file."};
+                           throw Usage{"Invalid value for '-o' / '--out': Directory " + py::repr(out_dir) + " is a file."};
                    }},
                   {"--precision",
                    [&] {
                        if (precision != "fp32" && precision != "fp16")
-                           throw Usage{"Invalid value for '--precision': " + py_repr(precision) +
+                           throw Usage{"Invalid value for '--precision': " + py::repr(precision) +
                                        " is not one of 'fp32', 'fp16'."};
                    }},
                   {"--backend", [&] {
                        if (backend != "cpu" && backend != "cuda" && backend != "tensorrt-ep" && backend != "tensorrt")
-                           throw Usage{"Invalid value for '--backend': " + py_repr(backend) +
+                           throw Usage{"Invalid value for '--backend': " + py::repr(backend) +
                                        " is not one of 'cpu', 'cuda', 'tensorrt-ep', 'tensorrt'."};
                    }}});
     if (args.count_positional() > 0) check_bundle_dir(args.positional(0));
@@ -206,7 +198,7 @@ int sample(int argc, char **argv) {
         first_failed = std::current_exception();
     }
 
-    OutputFolder out(py_path(out_dir), args.has("--force"));  // named as Path(out_dir) is, "out/" as "out"
+    OutputFolder out(py::path(out_dir), args.has("--force"));  // named as Path(out_dir) is, "out/" as "out"
     OutputFolder::Json request = {{"bundle", bundle}, {"seed", seed}, {"n", count}, {"class", class_text},
                                   {"guidance", guidance ? OutputFolder::Json(*guidance) : OutputFolder::Json()},
                                   {"temperature", temperature ? OutputFolder::Json(*temperature) : OutputFolder::Json()},
@@ -227,10 +219,10 @@ int sample(int argc, char **argv) {
     };
     auto holds = [&](size_t done, bool bits_kept) {
         const std::string first_name = image_name(0, n);
-        return done ? py_path(out_dir) + " holds images " + first_name.substr(0, first_name.size() - 4) + ".." +
+        return done ? py::path(out_dir) + " holds images " + first_name.substr(0, first_name.size() - 4) + ".." +
                           image_name(done - 1, n) + " (of " + std::to_string(n) + ")" +
                           (bits_kept ? " and their bits (bits.bldz)" : "")
-                    : "nothing was written to " + py_path(out_dir);
+                    : "nothing was written to " + py::path(out_dir);
     };
     std::vector<uint8_t> bits, grid;  // all bits; the first 100 images for grid.png
     size_t done = 0;                  // images whose PNGs and bits are all written
@@ -261,7 +253,7 @@ int sample(int argc, char **argv) {
         // Stopped: keep the finished images with exactly their bits, say where it stopped.
         const std::string reason = stop_reason(std::current_exception());
         if (out.staged())  // --force over an earlier output: that stays, this run's files go
-            throw Stopped{stopped_after(reason, done, py_path(out_dir) + " still holds the earlier output (--force "
+            throw Stopped{stopped_after(reason, done, py::path(out_dir) + " still holds the earlier output (--force "
                                                                           "replaces it only with a complete one)")};
         for (size_t i = done; i < n; ++i)  // the images of the chunk it stopped in
             if (std::error_code ec; !fs::remove(out.file(image_name(i, n)), ec)) break;
