@@ -1,6 +1,7 @@
 // The core's host-side pieces: Python-style formatting, packed bits and .bldz files, sampling
-// timesteps, images. Whole-bundle behaviour (manifests, the loop, errors) is tested against the
-// Python runtime in tests/test_cpp_runtime.py.
+// timesteps, images. Whole-bundle behaviour (manifests, the loop, errors) is held to the
+// conformance cases both runtimes share (tests/conformance/) and compared with the Python runtime
+// in tests/test_cpp_runtime.py.
 #include <catch2/catch.hpp>
 
 #include <cmath>
@@ -19,27 +20,17 @@
 
 using namespace bld::core;
 
-TEST_CASE("repr and format as Python prints them") {
+// repr() of floats and strings, format(x, "g") and tuples reach the messages, and the conformance
+// cases hold them there (tests/conformance/: "guidance -1e16 (repr: scientific)", "a string with
+// control characters", "tiny negative temperature", "mask shape", ...). What no message shows
+// yet is checked here.
+TEST_CASE("repr and paths as Python prints them, beyond the conformance cases") {
     CHECK(py::repr(1.0) == "1.0");
-    CHECK(py::repr(-0.5) == "-0.5");
-    CHECK(py::repr(1e-5) == "1e-05");
-    CHECK(py::repr(0.0001) == "0.0001");
-    CHECK(py::repr(1e16) == "1e+16");
-    CHECK(py::repr(123456789012345678.0) == "1.2345678901234568e+17");
-    CHECK(py::repr(1e15) == "1000000000000000.0");
-    CHECK(py::repr(0.1) == "0.1");
-    CHECK(py::repr(std::string("it's")) == "\"it's\"");
-    CHECK(py::repr(std::string("a\\b\n")) == "'a\\\\b\\n'");
     CHECK(py::repr(py::Json::parse(R"({"a": [1, null, true, 2.5, "x"]})")) == "{'a': [1, None, True, 2.5, 'x']}");
-    CHECK(py::format_g(std::nan("")) == "nan");
-    CHECK(py::format_g(-std::numeric_limits<double>::infinity()) == "-inf");
-    CHECK(py::format_g(1e-7) == "1e-07");
-    CHECK(py::format_g(-1.5) == "-1.5");
     CHECK(py::path("a//b/./c/") == "a/b/c");
     CHECK(py::path("./x") == "x");
     CHECK(py::path("/") == "/");
-    CHECK(py::tuple(std::vector<size_t>{5}) == "(5,)");
-    CHECK(py::tuple(std::vector<size_t>{1, 64, 7}) == "(1, 64, 7)");
+    CHECK(py::path("//x/../y") == "//x/../y");
 }
 
 TEST_CASE("sampling timesteps (SAMPLING_CONTRACT.md, section 3)") {
