@@ -80,7 +80,7 @@ def test_the_cases_are_well_formed():
     edits = {"set", "delete", "append", "copy_graph", "text", "replace", "append_text"}
     files = {"remove", "flip_byte", "move_outside", "graph_facts"}
     for case in MANIFESTS:
-        assert set(case) <= {"name", "error"} | edits | files, case["name"]
+        assert set(case) <= {"name", "same_as", "error"} | edits | files, case["name"]
     for case in REQUESTS + GENERATIONS:
         assert set(case) <= {"name", "request", "error", "bits_sha256", "images_sha256"}
         assert set(case["request"]) <= {
@@ -98,3 +98,22 @@ def test_the_cases_are_well_formed():
         assert set(case) == {"name", "args", "error"} and case["error"].startswith("error: ")
     assert len(MANIFESTS) >= 90 and len(REQUESTS) >= 20 and len(GENERATIONS) >= 10
     assert len(COMMANDS) >= 40
+
+
+def test_every_rule_reads_differently():
+    """Each change of bld.json's content (not of its JSON syntax, whose words are Python's json
+    module's) is refused in its own sentence, unless the case says which it repeats on purpose
+    (`same_as`: one check comes before another), and the kinds of problem read differently, not
+    only the paths."""
+    content = [c for c in MANIFESTS if not {"text", "replace", "append_text"} & set(c)]
+    by_name = {case["name"]: case for case in MANIFESTS}
+    seen: dict[str, str] = {}
+    for case in content:
+        message = case["error"]["message"]
+        if "same_as" in case:
+            assert by_name[case["same_as"]]["error"] == case["error"], case["name"]
+            continue
+        assert message not in seen, f"{case['name']} reads as {seen.get(message)}"
+        seen[message] = case["name"]
+    kinds = {message.split(": ", 2)[-1].split(" ")[0] for message in seen}
+    assert len(seen) >= 60 and len(kinds) > 10
