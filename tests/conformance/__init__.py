@@ -39,6 +39,15 @@ def cases(kind: str) -> list[dict[str, Any]]:
     return found
 
 
+def write_cases(kind: str, data: dict[str, Any]) -> None:
+    """Write `kind`.json as these files are laid out: its other keys, then one case a line."""
+    head = [f"  {json.dumps(key)}: {json.dumps(value)}," for key, value in data.items()]
+    del head[list(data).index("cases")]
+    body = ",\n".join(f"    {json.dumps(case)}" for case in data["cases"])
+    text = "\n".join(["{", *head, '  "cases": [', body, "  ]", "}"])
+    (FOLDER / f"{kind}.json").write_text(text + "\n")
+
+
 def fingerprint(bundle: Path) -> dict[str, str]:
     """The graphs' sha256 a bundle's manifest records: what generations.json was made on."""
     graphs = json.loads((bundle / "bld.json").read_text())["graphs"]
