@@ -1,5 +1,7 @@
 // bld-probe: runs generation requests through the public C++ API for the Python tests
-// (tests/test_cpp_runtime.py), which run the same requests through bld_runtime and compare.
+// (tests/test_cpp_runtime.py), which run the same requests through bld_runtime and compare, and
+// hold its answers to the conformance cases (tests/conformance/: a bundle's load.error, each
+// request's error or bits).
 //
 //   bld-probe BUNDLE SPEC.json OUTDIR
 //
