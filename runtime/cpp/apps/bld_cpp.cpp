@@ -282,11 +282,6 @@ void fail(const std::string &message) {
     std::cerr << "error: " << line << std::endl;
 }
 
-// Not in bld.h yet (runtime/cpp/src/c_api.cpp): the bundle format this library reads, and the
-// onnxruntime it runs on.
-extern "C" const char *bld_bundle_format(void);
-extern "C" const char *bld_onnxruntime_version(void);
-
 int main(int argc, char **argv) {
     const std::string usage =
         "Usage: bld-cpp [OPTIONS] COMMAND [ARGS]...\n\n  Binary Latent Diffusion bundles, from C++.\n\n"

@@ -124,9 +124,7 @@ extern "C" {
 
 int bld_abi_version(void) { return BLD_ABI_VERSION; }
 const char *bld_version(void) { return BLD_VERSION; }
-// For `bld-cpp --version`: "bld-bundle v1", as `bld --version` names the format it reads. Not
-// declared in bld.h yet; bld_cpp.cpp declares it.
-BLD_API const char *bld_bundle_format(void);
+// "bld-bundle v1", as `bld --version` names the format it reads.
 const char *bld_bundle_format(void) {
     static const std::string format = std::string(kFormat) + " v" + std::to_string(kSchemaVersion);
     return format.c_str();

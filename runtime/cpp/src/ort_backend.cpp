@@ -466,8 +466,7 @@ std::unique_ptr<Backend> create_backend(const Bundle &bundle, const BackendOptio
 
 }  // namespace bld::core
 
-// For `bld-cpp --version`: the onnxruntime this library runs on (the one it was linked with,
-// as loaded). Not declared in bld.h yet; bld_cpp.cpp declares it.
-extern "C" BLD_API const char *bld_onnxruntime_version(void) {
+// The onnxruntime this library runs on (the one it was linked with, as loaded), for bld.h.
+extern "C" const char *bld_onnxruntime_version(void) {
     return OrtGetApiBase()->GetVersionString();
 }

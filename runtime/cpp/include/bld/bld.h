@@ -80,6 +80,17 @@ BLD_API int bld_abi_version(void);
  * @return A static string, e.g. "0.1.0".
  */
 BLD_API const char *bld_version(void);
+/**
+ * @brief The bundle format the library reads.
+ * @return A static string, "bld-bundle v1" (bld.json's "format" and its version).
+ */
+BLD_API const char *bld_bundle_format(void);
+/**
+ * @brief The version of ONNX Runtime the library runs on (the loaded library's, not the
+ * headers').
+ * @return A static string, e.g. "1.21.0".
+ */
+BLD_API const char *bld_onnxruntime_version(void);
 
 /**
  * @brief The kind of an error.
