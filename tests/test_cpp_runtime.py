@@ -395,6 +395,19 @@ def test_unavailable_backends_are_refused_never_run_on_the_cpu(
         assert f"backend '{backend}' needs onnxruntime's {provider[backend]}" in message
 
 
+def test_unknown_backend_through_the_library_is_python_s_sentence(cpp_build, tiny_bundle, tmp_path):
+    """The library's backend table (ort_backend.cpp) refuses a name it lacks as
+    backends.create does: the same kind and sentence, its choices listed in the same order."""
+    from bld_runtime.errors import BackendUnavailableError
+
+    out = probe(cpp_build["release"], tiny_bundle, {"options": {"backend": "metal"}}, tmp_path)
+    with pytest.raises(BackendUnavailableError) as python:
+        Pipeline.load(tiny_bundle, backend="metal")
+    kind, message = (out / "load.error").read_text().split(" ", 1)
+    assert int(kind) == conformance.KINDS["BackendUnavailableError"]
+    assert message == str(python.value)
+
+
 @pytest.mark.parametrize("build", ["release", "asan"])
 def test_version_is_laid_out_as_bld_s(cpp_build, build):
     """`bld-cpp --version`: the package, the bundle format and the onnxruntime it runs on, in

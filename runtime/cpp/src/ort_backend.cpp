@@ -16,6 +16,9 @@
 #include <filesystem>
 #include <functional>
 #include <map>
+#include <string_view>
+#include <utility>
+#include <vector>
 
 #include "backend.hpp"
 #include "bld/bld.h"
@@ -455,13 +458,31 @@ std::string graph_for(const Bundle &bundle, const std::string &role, const std::
     return name;
 }
 
+// The C++ runtime's backends by name: the names of Python's entry-point group `bld.backends`
+// (docs/ARCHITECTURE.md), one row each. A library cannot load plug-ins by name safely, so a
+// new backend is a row here, never another branch.
+namespace {
+using BackendFactory = std::unique_ptr<Backend> (*)(const Bundle &, const BackendOptions &);
+std::unique_ptr<Backend> make_ort_backend(const Bundle &bundle, const BackendOptions &options) {
+    return std::make_unique<OrtBackend>(bundle, options);
+}
+constexpr std::pair<std::string_view, BackendFactory> kBackends[] = {
+    {"cpu", make_ort_backend},
+    {"cuda", make_ort_backend},
+    {"tensorrt-ep", make_ort_backend},
+    {"tensorrt", create_tensorrt_backend},
+};
+}  // namespace
+
 std::unique_ptr<Backend> create_backend(const Bundle &bundle, const BackendOptions &options) {
-    if (options.backend == "cpu" || options.backend == "cuda" || options.backend == "tensorrt-ep")
-        return std::make_unique<OrtBackend>(bundle, options);
-    if (options.backend == "tensorrt") return create_tensorrt_backend(bundle, options);
+    std::vector<std::string> names;
+    for (const auto &[name, make] : kBackends) {
+        if (options.backend == name) return make(bundle, options);
+        names.emplace_back(name);
+    }
     fail(BLD_ERROR_BACKEND_UNAVAILABLE,
-         "unknown backend " + py::repr(options.backend) +
-             "; choose one of cpu, cuda, tensorrt-ep, tensorrt (onnxruntime here has " + available_text() + ")");
+         "unknown backend " + py::repr(options.backend) + "; choose one of " + py::join(names, ", ") +
+             " (onnxruntime here has " + available_text() + ")");
 }
 
 }  // namespace bld::core
