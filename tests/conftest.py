@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -96,3 +97,20 @@ def rtx_engines(tiny_bundle, tmp_path_factory) -> Path:
 def pytest_collection_modifyitems(config, items):
     """The C++ runtime's tests (marker `cpp`) run after all the others: they build it first."""
     items.sort(key=lambda item: item.get_closest_marker("cpp") is not None)  # a stable sort
+
+
+@pytest.fixture(scope="session")
+def cpp_build() -> dict[str, Path]:
+    """Build the C++ runtime, release and sanitizer builds (`make cpp`); their folders. Every
+    C++ test (tests/test_cpp_runtime.py, tests/adversarial/test_cpp_cli.py) builds through it."""
+    done = subprocess.run(
+        ["make", "--no-print-directory", "cpp", f"PY={sys.executable}"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if done.returncode:
+        pytest.fail(f"make cpp failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    cpp = REPO / "runtime" / "cpp"
+    return {"release": cpp / "build", "asan": cpp / "build-asan"}

@@ -15,7 +15,6 @@ import json
 import os
 import re
 import subprocess
-import sys
 from pathlib import Path
 
 import conformance
@@ -34,21 +33,6 @@ REPO = Path(__file__).resolve().parents[1]
 CPP = REPO / "runtime" / "cpp"
 U64_MAX = 2**64 - 1
 SEEDS = [0, 1, 2, 3, 5, 8, 13, 21, 34, 55, 1000, 2**31, 2**32, 2**63, U64_MAX - 1, U64_MAX]
-
-
-@pytest.fixture(scope="session")
-def cpp_build() -> dict[str, Path]:
-    """Build the C++ runtime, release and sanitizer builds (`make cpp`); their folders."""
-    done = subprocess.run(
-        ["make", "--no-print-directory", "cpp", f"PY={sys.executable}"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode:
-        pytest.fail(f"make cpp failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    return {"release": CPP / "build", "asan": CPP / "build-asan"}
 
 
 @pytest.fixture(scope="module")

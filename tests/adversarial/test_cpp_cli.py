@@ -31,29 +31,18 @@ from bld_runtime.bits import load_bits
 from bld_runtime.cli import cli
 from bld_runtime.pipeline import Pipeline
 
-from .conftest import REPO, command, leftovers, run, snapshot
+from .conftest import command, leftovers, run, snapshot
 
 pytestmark = pytest.mark.cpp
 
-BLD_CPP = REPO / "runtime" / "cpp" / "build" / "bld-cpp"
-
 
 @pytest.fixture(scope="module")
-def bld_cpp() -> Path:
-    """The release build of bld-cpp (`make cpp`, as tests/test_cpp_runtime.py builds it), or
-    the program $BLD_CPP names (another build, e.g. an older commit's, to compare)."""
+def bld_cpp(request) -> Path:
+    """The release build of bld-cpp (the `cpp_build` fixture, tests/conftest.py), or the
+    program $BLD_CPP names (another build, e.g. an older commit's, to compare)."""
     if os.environ.get("BLD_CPP"):
         return Path(os.environ["BLD_CPP"])
-    done = subprocess.run(
-        ["make", "--no-print-directory", "cpp", f"PY={sys.executable}"],
-        cwd=REPO,
-        capture_output=True,
-        text=True,
-        check=False,
-    )
-    if done.returncode:
-        pytest.fail(f"make cpp failed:\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
-    return BLD_CPP
+    return request.getfixturevalue("cpp_build")["release"] / "bld-cpp"
 
 
 def cpp_sample(exe: Path, *args, **popen) -> subprocess.CompletedProcess:
