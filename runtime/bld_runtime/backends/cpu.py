@@ -7,10 +7,14 @@ memory), so a step is: fill the step index, run, draw in place, mask in place, c
 The Philox uniforms of several steps are computed in one pass (as many subsequences as fit in
 LANE_BUDGET Philox blocks): for small latents numpy's per-call cost, paid once per pass, is
 most of the sampling time.
+
+`HostLoop` is all of such a loop but the graph call (the arrays, the Philox draws, the mask):
+the "openvino" backend's loop shares it and only binds and runs its graphs its own way.
 """
 
 from __future__ import annotations
 
+from abc import abstractmethod
 from typing import Any
 
 import numpy as np
@@ -24,8 +28,15 @@ from .base import Backend, Graph, Loop, run_guarded
 LANE_BUDGET = 1 << 15  # Philox blocks per pass: ~3 MB of scratch, whatever the model size
 
 
-class CpuLoop(Loop):
-    def __init__(self, backend: CpuBackend, batch: int):
+class HostLoop(Loop):
+    """A loop whose state lives in host numpy arrays, drawn and masked on the calling thread.
+
+    Subclasses make a step graph kind ready to run on the arrays (`_bind`, called by `start`
+    with the batch's role) and run it (`run_step`): it reads `inputs` (the step inputs by name;
+    `inputs["bits"]` is the float32 state) and writes `probs`.
+    """
+
+    def __init__(self, backend: Backend, batch: int):
         L, C = backend.latent
         shape = (batch, L, C)
         self.backend, self.batch, self.num_steps = backend, batch, backend.num_steps
@@ -51,23 +62,10 @@ class CpuLoop(Loop):
         self._uniforms: NDArray[np.float32] | None = None
         self._first = 0
         self.role = "step"  # the step graph kind this batch runs: "step" or "step_guided"
-        # Per graph kind: the graph, its session, its I/O binding and the OrtValues it binds
-        self._bindings: dict[str, tuple[Graph, Any, Any, list[Any]]] = {}
 
-    def _binding(self, kind: str) -> tuple[Graph, Any, Any, list[Any]]:
-        """Bind the kind's graph to our arrays once; OrtValues share the numpy memory."""
-        if kind not in self._bindings:
-            graph = self.backend.graphs[kind]
-            sess = self.backend.session(kind)
-            binding = sess.io_binding()
-            values = [ort.OrtValue.ortvalue_from_numpy(self.inputs[n]) for n in graph.inputs]
-            for name, value in zip(graph.inputs, values, strict=True):
-                binding.bind_ortvalue_input(name, value)
-            values.append(ort.OrtValue.ortvalue_from_numpy(self.probs))
-            binding.bind_ortvalue_output(graph.output, values[-1])
-            # values: keep the OrtValues alive as long as the binding
-            self._bindings[kind] = (graph, sess, binding, values)
-        return self._bindings[kind]
+    @abstractmethod
+    def _bind(self, kind: str) -> None:
+        """Make graph kind `kind` ready to run on this loop's arrays (cheap after the first)."""
 
     def start(self, chunk: RequestChunk) -> None:
         np.copyto(self.seeds, chunk.seeds)
@@ -80,7 +78,7 @@ class CpuLoop(Loop):
         if masked is not None:
             np.not_equal(masked[0], 0, out=self.keep)
             np.copyto(self.known, masked[1])
-        self._binding(self.role)
+        self._bind(self.role)
         self._uniforms = None
         self._draw(self.half, 0)
         self._finish_state()
@@ -97,11 +95,6 @@ class CpuLoop(Loop):
             p.reshape(self.batch, -1),
             out=self.bits.reshape(self.batch, -1).view(np.bool_),
         )
-
-    def run_step(self, i: int) -> None:
-        graph, sess, binding, _ = self._binding(self.role)
-        self.inputs["step"].fill(i)
-        run_guarded(graph, sess.run_with_iobinding, binding)
 
     def advance(self, i: int) -> None:
         if i < self.num_steps - 1:
@@ -129,6 +122,38 @@ class CpuLoop(Loop):
 
     def bits_view(self) -> NDArray[np.uint8]:
         return self.bits
+
+
+class CpuLoop(HostLoop):
+    """The host loop on onnxruntime: each step graph bound once to the loop's arrays."""
+
+    def __init__(self, backend: CpuBackend, batch: int):
+        super().__init__(backend, batch)
+        # Per graph kind: the graph, its session, its I/O binding and the OrtValues it binds
+        self._bindings: dict[str, tuple[Graph, Any, Any, list[Any]]] = {}
+
+    def _binding(self, kind: str) -> tuple[Graph, Any, Any, list[Any]]:
+        """Bind the kind's graph to our arrays once; OrtValues share the numpy memory."""
+        if kind not in self._bindings:
+            graph = self.backend.graphs[kind]
+            sess = self.backend.session(kind)
+            binding = sess.io_binding()
+            values = [ort.OrtValue.ortvalue_from_numpy(self.inputs[n]) for n in graph.inputs]
+            for name, value in zip(graph.inputs, values, strict=True):
+                binding.bind_ortvalue_input(name, value)
+            values.append(ort.OrtValue.ortvalue_from_numpy(self.probs))
+            binding.bind_ortvalue_output(graph.output, values[-1])
+            # values: keep the OrtValues alive as long as the binding
+            self._bindings[kind] = (graph, sess, binding, values)
+        return self._bindings[kind]
+
+    def _bind(self, kind: str) -> None:
+        self._binding(kind)
+
+    def run_step(self, i: int) -> None:
+        graph, sess, binding, _ = self._binding(self.role)
+        self.inputs["step"].fill(i)
+        run_guarded(graph, sess.run_with_iobinding, binding)
 
 
 class CpuBackend(Backend):
