@@ -22,7 +22,7 @@ RUNTIME = REPO / "runtime" / "bld_runtime"
 # The declared dependencies (pyproject) plus CuPy, which only the GPU backends import, lazily.
 ALLOWED = {"numpy", "onnxruntime", "click", "rich", "PIL", "cupy", "bld_runtime"}
 FORBIDDEN = ("torch", "bld_train", "bld_export", "bld_bench", "bld_serving", "matplotlib")
-NOT_LOADED = FORBIDDEN + ("tritonclient",)  # an optional import, for --server only
+NOT_LOADED = FORBIDDEN + ("tritonclient", "openvino")  # optional: --server; --backend openvino
 
 
 def _imports(tree):

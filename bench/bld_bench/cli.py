@@ -31,7 +31,7 @@ def _names(ctx, param, value):
     "backend_names",
     multiple=True,
     callback=_names,
-    help="cpu, cuda, tensorrt-ep, torch, torch-compile, torch-reference; repeat or "
+    help="cpu, cuda, tensorrt-ep, openvino, torch, torch-compile, torch-reference; repeat or "
     "comma-separate (default: cpu, plus torch with --run). They run in turns, "
     "A B A B.",
 )

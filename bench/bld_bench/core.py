@@ -63,7 +63,8 @@ import numpy as np
 import onnxruntime as ort
 
 from bld_runtime import philox
-from bld_runtime.backends import BACKENDS, Backend, BackendOptions, Loop
+from bld_runtime.backends import Backend, BackendOptions, Loop
+from bld_runtime.backends import names as runtime_backends
 from bld_runtime.backends.base import usable_cores
 from bld_runtime.errors import BackendUnavailableError, InvalidRequestError
 from bld_runtime.manifest import load_bundle
@@ -261,11 +262,11 @@ def open_backend(
     name: str, bundle_dir, run_dir, threads: int, num_steps: int, precision: str
 ) -> BenchBackend:
     """The named contender, loaded; BackendUnavailableError says why one cannot run here."""
-    if name in BACKENDS:
+    if name in runtime_backends():  # the runtime's own and those registered in bld.backends
         return RuntimeBackend(name, bundle_dir, threads, precision)
     plugins = plugin_backends()
     if name not in plugins:
-        known = ", ".join(list(BACKENDS) + sorted(plugins))
+        known = ", ".join(list(runtime_backends()) + sorted(plugins))
         hint = (
             ""
             if plugins
@@ -602,4 +603,4 @@ def benchmark(
 
 
 def _kind(name: str) -> str:
-    return "runtime" if name in BACKENDS else "torch"
+    return "runtime" if name in runtime_backends() else "torch"

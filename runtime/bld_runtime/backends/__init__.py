@@ -1,9 +1,10 @@
 """Backends by name: "cpu" (default), "cuda" and "tensorrt-ep" (onnxruntime GPU providers),
-"tensorrt" (native TensorRT engines from an engine cache, the K steps as one CUDA graph).
+"tensorrt" (native TensorRT engines from an engine cache, the K steps as one CUDA graph), and
+the optional "openvino" (OpenVINO on the CPU; `pip install 'bld[openvino]'`).
 
 Every backend implements base.Backend and is found through the entry-point group "bld.backends"
 (name = "module:Class", the class taking (bundle, precision, options)): the runtime registers
-its own four there in pyproject.toml, as another package would register one of its own.
+its own there in pyproject.toml, as another package would register one of its own.
 `create` loads the one named and reports clearly when a backend cannot run here (missing
 provider, missing CuPy, no device). The names are importable without onnxruntime (the CLI lists
 them in --help); a backend's module loads only when that backend is created.
@@ -27,7 +28,8 @@ if TYPE_CHECKING:
 
 #: The entry-point group of backends (docs/ARCHITECTURE.md, "Extension points").
 ENTRY_POINT_GROUP = "bld.backends"
-#: The runtime's own backends, in the order messages and --help list them.
+#: The runtime's own backends, in the order messages and --help list them ("openvino", an optional
+#: extra, comes after them with the other registered ones).
 BACKENDS = ("cpu", "cuda", "tensorrt-ep", "tensorrt")
 _FROM_BASE = ("Backend", "BackendOptions", "Loop", "available_providers", "usable_cores")
 

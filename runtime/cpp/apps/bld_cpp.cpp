@@ -28,7 +28,7 @@ namespace app {
 int bench(int argc, char **argv);
 
 std::vector<Option> runtime_options() {
-    return {{{"--backend"}, false, "cpu", "cpu | cuda | tensorrt-ep | tensorrt [cpu]"},
+    return {{{"--backend"}, false, "cpu", "cpu | cuda | tensorrt-ep | tensorrt | openvino (Python only) [cpu]"},
             {{"--precision"}, false, "fp32", "fp32 | fp16 (the bundle's *_fp16 graphs) [fp32]"},
             {{"--threads"}, false, "0", "onnxruntime intra-op threads (0 = one per core) [0]"}};
 }
@@ -154,9 +154,10 @@ int sample(int argc, char **argv) {
                                        " is not one of 'fp32', 'fp16'."};
                    }},
                   {"--backend", [&] {
-                       if (backend != "cpu" && backend != "cuda" && backend != "tensorrt-ep" && backend != "tensorrt")
+                       if (backend != "cpu" && backend != "cuda" && backend != "tensorrt-ep" && backend != "tensorrt" &&
+                           backend != "openvino")
                            throw Usage{"Invalid value for '--backend': " + py::repr(backend) +
-                                       " is not one of 'cpu', 'cuda', 'tensorrt-ep', 'tensorrt'."};
+                                       " is not one of 'cpu', 'cuda', 'tensorrt-ep', 'tensorrt', 'openvino'."};
                    }}});
     if (args.count_positional() > 0) check_bundle_dir(args.positional(0));
     args.check_positionals();

@@ -466,11 +466,19 @@ using BackendFactory = std::unique_ptr<Backend> (*)(const Bundle &, const Backen
 std::unique_ptr<Backend> make_ort_backend(const Bundle &bundle, const BackendOptions &options) {
     return std::make_unique<OrtBackend>(bundle, options);
 }
+// "openvino" runs in the Python runtime only (bld_runtime/backends/openvino.py): named here so
+// that both runtimes list the same backends, and refused in one sentence.
+std::unique_ptr<Backend> refuse_openvino(const Bundle &, const BackendOptions &) {
+    fail(BLD_ERROR_BACKEND_UNAVAILABLE,
+         "backend 'openvino' runs in the Python runtime only (bld sample --backend openvino, after "
+         "pip install 'bld[openvino]'); the C++ runtime has cpu, cuda, tensorrt-ep and tensorrt");
+}
 constexpr std::pair<std::string_view, BackendFactory> kBackends[] = {
     {"cpu", make_ort_backend},
     {"cuda", make_ort_backend},
     {"tensorrt-ep", make_ort_backend},
     {"tensorrt", create_tensorrt_backend},
+    {"openvino", refuse_openvino},
 };
 }  // namespace
 

@@ -1,0 +1,181 @@
+"""The "openvino" backend: Intel's OpenVINO runs the bundle's ONNX graphs on the CPU.
+
+Optional (`pip install 'bld[openvino]'`): OpenVINO is imported when this backend is created,
+never before. Every graph is first loaded and checked as every backend checks it (base's
+`checked_session`: I/O and recorded facts against the manifest, no external data), then read by
+OpenVINO from the same verified bytes and compiled for the CPU with
+`PERFORMANCE_HINT=LATENCY`, `INFERENCE_NUM_THREADS` = BackendOptions.intra_op_threads (0:
+OpenVINO's default) and `INFERENCE_PRECISION_HINT=f32`: OpenVINO would otherwise pick bf16 on a
+CPU that has it and change the probabilities silently.
+
+The loop is the cpu backend's HostLoop (the same arrays, Philox draws and mask); only the step
+graph call differs. Each loop compiles the step graph kinds it runs for its own batch size
+(static shapes: measured faster than OpenVINO's dynamic-shape kernels at every batch), with
+input and output tensors over the loop's numpy arrays (shared memory, no copies). The encoder
+and decoder run once per request through the dynamic-shape model compiled at load.
+
+Bits: the probabilities come from another engine than onnxruntime's, so a bit may differ from
+the cpu backend's where a probability lies within float rounding of its Philox uniform;
+everything after the graph call is the sampling contract's, exactly as in every backend.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import numpy as np
+import onnxruntime as ort
+from numpy.typing import NDArray
+
+from ..errors import BackendError, BackendUnavailableError
+from .base import Backend, Graph, checked_session
+from .cpu import HostLoop
+
+INSTALL_HINT = "pip install 'bld[openvino]'"
+T = TypeVar("T")
+
+
+def import_openvino() -> Any:
+    """The openvino module, or BackendUnavailableError in one sentence naming the install."""
+    try:
+        import openvino
+    except ImportError as e:
+        raise BackendUnavailableError(
+            f"backend 'openvino' needs OpenVINO, which cannot be imported here ({e}); "
+            f"install it with {INSTALL_HINT}"
+        ) from None
+    return openvino
+
+
+@dataclass
+class OvGraph:
+    """One graph kind in OpenVINO: the model read from the verified bytes (reshaped copies of it
+    serve the loops' batch sizes) and its dynamic-batch compilation (encoder, decoder,
+    step_probs)."""
+
+    graph: Graph
+    model: Any  # openvino.Model
+    compiled: Any  # openvino.CompiledModel
+
+
+def run_ov(graph: Graph, call: Callable[..., T], *args: Any) -> T:
+    """call(*args), one OpenVINO graph call; its failures become one-line BackendErrors."""
+    try:
+        return call(*args)
+    except MemoryError:
+        raise BackendError(
+            f"out of memory running graph {graph.name!r}; send a smaller batch "
+            "(the bundle's max_batch bounds each call)"
+        ) from None
+    except Exception as e:  # noqa: BLE001 - OpenVINO raises RuntimeError and its own types
+        text = str(e).strip()
+        line = text.splitlines()[0] if text else type(e).__name__
+        raise BackendError(f"openvino failed running graph {graph.name!r}: {line}") from None
+
+
+class OpenVinoLoop(HostLoop):
+    """The host loop with the step graphs compiled by OpenVINO for this batch size."""
+
+    def __init__(self, backend: OpenVinoBackend, batch: int):
+        super().__init__(backend, batch)
+        self.ov_backend = backend
+        # Per graph kind: the graph, the compiled model, its infer request and the tensors
+        # over our arrays (kept alive as long as the request)
+        self._requests: dict[str, tuple[Graph, Any, Any, list[Any]]] = {}
+
+    def _bind(self, kind: str) -> None:
+        if kind in self._requests:
+            return
+        ov = self.ov_backend.ov
+        graph = self.backend.graphs[kind]
+        compiled = self.ov_backend.compile_static(kind, self.batch)
+        request = compiled.create_infer_request()
+        tensors = [ov.Tensor(self.inputs[name], shared_memory=True) for name in graph.inputs]
+        for index, tensor in enumerate(tensors):
+            request.set_input_tensor(index, tensor)
+        tensors.append(ov.Tensor(self.probs, shared_memory=True))
+        request.set_output_tensor(0, tensors[-1])
+        self._requests[kind] = (graph, compiled, request, tensors)
+
+    def run_step(self, i: int) -> None:
+        self._bind(self.role)
+        graph, _, request, _ = self._requests[self.role]
+        self.inputs["step"].fill(i)
+        run_ov(graph, request.infer)
+
+
+class OpenVinoBackend(Backend):
+    name = "openvino"
+
+    def _prepare(self) -> None:
+        self.ov = import_openvino()
+        self._ov_lock = threading.Lock()
+        self.core = self.ov.Core()
+        self.config: dict[str, Any] = {
+            "PERFORMANCE_HINT": "LATENCY",
+            "INFERENCE_PRECISION_HINT": "f32",
+        }
+        if self.options.intra_op_threads:
+            self.config["INFERENCE_NUM_THREADS"] = self.options.intra_op_threads
+
+    def providers(self) -> list[Any]:
+        return []  # no onnxruntime sessions run: they only check the graphs at load
+
+    def _load_session(self, graph: Graph) -> OvGraph:
+        """The graph checked as every backend checks it (an onnxruntime session, unoptimised
+        and dropped at once), then read and compiled by OpenVINO from the same bytes."""
+        data = self.bundle.read_graph(graph.name)
+        options = ort.SessionOptions()
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
+        options.intra_op_num_threads = 1
+        options.log_severity_level = 4
+        checked_session(self.manifest, graph, data, options, ["CPUExecutionProvider"])
+        try:
+            model = self.core.read_model(data)
+            compiled = self.core.compile_model(model, "CPU", self.config)
+        except Exception as e:  # noqa: BLE001 - OpenVINO raises RuntimeError and its own types
+            text = str(e).strip().splitlines()
+            raise BackendUnavailableError(
+                f"openvino cannot compile graph {graph.name!r} ({graph.spec.file}): "
+                f"{text[0] if text else type(e).__name__}"
+            ) from None
+        return OvGraph(graph, model, compiled)
+
+    def ov_graph(self, kind: str) -> OvGraph:
+        found: OvGraph = self._sessions[kind]
+        return found
+
+    def compile_static(self, kind: str, batch: int) -> Any:
+        """The kind's graph compiled for exactly `batch` images (a reshaped copy of the model)."""
+        source = self.ov_graph(kind)
+        with self._ov_lock:  # the model is cloned, never changed; the lock keeps clones serial
+            model = source.model.clone()
+        shapes = {
+            port.get_any_name(): [batch, *spec.shape[1:]]
+            for port, spec in zip(model.inputs, source.graph.spec.inputs, strict=True)
+        }
+        try:
+            model.reshape(shapes)
+            return self.core.compile_model(model, "CPU", self.config)
+        except Exception as e:  # noqa: BLE001 - OpenVINO raises RuntimeError and its own types
+            text = str(e).strip().splitlines()
+            raise BackendError(
+                f"openvino cannot compile graph {source.graph.name!r} for batch {batch}: "
+                f"{text[0] if text else type(e).__name__}"
+            ) from None
+
+    def _make_loop(self, batch: int) -> OpenVinoLoop:
+        return OpenVinoLoop(self, batch)
+
+    def _run(self, kind: str, *values: NDArray[Any]) -> NDArray[np.float32]:
+        """One call of the kind's dynamic-batch model, with a request of its own (requests are
+        not shared between threads)."""
+        source = self.ov_graph(kind)
+        request = source.compiled.create_infer_request()
+        inputs = dict(enumerate(values))
+        run_ov(source.graph, request.infer, inputs)
+        out: NDArray[np.float32] = np.array(request.get_output_tensor(0).data, np.float32)
+        return out
