@@ -89,7 +89,7 @@ SCHEMA = {
                     "guidance": _num,
                     "temperature": {"type": "number", "exclusiveMinimum": 0},
                     "seed": {"type": "integer", "minimum": 0},
-                    "precision": {"enum": ["fp32", "fp16"]},
+                    "precision": {"enum": ["fp32", "fp16", "bf16"]},
                 }
             ),
             "machine": _obj(

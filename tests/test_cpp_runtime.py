@@ -392,6 +392,24 @@ def test_unknown_backend_through_the_library_is_python_s_sentence(cpp_build, tin
     assert message == str(python.value)
 
 
+@pytest.mark.parametrize("backend", ["cpu", "openvino"])
+def test_bf16_and_openvino_through_the_library(cpp_build, tiny_bundle, tmp_path, backend):
+    """bf16 on an onnxruntime backend is refused in the Python runtime's kind and sentence;
+    "openvino" (the Python runtime's only) is refused in one line of its own."""
+    from bld_runtime.errors import BackendUnavailableError
+
+    options = {"backend": backend, "precision": "bf16"}
+    out = probe(cpp_build["release"], tiny_bundle, {"options": options}, tmp_path)
+    kind, message = (out / "load.error").read_text().split(" ", 1)
+    assert int(kind) == conformance.KINDS["BackendUnavailableError"]
+    if backend == "cpu":
+        with pytest.raises(BackendUnavailableError) as python:
+            Pipeline.load(tiny_bundle, backend="cpu", precision="bf16")
+        assert message == str(python.value)
+    else:
+        assert message.startswith("backend 'openvino' runs in the Python runtime only")
+
+
 @pytest.mark.parametrize("build", ["release", "asan"])
 def test_version_is_laid_out_as_bld_s(cpp_build, build):
     """`bld-cpp --version`: the package, the bundle format and the onnxruntime it runs on, in

@@ -216,3 +216,49 @@ def test_bld_bench_times_it_beside_cpu(tiny_bundle):
         ("openvino", "runtime", True),
     ]
     assert [r["backend"] for r in out["results"]] == ["cpu", "openvino"]
+
+
+def _has_native_bf16() -> bool:
+    from bld_runtime.backends.openvino import cpu_flags
+
+    flags = cpu_flags()
+    return flags is not None and bool({"avx512_bf16", "amx_bf16"} & flags)
+
+
+@pytest.mark.skipif(not _has_native_bf16(), reason="this CPU has neither AVX512_BF16 nor AMX")
+def test_bf16_runs_the_fp32_graphs_in_bfloat16(tiny_bundle, ov):
+    pipe = Pipeline.load(tiny_bundle, backend="openvino", precision="bf16")
+    assert pipe.backend.graphs["step"].name == "step"
+    bf16 = pipe.backend.ov.Type.bf16
+    assert pipe.backend.ov_graph("step").compiled.get_property("INFERENCE_PRECISION_HINT") == bf16
+    encoder = pipe.backend.ov_graph("encoder").compiled  # the encoder stays fp32, as with fp16
+    assert encoder.get_property("INFERENCE_PRECISION_HINT") == pipe.backend.ov.Type.f32
+    classes = np.arange(len(SEEDS)) % (ov.num_classes + 1)
+    got = pipe.generate(seeds=SEEDS, classes=classes)
+    want = ov.generate(seeds=SEEDS, classes=classes)
+    # its own numerics: close to fp32's samples, not the same bits
+    assert (got.bits == want.bits).mean() >= 0.9
+    assert got.images.shape == want.images.shape
+
+
+def test_bf16_is_refused_without_native_support(tiny_bundle, monkeypatch):
+    from bld_runtime.backends import openvino as backend_module
+    from bld_runtime.errors import BackendUnavailableError
+
+    monkeypatch.setattr(backend_module, "cpu_flags", lambda: {"avx512f", "avx512_vnni"})
+    with pytest.raises(BackendUnavailableError) as refused:
+        Pipeline.load(tiny_bundle, backend="openvino", precision="bf16")
+    assert str(refused.value) == (
+        "precision 'bf16' needs a CPU with AVX512_BF16 or AMX, which this one lacks; "
+        "use --precision fp32"
+    )
+
+
+def test_other_backends_refuse_bf16(tiny_bundle):
+    from bld_runtime.errors import BackendUnavailableError
+
+    with pytest.raises(BackendUnavailableError) as refused:
+        Pipeline.load(tiny_bundle, backend="cpu", precision="bf16")
+    assert str(refused.value) == (
+        "precision 'bf16' runs on backend 'openvino' only; backend 'cpu' runs fp32, fp16"
+    )

@@ -91,10 +91,11 @@ def _names(ctx, param, value):
 @click.option("--seed", type=click.IntRange(min=0, max=2**64 - 1), default=0, show_default=True)
 @click.option(
     "--precision",
-    type=click.Choice(["fp32", "fp16"]),
+    type=click.Choice(["fp32", "fp16", "bf16"]),
     default="fp32",
     show_default=True,
-    help="Which graphs the runtime backends run.",
+    help="Which graphs the runtime backends run (bf16: the fp32 graphs in bfloat16, "
+    "--backend openvino only).",
 )
 @click.option(
     "--json",

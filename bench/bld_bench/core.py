@@ -510,7 +510,7 @@ def benchmark(
     threads = threads or usable_cores()
     guidance = m.defaults.guidance if guidance is None else guidance
     temperature = m.defaults.temperature if temperature is None else temperature
-    suffix = "" if precision == "fp32" else f"_{precision}"
+    suffix = "_fp16" if precision == "fp16" else ""  # bf16 runs the fp32 graphs
     step_graph = ("step_guided" if guidance > 0 else "step") + suffix
     step_flops = m.graphs[step_graph].flops if step_graph in m.graphs else None
     decoder = m.graphs.get("decoder" + suffix)

@@ -37,7 +37,7 @@ from numpy.typing import NDArray
 
 from . import backends, philox
 from .backends import BackendOptions
-from .backends.base import PRECISIONS
+from .backends.base import ENGINE_PRECISIONS, PRECISIONS
 from .errors import CancelledError, CodeNotSettledWarning, InvalidRequestError
 from .images import from_float, make_grid, nchw_to_nhwc, nhwc_to_nchw, save_png, to_float
 from .manifest import Bundle, load_bundle
@@ -147,7 +147,8 @@ class Pipeline:
     Args:
         bundle: A loaded bundle (`manifest.load_bundle`).
         backend: The backend running the bundle's graphs.
-        precision: "fp32" or "fp16", the graphs the backend runs.
+        precision: "fp32" or "fp16", the graphs the backend runs; "bf16": the fp32 graphs in
+            bfloat16 ("openvino" backend).
 
     Attributes:
         num_steps: K, the number of denoising steps.
@@ -203,7 +204,8 @@ class Pipeline:
             bundle_dir: The bundle's folder.
             backend: A backend name ("cpu", "cuda", "tensorrt-ep", "tensorrt", or one a
                 plug-in adds).
-            precision: "fp32" or "fp16".
+            precision: "fp32", "fp16", or "bf16" (the fp32 graphs in bfloat16; backend
+                "openvino" on a CPU with AVX512_BF16 or AMX).
             options: Session and device settings.
 
         Returns:
@@ -214,9 +216,10 @@ class Pipeline:
             ManifestError: A bundle that fails its checks.
             BackendUnavailableError: A backend that cannot run here.
         """
-        if precision not in PRECISIONS:
+        if precision not in PRECISIONS + ENGINE_PRECISIONS:
             raise InvalidRequestError(
-                f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
+                f"precision must be one of {', '.join(PRECISIONS + ENGINE_PRECISIONS)}, "
+                f"got {precision!r}"
             )
         bundle = load_bundle(bundle_dir)
         return cls(bundle, backends.create(backend, bundle, precision, options), precision)

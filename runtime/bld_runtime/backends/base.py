@@ -42,7 +42,11 @@ OPTIMIZATION_LEVELS = {
     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
-PRECISIONS = ("fp32", "fp16")
+PRECISIONS = ("fp32", "fp16")  # the bundle's graphs: fp32, or the *_fp16 ones
+# Precisions an engine computes the fp32 graphs in (no graphs of their own): "bf16" on the
+# "openvino" backend, on CPUs with AVX512_BF16 or AMX. A backend lists what it runs in
+# Backend.precisions.
+ENGINE_PRECISIONS = ("bf16",)
 ORT_TYPES = {
     "float32": "tensor(float)",
     "float16": "tensor(float16)",
@@ -161,14 +165,15 @@ class Graph:
 
 def graph_names(bundle: Bundle, precision: str) -> dict[str, str]:
     """Graph names by kind for a precision. fp16 swaps in the *_fp16 graphs, except the encoder,
-    which is always fp32."""
-    if precision not in PRECISIONS:
+    which is always fp32; an engine precision (bf16) runs the fp32 graphs."""
+    if precision not in PRECISIONS + ENGINE_PRECISIONS:
         raise InvalidRequestError(
-            f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
+            f"precision must be one of {', '.join(PRECISIONS + ENGINE_PRECISIONS)}, "
+            f"got {precision!r}"
         )
     names = {}
     for kind in KINDS:
-        name = kind if precision == "fp32" or kind == "encoder" else kind + FP16_SUFFIX
+        name = kind if precision != "fp16" or kind == "encoder" else kind + FP16_SUFFIX
         if name not in bundle.manifest.graphs:
             raise ManifestError(
                 f"bundle {bundle.directory} has no {name!r} graph, which "
@@ -236,12 +241,18 @@ class Backend(ABC):
 
     name: str = ""
     max_idle_loops = 4  # kept for reuse; a full chunk and a remainder are the common case
+    precisions: tuple[str, ...] = PRECISIONS  # what this backend runs (graph_names maps them)
 
     def __init__(
         self, bundle: Bundle, precision: str = "fp32", options: BackendOptions | None = None
     ):
         if options is not None and not isinstance(options, BackendOptions):
             raise InvalidRequestError("options must be a bld_runtime.backends.BackendOptions")
+        if precision in ENGINE_PRECISIONS and precision not in self.precisions:
+            raise BackendUnavailableError(
+                f"precision {precision!r} runs on backend 'openvino' only; backend "
+                f"{self.name!r} runs {', '.join(self.precisions)}"
+            )
         self.bundle = bundle
         self.manifest = bundle.manifest
         self.precision = precision

@@ -6,7 +6,9 @@ never before. Every graph is first loaded and checked as every backend checks it
 OpenVINO from the same verified bytes and compiled for the CPU with
 `PERFORMANCE_HINT=LATENCY`, `INFERENCE_NUM_THREADS` = BackendOptions.intra_op_threads (0:
 OpenVINO's default) and `INFERENCE_PRECISION_HINT=f32`: OpenVINO would otherwise pick bf16 on a
-CPU that has it and change the probabilities silently.
+CPU that has it and change the probabilities silently. Precision "bf16" asks for exactly that:
+the fp32 graphs (the encoder excepted) computed in bfloat16, refused on a CPU without
+AVX512_BF16 or AMX (no emulation); its bits are its own, not fp32's.
 
 The loop is the cpu backend's HostLoop (the same arrays, Philox draws and mask); only the step
 graph call differs. Each loop compiles the step graph kinds it runs for its own batch size
@@ -107,19 +109,51 @@ class OpenVinoLoop(HostLoop):
         run_ov(graph, request.infer)
 
 
+def cpu_flags() -> set[str] | None:
+    """The CPU's feature flags from /proc/cpuinfo (Linux), or None where it cannot be read."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+            for line in f:
+                if line.startswith("flags"):
+                    return set(line.partition(":")[2].split())
+    except OSError:
+        return None
+    return None
+
+
 class OpenVinoBackend(Backend):
     name = "openvino"
+    precisions = ("fp32", "fp16", "bf16")
 
     def _prepare(self) -> None:
         self.ov = import_openvino()
         self._ov_lock = threading.Lock()
         self.core = self.ov.Core()
+        if self.precision == "bf16":
+            self._check_bf16()
         self.config: dict[str, Any] = {
             "PERFORMANCE_HINT": "LATENCY",
-            "INFERENCE_PRECISION_HINT": "f32",
+            "INFERENCE_PRECISION_HINT": "bf16" if self.precision == "bf16" else "f32",
         }
         if self.options.intra_op_threads:
             self.config["INFERENCE_NUM_THREADS"] = self.options.intra_op_threads
+
+    def _check_bf16(self) -> None:
+        """bf16 only where the CPU computes it natively (AVX512_BF16 or AMX), never emulated."""
+        capabilities = self.core.get_property("CPU", "OPTIMIZATION_CAPABILITIES")
+        flags = cpu_flags()
+        native = flags is None or bool({"avx512_bf16", "amx_bf16"} & flags)
+        if "BF16" not in capabilities or not native:
+            raise BackendUnavailableError(
+                "precision 'bf16' needs a CPU with AVX512_BF16 or AMX, which this one lacks; "
+                "use --precision fp32"
+            )
+
+    def config_for(self, kind: str) -> dict[str, Any]:
+        """The compile settings of a graph kind: the encoder stays fp32 (as with fp16)."""
+        if kind == "encoder":
+            return {**self.config, "INFERENCE_PRECISION_HINT": "f32"}
+        return self.config
 
     def providers(self) -> list[Any]:
         return []  # no onnxruntime sessions run: they only check the graphs at load
@@ -135,7 +169,7 @@ class OpenVinoBackend(Backend):
         checked_session(self.manifest, graph, data, options, ["CPUExecutionProvider"])
         try:
             model = self.core.read_model(data)
-            compiled = self.core.compile_model(model, "CPU", self.config)
+            compiled = self.core.compile_model(model, "CPU", self.config_for(graph.kind))
         except Exception as e:  # noqa: BLE001 - OpenVINO raises RuntimeError and its own types
             text = str(e).strip().splitlines()
             raise BackendUnavailableError(
@@ -159,7 +193,7 @@ class OpenVinoBackend(Backend):
         }
         try:
             model.reshape(shapes)
-            return self.core.compile_model(model, "CPU", self.config)
+            return self.core.compile_model(model, "CPU", self.config_for(kind))
         except Exception as e:  # noqa: BLE001 - OpenVINO raises RuntimeError and its own types
             text = str(e).strip().splitlines()
             raise BackendError(

@@ -485,9 +485,13 @@ constexpr std::pair<std::string_view, BackendFactory> kBackends[] = {
 std::unique_ptr<Backend> create_backend(const Bundle &bundle, const BackendOptions &options) {
     std::vector<std::string> names;
     for (const auto &[name, make] : kBackends) {
-        if (options.backend == name) return make(bundle, options);
-        names.emplace_back(name);
+        if (options.backend != name) continue;
+        if (options.precision == "bf16" && name != "openvino")  // as Python's Backend refuses it
+            fail(BLD_ERROR_BACKEND_UNAVAILABLE, "precision 'bf16' runs on backend 'openvino' only; backend " +
+                                                    py::repr(options.backend) + " runs fp32, fp16");
+        return make(bundle, options);
     }
+    for (const auto &entry : kBackends) names.emplace_back(entry.first);
     fail(BLD_ERROR_BACKEND_UNAVAILABLE,
          "unknown backend " + py::repr(options.backend) + "; choose one of " + py::join(names, ", ") +
              " (onnxruntime here has " + available_text() + ")");
