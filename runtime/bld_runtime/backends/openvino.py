@@ -96,10 +96,10 @@ class OpenVinoLoop(HostLoop):
         compiled = self.ov_backend.compile_static(kind, self.batch)
         request = compiled.create_infer_request()
         tensors = [ov.Tensor(self.inputs[name], shared_memory=True) for name in graph.inputs]
-        for index, tensor in enumerate(tensors):
-            request.set_input_tensor(index, tensor)
+        for name, tensor in zip(graph.inputs, tensors, strict=True):
+            request.set_tensor(name, tensor)
         tensors.append(ov.Tensor(self.probs, shared_memory=True))
-        request.set_output_tensor(0, tensors[-1])
+        request.set_tensor(graph.output, tensors[-1])
         self._requests[kind] = (graph, compiled, request, tensors)
 
     def run_step(self, i: int) -> None:
@@ -209,7 +209,8 @@ class OpenVinoBackend(Backend):
         not shared between threads)."""
         source = self.ov_graph(kind)
         request = source.compiled.create_infer_request()
-        inputs = dict(enumerate(values))
+        inputs = dict(zip(source.graph.inputs, values, strict=True))
         run_ov(source.graph, request.infer, inputs)
-        out: NDArray[np.float32] = np.array(request.get_output_tensor(0).data, np.float32)
+        output = request.get_tensor(source.graph.output)
+        out: NDArray[np.float32] = np.array(output.data, np.float32)
         return out
