@@ -95,8 +95,16 @@ def rtx_engines(tiny_bundle, tmp_path_factory) -> Path:
 
 
 def pytest_collection_modifyitems(config, items):
-    """The C++ runtime's tests (marker `cpp`) run after all the others: they build it first."""
-    items.sort(key=lambda item: item.get_closest_marker("cpp") is not None)  # a stable sort
+    """The C++ runtime's tests (marker `cpp`) run after the others: they build it first. The
+    OpenVINO backend's tests run last of all: in a process where OpenVINO has run a model,
+    torch training with DataLoader workers then crashed the process (SIGSEGV, seen with
+    tests/test_training.py's image-folder test after tests/test_openvino.py), so no test that
+    trains may come after them (README, OpenVINO backend)."""
+
+    def rank(item: pytest.Item) -> tuple[bool, bool]:
+        return item.path.name == "test_openvino.py", item.get_closest_marker("cpp") is not None
+
+    items.sort(key=rank)  # a stable sort
 
 
 @pytest.fixture(scope="session")
