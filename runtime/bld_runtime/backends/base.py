@@ -403,8 +403,9 @@ def _load_error(graph: Graph, error: Exception) -> ManifestError:
     return ManifestError(f"onnxruntime cannot load {where}: {text}")
 
 
-def run_guarded(graph: Graph, call: Callable[..., T], *args: Any) -> T:
-    """call(*args), one graph call; onnxruntime's failures become one-line BackendErrors."""
+def run_guarded(graph: Graph, call: Callable[..., T], *args: Any, engine: str = "onnxruntime") -> T:
+    """call(*args), one graph call of `engine` (onnxruntime, openvino); its failures become
+    one-line BackendErrors."""
     try:
         return call(*args)
     except MemoryError:
@@ -412,9 +413,9 @@ def run_guarded(graph: Graph, call: Callable[..., T], *args: Any) -> T:
             f"out of memory running graph {graph.name!r}; send a smaller batch "
             "(the bundle's max_batch bounds each call)"
         ) from None
-    except Exception as e:  # noqa: BLE001 - onnxruntime raises its own types
+    except Exception as e:  # noqa: BLE001 - onnxruntime and OpenVINO raise their own types
         raise BackendError(
-            f"onnxruntime failed running graph {graph.name!r}: {_first_line(e)}"
+            f"{engine} failed running graph {graph.name!r}: {_first_line(e)}"
         ) from None
 
 

@@ -26,21 +26,19 @@ everything after the graph call is the sampling contract's, exactly as in every 
 from __future__ import annotations
 
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any
 
 import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
 from ..errors import BackendError, BackendUnavailableError
-from .base import Backend, Graph, checked_session
+from .base import Backend, Graph, checked_session, run_guarded
 from .cpu import HostLoop
 
 INSTALL_HINT = "pip install 'bld[openvino]'"
 ONNXRUNTIME_KINDS = ("encoder", "decoder")  # once per request: onnxruntime's session, as "cpu"
-T = TypeVar("T")
 
 
 def import_openvino() -> Any:
@@ -63,21 +61,6 @@ class OvGraph:
     graph: Graph
     model: Any  # openvino.Model
     compiled: Any  # openvino.CompiledModel
-
-
-def run_ov(graph: Graph, call: Callable[..., T], *args: Any) -> T:
-    """call(*args), one OpenVINO graph call; its failures become one-line BackendErrors."""
-    try:
-        return call(*args)
-    except MemoryError:
-        raise BackendError(
-            f"out of memory running graph {graph.name!r}; send a smaller batch "
-            "(the bundle's max_batch bounds each call)"
-        ) from None
-    except Exception as e:  # noqa: BLE001 - OpenVINO raises RuntimeError and its own types
-        text = str(e).strip()
-        line = text.splitlines()[0] if text else type(e).__name__
-        raise BackendError(f"openvino failed running graph {graph.name!r}: {line}") from None
 
 
 class OpenVinoLoop(HostLoop):
@@ -108,7 +91,7 @@ class OpenVinoLoop(HostLoop):
         self._bind(self.role)
         graph, _, request, _ = self._requests[self.role]
         self.inputs["step"].fill(i)
-        run_ov(graph, request.infer)
+        run_guarded(graph, request.infer, engine="openvino")
 
 
 def cpu_flags() -> set[str] | None:
@@ -216,7 +199,7 @@ class OpenVinoBackend(Backend):
         source = self.ov_graph(kind)
         request = source.compiled.create_infer_request()
         inputs = dict(zip(source.graph.inputs, values, strict=True))
-        run_ov(source.graph, request.infer, inputs)
+        run_guarded(source.graph, request.infer, inputs, engine="openvino")
         output = request.get_tensor(source.graph.output)
         out: NDArray[np.float32] = np.array(output.data, np.float32)
         return out
