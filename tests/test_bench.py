@@ -89,7 +89,7 @@ SCHEMA = {
                     "guidance": _num,
                     "temperature": {"type": "number", "exclusiveMinimum": 0},
                     "seed": {"type": "integer", "minimum": 0},
-                    "precision": {"enum": ["fp32", "fp16", "bf16"]},
+                    "precision": {"enum": ["fp32", "fp16", "bf16", "int8"]},
                 }
             ),
             "machine": _obj(
@@ -134,6 +134,7 @@ SCHEMA = {
                     {
                         "name": {"type": "string"},
                         "kind": {"enum": ["runtime", "torch"]},
+                        "precision": {"enum": ["fp32", "fp16", "bf16", "int8"]},
                         "available": {"type": "boolean"},
                         "reason": {"type": ["string", "null"]},
                         "threads": {"type": ["integer", "null"], "minimum": 1},
@@ -333,3 +334,33 @@ def test_gemm_peak_model_computes_a_matmul():
     a, b = (rng.standard_normal((8, 8), dtype=np.float32) for _ in range(2))
     sess = ort.InferenceSession(machine.matmul_model(8), providers=["CPUExecutionProvider"])
     np.testing.assert_allclose(sess.run(["C"], {"A": a, "B": b})[0], a @ b, rtol=1e-5, atol=1e-5)
+
+
+def test_a_backend_may_name_its_own_precision(tiny_bundle, tiny_run):
+    """NAME:PRECISION: fp32 and bf16 contenders timed in one alternating run; a precision a
+    contender cannot run is reported, not fatal."""
+    if not installed():
+        pytest.skip("bld is not installed (pip install -e '.[train,dev]')")
+    result = bld(
+        "bench", tiny_bundle, "--run", tiny_run, "--backend", "cpu,torch:bf16,torch:int8",
+        "--batch", "2", "--warmup", 0, "--iters", 1, "--threads", 1, "--no-peak", "--json",
+        "--quiet",
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    out = json.loads(result.stdout)
+    backends = {b["name"]: b for b in out["backends"]}
+    assert backends["cpu"]["precision"] == "fp32" and backends["cpu"]["available"]
+    assert backends["torch:bf16"]["precision"] == "bf16" and backends["torch:bf16"]["available"]
+    assert backends["torch:int8"]["reason"] == "backend 'torch' runs fp32, bf16, not 'int8'"
+    assert [r["backend"] for r in out["results"]] == ["cpu", "torch:bf16"]
+
+
+def test_an_unknown_precision_suffix_is_refused_in_one_line(tiny_bundle):
+    if not installed():
+        pytest.skip("bld is not installed (pip install -e .)")
+    result = bld("bench", tiny_bundle, "--backend", "cpu:fp64", "--no-peak")
+    assert result.exit_code == 1
+    assert result.stderr == (
+        "error: backend 'cpu:fp64': the precision after ':' must be one of fp32, fp16, bf16, "
+        "int8, got 'fp64'\n"
+    )

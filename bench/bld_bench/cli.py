@@ -31,9 +31,10 @@ def _names(ctx, param, value):
     "backend_names",
     multiple=True,
     callback=_names,
-    help="cpu, cuda, tensorrt-ep, openvino, torch, torch-compile, torch-reference; repeat or "
-    "comma-separate (default: cpu, plus torch with --run). They run in turns, "
-    "A B A B.",
+    help="cpu, cuda, tensorrt-ep, openvino, torch, torch-compile, torch-reference, each "
+    "optionally NAME:PRECISION (e.g. openvino:bf16, torch-compile:bf16) to run another "
+    "precision than --precision; repeat or comma-separate (default: cpu, plus torch with "
+    "--run). They run in turns, A B A B.",
 )
 @click.option(
     "--run",
@@ -91,11 +92,11 @@ def _names(ctx, param, value):
 @click.option("--seed", type=click.IntRange(min=0, max=2**64 - 1), default=0, show_default=True)
 @click.option(
     "--precision",
-    type=click.Choice(["fp32", "fp16", "bf16"]),
+    type=click.Choice(["fp32", "fp16", "bf16", "int8"]),
     default="fp32",
     show_default=True,
-    help="Which graphs the runtime backends run (bf16: the fp32 graphs in bfloat16, "
-    "--backend openvino only).",
+    help="The precision of backends named without one (bf16: the fp32 graphs in bfloat16 "
+    "on openvino, torch.autocast on the PyTorch backends).",
 )
 @click.option(
     "--json",

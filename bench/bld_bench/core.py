@@ -25,14 +25,14 @@ Times are seconds, memory bytes; null where a figure does not apply or is unknow
     bundle        {path, image [H, W, ch], latent [L, C], steps, classes, step_graph,
                    step_flops (per image per step call), decoder_flops (per image)}
     settings      {backends, batches, warmup, iters, threads, guidance, temperature, seed,
-                   precision}
+                   precision (the default; a backend named "NAME:PRECISION" runs its own)}
     machine       {platform, processor, logical_cores, usable_cores, python, numpy,
                    onnxruntime, rss_scope ("run": peak RSS per run; "process": since start)}
     gemm_peak     {gflops (the best engine), size, threads,
                    engines: [{engine ("numpy" | "onnxruntime"), gflops, threads}]}: the better
                   of two measurements, before and after the runs
-    backends      [{name, kind ("runtime" | "torch"), available, reason, threads,
-                    load_seconds, load_rss_bytes}]
+    backends      [{name (as given, e.g. "openvino:bf16"), kind ("runtime" | "torch"),
+                    precision, available, reason, threads, load_seconds, load_rss_bytes}]
     order         [{backend, batch, round, warmup}]: every run in the order it ran
     baseline      name of the backend ratios are taken against ("torch") or null
     results       [{backend, batch, runs,
@@ -258,6 +258,23 @@ def plugin_backends() -> dict:
     return {ep.name: ep for ep in entry_points(group=PLUGIN_GROUP)}
 
 
+PRECISION_NAMES = ("fp32", "fp16", "bf16", "int8")
+
+
+def parse_contender(spec: str, default_precision: str) -> tuple[str, str]:
+    """ "NAME[:PRECISION]" -> (name, precision): a contender may run another precision than the
+    run's default, so fp32 and bf16 rows are timed in the same alternating run."""
+    name, sep, precision = spec.partition(":")
+    if not sep:
+        return name, default_precision
+    if precision not in PRECISION_NAMES:
+        raise InvalidRequestError(
+            f"backend {spec!r}: the precision after ':' must be one of "
+            f"{', '.join(PRECISION_NAMES)}, got {precision!r}"
+        )
+    return name, precision
+
+
 def open_backend(
     name: str, bundle_dir, run_dir, threads: int, num_steps: int, precision: str
 ) -> BenchBackend:
@@ -277,7 +294,7 @@ def open_backend(
         factory = plugins[name].load()
     except ImportError as e:
         raise BackendUnavailableError(f"backend {name!r} cannot be imported: {e}") from None
-    return factory(run_dir=run_dir, threads=threads, num_steps=num_steps)
+    return factory(run_dir=run_dir, threads=threads, num_steps=num_steps, precision=precision)
 
 
 # --- running: interleaved rounds ----------------------------------------------------------------
@@ -298,6 +315,7 @@ class Contender:
     reason: str | None = None
     load_seconds: float | None = None
     load_rss_bytes: int | None = None
+    precision: str = "fp32"
     runs: dict[int, list[Run]] = field(default_factory=dict)
 
     @property
@@ -510,28 +528,32 @@ def benchmark(
     threads = threads or usable_cores()
     guidance = m.defaults.guidance if guidance is None else guidance
     temperature = m.defaults.temperature if temperature is None else temperature
-    suffix = "_fp16" if precision == "fp16" else ""  # bf16 runs the fp32 graphs
+    suffix = "" if precision in ("fp32", "bf16") else f"_{precision}"  # bf16: the fp32 graphs
     step_graph = ("step_guided" if guidance > 0 else "step") + suffix
     step_flops = m.graphs[step_graph].flops if step_graph in m.graphs else None
     decoder = m.graphs.get("decoder" + suffix)
 
+    specs = [parse_contender(spec, precision) for spec in backends]  # refuse bad ones first
     contenders = []
-    for name in backends:
+    for label, (name, own_precision) in zip(backends, specs, strict=True):
         rss0, t0 = current_rss_bytes(), time.perf_counter()
         try:
-            backend = open_backend(name, bundle.directory, run_dir, threads, K, precision)
+            backend = open_backend(name, bundle.directory, run_dir, threads, K, own_precision)
         except BackendUnavailableError as e:
-            log(f"{name}: unavailable ({e})")
-            contenders.append(Contender(name, _kind(name), None, reason=str(e)))
+            log(f"{label}: unavailable ({e})")
+            contenders.append(
+                Contender(label, _kind(name), None, reason=str(e), precision=own_precision)
+            )
             continue
         rss1 = current_rss_bytes()
         contenders.append(
             Contender(
-                name,
+                label,
                 backend.kind,
                 backend,
                 load_seconds=time.perf_counter() - t0,
                 load_rss_bytes=rss1 - rss0 if rss0 and rss1 else None,
+                precision=own_precision,
             )
         )
     if not any(c.available for c in contenders):
@@ -588,6 +610,7 @@ def benchmark(
             {
                 "name": c.name,
                 "kind": c.kind,
+                "precision": c.precision,
                 "available": c.available,
                 "reason": c.reason,
                 "threads": c.backend.threads if c.available else None,

@@ -21,7 +21,8 @@ The benchmark core (bld_bench.core) finds these backends through the entry-point
 "bld.bench_backends" and imports this module only when one of them is named, so neither the
 runtime nor `bld bench` of the runtime's own backends imports torch; bld_train, which this
 module samples with, never imports the bench. CPU only: torch's thread count is
-set to the benchmark's for the duration of each generation.
+set to the benchmark's for the duration of each generation. Precisions: fp32, and bf16
+(torch.autocast, e.g. `--backend torch-compile:bf16`) for torch and torch-compile.
 """
 
 from __future__ import annotations
@@ -45,7 +46,14 @@ class _RunBackend(BenchBackend):
 
     kind = "torch"
 
-    def __init__(self, run_dir, threads: int, num_steps: int):
+    precisions: tuple[str, ...] = ("fp32",)
+
+    def __init__(self, run_dir, threads: int, num_steps: int, precision: str = "fp32"):
+        if precision not in self.precisions:
+            raise BackendUnavailableError(
+                f"backend {self.name!r} runs {', '.join(self.precisions)}, not {precision!r}"
+            )
+        self.precision = precision
         if run_dir is None:
             raise BackendUnavailableError(
                 f"backend {self.name!r} needs the run directory the bundle was exported from "
@@ -78,10 +86,13 @@ class TorchBackend(_RunBackend):
 
     name = "torch"
     compiled = False
+    precisions = ("fp32", "bf16")
 
-    def __init__(self, run_dir, threads: int, num_steps: int):
-        super().__init__(run_dir, threads, num_steps)
-        self.sampler = TorchSampler(self.denoiser, self.autoencoder, compile=self.compiled)
+    def __init__(self, run_dir, threads: int, num_steps: int, precision: str = "fp32"):
+        super().__init__(run_dir, threads, num_steps, precision)
+        self.sampler = TorchSampler(
+            self.denoiser, self.autoencoder, compile=self.compiled, precision=precision
+        )
 
     def _generate(self, request, clock):
         return self.sampler.generate(
@@ -105,8 +116,8 @@ class ReferenceTorchBackend(_RunBackend):
 
     name = "torch-reference"
 
-    def __init__(self, run_dir, threads: int, num_steps: int):
-        super().__init__(run_dir, threads, num_steps)
+    def __init__(self, run_dir, threads: int, num_steps: int, precision: str = "fp32"):
+        super().__init__(run_dir, threads, num_steps, precision)
         self.sampler = ReferenceSampler(self.denoiser)
         for module in (self.sampler.step, self.sampler.guided_step):
             module.register_forward_pre_hook(self._step_starts)

@@ -9,7 +9,10 @@ implementations; this one is written to be fast, with the same outputs:
   reused by every request and step;
 - the Philox uniforms of all K draws computed in torch (bld_train.philox_torch, bit-identical
   to the runtime's), in one vectorised pass before the loop: they depend only on the seeds;
-- with compile=True, the step modules, the uniforms and the decoder go through torch.compile.
+- with compile=True, the step modules, the uniforms and the decoder go through torch.compile;
+- with precision="bf16", the step modules and the decoder run under torch.autocast(bfloat16)
+  (what a PyTorch user would do for bf16 on a CPU), the probabilities cast back to float32.
+  That is another precision: its bits are not the fp32 contract's.
 
 Probabilities come from DenoiserStep, the module the step graph is exported from, so the step
 and posterior math have one implementation; the bits follow docs/SAMPLING_CONTRACT.md.
@@ -30,6 +33,19 @@ from .denoiser import Denoiser, use_fused_attention
 from .step import DenoiserStep
 
 MAX_UNIFORM_LANES = 1 << 21  # Philox blocks per uniforms call: bounds its int64 temporaries
+PRECISIONS = ("fp32", "bf16")
+
+
+def _autocast_bf16(fn, device: torch.device):
+    """`fn` run under torch.autocast(bfloat16), its tensor result cast back to float32.
+
+    A plain function, so torch.compile traces the autocast region with the module inside."""
+
+    def run(*args):
+        with torch.autocast(device.type, dtype=torch.bfloat16):
+            return fn(*args).float()
+
+    return run
 
 
 @dataclass
@@ -58,7 +74,12 @@ class TorchSampler:
         autoencoder=None,
         compile: bool = False,
         device: str | torch.device = "cpu",
+        precision: str = "fp32",
     ):
+        if precision not in PRECISIONS:
+            raise InvalidRequestError(
+                f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
+            )
         self.device = torch.device(device)
         denoiser = use_fused_attention(denoiser).eval().to(self.device)
         self.cfg = denoiser.cfg
@@ -70,6 +91,9 @@ class TorchSampler:
         self.autoencoder = autoencoder.eval().to(self.device) if autoencoder is not None else None
         decode = self.autoencoder.decode if autoencoder is not None else None
         uniforms = philox_torch.uniforms
+        if precision == "bf16":
+            plain, guided = _autocast_bf16(plain, self.device), _autocast_bf16(guided, self.device)
+            decode = _autocast_bf16(decode, self.device) if decode is not None else None
         if compile:
             plain, guided = (torch.compile(m, dynamic=False) for m in (plain, guided))
             uniforms = torch.compile(uniforms, dynamic=False)
