@@ -31,7 +31,8 @@ def _names(ctx, param, value):
     "backend_names",
     multiple=True,
     callback=_names,
-    help="cpu, cuda, tensorrt-ep, openvino, torch, torch-compile, torch-reference, each "
+    help="cpu, cuda, tensorrt-ep, openvino, cpp (the C++ runtime's libbld, `make cpp`), torch, "
+    "torch-compile, torch-reference, each "
     "optionally NAME:PRECISION (e.g. openvino:bf16, torch-compile:bf16) to run another "
     "precision than --precision; repeat or comma-separate (default: cpu, plus torch with "
     "--run). They run in turns, A B A B.",

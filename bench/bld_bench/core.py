@@ -281,9 +281,13 @@ def open_backend(
     """The named contender, loaded; BackendUnavailableError says why one cannot run here."""
     if name in runtime_backends():  # the runtime's own and those registered in bld.backends
         return RuntimeBackend(name, bundle_dir, threads, precision)
+    if name == "cpp":  # the C++ runtime's library, through its C ABI
+        from .cpp_contender import CppBackend
+
+        return CppBackend(bundle_dir, threads, precision)
     plugins = plugin_backends()
     if name not in plugins:
-        known = ", ".join(list(runtime_backends()) + sorted(plugins))
+        known = ", ".join(list(runtime_backends()) + ["cpp"] + sorted(plugins))
         hint = (
             ""
             if plugins
@@ -626,4 +630,4 @@ def benchmark(
 
 
 def _kind(name: str) -> str:
-    return "runtime" if name in runtime_backends() else "torch"
+    return "runtime" if name in runtime_backends() or name == "cpp" else "torch"
