@@ -42,14 +42,15 @@ class _Profile(ctypes.Structure):  # bld_profile
     ]
 
 
+_INFO_INTEGERS = "image_height image_width image_channels latent_height latent_width latent_bits "
+_INFO_INTEGERS += "num_classes num_steps max_batch"
+
+
 class _Info(ctypes.Structure):  # bld_pipeline_info
-    _fields_ = [
-        (name, ctypes.c_int64)
-        for name in (
-            "image_height", "image_width", "image_channels", "latent_height", "latent_width",
-            "latent_bits", "num_classes", "num_steps", "max_batch",
-        )  # fmt: skip
-    ] + [("default_guidance", ctypes.c_double), ("default_temperature", ctypes.c_double)]
+    _fields_ = [(name, ctypes.c_int64) for name in _INFO_INTEGERS.split()] + [
+        ("default_guidance", ctypes.c_double),
+        ("default_temperature", ctypes.c_double),
+    ]
 
 
 # name -> (restype, argtypes): the part of bld.h this contender calls
