@@ -44,15 +44,19 @@ MANIFEST_NAME = "bld.json"
 
 KINDS = ("encoder", "decoder", "step", "step_guided")
 REQUIRED_GRAPHS = KINDS
-OPTIONAL_GRAPHS = ("decoder_fp16", "step_fp16", "step_guided_fp16")
+OPTIONAL_GRAPHS = ("decoder_fp16", "step_fp16", "step_guided_fp16", "step_int8", "step_guided_int8")
 FP16_SUFFIX = "_fp16"
+# The int8 set is the step graphs only: weights and activations of their MatMul/Gemm nodes
+# quantized (QDQ), calibrated at export; the encoder and decoder stay fp32 (bld_export.quantize).
+INT8_SUFFIX = "_int8"
+PRECISION_SUFFIXES = {"fp16": FP16_SUFFIX, "int8": INT8_SUFFIX}
 BATCH = "batch"  # the dynamic axis every graph input and output starts with
 GRAPH_METADATA_KEY = "bld.graph"  # ONNX metadata_props entry holding graph_facts as JSON
 MAX_MANIFEST_BYTES = 4 << 20  # a real bld.json is a few kB; refuse anything absurd unread
 MAX_GRAPH_BYTES = 2 << 30  # protobuf's limit: no ONNX file (without external data) is larger
 
 DType = Literal["float32", "float16", "int64", "int32", "uint8", "bool"]
-Precision = Literal["fp32", "fp16"]
+Precision = Literal["fp32", "fp16", "int8"]
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 
 
@@ -94,7 +98,7 @@ class GraphSpec:
     Attributes:
         file: The ONNX file, relative to the bundle directory (it must stay inside it).
         sha256: The file's sha256 (64 lowercase hex digits), checked when it is read.
-        precision: "fp32", or "fp16" for the *_fp16 graphs.
+        precision: "fp32", or "fp16" for the *_fp16 graphs, "int8" for the *_int8 ones.
         opset: The ONNX opset it was exported with.
         inputs: Its inputs, as `graph_io` defines them for its kind.
         outputs: Its outputs, as `graph_io` defines them.
@@ -412,20 +416,27 @@ def _check_format(fmt: object, version: object) -> None:
 
 
 def graph_kind(name: str) -> str:
-    """The kind of a graph ("step" for "step_fp16").
+    """The kind of a graph ("step" for "step_fp16" and "step_int8").
 
     Args:
         name: A graph name.
 
     Returns:
-        The name without its "_fp16" suffix.
+        The name without its precision suffix ("_fp16", "_int8").
     """
-    return name.removesuffix(FP16_SUFFIX)
+    for suffix in PRECISION_SUFFIXES.values():
+        if name.endswith(suffix):
+            return name.removesuffix(suffix)
+    return name
 
 
 def graph_precision(name: str) -> str:
-    """The precision a graph name says: "fp16" for a *_fp16 graph, else "fp32"."""
-    return "fp16" if name.endswith(FP16_SUFFIX) else "fp32"
+    """The precision a graph name says: "fp16" for a *_fp16 graph, "int8" for a *_int8 graph,
+    else "fp32"."""
+    for precision, suffix in PRECISION_SUFFIXES.items():
+        if name.endswith(suffix):
+            return precision
+    return "fp32"
 
 
 def graph_io(
@@ -438,7 +449,7 @@ def graph_io(
         step         bits, step, class_label, temperature         -> probs float32 [batch, L, C]
         step_guided  the same plus guidance                       -> probs float32 [batch, L, C]
 
-    fp16 graphs have the same float32 interface (they compute in fp16 inside).
+    fp16 and int8 graphs have the same float32 interface (they compute in fp16 or int8 inside).
 
     Args:
         kind: "encoder", "decoder", "step" or "step_guided" (KINDS).

@@ -16,15 +16,24 @@
 namespace bld::core {
 
 namespace {
-const std::string kFp16Suffix = "_fp16";
+// The precisions a graph name's suffix says (manifest.PRECISION_SUFFIXES); no suffix is fp32.
+const std::pair<std::string, std::string> kSuffixes[] = {{"fp16", "_fp16"}, {"int8", "_int8"}};
 
-bool fp16(const std::string &name) {
-    return name.size() > kFp16Suffix.size() && name.compare(name.size() - kFp16Suffix.size(), kFp16Suffix.size(), kFp16Suffix) == 0;
+bool ends_with(const std::string &name, const std::string &suffix) {
+    return name.size() > suffix.size() && name.compare(name.size() - suffix.size(), suffix.size(), suffix) == 0;
 }
 }  // namespace
 
-std::string graph_kind(const std::string &name) { return fp16(name) ? name.substr(0, name.size() - kFp16Suffix.size()) : name; }
-std::string graph_precision(const std::string &name) { return fp16(name) ? "fp16" : "fp32"; }
+std::string graph_kind(const std::string &name) {
+    for (const auto &[precision, suffix] : kSuffixes)
+        if (ends_with(name, suffix)) return name.substr(0, name.size() - suffix.size());
+    return name;
+}
+std::string graph_precision(const std::string &name) {
+    for (const auto &[precision, suffix] : kSuffixes)
+        if (ends_with(name, suffix)) return precision;
+    return "fp32";
+}
 
 GraphIo graph_io(const std::string &kind, const Manifest &m) {
     const Dim batch = std::string(kBatchAxis);

@@ -18,8 +18,8 @@ struct GraphIo {
     std::vector<TensorSpec> inputs, outputs;
 };
 
-std::string graph_kind(const std::string &name);       // "step" for "step_fp16"
-std::string graph_precision(const std::string &name);  // "fp16" for "*_fp16"
+std::string graph_kind(const std::string &name);       // "step" for "step_fp16" and "step_int8"
+std::string graph_precision(const std::string &name);  // "fp16" for "*_fp16", "int8" for "*_int8"
 
 //   encoder      image float32 [batch, ch, H, W] in [-1, 1]   -> probs float32 [batch, L, C]
 //   decoder      bits float32 [batch, L, C] (0/1)             -> image float32 [batch, ch, H, W]

@@ -124,9 +124,10 @@ class Object {
 constexpr int kMaxDepth = 900;  // Python's json gives up near its recursion limit of 1000
 
 const std::vector<std::string> kDTypes = {"float32", "float16", "int64", "int32", "uint8", "bool"};
-const std::vector<std::string> kPrecisions = {"fp32", "fp16"};
+const std::vector<std::string> kPrecisions = {"fp32", "fp16", "int8"};
 const std::vector<std::string> kRequiredGraphs = {"encoder", "decoder", "step", "step_guided"};  // KINDS
-const std::vector<std::string> kOptionalGraphs = {"decoder_fp16", "step_fp16", "step_guided_fp16"};
+const std::vector<std::string> kOptionalGraphs = {"decoder_fp16", "step_fp16", "step_guided_fp16", "step_int8",
+                                                  "step_guided_int8"};
 
 TensorSpec parse_tensor(const Json &v, const std::string &path) {
     Object o(v, path, {"name", "dtype", "shape"});

@@ -32,7 +32,7 @@ struct TensorSpec {
 struct GraphSpec {
     std::string file;  // relative to the bundle directory
     std::string sha256;
-    std::string precision;  // fp32 | fp16
+    std::string precision;  // fp32 | fp16 | int8
     int64_t opset = 0;
     std::vector<TensorSpec> inputs, outputs;
     int64_t flops = 0;  // per image per call
