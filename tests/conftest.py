@@ -74,6 +74,17 @@ def tiny_bundle(tiny_run, tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def tiny_int8_bundle(tiny_run, tmp_path_factory) -> Path:
+    """tiny_run exported with --int8 (fp32 graphs and the int8 step graphs, calibrated on 32
+    images, a quick export), validated. Read-only: copy it to modify it."""
+    from bld_export.export import export_bundle
+
+    bundle = tmp_path_factory.mktemp("tiny_int8_bundle") / "bundle"
+    export_bundle(tiny_run, bundle, int8=True, calibration_images=32)
+    return bundle
+
+
+@pytest.fixture(scope="session")
 def rtx_engines(tiny_bundle, tmp_path_factory) -> Path:
     """An engine cache with real TensorRT-RTX plans of every tiny_bundle graph, fp32 and fp16,
     batch profile 1:2:4 (TensorRT-RTX builds without a GPU). Read-only: copy it to modify it.

@@ -1,6 +1,7 @@
 """The `bld-export` command line: export a run to a bundle, inspect it, verify it.
 
-    bld-export onnx RUN_DIR -o BUNDLE [--fp16] [--opset N] [--max-batch N] [--force]
+    bld-export onnx RUN_DIR -o BUNDLE [--fp16] [--int8 [--calibration-images N]] [--opset N]
+                    [--max-batch N] [--force]
     bld-export inspect BUNDLE
     bld-export verify BUNDLE [--run RUN_DIR]
     bld-export triton BUNDLE -o REPO ...  (a Triton model repository; from bld_serving)
@@ -87,6 +88,20 @@ def main():
     help="Bundle directory to write (must not exist or be empty).",
 )
 @click.option("--fp16", is_flag=True, help="Also export decoder/step graphs that run in fp16.")
+@click.option(
+    "--int8",
+    is_flag=True,
+    help="Also write int8 step graphs (QDQ: weights and activations of every MatMul/Gemm with "
+    "weights in int8), calibrated on trajectories the fp32 bundle samples.",
+)
+@click.option(
+    "--calibration-images",
+    default=256,  # quantize.DEFAULT_CALIBRATION_IMAGES (not imported: onnx, at --help)
+    show_default=True,
+    type=click.IntRange(min=1),
+    help="With --int8: images sampled per step graph for the calibration (each gives one input "
+    "row per step).",
+)
 @click.option("--opset", default=17, show_default=True, type=int, help="ONNX opset (>= 17).")
 @click.option(
     "--max-batch",
@@ -96,7 +111,7 @@ def main():
     help="Largest batch the bundle declares (TensorRT profiles use it).",
 )
 @click.option("--force", is_flag=True, help="Replace an existing bundle at the output path.")
-def onnx_command(run_dir, bundle, fp16, opset, max_batch, force):
+def onnx_command(run_dir, bundle, fp16, int8, calibration_images, opset, max_batch, force):
     """Export RUN_DIR to a validated ONNX bundle."""
     from .export import export_bundle
 
@@ -104,6 +119,8 @@ def onnx_command(run_dir, bundle, fp16, opset, max_batch, force):
         run_dir,
         bundle,
         fp16=fp16,
+        int8=int8,
+        calibration_images=calibration_images,
         opset=opset,
         max_batch=max_batch,
         progress=click.echo,

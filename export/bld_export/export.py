@@ -1,13 +1,14 @@
 """Export a trained run to a self-describing bundle: ONNX graphs + bld.json, validated.
 
-    export_bundle(run_dir, out_dir, fp16=False, opset=17, max_batch=64) -> Manifest
+    export_bundle(run_dir, out_dir, fp16=False, int8=False, opset=17, max_batch=64) -> Manifest
 
 Every graph declared in graphs.py is exported (recording its facts in its ONNX metadata,
-`bld.graph`), its FLOPs counted, the manifest written, and the whole bundle validated
-(validate.py) inside a staging directory next to `out_dir`. Only a bundle that passed every
-check is moved into place (bld_runtime.files.replacing_directory), so a failed export leaves no
-partial bundle behind, and an export killed at any instant leaves the old or the new bundle,
-restored by the next command that touches it.
+`bld.graph`; the int8 step graphs are quantized from the fp32 ones, calibrated on trajectories
+the fp32 bundle samples: quantize.py), its FLOPs counted, the manifest written, and the whole
+bundle validated (validate.py) inside a staging directory next to `out_dir`. Only a bundle that
+passed every check is moved into place (bld_runtime.files.replacing_directory), so a failed
+export leaves no partial bundle behind, and an export killed at any instant leaves the old or the
+new bundle, restored by the next command that touches it.
 
 Exporter choice (torch 2.13): the torch.export-based exporter (`dynamo=True`) gives clean
 graphs: about half the nodes of the TorchScript exporter (`dynamo=False`, deprecated since
@@ -57,6 +58,7 @@ from .errors import ExportError
 from .flops import format_flops, graph_flops
 from .graphs import Dims, GraphDecl, Models, decl_facts, declare
 from .opset import EXPORTER_OPSET, convert_18_to_17
+from .quantize import DEFAULT_CALIBRATION_IMAGES, calibration_feeds, quantize_step_graph
 from .validate import validate_bundle
 
 MIN_OPSET = 17  # LayerNormalization is one op from 17 on
@@ -233,15 +235,23 @@ def export_bundle(
     progress: Callable[[str], None] | None = None,
     force: bool = False,
     validation_batch: int = 4,
+    int8: bool = False,
+    calibration_images: int = DEFAULT_CALIBRATION_IMAGES,
 ) -> Manifest:
     """Export `run_dir` to a validated bundle at `out_dir`; returns its manifest.
 
     `progress` receives one line per stage (with timings) and per validation comparison.
     `force` replaces an existing bundle at `out_dir`; a non-empty non-bundle is never replaced.
+    `int8` adds the int8 step graphs, calibrated on `calibration_images` sampled images per
+    step graph (quantize.py).
     """
     check_opset(opset)
     if not isinstance(max_batch, int) or max_batch < 1:
         raise ExportError(f"max batch must be a positive integer, got {max_batch}")
+    if not isinstance(calibration_images, int) or calibration_images < 1:
+        raise ExportError(
+            f"calibration images must be a positive integer, got {calibration_images}"
+        )
     out_dir = Path(out_dir)
     _check_output_dir(out_dir, force)
     stages = Stages(progress)
@@ -254,20 +264,49 @@ def export_bundle(
             f"tokens of {prior_cfg.bits} bits, but the autoencoder makes "
             f"{ae_cfg.latent_size}x{ae_cfg.latent_size} of {ae_cfg.bits}"
         )
-    decls = declare(Dims.from_configs(ae_cfg, prior_cfg), fp16=fp16)
+    decls = declare(Dims.from_configs(ae_cfg, prior_cfg), fp16=fp16, int8=int8)
+    exported = tuple(d for d in decls if d.precision != "int8")
+    quantized = tuple(d for d in decls if d.precision == "int8")
 
     with replacing_directory(out_dir, f"bundle {out_dir}") as tmp:
         _check_output_dir(out_dir, force)  # again, now that we hold the lock
         flops = {}
         schedule = schedule_spec(prior_cfg)
-        for decl in decls:
-            with stages.stage(f"export {decl.name} ({decl.precision}, opset {opset})"):
-                export_graph(decl, models, tmp / decl.file, opset, schedule)
+
+        def exported_graph(decl: GraphDecl) -> None:
             flops[decl.name] = graph_flops(str(tmp / decl.file))
             size = (tmp / decl.file).stat().st_size / 1e6
             stages.log(
                 f"{'':10}{decl.file}: {size:.1f} MB, {format_flops(flops[decl.name])} per image"
             )
+
+        for decl in exported:
+            with stages.stage(f"export {decl.name} ({decl.precision}, opset {opset})"):
+                export_graph(decl, models, tmp / decl.file, opset, schedule)
+            exported_graph(decl)
+        if quantized:
+            # The fp32 bundle samples the calibration trajectories, through the runtime's loop.
+            write_manifest(
+                tmp, build_manifest(tmp, exported, ae_cfg, prior_cfg, opset, max_batch, flops)
+            )
+            from bld_runtime.pipeline import Pipeline
+
+            fp32 = Pipeline.load(tmp)
+            for decl in quantized:
+                with stages.stage(
+                    f"quantize {decl.name} (int8 QDQ, calibrated on {calibration_images} "
+                    f"sampled images x {fp32.num_steps} steps)"
+                ):
+                    quantize_step_graph(
+                        tmp / f"{decl.kind}.onnx",
+                        tmp / decl.file,
+                        decl,
+                        calibration_feeds(fp32, decl.kind, calibration_images),
+                        opset,
+                        schedule,
+                    )
+                exported_graph(decl)
+            del fp32
         with stages.stage("write manifest (sha256 of every graph)"):
             manifest = build_manifest(tmp, decls, ae_cfg, prior_cfg, opset, max_batch, flops)
             write_manifest(tmp, manifest)

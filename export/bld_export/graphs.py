@@ -28,6 +28,7 @@ from bld_runtime import contract
 from bld_runtime.manifest import (
     BATCH,
     FP16_SUFFIX,
+    INT8_SUFFIX,
     KINDS,
     ClassesSpec,
     ImageSpec,
@@ -126,7 +127,7 @@ class Models:
 class GraphDecl:
     name: str  # manifest key and file stem, e.g. "step_fp16"
     kind: str  # one of KINDS
-    precision: str  # "fp32" or "fp16" (of the network body)
+    precision: str  # "fp32", "fp16" or "int8" (of the network body)
     inputs: tuple[TensorDecl, ...]
     outputs: tuple[TensorDecl, ...]
     build: Callable[[Models], nn.Module] = field(repr=False, compare=False)
@@ -275,10 +276,13 @@ def _build_step(models: Models, guided: bool, fp16: bool) -> nn.Module:
     return DenoiserStep(denoiser, guided=guided).eval()
 
 
-def declare(dims: Dims, fp16: bool = False) -> tuple[GraphDecl, ...]:
-    """The graphs of a bundle: encoder, decoder, step, step_guided (+ fp16 variants).
+def declare(dims: Dims, fp16: bool = False, int8: bool = False) -> tuple[GraphDecl, ...]:
+    """The graphs of a bundle: encoder, decoder, step, step_guided (+ fp16 variants, + int8
+    step graphs).
 
-    Their I/O is bundle format v1's (bld_runtime.manifest.graph_io)."""
+    Their I/O is bundle format v1's (bld_runtime.manifest.graph_io). An int8 graph is not
+    exported from torch but quantized from its fp32 graph (quantize.py): its `build` is the fp32
+    module, the model it is validated against."""
     builders = {
         "encoder": _build_encoder,
         "decoder": _build_decoder,
@@ -303,6 +307,19 @@ def declare(dims: Dims, fp16: bool = False) -> tuple[GraphDecl, ...]:
                     dims,
                 )
             )
+    for kind in ("step", "step_guided") if int8 else ():
+        inputs, outputs = graph_io(kind, dims.image(), dims.latent())
+        graphs.append(
+            GraphDecl(
+                kind + INT8_SUFFIX,
+                kind,
+                "int8",
+                tuple(map(TensorDecl.of, inputs)),
+                tuple(map(TensorDecl.of, outputs)),
+                partial(builders[kind], fp16=False),
+                dims,
+            )
+        )
     return tuple(graphs)
 
 

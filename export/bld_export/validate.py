@@ -27,7 +27,9 @@ import onnx
 import onnxruntime as ort
 from onnx.reference import ReferenceEvaluator
 from onnx.reference.ops.op_conv import Conv as _ReferenceConv
+from onnx.reference.ops.op_dequantize_linear import DequantizeLinear_19 as _ReferenceDequantize
 from onnx.reference.ops.op_matmul import MatMul as _ReferenceMatMul
+from onnx.reference.ops.op_quantize_linear import QuantizeLinear_19 as _ReferenceQuantize
 
 from .errors import ValidationError
 from .graphs import BATCH, Dims, GraphDecl, Models, declare, noised_bits
@@ -99,6 +101,21 @@ TENSORRT_OPS = frozenset(
         "Range",
     }
 )
+# What the int8 graphs add (QDQ; TensorRT builds them strongly typed as int8 layers).
+QDQ_OPS = frozenset({"QuantizeLinear", "DequantizeLinear"})
+
+# int8 (the step graphs only, quantize.py) is held to the fp32 model by its largest and its mean
+# error: the rounding reaches every logit, and a probability moves most where its logit is near 0.
+# Measured on the digits demo (int8 vs the fp32 model, max abs / mean abs): real inputs 0.018 /
+# 1.0e-3 (step), 0.061 / 2.8e-3 (guided step); random inputs, which leave the calibrated ranges
+# (random bits at the last steps), 0.14 / 8.6e-3; the tiny test model 1.8e-3 / 1.8e-4. Export bugs,
+# made by hand in the same graph: every weight scale x2: 1.0 / 0.08-0.12; every activation
+# scale / 8 (a calibration that clips): 0.95 / 0.06-0.09; every weight scale x 1.1: 0.53-0.65 /
+# 6e-3-2.4e-2; one activation scale / 8: 0.66 / 1.2e-2 (random inputs). ONNX Runtime's integer
+# kernels and the reference evaluator's float QDQ agree to 1.2e-7: the tolerance is for the
+# quantization itself.
+INT8_MAX_TOLERANCE = 0.3
+INT8_MEAN_TOLERANCE = 2e-2
 
 # Largest allowed |a - b| between two backends, by precision and output. Probabilities are
 # the step and encoder outputs; images are the decoder's, in [-1, 1], where 0.0078 is one uint8
@@ -109,6 +126,7 @@ TENSORRT_OPS = frozenset(
 TOLERANCES = {
     "fp32": {"probs": 1e-5, "image": 2e-4},
     "fp16": {"probs": 1e-2, "image": 5e-2},
+    "int8": {"probs": INT8_MAX_TOLERANCE},
 }
 
 ONNX_DTYPES = {
@@ -129,10 +147,14 @@ class Comparison:
     max_abs: float
     max_rel: float  # max of |a - b| / (|b| + tolerance): bounded near zero
     tolerance: float
+    mean_abs: float = 0.0
+    mean_tolerance: float | None = None  # int8: the mean |a - b| is bounded too
 
     @property
     def ok(self) -> bool:
-        return self.max_abs <= self.tolerance
+        return self.max_abs <= self.tolerance and (
+            self.mean_tolerance is None or self.mean_abs <= self.mean_tolerance
+        )
 
     def line(self) -> str:
         a, b = self.backends
@@ -140,7 +162,13 @@ class Comparison:
         return (
             f"{self.graph:<17} {self.output:<6} {a + ' vs ' + b:<26} {self.inputs:<10} "
             f"max abs {self.max_abs:.2e}  max rel {self.max_rel:.2e}  "
-            f"(tol {self.tolerance:.0e})  {verdict}"
+            f"(tol {self.tolerance:.0e})  "
+            + (
+                f"mean abs {self.mean_abs:.2e} (tol {self.mean_tolerance:.0e})  "
+                if self.mean_tolerance is not None
+                else ""
+            )
+            + verdict
         )
 
 
@@ -170,8 +198,9 @@ def check_graph(path: Path, decl: GraphDecl, opset: int) -> onnx.ModelProto:
     versions = {o.domain: o.version for o in model.opset_import}
     if versions.get("", versions.get("ai.onnx")) != opset:
         raise ValidationError(f"{name}: the graph has opset {versions}, expected {opset}")
+    allowed = TENSORRT_OPS | QDQ_OPS if decl.precision == "int8" else TENSORRT_OPS
     for node in model.graph.node:
-        if node.domain not in ("", "ai.onnx") or node.op_type not in TENSORRT_OPS:
+        if node.domain not in ("", "ai.onnx") or node.op_type not in allowed:
             op = f"{node.domain}::{node.op_type}" if node.domain else node.op_type
             raise ValidationError(
                 f"{name}: op {op} (node {node.name!r}) is not on the list of "
@@ -204,6 +233,9 @@ def _check_io(graph: str, kind: str, values: list, declared) -> None:
 
 
 def _check_precision(graph: str, inferred: onnx.ModelProto, precision: str) -> None:
+    if precision == "int8":
+        _check_int8(graph, inferred)
+        return
     types = {
         v.name: v.type.tensor_type.elem_type
         for v in list(inferred.graph.value_info) + list(inferred.graph.input)
@@ -219,6 +251,49 @@ def _check_precision(graph: str, inferred: onnx.ModelProto, precision: str) -> N
                     f"{graph}: {node.op_type} node {node.name!r} computes in "
                     f"{shown}, but the graph is declared {precision}"
                 )
+
+
+def _check_int8(graph: str, model: onnx.ModelProto) -> None:
+    """An int8 graph: no MatMul/Gemm reads a float weight, and every one that reads a weight
+    (int8, through DequantizeLinear) reads its activation dequantized from int8 too; at least
+    one does. The activation-by-activation MatMuls of attention stay fp32 (quantize.py)."""
+    weights = {t.name: t.data_type for t in model.graph.initializer}
+    producers = {o: n for n in model.graph.node for o in n.output}
+
+    def dequantized_from(name: str) -> tuple[int | None, bool]:
+        """(the type DequantizeLinear reads to make `name`, whether that is a weight)."""
+        dq = producers.get(name)
+        if dq is None or dq.op_type != "DequantizeLinear":
+            return None, False
+        if dq.input[0] in weights:
+            return weights[dq.input[0]], True
+        q = producers.get(dq.input[0])
+        if q is None or q.op_type != "QuantizeLinear" or len(q.input) < 3:
+            return None, False
+        return weights.get(q.input[2]), False  # the zero point's type is the quantized type
+
+    quantized = 0
+    for node in model.graph.node:
+        if node.op_type not in ("MatMul", "Gemm"):
+            continue
+        inputs = list(node.input[:2])
+        if any(i in weights for i in inputs):
+            raise ValidationError(
+                f"{graph}: {node.op_type} node {node.name!r} reads a float weight, but the graph "
+                f"is declared int8"
+            )
+        sources = [dequantized_from(i) for i in inputs]
+        if not any(is_weight for _, is_weight in sources):
+            continue  # activation x activation (attention): fp32
+        for i, (dtype, _) in zip(inputs, sources, strict=True):
+            if dtype != onnx.TensorProto.INT8:
+                raise ValidationError(
+                    f"{graph}: {node.op_type} node {node.name!r} reads {i!r}, which is not "
+                    f"dequantized from int8, but the graph is declared int8"
+                )
+        quantized += 1
+    if quantized == 0:
+        raise ValidationError(f"{graph}: no MatMul or Gemm computes in int8")
 
 
 def op_types(model: onnx.ModelProto) -> set[str]:
@@ -262,7 +337,22 @@ def _fp32_accumulating(base):
     return type(base.__name__, (base,), {"op_domain": "", "_run": _run})
 
 
-REFERENCE_OPS = [_fp32_accumulating(_ReferenceMatMul), _fp32_accumulating(_ReferenceConv)]
+def _any_opset(base):
+    """The reference op `base` for whatever opset the graph imports. The reference evaluator
+    implements QuantizeLinear and DequantizeLinear from opset 19 on; for int8 tensors with a
+    scale and zero point the int8 graphs use, opsets 13 to 18 define the same computation
+    (19 added float8 types and saturation, 21 blocked quantization)."""
+    name, version = base.__name__.rsplit("_", 1)
+    schema = onnx.defs.get_schema(name, int(version))  # its attributes, not the newest's
+    return type(name, (base,), {"op_domain": "", "op_schema": schema})
+
+
+REFERENCE_OPS = [
+    _fp32_accumulating(_ReferenceMatMul),
+    _fp32_accumulating(_ReferenceConv),
+    _any_opset(_ReferenceQuantize),
+    _any_opset(_ReferenceDequantize),
+]
 
 
 def reference_evaluator(path: Path) -> ReferenceEvaluator:
@@ -336,6 +426,7 @@ def compare(
     a: np.ndarray,
     b: np.ndarray,
     tolerance: float,
+    mean_tolerance: float | None = None,
 ) -> Comparison:
     a, b = np.asarray(a, np.float64), np.asarray(b, np.float64)
     if a.shape != b.shape:
@@ -357,6 +448,8 @@ def compare(
         float(diff.max(initial=0.0)),
         float((diff / (np.abs(b) + tolerance)).max(initial=0.0)),
         tolerance,
+        float(diff.mean()) if diff.size else 0.0,
+        mean_tolerance,
     )
 
 
@@ -402,6 +495,7 @@ def validate_graph(
                     outputs[a][output][:n],
                     outputs[b][output][:n],
                     tolerance,
+                    INT8_MEAN_TOLERANCE if decl.precision == "int8" else None,
                 )
                 if log:
                     log(result.line())
@@ -409,16 +503,25 @@ def validate_graph(
                     raise ValidationError(
                         f"{decl.name}: output {output!r} differs between {a} and {b} on {kind} "
                         f"inputs: max abs error {result.max_abs:.3g}, max rel error "
-                        f"{result.max_rel:.3g} (tolerance {tolerance:g} abs, {decl.precision})"
+                        f"{result.max_rel:.3g}, mean abs error {result.mean_abs:.3g} (tolerance "
+                        f"{tolerance:g} abs"
+                        + (
+                            f", {result.mean_tolerance:g} mean abs"
+                            if result.mean_tolerance is not None
+                            else ""
+                        )
+                        + f", {decl.precision})"
                     )
                 results.append(result)
     return results
 
 
 def declarations_for(manifest) -> dict[str, GraphDecl]:
-    """The graphs.py declarations a manifest must match (with or without the fp16 set)."""
+    """The graphs.py declarations a manifest must match (with or without the fp16 and int8
+    sets)."""
     fp16 = any(spec.precision == "fp16" for spec in manifest.graphs.values())
-    decls = {d.name: d for d in declare(Dims.from_manifest(manifest), fp16=fp16)}
+    int8 = any(spec.precision == "int8" for spec in manifest.graphs.values())
+    decls = {d.name: d for d in declare(Dims.from_manifest(manifest), fp16=fp16, int8=int8)}
     if set(decls) != set(manifest.graphs):
         raise ValidationError(
             f"the bundle has graphs {sorted(manifest.graphs)}, expected {sorted(decls)}"
@@ -476,6 +579,10 @@ def validate_bundle(
             # are held to the fp32 model, within the fp16 tolerance: that bounds export errors
             # and fp16 rounding together.
             module, label = decls[name.removesuffix("_fp16")].build(models), "torch-fp32"
+        elif models is not None and decl.precision == "int8":
+            # int8 graphs are quantized from the fp32 ones: held to the fp32 model, within the
+            # int8 tolerances (max and mean), which bounds quantization and export errors.
+            module, label = decl.build(models), "torch-fp32"
         elif models is not None:
             module = decl.build(models)
         results += validate_graph(
