@@ -56,7 +56,7 @@ def test_bench_times_cpp_beside_python_and_reports_what_it_cannot_run(library, t
     backends = {b["name"]: b for b in out["backends"]}
     assert backends["cpp"]["available"] and backends["cpp"]["kind"] == "runtime"
     assert backends["cpp:bf16"]["reason"] == (
-        "precision 'bf16' runs on backend 'openvino' only; backend 'cpu' runs fp32, fp16"
+        "precision 'bf16' runs on backend 'openvino' only; backend 'cpu' runs fp32, fp16, int8"
     )
     assert [r["backend"] for r in out["results"]] == ["cpu", "cpp"]
 

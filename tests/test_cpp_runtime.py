@@ -208,6 +208,32 @@ def test_fp16_graphs_and_chunks_equal_python(cpp_build, tiny_bundle, pipe, tmp_p
     )
 
 
+def test_int8_graphs_equal_python(cpp_build, tiny_int8_bundle, tmp_path):
+    """--precision int8: the same onnxruntime runs the same QDQ graphs, so every step's
+    probabilities, the bits and the pixels are the Python runtime's int8 ones, exactly; the
+    other backends refuse int8 in Python's sentence."""
+    from bld_runtime.errors import BackendUnavailableError
+
+    int8 = Pipeline.load(tiny_int8_bundle, precision="int8")
+    grid = [r for r in requests_grid(int8) if r["name"] in ("g1.5_t0.8", "mask_one", "mixed")]
+    spec = {"options": {"precision": "int8"}, "requests": grid}
+    out = probe(cpp_build["release"], tiny_int8_bundle, spec, tmp_path / "cpu")
+    for request in grid:
+        name = request["name"]
+        assert not (out / f"{name}.error").exists(), (out / f"{name}.error").read_text()
+        py = python_generate(int8, request)
+        np.testing.assert_array_equal(np.load(out / f"{name}.probs.npy"), py.trace.probs)
+        np.testing.assert_array_equal(np.load(out / f"{name}.bits.npy"), py.bits)
+        np.testing.assert_array_equal(np.load(out / f"{name}.images.npy"), py.images)
+    options = {"backend": "cuda", "precision": "int8"}
+    out = probe(cpp_build["release"], tiny_int8_bundle, {"options": options}, tmp_path / "cuda")
+    with pytest.raises(BackendUnavailableError) as python:
+        Pipeline.load(tiny_int8_bundle, backend="cuda", precision="int8")
+    kind, message = (out / "load.error").read_text().split(" ", 1)
+    assert int(kind) == conformance.KINDS["BackendUnavailableError"]
+    assert message == str(python.value)
+
+
 def test_encode_and_decode_equal_python(cpp_build, tiny_bundle, pipe, tmp_path):
     from bld_runtime import philox
 

@@ -260,5 +260,5 @@ def test_other_backends_refuse_bf16(tiny_bundle):
     with pytest.raises(BackendUnavailableError) as refused:
         Pipeline.load(tiny_bundle, backend="cpu", precision="bf16")
     assert str(refused.value) == (
-        "precision 'bf16' runs on backend 'openvino' only; backend 'cpu' runs fp32, fp16"
+        "precision 'bf16' runs on backend 'openvino' only; backend 'cpu' runs fp32, fp16, int8"
     )

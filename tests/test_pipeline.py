@@ -500,8 +500,10 @@ def test_backend_and_precision_errors(tiny_bundle, tmp_path):
     if "TensorrtExecutionProvider" not in ort.get_available_providers():
         with pytest.raises(BackendUnavailableError, match="TensorrtExecutionProvider"):
             Pipeline.load(tiny_bundle, backend="tensorrt-ep")
-    with pytest.raises(InvalidRequestError, match="precision must be one of fp32, fp16"):
-        Pipeline.load(tiny_bundle, precision="int8")
+    with pytest.raises(
+        InvalidRequestError, match="precision must be one of fp32, fp16, int8, bf16, got 'int4'"
+    ):
+        Pipeline.load(tiny_bundle, precision="int4")
     with pytest.raises(InvalidRequestError, match="graph_optimization"):
         BackendOptions(graph_optimization="max")
     with pytest.raises(InvalidRequestError, match="intra_op_threads"):

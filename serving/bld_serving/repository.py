@@ -33,7 +33,7 @@ import shutil
 from importlib import resources
 from pathlib import Path
 
-from bld_runtime.backends.base import PRECISIONS, graph_names
+from bld_runtime.backends.base import graph_names
 from bld_runtime.errors import ManifestError
 from bld_runtime.files import replacing_directory
 from bld_runtime.manifest import MANIFEST_NAME, load_bundle
@@ -45,6 +45,8 @@ from .errors import ServingError
 from .plans import ANY_GPU, ROLES, VERSION_COMPATIBLE_ARG, Plans
 
 BACKENDS = ("cpu", "cuda", "tensorrt-ep", "tensorrt")
+# The bundle's fp32 or fp16 graphs; int8 (the runtime's cpu backend only) is not served yet.
+SERVED_PRECISIONS = ("fp32", "fp16")
 DEFAULT_PLAN = "model.plan"
 
 
@@ -116,9 +118,9 @@ def _check_options(serving: Serving) -> None:
             raise ServingError(
                 f"--{name.replace('_', '-')} must be >= 0, got {getattr(serving, name)}"
             )
-    if serving.precision not in PRECISIONS:
+    if serving.precision not in SERVED_PRECISIONS:
         raise ServingError(
-            f"--precision must be one of {', '.join(PRECISIONS)}, got {serving.precision!r}"
+            f"--precision must be one of {', '.join(SERVED_PRECISIONS)}, got {serving.precision!r}"
         )
     if (
         serving.python_env

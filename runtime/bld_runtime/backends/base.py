@@ -32,7 +32,16 @@ import onnxruntime as ort
 from numpy.typing import NDArray
 
 from ..errors import BackendError, BackendUnavailableError, InvalidRequestError, ManifestError
-from ..manifest import BATCH, FP16_SUFFIX, KINDS, Bundle, GraphSpec, Manifest, check_graph_facts
+from ..manifest import (
+    BATCH,
+    FP16_SUFFIX,
+    INT8_SUFFIX,
+    KINDS,
+    Bundle,
+    GraphSpec,
+    Manifest,
+    check_graph_facts,
+)
 from ..request import RequestChunk
 from ..trt_flavours import FLAVOURS
 
@@ -42,7 +51,10 @@ OPTIMIZATION_LEVELS = {
     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
-PRECISIONS = ("fp32", "fp16")  # the bundle's graphs: fp32, or the *_fp16 ones
+PRECISIONS = ("fp32", "fp16", "int8")  # the bundle's graphs: fp32, the *_fp16 or *_int8 ones
+# Precisions that only some backends run, and which: "int8" (the bundle's *_int8 step graphs, QDQ)
+# on "cpu", "bf16" (below) on "openvino". Every other backend refuses them in one sentence.
+ONLY_ON = {"int8": "cpu", "bf16": "openvino"}
 # Precisions an engine computes the fp32 graphs in (no graphs of their own): "bf16" on the
 # "openvino" backend, on CPUs with AVX512_BF16 or AMX. A backend lists what it runs in
 # Backend.precisions.
@@ -165,7 +177,8 @@ class Graph:
 
 def graph_names(bundle: Bundle, precision: str) -> dict[str, str]:
     """Graph names by kind for a precision. fp16 swaps in the *_fp16 graphs, except the encoder,
-    which is always fp32; an engine precision (bf16) runs the fp32 graphs."""
+    which is always fp32; int8 swaps in the *_int8 step graphs (encoder and decoder fp32); an
+    engine precision (bf16) runs the fp32 graphs."""
     if precision not in PRECISIONS + ENGINE_PRECISIONS:
         raise InvalidRequestError(
             f"precision must be one of {', '.join(PRECISIONS + ENGINE_PRECISIONS)}, "
@@ -173,11 +186,15 @@ def graph_names(bundle: Bundle, precision: str) -> dict[str, str]:
         )
     names = {}
     for kind in KINDS:
-        name = kind if precision != "fp16" or kind == "encoder" else kind + FP16_SUFFIX
+        name = kind
+        if precision == "fp16" and kind != "encoder":
+            name = kind + FP16_SUFFIX
+        elif precision == "int8" and kind in ("step", "step_guided"):
+            name = kind + INT8_SUFFIX
         if name not in bundle.manifest.graphs:
             raise ManifestError(
                 f"bundle {bundle.directory} has no {name!r} graph, which "
-                f"precision {precision!r} needs (export with --fp16)"
+                f"precision {precision!r} needs (export with --{precision})"
             )
         names[kind] = name
     return names
@@ -241,16 +258,16 @@ class Backend(ABC):
 
     name: str = ""
     max_idle_loops = 4  # kept for reuse; a full chunk and a remainder are the common case
-    precisions: tuple[str, ...] = PRECISIONS  # what this backend runs (graph_names maps them)
+    precisions: tuple[str, ...] = ("fp32", "fp16")  # what this backend runs (see ONLY_ON)
 
     def __init__(
         self, bundle: Bundle, precision: str = "fp32", options: BackendOptions | None = None
     ):
         if options is not None and not isinstance(options, BackendOptions):
             raise InvalidRequestError("options must be a bld_runtime.backends.BackendOptions")
-        if precision in ENGINE_PRECISIONS and precision not in self.precisions:
+        if precision in ONLY_ON and precision not in self.precisions:
             raise BackendUnavailableError(
-                f"precision {precision!r} runs on backend 'openvino' only; backend "
+                f"precision {precision!r} runs on backend {ONLY_ON[precision]!r} only; backend "
                 f"{self.name!r} runs {', '.join(self.precisions)}"
             )
         self.bundle = bundle

@@ -24,6 +24,7 @@ from numpy.typing import NDArray
 from ..philox import BernoulliDrawer
 from ..request import RequestChunk
 from .base import Backend, Graph, Loop, run_guarded
+from .int8 import check_int8_cpu
 
 LANE_BUDGET = 1 << 15  # Philox blocks per pass: ~3 MB of scratch, whatever the model size
 
@@ -158,6 +159,11 @@ class CpuLoop(HostLoop):
 
 class CpuBackend(Backend):
     name = "cpu"
+    precisions = ("fp32", "fp16", "int8")  # int8: the *_int8 QDQ step graphs (int8.py)
+
+    def _prepare(self) -> None:
+        if self.precision == "int8":
+            check_int8_cpu()  # one line where int8 would be emulated, before any graph is read
 
     def providers(self) -> list[Any]:
         return ["CPUExecutionProvider"]

@@ -29,7 +29,7 @@ int bench(int argc, char **argv);
 
 std::vector<Option> runtime_options() {
     return {{{"--backend"}, false, "cpu", "cpu | cuda | tensorrt-ep | tensorrt | openvino (Python only) [cpu]"},
-            {{"--precision"}, false, "fp32", "fp32 | fp16 (the bundle's *_fp16 graphs) | bf16 (openvino only) [fp32]"},
+            {{"--precision"}, false, "fp32", "fp32 | fp16 (the bundle's *_fp16 graphs) | int8 (*_int8 step graphs, cpu only) | bf16 (openvino only) [fp32]"},
             {{"--threads"}, false, "0", "onnxruntime intra-op threads (0 = one per core) [0]"}};
 }
 
@@ -149,9 +149,9 @@ int sample(int argc, char **argv) {
                    }},
                   {"--precision",
                    [&] {
-                       if (precision != "fp32" && precision != "fp16" && precision != "bf16")
+                       if (precision != "fp32" && precision != "fp16" && precision != "int8" && precision != "bf16")
                            throw Usage{"Invalid value for '--precision': " + py::repr(precision) +
-                                       " is not one of 'fp32', 'fp16', 'bf16'."};
+                                       " is not one of 'fp32', 'fp16', 'int8', 'bf16'."};
                    }},
                   {"--backend", [&] {
                        if (backend != "cpu" && backend != "cuda" && backend != "tensorrt-ep" && backend != "tensorrt" &&

@@ -8,6 +8,8 @@
 #include <cstddef>
 #include <cstdint>
 #include <memory>
+#include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
@@ -72,7 +74,12 @@ class Backend {
 // that cannot run here (BLD_ERROR_BACKEND_UNAVAILABLE), never falls back to another.
 std::unique_ptr<Backend> create_backend(const Bundle &bundle, const BackendOptions &options);
 
-// The graph of each role for a precision: fp16 swaps in the *_fp16 graphs, except the encoder.
+// The graph of each role for a precision: fp16 swaps in the *_fp16 graphs, except the encoder;
+// int8 the *_int8 step graphs.
 std::string graph_for(const Bundle &bundle, const std::string &role, const std::string &precision);
+
+// Why precision int8 cannot run on a CPU of architecture `machine` (uname) with feature `flags`
+// (nullopt: unknown), in the Python runtime's sentence (backends/int8.py); nullopt when it can.
+std::optional<std::string> int8_refusal(const std::string &machine, const std::optional<std::set<std::string>> &flags);
 
 }  // namespace bld::core

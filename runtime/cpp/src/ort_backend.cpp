@@ -6,6 +6,7 @@
 // (ORT copies the bound host arrays); the native "tensorrt" backend keeps it all on the device.
 #include <onnxruntime_cxx_api.h>
 
+#include <sys/utsname.h>
 #include <unistd.h>
 
 #include <algorithm>
@@ -14,8 +15,12 @@
 #include <cstdlib>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
 #include <functional>
 #include <map>
+#include <optional>
+#include <set>
+#include <sstream>
 #include <string_view>
 #include <utility>
 #include <vector>
@@ -451,12 +456,69 @@ const uint8_t *OrtLoop::bits() {
 }  // namespace
 
 std::string graph_for(const Bundle &bundle, const std::string &role, const std::string &precision) {
-    const std::string name = precision == "fp32" || role == "encoder" ? role : role + "_fp16";
+    std::string name = role;
+    if (precision == "fp16" && role != "encoder") name = role + "_fp16";
+    if (precision == "int8" && (role == "step" || role == "step_guided")) name = role + "_int8";
     if (!bundle.manifest.graph(name))
-        manifest_error("bundle " + bundle.shown + " has no " + py::repr(name) +
-                       " graph, which precision " + py::repr(precision) + " needs (export with --fp16)");
+        manifest_error("bundle " + bundle.shown + " has no " + py::repr(name) + " graph, which precision " +
+                       py::repr(precision) + " needs (export with --" + precision + ")");
     return name;
 }
+
+// Python's backends/int8.py int8_refusal, sentence for sentence: int8 runs natively with VNNI or
+// AMX-INT8 (x86-64) or the dot-product instructions (ARM64), and is refused elsewhere.
+std::optional<std::string> int8_refusal(const std::string &machine, const std::optional<std::set<std::string>> &flags) {
+    std::string arch = machine;
+    std::transform(arch.begin(), arch.end(), arch.begin(), [](unsigned char c) { return char(std::tolower(c)); });
+    std::vector<std::string> wanted;
+    std::string names;
+    if (arch == "x86_64" || arch == "amd64" || arch == "i386" || arch == "i686") {
+        wanted = {"avx512_vnni", "avx_vnni", "amx_int8"};
+        names = "AVX512_VNNI, AVX_VNNI or AMX-INT8";
+    } else if (arch == "aarch64" || arch == "arm64") {
+        wanted = {"asimddp", "i8mm"};
+        names = "the dot-product instructions (asimddp or i8mm)";
+    } else {
+        return "precision 'int8' runs on x86-64 CPUs with VNNI or AMX-INT8 and ARM64 CPUs with dot-product "
+               "instructions; this CPU is " +
+               (machine.empty() ? std::string("unknown") : machine) + "; use --precision fp32";
+    }
+    if (!flags)
+        return "precision 'int8' needs a CPU with " + names +
+               ", and this system does not say whether it has them (no /proc/cpuinfo); use --precision fp32";
+    for (const auto &flag : wanted)
+        if (flags->count(flag)) return std::nullopt;
+    return "precision 'int8' needs a CPU with " + names +
+           ", which this one lacks (int8 without them is emulated, slower than fp32 and may give other bits); use "
+           "--precision fp32";
+}
+
+namespace {
+// The first CPU's flags from /proc/cpuinfo ("flags" on x86, "Features" on ARM64), as int8.py reads them.
+std::optional<std::set<std::string>> cpu_flags() {
+    std::ifstream in("/proc/cpuinfo");
+    if (!in) return std::nullopt;
+    std::string line;
+    while (std::getline(in, line)) {
+        const auto colon = line.find(':');
+        if (colon == std::string::npos) continue;
+        std::string key = line.substr(0, colon);
+        key.erase(key.find_last_not_of(" \t") + 1);
+        key.erase(0, key.find_first_not_of(" \t"));
+        if (key != "flags" && key != "Features") continue;
+        std::istringstream words(line.substr(colon + 1));
+        std::set<std::string> flags;
+        for (std::string w; words >> w;) flags.insert(w);
+        return flags;
+    }
+    return std::nullopt;
+}
+
+std::string machine_name() {
+    struct utsname u {};
+    return uname(&u) == 0 ? std::string(u.machine) : std::string();
+}
+}  // namespace
 
 // The C++ runtime's backends by name: the names of Python's entry-point group `bld.backends`
 // (docs/ARCHITECTURE.md), one row each. A library cannot load plug-ins by name safely, so a
@@ -488,7 +550,14 @@ std::unique_ptr<Backend> create_backend(const Bundle &bundle, const BackendOptio
         if (options.backend != name) continue;
         if (options.precision == "bf16" && name != "openvino")  // as Python's Backend refuses it
             fail(BLD_ERROR_BACKEND_UNAVAILABLE, "precision 'bf16' runs on backend 'openvino' only; backend " +
-                                                    py::repr(options.backend) + " runs fp32, fp16");
+                                                    py::repr(options.backend) + " runs fp32, fp16" +
+                                                    (name == "cpu" ? ", int8" : ""));
+        if (options.precision == "int8" && name != "cpu")  // base.ONLY_ON
+            fail(BLD_ERROR_BACKEND_UNAVAILABLE, "precision 'int8' runs on backend 'cpu' only; backend " +
+                                                    py::repr(options.backend) + " runs fp32, fp16" +
+                                                    (name == "openvino" ? ", bf16" : ""));
+        if (options.precision == "int8")  // CpuBackend._prepare: before any graph is read
+            if (const auto why = int8_refusal(machine_name(), cpu_flags())) fail(BLD_ERROR_BACKEND_UNAVAILABLE, *why);
         return make(bundle, options);
     }
     for (const auto &entry : kBackends) names.emplace_back(entry.first);

@@ -85,8 +85,9 @@ Pipeline::Pipeline(Bundle bundle, std::unique_ptr<Backend> backend)
     : bundle_(std::move(bundle)), backend_(std::move(backend)) {}
 
 std::unique_ptr<Pipeline> Pipeline::load(const std::string &dir, const BackendOptions &options) {
-    if (options.precision != "fp32" && options.precision != "fp16" && options.precision != "bf16")
-        invalid_request("precision must be one of fp32, fp16, bf16, got " + py::repr(options.precision));
+    if (options.precision != "fp32" && options.precision != "fp16" && options.precision != "int8" &&
+        options.precision != "bf16")
+        invalid_request("precision must be one of fp32, fp16, int8, bf16, got " + py::repr(options.precision));
     Bundle bundle = load_bundle(dir);
     auto backend = create_backend(bundle, options);
     return std::unique_ptr<Pipeline>(new Pipeline(std::move(bundle), std::move(backend)));

@@ -10,6 +10,11 @@
 #include <fstream>
 #include <limits>
 
+#include <optional>
+#include <set>
+#include <string>
+
+#include "backend.hpp"
 #include "bits.hpp"
 #include "bld/bld.h"
 #include "contract.hpp"
@@ -321,4 +326,27 @@ TEST_CASE("an engine plan is sized against its manifest before it is read, then 
     write_text(plan, altered);
     CHECK(refusal([&] { read_engine_plan(manifest, plan.filename().string(), 300, sha); }) ==
           plan.string() + " does not match its manifest (sha256 or size differs): the plan was altered or is incomplete");
+}
+
+// The int8 refusal's sentences are the Python runtime's (backends/int8.py), as tests/test_int8.py
+// holds them there; this CPU's own answer reaches the conformance of `--precision int8` through
+// tests/test_cpp_runtime.py.
+TEST_CASE("int8 is refused on CPUs without int8 dot-product instructions, in Python's words") {
+    using Flags = std::optional<std::set<std::string>>;
+    CHECK_FALSE(int8_refusal("x86_64", Flags{{"avx2", "avx512f", "avx512_vnni"}}));
+    CHECK_FALSE(int8_refusal("x86_64", Flags{{"avx2", "avx_vnni"}}));
+    CHECK_FALSE(int8_refusal("x86_64", Flags{{"avx512f", "amx_int8"}}));
+    CHECK_FALSE(int8_refusal("aarch64", Flags{{"fp", "asimd", "asimddp"}}));
+    CHECK(int8_refusal("x86_64", Flags{{"sse4_2", "avx2", "avx512f", "avx512_bf16"}}).value() ==
+          "precision 'int8' needs a CPU with AVX512_VNNI, AVX_VNNI or AMX-INT8, which this one lacks (int8 without "
+          "them is emulated, slower than fp32 and may give other bits); use --precision fp32");
+    CHECK(int8_refusal("aarch64", Flags{{"fp", "asimd"}}).value() ==
+          "precision 'int8' needs a CPU with the dot-product instructions (asimddp or i8mm), which this one lacks "
+          "(int8 without them is emulated, slower than fp32 and may give other bits); use --precision fp32");
+    CHECK(int8_refusal("x86_64", std::nullopt).value() ==
+          "precision 'int8' needs a CPU with AVX512_VNNI, AVX_VNNI or AMX-INT8, and this system does not say "
+          "whether it has them (no /proc/cpuinfo); use --precision fp32");
+    CHECK(int8_refusal("riscv64", Flags{std::set<std::string>{}}).value() ==
+          "precision 'int8' runs on x86-64 CPUs with VNNI or AMX-INT8 and ARM64 CPUs with dot-product "
+          "instructions; this CPU is riscv64; use --precision fp32");
 }

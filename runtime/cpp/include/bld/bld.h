@@ -118,7 +118,8 @@ BLD_API void bld_status_free(bld_status *status);
  * - backend: cpu (default) | cuda | tensorrt-ep (onnxruntime providers) | tensorrt
  *   (openvino is the Python runtime's only: refused here in its sentence)
  *   (native, when built with BLD_WITH_TENSORRT)
- * - precision: fp32 (default) | fp16 (the bundle's *_fp16 graphs); bf16 is openvino's only
+ * - precision: fp32 (default) | fp16 (the bundle's *_fp16 graphs) | int8 (the bundle's *_int8
+ *   step graphs; backend cpu, on CPUs with VNNI or AMX-INT8); bf16 is openvino's only
  * - intra_op_threads, inter_op_threads: integers >= 0 (0: onnxruntime's default)
  * - graph_optimization: disable | basic | extended | all (default)
  * - device_id: CUDA device, integer >= 0
