@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -132,6 +133,7 @@ def wait_until_quiet(max_wait: float, load_limit: float = 0.5, interval: float =
 
 
 def run_bench(
+    results: Path,
     name: str,
     bundle: Path,
     run_dir: Path,
@@ -142,7 +144,7 @@ def run_bench(
     threads: int | None,
     max_wait: float,
 ) -> dict:
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    results.mkdir(parents=True, exist_ok=True)
     quiet = wait_until_quiet(max_wait)
     cmd = (
         command("bld", "bld_runtime.cli")
@@ -161,7 +163,7 @@ def run_bench(
             str(iters),
             "--json",
             "--plot",
-            str(RESULTS / f"{name}.png"),
+            str(results / f"{name}.png"),
         ]
         + (["--threads", str(threads)] if threads else [])
     )
@@ -169,7 +171,7 @@ def run_bench(
     out = subprocess.run(cmd, check=True, stdout=subprocess.PIPE, text=True).stdout
     report = json.loads(out)
     report["measured_on_quiet_machine"] = quiet  # not part of bld-bench/1: the script's note
-    (RESULTS / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
+    (results / f"{name}.json").write_text(json.dumps(report, indent=2) + "\n")
     return report
 
 
@@ -177,53 +179,108 @@ def _ms(seconds: float) -> str:
     return f"{seconds * 1e3:,.1f} ms"
 
 
-# bld_bench.torch_contenders: eager and compiled TorchSampler
-TORCH_ROWS = ("torch", "torch-compile")
+# The contenders of the README's table: the Python runtime on onnxruntime ("cpu") and OpenVINO,
+# the C++ runtime ("cpp", libbld through its C ABI), PyTorch eager and compiled; bf16 where the
+# engines have it (OpenVINO, torch.autocast compiled); int8 where the bundle has int8 graphs.
+FP32_BACKENDS = "cpu,cpp,openvino,torch,torch-compile"
+BF16_BACKENDS = "openvino:bf16,torch-compile:bf16"
+INT8_BACKENDS = "cpu:int8,cpp:int8"
 
 
-def table(reports: dict[str, dict]) -> str:
-    """The README table: the runtime ("cpu") against the PyTorch contenders per model and batch
-    size; "vs best PyTorch" is the faster PyTorch row's p50 over the runtime's (> 1: the
-    runtime is faster)."""
+def default_backends(bundle: Path) -> str:
+    graphs = json.loads((bundle / "bld.json").read_text())["graphs"]
+    return ",".join(
+        [FP32_BACKENDS, BF16_BACKENDS] + ([INT8_BACKENDS] if "step_int8" in graphs else [])
+    )
+
+
+def torch_gemm_peak(threads: int, size: int = 2048, repeats: int = 5) -> float:
+    """fp32 GFLOP/s of torch.matmul on [size, size] at `threads` threads (best of repeats)."""
+    import torch
+
+    torch.set_num_threads(threads)
+    a, b = torch.randn(size, size), torch.randn(size, size)
+    torch.matmul(a, b)
+    best = float("inf")
+    for _ in range(repeats):
+        t = time.perf_counter()
+        torch.matmul(a, b)
+        best = min(best, time.perf_counter() - t)
+    return 2.0 * size**3 / best / 1e9
+
+
+def machine_record(reports: dict[str, dict], threads: int) -> dict:
+    """The machine of the table: CPU model, ISA flags, cores, and the fp32 GEMM peaks of numpy,
+    onnxruntime (both from `bld bench`) and torch, at the benchmark's thread count."""
+    first = next(iter(reports.values()))
+    peaks: dict[str, float] = {}
+    for report in reports.values():
+        for engine in (report.get("gemm_peak") or {}).get("engines", []):
+            peaks[engine["engine"]] = max(peaks.get(engine["engine"], 0.0), engine["gflops"])
+    peaks["torch"] = torch_gemm_peak(threads)
+    machine = dict(first["machine"])
+    machine.pop("rss_scope", None)
+    return {**machine, "threads": threads, "gemm_peak_gflops": peaks}
+
+
+def _ms(seconds: float) -> str:
+    return f"{seconds * 1e3:,.1f} ms" if seconds < 10 else f"{seconds:,.2f} s"
+
+
+def _ratio(best: float | None, p50: float) -> str:
+    return f"{best / p50:.2f}x" if best else "-"
+
+
+def table(reports: dict[str, dict], machine: dict) -> str:
+    """The README table: every contender per model and batch size. "vs best fp32 PyTorch": the
+    faster of eager and compiled fp32 PyTorch's p50 over the row's (> 1: the row is faster);
+    "vs PyTorch, same precision": the same against the PyTorch rows of the row's precision.
+    GFLOP/s of the step graph against onnxruntime's own measured GEMM peak."""
+    ort_peak = machine["gemm_peak_gflops"].get("onnxruntime")
     lines = [
-        "| model | threads | batch | runtime p50 | PyTorch eager p50 | PyTorch compiled p50 "
-        "| vs best PyTorch | runtime overhead | step GFLOP/s (% of GEMM peak) |",
-        "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+        "| model | batch | contender | precision | images/s | p50 | p99/p50 | overhead "
+        "| step GFLOP/s (% of ORT peak) | vs best fp32 PyTorch | vs PyTorch, same precision |",
+        "|---|---:|---|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for name, report in reports.items():
-        rows = {(r["backend"], r["batch"]): r for r in report["results"]}
+        backends = {b["name"]: b for b in report["backends"]}
         for batch in report["settings"]["batches"]:
-            rt = rows.get(("cpu", batch))
-            if rt is None:
-                continue
-            torch_rows = [rows.get((backend, batch)) for backend in TORCH_ROWS]
-            best = min((r["latency"]["p50"] for r in torch_rows if r), default=None)
-            cells = [
-                name,
-                str(report["settings"]["threads"]),
-                str(batch),
-                _ms(rt["latency"]["p50"]),
-                *(_ms(r["latency"]["p50"]) if r else "-" for r in torch_rows),
-                f"{best / rt['latency']['p50']:.2f}x" if best else "-",
-                f"{rt['overhead_share']:.1%}",
-                "-"
-                if rt["gemm_peak_share"] is None
-                else f"{rt['step_gflops_per_second']:.0f} ({rt['gemm_peak_share']:.0%})",
-            ]
-            lines.append("| " + " | ".join(cells) + " |")
-    if reports:
-        first = next(iter(reports.values()))
-        peaks = ", ".join(
-            f"{r['gemm_peak']['gflops']:.0f} ({r['settings']['threads']} threads)"
-            for r in reports.values()
-            if r.get("gemm_peak")
-        )
-        lines += [
-            "",
-            f"{first['machine']['processor']}, K = {first['bundle']['steps']} steps; "
-            f"measured fp32 GEMM peak, GFLOP/s: {peaks}. p50: median latency of a "
-            "whole generation (initial draw, K steps, decode to uint8).",
-        ]
+            rows = [r for r in report["results"] if r["batch"] == batch]
+            torch_p50: dict[str, float] = {}  # precision -> the faster PyTorch row's p50
+            for r in rows:
+                b = backends[r["backend"]]
+                if b["kind"] == "torch":
+                    key = b.get("precision", "fp32")
+                    torch_p50[key] = min(torch_p50.get(key, math.inf), r["latency"]["p50"])
+            for r in rows:
+                precision = backends[r["backend"]].get("precision", "fp32")
+                p50, step_rate = r["latency"]["p50"], r["step_gflops_per_second"]
+                cells = [
+                    name,
+                    str(batch),
+                    r["backend"].split(":")[0],
+                    precision,
+                    f"{r['images_per_second']:.1f}",
+                    _ms(p50),
+                    f"{r['latency']['p99'] / p50:.2f}",
+                    f"{r['overhead_share']:.1%}",
+                    "-"
+                    if step_rate is None or not ort_peak
+                    else f"{step_rate:.0f} ({step_rate / ort_peak:.0%})",
+                    _ratio(torch_p50.get("fp32"), p50),
+                    _ratio(torch_p50.get(precision), p50),
+                ]
+                lines.append("| " + " | ".join(cells) + " |")
+    peaks = ", ".join(f"{k} {v:.0f}" for k, v in machine["gemm_peak_gflops"].items())
+    isa = ", ".join(machine.get("isa", [])) or "not recorded"
+    lines += [
+        "",
+        f"{machine['processor']} ({machine['usable_cores']} cores used, {machine['threads']} "
+        f"threads for every contender; ISA: {isa}); "
+        f"fp32 GEMM peak, GFLOP/s: {peaks}. K = {next(iter(reports.values()))['bundle']['steps']}"
+        " steps. p50/p99: latency of a whole generation (initial draw, K steps, decode to uint8)"
+        "; overhead: everything but the graph calls.",
+    ]
     return "\n".join(lines) + "\n"
 
 
@@ -237,8 +294,9 @@ def main():
     )
     parser.add_argument(
         "--backends",
-        default="cpu," + ",".join(TORCH_ROWS),
-        help="Contenders for `bld bench` (torch-reference: the reference sampler, for comparison).",
+        default=None,
+        help="Contenders for `bld bench` (default: the fp32 and bf16 contenders, and the int8 "
+        "ones where the bundle has int8 graphs).",
     )
     parser.add_argument("--batches", default=None, help="Override every configuration's batches.")
     parser.add_argument("--warmup", type=int, default=None, help="Override the warm-up rounds.")
@@ -256,6 +314,12 @@ def main():
         default=1200,
         help="Seconds to wait for a quiet machine before each benchmark.",
     )
+    parser.add_argument(
+        "--results",
+        type=Path,
+        default=RESULTS,
+        help="Folder of the reports and table (default: benchmarks/results, the README's).",
+    )
     args = parser.parse_args()
     if shutil.which("ps") is None:
         sys.exit("error: this script needs `ps` to see whether the machine is quiet")
@@ -266,23 +330,29 @@ def main():
         if bundle is None:
             continue
         reports[name] = run_bench(
+            args.results,
             name,
             bundle,
             run_dir,
             args.batches or batches,
             warmup if args.warmup is None else args.warmup,
             args.iters or iters,
-            args.backends,
+            args.backends or default_backends(bundle),
             args.threads,
             args.max_wait,
         )
     # The table covers every report in results/ (<config>*.json, e.g. a single-batch run saved
     # as paper256-random-batch16-1thread.json), so `--only` refreshes just its own rows.
     for name in CONFIGS:
-        for path in sorted(RESULTS.glob(f"{name}*.json")):
+        for path in sorted(args.results.glob(f"{name}*.json")):
             reports.setdefault(path.stem, json.loads(path.read_text()))
-    text = table(reports)
-    (RESULTS / "table.md").write_text(text)
+    if not reports:
+        sys.exit("error: nothing measured and no results to tabulate")
+    threads = args.threads or next(iter(reports.values()))["settings"]["threads"]
+    machine = machine_record(reports, threads)
+    (args.results / "machine.json").write_text(json.dumps(machine, indent=2) + "\n")
+    text = table(reports, machine)
+    (args.results / "table.md").write_text(text)
     print(text)
 
 

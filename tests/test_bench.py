@@ -101,6 +101,7 @@ SCHEMA = {
                     "python": {"type": "string"},
                     "numpy": {"type": "string"},
                     "onnxruntime": {"type": "string"},
+                    "isa": {"type": "array", "items": {"type": "string"}},
                     "rss_scope": {"enum": ["run", "process"]},
                 }
             ),

@@ -27,7 +27,7 @@ Times are seconds, memory bytes; null where a figure does not apply or is unknow
     settings      {backends, batches, warmup, iters, threads, guidance, temperature, seed,
                    precision (the default; a backend named "NAME:PRECISION" runs its own)}
     machine       {platform, processor, logical_cores, usable_cores, python, numpy,
-                   onnxruntime, rss_scope ("run": peak RSS per run; "process": since start)}
+                   onnxruntime, isa (the CPU flags of ISA_FLAGS it has), rss_scope ("run": peak RSS per run; "process": since start)}
     gemm_peak     {gflops (the best engine), size, threads,
                    engines: [{engine ("numpy" | "onnxruntime"), gflops, threads}]}: the better
                   of two measurements, before and after the runs
@@ -474,16 +474,28 @@ def add_speedups(results: list[dict], baseline: str | None) -> None:
             r["step_speedup"] = b["stages"]["step_model"]["p50"] / r["stages"]["step_model"]["p50"]
 
 
+# CPU flags that decide which kernels run (/proc/cpuinfo names): a machine's figures are read
+# with these, since the same model name comes with and without AVX-512 or AMX.
+ISA_FLAGS = (
+    "avx2 fma avx512f avx512_bf16 avx512_vnni avx_vnni amx_tile amx_bf16 amx_int8 "
+    "asimd asimddp bf16 i8mm sve"
+).split()
+
+
 def machine_info(rss_scope: str) -> dict:
-    processor = platform.processor() or None
+    model, flags = None, set()
     try:
         with open("/proc/cpuinfo") as f:
-            processor = next(
-                (line.split(":", 1)[1].strip() for line in f if line.startswith("model name")),
-                processor,
-            )
+            for line in f:
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name" and model is None:
+                    model = value.strip()
+                elif key in ("flags", "Features"):
+                    flags.update(value.split())
     except OSError:
         pass
+    processor = model or platform.processor() or None
     return {
         "platform": platform.platform(),
         "processor": processor,
@@ -492,6 +504,7 @@ def machine_info(rss_scope: str) -> dict:
         "python": platform.python_version(),
         "numpy": np.__version__,
         "onnxruntime": ort.__version__,
+        "isa": [flag for flag in ISA_FLAGS if flag in flags],
         "rss_scope": rss_scope,
     }
 
