@@ -37,3 +37,30 @@ def test_evaluate_rejects_bad_guidance(tiny_bundle, tmp_path):
     )
     assert result.exit_code != 0
     assert "--guidance must be comma-separated numbers" in str(result.exception or result.output)
+
+
+def test_evaluate_int8_beside_fp32(tiny_int8_bundle, tmp_path):
+    """--precision int8 scores the int8 samples and compares them with fp32's, same seeds."""
+    import numpy as np
+
+    from bld_runtime.pipeline import Pipeline
+    from bld_workflows.evaluate import pooled_psnr
+
+    result = CliRunner().invoke(
+        evaluate,
+        [str(tiny_int8_bundle), "--precision", "int8", "--per-class", "2", "--out", str(tmp_path)],
+    )
+    assert result.exit_code == 0, result.output
+    report = json.loads((tmp_path / "eval.json").read_text())
+    assert report["precision"] == "int8" and report["backend"] == "cpu"
+    (r,) = report["results"]
+    classes = np.repeat(np.arange(10), 2)
+    seeds = np.arange(20, dtype=np.uint64)
+    int8, fp32 = (
+        Pipeline.load(tiny_int8_bundle, precision=p).generate(seeds=seeds, classes=classes)
+        for p in ("int8", "fp32")
+    )
+    same = (int8.images == fp32.images).all(axis=(1, 2, 3))
+    assert r["identical_images_to_fp32"] == same.mean()
+    assert r["psnr_vs_fp32_db"] == pooled_psnr(int8.images, fp32.images)
+    assert "identical to fp32" in result.output

@@ -38,7 +38,18 @@ from bld_train.config import PRESETS
     default=None,
     help="Where to write grid.png and eval.json (default: the bundle's parent directory).",
 )
-def evaluate(bundle, guidance, per_class, seed, out_dir):
+@click.option(
+    "--backend", default="cpu", show_default=True, help="The runtime backend that samples."
+)
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "fp16", "int8", "bf16"]),
+    default="fp32",
+    show_default=True,
+    help="The precision that samples (as bld sample's); other than fp32, the samples are also "
+    "compared with the fp32 graphs' (identical shares, PSNR).",
+)
+def evaluate(bundle, guidance, per_class, seed, out_dir, backend, precision):
     """Score a digits bundle: reconstruction PSNR, sample accuracy and diversity."""
     from bld_workflows.evaluate import run_evaluation
 
@@ -46,7 +57,16 @@ def evaluate(bundle, guidance, per_class, seed, out_dir):
         guidances = tuple(float(g) for g in guidance.split(","))
     except ValueError:
         raise BldError(f"--guidance must be comma-separated numbers, got {guidance!r}") from None
-    run_evaluation(bundle, guidances, per_class, seed, out_dir, click.echo)
+    run_evaluation(
+        bundle,
+        guidances,
+        per_class,
+        seed,
+        out_dir,
+        click.echo,
+        backend=backend,
+        precision=precision,
+    )
 
 
 @click.command("demo")

@@ -9,6 +9,10 @@ and sample diversity on the built-in digits.
   native resolution) labels samples conditioned on each class.
 - Diversity: mean pairwise L2 distance between same-class samples at 8x8, divided by the same
   figure for real held-out digits of that class, averaged over classes (guards mode collapse).
+- Beside fp32 (a precision other than fp32: `bld evaluate --precision int8`): the same samples
+  (seeds, classes, guidance) from the bundle's fp32 graphs on the cpu backend; the share of
+  images and of latents identical to fp32's, and the PSNR of the images against fp32's (one MSE
+  over all pixels of all samples, identical images included).
 """
 
 from __future__ import annotations
@@ -30,6 +34,16 @@ class GuidanceResult:
     guidance: float
     accuracy: float
     diversity: float
+    # Beside fp32 (precision other than fp32 only): shares identical, pixel PSNR against fp32
+    identical_images_to_fp32: float | None = None
+    identical_latents_to_fp32: float | None = None
+    psnr_vs_fp32_db: float | None = None
+
+
+def pooled_psnr(a_u8: np.ndarray, b_u8: np.ndarray) -> float:
+    """PSNR of two image sets with one MSE over all their pixels (inf when identical)."""
+    mse = float(((a_u8.astype(np.float64) - b_u8.astype(np.float64)) ** 2).mean())
+    return float("inf") if mse == 0 else float(10 * np.log10(255.0**2 / mse))
 
 
 def to_8x8(images_u8: np.ndarray) -> np.ndarray:
@@ -64,9 +78,16 @@ def train_classifier(train_u8: np.ndarray, labels: np.ndarray):
 
 
 def evaluate_bundle(
-    bundle: str, guidances=(0.0,), per_class: int = 50, seed: int = 0, grid_path: str | None = None
+    bundle: str,
+    guidances=(0.0,),
+    per_class: int = 50,
+    seed: int = 0,
+    grid_path: str | None = None,
+    backend: str = "cpu",
+    precision: str = "fp32",
 ):
-    pipe = Pipeline.load(bundle)
+    pipe = Pipeline.load(bundle, backend=backend, precision=precision)
+    fp32 = Pipeline.load(bundle) if precision != "fp32" else None  # the reference samples
     size = pipe.manifest.image.height
     num_classes = pipe.manifest.classes.count
     train_u8, train_labels = _real_digits(size, "train")
@@ -90,18 +111,24 @@ def evaluate_bundle(
     ]
     classes = np.repeat(np.arange(num_classes), per_class)
     results = []
+    seeds = np.arange(len(classes), dtype=np.uint64) + np.uint64(seed)
     for g in guidances:
-        out = pipe.generate(
-            seeds=np.arange(len(classes), dtype=np.uint64) + np.uint64(seed),
-            classes=classes,
-            guidance=g,
-        )
+        out = pipe.generate(seeds=seeds, classes=classes, guidance=g)
         feats = to_8x8(out.images)
         accuracy = float((classifier.predict(feats) == classes).mean())
         ratios = [
             mean_pairwise_distance(feats[classes == c]) / real_spread[c] for c in range(num_classes)
         ]
-        results.append(GuidanceResult(g, accuracy, float(np.mean(ratios))))
+        result = GuidanceResult(g, accuracy, float(np.mean(ratios)))
+        if fp32 is not None:
+            ref = fp32.generate(seeds=seeds, classes=classes, guidance=g)
+            result.identical_images_to_fp32 = float(
+                (out.images == ref.images).all(axis=(1, 2, 3)).mean()
+            )
+            result.identical_latents_to_fp32 = float((out.bits == ref.bits).all(axis=(1, 2)).mean())
+            psnr_fp32 = pooled_psnr(out.images, ref.images)  # None in eval.json: all identical
+            result.psnr_vs_fp32_db = psnr_fp32 if np.isfinite(psnr_fp32) else None
+        results.append(result)
         if grid_path and g == guidances[0]:
             first = np.concatenate([np.flatnonzero(classes == c)[:10] for c in range(num_classes)])
             save_grid(grid_path, out.images[first], rows=num_classes)
@@ -113,6 +140,8 @@ def evaluate_bundle(
         "fixed_point_latents": fixed_latents,
         "settled_latents": float(settled.mean()),
         "samples_per_class": per_class,
+        "backend": backend,
+        "precision": precision,
         "results": [asdict(r) for r in results],
     }
 
@@ -125,13 +154,23 @@ def run_evaluation(
     out_dir: str | None,
     echo,
     extra: dict | None = None,
+    backend: str = "cpu",
+    precision: str = "fp32",
 ) -> dict:
     """`bld evaluate`: score, write grid.png and eval.json (with `extra` keys), print."""
     from bld_runtime.files import atomic_write
 
     out_dir = out_dir or os.path.dirname(os.path.abspath(bundle))
     os.makedirs(out_dir, exist_ok=True)
-    report = evaluate_bundle(bundle, guidances, per_class, seed, os.path.join(out_dir, "grid.png"))
+    report = evaluate_bundle(
+        bundle,
+        guidances,
+        per_class,
+        seed,
+        os.path.join(out_dir, "grid.png"),
+        backend=backend,
+        precision=precision,
+    )
     report.update(extra or {})
     atomic_write(os.path.join(out_dir, "eval.json"), json.dumps(report, indent=2).encode())
     print_report(report, out_dir, echo)
@@ -149,7 +188,18 @@ def print_report(report: dict, out_dir: str, echo) -> None:
     )
     echo(f"sample accuracy (guidance {first['guidance']:g}): {first['accuracy']:.3f}")
     echo(f"sample diversity (guidance {first['guidance']:g}): {first['diversity']:.3f}")
-    echo("guidance  accuracy  diversity")
+    beside = first.get("identical_images_to_fp32") is not None
+    echo(
+        "guidance  accuracy  diversity"
+        + ("  identical to fp32 (images, latents)  PSNR vs fp32" if beside else "")
+    )
     for r in report["results"]:
-        echo(f"{r['guidance']:>8g}  {r['accuracy']:>8.3f}  {r['diversity']:>9.3f}")
+        line = f"{r['guidance']:>8g}  {r['accuracy']:>8.3f}  {r['diversity']:>9.3f}"
+        if beside:
+            shown = r["psnr_vs_fp32_db"]
+            line += (
+                f"  {r['identical_images_to_fp32']:>17.1%} {r['identical_latents_to_fp32']:>8.1%}"
+                + (f"  {shown:>9.2f} dB" if shown is not None else "  identical")
+            )
+        echo(line)
     echo(f"grid: {os.path.join(out_dir, 'grid.png')}")
