@@ -343,7 +343,7 @@ def test_a_backend_may_name_its_own_precision(tiny_bundle, tiny_run):
     if not installed():
         pytest.skip("bld is not installed (pip install -e '.[train,dev]')")
     result = bld(
-        "bench", tiny_bundle, "--run", tiny_run, "--backend", "cpu,torch:bf16,torch:int8",
+        "bench", tiny_bundle, "--run", tiny_run, "--backend", "cpu,torch:bf16,torch-reference:int8",
         "--batch", "2", "--warmup", 0, "--iters", 1, "--threads", 1, "--no-peak", "--json",
         "--quiet",
     )  # fmt: skip
@@ -352,7 +352,9 @@ def test_a_backend_may_name_its_own_precision(tiny_bundle, tiny_run):
     backends = {b["name"]: b for b in out["backends"]}
     assert backends["cpu"]["precision"] == "fp32" and backends["cpu"]["available"]
     assert backends["torch:bf16"]["precision"] == "bf16" and backends["torch:bf16"]["available"]
-    assert backends["torch:int8"]["reason"] == "backend 'torch' runs fp32, bf16, not 'int8'"
+    assert backends["torch-reference:int8"]["reason"] == (
+        "backend 'torch-reference' runs fp32, not 'int8'"
+    )
     assert [r["backend"] for r in out["results"]] == ["cpu", "torch:bf16"]
 
 

@@ -203,3 +203,22 @@ def test_bf16_sampler_is_another_precision_of_the_same_model(tiny_run):
     assert (bits == fp32).mean() > 0.99  # 0.99988 measured; unrelated bits would agree ~0.5
     with pytest.raises(InvalidRequestError, match="precision must be one of fp32, bf16"):
         TorchSampler(*run, precision="fp16")
+
+
+def test_int8_sampler_is_pytorch_s_dynamic_int8_of_the_same_model(tiny_run):
+    """quantize_dynamic on the denoiser's Linear layers: `bld bench`'s torch:int8 contender.
+    Another precision: deterministic for one request, most bits as fp32's."""
+    import torch
+
+    from bld_train.checkpoint import load_autoencoder, load_prior
+    from bld_train.torch_sampler import TorchSampler
+
+    run = load_prior(tiny_run)[0], load_autoencoder(tiny_run)
+    seeds, classes = SEEDS64[:16], np.arange(16) % 4
+    fp32 = _sampler(tiny_run).sample(seeds, classes).numpy()
+    int8 = TorchSampler(*run, precision="int8")
+    linear = torch.ao.nn.quantized.dynamic.Linear
+    assert isinstance(int8._step_modules[False].denoiser.blocks[0].mlp[0], linear)
+    bits = int8.sample(seeds, classes).numpy()
+    assert np.array_equal(bits, int8.sample(seeds, classes).numpy())
+    assert (bits == fp32).mean() > 0.9  # unrelated bits would agree ~0.5

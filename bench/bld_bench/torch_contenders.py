@@ -22,7 +22,8 @@ The benchmark core (bld_bench.core) finds these backends through the entry-point
 runtime nor `bld bench` of the runtime's own backends imports torch; bld_train, which this
 module samples with, never imports the bench. CPU only: torch's thread count is
 set to the benchmark's for the duration of each generation. Precisions: fp32, and bf16
-(torch.autocast, e.g. `--backend torch-compile:bf16`) for torch and torch-compile.
+(torch.autocast, e.g. `--backend torch-compile:bf16`) for torch and torch-compile, and int8
+(PyTorch's dynamic int8 on the denoiser's Linear layers, `--backend torch:int8`) for torch.
 """
 
 from __future__ import annotations
@@ -86,7 +87,7 @@ class TorchBackend(_RunBackend):
 
     name = "torch"
     compiled = False
-    precisions = ("fp32", "bf16")
+    precisions = ("fp32", "bf16", "int8")
 
     def __init__(self, run_dir, threads: int, num_steps: int, precision: str = "fp32"):
         super().__init__(run_dir, threads, num_steps, precision)

@@ -12,7 +12,9 @@ implementations; this one is written to be fast, with the same outputs:
 - with compile=True, the step modules, the uniforms and the decoder go through torch.compile;
 - with precision="bf16", the step modules and the decoder run under torch.autocast(bfloat16)
   (what a PyTorch user would do for bf16 on a CPU), the probabilities cast back to float32.
-  That is another precision: its bits are not the fp32 contract's.
+  That is another precision: its bits are not the fp32 contract's;
+- with precision="int8" (CPU), the denoiser's Linear layers are PyTorch's dynamic int8
+  (quantize_dynamic, `_dynamic_int8`), the decoder fp32: another precision too.
 
 Probabilities come from DenoiserStep, the module the step graph is exported from, so the step
 and posterior math have one implementation; the bits follow docs/SAMPLING_CONTRACT.md.
@@ -33,7 +35,7 @@ from .denoiser import Denoiser, use_fused_attention
 from .step import DenoiserStep
 
 MAX_UNIFORM_LANES = 1 << 21  # Philox blocks per uniforms call: bounds its int64 temporaries
-PRECISIONS = ("fp32", "bf16")
+PRECISIONS = ("fp32", "bf16", "int8")
 
 
 def _autocast_bf16(fn, device: torch.device):
@@ -46,6 +48,30 @@ def _autocast_bf16(fn, device: torch.device):
             return fn(*args).float()
 
     return run
+
+
+def _dynamic_int8(denoiser: Denoiser) -> Denoiser:
+    """A copy of `denoiser` with PyTorch's own int8 path (torch.ao.quantization.quantize_dynamic):
+    every Linear but `bit_proj` (whose weight's dtype the forward reads) with int8 weights per
+    output channel and activations quantized on the fly, per call, from their range in that
+    call. What a PyTorch user would do for int8 on a CPU; the decoder stays fp32, as in the int8
+    bundles. Its activation scales depend on the whole batch, so its bits depend on the batch's
+    composition (the runtime's int8 graphs use calibrated, fixed scales). torch 2.13 warns that
+    torch.ao.quantization is deprecated (its successor, torchao, is not a dependency here); it
+    still runs (quantized engine "x86")."""
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", DeprecationWarning)
+        warnings.simplefilter("ignore", UserWarning)
+        from torch.ao.quantization import per_channel_dynamic_qconfig, quantize_dynamic
+
+        spec = {
+            name: per_channel_dynamic_qconfig
+            for name, module in denoiser.named_modules()
+            if isinstance(module, torch.nn.Linear) and name != "bit_proj"
+        }
+        return quantize_dynamic(denoiser, spec, dtype=torch.qint8)
 
 
 @dataclass
@@ -81,7 +107,13 @@ class TorchSampler:
                 f"precision must be one of {', '.join(PRECISIONS)}, got {precision!r}"
             )
         self.device = torch.device(device)
+        if precision == "int8" and self.device.type != "cpu":
+            raise InvalidRequestError(
+                "precision 'int8' (PyTorch's dynamic int8) runs on the CPU only"
+            )
         denoiser = use_fused_attention(denoiser).eval().to(self.device)
+        if precision == "int8":
+            denoiser = _dynamic_int8(denoiser)
         self.cfg = denoiser.cfg
         self.latent_shape = (self.cfg.latent_size**2, self.cfg.bits)
         self.num_elements = self.latent_shape[0] * self.latent_shape[1]
