@@ -90,6 +90,7 @@ SCHEMA = {
                     "temperature": {"type": "number", "exclusiveMinimum": 0},
                     "seed": {"type": "integer", "minimum": 0},
                     "precision": {"enum": ["fp32", "fp16", "bf16", "int8"]},
+                    "thread_pool": {"enum": ["session", "shared"]},
                 }
             ),
             "machine": _obj(

@@ -100,6 +100,14 @@ def _names(ctx, param, value):
     "on openvino, torch.autocast on the PyTorch backends).",
 )
 @click.option(
+    "--thread-pool",
+    type=click.Choice(["session", "shared"]),
+    default="session",
+    show_default=True,
+    help="The Python runtime backends' onnxruntime threads: a pool per session, or one pool "
+    "for the process (bld sample --thread-pool).",
+)
+@click.option(
     "--json",
     "as_json",
     is_flag=True,
@@ -126,6 +134,7 @@ def bench(
     temperature,
     seed,
     precision,
+    thread_pool,
     as_json,
     plot,
     no_peak,
@@ -158,6 +167,7 @@ def bench(
         temperature=temperature,
         seed=seed,
         precision=precision,
+        thread_pool=thread_pool,
         measure_peak=not no_peak,
         log=(lambda s: None) if quiet else (lambda s: err.print(s)),
     )

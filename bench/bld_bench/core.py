@@ -25,9 +25,11 @@ Times are seconds, memory bytes; null where a figure does not apply or is unknow
     bundle        {path, image [H, W, ch], latent [L, C], steps, classes, step_graph,
                    step_flops (per image per step call), decoder_flops (per image)}
     settings      {backends, batches, warmup, iters, threads, guidance, temperature, seed,
-                   precision (the default; a backend named "NAME:PRECISION" runs its own)}
+                   precision (the default; a backend named "NAME:PRECISION" runs its own),
+                   thread_pool (the runtime backends' onnxruntime pools: "session" | "shared")}
     machine       {platform, processor, logical_cores, usable_cores, python, numpy,
-                   onnxruntime, isa (the CPU flags of ISA_FLAGS it has), rss_scope ("run": peak RSS per run; "process": since start)}
+                   onnxruntime, isa (the CPU flags of ISA_FLAGS it has), rss_scope ("run":
+                   peak RSS per run; "process": since start)}
     gemm_peak     {gflops (the best engine), size, threads,
                    engines: [{engine ("numpy" | "onnxruntime"), gflops, threads}]}: the better
                   of two measurements, before and after the runs
@@ -208,7 +210,14 @@ class TimedBackend:
 class RuntimeBackend(BenchBackend):
     kind = "runtime"
 
-    def __init__(self, name: str, bundle_dir, threads: int, precision: str = "fp32"):
+    def __init__(
+        self,
+        name: str,
+        bundle_dir,
+        threads: int,
+        precision: str = "fp32",
+        thread_pool: str = "session",
+    ):
         from bld_runtime.pipeline import Pipeline
 
         self.name, self.threads = name, threads
@@ -216,7 +225,7 @@ class RuntimeBackend(BenchBackend):
             bundle_dir,
             backend=name,
             precision=precision,
-            options=BackendOptions(intra_op_threads=threads),
+            options=BackendOptions(intra_op_threads=threads, thread_pool=thread_pool),
         )
         self.timed = TimedBackend(self.pipeline.backend)
         self.pipeline.backend = self.timed
@@ -276,11 +285,17 @@ def parse_contender(spec: str, default_precision: str) -> tuple[str, str]:
 
 
 def open_backend(
-    name: str, bundle_dir, run_dir, threads: int, num_steps: int, precision: str
+    name: str,
+    bundle_dir,
+    run_dir,
+    threads: int,
+    num_steps: int,
+    precision: str,
+    thread_pool: str = "session",
 ) -> BenchBackend:
     """The named contender, loaded; BackendUnavailableError says why one cannot run here."""
     if name in runtime_backends():  # the runtime's own and those registered in bld.backends
-        return RuntimeBackend(name, bundle_dir, threads, precision)
+        return RuntimeBackend(name, bundle_dir, threads, precision, thread_pool)
     if name == "cpp":  # the C++ runtime's library, through its C ABI
         from .cpp_contender import CppBackend
 
@@ -477,9 +492,9 @@ def add_speedups(results: list[dict], baseline: str | None) -> None:
 # CPU flags that decide which kernels run (/proc/cpuinfo names): a machine's figures are read
 # with these, since the same model name comes with and without AVX-512 or AMX.
 ISA_FLAGS = (
-    "avx2 fma avx512f avx512_bf16 avx512_vnni avx_vnni amx_tile amx_bf16 amx_int8 "
-    "asimd asimddp bf16 i8mm sve"
-).split()
+    *("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "avx_vnni"),
+    *("amx_tile", "amx_bf16", "amx_int8", "asimd", "asimddp", "bf16", "i8mm", "sve"),
+)
 
 
 def machine_info(rss_scope: str) -> dict:
@@ -522,6 +537,7 @@ def benchmark(
     temperature: float | None = None,
     seed: int = 0,
     precision: str = "fp32",
+    thread_pool: str = "session",
     measure_peak: bool = True,
     log=lambda message: None,
 ) -> dict:
@@ -555,7 +571,9 @@ def benchmark(
     for label, (name, own_precision) in zip(backends, specs, strict=True):
         rss0, t0 = current_rss_bytes(), time.perf_counter()
         try:
-            backend = open_backend(name, bundle.directory, run_dir, threads, K, own_precision)
+            backend = open_backend(
+                name, bundle.directory, run_dir, threads, K, own_precision, thread_pool
+            )
         except BackendUnavailableError as e:
             log(f"{label}: unavailable ({e})")
             contenders.append(
@@ -582,12 +600,12 @@ def benchmark(
     peak = None
     if measure_peak:
         log(f"measuring the GEMM peak ({threads} threads)")
-        peak = gemm_peak(threads)
+        peak = gemm_peak(threads, thread_pool=thread_pool)
     requests = {b: make_request(b, seed, m.classes.count, guidance, temperature) for b in batches}
     rss_scope = "run" if reset_peak_rss() else "process"
     order = run_rounds(contenders, requests, K, warmup, iters, log)
     if measure_peak:  # again after the runs: on a shared machine one measurement may be low
-        again = gemm_peak(threads)
+        again = gemm_peak(threads, thread_pool=thread_pool)
         peak = again if again["gflops"] > peak["gflops"] else peak
 
     results = [
@@ -620,6 +638,7 @@ def benchmark(
             "temperature": float(temperature),
             "seed": seed,
             "precision": precision,
+            "thread_pool": thread_pool,
         },
         "machine": machine_info(rss_scope),
         "gemm_peak": peak,

@@ -90,18 +90,21 @@ def _best_seconds(run, repeats: int) -> float:
     return best
 
 
-def gemm_peak(threads: int, size: int = 2048, repeats: int = 5) -> dict:
+def gemm_peak(
+    threads: int, size: int = 2048, repeats: int = 5, thread_pool: str = "session"
+) -> dict:
     """fp32 GFLOP/s of a large square matmul, with numpy's BLAS and onnxruntime's MLAS at
-    `threads` threads; the best of them is the machine's peak for the roofline figure."""
+    `threads` threads (onnxruntime's in the runtime's `thread_pool`, as its sessions run); the
+    best of them is the machine's peak for the roofline figure."""
     rng = np.random.default_rng(0)
     a = rng.standard_normal((size, size), dtype=np.float32)
     b = rng.standard_normal((size, size), dtype=np.float32)
     flops = 2.0 * size**3
     engines = []
 
-    so = ort.SessionOptions()
-    so.intra_op_num_threads = threads
-    so.log_severity_level = 3
+    from bld_runtime.backends import BackendOptions
+
+    so = BackendOptions(intra_op_threads=threads, thread_pool=thread_pool).session_options()
     sess = ort.InferenceSession(
         matmul_model(size), sess_options=so, providers=["CPUExecutionProvider"]
     )

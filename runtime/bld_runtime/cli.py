@@ -184,6 +184,14 @@ def runtime_options(batched: bool = True) -> Callable[[F], F]:
             "--backend tensorrt/tensorrt-ep [default: BUNDLE/engines].",
         )(f)
         f = click.option(
+            "--thread-pool",
+            type=click.Choice(["session", "shared"]),
+            default="session",
+            show_default=True,
+            help="onnxruntime's threads: a pool per graph session, or one pool the step graphs "
+            "and the decoder share, which may spin between steps (faster at small batches).",
+        )(f)
+        f = click.option(
             "--threads",
             type=AsciiIntRange(min=0),
             default=0,
@@ -223,6 +231,7 @@ def _load(
     engine_cache: str | None = None,
     rebuild_if_stale: bool = False,
     dla_core: int | None = None,
+    thread_pool: str = "session",
 ) -> Pipeline:
     import onnxruntime
 
@@ -248,6 +257,7 @@ def _load(
         precision=precision,
         options=BackendOptions(
             intra_op_threads=threads,
+            thread_pool=thread_pool,
             trt_cache_dir=engine_cache,
             trt_rebuild_if_stale=rebuild_if_stale,
             trt_dla_core=dla_core,
@@ -436,6 +446,7 @@ def sample(
     backend: str,
     precision: str,
     threads: int,
+    thread_pool: str,
     engine_cache: str | None,
     rebuild_if_stale: bool,
     dla_core: int | None,
@@ -467,6 +478,7 @@ def sample(
                 "backend",
                 "precision",
                 "threads",
+                "thread_pool",
                 "chunk",
                 "engine_cache",
                 "rebuild_if_stale",
@@ -499,7 +511,9 @@ def sample(
         raise InvalidRequestError("give a BUNDLE to sample locally, or --server URL")
     if preview_every:
         raise InvalidRequestError("--preview-every streams from a grpc:// --server only")
-    pipe = _load(bundle, backend, precision, threads, engine_cache, rebuild_if_stale, dla_core)
+    pipe = _load(
+        bundle, backend, precision, threads, engine_cache, rebuild_if_stale, dla_core, thread_pool
+    )
     classes = parse_classes(class_, count, pipe.num_classes)
     check_batch(count, pipe.max_batch, chunk)  # before anything is written
     chunks = pipe.iter_generate(
@@ -642,6 +656,7 @@ def encode(
     backend: str,
     precision: str,
     threads: int,
+    thread_pool: str,
     engine_cache: str | None,
     rebuild_if_stale: bool,
     dla_core: int | None,
@@ -660,7 +675,9 @@ def encode(
     if rounds is not None and not canonical:
         raise InvalidRequestError("--rounds applies to --canonical encoding only")
     base_seed = None if seed is None else parse_seed(seed)
-    pipe = _load(bundle, backend, precision, threads, engine_cache, rebuild_if_stale, dla_core)
+    pipe = _load(
+        bundle, backend, precision, threads, engine_cache, rebuild_if_stale, dla_core, thread_pool
+    )
     H, W, ch = pipe.image_shape
     batch = np.stack([load_image(p, H, W, ch, fit_size) for p in images])
     with warnings.catch_warnings(record=True) as caught:
@@ -702,6 +719,7 @@ def decode(
     backend: str,
     precision: str,
     threads: int,
+    thread_pool: str,
     engine_cache: str | None,
     rebuild_if_stale: bool,
     dla_core: int | None,
@@ -711,7 +729,9 @@ def decode(
     from .bits import load_bits
     from .sampling import write_decoded
 
-    pipe = _load(bundle, backend, precision, threads, engine_cache, rebuild_if_stale, dla_core)
+    pipe = _load(
+        bundle, backend, precision, threads, engine_cache, rebuild_if_stale, dla_core, thread_pool
+    )
     latent = pipe.manifest.latent
     bits = load_bits(bits_file, (latent.height, latent.width, latent.bits))
     if not chunk and len(bits) > pipe.max_batch:
@@ -758,6 +778,7 @@ def inpaint(
     backend: str,
     precision: str,
     threads: int,
+    thread_pool: str,
     engine_cache: str | None,
     rebuild_if_stale: bool,
     dla_core: int | None,
@@ -768,7 +789,9 @@ def inpaint(
     if Path(out_file).suffix.lower() != ".png":
         raise InvalidRequestError(f"-o must end in .png, got {out_file!r}")
     base_seed = parse_seed(seed)
-    pipe = _load(bundle, backend, precision, threads, engine_cache, rebuild_if_stale, dla_core)
+    pipe = _load(
+        bundle, backend, precision, threads, engine_cache, rebuild_if_stale, dla_core, thread_pool
+    )
     H, W, ch = pipe.image_shape
     pixels = load_image(image, H, W, ch, fit_size)
     regenerate = load_mask(mask_file, H, W)

@@ -26,11 +26,10 @@ everything after the graph call is the sampling contract's, exactly as in every 
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
-import onnxruntime as ort
 from numpy.typing import NDArray
 
 from ..errors import BackendError, BackendUnavailableError
@@ -148,10 +147,9 @@ class OpenVinoBackend(Backend):
         if graph.kind in ONNXRUNTIME_KINDS:
             return super()._load_session(graph)
         data = self.bundle.read_graph(graph.name)
-        options = ort.SessionOptions()
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_DISABLE_ALL
-        options.intra_op_num_threads = 1
-        options.log_severity_level = 4
+        # Our threads settings (a shared pool must be joined, not refused), unoptimised: the
+        # session only answers what the graph's I/O and facts are.
+        options = replace(self.options, graph_optimization="disable").session_options()
         checked_session(self.manifest, graph, data, options, ["CPUExecutionProvider"])
         try:
             model = self.core.read_model(data)

@@ -1,0 +1,90 @@
+"""thread_pool="shared": one onnxruntime pool for the process, same bits as pools per session.
+
+onnxruntime allows one shared pool per process and then refuses sessions with their own, so
+every shared-pool run here is a fresh Python process (the test process keeps its own pools).
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+import textwrap
+
+import numpy as np
+import pytest
+
+from bld_runtime.backends import BackendOptions
+from bld_runtime.errors import InvalidRequestError
+from bld_runtime.pipeline import Pipeline
+
+SEEDS, CLASSES = list(range(40, 46)), [0, 1, 2, 3, 4, 5]
+
+
+def run_python(code: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, check=False
+    )
+
+
+def test_shared_pool_gives_the_same_bits_and_pixels(tiny_bundle, tmp_path):
+    out = tmp_path / "shared.npz"
+    done = run_python(
+        f"""
+        import numpy as np
+        from bld_runtime.backends import BackendOptions
+        from bld_runtime.pipeline import Pipeline
+        options = BackendOptions(intra_op_threads=2, thread_pool="shared")
+        gen = Pipeline.load({str(tiny_bundle)!r}, options=options).generate(
+            seeds={SEEDS}, classes={CLASSES}, guidance=1.5)
+        np.savez({str(out)!r}, bits=gen.bits, images=gen.images)
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    want = Pipeline.load(tiny_bundle).generate(seeds=SEEDS, classes=CLASSES, guidance=1.5)
+    got = np.load(out)
+    np.testing.assert_array_equal(got["bits"], want.bits)
+    np.testing.assert_array_equal(got["images"], want.images)
+
+
+def test_a_process_with_a_shared_pool_refuses_other_pools_in_one_sentence(tiny_bundle):
+    done = run_python(
+        f"""
+        from bld_runtime.backends import BackendOptions
+        from bld_runtime.errors import InvalidRequestError
+        from bld_runtime.pipeline import Pipeline
+        Pipeline.load({str(tiny_bundle)!r}, options=BackendOptions(
+            intra_op_threads=1, thread_pool="shared"))
+        for options in (BackendOptions(intra_op_threads=1),
+                        BackendOptions(intra_op_threads=2, thread_pool="shared")):
+            try:
+                Pipeline.load({str(tiny_bundle)!r}, options=options)
+            except InvalidRequestError as e:
+                print(e)
+        """
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.splitlines() == [
+        "this process has a shared onnxruntime thread pool (thread_pool='shared'), and "
+        "onnxruntime then refuses sessions with pools of their own: use thread_pool='shared' "
+        "here too",
+        "this process's shared onnxruntime thread pool has 1 intra-op and 1 inter-op threads, "
+        "and onnxruntime has one per process: ask for the same, not 2 and 1",
+    ]
+
+
+def test_bld_sample_thread_pool_shared_writes_the_same_files(tiny_bundle, tmp_path):
+    for pool in ("session", "shared"):
+        done = subprocess.run(
+            [sys.executable, "-m", "bld_runtime.cli", "sample", str(tiny_bundle), "-n", "5",
+             "--seed", "9", "-o", str(tmp_path / pool), "--thread-pool", pool],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    for name in ("bits.bldz", "grid.png", "00000.png", "00004.png"):
+        session, shared = (tmp_path / pool / name for pool in ("session", "shared"))
+        assert session.read_bytes() == shared.read_bytes(), name
+
+
+def test_an_unknown_thread_pool_is_refused():
+    with pytest.raises(InvalidRequestError, match="thread_pool must be one of session, shared"):
+        BackendOptions(thread_pool="global")
