@@ -11,6 +11,12 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 
+# The CLIs default to onnxruntime's one shared thread pool per process (--thread-pool shared),
+# after which onnxruntime refuses sessions with their own pools; this one process runs the CLIs
+# (click's CliRunner) beside thousands of library pipelines with other thread counts, so its CLIs
+# and its child processes use pools per session. tests/test_thread_pool.py covers "shared".
+os.environ["BLD_THREAD_POOL"] = "session"
+
 
 @pytest.fixture(scope="session")
 def subprocess_env() -> dict[str, str]:

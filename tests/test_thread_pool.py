@@ -6,6 +6,7 @@ every shared-pool run here is a fresh Python process (the test process keeps its
 
 from __future__ import annotations
 
+import os
 import subprocess
 import sys
 import textwrap
@@ -86,5 +87,86 @@ def test_bld_sample_thread_pool_shared_writes_the_same_files(tiny_bundle, tmp_pa
 
 
 def test_an_unknown_thread_pool_is_refused():
-    with pytest.raises(InvalidRequestError, match="thread_pool must be one of session, shared"):
+    with pytest.raises(InvalidRequestError, match="thread_pool must be one of shared, session"):
         BackendOptions(thread_pool="global")
+
+
+def test_the_cli_defaults_to_the_shared_pool_and_bld_thread_pool_chooses(tiny_bundle, tmp_path):
+    """`bld sample` owns its process, so it shares one pool unless $BLD_THREAD_POOL says
+    session: seen from the same process, where a later per-session pipeline is refused."""
+    code = f"""
+        from click.testing import CliRunner
+        from bld_runtime.cli import cli
+        from bld_runtime.errors import InvalidRequestError
+        from bld_runtime.pipeline import Pipeline
+        done = CliRunner().invoke(cli, ["sample", {str(tiny_bundle)!r}, "-o", {str(tmp_path)!r},
+                                        "--force"])
+        assert done.exit_code == 0, done.output
+        try:
+            Pipeline.load({str(tiny_bundle)!r})
+            print("session pools allowed")
+        except InvalidRequestError:
+            print("shared pool")
+        """
+    env = {k: v for k, v in os.environ.items() if k != "BLD_THREAD_POOL"}
+    for value, want in ((None, "shared pool"), ("session", "session pools allowed")):
+        done = subprocess.run(
+            [sys.executable, "-c", textwrap.dedent(code)],
+            capture_output=True, text=True, check=False,
+            env=env if value is None else {**env, "BLD_THREAD_POOL": value},
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.strip() == want
+
+
+# --- the C++ runtime: the same option, its environment made by the first pipeline -------------
+
+
+def test_cpp_shared_pool_gives_the_same_files(cpp_build, tiny_bundle, tmp_path):
+    exe = cpp_build["release"] / "bld-cpp"
+    for pool in ("session", "shared"):
+        done = subprocess.run(
+            [exe, "sample", tiny_bundle, "-n", "5", "--seed", "9", "-o", tmp_path / pool,
+             "--thread-pool", pool],
+            capture_output=True, text=True, check=False,
+        )  # fmt: skip
+        assert done.returncode == 0, done.stderr
+    for name in ("bits.bldz", "grid.png", "00000.png", "00004.png"):
+        session, shared = (tmp_path / pool / name for pool in ("session", "shared"))
+        assert session.read_bytes() == shared.read_bytes(), name
+
+
+def test_cpp_refuses_a_shared_pool_its_environment_cannot_have(cpp_build, tiny_bundle):
+    code = f"""
+        import os
+        os.environ["BLD_LIBRARY"] = {str(cpp_build["release"] / "libbld.so")!r}
+        from bld_bench.cpp_contender import CppBackend
+        from bld_runtime.errors import BackendUnavailableError
+        def load(pool, threads):
+            try:
+                CppBackend({str(tiny_bundle)!r}, threads, thread_pool=pool)
+                print("loaded", pool, threads)
+            except BackendUnavailableError as e:
+                print(e)
+        for pool, threads in {{argv}}:
+            load(pool, threads)
+        """
+    cases = {
+        "[('shared', 1), ('shared', 2), ('session', 2), ('shared', 1)]": [
+            "loaded shared 1",
+            "this process's shared onnxruntime thread pool has 1 intra-op and 1 inter-op threads, "
+            "and onnxruntime has one per process: ask for the same, not 2 and 1",
+            "loaded session 2",
+            "loaded shared 1",
+        ],
+        "[('session', 1), ('shared', 1)]": [
+            "loaded session 1",
+            "this process's onnxruntime environment has no shared thread pool (a pipeline with "
+            "thread_pool 'session' was loaded first), and onnxruntime has one environment per "
+            "process: load the shared pipeline first",
+        ],
+    }
+    for argv, want in cases.items():
+        done = run_python(code.replace("{argv}", argv))
+        assert done.returncode == 0, done.stderr
+        assert done.stdout.splitlines() == want

@@ -101,11 +101,13 @@ def _names(ctx, param, value):
 )
 @click.option(
     "--thread-pool",
-    type=click.Choice(["session", "shared"]),
-    default="session",
+    type=click.Choice(["shared", "session"]),
+    default="shared",
+    envvar="BLD_THREAD_POOL",
     show_default=True,
-    help="The Python runtime backends' onnxruntime threads: a pool per session, or one pool "
-    "for the process (bld sample --thread-pool).",
+    show_envvar=True,
+    help="The runtime backends' onnxruntime threads (Python's and cpp's): a pool per session, "
+    "or one pool for the process (bld sample --thread-pool).",
 )
 @click.option(
     "--json",

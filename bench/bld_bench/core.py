@@ -299,7 +299,7 @@ def open_backend(
     if name == "cpp":  # the C++ runtime's library, through its C ABI
         from .cpp_contender import CppBackend
 
-        return CppBackend(bundle_dir, threads, precision)
+        return CppBackend(bundle_dir, threads, precision, thread_pool)
     plugins = plugin_backends()
     if name not in plugins:
         known = ", ".join(list(runtime_backends()) + ["cpp"] + sorted(plugins))

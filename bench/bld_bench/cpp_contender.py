@@ -101,7 +101,9 @@ class CppBackend(BenchBackend):
     name = "cpp"
     kind = "runtime"
 
-    def __init__(self, bundle_dir, threads: int, precision: str = "fp32"):
+    def __init__(
+        self, bundle_dir, threads: int, precision: str = "fp32", thread_pool: str = "session"
+    ):
         self.threads = threads
         self.lib = ctypes.CDLL(str(find_library()))
         for fn, (restype, argtypes) in _SIGNATURES.items():
@@ -110,7 +112,8 @@ class CppBackend(BenchBackend):
         options = _p()
         self._check(self.lib.bld_options_create(ctypes.byref(options)))
         try:
-            for key, value in (("precision", precision), ("intra_op_threads", str(threads))):
+            settings = {"precision": precision, "intra_op_threads": str(threads)}
+            for key, value in {**settings, "thread_pool": thread_pool}.items():
                 self._check(self.lib.bld_options_set(options, key.encode(), value.encode()))
             self.pipeline = _p()
             status = self.lib.bld_pipeline_load(

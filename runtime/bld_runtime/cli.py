@@ -161,6 +161,7 @@ def runtime_options(batched: bool = True) -> Callable[[F], F]:
 
     def decorate(f: F) -> F:
         from .backends import names as backend_names
+        from .backends.base import THREAD_POOLS
 
         f = click.option(
             "--dla",
@@ -185,11 +186,14 @@ def runtime_options(batched: bool = True) -> Callable[[F], F]:
         )(f)
         f = click.option(
             "--thread-pool",
-            type=click.Choice(["session", "shared"]),
-            default="session",
+            type=click.Choice(THREAD_POOLS),
+            default="shared",
+            envvar="BLD_THREAD_POOL",
             show_default=True,
-            help="onnxruntime's threads: a pool per graph session, or one pool the step graphs "
-            "and the decoder share, which may spin between steps (faster at small batches).",
+            show_envvar=True,
+            help="onnxruntime's threads: one pool the step graphs and the decoder share, which "
+            "spins between steps (the command owns its process), or a pool per graph session "
+            "(the library's default).",
         )(f)
         f = click.option(
             "--threads",

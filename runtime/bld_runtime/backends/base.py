@@ -73,7 +73,7 @@ _EXTERNAL_DATA_KEY = "session.model_external_initializers_file_folder_path"
 T = TypeVar("T")
 
 
-THREAD_POOLS = ("session", "shared")
+THREAD_POOLS = ("shared", "session")
 # The process's shared onnxruntime pool, once made: (intra-op, inter-op threads). onnxruntime has
 # one per process, and once it exists it refuses sessions with pools of their own.
 _shared_pool: tuple[int, int] | None = None
@@ -128,7 +128,8 @@ class BackendOptions:
     # which may then spin between the K step calls without taking the cores from another pool:
     # measured 1.5-2x faster at batches 1 and 4 on the digits model (README, Speed). onnxruntime
     # allows one such pool per process and then refuses sessions with pools of their own, so it
-    # is for processes whose onnxruntime sessions all use it (the CLIs' --thread-pool shared).
+    # is for processes whose onnxruntime sessions all use it: the CLIs' default (--thread-pool,
+    # $BLD_THREAD_POOL), not the library's, which may share its process with other sessions.
     thread_pool: str = "session"
 
     def __post_init__(self) -> None:

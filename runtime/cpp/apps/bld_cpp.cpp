@@ -11,6 +11,7 @@
 #include <algorithm>
 #include <csignal>
 #include <cstdio>
+#include <cstdlib>
 #include <filesystem>
 #include <fstream>
 #include <iostream>
@@ -27,10 +28,26 @@ namespace app {
 
 int bench(int argc, char **argv);
 
+// `bld`'s --thread-pool default: $BLD_THREAD_POOL, else shared (click's envvar; checked as a value)
+std::string default_thread_pool() {
+    const char *env = std::getenv("BLD_THREAD_POOL");
+    return env && *env ? env : "shared";
+}
+
 std::vector<Option> runtime_options() {
     return {{{"--backend"}, false, "cpu", "cpu | cuda | tensorrt-ep | tensorrt | openvino (Python only) [cpu]"},
             {{"--precision"}, false, "fp32", "fp32 | fp16 (the bundle's *_fp16 graphs) | int8 (*_int8 step graphs, cpu only) | bf16 (openvino only) [fp32]"},
-            {{"--threads"}, false, "0", "onnxruntime intra-op threads (0 = one per core) [0]"}};
+            {{"--threads"}, false, "0", "onnxruntime intra-op threads (0 = one per core) [0]"},
+            {{"--thread-pool"}, false, default_thread_pool(),
+             "shared | session: onnxruntime's threads, one pool the step graphs and the decoder share, which "
+             "spins between steps (the command owns its process), or a pool per graph session (the library's "
+             "default) [env var: BLD_THREAD_POOL; default: shared]"}};
+}
+
+void check_thread_pool(const Args &args) {
+    const std::string pool = args.get("--thread-pool");
+    if (pool != "session" && pool != "shared")
+        throw Usage{"Invalid value for '--thread-pool': " + py::repr(pool) + " is not one of 'shared', 'session'."};
 }
 
 bld::Pipeline load(const std::string &bundle, const Args &args) {
@@ -39,6 +56,8 @@ bld::Pipeline load(const std::string &bundle, const Args &args) {
     options.backend = args.get("--backend");
     options.precision = args.get("--precision");
     options.intra_op_threads = static_cast<int>(threads);
+    check_thread_pool(args);
+    options.thread_pool = args.get("--thread-pool");
     return bld::Pipeline::load(bundle, options);
 }
 
@@ -138,6 +157,7 @@ int sample(int argc, char **argv) {
                        count = v.value, count_text = v.text;
                    }},
                   {"--threads", [&] { args.integer("--threads", 0); }},
+                  {"--thread-pool", [&] { check_thread_pool(args); }},
                   {"--guidance", [&] { guidance = args.number("--guidance"); }},
                   {"--temperature", [&] { temperature = args.number("--temperature"); }},
                   {"--out",

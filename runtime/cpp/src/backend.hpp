@@ -26,6 +26,7 @@ struct BackendOptions {
     std::string trt_cache_dir;
     bool trt_fp16 = false;
     bool stop_spinning = true;
+    std::string thread_pool = "session";  // session | shared (the process's one onnxruntime pool)
     bool verify_hashes = true;
 };
 

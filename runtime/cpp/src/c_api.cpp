@@ -109,6 +109,11 @@ void set_option(BackendOptions &o, const std::string &key, const std::string &va
     } else if (key == "trt_cache_dir") o.trt_cache_dir = value;
     else if (key == "trt_fp16") o.trt_fp16 = option_bool(key, value);
     else if (key == "stop_spinning") o.stop_spinning = option_bool(key, value);
+    else if (key == "thread_pool") {
+        if (value != "session" && value != "shared")
+            invalid_request("thread_pool must be one of shared, session, got " + py::repr(value));
+        o.thread_pool = value;
+    }
     else if (key == "verify_hashes") o.verify_hashes = option_bool(key, value);
     else invalid_request("unknown option " + py::repr(key));
 }

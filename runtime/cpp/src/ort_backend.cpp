@@ -6,6 +6,7 @@
 // (ORT copies the bound host arrays); the native "tensorrt" backend keeps it all on the device.
 #include <onnxruntime_cxx_api.h>
 
+#include <sched.h>
 #include <sys/utsname.h>
 #include <unistd.h>
 
@@ -18,10 +19,13 @@
 #include <fstream>
 #include <functional>
 #include <map>
+#include <memory>
+#include <mutex>
 #include <optional>
 #include <set>
 #include <sstream>
 #include <string_view>
+#include <thread>
 #include <utility>
 #include <vector>
 
@@ -38,11 +42,49 @@ std::unique_ptr<Backend> create_tensorrt_backend(const Bundle &bundle, const Bac
 
 namespace {
 
-Ort::Env &ort_env() {
-    // FATAL only, as the Python runtime sets it: an ORT error is reported once, as the one
-    // `error:` line of the caller, never also by ORT's own logger on stderr
-    static Ort::Env env(ORT_LOGGING_LEVEL_FATAL, "bld");
-    return env;
+int64_t usable_cores() {  // as the Python runtime's base.usable_cores: the affinity mask
+    cpu_set_t set;
+    if (sched_getaffinity(0, sizeof(set), &set) == 0) return CPU_COUNT(&set);
+    return std::max<int64_t>(1, std::thread::hardware_concurrency());
+}
+
+// The process's onnxruntime environment, made by the first pipeline loaded. thread_pool "shared"
+// (BackendOptions.thread_pool in Python) needs the environment made with onnxruntime's global
+// thread pool: one pool the step graphs and the decoder share, which spins between steps without
+// taking the cores from another pool. onnxruntime has one environment per process, so the first
+// pipeline decides whether there is such a pool and its size.
+Ort::Env &ort_env(const BackendOptions &o) {
+    static std::mutex mutex;
+    static std::unique_ptr<Ort::Env> env;
+    static std::optional<std::pair<int64_t, int64_t>> shared;  // (intra, inter) of the pool
+    const std::lock_guard<std::mutex> lock(mutex);
+    const bool want_shared = o.thread_pool == "shared";
+    const std::pair<int64_t, int64_t> sizes{o.intra_op_threads ? o.intra_op_threads : usable_cores(),
+                                            o.inter_op_threads ? o.inter_op_threads : 1};
+    if (!env) {
+        // FATAL only, as the Python runtime sets it: an ORT error is reported once, as the one
+        // `error:` line of the caller, never also by ORT's own logger on stderr
+        if (want_shared) {
+            Ort::ThreadingOptions threads;
+            threads.SetGlobalIntraOpNumThreads(static_cast<int>(sizes.first));
+            threads.SetGlobalInterOpNumThreads(static_cast<int>(sizes.second));
+            threads.SetGlobalSpinControl(1);
+            env = std::make_unique<Ort::Env>(threads, ORT_LOGGING_LEVEL_FATAL, "bld");
+            shared = sizes;
+        } else {
+            env = std::make_unique<Ort::Env>(ORT_LOGGING_LEVEL_FATAL, "bld");
+        }
+    } else if (want_shared && !shared) {
+        invalid_request("this process's onnxruntime environment has no shared thread pool (a pipeline with "
+                        "thread_pool 'session' was loaded first), and onnxruntime has one environment per "
+                        "process: load the shared pipeline first");
+    } else if (want_shared && *shared != sizes) {
+        invalid_request("this process's shared onnxruntime thread pool has " + std::to_string(shared->first) +
+                        " intra-op and " + std::to_string(shared->second) +
+                        " inter-op threads, and onnxruntime has one per process: ask for the same, not " +
+                        std::to_string(sizes.first) + " and " + std::to_string(sizes.second));
+    }
+    return *env;
 }
 
 const Ort::MemoryInfo &cpu_memory() {
@@ -108,12 +150,16 @@ Ort::SessionOptions session_options(const BackendOptions &o, const GraphSpec &gr
         {"disable", ORT_DISABLE_ALL}, {"basic", ORT_ENABLE_BASIC},
         {"extended", ORT_ENABLE_EXTENDED}, {"all", ORT_ENABLE_ALL}};
     Ort::SessionOptions so;
-    so.SetIntraOpNumThreads(static_cast<int>(o.intra_op_threads));
-    so.SetInterOpNumThreads(static_cast<int>(o.inter_op_threads));
     so.SetGraphOptimizationLevel(levels.at(o.graph_optimization));
     so.SetExecutionMode(ORT_SEQUENTIAL);
     so.SetLogSeverityLevel(4);
-    if (o.stop_spinning) so.AddConfigEntry("session.force_spinning_stop", "1");
+    if (o.thread_pool == "shared") {  // the environment's pool (ort_env), sized once for the process
+        so.DisablePerSessionThreads();
+    } else {
+        so.SetIntraOpNumThreads(static_cast<int>(o.intra_op_threads));
+        so.SetInterOpNumThreads(static_cast<int>(o.inter_op_threads));
+        if (o.stop_spinning) so.AddConfigEntry("session.force_spinning_stop", "1");
+    }
     const std::string device = std::to_string(o.device_id);
     if (o.backend == "tensorrt-ep") {
         // Batch 1..max_batch tuned for max_batch (what `bld-export engine` builds by default):
@@ -321,7 +367,7 @@ class OrtBackend final : public Backend {
             const std::vector<char> bytes = read_graph(bundle, g.name, o.verify_hashes);
             const std::string where = "graph " + py::repr(g.name) + " (" + g.spec->file + ")";
             try {
-                g.session = std::make_unique<Ort::Session>(ort_env(), bytes.data(), bytes.size(), so);
+                g.session = std::make_unique<Ort::Session>(ort_env(o), bytes.data(), bytes.size(), so);
             } catch (const Ort::Exception &e) {
                 const std::string line = ort_error_line(e);
                 std::string lower = line;

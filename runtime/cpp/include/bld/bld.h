@@ -126,6 +126,13 @@ BLD_API void bld_status_free(bld_status *status);
  * - trt_cache_dir: engine cache folder (tensorrt-ep, tensorrt)
  * - trt_fp16: true | false
  * - stop_spinning: true (default) | false: park onnxruntime's threads after each call
+ * - thread_pool: session (default; a pool per graph session) | shared: one onnxruntime pool for
+ *   the process, shared by the step graphs and the decoder and spinning between steps (faster
+ *   at small batches). onnxruntime makes that pool with its environment, which is one per
+ *   process: the first pipeline loaded decides whether there is one and its size, so a shared
+ *   pipeline after a session one, or with other thread counts than the first shared one, is
+ *   refused (BLD_ERROR_INVALID_REQUEST); session pipelines after shared ones keep their own
+ *   pools.
  * - verify_hashes: true (default) | false
  *
  * @param[out] out The new options, to free with bld_options_free.

@@ -82,6 +82,7 @@ struct Options {
     std::string trt_cache_dir;  ///< engine cache folder (tensorrt-ep, tensorrt)
     bool trt_fp16 = false;  ///< tensorrt-ep: let TensorRT use fp16
     bool stop_spinning = true;  ///< park onnxruntime's threads after each call
+    std::string thread_pool = "session";  ///< session | shared: one onnxruntime pool per process
     bool verify_hashes = true;  ///< check the graphs' sha256 when loading
 };
 
@@ -321,6 +322,7 @@ class Pipeline {
             {"trt_cache_dir", options.trt_cache_dir},
             {"trt_fp16", options.trt_fp16 ? "true" : "false"},
             {"stop_spinning", options.stop_spinning ? "true" : "false"},
+            {"thread_pool", options.thread_pool},
             {"verify_hashes", options.verify_hashes ? "true" : "false"}};
         for (const auto &[key, value] : settings) detail::check(bld_options_set(raw, key, value.c_str()));
         bld_pipeline *pipeline = nullptr;
