@@ -73,17 +73,22 @@ def test_a_process_with_a_shared_pool_refuses_other_pools_in_one_sentence(tiny_b
     ]
 
 
-def test_bld_sample_thread_pool_shared_writes_the_same_files(tiny_bundle, tmp_path):
+def assert_sample_writes_the_same_files_with_either_pool(sample: list, bundle, out) -> None:
+    """`SAMPLE BUNDLE ... --thread-pool session` and `... shared` (bld or bld-cpp sample)."""
     for pool in ("session", "shared"):
         done = subprocess.run(
-            [sys.executable, "-m", "bld_runtime.cli", "sample", str(tiny_bundle), "-n", "5",
-             "--seed", "9", "-o", str(tmp_path / pool), "--thread-pool", pool],
+            [*sample, bundle, "-n", "5", "--seed", "9", "-o", out / pool, "--thread-pool", pool],
             capture_output=True, text=True, check=False,
         )  # fmt: skip
         assert done.returncode == 0, done.stderr
     for name in ("bits.bldz", "grid.png", "00000.png", "00004.png"):
-        session, shared = (tmp_path / pool / name for pool in ("session", "shared"))
+        session, shared = (out / pool / name for pool in ("session", "shared"))
         assert session.read_bytes() == shared.read_bytes(), name
+
+
+def test_bld_sample_thread_pool_shared_writes_the_same_files(tiny_bundle, tmp_path):
+    bld = [sys.executable, "-m", "bld_runtime.cli", "sample"]
+    assert_sample_writes_the_same_files_with_either_pool(bld, tiny_bundle, tmp_path)
 
 
 def test_an_unknown_thread_pool_is_refused():
@@ -123,17 +128,8 @@ def test_the_cli_defaults_to_the_shared_pool_and_bld_thread_pool_chooses(tiny_bu
 
 
 def test_cpp_shared_pool_gives_the_same_files(cpp_build, tiny_bundle, tmp_path):
-    exe = cpp_build["release"] / "bld-cpp"
-    for pool in ("session", "shared"):
-        done = subprocess.run(
-            [exe, "sample", tiny_bundle, "-n", "5", "--seed", "9", "-o", tmp_path / pool,
-             "--thread-pool", pool],
-            capture_output=True, text=True, check=False,
-        )  # fmt: skip
-        assert done.returncode == 0, done.stderr
-    for name in ("bits.bldz", "grid.png", "00000.png", "00004.png"):
-        session, shared = (tmp_path / pool / name for pool in ("session", "shared"))
-        assert session.read_bytes() == shared.read_bytes(), name
+    bld_cpp = [cpp_build["release"] / "bld-cpp", "sample"]
+    assert_sample_writes_the_same_files_with_either_pool(bld_cpp, tiny_bundle, tmp_path)
 
 
 def test_cpp_refuses_a_shared_pool_its_environment_cannot_have(cpp_build, tiny_bundle):
