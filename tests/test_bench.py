@@ -365,6 +365,6 @@ def test_an_unknown_precision_suffix_is_refused_in_one_line(tiny_bundle):
     result = bld("bench", tiny_bundle, "--backend", "cpu:fp64", "--no-peak")
     assert result.exit_code == 1
     assert result.stderr == (
-        "error: backend 'cpu:fp64': the precision after ':' must be one of fp32, fp16, bf16, "
-        "int8, got 'fp64'\n"
+        "error: backend 'cpu:fp64': the precision after ':' must be one of fp32, fp16, int8, "
+        "bf16, got 'fp64'\n"
     )

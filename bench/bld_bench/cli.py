@@ -6,6 +6,7 @@ import sys
 
 import click
 
+from bld_runtime.backends.base import ALL_PRECISIONS, THREAD_POOLS
 from bld_runtime.errors import BldError
 
 
@@ -93,7 +94,7 @@ def _names(ctx, param, value):
 @click.option("--seed", type=click.IntRange(min=0, max=2**64 - 1), default=0, show_default=True)
 @click.option(
     "--precision",
-    type=click.Choice(["fp32", "fp16", "bf16", "int8"]),
+    type=click.Choice(ALL_PRECISIONS),
     default="fp32",
     show_default=True,
     help="The precision of backends named without one (bf16: the fp32 graphs in bfloat16 "
@@ -101,7 +102,7 @@ def _names(ctx, param, value):
 )
 @click.option(
     "--thread-pool",
-    type=click.Choice(["shared", "session"]),
+    type=click.Choice(THREAD_POOLS),
     default="shared",
     envvar="BLD_THREAD_POOL",
     show_default=True,

@@ -67,7 +67,7 @@ import onnxruntime as ort
 from bld_runtime import philox
 from bld_runtime.backends import Backend, BackendOptions, Loop
 from bld_runtime.backends import names as runtime_backends
-from bld_runtime.backends.base import usable_cores
+from bld_runtime.backends.base import ALL_PRECISIONS, usable_cores
 from bld_runtime.errors import BackendUnavailableError, InvalidRequestError
 from bld_runtime.manifest import load_bundle
 from bld_runtime.request import RequestChunk
@@ -267,19 +267,16 @@ def plugin_backends() -> dict:
     return {ep.name: ep for ep in entry_points(group=PLUGIN_GROUP)}
 
 
-PRECISION_NAMES = ("fp32", "fp16", "bf16", "int8")
-
-
 def parse_contender(spec: str, default_precision: str) -> tuple[str, str]:
     """ "NAME[:PRECISION]" -> (name, precision): a contender may run another precision than the
     run's default, so fp32 and bf16 rows are timed in the same alternating run."""
     name, sep, precision = spec.partition(":")
     if not sep:
         return name, default_precision
-    if precision not in PRECISION_NAMES:
+    if precision not in ALL_PRECISIONS:
         raise InvalidRequestError(
             f"backend {spec!r}: the precision after ':' must be one of "
-            f"{', '.join(PRECISION_NAMES)}, got {precision!r}"
+            f"{', '.join(ALL_PRECISIONS)}, got {precision!r}"
         )
     return name, precision
 

@@ -161,7 +161,7 @@ def runtime_options(batched: bool = True) -> Callable[[F], F]:
 
     def decorate(f: F) -> F:
         from .backends import names as backend_names
-        from .backends.base import THREAD_POOLS
+        from .backends.base import ALL_PRECISIONS, THREAD_POOLS
 
         f = click.option(
             "--dla",
@@ -204,7 +204,7 @@ def runtime_options(batched: bool = True) -> Callable[[F], F]:
         )(f)
         f = click.option(
             "--precision",
-            type=click.Choice(["fp32", "fp16", "int8", "bf16"]),
+            type=click.Choice(ALL_PRECISIONS),
             default="fp32",
             show_default=True,
             help="fp16 uses the bundle's *_fp16 graphs; int8 its *_int8 step graphs (--backend "

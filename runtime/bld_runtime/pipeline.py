@@ -37,7 +37,7 @@ from numpy.typing import NDArray
 
 from . import backends, philox
 from .backends import BackendOptions
-from .backends.base import ENGINE_PRECISIONS, PRECISIONS
+from .backends.base import ALL_PRECISIONS
 from .errors import CancelledError, CodeNotSettledWarning, InvalidRequestError
 from .images import from_float, make_grid, nchw_to_nhwc, nhwc_to_nchw, save_png, to_float
 from .manifest import Bundle, load_bundle
@@ -216,10 +216,9 @@ class Pipeline:
             ManifestError: A bundle that fails its checks.
             BackendUnavailableError: A backend that cannot run here.
         """
-        if precision not in PRECISIONS + ENGINE_PRECISIONS:
+        if precision not in ALL_PRECISIONS:
             raise InvalidRequestError(
-                f"precision must be one of {', '.join(PRECISIONS + ENGINE_PRECISIONS)}, "
-                f"got {precision!r}"
+                f"precision must be one of {', '.join(ALL_PRECISIONS)}, got {precision!r}"
             )
         bundle = load_bundle(bundle_dir)
         return cls(bundle, backends.create(backend, bundle, precision, options), precision)

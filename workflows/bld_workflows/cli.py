@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import click
 
+from bld_runtime.backends.base import ALL_PRECISIONS
 from bld_runtime.errors import BldError
 from bld_train.config import PRESETS
 
@@ -43,7 +44,7 @@ from bld_train.config import PRESETS
 )
 @click.option(
     "--precision",
-    type=click.Choice(["fp32", "fp16", "int8", "bf16"]),
+    type=click.Choice(ALL_PRECISIONS),
     default="fp32",
     show_default=True,
     help="The precision that samples (as bld sample's); other than fp32, the samples are also "

@@ -59,6 +59,7 @@ ONLY_ON = {"int8": "cpu", "bf16": "openvino"}
 # "openvino" backend, on CPUs with AVX512_BF16 or AMX. A backend lists what it runs in
 # Backend.precisions.
 ENGINE_PRECISIONS = ("bf16",)
+ALL_PRECISIONS = PRECISIONS + ENGINE_PRECISIONS  # what a CLI's --precision takes
 ORT_TYPES = {
     "float32": "tensor(float)",
     "float16": "tensor(float16)",
@@ -222,10 +223,9 @@ def graph_names(bundle: Bundle, precision: str) -> dict[str, str]:
     """Graph names by kind for a precision. fp16 swaps in the *_fp16 graphs, except the encoder,
     which is always fp32; int8 swaps in the *_int8 step graphs (encoder and decoder fp32); an
     engine precision (bf16) runs the fp32 graphs."""
-    if precision not in PRECISIONS + ENGINE_PRECISIONS:
+    if precision not in ALL_PRECISIONS:
         raise InvalidRequestError(
-            f"precision must be one of {', '.join(PRECISIONS + ENGINE_PRECISIONS)}, "
-            f"got {precision!r}"
+            f"precision must be one of {', '.join(ALL_PRECISIONS)}, got {precision!r}"
         )
     names = {}
     for kind in KINDS:
