@@ -35,6 +35,7 @@ from .denoiser import Denoiser, use_fused_attention
 from .step import DenoiserStep
 
 MAX_UNIFORM_LANES = 1 << 21  # Philox blocks per uniforms call: bounds its int64 temporaries
+RECOMPILE_LIMIT = 64  # compiled graphs per code object, for many samplers and batch sizes
 PRECISIONS = ("fp32", "bf16", "int8")
 
 
@@ -127,6 +128,11 @@ class TorchSampler:
             plain, guided = _autocast_bf16(plain, self.device), _autocast_bf16(guided, self.device)
             decode = _autocast_bf16(decode, self.device) if decode is not None else None
         if compile:
+            # One graph per batch size and sampler, and samplers in one process (bld bench's
+            # fp32, bf16 and int8 contenders) share the modules' code: past dynamo's recompile
+            # limit (8 per code object) it would run them eagerly without a word.
+            dynamo = torch._dynamo.config
+            dynamo.recompile_limit = max(dynamo.recompile_limit, RECOMPILE_LIMIT)
             plain, guided = (torch.compile(m, dynamic=False) for m in (plain, guided))
             uniforms = torch.compile(uniforms, dynamic=False)
             decode = torch.compile(decode, dynamic=False) if decode is not None else None
