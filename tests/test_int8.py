@@ -207,7 +207,7 @@ def test_other_backends_refuse_int8_in_one_sentence(int8_bundle, backend):
 # The C++ runtime's int8_refusal (runtime/cpp/tests/test_core.cpp) holds these same sentences.
 NO_VNNI = (
     "precision 'int8' needs a CPU with AVX512_VNNI, AVX_VNNI or AMX-INT8, which this one lacks "
-    "(int8 without them is emulated, slower than fp32 and may give other bits); use --precision "
+    "(without them onnxruntime's int8 kernels may saturate and give other bits); use --precision "
     "fp32"
 )
 
@@ -224,7 +224,7 @@ NO_VNNI = (
             "aarch64",
             {"fp", "asimd"},
             "precision 'int8' needs a CPU with the dot-product instructions (asimddp or i8mm), "
-            "which this one lacks (int8 without them is emulated, slower than fp32 and may give "
+            "which this one lacks (without them onnxruntime's int8 kernels may saturate and give "
             "other bits); use --precision fp32",
         ),
         (

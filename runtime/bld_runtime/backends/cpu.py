@@ -163,7 +163,7 @@ class CpuBackend(Backend):
 
     def _prepare(self) -> None:
         if self.precision == "int8":
-            check_int8_cpu()  # one line where int8 would be emulated, before any graph is read
+            check_int8_cpu()  # one line without int8 dot products, before any graph is read
 
     def providers(self) -> list[Any]:
         return ["CPUExecutionProvider"]

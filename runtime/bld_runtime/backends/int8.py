@@ -2,13 +2,13 @@
 
 The *_int8 step graphs are QDQ graphs (QuantizeLinear / DequantizeLinear around MatMul and
 Gemm); onnxruntime's CPU provider fuses them into integer kernels (QLinearMatMul, QGemm). On
-x86 those kernels are fast, and their int32 sums exact, with VNNI (AVX512_VNNI or AVX_VNNI) or
-AMX-INT8; without them MLAS falls back to AVX2's vpmaddubsw, whose 16-bit pair sums saturate,
-so the probabilities (and the bits) could differ from a VNNI CPU's. On ARM64 the dot-product
-instructions (asimddp, i8mm) play VNNI's part. Rather than run an emulated int8 that is slower
-than fp32 and may give other bits, such a CPU is refused in one line ("never silently": issue
-20), as --precision bf16 is refused without AVX512_BF16/AMX; a CPU whose flags cannot be read
-(no /proc/cpuinfo: macOS, Windows) is refused too, for the same reason.
+x86 these accumulate 8-bit products exactly with VNNI (AVX512_VNNI or AVX_VNNI) or AMX-INT8;
+without them, onnxruntime's own quantization guide (quantize.py, "x86/x64 CPU without VNNI")
+warns of integer saturation and suggests 7-bit weights, so the probabilities (and the bits)
+could differ from a VNNI CPU's. On ARM64 the dot-product instructions (asimddp, i8mm) play
+VNNI's part. Rather than run int8 that way, such a CPU is refused in one line ("never silently":
+issue 20), as --precision bf16 is refused without AVX512_BF16/AMX; a CPU whose flags cannot be
+read (no /proc/cpuinfo: macOS, Windows) is refused too, for the same reason.
 """
 
 from __future__ import annotations
@@ -64,8 +64,8 @@ def int8_refusal(machine: str, flags: set[str] | None) -> str | None:
         )
     if not set(wanted) & flags:
         return (
-            f"precision 'int8' needs a CPU with {names}, which this one lacks (int8 without "
-            f"them is emulated, slower than fp32 and may give other bits); use --precision fp32"
+            f"precision 'int8' needs a CPU with {names}, which this one lacks (without them "
+            f"onnxruntime's int8 kernels may saturate and give other bits); use --precision fp32"
         )
     return None
 

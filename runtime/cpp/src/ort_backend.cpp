@@ -535,7 +535,7 @@ std::optional<std::string> int8_refusal(const std::string &machine, const std::o
     for (const auto &flag : wanted)
         if (flags->count(flag)) return std::nullopt;
     return "precision 'int8' needs a CPU with " + names +
-           ", which this one lacks (int8 without them is emulated, slower than fp32 and may give other bits); use "
+           ", which this one lacks (without them onnxruntime's int8 kernels may saturate and give other bits); use "
            "--precision fp32";
 }
 

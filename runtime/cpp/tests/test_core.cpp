@@ -338,11 +338,11 @@ TEST_CASE("int8 is refused on CPUs without int8 dot-product instructions, in Pyt
     CHECK_FALSE(int8_refusal("x86_64", Flags{{"avx512f", "amx_int8"}}));
     CHECK_FALSE(int8_refusal("aarch64", Flags{{"fp", "asimd", "asimddp"}}));
     CHECK(int8_refusal("x86_64", Flags{{"sse4_2", "avx2", "avx512f", "avx512_bf16"}}).value() ==
-          "precision 'int8' needs a CPU with AVX512_VNNI, AVX_VNNI or AMX-INT8, which this one lacks (int8 without "
-          "them is emulated, slower than fp32 and may give other bits); use --precision fp32");
+          "precision 'int8' needs a CPU with AVX512_VNNI, AVX_VNNI or AMX-INT8, which this one lacks (without them "
+          "onnxruntime's int8 kernels may saturate and give other bits); use --precision fp32");
     CHECK(int8_refusal("aarch64", Flags{{"fp", "asimd"}}).value() ==
           "precision 'int8' needs a CPU with the dot-product instructions (asimddp or i8mm), which this one lacks "
-          "(int8 without them is emulated, slower than fp32 and may give other bits); use --precision fp32");
+          "(without them onnxruntime's int8 kernels may saturate and give other bits); use --precision fp32");
     CHECK(int8_refusal("x86_64", std::nullopt).value() ==
           "precision 'int8' needs a CPU with AVX512_VNNI, AVX_VNNI or AMX-INT8, and this system does not say "
           "whether it has them (no /proc/cpuinfo); use --precision fp32");
