@@ -147,8 +147,8 @@ class Pipeline:
     Args:
         bundle: A loaded bundle (`manifest.load_bundle`).
         backend: The backend running the bundle's graphs.
-        precision: "fp32" or "fp16", the graphs the backend runs; "bf16": the fp32 graphs in
-            bfloat16 ("openvino" backend).
+        precision: "fp32", "fp16" or "int8", the graphs the backend runs; "bf16": the fp32
+            graphs in bfloat16 ("openvino" backend).
 
     Attributes:
         num_steps: K, the number of denoising steps.
@@ -196,15 +196,17 @@ class Pipeline:
         """Load a bundle onto a backend.
 
         The manifest is read and checked, then the graphs of `precision` (fp16: the *_fp16
-        graphs; the encoder is always fp32), each read once, its sha256 checked, and its
-        session made from those very bytes and checked against the manifest (I/O and the facts
-        the graph records). Graphs of the other precision are never read.
+        graphs, the encoder is always fp32; int8: the *_int8 step graphs), each read once, its
+        sha256 checked, and its session made from those very bytes and checked against the
+        manifest (I/O and the facts the graph records). Graphs of other precisions are never
+        read.
 
         Args:
             bundle_dir: The bundle's folder.
             backend: A backend name ("cpu", "cuda", "tensorrt-ep", "tensorrt", or one a
                 plug-in adds).
-            precision: "fp32", "fp16", or "bf16" (the fp32 graphs in bfloat16; backend
+            precision: "fp32", "fp16", "int8" (the *_int8 step graphs; backend "cpu" on a
+                CPU with VNNI or AMX-INT8), or "bf16" (the fp32 graphs in bfloat16; backend
                 "openvino" on a CPU with AVX512_BF16 or AMX).
             options: Session and device settings.
 

@@ -50,7 +50,7 @@ def create(
     name: str, bundle: Bundle, precision: str = "fp32", options: BackendOptions | None = None
 ) -> Backend:
     """The backend `name` for a loaded bundle (manifest.Bundle), its graphs of `precision`
-    ("fp32" or "fp16"), with base.BackendOptions."""
+    ("fp32", "fp16", "int8"; "bf16" on "openvino"), with base.BackendOptions."""
     from ..errors import BackendUnavailableError
     from . import base
 
