@@ -131,6 +131,23 @@ def test_a_float_weight_in_an_int8_graph_fails_the_static_check(int8_bundle, tmp
         check_graph(tmp_path / "step_int8.onnx", decl, 17)
 
 
+def test_export_command_passes_int8_and_the_calibration_size(monkeypatch, tmp_path):
+    """`bld-export onnx --int8 --calibration-images N` reaches export_bundle; N >= 1."""
+    from bld_export import cli, export
+    from bld_export.quantize import DEFAULT_CALIBRATION_IMAGES
+
+    seen = {}
+    monkeypatch.setattr(export, "export_bundle", lambda *a, **kw: seen.update(kw))
+    args = ["onnx", str(tmp_path / "run"), "-o", str(tmp_path / "b")]
+    result = CliRunner().invoke(cli.main, [*args, "--int8", "--calibration-images", "8"])
+    assert result.exit_code == 0, result.output
+    assert seen["int8"] is True and seen["calibration_images"] == 8
+    CliRunner().invoke(cli.main, args)
+    assert seen["int8"] is False and seen["calibration_images"] == DEFAULT_CALIBRATION_IMAGES
+    result = CliRunner().invoke(cli.main, [*args, "--int8", "--calibration-images", "0"])
+    assert result.exit_code == 1 and "--calibration-images" in result.output  # one line
+
+
 # --- sampling -------------------------------------------------------------------------------
 
 
