@@ -215,7 +215,8 @@ def test_other_backends_refuse_int8_in_one_sentence(int8_bundle, backend):
     with pytest.raises(BackendUnavailableError) as error:
         Pipeline.load(int8_bundle, backend=backend, precision="int8")
     assert str(error.value) == (
-        f"precision 'int8' runs on backend 'cpu' only; backend '{backend}' runs fp32, fp16"
+        f"precision 'int8' runs on backends 'cpu' and 'openvino' only; backend '{backend}' runs "
+        "fp32, fp16"
     )
 
 

@@ -262,3 +262,40 @@ def test_other_backends_refuse_bf16(tiny_bundle):
     assert str(refused.value) == (
         "precision 'bf16' runs on backend 'openvino' only; backend 'cpu' runs fp32, fp16, int8"
     )
+
+
+def test_int8_runs_the_int8_step_graphs(tiny_int8_bundle):
+    """--precision int8: the *_int8 QDQ step graphs in OpenVINO (encoder and decoder in
+    onnxruntime, fp32); its own bits, deterministic and the same whatever the batch."""
+    from bld_runtime.backends import openvino as backend_module
+
+    pipe = Pipeline.load(tiny_int8_bundle, backend="openvino", precision="int8")
+    assert pipe.backend.graphs["step_guided"].name == "step_guided_int8"
+    assert not isinstance(pipe.backend.session("decoder"), backend_module.OvGraph)
+    seeds = SEEDS[:8]
+    classes = np.array([0, 1, 2, 10, 4, 5, 10, 7])
+    guidance = [0.0, 1.5] * 4
+    whole = pipe.generate(seeds=seeds, classes=classes, guidance=guidance)
+    np.testing.assert_array_equal(
+        whole.bits, pipe.generate(seeds=seeds, classes=classes, guidance=guidance).bits
+    )
+    order = np.array([3, 0, 6, 1, 7, 2, 5, 4])
+    shuffled = pipe.generate(
+        seeds=seeds[order], classes=classes[order], guidance=[guidance[i] for i in order]
+    )
+    np.testing.assert_array_equal(shuffled.bits, whole.bits[order])
+    alone = pipe.generate(seeds=seeds[3:4], classes=classes[3:4], guidance=guidance[3])
+    np.testing.assert_array_equal(alone.bits[0], whole.bits[3])
+    cpu = Pipeline.load(tiny_int8_bundle, precision="int8")
+    same = cpu.generate(seeds=seeds, classes=classes, guidance=guidance)
+    assert (whole.bits == same.bits).mean() >= 0.9  # the same int8 model in another engine
+
+
+def test_int8_is_refused_without_int8_dot_products(tiny_int8_bundle, monkeypatch):
+    from bld_runtime.backends import int8
+    from bld_runtime.errors import BackendUnavailableError
+
+    monkeypatch.setattr(int8.platform, "machine", lambda: "x86_64")
+    monkeypatch.setattr(int8, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
+    with pytest.raises(BackendUnavailableError, match=r"^precision 'int8' needs a CPU with AVX512"):
+        Pipeline.load(tiny_int8_bundle, backend="openvino", precision="int8")

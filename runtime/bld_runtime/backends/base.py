@@ -53,8 +53,9 @@ OPTIMIZATION_LEVELS = {
 }
 PRECISIONS = ("fp32", "fp16", "int8")  # the bundle's graphs: fp32, the *_fp16 or *_int8 ones
 # Precisions that only some backends run, and which: "int8" (the bundle's *_int8 step graphs, QDQ)
-# on "cpu", "bf16" (below) on "openvino". Every other backend refuses them in one sentence.
-ONLY_ON = {"int8": "cpu", "bf16": "openvino"}
+# on "cpu" and "openvino", "bf16" (below) on "openvino". Every other backend refuses them in one
+# sentence.
+ONLY_ON = {"int8": ("cpu", "openvino"), "bf16": ("openvino",)}
 # Precisions an engine computes the fp32 graphs in (no graphs of their own): "bf16" on the
 # "openvino" backend, on CPUs with AVX512_BF16 or AMX. A backend lists what it runs in
 # Backend.precisions.
@@ -309,8 +310,14 @@ class Backend(ABC):
         if options is not None and not isinstance(options, BackendOptions):
             raise InvalidRequestError("options must be a bld_runtime.backends.BackendOptions")
         if precision in ONLY_ON and precision not in self.precisions:
+            names = ONLY_ON[precision]
+            where = (
+                f"backend {names[0]!r}"
+                if len(names) == 1
+                else "backends " + " and ".join(repr(n) for n in names)
+            )
             raise BackendUnavailableError(
-                f"precision {precision!r} runs on backend {ONLY_ON[precision]!r} only; backend "
+                f"precision {precision!r} runs on {where} only; backend "
                 f"{self.name!r} runs {', '.join(self.precisions)}"
             )
         self.bundle = bundle

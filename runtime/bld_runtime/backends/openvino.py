@@ -8,7 +8,10 @@ OpenVINO from the same verified bytes and compiled for the CPU with
 OpenVINO's default) and `INFERENCE_PRECISION_HINT=f32`: OpenVINO would otherwise pick bf16 on a
 CPU that has it and change the probabilities silently. Precision "bf16" asks for exactly that:
 the fp32 step graphs computed in bfloat16, refused on a CPU without
-AVX512_BF16 or AMX (no emulation); its bits are its own, not fp32's.
+AVX512_BF16 or AMX (no emulation); its bits are its own, not fp32's. Precision "int8" runs
+the bundle's *_int8 step graphs (QDQ; OpenVINO computes their MatMuls in int8), on the CPUs
+the cpu backend runs int8 on (backends/int8.py); its bits are its own too, neither fp32's nor
+the cpu backend's int8 ones.
 
 The loop is the cpu backend's HostLoop (the same arrays, Philox draws and mask); only the step
 graph call differs. Each loop compiles the step graph kinds it runs for its own batch size
@@ -35,6 +38,7 @@ from numpy.typing import NDArray
 from ..errors import BackendError, BackendUnavailableError
 from .base import Backend, Graph, checked_session, run_guarded
 from .cpu import HostLoop
+from .int8 import check_int8_cpu
 
 INSTALL_HINT = "pip install 'bld[openvino]'"
 ONNXRUNTIME_KINDS = ("encoder", "decoder")  # once per request: onnxruntime's session, as "cpu"
@@ -107,9 +111,11 @@ def cpu_flags() -> set[str] | None:
 
 class OpenVinoBackend(Backend):
     name = "openvino"
-    precisions = ("fp32", "fp16", "bf16")
+    precisions = ("fp32", "fp16", "int8", "bf16")
 
     def _prepare(self) -> None:
+        if self.precision == "int8":
+            check_int8_cpu()
         self.ov = import_openvino()
         self._ov_lock = threading.Lock()
         self.core = self.ov.Core()

@@ -598,10 +598,10 @@ std::unique_ptr<Backend> create_backend(const Bundle &bundle, const BackendOptio
             fail(BLD_ERROR_BACKEND_UNAVAILABLE, "precision 'bf16' runs on backend 'openvino' only; backend " +
                                                     py::repr(options.backend) + " runs fp32, fp16" +
                                                     (name == "cpu" ? ", int8" : ""));
-        if (options.precision == "int8" && name != "cpu")  // base.ONLY_ON
-            fail(BLD_ERROR_BACKEND_UNAVAILABLE, "precision 'int8' runs on backend 'cpu' only; backend " +
-                                                    py::repr(options.backend) + " runs fp32, fp16" +
-                                                    (name == "openvino" ? ", bf16" : ""));
+        // base.ONLY_ON; "openvino" runs int8 in Python and is refused below as a whole
+        if (options.precision == "int8" && name != "cpu" && name != "openvino")
+            fail(BLD_ERROR_BACKEND_UNAVAILABLE, "precision 'int8' runs on backends 'cpu' and 'openvino' only; backend " +
+                                                    py::repr(options.backend) + " runs fp32, fp16");
         if (options.precision == "int8")  // CpuBackend._prepare: before any graph is read
             if (const auto why = int8_refusal(machine_name(), cpu_flags())) fail(BLD_ERROR_BACKEND_UNAVAILABLE, *why);
         return make(bundle, options);
