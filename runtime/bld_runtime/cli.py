@@ -208,8 +208,8 @@ def runtime_options(batched: bool = True) -> Callable[[F], F]:
             default="fp32",
             show_default=True,
             help="fp16 uses the bundle's *_fp16 graphs; int8 its *_int8 step graphs (--backend "
-            "cpu, on CPUs with VNNI or AMX-INT8; export with --int8); bf16 runs the fp32 graphs "
-            "in bfloat16 (--backend openvino, on CPUs with AVX512_BF16 or AMX).",
+            "cpu or openvino, on CPUs with VNNI or AMX-INT8; export with --int8); bf16 runs the "
+            "fp32 graphs in bfloat16 (--backend openvino, on CPUs with AVX512_BF16 or AMX).",
         )(f)
         f = click.option(
             "--backend", type=click.Choice(backend_names()), default="cpu", show_default=True
