@@ -204,7 +204,7 @@ FP32_BACKENDS = "cpu,cpp,openvino,torch,torch-compile"
 BF16_BACKENDS = "openvino:bf16,torch-compile:bf16"
 # PyTorch's int8 eager only: compiled, its dynamically quantized Linear layers recompiled in the
 # timed rounds (p50 276 ms against eager's 37 ms at batch 1, torch 2.13).
-INT8_BACKENDS = "cpu:int8,cpp:int8,torch:int8"
+INT8_BACKENDS = "cpu:int8,cpp:int8,openvino:int8,torch:int8"
 
 
 def default_backends(bundle: Path) -> str:

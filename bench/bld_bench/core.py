@@ -561,7 +561,7 @@ def benchmark(
     suffix = "" if precision in ("fp32", "bf16") else f"_{precision}"  # bf16: the fp32 graphs
     step_graph = ("step_guided" if guidance > 0 else "step") + suffix
     step_flops = m.graphs[step_graph].flops if step_graph in m.graphs else None
-    decoder = m.graphs.get("decoder" + suffix)
+    decoder = m.graphs.get("decoder" + suffix, m.graphs.get("decoder"))  # int8: the fp32 one
 
     specs = [parse_contender(spec, precision) for spec in backends]  # refuse bad ones first
     contenders = []
