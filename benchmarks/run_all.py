@@ -280,7 +280,7 @@ def table(reports: dict[str, dict], machine: dict) -> str:
                     str(batch),
                     r["backend"].split(":")[0],
                     precision,
-                    f"{r['images_per_second']:.1f}",
+                    f"{r['images_per_second']:.{1 if r['images_per_second'] >= 10 else 3}f}",
                     _ms(p50),
                     f"{r['latency']['p99'] / p50:.2f}",
                     f"{r['overhead_share']:.1%}",
@@ -340,11 +340,16 @@ def main():
         default=RESULTS,
         help="Folder of the reports and table (default: benchmarks/results, the README's).",
     )
+    parser.add_argument(
+        "--table-only",
+        action="store_true",
+        help="Measure nothing: write table.md and machine.json from the reports in --results.",
+    )
     args = parser.parse_args()
     if shutil.which("ps") is None:
         sys.exit("error: this script needs `ps` to see whether the machine is quiet")
     reports = {}
-    for name in args.only or CONFIGS:
+    for name in [] if args.table_only else args.only or CONFIGS:
         config = CONFIGS[name]
         bundle = ensure_bundle(name, config)
         if bundle is None:
