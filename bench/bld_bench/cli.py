@@ -6,7 +6,7 @@ import sys
 
 import click
 
-from bld_runtime.backends.base import ALL_PRECISIONS, THREAD_POOLS
+from bld_runtime.backends import ALL_PRECISIONS, THREAD_POOLS
 from bld_runtime.errors import BldError
 
 

@@ -65,9 +65,9 @@ import numpy as np
 import onnxruntime as ort
 
 from bld_runtime import philox
-from bld_runtime.backends import Backend, BackendOptions, Loop
+from bld_runtime.backends import ALL_PRECISIONS, Backend, BackendOptions, Loop
 from bld_runtime.backends import names as runtime_backends
-from bld_runtime.backends.base import ALL_PRECISIONS, usable_cores
+from bld_runtime.backends.base import usable_cores
 from bld_runtime.errors import BackendUnavailableError, InvalidRequestError
 from bld_runtime.manifest import load_bundle
 from bld_runtime.request import RequestChunk

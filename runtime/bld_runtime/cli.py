@@ -160,8 +160,8 @@ def runtime_options(batched: bool = True) -> Callable[[F], F]:
     --rebuild-if-stale, --dla) and --no-chunk for commands that take a batch."""
 
     def decorate(f: F) -> F:
+        from .backends import ALL_PRECISIONS, THREAD_POOLS
         from .backends import names as backend_names
-        from .backends.base import ALL_PRECISIONS, THREAD_POOLS
 
         f = click.option(
             "--dla",

@@ -36,8 +36,7 @@ import numpy.typing as npt
 from numpy.typing import NDArray
 
 from . import backends, philox
-from .backends import BackendOptions
-from .backends.base import ALL_PRECISIONS
+from .backends import ALL_PRECISIONS, BackendOptions
 from .errors import CancelledError, CodeNotSettledWarning, InvalidRequestError
 from .images import from_float, make_grid, nchw_to_nhwc, nhwc_to_nchw, save_png, to_float
 from .manifest import Bundle, load_bundle

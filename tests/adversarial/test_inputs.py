@@ -64,7 +64,7 @@ SAMPLE_ARGS = [
     (["--temperature", "१.५"], "Invalid value for '--temperature': '१.५' is not a valid float."),
     (["-n", "65", "--no-chunk"], "batch size 65 is above this bundle's max_batch of 64"),
     (["--backend", "metal"], "Invalid value for '--backend'"),
-    (["--precision", "int8"], "Invalid value for '--precision'"),
+    (["--precision", "int4"], "Invalid value for '--precision'"),
     (["--threads", "-1"], "Invalid value for '--threads': -1 is not in the range x>=0"),
     (["--threads", "1000"], "intra_op_threads is 1000, more than the"),
     (["--nonsense"], "No such option '--nonsense'"),

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import click
 
-from bld_runtime.backends.base import ALL_PRECISIONS
+from bld_runtime.backends import ALL_PRECISIONS
 from bld_runtime.errors import BldError
 from bld_train.config import PRESETS
 

@@ -31,6 +31,15 @@ ENTRY_POINT_GROUP = "bld.backends"
 #: The runtime's own backends, in the order messages and --help list them ("openvino", an optional
 #: extra, comes after them with the other registered ones).
 BACKENDS = ("cpu", "cuda", "tensorrt-ep", "tensorrt")
+# What the CLIs offer, importable without onnxruntime (importing it starts its environment, whose
+# warnings a CLI silences first):
+PRECISIONS = ("fp32", "fp16", "int8")  # the bundle's graphs: fp32, the *_fp16 or *_int8 ones
+# Precisions an engine computes the fp32 graphs in (no graphs of their own): "bf16" on the
+# "openvino" backend, on CPUs with AVX512_BF16 or AMX. A backend lists what it runs in
+# Backend.precisions.
+ENGINE_PRECISIONS = ("bf16",)
+ALL_PRECISIONS = PRECISIONS + ENGINE_PRECISIONS  # what a CLI's --precision takes
+THREAD_POOLS = ("shared", "session")  # BackendOptions.thread_pool
 _FROM_BASE = ("Backend", "BackendOptions", "Loop", "available_providers", "usable_cores")
 
 

@@ -44,6 +44,7 @@ from ..manifest import (
 )
 from ..request import RequestChunk
 from ..trt_flavours import FLAVOURS
+from . import ALL_PRECISIONS, ENGINE_PRECISIONS, PRECISIONS, THREAD_POOLS  # noqa: F401 (re-export)
 
 OPTIMIZATION_LEVELS = {
     "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -51,16 +52,10 @@ OPTIMIZATION_LEVELS = {
     "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
-PRECISIONS = ("fp32", "fp16", "int8")  # the bundle's graphs: fp32, the *_fp16 or *_int8 ones
 # Precisions that only some backends run, and which: "int8" (the bundle's *_int8 step graphs, QDQ)
 # on "cpu" and "openvino", "bf16" (below) on "openvino". Every other backend refuses them in one
 # sentence.
 ONLY_ON = {"int8": ("cpu", "openvino"), "bf16": ("openvino",)}
-# Precisions an engine computes the fp32 graphs in (no graphs of their own): "bf16" on the
-# "openvino" backend, on CPUs with AVX512_BF16 or AMX. A backend lists what it runs in
-# Backend.precisions.
-ENGINE_PRECISIONS = ("bf16",)
-ALL_PRECISIONS = PRECISIONS + ENGINE_PRECISIONS  # what a CLI's --precision takes
 ORT_TYPES = {
     "float32": "tensor(float)",
     "float16": "tensor(float16)",
@@ -75,7 +70,6 @@ _EXTERNAL_DATA_KEY = "session.model_external_initializers_file_folder_path"
 T = TypeVar("T")
 
 
-THREAD_POOLS = ("shared", "session")
 # The process's shared onnxruntime pool, once made: (intra-op, inter-op threads). onnxruntime has
 # one per process, and once it exists it refuses sessions with pools of their own.
 _shared_pool: tuple[int, int] | None = None
