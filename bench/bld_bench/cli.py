@@ -6,7 +6,8 @@ import sys
 
 import click
 
-from bld_runtime.backends import ALL_PRECISIONS, THREAD_POOLS
+from bld_runtime.backends import ALL_PRECISIONS
+from bld_runtime.cli import thread_pool_option
 from bld_runtime.errors import BldError
 
 
@@ -100,15 +101,9 @@ def _names(ctx, param, value):
     help="The precision of backends named without one (bf16: the fp32 graphs in bfloat16 "
     "on openvino, torch.autocast on the PyTorch backends).",
 )
-@click.option(
-    "--thread-pool",
-    type=click.Choice(THREAD_POOLS),
-    default="shared",
-    envvar="BLD_THREAD_POOL",
-    show_default=True,
-    show_envvar=True,
-    help="The runtime backends' onnxruntime threads (Python's and cpp's): a pool per session, "
-    "or one pool for the process (bld sample --thread-pool).",
+@thread_pool_option(
+    "The runtime backends' onnxruntime threads (Python's and cpp's): one pool for the process, "
+    "or a pool per session (bld sample --thread-pool)."
 )
 @click.option(
     "--json",

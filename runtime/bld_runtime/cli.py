@@ -155,12 +155,28 @@ def main() -> None:
 # --- shared options ------------------------------------------------------------------------
 
 
+def thread_pool_option(help_text: str) -> Callable[[F], F]:
+    """--thread-pool [shared|session] ($BLD_THREAD_POOL): shared by default, since a command
+    owns its process (BackendOptions.thread_pool)."""
+    from .backends import THREAD_POOLS
+
+    return click.option(
+        "--thread-pool",
+        type=click.Choice(THREAD_POOLS),
+        default="shared",
+        envvar="BLD_THREAD_POOL",
+        show_default=True,
+        show_envvar=True,
+        help=help_text,
+    )
+
+
 def runtime_options(batched: bool = True) -> Callable[[F], F]:
     """--backend, --precision, --threads, the TensorRT options (--engine-cache,
     --rebuild-if-stale, --dla) and --no-chunk for commands that take a batch."""
 
     def decorate(f: F) -> F:
-        from .backends import ALL_PRECISIONS, THREAD_POOLS
+        from .backends import ALL_PRECISIONS
         from .backends import names as backend_names
 
         f = click.option(
@@ -184,16 +200,10 @@ def runtime_options(batched: bool = True) -> Callable[[F], F]:
             help="TensorRT engine cache (bld-export engine -o CACHE) for "
             "--backend tensorrt/tensorrt-ep [default: BUNDLE/engines].",
         )(f)
-        f = click.option(
-            "--thread-pool",
-            type=click.Choice(THREAD_POOLS),
-            default="shared",
-            envvar="BLD_THREAD_POOL",
-            show_default=True,
-            show_envvar=True,
-            help="onnxruntime's threads: one pool the step graphs and the decoder share, which "
+        f = thread_pool_option(
+            "onnxruntime's threads: one pool the step graphs and the decoder share, which "
             "spins between steps (the command owns its process), or a pool per graph session "
-            "(the library's default).",
+            "(the library's default)."
         )(f)
         f = click.option(
             "--threads",
