@@ -68,6 +68,7 @@ from bld_runtime import philox
 from bld_runtime.backends import ALL_PRECISIONS, Backend, BackendOptions, Loop
 from bld_runtime.backends import names as runtime_backends
 from bld_runtime.backends.base import usable_cores
+from bld_runtime.cpuinfo import cpu_flags, cpu_model
 from bld_runtime.errors import BackendUnavailableError, InvalidRequestError
 from bld_runtime.manifest import load_bundle
 from bld_runtime.request import RequestChunk
@@ -495,19 +496,8 @@ ISA_FLAGS = (
 
 
 def machine_info(rss_scope: str) -> dict:
-    model, flags = None, set()
-    try:
-        with open("/proc/cpuinfo") as f:
-            for line in f:
-                key, _, value = line.partition(":")
-                key = key.strip()
-                if key == "model name" and model is None:
-                    model = value.strip()
-                elif key in ("flags", "Features"):
-                    flags.update(value.split())
-    except OSError:
-        pass
-    processor = model or platform.processor() or None
+    flags = cpu_flags() or set()
+    processor = cpu_model() or platform.processor() or None
     return {
         "platform": platform.platform(),
         "processor": processor,

@@ -15,27 +15,14 @@ from __future__ import annotations
 
 import platform
 
+from ..cpuinfo import cpu_flags
 from ..errors import BackendUnavailableError
 
-# Flag names as Linux's /proc/cpuinfo spells them ("flags" on x86, "Features" on ARM64)
+# Flag names as Linux's /proc/cpuinfo spells them (bld_runtime.cpuinfo)
 X86_INT8 = ("avx512_vnni", "avx_vnni", "amx_int8")
 ARM64_INT8 = ("asimddp", "i8mm")
 X86 = ("x86_64", "amd64", "i386", "i686")
 ARM64 = ("aarch64", "arm64")
-
-
-def cpu_flags(path: str = "/proc/cpuinfo") -> set[str] | None:
-    """The first CPU's feature flags (x86 "flags", ARM64 "Features"), or None where they
-    cannot be read."""
-    try:
-        with open(path, encoding="utf-8", errors="replace") as f:
-            for line in f:
-                key = line.partition(":")[0].strip()
-                if key in ("flags", "Features"):
-                    return set(line.partition(":")[2].split())
-    except OSError:
-        return None
-    return None
 
 
 def int8_refusal(machine: str, flags: set[str] | None) -> str | None:

@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import NDArray
 
+from ..cpuinfo import cpu_flags
 from ..errors import BackendError, BackendUnavailableError
 from .base import Backend, Graph, checked_session, run_guarded
 from .cpu import HostLoop
@@ -95,18 +96,6 @@ class OpenVinoLoop(HostLoop):
         graph, _, request, _ = self._requests[self.role]
         self.inputs["step"].fill(i)
         run_guarded(graph, request.infer, engine="openvino")
-
-
-def cpu_flags() -> set[str] | None:
-    """The CPU's feature flags from /proc/cpuinfo (Linux), or None where it cannot be read."""
-    try:
-        with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
-            for line in f:
-                if line.startswith("flags"):
-                    return set(line.partition(":")[2].split())
-    except OSError:
-        return None
-    return None
 
 
 class OpenVinoBackend(Backend):
