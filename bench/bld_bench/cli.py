@@ -6,8 +6,7 @@ import sys
 
 import click
 
-from bld_runtime.backends import ALL_PRECISIONS
-from bld_runtime.cli import thread_pool_option
+from bld_runtime.cli import precision_option, thread_pool_option
 from bld_runtime.errors import BldError
 
 
@@ -93,13 +92,9 @@ def _names(ctx, param, value):
     help="Temperature (default: the bundle's).",
 )
 @click.option("--seed", type=click.IntRange(min=0, max=2**64 - 1), default=0, show_default=True)
-@click.option(
-    "--precision",
-    type=click.Choice(ALL_PRECISIONS),
-    default="fp32",
-    show_default=True,
-    help="The precision of backends named without one (bf16: the fp32 graphs in bfloat16 "
-    "on openvino, torch.autocast on the PyTorch backends).",
+@precision_option(
+    "The precision of backends named without one (bf16: the fp32 graphs in bfloat16 "
+    "on openvino, torch.autocast on the PyTorch backends)."
 )
 @thread_pool_option(
     "The runtime backends' onnxruntime threads (Python's and cpp's): one pool for the process, "

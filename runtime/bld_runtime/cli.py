@@ -155,6 +155,19 @@ def main() -> None:
 # --- shared options ------------------------------------------------------------------------
 
 
+def precision_option(help_text: str) -> Callable[[F], F]:
+    """--precision [fp32|fp16|int8|bf16] (backends.ALL_PRECISIONS), fp32 by default."""
+    from .backends import ALL_PRECISIONS
+
+    return click.option(
+        "--precision",
+        type=click.Choice(ALL_PRECISIONS),
+        default="fp32",
+        show_default=True,
+        help=help_text,
+    )
+
+
 def thread_pool_option(help_text: str) -> Callable[[F], F]:
     """--thread-pool [shared|session] ($BLD_THREAD_POOL): shared by default, since a command
     owns its process (BackendOptions.thread_pool)."""
@@ -176,7 +189,6 @@ def runtime_options(batched: bool = True) -> Callable[[F], F]:
     --rebuild-if-stale, --dla) and --no-chunk for commands that take a batch."""
 
     def decorate(f: F) -> F:
-        from .backends import ALL_PRECISIONS
         from .backends import names as backend_names
 
         f = click.option(
@@ -212,14 +224,10 @@ def runtime_options(batched: bool = True) -> Callable[[F], F]:
             show_default=True,
             help="onnxruntime intra-op threads (0 = one per core).",
         )(f)
-        f = click.option(
-            "--precision",
-            type=click.Choice(ALL_PRECISIONS),
-            default="fp32",
-            show_default=True,
-            help="fp16 uses the bundle's *_fp16 graphs; int8 its *_int8 step graphs (--backend "
+        f = precision_option(
+            "fp16 uses the bundle's *_fp16 graphs; int8 its *_int8 step graphs (--backend "
             "cpu or openvino, on CPUs with VNNI or AMX-INT8; export with --int8); bf16 runs the "
-            "fp32 graphs in bfloat16 (--backend openvino, on CPUs with AVX512_BF16 or AMX).",
+            "fp32 graphs in bfloat16 (--backend openvino, on CPUs with AVX512_BF16 or AMX)."
         )(f)
         f = click.option(
             "--backend", type=click.Choice(backend_names()), default="cpu", show_default=True

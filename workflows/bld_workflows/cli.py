@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import click
 
-from bld_runtime.backends import ALL_PRECISIONS
+from bld_runtime.cli import precision_option
 from bld_runtime.errors import BldError
 from bld_train.config import PRESETS
 
@@ -42,13 +42,9 @@ from bld_train.config import PRESETS
 @click.option(
     "--backend", default="cpu", show_default=True, help="The runtime backend that samples."
 )
-@click.option(
-    "--precision",
-    type=click.Choice(ALL_PRECISIONS),
-    default="fp32",
-    show_default=True,
-    help="The precision that samples (as bld sample's); other than fp32, the samples are also "
-    "compared with the fp32 graphs' (identical shares, PSNR).",
+@precision_option(
+    "The precision that samples (as bld sample's); other than fp32, the samples are also "
+    "compared with the fp32 graphs' (identical shares, PSNR)."
 )
 def evaluate(bundle, guidance, per_class, seed, out_dir, backend, precision):
     """Score a digits bundle: reconstruction PSNR, sample accuracy and diversity."""

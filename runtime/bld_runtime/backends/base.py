@@ -73,12 +73,17 @@ T = TypeVar("T")
 # The process's shared onnxruntime pool, once made: (intra-op, inter-op threads). onnxruntime has
 # one per process, and once it exists it refuses sessions with pools of their own.
 _shared_pool: tuple[int, int] | None = None
+_shared_pool_lock = threading.Lock()  # pipelines may be loaded from several threads
 
 
 def use_shared_pool(intra: int, inter: int) -> None:
     """Make (once) or join this process's shared onnxruntime thread pool of `intra` threads."""
+    with _shared_pool_lock:
+        _use_shared_pool(intra or usable_cores(), inter or 1)
+
+
+def _use_shared_pool(intra: int, inter: int) -> None:
     global _shared_pool
-    intra, inter = intra or usable_cores(), inter or 1
     if _shared_pool is None:
         ort.set_global_thread_pool_sizes(intra, inter)
         _shared_pool = (intra, inter)
