@@ -130,3 +130,24 @@ TEST_CASE("draws: u <= p, the mask, the last step's threshold, the seed wrap") {
     CHECK(top == ref_curand(UINT64_MAX, 9, 0, 4));
     CHECK(wrapped == ref_curand(0, 9, 0, 4));
 }
+
+TEST_CASE("draws on the vectorised path: every element at its tie and just below it") {
+    // 3 whole runs of BLD_PHILOX_LANES blocks (draw.cpp's SIMD loop), 1 more block and a
+    // partial one (its scalar tail); p = u must draw 1, the float just below u must draw 0.
+    const size_t n = 4 * 64 * 3 + 7;
+    std::vector<float> u(n), bits(n), at(n), below(n);
+    for (uint64_t seed : {uint64_t(0), uint64_t(7), UINT64_MAX}) {
+        for (uint64_t subsequence : {uint64_t(1), uint64_t(15), uint64_t(1) << 40}) {
+            philox_uniforms(seed, subsequence, n, u.data());
+            const std::vector<uint32_t> words = ref_curand(seed, subsequence, 0, n);
+            for (size_t e = 0; e < n; ++e) {
+                REQUIRE(u[e] == ref_uniform(words[e]));
+                at[e] = u[e], below[e] = std::nextafter(u[e], 0.0f);
+            }
+            draw_image(at.data(), seed, subsequence, n, bits.data(), nullptr, nullptr);
+            for (size_t e = 0; e < n; ++e) REQUIRE(bits[e] == 1.0f);
+            draw_image(below.data(), seed, subsequence, n, bits.data(), nullptr, nullptr);
+            for (size_t e = 0; e < n; ++e) REQUIRE(bits[e] == 0.0f);
+        }
+    }
+}
