@@ -166,3 +166,62 @@ def test_cpp_refuses_a_shared_pool_its_environment_cannot_have(cpp_build, tiny_b
         done = run_python(code.replace("{argv}", argv))
         assert done.returncode == 0, done.stderr
         assert done.stdout.splitlines() == want
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="pinning needs 2 usable cores")
+def test_cpp_pin_threads_pins_the_pool_and_the_caller_and_keeps_the_bits(cpp_build, tiny_bundle):
+    """pin_threads: the shared pool's other thread on the second usable CPU, the generating
+    thread on the first during the call (seen by a thread polling it) and given back its CPUs
+    after it; the images of a pipeline with pools per session."""
+    code = f"""
+        import os, threading, numpy as np
+        os.environ["BLD_LIBRARY"] = {str(cpp_build["release"] / "libbld.so")!r}
+        from bld_bench.core import Request, StageClock
+        from bld_bench.cpp_contender import CppBackend
+        def allowed(task):
+            status = open(f"/proc/self/task/{{task}}/status").read()
+            return status.split("Cpus_allowed_list:")[1].split()[0]
+        cpus, me = sorted(os.sched_getaffinity(0)), threading.get_native_id()
+        before = {{t: allowed(t) for t in os.listdir("/proc/self/task")}}
+        pinned = CppBackend({str(tiny_bundle)!r}, 2, thread_pool="shared", pin_threads=True)
+        new = {{t: allowed(t) for t in os.listdir("/proc/self/task") if t not in before}}
+        request = Request(seeds=np.arange(256, dtype=np.uint64), classes=np.arange(256) % 10,
+                          guidance=1.5, temperature=1.0)
+        seen, done = set(), threading.Event()
+        def poll():
+            while not done.is_set():
+                seen.add(allowed(me))
+        poller = threading.Thread(target=poll)
+        poller.start()
+        images = pinned.generate(request, StageClock(8))
+        done.set()
+        poller.join()
+        plain = CppBackend({str(tiny_bundle)!r}, 2).generate(request, StageClock(8))
+        print(str(cpus[1]) in new.values(), str(cpus[0]) in seen,
+              sorted(os.sched_getaffinity(0)) == cpus, np.array_equal(images, plain))
+        """
+    done = run_python(code)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "True", "True", "True"]
+
+
+def test_cpp_pin_threads_refusals(cpp_build, tiny_bundle):
+    code = f"""
+        import os
+        os.environ["BLD_LIBRARY"] = {str(cpp_build["release"] / "libbld.so")!r}
+        from bld_bench.cpp_contender import CppBackend
+        from bld_runtime.errors import BackendUnavailableError
+        for pool, threads in (("session", 1), ("shared", len(os.sched_getaffinity(0)) + 1)):
+            try:
+                CppBackend({str(tiny_bundle)!r}, threads, thread_pool=pool, pin_threads=True)
+            except BackendUnavailableError as e:
+                print(e)
+        """
+    done = run_python(code)
+    assert done.returncode == 0, done.stderr
+    cores = len(os.sched_getaffinity(0))
+    assert done.stdout.splitlines() == [
+        "pin_threads needs thread_pool 'shared': it pins the shared pool's threads",
+        f"pin_threads needs a usable core for each of the {cores + 1} intra-op threads, and this "
+        f"process may use {cores}",
+    ]

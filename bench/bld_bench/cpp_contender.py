@@ -102,7 +102,12 @@ class CppBackend(BenchBackend):
     kind = "runtime"
 
     def __init__(
-        self, bundle_dir, threads: int, precision: str = "fp32", thread_pool: str = "session"
+        self,
+        bundle_dir,
+        threads: int,
+        precision: str = "fp32",
+        thread_pool: str = "session",
+        pin_threads: bool = False,
     ):
         self.threads = threads
         self.lib = ctypes.CDLL(str(find_library()))
@@ -112,8 +117,13 @@ class CppBackend(BenchBackend):
         options = _p()
         self._check(self.lib.bld_options_create(ctypes.byref(options)))
         try:
-            settings = {"precision": precision, "intra_op_threads": str(threads)}
-            for key, value in {**settings, "thread_pool": thread_pool}.items():
+            settings = {
+                "precision": precision,
+                "intra_op_threads": str(threads),
+                "thread_pool": thread_pool,
+                "pin_threads": "true" if pin_threads else "false",
+            }
+            for key, value in settings.items():
                 self._check(self.lib.bld_options_set(options, key.encode(), value.encode()))
             self.pipeline = _p()
             status = self.lib.bld_pipeline_load(

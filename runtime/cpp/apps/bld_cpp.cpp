@@ -41,7 +41,10 @@ std::vector<Option> runtime_options() {
             {{"--thread-pool"}, false, default_thread_pool(),
              "shared | session: onnxruntime's threads, one pool the step graphs and the decoder share, which "
              "spins between steps (the command owns its process), or a pool per graph session (the library's "
-             "default) [env var: BLD_THREAD_POOL; default: shared]"}};
+             "default) [env var: BLD_THREAD_POOL; default: shared]"},
+            {{"--pin-threads"}, true, "",
+             "With the shared pool: its threads and the generating thread each on a core of their own "
+             "(C++ runtime only; steadier latency where they would share a core)"}};
 }
 
 void check_thread_pool(const Args &args) {
@@ -58,6 +61,7 @@ bld::Pipeline load(const std::string &bundle, const Args &args) {
     options.intra_op_threads = static_cast<int>(threads);
     check_thread_pool(args);
     options.thread_pool = args.get("--thread-pool");
+    options.pin_threads = args.has("--pin-threads");
     return bld::Pipeline::load(bundle, options);
 }
 

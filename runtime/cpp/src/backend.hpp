@@ -5,6 +5,8 @@
 // itself (its sessions) is shared by all threads.
 #pragma once
 
+#include <sched.h>
+
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -27,6 +29,9 @@ struct BackendOptions {
     bool trt_fp16 = false;
     bool stop_spinning = true;
     std::string thread_pool = "session";  // session | shared (the process's one onnxruntime pool)
+    // thread_pool "shared" only: the pool's threads each on a core of their own and the thread
+    // that generates on the first usable core, for the call (CallerPin).
+    bool pin_threads = false;
     bool verify_hashes = true;
 };
 
@@ -65,10 +70,26 @@ class Backend {
   public:
     virtual ~Backend() = default;
     virtual std::unique_ptr<Loop> make_loop(size_t batch) = 0;
+    // The CPU a generating thread is pinned to (option pin_threads), or none.
+    virtual std::optional<int> caller_cpu() const { return std::nullopt; }
     // float NCHW images in [-1, 1] (n <= max_batch) -> float (n, L, C) bit probabilities.
     virtual void encode(const float *images, size_t n, float *probs) = 0;
     // (n, L, C) 0/1 bits as float -> float NCHW images.
     virtual void decode(const float *bits, size_t n, float *images) = 0;
+};
+
+// Pins the calling thread to `cpu` (none: does nothing) for its lifetime, then gives it back
+// the CPUs it had.
+class CallerPin {
+  public:
+    explicit CallerPin(std::optional<int> cpu);
+    ~CallerPin();
+    CallerPin(const CallerPin &) = delete;
+    CallerPin &operator=(const CallerPin &) = delete;
+
+  private:
+    cpu_set_t saved_{};
+    bool pinned_ = false;
 };
 
 // The backend named by options.backend for the graphs of options.precision; refuses a backend

@@ -114,6 +114,7 @@ void set_option(BackendOptions &o, const std::string &key, const std::string &va
             invalid_request("thread_pool must be one of shared, session, got " + py::repr(value));
         o.thread_pool = value;
     }
+    else if (key == "pin_threads") o.pin_threads = option_bool(key, value);
     else if (key == "verify_hashes") o.verify_hashes = option_bool(key, value);
     else invalid_request("unknown option " + py::repr(key));
 }

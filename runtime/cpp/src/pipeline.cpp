@@ -127,6 +127,7 @@ void Pipeline::release(std::unique_ptr<Loop> loop) {
 }
 
 Generation Pipeline::generate(const Request &r) {
+    const CallerPin pin(backend_->caller_cpu());  // option pin_threads: this thread, for the call
     Stopwatch total(r.profile), clock(r.profile);
     const Manifest &m = manifest();
     const size_t count = r.seeds.size(), n = latent_size(), max = size_t(m.max_batch);

@@ -133,6 +133,13 @@ BLD_API void bld_status_free(bld_status *status);
  *   pipeline after a session one, or with other thread counts than the first shared one, is
  *   refused (BLD_ERROR_INVALID_REQUEST); session pipelines after shared ones keep their own
  *   pools.
+ * - pin_threads: false (default) | true, with thread_pool shared only (else refused): each of
+ *   the shared pool's threads on a usable core of its own and the thread that calls
+ *   bld_pipeline_generate on the first usable core for the call (its CPUs are given back after it). On
+ *   a 2-core VM this kept the pool's spinning thread off the caller's core: batch-1 generations
+ *   of the digits model no longer took twice their median now and then (README, Speed). The
+ *   first pipeline decides, as for the pool's size; more intra-op threads than usable cores is
+ *   refused (BLD_ERROR_INVALID_REQUEST).
  * - verify_hashes: true (default) | false
  *
  * @param[out] out The new options, to free with bld_options_free.

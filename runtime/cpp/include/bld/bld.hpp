@@ -83,6 +83,7 @@ struct Options {
     bool trt_fp16 = false;  ///< tensorrt-ep: let TensorRT use fp16
     bool stop_spinning = true;  ///< park onnxruntime's threads after each call
     std::string thread_pool = "session";  ///< session | shared: one onnxruntime pool per process
+    bool pin_threads = false;  ///< shared pool: its threads and the generating thread on own cores
     bool verify_hashes = true;  ///< check the graphs' sha256 when loading
 };
 
@@ -323,6 +324,7 @@ class Pipeline {
             {"trt_fp16", options.trt_fp16 ? "true" : "false"},
             {"stop_spinning", options.stop_spinning ? "true" : "false"},
             {"thread_pool", options.thread_pool},
+            {"pin_threads", options.pin_threads ? "true" : "false"},
             {"verify_hashes", options.verify_hashes ? "true" : "false"}};
         for (const auto &[key, value] : settings) detail::check(bld_options_set(raw, key, value.c_str()));
         bld_pipeline *pipeline = nullptr;
