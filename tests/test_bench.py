@@ -91,6 +91,7 @@ SCHEMA = {
                     "seed": {"type": "integer", "minimum": 0},
                     "precision": {"enum": ["fp32", "fp16", "bf16", "int8"]},
                     "thread_pool": {"enum": ["session", "shared"]},
+                    "pin_threads": {"type": "boolean"},
                 }
             ),
             "machine": _obj(

@@ -225,3 +225,62 @@ def test_cpp_pin_threads_refusals(cpp_build, tiny_bundle):
         f"pin_threads needs a usable core for each of the {cores + 1} intra-op threads, and this "
         f"process may use {cores}",
     ]
+
+
+def test_pin_threads_is_for_the_shared_pool_only():
+    with pytest.raises(InvalidRequestError, match=r"^pin_threads needs thread_pool 'shared': it"):
+        BackendOptions(pin_threads=True)
+    with pytest.raises(InvalidRequestError, match=r"^pin_threads must be True or False, got 1$"):
+        BackendOptions(thread_pool="shared", pin_threads=1)  # type: ignore[arg-type]
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="pinning needs 2 usable cores")
+def test_pin_threads_pins_the_pool_and_the_caller_and_keeps_the_bits(tiny_bundle, tmp_path):
+    """The Python runtime's pin_threads, as the C++ one's: the pool's other thread on the
+    second usable CPU, the generating thread on the first during the call (seen by a thread
+    polling it) and given back its CPUs after; the bits and pixels of pools per session; a
+    later unpinned shared pipeline refused in one sentence."""
+    code = f"""
+        import os, threading, numpy as np
+        from bld_runtime.backends import BackendOptions
+        from bld_runtime.errors import InvalidRequestError
+        from bld_runtime.pipeline import Pipeline
+        def allowed(task):
+            status = open(f"/proc/self/task/{{task}}/status").read()
+            return status.split("Cpus_allowed_list:")[1].split()[0]
+        cpus, me = sorted(os.sched_getaffinity(0)), threading.get_native_id()
+        before = set(os.listdir("/proc/self/task"))
+        options = BackendOptions(intra_op_threads=2, thread_pool="shared", pin_threads=True)
+        pipe = Pipeline.load({str(tiny_bundle)!r}, options=options)
+        new = [allowed(t) for t in os.listdir("/proc/self/task") if t not in before]
+        seen, done = set(), threading.Event()
+        def poll():
+            while not done.is_set():
+                seen.add(allowed(me))
+        poller = threading.Thread(target=poll)
+        poller.start()
+        gen = pipe.generate(seeds={SEEDS * 20}, classes={CLASSES * 20}, guidance=1.5)
+        chunks = list(pipe.iter_generate(seeds={SEEDS}, classes={CLASSES}, guidance=1.5))
+        done.set()
+        poller.join()
+        np.savez({str(tmp_path / "pinned.npz")!r}, bits=gen.bits, images=gen.images)
+        print(str(cpus[1]) in new, str(cpus[0]) in seen, sorted(os.sched_getaffinity(0)) == cpus,
+              np.array_equal(np.concatenate([c.bits for c in chunks]), gen.bits[:6]))
+        try:
+            Pipeline.load({str(tiny_bundle)!r}, options=BackendOptions(
+                intra_op_threads=2, thread_pool="shared"))
+        except InvalidRequestError as e:
+            print(e)
+        """
+    done = run_python(code)
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert lines[0].split() == ["True", "True", "True", "True"]
+    assert lines[1:] == [
+        "this process's shared onnxruntime thread pool is pinned, and onnxruntime has one per "
+        "process: ask for the same pin_threads"
+    ]
+    want = Pipeline.load(tiny_bundle).generate(seeds=SEEDS * 20, classes=CLASSES * 20, guidance=1.5)
+    got = np.load(tmp_path / "pinned.npz")
+    np.testing.assert_array_equal(got["bits"], want.bits)
+    np.testing.assert_array_equal(got["images"], want.images)

@@ -101,6 +101,12 @@ def _names(ctx, param, value):
     "or a pool per session (bld sample --thread-pool)."
 )
 @click.option(
+    "--pin-threads",
+    is_flag=True,
+    help="With the shared pool: its threads and the generating thread each on a core of their "
+    "own (BackendOptions.pin_threads; Linux).",
+)
+@click.option(
     "--json",
     "as_json",
     is_flag=True,
@@ -128,6 +134,7 @@ def bench(
     seed,
     precision,
     thread_pool,
+    pin_threads,
     as_json,
     plot,
     no_peak,
@@ -161,6 +168,7 @@ def bench(
         seed=seed,
         precision=precision,
         thread_pool=thread_pool,
+        pin_threads=pin_threads,
         measure_peak=not no_peak,
         log=(lambda s: None) if quiet else (lambda s: err.print(s)),
     )

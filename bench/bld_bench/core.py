@@ -26,7 +26,8 @@ Times are seconds, memory bytes; null where a figure does not apply or is unknow
                    step_flops (per image per step call), decoder_flops (per image)}
     settings      {backends, batches, warmup, iters, threads, guidance, temperature, seed,
                    precision (the default; a backend named "NAME:PRECISION" runs its own),
-                   thread_pool (the runtime backends' onnxruntime pools: "session" | "shared")}
+                   thread_pool (the runtime backends' onnxruntime pools: "session" | "shared"),
+                   pin_threads (BackendOptions.pin_threads of the runtime backends)}
     machine       {platform, processor, logical_cores, usable_cores, python, numpy,
                    onnxruntime, isa (the CPU flags of ISA_FLAGS it has), rss_scope ("run":
                    peak RSS per run; "process": since start)}
@@ -218,6 +219,7 @@ class RuntimeBackend(BenchBackend):
         threads: int,
         precision: str = "fp32",
         thread_pool: str = "session",
+        pin_threads: bool = False,
     ):
         from bld_runtime.pipeline import Pipeline
 
@@ -226,7 +228,9 @@ class RuntimeBackend(BenchBackend):
             bundle_dir,
             backend=name,
             precision=precision,
-            options=BackendOptions(intra_op_threads=threads, thread_pool=thread_pool),
+            options=BackendOptions(
+                intra_op_threads=threads, thread_pool=thread_pool, pin_threads=pin_threads
+            ),
         )
         self.timed = TimedBackend(self.pipeline.backend)
         self.pipeline.backend = self.timed
@@ -290,14 +294,15 @@ def open_backend(
     num_steps: int,
     precision: str,
     thread_pool: str = "session",
+    pin_threads: bool = False,
 ) -> BenchBackend:
     """The named contender, loaded; BackendUnavailableError says why one cannot run here."""
     if name in runtime_backends():  # the runtime's own and those registered in bld.backends
-        return RuntimeBackend(name, bundle_dir, threads, precision, thread_pool)
+        return RuntimeBackend(name, bundle_dir, threads, precision, thread_pool, pin_threads)
     if name == "cpp":  # the C++ runtime's library, through its C ABI
         from .cpp_contender import CppBackend
 
-        return CppBackend(bundle_dir, threads, precision, thread_pool)
+        return CppBackend(bundle_dir, threads, precision, thread_pool, pin_threads)
     plugins = plugin_backends()
     if name not in plugins:
         known = ", ".join(list(runtime_backends()) + ["cpp"] + sorted(plugins))
@@ -525,6 +530,7 @@ def benchmark(
     seed: int = 0,
     precision: str = "fp32",
     thread_pool: str = "session",
+    pin_threads: bool = False,
     measure_peak: bool = True,
     log=lambda message: None,
 ) -> dict:
@@ -559,7 +565,14 @@ def benchmark(
         rss0, t0 = current_rss_bytes(), time.perf_counter()
         try:
             backend = open_backend(
-                name, bundle.directory, run_dir, threads, K, own_precision, thread_pool
+                name,
+                bundle.directory,
+                run_dir,
+                threads,
+                K,
+                own_precision,
+                thread_pool,
+                pin_threads,
             )
         except BackendUnavailableError as e:
             log(f"{label}: unavailable ({e})")
@@ -587,12 +600,12 @@ def benchmark(
     peak = None
     if measure_peak:
         log(f"measuring the GEMM peak ({threads} threads)")
-        peak = gemm_peak(threads, thread_pool=thread_pool)
+        peak = gemm_peak(threads, thread_pool=thread_pool, pin_threads=pin_threads)
     requests = {b: make_request(b, seed, m.classes.count, guidance, temperature) for b in batches}
     rss_scope = "run" if reset_peak_rss() else "process"
     order = run_rounds(contenders, requests, K, warmup, iters, log)
     if measure_peak:  # again after the runs: on a shared machine one measurement may be low
-        again = gemm_peak(threads, thread_pool=thread_pool)
+        again = gemm_peak(threads, thread_pool=thread_pool, pin_threads=pin_threads)
         peak = again if again["gflops"] > peak["gflops"] else peak
 
     results = [
@@ -626,6 +639,7 @@ def benchmark(
             "seed": seed,
             "precision": precision,
             "thread_pool": thread_pool,
+            "pin_threads": pin_threads,
         },
         "machine": machine_info(rss_scope),
         "gemm_peak": peak,

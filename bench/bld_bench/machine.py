@@ -91,7 +91,11 @@ def _best_seconds(run, repeats: int) -> float:
 
 
 def gemm_peak(
-    threads: int, size: int = 2048, repeats: int = 5, thread_pool: str = "session"
+    threads: int,
+    size: int = 2048,
+    repeats: int = 5,
+    thread_pool: str = "session",
+    pin_threads: bool = False,
 ) -> dict:
     """fp32 GFLOP/s of a large square matmul, with numpy's BLAS and onnxruntime's MLAS at
     `threads` threads (onnxruntime's in the runtime's `thread_pool`, as its sessions run); the
@@ -104,7 +108,9 @@ def gemm_peak(
 
     from bld_runtime.backends import BackendOptions
 
-    so = BackendOptions(intra_op_threads=threads, thread_pool=thread_pool).session_options()
+    so = BackendOptions(
+        intra_op_threads=threads, thread_pool=thread_pool, pin_threads=pin_threads
+    ).session_options()
     sess = ort.InferenceSession(
         matmul_model(size), sess_options=so, providers=["CPUExecutionProvider"]
     )

@@ -309,9 +309,10 @@ class Pipeline:
                 np.empty((K, count) + self.latent_shape, np.uint8),
                 np.empty((K, count) + self.latent_shape, np.float32),
             )
-        for lo, hi in _chunks(count, self.max_batch):
-            self._sample_chunk(request, lo, hi, bits[lo:hi], callback, record)
-            images[lo:hi] = self.decode(bits[lo:hi])
+        with self.backend.pinned_caller():  # BackendOptions.pin_threads
+            for lo, hi in _chunks(count, self.max_batch):
+                self._sample_chunk(request, lo, hi, bits[lo:hi], callback, record)
+                images[lo:hi] = self.decode(bits[lo:hi])
         return Generation(images, bits, request.seeds(0, count), request.classes(0, count), record)
 
     def iter_generate(
@@ -344,10 +345,10 @@ class Pipeline:
         def chunks() -> Iterator[Generation]:
             for lo, hi in _chunks(request.count, self.max_batch):
                 bits = np.empty((hi - lo,) + self.latent_shape, np.uint8)
-                self._sample_chunk(request, lo, hi, bits, callback, None)
-                yield Generation(
-                    self.decode(bits), bits, request.seeds(lo, hi), request.classes(lo, hi)
-                )
+                with self.backend.pinned_caller():  # for the chunk, not while it is out
+                    self._sample_chunk(request, lo, hi, bits, callback, None)
+                    images = self.decode(bits)
+                yield Generation(images, bits, request.seeds(lo, hi), request.classes(lo, hi))
 
         return chunks()
 

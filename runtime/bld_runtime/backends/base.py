@@ -73,19 +73,35 @@ T = TypeVar("T")
 # The process's shared onnxruntime pool, once made: (intra-op, inter-op threads). onnxruntime has
 # one per process, and once it exists it refuses sessions with pools of their own.
 _shared_pool: tuple[int, int] | None = None
+# pin_threads: the CPU the pinned pool leaves to the threads that generate (pinned_caller).
+_pinned_caller_cpu: int | None = None
 _shared_pool_lock = threading.Lock()  # pipelines may be loaded from several threads
 
 
-def use_shared_pool(intra: int, inter: int) -> None:
-    """Make (once) or join this process's shared onnxruntime thread pool of `intra` threads."""
+def use_shared_pool(intra: int, inter: int, pin: bool = False) -> None:
+    """Make (once) or join this process's shared onnxruntime thread pool of `intra` threads;
+    `pin`: its threads on the usable CPUs after the first (BackendOptions.pin_threads)."""
     with _shared_pool_lock:
-        _use_shared_pool(intra or usable_cores(), inter or 1)
+        _use_shared_pool(intra or usable_cores(), inter or 1, pin)
 
 
-def _use_shared_pool(intra: int, inter: int) -> None:
-    global _shared_pool
+def _use_shared_pool(intra: int, inter: int, pin: bool) -> None:
+    global _shared_pool, _pinned_caller_cpu
     if _shared_pool is None:
-        ort.set_global_thread_pool_sizes(intra, inter)
+        if pin:
+            # onnxruntime's Python API sets no affinity for this pool, but its threads, made
+            # here, inherit the mask of the thread that makes them.
+            cpus = sorted(os.sched_getaffinity(0))
+            if len(cpus) < intra:
+                raise InvalidRequestError(
+                    f"pin_threads needs a usable core for each of the {intra} intra-op threads, "
+                    f"and this process may use {len(cpus)}"
+                )
+            with _affinity(cpus[1:intra] or cpus[:1]):
+                ort.set_global_thread_pool_sizes(intra, inter)
+            _pinned_caller_cpu = cpus[0]
+        else:
+            ort.set_global_thread_pool_sizes(intra, inter)
         _shared_pool = (intra, inter)
     elif _shared_pool != (intra, inter):
         raise InvalidRequestError(
@@ -93,6 +109,23 @@ def _use_shared_pool(intra: int, inter: int) -> None:
             f"{_shared_pool[1]} inter-op threads, and onnxruntime has one per process: ask for "
             f"the same, not {intra} and {inter}"
         )
+    elif pin != (_pinned_caller_cpu is not None):
+        raise InvalidRequestError(
+            "this process's shared onnxruntime thread pool is "
+            + ("" if _pinned_caller_cpu is not None else "not ")
+            + "pinned, and onnxruntime has one per process: ask for the same pin_threads"
+        )
+
+
+@contextlib.contextmanager
+def _affinity(cpus: list[int]) -> Iterator[None]:
+    """The calling thread on `cpus` inside the block, on the CPUs it had after it."""
+    saved = os.sched_getaffinity(0)
+    os.sched_setaffinity(0, cpus)
+    try:
+        yield
+    finally:
+        os.sched_setaffinity(0, saved)
 
 
 def usable_cores() -> int:
@@ -133,6 +166,11 @@ class BackendOptions:
     # is for processes whose onnxruntime sessions all use it: the CLIs' default (--thread-pool,
     # $BLD_THREAD_POOL), not the library's, which may share its process with other sessions.
     thread_pool: str = "session"
+    # thread_pool="shared" only (Linux): the shared pool's threads on the usable CPUs after the
+    # first, and the thread that generates on the first, for the call. On the README's 2-core
+    # VM, without it, batch-1 generations of the digits model (C++) now and then took twice their
+    # median: the pool's spinning thread had landed on the caller's core.
+    pin_threads: bool = False
 
     def __post_init__(self) -> None:
         cores = usable_cores()
@@ -173,11 +211,17 @@ class BackendOptions:
             raise InvalidRequestError(
                 f"thread_pool must be one of {', '.join(THREAD_POOLS)}, got {self.thread_pool!r}"
             )
-        for name in ("trt_fp16", "stop_spinning", "trt_rebuild_if_stale"):
+        for name in ("trt_fp16", "stop_spinning", "trt_rebuild_if_stale", "pin_threads"):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidRequestError(
                     f"{name} must be True or False, got {getattr(self, name)!r}"
                 )
+        if self.pin_threads and self.thread_pool != "shared":
+            raise InvalidRequestError(
+                "pin_threads needs thread_pool 'shared': it pins the shared pool's threads"
+            )
+        if self.pin_threads and not hasattr(os, "sched_setaffinity"):
+            raise InvalidRequestError("pin_threads needs Linux (os.sched_setaffinity)")
 
     def session_options(self) -> ort.SessionOptions:
         so = ort.SessionOptions()
@@ -187,7 +231,7 @@ class BackendOptions:
         # print it a second time, and its warnings are not the user's business.
         so.log_severity_level = 4
         if self.thread_pool == "shared":  # the pool's sizes are the process's, set once
-            use_shared_pool(self.intra_op_threads, self.inter_op_threads)
+            use_shared_pool(self.intra_op_threads, self.inter_op_threads, self.pin_threads)
             so.use_per_session_threads = False
             return so
         so.intra_op_num_threads = self.intra_op_threads
@@ -364,6 +408,14 @@ class Backend(ABC):
 
     def session(self, kind: str) -> ort.InferenceSession:
         return self._sessions[kind]
+
+    def pinned_caller(self) -> contextlib.AbstractContextManager[None]:
+        """For a generation: with options.pin_threads, the calling thread on the CPU the pinned
+        shared pool leaves it (the pool's spinning threads never share its core), given back
+        its CPUs after."""
+        if self.options.pin_threads and _pinned_caller_cpu is not None:
+            return _affinity([_pinned_caller_cpu])
+        return contextlib.nullcontext()
 
     def _check_providers(self, sess: ort.InferenceSession, providers: list[Any]) -> None:
         """onnxruntime silently falls back to the CPU when a provider cannot start: refuse."""
