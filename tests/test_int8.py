@@ -66,6 +66,21 @@ def test_int8_graphs_are_qdq_step_graphs_that_verify(int8_bundle):
         assert {"QuantizeLinear", "DequantizeLinear", "MatMul", "Sigmoid"} <= ops
 
 
+def test_int8_graphs_dequantize_only_8_bit_tensors(int8_bundle):
+    """TensorRT's parser takes DequantizeLinear of 8-bit (and FP8/4-bit) tensors only: the
+    int32 bias quantize_static gives a Gemm is refused ("input has type Int32", TensorRT-RTX
+    1.7), so the export turns Gemms into MatMul + Add first and the biases stay fp32."""
+    for name in ("step_int8", "step_guided_int8"):
+        graph = onnx.load(str(int8_bundle / f"{name}.onnx")).graph
+        types = {t.name: t.data_type for t in graph.initializer}
+        dequantized = [
+            types.get(n.input[0]) for n in graph.node if n.op_type == "DequantizeLinear"
+        ]
+        assert dequantized, name
+        assert set(dequantized) <= {onnx.TensorProto.INT8, None}, name  # None: a Q's output
+        assert "Gemm" not in {n.op_type for n in graph.node}, name
+
+
 def test_quantizing_is_deterministic(int8_bundle, tmp_path):
     """The same fp32 graph and calibration give the same bytes (the export's hashes)."""
     from bld_export.graphs import Dims, declare
