@@ -73,9 +73,7 @@ def test_int8_graphs_dequantize_only_8_bit_tensors(int8_bundle):
     for name in ("step_int8", "step_guided_int8"):
         graph = onnx.load(str(int8_bundle / f"{name}.onnx")).graph
         types = {t.name: t.data_type for t in graph.initializer}
-        dequantized = [
-            types.get(n.input[0]) for n in graph.node if n.op_type == "DequantizeLinear"
-        ]
+        dequantized = [types.get(n.input[0]) for n in graph.node if n.op_type == "DequantizeLinear"]
         assert dequantized, name
         assert set(dequantized) <= {onnx.TensorProto.INT8, None}, name  # None: a Q's output
         assert "Gemm" not in {n.op_type for n in graph.node}, name
