@@ -107,6 +107,32 @@ def test_every_graph_is_built_fp32_and_fp16_with_manifests(rtx_engines, tiny_bun
         assert raw["key"]["flags"] == ["REQUIRE_USER_ALLOCATION", "STRONGLY_TYPED"]
 
 
+def test_int8_engines_are_built_from_the_qdq_step_graphs(tiny_int8_bundle, tmp_path):
+    """`bld-export engine --precision int8`: the *_int8 Q/DQ step graphs strongly typed, the
+    encoder and decoder fp32 (keyed with their graphs' precision, as the runtime looks them up);
+    a bundle without int8 graphs is refused, saying how to make them."""
+    cache = tmp_path / "cache"
+    args = ["engine", "build", str(tiny_int8_bundle), "-o", str(cache), "--precision", "int8"]
+    done = CliRunner().invoke(bld_export, [*args, "--flavour", "tensorrt_rtx", "--batch", "1:2:4"])
+    assert done.exit_code == 0, done.output
+    found = entries(cache)
+    assert set(found) == {"encoder/fp32", "decoder/fp32", "step_int8/int8", "step_guided_int8/int8"}
+    graphs = load_bundle(tiny_int8_bundle).manifest.graphs
+    for entry in found.values():
+        assert entry.key.graph_sha256 == graphs[entry.key.graph].sha256
+        assert entry.key.flags == ("REQUIRE_USER_ALLOCATION", "STRONGLY_TYPED")
+        assert EngineCache(cache).load_plan(entry)[:4] == b"vtrt"
+
+
+def test_int8_engines_need_int8_graphs(tiny_bundle, tmp_path):
+    with pytest.raises(ManifestError, match="has no 'step_int8' graph, which precision 'int8'"):
+        build_bundle(
+            tiny_bundle,
+            tmp_path / "cache",
+            BuildOptions(precision="int8", flavour="tensorrt_rtx"),
+        )
+
+
 def test_rtx_builds_require_user_allocation(tiny_bundle):
     """TensorRT-RTX captures an engine in a CUDA graph only when all its memory is the caller's:
     the real builder config of an RTX build has REQUIRE_USER_ALLOCATION set (the runtime gives

@@ -223,12 +223,13 @@ def test_a_bundle_without_int8_graphs_says_how_to_make_them(tiny_bundle):
         Pipeline.load(tiny_bundle, precision="int8")
 
 
-@pytest.mark.parametrize("backend", ["cuda", "tensorrt-ep", "tensorrt"])
+@pytest.mark.parametrize("backend", ["cuda", "tensorrt-ep"])
 def test_other_backends_refuse_int8_in_one_sentence(int8_bundle, backend):
     with pytest.raises(BackendUnavailableError) as error:
         Pipeline.load(int8_bundle, backend=backend, precision="int8")
     assert str(error.value) == (
-        f"precision 'int8' runs on backends 'cpu' and 'openvino' only; backend '{backend}' runs "
+        f"precision 'int8' runs on backends 'cpu', 'openvino' and 'tensorrt' only; backend "
+        f"'{backend}' runs "
         "fp32, fp16"
     )
 

@@ -3,7 +3,8 @@
     build_bundle(bundle_dir, cache_dir, BuildOptions(...)) -> list[BuiltEngine]
 
 For each graph of the chosen precision (fp32: encoder, decoder, step, step_guided; fp16: the
-fp32 encoder and the *_fp16 graphs, strongly typed) the builder computes the engine key, takes
+fp32 encoder and the *_fp16 graphs, strongly typed; int8: the fp32 encoder and decoder and the
+*_int8 Q/DQ step graphs, strongly typed) the builder computes the engine key, takes
 the key's lock, returns the cached plan when it is there and intact, and otherwise reads the
 graph (its sha256 checked), checks it the way the runtime does (its I/O and the facts it
 records in `bld.graph` against bld.json: a graph that does not match its bundle is never
@@ -113,8 +114,9 @@ class BuildOptions:
     """The options of one `bld-export engine` call (its flags, one field each).
 
     Attributes:
-        precision: "fp32" or "fp16" (the *_fp16 graphs, strongly typed; the encoder stays
-            fp32).
+        precision: "fp32", "fp16" (the *_fp16 graphs, strongly typed; the encoder stays
+            fp32) or "int8" (the *_int8 Q/DQ step graphs, strongly typed; the encoder and
+            decoder stay fp32).
         fp16_flag: TensorRT 10 only: build the fp32 graphs with the FP16 builder flag
             (with precision "fp16").
         profiles: Batch profiles; () means one profile 1:max_batch:max_batch.
@@ -134,7 +136,7 @@ class BuildOptions:
         InvalidRequestError: An option out of range, or fp16_flag without precision "fp16".
     """
 
-    precision: str = "fp32"  # fp32 | fp16
+    precision: str = "fp32"  # fp32 | fp16 | int8
     fp16_flag: bool = False  # TensorRT 10 only: FP16 builder flag on the fp32 graphs
     profiles: tuple[BatchProfile, ...] = ()  # () = 1:max_batch:max_batch
     workspace_mib: int | None = None
@@ -149,8 +151,10 @@ class BuildOptions:
     graphs: tuple[str, ...] = ()  # () = every graph of the precision
 
     def __post_init__(self):
-        if self.precision not in ("fp32", "fp16"):
-            raise InvalidRequestError(f"precision must be fp32 or fp16, got {self.precision!r}")
+        if self.precision not in ("fp32", "fp16", "int8"):
+            raise InvalidRequestError(
+                f"precision must be fp32, fp16 or int8, got {self.precision!r}"
+            )
         if self.fp16_flag and self.precision != "fp16":
             raise InvalidRequestError(
                 "--fp16-flag builds fp16 engines: use it with --precision fp16"
@@ -189,11 +193,12 @@ class BuiltEngine:
 
 def graph_names(bundle: Bundle, precision: str, fp16_flag: bool) -> list[tuple[str, str]]:
     """(graph name, key precision) per graph kind: the graphs the runtime loads for
-    `precision` (the encoder is always fp32), or with fp16_flag the fp32 graphs built fp16.
+    `precision`, each keyed with its own precision (the encoder is always fp32, and with int8
+    the decoder too), or with fp16_flag the fp32 graphs built fp16.
 
     Args:
         bundle: A loaded bundle.
-        precision: "fp32" or "fp16".
+        precision: "fp32", "fp16" or "int8".
         fp16_flag: The fp32 graphs, keyed fp16 (TensorRT 10's FP16 builder flag).
 
     Returns:
@@ -202,7 +207,14 @@ def graph_names(bundle: Bundle, precision: str, fp16_flag: bool) -> list[tuple[s
     from bld_runtime.backends.base import graph_names as runtime_graph_names
 
     names = runtime_graph_names(bundle, "fp32" if fp16_flag else precision)
-    return [(names[kind], "fp32" if kind == "encoder" else precision) for kind in KINDS]
+    graphs = bundle.manifest.graphs
+    return [
+        (
+            names[kind],
+            "fp16" if fp16_flag and kind != "encoder" else graphs[names[kind]].precision,
+        )
+        for kind in KINDS
+    ]
 
 
 class Builder:

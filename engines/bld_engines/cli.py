@@ -1,6 +1,6 @@
 """`bld-export engine ...`: build, import, list and inspect TensorRT engines of a bundle.
 
-    bld-export engine BUNDLE [-o CACHE] [--precision fp32|fp16] [--batch 1:4:16 ...] [--dla N]
+    bld-export engine BUNDLE [-o CACHE] [--precision fp32|fp16|int8] [--batch 1:4:16 ...] [--dla N]
                       [--timing-cache F] [--hardware-compat none|ampere+|same-cc]
                       [--version-compatible] [--emit-trtexec [--trt-version 10|10.3|11]]
     bld-export engine import PLAN --bundle B --graph NAME [-o CACHE] ...
@@ -76,7 +76,12 @@ def key_options(f):
         "on the fp32 graphs instead of the strongly typed fp16 graphs.",
     )(f)
     f = click.option(
-        "--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True
+        "--precision",
+        type=click.Choice(["fp32", "fp16", "int8"]),
+        default="fp32",
+        show_default=True,
+        help="int8: the bundle's *_int8 Q/DQ step graphs (bld-export onnx --int8), strongly "
+        "typed; the encoder and decoder fp32.",
     )(f)
     f = click.option(
         "-o",

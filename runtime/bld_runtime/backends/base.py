@@ -53,9 +53,9 @@ OPTIMIZATION_LEVELS = {
     "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
 }
 # Precisions that only some backends run, and which: "int8" (the bundle's *_int8 step graphs, QDQ)
-# on "cpu" and "openvino", "bf16" (below) on "openvino". Every other backend refuses them in one
-# sentence.
-ONLY_ON = {"int8": ("cpu", "openvino"), "bf16": ("openvino",)}
+# on "cpu", "openvino" and "tensorrt" (engines of those graphs), "bf16" (below) on "openvino".
+# Every other backend refuses them in one sentence.
+ONLY_ON = {"int8": ("cpu", "openvino", "tensorrt"), "bf16": ("openvino",)}
 ORT_TYPES = {
     "float32": "tensor(float)",
     "float16": "tensor(float16)",
@@ -358,7 +358,7 @@ class Backend(ABC):
             where = (
                 f"backend {names[0]!r}"
                 if len(names) == 1
-                else "backends " + " and ".join(repr(n) for n in names)
+                else "backends " + ", ".join(repr(n) for n in names[:-1]) + f" and {names[-1]!r}"
             )
             raise BackendUnavailableError(
                 f"precision {precision!r} runs on {where} only; backend "

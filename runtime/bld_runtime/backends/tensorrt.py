@@ -490,6 +490,9 @@ class TensorRTBackend(Backend):
     """Engines from an engine cache, run natively (see the module docstring)."""
 
     name = "tensorrt"
+    # int8: engines of the *_int8 Q/DQ step graphs (bld-export engine --precision int8); the
+    # GPU computes them, so no CPU check
+    precisions = ("fp32", "fp16", "int8")
 
     def _prepare(self) -> None:
         o = self.options
@@ -590,7 +593,9 @@ class TensorRTBackend(Backend):
             return self._engine(kind, batch)
 
     def _engine(self, kind: str, batch: int | None) -> TrtEngine:
-        precision = "fp32" if kind == "encoder" else self.precision
+        # engines are keyed with their graph's precision (the builder's graph_names): the
+        # encoder is fp32, and so is the decoder with int8
+        precision = self.manifest.graphs[self.graphs[kind].name].precision
         try:
             entry = self.cache.find(
                 self._candidates(kind), precision, self.target, batch, self.rebuild_hint()

@@ -631,12 +631,13 @@ std::unique_ptr<Backend> create_backend(const Bundle &bundle, const BackendOptio
         if (options.precision == "bf16" && name != "openvino")  // as Python's Backend refuses it
             fail(BLD_ERROR_BACKEND_UNAVAILABLE, "precision 'bf16' runs on backend 'openvino' only; backend " +
                                                     py::repr(options.backend) + " runs fp32, fp16" +
-                                                    (name == "cpu" ? ", int8" : ""));
+                                                    (name == "cpu" || name == "tensorrt" ? ", int8" : ""));
         // base.ONLY_ON; "openvino" runs int8 in Python and is refused below as a whole
-        if (options.precision == "int8" && name != "cpu" && name != "openvino")
-            fail(BLD_ERROR_BACKEND_UNAVAILABLE, "precision 'int8' runs on backends 'cpu' and 'openvino' only; backend " +
-                                                    py::repr(options.backend) + " runs fp32, fp16");
-        if (options.precision == "int8")  // CpuBackend._prepare: before any graph is read
+        if (options.precision == "int8" && name != "cpu" && name != "openvino" && name != "tensorrt")
+            fail(BLD_ERROR_BACKEND_UNAVAILABLE,
+                 "precision 'int8' runs on backends 'cpu', 'openvino' and 'tensorrt' only; backend " +
+                     py::repr(options.backend) + " runs fp32, fp16");
+        if (options.precision == "int8" && name == "cpu")  // CpuBackend._prepare: before any graph is read
             if (const auto why = int8_refusal(machine_name(), cpu_flags())) fail(BLD_ERROR_BACKEND_UNAVAILABLE, *why);
         return make(bundle, options);
     }

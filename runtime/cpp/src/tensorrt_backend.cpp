@@ -215,7 +215,7 @@ struct Plan {
 // route of docs/jetson.md), which are filed under the fp32 graph with its sha256 and precision fp16.
 struct PlanQuery {
     std::vector<std::pair<std::string, std::string>> graphs;  // graph name, its sha256
-    std::string precision;                                     // the key's: fp32 for the encoder
+    std::string precision;                                     // the key's: its graph's precision
     std::optional<size_t> batch;                               // none: any, the widest range preferred
 };
 
@@ -509,10 +509,11 @@ class TrtBackend final : public Backend {
     }
 
     // The graphs whose engines serve `role` (TensorRTBackend._candidates): the role's graph and,
-    // for fp16, the fp32 graph's FP16-flag engines; the encoder's key is always fp32.
+    // for fp16, the fp32 graph's FP16-flag engines. Engines are keyed with their graph's
+    // precision (bld_engines' graph_names): the encoder is fp32, and so is the decoder with int8.
     PlanQuery query(const std::string &role, std::optional<size_t> batch) const {
         const std::string &name = names_.at(role);
-        PlanQuery q{{{name, manifest_.graph(name)->sha256}}, role == "encoder" ? "fp32" : options_.precision, batch};
+        PlanQuery q{{{name, manifest_.graph(name)->sha256}}, manifest_.graph(name)->precision, batch};
         if (name != role && manifest_.graph(role)) q.graphs.emplace_back(role, manifest_.graph(role)->sha256);
         return q;
     }
