@@ -89,7 +89,8 @@ def test_gpu_backends_use_gpu_instances(tiny_bundle, tmp_path):
 def _check_graph_models(repo: Path, bundle: Path, precision="fp32"):
     manifest = load_bundle(bundle).manifest
     for role in ("step", "step_guided", "decoder"):
-        graph = manifest.graphs[role if precision == "fp32" else f"{role}_fp16"]
+        own = precision == "fp16" or (precision == "int8" and role != "decoder")
+        graph = manifest.graphs[f"{role}_{precision}" if own else role]
         config = _config(repo, f"bld_{role}")
         assert _params(config)["bld_sha256"] == graph.sha256
         assert [t.name for t in config.input] == [t.name for t in graph.inputs]
@@ -230,6 +231,43 @@ def test_tensorrt_plans_per_compute_capability_from_an_engine_cache(tiny_bundle,
     for bad in ("step=x.plan", "step@86=x.plan", f"encoder@8.6={by_hand}", "step@8.6=missing.plan"):
         with pytest.raises(ServingError, match="--plan"):
             collect_plans(tiny_bundle, "fp32", 16, cache, (bad,))
+
+
+def test_int8_repositories(tiny_int8_bundle, tmp_path):
+    """--precision int8: the runtime's cpu backend in the Python models, or TensorRT plans of the
+    *_int8 step graphs and the fp32 decoder (keyed as bld-export engine keys them); the
+    onnxruntime GPU backends refuse it, as the runtime does."""
+    repo = tmp_path / "cpu"
+    write_repository(tiny_int8_bundle, repo, Serving(precision="int8"))
+    assert _params(_config(repo, "bld"))["bld_precision"] == "int8"
+    assert (repo / "bld" / "1" / "bundle" / "step_int8.onnx").is_file()
+    for backend in ("cuda", "tensorrt-ep"):
+        with pytest.raises(
+            ServingError,
+            match=f"^--precision int8 is served with --backend cpu or tensorrt, not {backend}$",
+        ):
+            write_repository(
+                tiny_int8_bundle, tmp_path / backend, Serving(backend=backend, precision="int8")
+            )
+    manifest = load_bundle(tiny_int8_bundle).manifest
+    cache = tmp_path / "engines"
+    for graph in ("step_int8", "step_guided_int8"):
+        _engine(cache, graph, manifest, ("8.9",), precision="int8")
+    _engine(cache, "decoder", manifest, ("8.9",))
+    _engine(cache, "decoder", manifest, ("9.0",), precision="int8")  # passed over
+    plans = collect_plans(tiny_int8_bundle, "int8", 16, cache)
+    assert {role: sorted(by_cc) for role, by_cc in plans.by_role.items()} == {
+        "step": ["8.9"],
+        "step_guided": ["8.9"],
+        "decoder": ["8.9"],
+    }
+    repo = tmp_path / "trt"
+    write_repository(
+        tiny_int8_bundle, repo, Serving(backend="tensorrt", precision="int8"), plans=plans
+    )
+    _check_graph_models(repo, tiny_int8_bundle, "int8")
+    with pytest.raises(ServingError, match=r"precision fp16 needs \(export with --fp16\)$"):
+        collect_plans(tiny_int8_bundle, "fp16", 16, cache)
 
 
 def test_engine_cache_plans_that_cannot_serve_are_passed_over(tiny_bundle, tmp_path):

@@ -36,7 +36,14 @@ import click
     is_flag=True,
     help="GPU layout: one Triton model per graph plus a BLS model running the loop.",
 )
-@click.option("--precision", type=click.Choice(["fp32", "fp16"]), default="fp32", show_default=True)
+@click.option(
+    "--precision",
+    type=click.Choice(["fp32", "fp16", "int8"]),
+    default="fp32",
+    show_default=True,
+    help="int8: the bundle's *_int8 step graphs (bld-export onnx --int8), with --backend cpu "
+    "or tensorrt.",
+)
 @click.option(
     "--max-batch",
     default=16,

@@ -48,7 +48,10 @@ class Plans:
 
 
 def _graph_name(role: str, precision: str) -> str:
-    return role if precision == "fp32" else f"{role}_fp16"
+    """The bundle's graph of `role` at `precision`, as the runtime's graph_names picks it."""
+    if precision == "fp16" or (precision == "int8" and role != "decoder"):
+        return f"{role}_{precision}"
+    return role
 
 
 def _unusable(
@@ -66,7 +69,7 @@ def _unusable(
         return str(e)
     if key.flavour != "tensorrt":
         return f"it is a {key.flavour} plan; Triton's TensorRT backend runs tensorrt plans"
-    if key.precision != precision:
+    if key.precision != manifest.graphs[name].precision:  # as bld-export engine keys it
         return f"it is {key.precision}, the repository is {precision}"
     if key.dla_core is not None:
         return f"it runs on DLA core {key.dla_core}; Triton's instances here are GPU ones"
@@ -162,7 +165,7 @@ def collect_plans(
         if name not in manifest.graphs:
             raise ServingError(
                 f"bundle {bundle_dir} has no {name!r} graph, which precision "
-                f"{precision} needs (export with --fp16)"
+                f"{precision} needs (export with --{precision})"
             )
         graphs[role] = name
     plans, reasons = (

@@ -45,8 +45,10 @@ from .errors import ServingError
 from .plans import ANY_GPU, ROLES, VERSION_COMPATIBLE_ARG, Plans
 
 BACKENDS = ("cpu", "cuda", "tensorrt-ep", "tensorrt")
-# The bundle's fp32 or fp16 graphs; int8 (the runtime's cpu backend only) is not served yet.
-SERVED_PRECISIONS = ("fp32", "fp16")
+# The bundle's fp32, fp16 or int8 graphs (int8: the *_int8 step graphs, with the runtime's cpu
+# backend or TensorRT engines of them; the onnxruntime GPU backends refuse int8, as the runtime).
+SERVED_PRECISIONS = ("fp32", "fp16", "int8")
+INT8_BACKENDS = ("cpu", "tensorrt")
 DEFAULT_PLAN = "model.plan"
 
 
@@ -121,6 +123,11 @@ def _check_options(serving: Serving) -> None:
     if serving.precision not in SERVED_PRECISIONS:
         raise ServingError(
             f"--precision must be one of {', '.join(SERVED_PRECISIONS)}, got {serving.precision!r}"
+        )
+    if serving.precision == "int8" and serving.backend not in INT8_BACKENDS:
+        raise ServingError(
+            f"--precision int8 is served with --backend {' or '.join(INT8_BACKENDS)}, "
+            f"not {serving.backend}"
         )
     if (
         serving.python_env
