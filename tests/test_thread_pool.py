@@ -284,3 +284,33 @@ def test_pin_threads_pins_the_pool_and_the_caller_and_keeps_the_bits(tiny_bundle
     got = np.load(tmp_path / "pinned.npz")
     np.testing.assert_array_equal(got["bits"], want.bits)
     np.testing.assert_array_equal(got["images"], want.images)
+
+
+def test_commands_pin_with_the_shared_pool_unless_told_otherwise():
+    from bld_runtime.cli import pin_threads_for
+
+    assert pin_threads_for(None, "shared") is True  # Linux (os.sched_setaffinity)
+    assert pin_threads_for(None, "session") is False
+    assert pin_threads_for(False, "shared") is False
+    assert pin_threads_for(True, "session") is True  # and BackendOptions refuses it
+
+
+@pytest.mark.parametrize("program", ["bld", "bld-cpp"])
+def test_pin_threads_with_pools_per_session_is_refused_in_one_line(
+    program, cpp_build, tiny_bundle, tmp_path
+):
+    command = (
+        [sys.executable, "-m", "bld_runtime.cli"]
+        if program == "bld"
+        else [str(cpp_build["release"] / "bld-cpp")]
+    )
+    done = subprocess.run(
+        [*command, "sample", str(tiny_bundle), "-o", str(tmp_path / "out"), "--thread-pool",
+         "session", "--pin-threads"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr == (
+        "error: pin_threads needs thread_pool 'shared': it pins the shared pool's threads\n"
+    )
+    assert not (tmp_path / "out").exists()

@@ -6,7 +6,12 @@ import sys
 
 import click
 
-from bld_runtime.cli import precision_option, thread_pool_option
+from bld_runtime.cli import (
+    pin_threads_for,
+    pin_threads_option,
+    precision_option,
+    thread_pool_option,
+)
 from bld_runtime.errors import BldError
 
 
@@ -100,12 +105,7 @@ def _names(ctx, param, value):
     "The runtime backends' onnxruntime threads (Python's and cpp's): one pool for the process, "
     "or a pool per session (bld sample --thread-pool)."
 )
-@click.option(
-    "--pin-threads",
-    is_flag=True,
-    help="With the shared pool: its threads and the generating thread each on a core of their "
-    "own (BackendOptions.pin_threads; Linux).",
-)
+@pin_threads_option
 @click.option(
     "--json",
     "as_json",
@@ -168,7 +168,7 @@ def bench(
         seed=seed,
         precision=precision,
         thread_pool=thread_pool,
-        pin_threads=pin_threads,
+        pin_threads=pin_threads_for(pin_threads, thread_pool),
         measure_peak=not no_peak,
         log=(lambda s: None) if quiet else (lambda s: err.print(s)),
     )

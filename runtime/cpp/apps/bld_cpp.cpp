@@ -44,7 +44,8 @@ std::vector<Option> runtime_options() {
              "default) [env var: BLD_THREAD_POOL; default: shared]"},
             {{"--pin-threads"}, true, "",
              "With the shared pool: its threads and the generating thread each on a core of their own "
-             "(C++ runtime only; steadier latency where they would share a core)"}};
+             "(Linux) [default: on with --thread-pool shared]"},
+            {{"--no-pin-threads"}, true, "", "Leave the threads where the system puts them"}};
 }
 
 void check_thread_pool(const Args &args) {
@@ -61,7 +62,8 @@ bld::Pipeline load(const std::string &bundle, const Args &args) {
     options.intra_op_threads = static_cast<int>(threads);
     check_thread_pool(args);
     options.thread_pool = args.get("--thread-pool");
-    options.pin_threads = args.has("--pin-threads");
+    // as bld_runtime.cli.pin_threads_for: on with the shared pool unless told otherwise
+    options.pin_threads = !args.has("--no-pin-threads") && (args.has("--pin-threads") || options.thread_pool == "shared");
     return bld::Pipeline::load(bundle, options);
 }
 
