@@ -299,3 +299,32 @@ def test_int8_is_refused_without_int8_dot_products(tiny_int8_bundle, monkeypatch
     monkeypatch.setattr(int8, "cpu_flags", lambda: {"avx2", "avx512f", "avx512_bf16"})
     with pytest.raises(BackendUnavailableError, match=r"^precision 'int8' needs a CPU with AVX512"):
         Pipeline.load(tiny_int8_bundle, backend="openvino", precision="int8")
+
+
+@pytest.mark.skipif(
+    not hasattr(__import__("os"), "sched_getaffinity")
+    or len(__import__("os").sched_getaffinity(0)) < 2,
+    reason="pinning needs 2 usable cores",
+)
+def test_openvino_never_pins_the_generating_thread(tiny_bundle):
+    """With pin_threads (the commands' default with the shared pool) the openvino backend does
+    not pin the generating thread to the first core: OpenVINO makes its threads inside the first
+    generation, and they would inherit that one-core mask (and share the core)."""
+    code = f"""
+        import os
+        from bld_runtime.backends import BackendOptions
+        from bld_runtime.pipeline import Pipeline
+        options = BackendOptions(intra_op_threads=2, thread_pool="shared", pin_threads=True)
+        pipe = Pipeline.load({str(tiny_bundle)!r}, backend="openvino", options=options)
+        pipe.generate(4, seeds=1)
+        def allowed(task):
+            status = open(f"/proc/self/task/{{task}}/status").read()
+            return status.split("Cpus_allowed_list:")[1].split()[0]
+        first = str(min(os.sched_getaffinity(0)))
+        print(sum(allowed(t) == first for t in os.listdir("/proc/self/task")))
+        """
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["0"]

@@ -28,6 +28,7 @@ everything after the graph call is the sampling contract's, exactly as in every 
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from dataclasses import dataclass, replace
 from typing import Any
@@ -116,6 +117,12 @@ class OpenVinoBackend(Backend):
         }
         if self.options.intra_op_threads:
             self.config["INFERENCE_NUM_THREADS"] = self.options.intra_op_threads
+
+    def pinned_caller(self) -> contextlib.AbstractContextManager[None]:
+        """Never pinned: OpenVINO makes its inference threads when a loop first compiles the
+        step graph, inside a generation, and they inherit the caller's CPUs; pinned to one core
+        they shared it (the demo at batch 16: 346 images/s against 516)."""
+        return contextlib.nullcontext()
 
     def _check_bf16(self) -> None:
         """bf16 only where the CPU computes it natively (AVX512_BF16 or AMX), never emulated."""
