@@ -80,21 +80,33 @@ def test_int8_graphs_dequantize_only_8_bit_tensors(int8_bundle):
 
 
 def test_quantizing_is_deterministic(int8_bundle, tmp_path):
-    """The same fp32 graph and calibration give the same bytes (the export's hashes)."""
+    """The same fp32 graphs and calibration give the same bytes (the export's hashes): both
+    step graphs quantized twice, their activation scales shared, as the export does."""
     from bld_export.graphs import Dims, declare
-    from bld_export.quantize import calibration_feeds, quantize_step_graph
+    from bld_export.quantize import (
+        calibration_feeds,
+        quantize_step_graph,
+        share_activation_scales,
+    )
 
     bundle = load_bundle(int8_bundle)
     m = bundle.manifest
-    decl = {d.name: d for d in declare(Dims.from_manifest(m), int8=True)}["step_guided_int8"]
+    decls = {d.name: d for d in declare(Dims.from_manifest(m), int8=True)}
     fp32 = Pipeline.load(int8_bundle)
-    for name in ("a.onnx", "b.onnx"):
-        feeds = calibration_feeds(fp32, "step_guided", CALIBRATION_IMAGES)
-        quantize_step_graph(
-            int8_bundle / "step_guided.onnx", tmp_path / name, decl, feeds, 17, m.schedule
-        )
-    assert sha256(tmp_path / "a.onnx") == sha256(tmp_path / "b.onnx")
-    assert sha256(tmp_path / "a.onnx") == m.graphs["step_guided_int8"].sha256
+    for run in ("a", "b"):
+        paths = {}
+        for kind in ("step", "step_guided"):
+            paths[kind] = tmp_path / run / f"{kind}_int8.onnx"
+            paths[kind].parent.mkdir(exist_ok=True)
+            feeds = calibration_feeds(fp32, kind, CALIBRATION_IMAGES)
+            decl = decls[f"{kind}_int8"]
+            quantize_step_graph(
+                int8_bundle / f"{kind}.onnx", paths[kind], decl, feeds, 17, m.schedule
+            )
+        share_activation_scales(paths["step"], paths["step_guided"])
+    for name in ("step_int8", "step_guided_int8"):
+        assert sha256(tmp_path / "a" / f"{name}.onnx") == sha256(tmp_path / "b" / f"{name}.onnx")
+        assert sha256(tmp_path / "a" / f"{name}.onnx") == m.graphs[name].sha256
 
 
 def test_a_quantization_bug_fails_validation(int8_bundle, tiny_run, tmp_path):
@@ -187,6 +199,20 @@ def test_int8_sampling_is_deterministic_and_batch_invariant(int8_pipe, int8_bund
     ]
     assert int8_pipe.backend.graphs["step"].name == "step_int8"
     assert not np.array_equal(traced[0].trace.probs[0], traced[1].trace.probs[0])
+
+
+def test_a_guidance_0_row_is_the_same_in_a_guided_batch(int8_pipe):
+    """The guided int8 graph at guidance 0 gives the unguided int8 graph's probabilities bit
+    for bit, as the fp32 graphs do (the export shares their activation scales): a row's bits
+    do not depend on whether its batch holds guided rows, on a server's batches too."""
+    rng = np.random.default_rng(3)
+    L, C = int8_pipe.latent_shape
+    bits = (rng.random((8, L, C)) < 0.5).astype(np.uint8)
+    classes = np.arange(8) % int8_pipe.num_classes
+    for step in (0, int8_pipe.num_steps // 2, int8_pipe.num_steps - 1):
+        mixed = int8_pipe.step_probs(bits, step, classes, guidance=[0.0, 1.5] * 4)
+        alone = int8_pipe.step_probs(bits[::2], step, classes[::2], guidance=0.0)
+        np.testing.assert_array_equal(mixed[::2], alone)
 
 
 def test_bld_sample_precision_int8(int8_bundle, tmp_path):

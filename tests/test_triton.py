@@ -542,6 +542,33 @@ def test_the_gpu_layouts_bls_loop_matches_local_sampling(
         _infer(server.http_url, dict(requests[0], guidance=float("inf")))
 
 
+def test_an_int8_repository_serves_the_runtimes_int8_images(
+    tiny_int8_bundle, triton_install, tmp_path, request
+):
+    """`bld-export triton --precision int8` (cpu backend): the Python models sample with the
+    bundle's int8 step graphs, images and bits those of local int8 sampling."""
+    from bld_runtime.backends.int8 import check_int8_cpu
+    from bld_runtime.errors import BackendUnavailableError
+
+    try:
+        check_int8_cpu()
+    except BackendUnavailableError as e:
+        pytest.skip(f"this CPU runs no int8: {e}")
+    repo = tmp_path / "repository"
+    serving = Serving(precision="int8", threads=1, python_env=str(triton_install.python_env))
+    write_repository(tiny_int8_bundle, repo, serving)
+    server = LocalTriton(repo, triton_install, log_path=tmp_path / "tritonserver.log")
+    request.addfinalizer(server.stop)
+    server.start()
+    int8 = Pipeline.load(tiny_int8_bundle, precision="int8")
+    requests = _requests(int8, 12)
+    with ThreadPoolExecutor(4) as pool:
+        served = list(pool.map(lambda req: _infer(server.http_url, req), requests))
+    assert all(_same(s, _local(int8, req)) for s, req in zip(served, requests, strict=True))
+    fp32 = Pipeline.load(tiny_int8_bundle)
+    assert not all(_same(s, _local(fp32, req)) for s, req in zip(served, requests, strict=True))
+
+
 def test_a_repository_whose_bundle_was_altered_does_not_load(
     tiny_bundle, triton_install, tmp_path, request
 ):

@@ -58,7 +58,12 @@ from .errors import ExportError
 from .flops import format_flops, graph_flops
 from .graphs import Dims, GraphDecl, Models, decl_facts, declare
 from .opset import EXPORTER_OPSET, convert_18_to_17
-from .quantize import DEFAULT_CALIBRATION_IMAGES, calibration_feeds, quantize_step_graph
+from .quantize import (
+    DEFAULT_CALIBRATION_IMAGES,
+    calibration_feeds,
+    quantize_step_graph,
+    share_activation_scales,
+)
 from .validate import validate_bundle
 
 MIN_OPSET = 17  # LayerNormalization is one op from 17 on
@@ -307,6 +312,10 @@ def export_bundle(
                     )
                 exported_graph(decl)
             del fp32
+            names = {decl.kind: tmp / decl.file for decl in quantized}
+            if set(names) == {"step", "step_guided"}:
+                with stages.stage("share the int8 step graphs' activation scales"):
+                    share_activation_scales(names["step"], names["step_guided"])
         with stages.stage("write manifest (sha256 of every graph)"):
             manifest = build_manifest(tmp, decls, ae_cfg, prior_cfg, opset, max_batch, flops)
             write_manifest(tmp, manifest)

@@ -170,6 +170,60 @@ def quantize_step_graph(
     onnx.save(quantized, str(target))
 
 
+def share_activation_scales(unguided: Path, guided: Path) -> None:
+    """Give the int8 step graphs the same activation scales, for each quantized tensor the
+    larger of the two calibrations' (both graphs rewritten in place).
+
+    The guided graph runs the denoiser on the conditional and the unconditional rows and mixes
+    them with the guidance; at guidance 0 its probabilities are the conditional ones. In fp32
+    they are the unguided graph's bit for bit, so a row's bits do not depend on whether its batch
+    holds guided rows (the runtime runs the guided graph for a whole batch when any row has
+    guidance > 0). Calibrated apart, the int8 graphs quantized the same tensors with different
+    scales and broke that: a guidance-0 request served in a batch with guided ones got other bits
+    than alone. With shared scales every quantized operation of a conditional row is the same in
+    both graphs. The two graphs quantize the same tensors in the same order (the same denoiser;
+    checked here by the operators that consume them)."""
+    from onnx import numpy_helper
+
+    models = [onnx.load(str(unguided)), onnx.load(str(guided))]
+    quantized = [_activation_quantizers(m) for m in models]
+    if [op for _, op in quantized[0]] != [op for _, op in quantized[1]]:
+        raise ExportError(
+            f"{guided.name} and {unguided.name} do not quantize the same tensors in the same "
+            "order: their activation scales cannot be shared"
+        )
+    initializers = [{t.name: t for t in m.graph.initializer} for m in models]
+    for (name_a, _), (name_b, _) in zip(quantized[0], quantized[1], strict=True):
+        scale = np.maximum(
+            numpy_helper.to_array(initializers[0][name_a]),
+            numpy_helper.to_array(initializers[1][name_b]),
+        )
+        for inits, name in ((initializers[0], name_a), (initializers[1], name_b)):
+            inits[name].CopyFrom(numpy_helper.from_array(scale.astype(np.float32), name))
+    for model, path in zip(models, (unguided, guided), strict=True):
+        onnx.save(model, str(path))
+
+
+def _activation_quantizers(model: onnx.ModelProto) -> list[tuple[str, str]]:
+    """(scale initializer, the operators its quantized tensor feeds through its
+    DequantizeLinear) of every QuantizeLinear, in graph order: the activations (QDQ graphs store
+    weights already quantized, behind a DequantizeLinear only)."""
+    consumers: dict[str, list[onnx.NodeProto]] = {}
+    for node in model.graph.node:
+        for name in node.input:
+            consumers.setdefault(name, []).append(node)
+    out = []
+    for node in model.graph.node:
+        if node.op_type == "QuantizeLinear":
+            fed = sorted(
+                user.op_type
+                for dq in consumers.get(node.output[0], [])
+                for user in consumers.get(dq.output[0], [])
+            )
+            out.append((node.input[1], ",".join(fed)))
+    return out
+
+
 def _gemms_as_matmul_add(model: onnx.ModelProto, name: str) -> onnx.ModelProto:
     """Every Gemm with a weight as MatMul + Add, in place: quantize_static would give a Gemm's
     bias an int32 DequantizeLinear, which TensorRT refuses ("input has type Int32 but must
@@ -223,4 +277,5 @@ __all__ = [
     "QUANTIZED_OPS",
     "calibration_feeds",
     "quantize_step_graph",
+    "share_activation_scales",
 ]
