@@ -314,3 +314,37 @@ def test_pin_threads_with_pools_per_session_is_refused_in_one_line(
         "error: pin_threads needs thread_pool 'shared': it pins the shared pool's threads\n"
     )
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="pinning needs 2 usable cores")
+def test_one_generation_at_a_time_holds_the_pinned_core(tiny_bundle):
+    """Concurrent generations do not queue up on the pinned core: while one holds it, the others
+    run where the system puts them (and keep their masks); the bits are the same."""
+    code = f"""
+        import os, threading
+        import numpy as np
+        from bld_runtime.backends import BackendOptions
+        from bld_runtime.pipeline import Pipeline
+        options = BackendOptions(intra_op_threads=2, thread_pool="shared", pin_threads=True)
+        pipe = Pipeline.load({str(tiny_bundle)!r}, options=options)
+        first = str(min(os.sched_getaffinity(0)))
+        barrier, pinned, bits = threading.Barrier(4), [], {{}}
+        def work(k):
+            me = threading.get_native_id()
+            def step(i, n, b):
+                status = open(f"/proc/self/task/{{me}}/status").read()
+                pinned.append(status.split("Cpus_allowed_list:")[1].split()[0] == first)
+            barrier.wait()
+            bits[k] = pipe.generate(seeds=[k] * 8, classes=[1] * 8, callback=step).bits
+        threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        alone = [pipe.generate(seeds=[k] * 8, classes=[1] * 8).bits for k in range(4)]
+        print(any(pinned), not all(pinned),
+              all(np.array_equal(bits[k], alone[k]) for k in range(4)))
+        """
+    done = run_python(code)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["True", "True", "True"]

@@ -486,20 +486,35 @@ def _pgid(pid: int) -> int:
         return -1
 
 
+@pytest.mark.parametrize("precision", ["fp32", "int8"])
 def test_the_gpu_layouts_bls_loop_matches_local_sampling(
-    tiny_bundle, triton_install, pipe, tmp_path, request
+    precision, triton_install, tmp_path, request
 ):
     """The BLS model `bld` of `--graphs`, on a real server, its graph models swapped for
     Python-backend ones (tests/serving_models/onnx_graph_model.py): same images as local
-    sampling."""
+    sampling, fp32 and int8 (the graph layout of --backend tensorrt --precision int8)."""
     from google.protobuf import text_format
     from tritonclient.grpc import model_config_pb2 as pb
 
+    bundle = request.getfixturevalue("tiny_bundle" if precision == "fp32" else "tiny_int8_bundle")
+    if precision == "int8":
+        from bld_runtime.backends.int8 import check_int8_cpu
+        from bld_runtime.errors import BackendUnavailableError
+
+        try:
+            check_int8_cpu()  # the local int8 images need it
+        except BackendUnavailableError as e:
+            pytest.skip(f"this CPU runs no int8: {e}")
+    pipe = Pipeline.load(bundle, precision=precision)
     repo = tmp_path / "repository"
     serving = Serving(
-        max_batch=16, queue_delay_us=2000, threads=1, python_env=str(triton_install.python_env)
+        max_batch=16,
+        queue_delay_us=2000,
+        threads=1,
+        python_env=str(triton_install.python_env),
+        precision=precision,
     )
-    names = write_repository(tiny_bundle, repo, serving, graphs=True)
+    names = write_repository(bundle, repo, serving, graphs=True)
     runner = Path(__file__).parent / "serving_models" / "onnx_graph_model.py"
     for name in names:
         config = pb.ModelConfig()

@@ -107,14 +107,18 @@ def gemm_peak(
     engines = []
 
     from bld_runtime.backends import BackendOptions
+    from bld_runtime.backends.base import caller_pin, pool_cpus
 
-    so = BackendOptions(
+    options = BackendOptions(
         intra_op_threads=threads, thread_pool=thread_pool, pin_threads=pin_threads
-    ).session_options()
-    sess = ort.InferenceSession(
-        matmul_model(size), sess_options=so, providers=["CPUExecutionProvider"]
     )
-    seconds = _best_seconds(lambda: sess.run(["C"], {"A": a, "B": b}), repeats)
+    so = options.session_options()
+    with pool_cpus(options):
+        sess = ort.InferenceSession(
+            matmul_model(size), sess_options=so, providers=["CPUExecutionProvider"]
+        )
+    with caller_pin(options):  # as the runtime's generations run
+        seconds = _best_seconds(lambda: sess.run(["C"], {"A": a, "B": b}), repeats)
     engines.append({"engine": "onnxruntime", "gflops": flops / seconds / 1e9, "threads": threads})
 
     try:  # numpy's BLAS follows a thread limit only through threadpoolctl

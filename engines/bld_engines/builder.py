@@ -554,7 +554,7 @@ def rebuild_for_runtime(bundle_dir, cache_dir, precision: str, flavour: str | No
     Args:
         bundle_dir: The bundle's folder.
         cache_dir: The engine cache's folder.
-        precision: "fp32" or "fp16".
+        precision: "fp32", "fp16" or "int8".
         flavour: "tensorrt" or "tensorrt_rtx"; None for the first importable.
 
     Raises:

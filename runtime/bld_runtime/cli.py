@@ -190,8 +190,8 @@ def pin_threads_option(f: F) -> F:
     return click.option(
         "--pin-threads/--no-pin-threads",
         default=None,
-        help="With the shared pool: its threads and the generating thread each on a core of "
-        "their own (Linux) [default: on with --thread-pool shared].",
+        help="With the shared pool: its threads on the cores after the first, the generating "
+        "thread on the first (Linux) [default: on with --thread-pool shared].",
     )(f)
 
 
@@ -247,7 +247,8 @@ def runtime_options(batched: bool = True) -> Callable[[F], F]:
         )(f)
         f = precision_option(
             "fp16 uses the bundle's *_fp16 graphs; int8 its *_int8 step graphs (--backend "
-            "cpu or openvino, on CPUs with VNNI or AMX-INT8; export with --int8); bf16 runs the "
+            "cpu or openvino, on CPUs with VNNI or AMX-INT8, or tensorrt; export with --int8); "
+            "bf16 runs the "
             "fp32 graphs in bfloat16 (--backend openvino, on CPUs with AVX512_BF16 or AMX)."
         )(f)
         f = click.option(

@@ -69,8 +69,11 @@ def _unusable(
         return str(e)
     if key.flavour != "tensorrt":
         return f"it is a {key.flavour} plan; Triton's TensorRT backend runs tensorrt plans"
-    if key.precision != manifest.graphs[name].precision:  # as bld-export engine keys it
-        return f"it is {key.precision}, the repository is {precision}"
+    expected = manifest.graphs[name].precision  # as bld-export engine keys it
+    if key.precision != expected:
+        if expected == precision:
+            return f"it is {key.precision}, the repository is {precision}"
+        return f"it is {key.precision}; graph {name} is {expected} in a {precision} repository"
     if key.dla_core is not None:
         return f"it runs on DLA core {key.dla_core}; Triton's instances here are GPU ones"
     uncovered = [b for b in range(1, max_batch + 1) if not any(p.covers(b) for p in key.profiles)]

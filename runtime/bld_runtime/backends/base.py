@@ -73,9 +73,14 @@ T = TypeVar("T")
 # The process's shared onnxruntime pool, once made: (intra-op, inter-op threads). onnxruntime has
 # one per process, and once it exists it refuses sessions with pools of their own.
 _shared_pool: tuple[int, int] | None = None
-# pin_threads: the CPU the pinned pool leaves to the threads that generate (pinned_caller).
+# pin_threads: the CPU the pinned pool leaves to the thread that generates (caller_pin), and
+# the CPUs its own threads are made on (pool_cpus).
 _pinned_caller_cpu: int | None = None
+_pinned_pool_cpus: list[int] | None = None
 _shared_pool_lock = threading.Lock()  # pipelines may be loaded from several threads
+# Held by the one generation that has the pinned core: concurrent ones run unpinned rather than
+# queue up on one core.
+_caller_pin_lock = threading.Lock()
 
 
 def use_shared_pool(intra: int, inter: int, pin: bool = False) -> None:
@@ -86,20 +91,22 @@ def use_shared_pool(intra: int, inter: int, pin: bool = False) -> None:
 
 
 def _use_shared_pool(intra: int, inter: int, pin: bool) -> None:
-    global _shared_pool, _pinned_caller_cpu
+    global _shared_pool, _pinned_caller_cpu, _pinned_pool_cpus
     if _shared_pool is None:
         if pin:
-            # onnxruntime's Python API sets no affinity for this pool, but its threads, made
-            # here, inherit the mask of the thread that makes them.
+            # onnxruntime's Python API sets no affinity for this pool, but its threads inherit
+            # the mask of the thread that makes them: onnxruntime 1.32 makes them here, builds
+            # that make their environment lazily with the first session (pool_cpus).
             cpus = sorted(os.sched_getaffinity(0))
             if len(cpus) < intra:
                 raise InvalidRequestError(
                     f"pin_threads needs a usable core for each of the {intra} intra-op threads, "
                     f"and this process may use {len(cpus)}"
                 )
-            with _affinity(cpus[1:intra] or cpus[:1]):
+            pool = cpus[1:intra] or cpus[:1]
+            with _affinity(pool):
                 ort.set_global_thread_pool_sizes(intra, inter)
-            _pinned_caller_cpu = cpus[0]
+            _pinned_caller_cpu, _pinned_pool_cpus = cpus[0], pool
         else:
             ort.set_global_thread_pool_sizes(intra, inter)
         _shared_pool = (intra, inter)
@@ -120,12 +127,53 @@ def _use_shared_pool(intra: int, inter: int, pin: bool) -> None:
 @contextlib.contextmanager
 def _affinity(cpus: list[int]) -> Iterator[None]:
     """The calling thread on `cpus` inside the block, on the CPUs it had after it."""
-    saved = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, cpus)
+    try:
+        saved = os.sched_getaffinity(0)
+        os.sched_setaffinity(0, cpus)
+    except OSError as e:  # a cpuset changed under us
+        raise InvalidRequestError(f"pin_threads cannot set this thread's CPUs: {e}") from None
     try:
         yield
     finally:
-        os.sched_setaffinity(0, saved)
+        with contextlib.suppress(OSError):
+            os.sched_setaffinity(0, saved)
+
+
+def pool_cpus(options: BackendOptions) -> contextlib.AbstractContextManager[None]:
+    """For making a session: with pin_threads, on the pinned pool's CPUs (a build of
+    onnxruntime that makes its environment, and so the pool's threads, with the first session
+    makes them there)."""
+    if options.pin_threads and _pinned_pool_cpus is not None:
+        return _affinity(_pinned_pool_cpus)
+    return contextlib.nullcontext()
+
+
+@contextlib.contextmanager
+def caller_pin(options: BackendOptions) -> Iterator[None]:
+    """For a generation: with pin_threads, the calling thread on the CPU the pinned shared pool
+    leaves it (the pool's spinning threads never share its core), given back its CPUs after. One
+    generation at a time holds that core; concurrent ones run where the system puts them. The
+    callback runs pinned too, and threads it starts keep that one-core mask."""
+    if not options.pin_threads or _pinned_caller_cpu is None:
+        yield
+        return
+    if not _caller_pin_lock.acquire(blocking=False):
+        yield
+        return
+    try:
+        try:
+            saved = os.sched_getaffinity(0)
+            os.sched_setaffinity(0, [_pinned_caller_cpu])
+        except OSError:  # a cpuset changed under us: run unpinned, as the C++ runtime does
+            saved = None
+        try:
+            yield
+        finally:
+            if saved is not None:
+                with contextlib.suppress(OSError):
+                    os.sched_setaffinity(0, saved)
+    finally:
+        _caller_pin_lock.release()
 
 
 def usable_cores() -> int:
@@ -167,9 +215,11 @@ class BackendOptions:
     # $BLD_THREAD_POOL), not the library's, which may share its process with other sessions.
     thread_pool: str = "session"
     # thread_pool="shared" only (Linux): the shared pool's threads on the usable CPUs after the
-    # first, and the thread that generates on the first, for the call. On the README's 2-core
-    # VM, without it, batch-1 generations of the digits model (C++) now and then took twice their
-    # median: the pool's spinning thread had landed on the caller's core.
+    # first, and the thread that generates on the first, for the call (caller_pin: one
+    # generation at a time; its callback runs pinned too). On the README's 2-core VM, without
+    # it, batch-1 generations of the digits model often took twice their median: the pool's
+    # spinning thread had landed on the caller's core. The openvino and tensorrt backends never
+    # pin the caller.
     pin_threads: bool = False
 
     def __post_init__(self) -> None:
@@ -396,13 +446,9 @@ class Backend(ABC):
     def _load_session(self, graph: Graph) -> ort.InferenceSession:
         """A session made from the graph's verified bytes, checked against the manifest."""
         providers = self.providers_for(graph.kind)
-        session = checked_session(
-            self.manifest,
-            graph,
-            self.bundle.read_graph(graph.name),
-            self.options.session_options(),
-            providers,
-        )
+        data, options = self.bundle.read_graph(graph.name), self.options.session_options()
+        with pool_cpus(self.options):
+            session = checked_session(self.manifest, graph, data, options, providers)
         self._check_providers(session, providers)
         return session
 
@@ -410,12 +456,9 @@ class Backend(ABC):
         return self._sessions[kind]
 
     def pinned_caller(self) -> contextlib.AbstractContextManager[None]:
-        """For a generation: with options.pin_threads, the calling thread on the CPU the pinned
-        shared pool leaves it (the pool's spinning threads never share its core), given back
-        its CPUs after."""
-        if self.options.pin_threads and _pinned_caller_cpu is not None:
-            return _affinity([_pinned_caller_cpu])
-        return contextlib.nullcontext()
+        """For a generation: `caller_pin` with this backend's options (a backend whose threads
+        are not onnxruntime's shared pool's overrides it)."""
+        return caller_pin(self.options)
 
     def _check_providers(self, sess: ort.InferenceSession, providers: list[Any]) -> None:
         """onnxruntime silently falls back to the CPU when a provider cannot start: refuse."""

@@ -548,6 +548,11 @@ class TensorRTBackend(Backend):
                 old.free()
         return self._scratch
 
+    def pinned_caller(self) -> contextlib.AbstractContextManager[None]:
+        """Never pinned (as the C++ runtime's): the engines run on the GPU, not in onnxruntime's
+        shared pool."""
+        return contextlib.nullcontext()
+
     def _load_session(self, graph: Graph) -> TrtEngine:
         """The kind's engine covering the largest batch, in place of an onnxruntime session."""
         return self.engine(graph.kind, None)
@@ -583,7 +588,7 @@ class TensorRTBackend(Backend):
         graphs = self.manifest.graphs
         name = self.graphs[kind].name
         out = {name: graphs[name].sha256}
-        if name != kind:  # fp16: an FP16-flag engine of the fp32 graph serves too (TensorRT 10)
+        if name != kind and self.precision == "fp16":  # an FP16-flag engine of the fp32 graph
             out[kind] = graphs[kind].sha256
         return out
 

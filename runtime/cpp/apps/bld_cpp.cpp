@@ -36,15 +36,15 @@ std::string default_thread_pool() {
 
 std::vector<Option> runtime_options() {
     return {{{"--backend"}, false, "cpu", "cpu | cuda | tensorrt-ep | tensorrt | openvino (Python only) [cpu]"},
-            {{"--precision"}, false, "fp32", "fp32 | fp16 (the bundle's *_fp16 graphs) | int8 (*_int8 step graphs, cpu only) | bf16 (openvino only) [fp32]"},
+            {{"--precision"}, false, "fp32", "fp32 | fp16 (the bundle's *_fp16 graphs) | int8 (*_int8 step graphs, cpu or tensorrt) | bf16 (openvino only) [fp32]"},
             {{"--threads"}, false, "0", "onnxruntime intra-op threads (0 = one per core) [0]"},
             {{"--thread-pool"}, false, default_thread_pool(),
              "shared | session: onnxruntime's threads, one pool the step graphs and the decoder share, which "
              "spins between steps (the command owns its process), or a pool per graph session (the library's "
              "default) [env var: BLD_THREAD_POOL; default: shared]"},
             {{"--pin-threads"}, true, "",
-             "With the shared pool: its threads and the generating thread each on a core of their own "
-             "(Linux) [default: on with --thread-pool shared]"},
+             "With the shared pool: its threads on the cores after the first, the generating thread on "
+             "the first (Linux) [default: on with --thread-pool shared]"},
             {{"--no-pin-threads"}, true, "", "Leave the threads where the system puts them"}};
 }
 

@@ -79,7 +79,8 @@ class Backend {
 };
 
 // Pins the calling thread to `cpu` (none: does nothing) for its lifetime, then gives it back
-// the CPUs it had.
+// the CPUs it had. One CallerPin holds the core at a time: while one does, others do nothing.
+// A failed pin is no error: the call runs where the system puts it.
 class CallerPin {
   public:
     explicit CallerPin(std::optional<int> cpu);
@@ -89,7 +90,7 @@ class CallerPin {
 
   private:
     cpu_set_t saved_{};
-    bool pinned_ = false;
+    bool held_ = false, pinned_ = false;
 };
 
 // The backend named by options.backend for the graphs of options.precision; refuses a backend

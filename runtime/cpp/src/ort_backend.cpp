@@ -11,6 +11,7 @@
 #include <unistd.h>
 
 #include <algorithm>
+#include <atomic>
 #include <cctype>
 #include <cerrno>
 #include <cstdlib>
@@ -69,7 +70,12 @@ int pin_shared_pool(Ort::ThreadingOptions &threads, int64_t intra) {
                         " intra-op threads, and this process may use " + std::to_string(cpus.size()));
     std::string affinity;  // onnxruntime's: one entry per pool thread, processors numbered from 1
     for (int64_t k = 1; k < intra; ++k) affinity += (k > 1 ? ";" : "") + std::to_string(cpus[size_t(k)] + 1);
-    if (!affinity.empty()) Ort::ThrowOnError(Ort::GetApi().SetGlobalIntraOpThreadAffinity(threads, affinity.c_str()));
+    if (!affinity.empty())
+        if (OrtStatus *status = Ort::GetApi().SetGlobalIntraOpThreadAffinity(threads, affinity.c_str())) {
+            const std::string why = Ort::GetApi().GetErrorMessage(status);
+            Ort::GetApi().ReleaseStatus(status);
+            invalid_request("pin_threads: onnxruntime refused the affinity " + py::repr(affinity) + ": " + why);
+        }
     return cpus[0];
 }
 
@@ -82,8 +88,6 @@ Ort::Env &ort_env(const BackendOptions &o) {
     static std::optional<std::pair<int64_t, int64_t>> shared;  // (intra, inter) of the pool
     const std::lock_guard<std::mutex> lock(mutex);
     const bool want_shared = o.thread_pool == "shared";
-    if (o.pin_threads && !want_shared)
-        invalid_request("pin_threads needs thread_pool 'shared': it pins the shared pool's threads");
     const std::pair<int64_t, int64_t> sizes{o.intra_op_threads ? o.intra_op_threads : usable_cores(),
                                             o.inter_op_threads ? o.inter_op_threads : 1};
     if (!env) {
@@ -625,6 +629,8 @@ constexpr std::pair<std::string_view, BackendFactory> kBackends[] = {
 }  // namespace
 
 std::unique_ptr<Backend> create_backend(const Bundle &bundle, const BackendOptions &options) {
+    if (options.pin_threads && options.thread_pool != "shared")  // as BackendOptions refuses it
+        invalid_request("pin_threads needs thread_pool 'shared': it pins the shared pool's threads");
     std::vector<std::string> names;
     for (const auto &[name, make] : kBackends) {
         if (options.backend != name) continue;
@@ -647,8 +653,16 @@ std::unique_ptr<Backend> create_backend(const Bundle &bundle, const BackendOptio
              " (onnxruntime here has " + available_text() + ")");
 }
 
+namespace {
+// Held by the one generation that has the pinned core (Python's _caller_pin_lock): concurrent
+// ones run unpinned rather than queue up on one core.
+std::atomic<bool> caller_pin_held{false};
+}  // namespace
+
 CallerPin::CallerPin(std::optional<int> cpu) {
-    if (!cpu || sched_getaffinity(0, sizeof(saved_), &saved_) != 0) return;
+    if (!cpu || caller_pin_held.exchange(true)) return;
+    held_ = true;
+    if (sched_getaffinity(0, sizeof(saved_), &saved_) != 0) return;
     cpu_set_t one;
     CPU_ZERO(&one);
     CPU_SET(*cpu, &one);
@@ -657,6 +671,7 @@ CallerPin::CallerPin(std::optional<int> cpu) {
 
 CallerPin::~CallerPin() {
     if (pinned_) sched_setaffinity(0, sizeof(saved_), &saved_);
+    if (held_) caller_pin_held.store(false);
 }
 
 }  // namespace bld::core

@@ -514,7 +514,8 @@ class TrtBackend final : public Backend {
     PlanQuery query(const std::string &role, std::optional<size_t> batch) const {
         const std::string &name = names_.at(role);
         PlanQuery q{{{name, manifest_.graph(name)->sha256}}, manifest_.graph(name)->precision, batch};
-        if (name != role && manifest_.graph(role)) q.graphs.emplace_back(role, manifest_.graph(role)->sha256);
+        if (name != role && options_.precision == "fp16" && manifest_.graph(role))
+            q.graphs.emplace_back(role, manifest_.graph(role)->sha256);
         return q;
     }
 

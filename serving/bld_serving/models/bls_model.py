@@ -96,6 +96,7 @@ class BlsBackend(Backend):
     """A bld_runtime backend whose sessions are Triton graph models (TritonGraph)."""
 
     name = "triton-bls"
+    precisions = ("fp32", "fp16", "int8")  # the graph models run the repository's graphs
 
     def __init__(self, bundle, precision: str, models: dict[str, str]):
         self.models = models  # graph kind -> Triton model name; read by _load_session

@@ -119,7 +119,8 @@ BLD_API void bld_status_free(bld_status *status);
  *   (openvino is the Python runtime's only: refused here in its sentence)
  *   (native, when built with BLD_WITH_TENSORRT)
  * - precision: fp32 (default) | fp16 (the bundle's *_fp16 graphs) | int8 (the bundle's *_int8
- *   step graphs; backend cpu, on CPUs with VNNI or AMX-INT8); bf16 is openvino's only
+ *   step graphs; backend cpu, on CPUs with VNNI or AMX-INT8, or tensorrt, engines of them);
+ *   bf16 is openvino's only
  * - intra_op_threads, inter_op_threads: integers >= 0 (0: onnxruntime's default)
  * - graph_optimization: disable | basic | extended | all (default)
  * - device_id: CUDA device, integer >= 0
@@ -135,11 +136,13 @@ BLD_API void bld_status_free(bld_status *status);
  *   pools.
  * - pin_threads: false (default) | true, with thread_pool shared only (else refused): each of
  *   the shared pool's threads on a usable core of its own and the thread that calls
- *   bld_pipeline_generate on the first usable core for the call (its CPUs are given back after it). On
- *   a 2-core VM this kept the pool's spinning thread off the caller's core: batch-1 generations
- *   of the digits model no longer took twice their median now and then (README, Speed). The
- *   first pipeline decides, as for the pool's size; more intra-op threads than usable cores is
- *   refused (BLD_ERROR_INVALID_REQUEST).
+ *   bld_pipeline_generate on the first usable core for the call (its CPUs are given back after
+ *   it; one call at a time holds that core, concurrent calls run unpinned; the on_step callback
+ *   runs pinned, and threads it starts keep that mask). On a 2-core VM this kept the pool's
+ *   spinning thread off the caller's core: batch-1 generations of the digits model no longer
+ *   took twice their median (README, Speed). The first pipeline decides, as for the pool's
+ *   size; more intra-op threads than usable cores is refused (BLD_ERROR_INVALID_REQUEST). The
+ *   native tensorrt backend never pins.
  * - verify_hashes: true (default) | false
  *
  * @param[out] out The new options, to free with bld_options_free.

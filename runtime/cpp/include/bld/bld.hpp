@@ -74,7 +74,7 @@ using Handle = std::unique_ptr<T, Deleter<T, Free>>;
 /** How Pipeline::load runs a bundle; the keys of bld_options_set (bld.h). */
 struct Options {
     std::string backend = "cpu";  ///< cpu | cuda | tensorrt-ep | tensorrt
-    std::string precision = "fp32";  ///< fp32 | fp16 (the bundle's *_fp16 graphs) | int8 (cpu)
+    std::string precision = "fp32";  ///< fp32 | fp16 (the bundle's *_fp16 graphs) | int8 (cpu, tensorrt)
     int intra_op_threads = 0;  ///< 0: onnxruntime's default
     int inter_op_threads = 0;  ///< 0: onnxruntime's default
     std::string graph_optimization = "all";  ///< disable | basic | extended | all
