@@ -95,10 +95,14 @@ summary() {
 }
 on_signal() {  # SIG
     trap '' INT TERM  # one stop: a second Ctrl-C must not cut the clean-up short
-    if [ -n "$PART_PID" ]; then
+    local pids
+    # A part started just before the signal runs before this shell has set PART_PID (seen under
+    # load: the part lived on and held the output open): its job is in `jobs -p` already.
+    pids=$(echo $PART_PID $(jobs -p))
+    if [ -n "$pids" ]; then
         # timeout forwards SIGTERM to the part and SIGKILLs it GRACE seconds later.
-        kill -TERM "$PART_PID" 2>/dev/null
-        wait "$PART_PID" 2>/dev/null
+        kill -TERM $pids 2>/dev/null
+        wait $pids 2>/dev/null
         LINES+=("part $PART: interrupted by SIG$1 (its results above are partial)")
     else
         LINES+=("interrupted by SIG$1")
