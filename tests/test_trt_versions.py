@@ -513,8 +513,12 @@ def test_gpu_check_stopped_mid_part_prints_the_summary(tmp_path, signal_name):
 
     repo = Path(__file__).resolve().parents[1]
     hang, pids = _hanging_python(tmp_path)
+    # bash cannot trap a signal ignored when it starts, and a test run started in the background
+    # (`make test &`) ignores SIGINT: start the script as a terminal would, SIGINT at default.
+    default_sigint = "import os, signal, sys; signal.signal(signal.SIGINT, signal.SIG_DFL); "
+    default_sigint += "os.execvp('bash', ['bash', sys.argv[1]])"
     proc = subprocess.Popen(
-        ["bash", str(repo / "benchmarks" / "gpu_check.sh")],
+        [sys.executable, "-c", default_sigint, str(repo / "benchmarks" / "gpu_check.sh")],
         env={**os.environ, "PYTHON": str(hang), "GPU_CHECK_CUDA_TIMEOUT": "300"},
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
