@@ -105,6 +105,7 @@ SCHEMA = {
                     "onnxruntime": {"type": "string"},
                     "isa": {"type": "array", "items": {"type": "string"}},
                     "rss_scope": {"enum": ["run", "process"]},
+                    "draws": {"enum": ["compiled", "numpy"]},
                 }
             ),
             "gemm_peak": {

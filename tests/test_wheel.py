@@ -1,8 +1,9 @@
 """The package as users get it: `python -m build` makes an sdist and a wheel from it; the wheel
 holds every bld_* package of the checkout with all its files (the CUDA sources, py.typed, the
-Triton models, the engines' probe graph) and nothing else (no tests/, no runs/); installed into
-a clean virtual environment without torch, `bld --version` and `bld-export --version` answer
-and `bld sample` writes the same images and bits as the checkout's runtime.
+Triton models, the engines' probe graph) and the compiled draws, and nothing else (no tests/,
+no runs/); installed into a clean virtual environment without torch, `bld --version` and
+`bld-export --version` answer, the runtime draws with its compiled draws, and `bld sample`
+writes the same images and bits as the checkout's runtime.
 
 The build runs on a copy of the files git sees (tracked, and untracked ones not ignored), so it
 leaves nothing in the checkout, and without build isolation where setuptools is installed here
@@ -16,6 +17,7 @@ import os
 import shutil
 import subprocess
 import sys
+import sysconfig
 import zipfile
 from pathlib import Path
 
@@ -141,6 +143,7 @@ def test_the_wheel_holds_every_package_with_its_files_and_nothing_else(source, w
         for name in files:
             if name.startswith(prefix) and "__pycache__" not in name:
                 expected.add(Path(folder).name + "/" + name[len(prefix) :])
+    expected.add("bld_runtime/_draws" + sysconfig.get_config_var("EXT_SUFFIX"))  # setup.py's
     shipped = {name for name in wheel_names if name.split("/")[0] in packages}
     assert sorted(expected - shipped) == [], "files of the packages missing from the wheel"
     assert sorted(shipped - expected) == [], "files in the wheel that the checkout lacks"
@@ -181,12 +184,14 @@ def test_entry_points_name_modules_in_the_wheel(wheel, wheel_names):
 def test_the_venv_has_no_torch_and_imports_the_installed_package(venv, tmp_path):
     py = venv / "bin" / "python"
     code = (
-        "import importlib.util as u, bld_runtime; "
-        "print([m for m in ('torch', 'onnx') if u.find_spec(m)]); print(bld_runtime.__file__)"
+        "import importlib.util as u, bld_runtime; from bld_runtime import draws; "
+        "print([m for m in ('torch', 'onnx') if u.find_spec(m)]); print(bld_runtime.__file__); "
+        "print(draws.implementation())"
     )
     out = _run(py, "-c", code, env=_clean_env(), cwd=tmp_path).stdout.splitlines()
     assert out[0] == "[]", f"importable in the wheel's venv: {out[0]}"  # the train extra's
     assert Path(out[1]).is_relative_to(venv), out[1]  # the venv's copy, not the checkout
+    assert out[2] == "compiled"  # the wheel's own bld_runtime._draws
 
 
 def test_help_lists_every_command_and_a_torch_command_fails_in_one_line(venv, tmp_path):

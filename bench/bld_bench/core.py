@@ -30,7 +30,8 @@ Times are seconds, memory bytes; null where a figure does not apply or is unknow
                    pin_threads (BackendOptions.pin_threads of the runtime backends)}
     machine       {platform, processor, logical_cores, usable_cores, python, numpy,
                    onnxruntime, isa (the CPU flags of ISA_FLAGS it has), rss_scope ("run":
-                   peak RSS per run; "process": since start)}
+                   peak RSS per run; "process": since start), draws ("compiled" |
+                   "numpy": what the Python runtime's host loop draws with, bld_runtime.draws)}
     gemm_peak     {gflops (the best engine), size, threads,
                    engines: [{engine ("numpy" | "onnxruntime"), gflops, threads}]}: the better
                   of two measurements, before and after the runs
@@ -65,7 +66,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import onnxruntime as ort
 
-from bld_runtime import philox
+from bld_runtime import draws, philox
 from bld_runtime.backends import ALL_PRECISIONS, Backend, BackendOptions, Loop
 from bld_runtime.backends import names as runtime_backends
 from bld_runtime.backends.base import usable_cores
@@ -513,6 +514,7 @@ def machine_info(rss_scope: str) -> dict:
         "onnxruntime": ort.__version__,
         "isa": [flag for flag in ISA_FLAGS if flag in flags],
         "rss_scope": rss_scope,
+        "draws": draws.implementation(),
     }
 
 

@@ -55,8 +55,11 @@ def from_float(x: npt.ArrayLike) -> NDArray[np.uint8]:
     Returns:
         uint8 clip(round((x + 1) * 127.5), 0, 255), the same shape.
     """
-    scaled: NDArray[np.float32] = (np.asarray(x, np.float32) + np.float32(1)) * np.float32(127.5)
-    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)
+    scaled: NDArray[np.float32] = np.add(np.asarray(x, np.float32), np.float32(1))
+    scaled *= np.float32(127.5)  # in place: one temporary for the whole conversion
+    np.rint(scaled, out=scaled)
+    np.clip(scaled, 0, 255, out=scaled)
+    return scaled.astype(np.uint8)
 
 
 def nchw_to_nhwc(x: NDArray[Any]) -> NDArray[Any]:

@@ -85,9 +85,11 @@ class Arm64:
                 shutil.copy2(REPO / name, src / name)
         if self.mode == "binfmt":  # pip on the arm64 python builds and installs, as on a Jetson
             target = src
-        else:  # without binfmt pip cannot start the build backend: the host builds the wheel
+        else:  # without binfmt pip cannot start the build backend: the host builds the wheel,
+            # without the compiled draws (they would be the host's; the arm64 runtime draws
+            # with numpy, as it does where the arm64 root has no C compiler)
             run([python, "-m", "pip", "wheel", "-q", "--no-deps", "--no-build-isolation", "-w",
-                 dest / "wheel", src])  # fmt: skip
+                 dest / "wheel", src], env=os.environ | {"BLD_PURE_PYTHON": "1"})  # fmt: skip
             target = next((dest / "wheel").glob("bld-*.whl"))
         self.run([py, "-m", "pip", "install", "-q", "--no-deps", "--no-build-isolation",
                   "--no-index", target])  # fmt: skip

@@ -4,9 +4,11 @@ Per batch size, every array of the loop is allocated once: the uint8 state the P
 writes, its float32 copy that the step graph reads, the probabilities the graph writes, and the
 per-image inputs. The step graphs are bound to these arrays once (OrtValues that share numpy's
 memory), so a step is: fill the step index, run, draw in place, mask in place, convert in place.
-The Philox uniforms of several steps are computed in one pass (as many subsequences as fit in
-LANE_BUDGET Philox blocks): for small latents numpy's per-call cost, paid once per pass, is
-most of the sampling time.
+The draws are compiled where the package built them (bld_runtime.draws): one call per step
+draws, masks and writes the float32 state, and the uint8 bits are made from it when read. With
+numpy, the Philox uniforms of several steps are computed in one pass (as many subsequences as
+fit in LANE_BUDGET Philox blocks): for small latents numpy's per-call cost, paid once per pass,
+is most of the sampling time. Same bits either way.
 
 `HostLoop` is all of such a loop but the graph call (the arrays, the Philox draws, the mask):
 the "openvino" backend's loop shares it and only binds and runs its graphs its own way.
@@ -21,6 +23,7 @@ import numpy as np
 import onnxruntime as ort
 from numpy.typing import NDArray
 
+from .. import draws
 from ..philox import BernoulliDrawer
 from ..request import RequestChunk
 from .base import Backend, Graph, Loop, run_guarded
@@ -43,10 +46,15 @@ class HostLoop(Loop):
         self.backend, self.batch, self.num_steps = backend, batch, backend.num_steps
         self.bits = np.zeros(shape, np.uint8)  # the state z, as the contract's 0/1 bytes
         self.graph_bits = np.zeros(shape, np.float32)  # z as the step graph reads it
+        # Compiled draws write graph_bits only; bits is made from it when read (_bits_stale).
+        self._compiled = draws.compiled()
+        self._bits_stale = False
         self.probs = np.zeros(shape, np.float32)  # what the step graph writes
         self.half = np.full(shape, 0.5, np.float32)  # p of the initial state
         self.keep = np.zeros(shape, np.bool_)  # inpainting: True where the known bit stays
         self.known = np.zeros(shape, np.uint8)
+        # known as the compiled draws read it (float32, as they write the state)
+        self.known_f32 = np.zeros(shape if self._compiled else (0,), np.float32)
         self.masked = False
         self.inputs: dict[str, NDArray[Any]] = {  # the names format v1 gives the step inputs
             "bits": self.graph_bits,
@@ -56,9 +64,11 @@ class HostLoop(Loop):
             "guidance": np.zeros(batch, np.float32),
         }
         self.seeds = np.zeros(batch, np.uint64)
+        self.elements = L * C
         blocks = -(-L * C // 4)
         span = min(self.num_steps, max(1, LANE_BUDGET // (batch * blocks)))
-        self.drawer = BernoulliDrawer(batch, L * C, subsequences=span)
+        # numpy draws only; a drawer holds ~3 MB of scratch
+        self.drawer = None if self._compiled else BernoulliDrawer(batch, L * C, span)
         # The current pass: the uniforms of subsequences first, first + 1, ...
         self._uniforms: NDArray[np.float32] | None = None
         self._first = 0
@@ -79,6 +89,8 @@ class HostLoop(Loop):
         if masked is not None:
             np.not_equal(masked[0], 0, out=self.keep)
             np.copyto(self.known, masked[1])
+            if self._compiled:
+                np.copyto(self.known_f32, self.known)
         self._bind(self.role)
         self._uniforms = None
         self._draw(self.half, 0)
@@ -86,6 +98,11 @@ class HostLoop(Loop):
 
     def _draw(self, p: NDArray[np.float32], subsequence: int) -> None:
         """bits = u <= p with the uniforms of `subsequence` (0 initial state, i + 1 step i)."""
+        if self._compiled:
+            self._compiled.draw(p, self.seeds, subsequence, self.elements, *self._state())
+            self._bits_stale = True
+            return
+        assert self.drawer is not None
         k = subsequence - self._first
         if self._uniforms is None or not 0 <= k < len(self._uniforms):
             count = min(self.drawer.span, self.num_steps - subsequence)
@@ -97,24 +114,44 @@ class HostLoop(Loop):
             out=self.bits.reshape(self.batch, -1).view(np.bool_),
         )
 
+    def _state(self) -> tuple[NDArray[Any], Any, Any]:
+        """The compiled draws' output and mask: graph_bits, keep and known (None unmasked)."""
+        if self.masked:
+            return self.graph_bits, self.keep, self.known_f32
+        return self.graph_bits, None, None
+
     def advance(self, i: int) -> None:
         if i < self.num_steps - 1:
             self._draw(self.probs, i + 1)
+        elif self._compiled:
+            self._compiled.threshold(self.probs, self.batch, self.elements, *self._state())
+            self._bits_stale = True
+            return
         else:
             np.greater(self.probs, np.float32(0.5), out=self.bits.view(np.bool_))
         self._finish_state()
 
     def _finish_state(self) -> None:
+        if self._compiled:  # the draw masked and wrote graph_bits
+            return
         if self.masked:
             np.copyto(self.bits, self.known, where=self.keep)
         np.copyto(self.graph_bits, self.bits)
 
+    def _fresh_bits(self) -> NDArray[np.uint8]:
+        """bits, made from graph_bits after compiled draws."""
+        if self._bits_stale:
+            np.copyto(self.bits, self.graph_bits, casting="unsafe")
+            self._bits_stale = False
+        return self.bits
+
     def set_bits(self, bits: NDArray[np.uint8]) -> None:
         np.copyto(self.bits, bits)
         np.copyto(self.graph_bits, self.bits)
+        self._bits_stale = False
 
     def read_bits(self, out: NDArray[np.uint8]) -> NDArray[np.uint8]:
-        np.copyto(out, self.bits)
+        np.copyto(out, self._fresh_bits())
         return out
 
     def read_probs(self, out: NDArray[np.float32]) -> NDArray[np.float32]:
@@ -122,7 +159,7 @@ class HostLoop(Loop):
         return out
 
     def bits_view(self) -> NDArray[np.uint8]:
-        return self.bits
+        return self._fresh_bits()
 
 
 class CpuLoop(HostLoop):
