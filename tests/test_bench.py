@@ -15,7 +15,7 @@ import onnxruntime as ort
 import pytest
 from click.testing import CliRunner
 
-from bld_bench import core, machine
+from bld_bench import IDLE_SECONDS, core, machine
 from bld_bench import report as bench_report
 from bld_runtime.cli import cli
 
@@ -92,6 +92,7 @@ SCHEMA = {
                     "precision": {"enum": ["fp32", "fp16", "bf16", "int8"]},
                     "thread_pool": {"enum": ["session", "shared"]},
                     "pin_threads": {"type": "boolean"},
+                    "idle": {"type": "number", "minimum": 0},
                 }
             ),
             "machine": _obj(
@@ -323,6 +324,24 @@ def test_a_backend_that_cannot_run_here_is_reported_not_fatal(tiny_bundle):
     cuda = next(b for b in out["backends"] if b["name"] == "cuda")
     assert not cuda["available"] and cuda["reason"]
     assert [r["backend"] for r in out["results"]] == ["cpu"]
+
+
+def test_idle_before_each_run_is_set_and_recorded(report, tiny_bundle, monkeypatch):
+    """--idle SECONDS sleeps that long before each run, warm-up included (0: back to back)."""
+    if not installed():
+        pytest.skip("bld is not installed (pip install -e .)")
+    assert report["settings"]["idle"] == IDLE_SECONDS
+    slept = []
+    monkeypatch.setattr(core.time, "sleep", slept.append)  # the time module bench uses
+    for idle in (0.25, 0):
+        slept.clear()
+        args = ["--batch", "1,2", "--warmup", 1, "--iters", 2, "--no-peak", "--json", "--quiet"]
+        result = bld("bench", tiny_bundle, "--backend", "cpu", "--idle", idle, *args)
+        assert result.exit_code == 0, result.output
+        assert json.loads(result.stdout)["settings"]["idle"] == idle
+        assert slept == [idle] * 6  # 2 batch sizes x 3 rounds x 1 contender
+    result = bld("bench", tiny_bundle, "--idle", -1)
+    assert result.exit_code != 0 and "--idle" in result.output
 
 
 def test_steps_must_match_the_bundle(tiny_bundle):

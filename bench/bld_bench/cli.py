@@ -14,6 +14,8 @@ from bld_runtime.cli import (
 )
 from bld_runtime.errors import BldError
 
+from . import IDLE_SECONDS
+
 
 def _int_list(ctx, param, value):
     try:
@@ -118,6 +120,15 @@ def _names(ctx, param, value):
     default=None,
     help="Write latency and throughput vs batch size per backend to this PNG.",
 )
+@click.option(
+    "--idle",
+    type=click.FloatRange(min=0),
+    default=IDLE_SECONDS,
+    show_default=True,
+    help="Seconds of idle before every run, so that each is a request arriving at a quiet "
+    "machine and no contender's spinning threads slow the next; 0 times runs back to back, as "
+    "a busy server would see them.",
+)
 @click.option("--no-peak", is_flag=True, help="Skip measuring the GEMM peak.")
 @click.option("--quiet", is_flag=True, help="No progress lines on stderr.")
 def bench(
@@ -137,6 +148,7 @@ def bench(
     pin_threads,
     as_json,
     plot,
+    idle,
     no_peak,
     quiet,
 ):
@@ -169,6 +181,7 @@ def bench(
         precision=precision,
         thread_pool=thread_pool,
         pin_threads=pin_threads_for(pin_threads, thread_pool),
+        idle=idle,
         measure_peak=not no_peak,
         log=(lambda s: None) if quiet else (lambda s: err.print(s)),
     )

@@ -27,7 +27,8 @@ Times are seconds, memory bytes; null where a figure does not apply or is unknow
     settings      {backends, batches, warmup, iters, threads, guidance, temperature, seed,
                    precision (the default; a backend named "NAME:PRECISION" runs its own),
                    thread_pool (the runtime backends' onnxruntime pools: "session" | "shared"),
-                   pin_threads (BackendOptions.pin_threads of the runtime backends)}
+                   pin_threads (BackendOptions.pin_threads of the runtime backends),
+                   idle (seconds of idle before each run)}
     machine       {platform, processor, logical_cores, usable_cores, python, numpy,
                    onnxruntime, isa (the CPU flags of ISA_FLAGS it has), rss_scope ("run":
                    peak RSS per run; "process": since start), draws ("compiled" |
@@ -75,12 +76,12 @@ from bld_runtime.errors import BackendUnavailableError, InvalidRequestError
 from bld_runtime.manifest import load_bundle
 from bld_runtime.request import RequestChunk
 
+from . import IDLE_SECONDS
 from .machine import current_rss_bytes, gemm_peak, peak_rss_bytes, reset_peak_rss
 
 SCHEMA = "bld-bench/1"
 PLUGIN_GROUP = "bld.bench_backends"
 PERCENTILES = (50, 90, 99)
-SETTLE_SECONDS = 0.1  # idle time before each run, so that one contender's threads go quiet
 
 
 # --- what every benchmarked backend gets and reports --------------------------------------------
@@ -361,13 +362,15 @@ def run_rounds(
     warmup: int,
     iters: int,
     log=lambda message: None,
-    settle: float = SETTLE_SECONDS,
+    idle: float = IDLE_SECONDS,
 ) -> list[dict]:
     """For each batch: warmup + iters rounds, each running every available contender once, in
     the same order (A B A B ...). Returns the order of the runs; timings go into contenders.
 
-    Before each run we sleep `settle` seconds: thread pools (onnxruntime's, OpenMP's) may spin
-    for a while after a run, and on few cores that would slow whoever runs next.
+    Before each run we sleep `idle` seconds: thread pools (onnxruntime's, OpenMP's) may spin
+    for a while after a run, and on few cores that would slow whoever runs next. The price:
+    each run starts on an idle machine, whose caches (and, in a VM, whose cores) its first
+    operations refill; 0 runs them back to back, as on a busy server.
     """
     order = []
     track_rss = reset_peak_rss()
@@ -381,7 +384,7 @@ def run_rounds(
                 if not c.available:
                     continue
                 clock = StageClock(num_steps)
-                time.sleep(settle)
+                time.sleep(idle)
                 if track_rss:
                     reset_peak_rss()
                 c.backend.reset_device_peak()
@@ -533,6 +536,7 @@ def benchmark(
     precision: str = "fp32",
     thread_pool: str = "session",
     pin_threads: bool = False,
+    idle: float = IDLE_SECONDS,
     measure_peak: bool = True,
     log=lambda message: None,
 ) -> dict:
@@ -605,7 +609,7 @@ def benchmark(
         peak = gemm_peak(threads, thread_pool=thread_pool, pin_threads=pin_threads)
     requests = {b: make_request(b, seed, m.classes.count, guidance, temperature) for b in batches}
     rss_scope = "run" if reset_peak_rss() else "process"
-    order = run_rounds(contenders, requests, K, warmup, iters, log)
+    order = run_rounds(contenders, requests, K, warmup, iters, log, idle)
     if measure_peak:  # again after the runs: on a shared machine one measurement may be low
         again = gemm_peak(threads, thread_pool=thread_pool, pin_threads=pin_threads)
         peak = again if again["gflops"] > peak["gflops"] else peak
@@ -642,6 +646,7 @@ def benchmark(
             "precision": precision,
             "thread_pool": thread_pool,
             "pin_threads": pin_threads,
+            "idle": idle,
         },
         "machine": machine_info(rss_scope),
         "gemm_peak": peak,
