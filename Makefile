@@ -13,7 +13,9 @@ TRT_STAMP := $(VENV)/.tensorrt
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
+# The compiled draws (setup.py) are built by the install: a change to their C sources reinstalls.
+DRAWS_SRC := setup.py $(wildcard runtime/bld_runtime/csrc/*.c runtime/bld_runtime/csrc/*.h)
+$(STAMP): pyproject.toml $(DRAWS_SRC)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
