@@ -99,4 +99,5 @@ arm64-check: $(STAMP)
 	$(PY) -m pytest -q tests/test_arm64.py
 
 clean:
-	rm -rf $(VENV) runs $(CPP)/build $(CPP)/build-asan $(CPP)/.deps $(DOCS)
+	rm -rf $(VENV) runs $(CPP)/build $(CPP)/build-asan $(CPP)/.deps $(DOCS) build
+	rm -f runtime/bld_runtime/_draws*.so runtime/bld_runtime/_draws*.pyd

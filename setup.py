@@ -1,22 +1,39 @@
 """The one thing pyproject.toml cannot declare without an experimental table: the Python
 runtime's draws in compiled code, bld_runtime._draws (bld_runtime/draws.py). The extension is
 optional, so that a machine without a C compiler still installs the runtime, which then draws
-with numpy (the same bits, slower). -O3 vectorises the Philox lanes (csrc/bld_draw_host.h); no
-fast-math. BLD_PURE_PYTHON=1 leaves it out: a wheel for another architecture than the
-building machine's (scripts/arm64 without binfmt)."""
+with numpy (the same bits, slower). BLD_PURE_PYTHON=1 leaves it out: a wheel for another
+architecture than the building machine's (scripts/arm64 without binfmt)."""
 
 import os
 
 from setuptools import Extension, setup
+from setuptools.command.build_ext import build_ext
 
 CSRC = "runtime/bld_runtime/csrc"
+
+# GCC and Clang: -O3 runs the 64 Philox lanes in SIMD registers (csrc/bld_draw_host.h); no
+# fast-math, and no contraction of a*b+c, as the C++ runtime builds the same source. MSVC's
+# defaults are already exact (/fp:precise).
+GNU_FLAGS = ["-O3", "-fno-fast-math", "-ffp-contract=off"]
+
+
+class BuildDraws(build_ext):
+    def build_extensions(self):
+        if self.compiler.compiler_type == "unix":
+            for ext in self.extensions:
+                ext.extra_compile_args = GNU_FLAGS
+        super().build_extensions()
+
 
 DRAWS = Extension(
     "bld_runtime._draws",
     sources=[f"{CSRC}/draws.c"],
     include_dirs=[CSRC],
-    extra_compile_args=["-O3", "-fno-fast-math"],
+    depends=[f"{CSRC}/bld_draw_host.h", f"{CSRC}/bld_philox.h"],
     optional=True,
 )
 
-setup(ext_modules=[] if os.environ.get("BLD_PURE_PYTHON") == "1" else [DRAWS])
+setup(
+    ext_modules=[] if os.environ.get("BLD_PURE_PYTHON") == "1" else [DRAWS],
+    cmdclass={"build_ext": BuildDraws},
+)

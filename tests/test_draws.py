@@ -61,6 +61,16 @@ def test_a_draw_equals_numpys(batch, n, seed, subsequence, data):
 
 
 @needs_compiled
+def test_a_draw_large_enough_to_run_without_the_gil_equals_numpys():
+    seeds = np.array([1, 2, 3], np.uint64)
+    p = np.random.default_rng(5).random((3, 30001), dtype=np.float32)  # 90,003 >= 2^16 elements
+    assert np.array_equal(_compiled_draw(p, seeds, 7), bernoulli(p, seeds, 7))
+    bits = np.zeros_like(p)
+    compiled.threshold(p, 3, 30001, bits, None, None)
+    assert np.array_equal(bits, p > np.float32(0.5))
+
+
+@needs_compiled
 @pytest.mark.parametrize("n", [260, 1029])
 def test_every_element_at_its_tie_and_just_below(n):
     """p == u draws 1 and the float32 just below u draws 0, at every element: a `<` for `<=`,
@@ -101,8 +111,21 @@ def test_mismatched_buffers_are_refused():
         compiled.draw(p, seeds, 1, 8, np.zeros((2, 8), np.float32), np.zeros((2, 8), bool), None)
     with pytest.raises(ValueError, match="uint64"):
         compiled.draw(p, np.zeros(3, np.uint8), 1, 8, np.zeros((2, 8), np.float32), None, None)
+    with pytest.raises(ValueError, match="uint64"):  # the right size, the wrong type
+        compiled.draw(p, np.zeros(2, np.float64), 1, 8, np.zeros((2, 8), np.float32), None, None)
+    with pytest.raises(ValueError, match="float32"):
+        compiled.draw(p.view(np.int32), seeds, 1, 8, np.zeros((2, 8), np.float32), None, None)
+    with pytest.raises(ValueError, match="float32"):
+        keep = np.zeros((2, 8), np.int8)
+        compiled.draw(p, seeds, 1, 8, np.zeros((2, 8), np.float32), keep, p)
     with pytest.raises(BufferError):  # a read-only output
         compiled.draw(p, seeds, 1, 8, b"\0" * 64, None, None)
+    with pytest.raises(ValueError, match="addressable"):  # 2 * 2^62 elements would wrap
+        compiled.draw(p, seeds, 1, 2**62, np.zeros((2, 8), np.float32), None, None)
+    with pytest.raises(ValueError, match="addressable"):
+        compiled.threshold(p, 4, 2**62, np.zeros((2, 8), np.float32), None, None)
+    with pytest.raises(OverflowError):
+        compiled.draw(p, seeds, -1, 8, np.zeros((2, 8), np.float32), None, None)
 
 
 def _generations(bundle, monkeypatch, implementation):

@@ -542,6 +542,11 @@ def test_uint8_float_round_trip_is_exact():
     np.testing.assert_array_equal(
         from_float(np.array([-3.0, 3.0, np.float32(0.5 / 127.5 - 1)])), [0, 255, 0]
     )
+    # Any shape, a scalar too, and the input is never written to.
+    assert from_float(0.3) == 166 and from_float(np.float32(2)).dtype == np.uint8
+    x_before = x.copy()
+    from_float(x)
+    np.testing.assert_array_equal(x, x_before)
 
 
 def test_png_files_and_grids(tmp_path):

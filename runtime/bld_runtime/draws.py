@@ -5,9 +5,9 @@ runtime's draws come from too (csrc/bld_draw_host.h over csrc/bld_philox.h): the
 made on the fly in SIMD registers, one call per step for the whole batch. Where it was not
 built (no C compiler at install time; the build is optional), or with `BLD_DRAWS=numpy` in the
 environment, the loop draws with `philox.BernoulliDrawer`, numpy's passes over uint64 arrays:
-the contract's reference here, and the slower path (0.9 ms of a 37 ms batch-16 generation of
-the digits model on the README's machine, against 0.04 ms compiled). Tests hold the two to the
-same bits.
+the contract's reference here, and the slower path (its initial pass of all steps' uniforms
+took 1.2-1.4 ms of a batch-16 generation of the digits model on the README's machine, the
+compiled initial draw 0.03-0.04 ms). Tests hold the two to the same bits.
 """
 
 from __future__ import annotations

@@ -55,8 +55,9 @@ def from_float(x: npt.ArrayLike) -> NDArray[np.uint8]:
     Returns:
         uint8 clip(round((x + 1) * 127.5), 0, 255), the same shape.
     """
-    scaled: NDArray[np.float32] = np.add(np.asarray(x, np.float32), np.float32(1))
-    scaled *= np.float32(127.5)  # in place: one temporary for the whole conversion
+    scaled: NDArray[np.float32] = np.array(x, np.float32)  # a copy, 0-d for a scalar
+    scaled += np.float32(1)  # in place from here: one temporary for the whole conversion
+    scaled *= np.float32(127.5)
     np.rint(scaled, out=scaled)
     np.clip(scaled, 0, 255, out=scaled)
     return scaled.astype(np.uint8)

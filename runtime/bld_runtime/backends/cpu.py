@@ -65,14 +65,18 @@ class HostLoop(Loop):
         }
         self.seeds = np.zeros(batch, np.uint64)
         self.elements = L * C
-        blocks = -(-L * C // 4)
-        span = min(self.num_steps, max(1, LANE_BUDGET // (batch * blocks)))
-        # numpy draws only; a drawer holds ~3 MB of scratch
-        self.drawer = None if self._compiled else BernoulliDrawer(batch, L * C, span)
+        self.drawer = None if self._compiled else self._numpy_drawer(batch, L * C)
         # The current pass: the uniforms of subsequences first, first + 1, ...
         self._uniforms: NDArray[np.float32] | None = None
         self._first = 0
         self.role = "step"  # the step graph kind this batch runs: "step" or "step_guided"
+
+    def _numpy_drawer(self, batch: int, elements: int) -> BernoulliDrawer:
+        """The numpy draws' drawer (~3 MB of scratch): as many subsequences per pass as fit in
+        LANE_BUDGET Philox blocks."""
+        blocks = -(-elements // 4)
+        span = min(self.num_steps, max(1, LANE_BUDGET // (batch * blocks)))
+        return BernoulliDrawer(batch, elements, span)
 
     @abstractmethod
     def _bind(self, kind: str) -> None:

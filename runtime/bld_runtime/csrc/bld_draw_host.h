@@ -67,7 +67,10 @@ BLD_HOST_INLINE void bld_threshold_image(const float *p, bld_u64 n, float *bits,
    at -O2 with 16 lanes, 43 us with 64 lanes at -O3 and the clone. Same bits on every path
    (integer rounds; every one of the 2^32 words gives the same uniform vectorised for AVX2 and
    AVX-512 as in scalar code, checked). Mark the caller of bld_draw_image, which inlines it. */
-#if defined(__x86_64__) && defined(__linux__) && defined(__GNUC__) && !defined(__clang__)
+#include <stdlib.h> /* defines __GLIBC__ where the C library is glibc */
+#if defined(__x86_64__) && defined(__linux__) && defined(__GLIBC__) && defined(__GNUC__) &&   \
+    !defined(__clang__)
+/* target_clones needs the loader's ifunc: glibc has it, musl (Alpine) does not. */
 #define BLD_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v4", "default")))
 #else
 #define BLD_SIMD_CLONES

@@ -2,13 +2,16 @@
  *
  * The host loop (backends/cpu.py) calls one of these per step for the whole batch: the Philox
  * words are made on the fly in bld_draw_host.h's 64-lane SIMD rounds, where numpy makes them
- * in passes over uint64 arrays in memory (0.9 ms of a 37 ms batch-16 generation of the digits
- * model). The arrays arrive through the buffer protocol, C-contiguous, and bld_runtime.draws
- * checks their dtypes and shapes; here only their byte sizes are checked against each other.
- * The GIL is released while drawing.
+ * in passes over uint64 arrays in memory (the initial pass of all steps' uniforms took 1.2-1.4
+ * ms of a batch-16 generation of the digits model; 0.03-0.04 ms compiled). The arrays arrive
+ * through the buffer protocol, C-contiguous; their item types (float32, uint64, bool or
+ * uint8) and their sizes are checked here, so a wrong array is a ValueError, never a write out
+ * of bounds. The GIL is released for large draws only: a batch-16 draw of the demo latent
+ * takes 3 us, less than giving the GIL away and taking it back may cost.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <string.h>
 
 #include "bld_draw_host.h"
 
@@ -29,6 +32,18 @@ static void threshold_batch(const float *p, Py_ssize_t batch, bld_u64 n, float *
         bld_threshold_image(p + at, n, bits + at, keep ? keep + at : NULL,
                             known ? known + at : NULL);
     }
+}
+
+/* Draws of at least this many elements run without the GIL. */
+#define RELEASE_GIL_ELEMENTS (1 << 16)
+
+/* Whether buffer b holds items of one of the struct-module type codes in `codes`, itemsize
+   bytes each, in native byte order (numpy writes float32 as "f", uint64 as "L" or "Q", bool
+   as "?", uint8 as "B"; a prefix "@", "=" or "<" on this little-endian or native layout). */
+static int has_items(const Py_buffer *b, const char *codes, Py_ssize_t itemsize) {
+    const char *f = b->format ? b->format : "B";
+    if (*f == '@' || *f == '=' || *f == '<') ++f;
+    return b->itemsize == itemsize && f[0] && !f[1] && strchr(codes, f[0]) != NULL;
 }
 
 /* The buffers of one call: p, bits (writable), keep and known (both or neither). */
@@ -54,20 +69,21 @@ static int take(Buffers *v, PyObject *p, PyObject *bits, PyObject *keep, PyObjec
         PyErr_SetString(PyExc_ValueError, "keep and known go together");
         return -1;
     }
-    if (PyObject_GetBuffer(p, &v->p, PyBUF_C_CONTIGUOUS) < 0) return -1;
-    if (PyObject_GetBuffer(bits, &v->bits, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE) < 0) {
+    if (PyObject_GetBuffer(p, &v->p, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return -1;
+    if (PyObject_GetBuffer(bits, &v->bits, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE | PyBUF_FORMAT) <
+        0) {
         PyBuffer_Release(&v->p);
         return -1;
     }
     v->masked = keep != Py_None;
     if (v->masked) {
-        if (PyObject_GetBuffer(keep, &v->keep, PyBUF_C_CONTIGUOUS) < 0) {
+        if (PyObject_GetBuffer(keep, &v->keep, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
             PyBuffer_Release(&v->p);
             PyBuffer_Release(&v->bits);
             v->masked = 0;
             return -1;
         }
-        if (PyObject_GetBuffer(known, &v->known, PyBUF_C_CONTIGUOUS) < 0) {
+        if (PyObject_GetBuffer(known, &v->known, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) {
             PyBuffer_Release(&v->keep);
             PyBuffer_Release(&v->p);
             PyBuffer_Release(&v->bits);
@@ -75,6 +91,14 @@ static int take(Buffers *v, PyObject *p, PyObject *bits, PyObject *keep, PyObjec
             return -1;
         }
     }
+    if (!has_items(&v->p, "f", 4) || !has_items(&v->bits, "f", 4) ||
+        (v->masked && (!has_items(&v->keep, "?B", 1) || !has_items(&v->known, "f", 4)))) {
+        release(v);
+        PyErr_SetString(PyExc_ValueError,
+                        "p, bits and known must be float32 and keep bool or uint8");
+        return -1;
+    }
+    /* elements fits: the caller checked it against PY_SSIZE_T_MAX / 4 */
     Py_ssize_t floats = elements * (Py_ssize_t)sizeof(float);
     if (v->p.len != floats || v->bits.len != floats ||
         (v->masked && (v->keep.len != elements || v->known.len != floats))) {
@@ -85,32 +109,56 @@ static int take(Buffers *v, PyObject *p, PyObject *bits, PyObject *keep, PyObjec
     return 0;
 }
 
+/* batch * n, or -1 with a ValueError where it would not fit a buffer of floats. */
+static Py_ssize_t elements_of(Py_ssize_t batch, Py_ssize_t n) {
+    if (batch < 0 || n <= 0 || batch > PY_SSIZE_T_MAX / (Py_ssize_t)sizeof(float) / n) {
+        PyErr_SetString(PyExc_ValueError, "batch must be >= 0 and n > 0, batch * n addressable");
+        return -1;
+    }
+    return batch * n;
+}
+
+/* The subsequence: any Python int in [0, 2^64), else OverflowError or TypeError. */
+static int subsequence_of(PyObject *o, unsigned long long *out) {
+    if (!PyLong_Check(o)) {
+        PyErr_SetString(PyExc_TypeError, "subsequence must be an int");
+        return -1;
+    }
+    *out = PyLong_AsUnsignedLongLong(o);
+    return (*out == (unsigned long long)-1 && PyErr_Occurred()) ? -1 : 0;
+}
+
 static PyObject *draw(PyObject *self, PyObject *args) {
-    PyObject *p, *seeds_obj, *bits, *keep, *known;
+    PyObject *p, *seeds_obj, *subsequence_obj, *bits, *keep, *known;
     unsigned long long subsequence;
     Py_ssize_t n;
     (void)self;
-    if (!PyArg_ParseTuple(args, "OOKnOOO:draw", &p, &seeds_obj, &subsequence, &n, &bits, &keep,
-                          &known))
+    if (!PyArg_ParseTuple(args, "OOOnOOO:draw", &p, &seeds_obj, &subsequence_obj, &n, &bits,
+                          &keep, &known) ||
+        subsequence_of(subsequence_obj, &subsequence) < 0)
         return NULL;
     Py_buffer seeds;
-    if (n <= 0) {
-        PyErr_SetString(PyExc_ValueError, "n must be > 0");
+    if (PyObject_GetBuffer(seeds_obj, &seeds, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return NULL;
+    if (!has_items(&seeds, "LQ", 8)) {
+        PyBuffer_Release(&seeds);
+        PyErr_SetString(PyExc_ValueError, "seeds must be uint64");
         return NULL;
     }
-    if (PyObject_GetBuffer(seeds_obj, &seeds, PyBUF_C_CONTIGUOUS) < 0) return NULL;
-    Py_ssize_t batch = seeds.len / (Py_ssize_t)sizeof(bld_u64);
+    Py_ssize_t batch = seeds.len / 8, elements = elements_of(batch, n);
     Buffers v;
-    if (seeds.len % (Py_ssize_t)sizeof(bld_u64) || take(&v, p, bits, keep, known, batch * n) < 0) {
-        if (!PyErr_Occurred()) PyErr_SetString(PyExc_ValueError, "seeds must be uint64");
+    if (elements < 0 || take(&v, p, bits, keep, known, elements) < 0) {
         PyBuffer_Release(&seeds);
         return NULL;
     }
-    Py_BEGIN_ALLOW_THREADS
-    draw_batch((const float *)v.p.buf, (const bld_u64 *)seeds.buf, subsequence, batch,
-               (bld_u64)n, (float *)v.bits.buf, v.masked ? (const unsigned char *)v.keep.buf : NULL,
-               v.masked ? (const float *)v.known.buf : NULL);
-    Py_END_ALLOW_THREADS
+    const float *pp = v.p.buf, *kn = v.masked ? v.known.buf : NULL;
+    const unsigned char *kp = v.masked ? v.keep.buf : NULL;
+    if (elements >= RELEASE_GIL_ELEMENTS) {
+        Py_BEGIN_ALLOW_THREADS
+        draw_batch(pp, seeds.buf, subsequence, batch, (bld_u64)n, v.bits.buf, kp, kn);
+        Py_END_ALLOW_THREADS
+    } else {
+        draw_batch(pp, seeds.buf, subsequence, batch, (bld_u64)n, v.bits.buf, kp, kn);
+    }
     release(&v);
     PyBuffer_Release(&seeds);
     Py_RETURN_NONE;
@@ -122,17 +170,18 @@ static PyObject *threshold(PyObject *self, PyObject *args) {
     (void)self;
     if (!PyArg_ParseTuple(args, "OnnOOO:threshold", &p, &batch, &n, &bits, &keep, &known))
         return NULL;
-    if (batch < 0 || n <= 0) {
-        PyErr_SetString(PyExc_ValueError, "batch must be >= 0 and n > 0");
-        return NULL;
-    }
+    Py_ssize_t elements = elements_of(batch, n);
     Buffers v;
-    if (take(&v, p, bits, keep, known, batch * n) < 0) return NULL;
-    Py_BEGIN_ALLOW_THREADS
-    threshold_batch((const float *)v.p.buf, batch, (bld_u64)n, (float *)v.bits.buf,
-                    v.masked ? (const unsigned char *)v.keep.buf : NULL,
-                    v.masked ? (const float *)v.known.buf : NULL);
-    Py_END_ALLOW_THREADS
+    if (elements < 0 || take(&v, p, bits, keep, known, elements) < 0) return NULL;
+    const float *pp = v.p.buf, *kn = v.masked ? v.known.buf : NULL;
+    const unsigned char *kp = v.masked ? v.keep.buf : NULL;
+    if (elements >= RELEASE_GIL_ELEMENTS) {
+        Py_BEGIN_ALLOW_THREADS
+        threshold_batch(pp, batch, (bld_u64)n, v.bits.buf, kp, kn);
+        Py_END_ALLOW_THREADS
+    } else {
+        threshold_batch(pp, batch, (bld_u64)n, v.bits.buf, kp, kn);
+    }
     release(&v);
     Py_RETURN_NONE;
 }
