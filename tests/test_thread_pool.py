@@ -296,17 +296,17 @@ def test_commands_pin_with_the_shared_pool_unless_told_otherwise():
 
 
 @pytest.mark.parametrize("program", ["bld", "bld-cpp"])
+@pytest.mark.parametrize(
+    "flags", [["--pin-threads"], ["--no-pin-threads", "--pin-threads"], ["--pin-threads"] * 2]
+)
 def test_pin_threads_with_pools_per_session_is_refused_in_one_line(
-    program, cpp_build, tiny_bundle, tmp_path
+    program, flags, cpp_build, tiny_bundle, tmp_path
 ):
-    command = (
-        [sys.executable, "-m", "bld_runtime.cli"]
-        if program == "bld"
-        else [str(cpp_build["release"] / "bld-cpp")]
-    )
+    """Refused whenever the last of --pin-threads / --no-pin-threads asks for pinning (click's
+    rule for a pair of flags; bld-cpp follows it)."""
     done = subprocess.run(
-        [*command, "sample", str(tiny_bundle), "-o", str(tmp_path / "out"), "--thread-pool",
-         "session", "--pin-threads"],
+        [*_sample_command(program, cpp_build), "sample", str(tiny_bundle), "-o",
+         str(tmp_path / "out"), "--thread-pool", "session", *flags],
         capture_output=True, text=True, check=False,
     )  # fmt: skip
     assert done.returncode == 1
@@ -314,6 +314,25 @@ def test_pin_threads_with_pools_per_session_is_refused_in_one_line(
         "error: pin_threads needs thread_pool 'shared': it pins the shared pool's threads\n"
     )
     assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("program", ["bld", "bld-cpp"])
+def test_the_later_of_pin_threads_and_no_pin_threads_wins(
+    program, cpp_build, tiny_bundle, tmp_path
+):
+    done = subprocess.run(
+        [*_sample_command(program, cpp_build), "sample", str(tiny_bundle), "-o",
+         str(tmp_path / "out"), "--thread-pool", "session", "--pin-threads", "--no-pin-threads"],
+        capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "out" / "samples.json").is_file()
+
+
+def _sample_command(program: str, cpp_build: dict) -> list[str]:
+    if program == "bld":
+        return [sys.executable, "-m", "bld_runtime.cli"]
+    return [str(cpp_build["release"] / "bld-cpp")]
 
 
 @pytest.mark.skipif(len(os.sched_getaffinity(0)) < 2, reason="pinning needs 2 usable cores")

@@ -192,6 +192,12 @@ class Args {
     const std::string &positional(size_t i) const { return positional_[i]; }
     size_t count_positional() const { return positional_.size(); }
     bool has(const std::string &name) const { return values_.count(name) > 0; }
+    // When an option was last given, counted over the command line (-1: never): of a pair of
+    // flags such as --pin-threads / --no-pin-threads the later one wins, as in click.
+    int last_given(const std::string &name) const {
+        auto at = last_.find(name);
+        return at != last_.end() ? at->second : -1;
+    }
     std::string get(const std::string &name) const {
         auto v = values_.find(name);
         return v != values_.end() ? v->second : find(name)->fallback;
@@ -241,6 +247,7 @@ class Args {
     void set(const Option &o, const std::string &value) {
         if (!values_.count(o.names.back())) given_.push_back(o.names.back());
         values_[o.names.back()] = value;
+        last_[o.names.back()] = sets_++;
     }
     std::string next(int argc, char **argv, int &i, const std::string &name) const {
         if (i + 1 >= argc) throw Usage{"Option " + py::repr(name) + " requires an argument."};
@@ -262,6 +269,8 @@ class Args {
     std::vector<Option> options_;
     std::vector<std::string> positional_names_, positional_, given_;
     std::map<std::string, std::string> values_;
+    std::map<std::string, int> last_;
+    int sets_ = 0;
 };
 
 // A seed as `bld` parses it: decimal digits (spaces around allowed), a value in [0, 2^64).

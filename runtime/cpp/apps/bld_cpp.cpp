@@ -62,8 +62,10 @@ bld::Pipeline load(const std::string &bundle, const Args &args) {
     options.intra_op_threads = static_cast<int>(threads);
     check_thread_pool(args);
     options.thread_pool = args.get("--thread-pool");
-    // as bld_runtime.cli.pin_threads_for: on with the shared pool unless told otherwise
-    options.pin_threads = !args.has("--no-pin-threads") && (args.has("--pin-threads") || options.thread_pool == "shared");
+    // as bld_runtime.cli.pin_threads_for: on with the shared pool unless told otherwise, the
+    // later of --pin-threads and --no-pin-threads deciding
+    const int pin = args.last_given("--pin-threads"), no_pin = args.last_given("--no-pin-threads");
+    options.pin_threads = pin != no_pin ? pin > no_pin : options.thread_pool == "shared";
     return bld::Pipeline::load(bundle, options);
 }
 
