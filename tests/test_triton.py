@@ -622,6 +622,11 @@ def test_bld_sample_server_errors_are_one_line(tmp_path, subprocess_env):
             "error: --precision, --threads chooses how the local runtime runs; with "
             "--server the model repository decides",
         ),
+        (  # named as the options are spelt (--dla, not its parameter's name dla_core)
+            ["--server", "http://127.0.0.1:1", "--dla", "0", "--no-pin-threads"],
+            "error: --pin-threads/--no-pin-threads, --dla chooses how the local runtime runs; "
+            "with --server the model repository decides",
+        ),
         (
             ["--server", "http://127.0.0.1:1", "--preview-every", "2"],
             "error: cannot reach a Triton server",

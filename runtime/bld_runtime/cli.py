@@ -14,13 +14,15 @@ name and a rename; output folders are locked while written (outputs.OutputFolder
 
 from __future__ import annotations
 
+import functools
 import os
 import sys
 import warnings
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass, fields
 from importlib import metadata
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar, cast
 
 import click
 
@@ -204,12 +206,73 @@ def pin_threads_for(pin_threads: bool | None, thread_pool: str) -> bool:
     return pin_threads
 
 
+@dataclass(frozen=True)
+class LocalRuntime:
+    """How a command runs the local runtime: the options `runtime_options` adds, as given."""
+
+    backend: str
+    precision: str
+    threads: int
+    thread_pool: str
+    pin_threads: bool | None
+    engine_cache: str | None
+    rebuild_if_stale: bool
+    dla_core: int | None
+
+    def load(self, bundle: str) -> Pipeline:
+        """The bundle on this runtime; options that do not apply to the backend refused."""
+        import onnxruntime
+
+        from .backends import BackendOptions
+        from .pipeline import Pipeline
+
+        backend, engine_cache = self.backend, self.engine_cache
+        if backend != "tensorrt":
+            for given, option in (
+                (self.rebuild_if_stale, "--rebuild-if-stale"),
+                (self.dla_core is not None, "--dla"),
+            ):
+                if given:
+                    raise InvalidRequestError(f"{option} applies to --backend tensorrt only")
+        if engine_cache is not None and backend not in ("tensorrt", "tensorrt-ep"):
+            raise InvalidRequestError(
+                "--engine-cache applies to --backend tensorrt and tensorrt-ep"
+            )
+        if engine_cache is None and backend == "tensorrt-ep":
+            engine_cache = str(Path(bundle) / "engines")  # bld-export engine's default
+        onnxruntime.set_default_logger_severity(4)  # a CLI says one line of its own, not ORT's
+
+        return Pipeline.load(
+            bundle,
+            backend=backend,
+            precision=self.precision,
+            options=BackendOptions(
+                intra_op_threads=self.threads,
+                thread_pool=self.thread_pool,
+                pin_threads=pin_threads_for(self.pin_threads, self.thread_pool),
+                trt_cache_dir=engine_cache,
+                trt_rebuild_if_stale=self.rebuild_if_stale,
+                trt_dla_core=self.dla_core,
+            ),
+        )
+
+
 def runtime_options(batched: bool = True) -> Callable[[F], F]:
-    """--backend, --precision, --threads, the TensorRT options (--engine-cache,
-    --rebuild-if-stale, --dla) and --no-chunk for commands that take a batch."""
+    """--backend, --precision, --threads, --thread-pool, --pin-threads, the TensorRT options
+    (--engine-cache, --rebuild-if-stale, --dla), passed to the command as one LocalRuntime
+    argument `runtime`, and --no-chunk (`chunk`) for commands that take a batch."""
 
     def decorate(f: F) -> F:
         from .backends import names as backend_names
+
+        command = f  # f is rebound below, as each option decorates the wrapper
+
+        @functools.wraps(command)
+        def with_runtime(*args: Any, **kwargs: Any) -> Any:
+            given = {field.name: kwargs.pop(field.name) for field in fields(LocalRuntime)}
+            return command(*args, runtime=LocalRuntime(**given), **kwargs)
+
+        f = cast(F, with_runtime)
 
         f = click.option(
             "--dla",
@@ -265,50 +328,6 @@ def runtime_options(batched: bool = True) -> Callable[[F], F]:
         return f
 
     return decorate
-
-
-def _load(
-    bundle: str,
-    backend: str,
-    precision: str,
-    threads: int,
-    engine_cache: str | None = None,
-    rebuild_if_stale: bool = False,
-    dla_core: int | None = None,
-    thread_pool: str = "session",
-    pin_threads: bool | None = None,
-) -> Pipeline:
-    import onnxruntime
-
-    from .backends import BackendOptions
-    from .pipeline import Pipeline
-
-    if backend != "tensorrt":
-        for given, option in (
-            (rebuild_if_stale, "--rebuild-if-stale"),
-            (dla_core is not None, "--dla"),
-        ):
-            if given:
-                raise InvalidRequestError(f"{option} applies to --backend tensorrt only")
-    if engine_cache is not None and backend not in ("tensorrt", "tensorrt-ep"):
-        raise InvalidRequestError("--engine-cache applies to --backend tensorrt and tensorrt-ep")
-    if engine_cache is None and backend == "tensorrt-ep":
-        engine_cache = str(Path(bundle) / "engines")  # bld-export engine's default
-    onnxruntime.set_default_logger_severity(4)  # a CLI says one line of its own, not ORT's
-
-    return Pipeline.load(
-        bundle,
-        backend=backend,
-        precision=precision,
-        options=BackendOptions(
-            intra_op_threads=threads,
-            thread_pool=thread_pool,
-            pin_threads=pin_threads_for(pin_threads, thread_pool),
-            trt_cache_dir=engine_cache,
-            trt_rebuild_if_stale=rebuild_if_stale,
-            trt_dla_core=dla_core,
-        ),
-    )
 
 
 def parse_seed(text: str) -> int:
@@ -489,14 +508,7 @@ def sample(
     server: str | None,
     server_timeout: float,
     preview_every: int,
-    backend: str,
-    precision: str,
-    threads: int,
-    thread_pool: str,
-    pin_threads: bool | None,
-    engine_cache: str | None,
-    rebuild_if_stale: bool,
-    dla_core: int | None,
+    runtime: LocalRuntime,
     chunk: bool,
 ) -> None:
     """Generate images: PNGs, their packed bits (bits.bldz), a grid.png, samples.json.
@@ -519,20 +531,12 @@ def sample(
         if bundle is not None:
             raise InvalidRequestError("--server samples with the server's bundle: omit BUNDLE")
         context = click.get_current_context()
-        local = [
-            f"--{name.replace('_', '-')}"
-            for name in (
-                "backend",
-                "precision",
-                "threads",
-                "thread_pool",
-                "pin_threads",
-                "chunk",
-                "engine_cache",
-                "rebuild_if_stale",
-                "dla_core",
-            )
-            if context.get_parameter_source(name) is click.core.ParameterSource.COMMANDLINE
+        local_names = {*(field.name for field in fields(LocalRuntime)), "chunk"}
+        local = [  # by their option names: --dla, --pin-threads/--no-pin-threads, ...
+            "/".join(param.opts + param.secondary_opts)
+            for param in context.command.params
+            if param.name in local_names
+            and context.get_parameter_source(param.name) is click.core.ParameterSource.COMMANDLINE
         ]
         if local:
             raise InvalidRequestError(
@@ -559,17 +563,7 @@ def sample(
         raise InvalidRequestError("give a BUNDLE to sample locally, or --server URL")
     if preview_every:
         raise InvalidRequestError("--preview-every streams from a grpc:// --server only")
-    pipe = _load(
-        bundle,
-        backend,
-        precision,
-        threads,
-        engine_cache,
-        rebuild_if_stale,
-        dla_core,
-        thread_pool,
-        pin_threads,
-    )
+    pipe = runtime.load(bundle)
     classes = parse_classes(class_, count, pipe.num_classes)
     check_batch(count, pipe.max_batch, chunk)  # before anything is written
     chunks = pipe.iter_generate(
@@ -582,8 +576,8 @@ def sample(
         "class": class_,
         "guidance": guidance,
         "temperature": temperature,
-        "precision": precision,
-        "backend": backend,
+        "precision": runtime.precision,
+        "backend": runtime.backend,
     }
     cols = pipe.num_classes if class_ == "all" and count >= pipe.num_classes else None
     write_samples(
@@ -709,14 +703,7 @@ def encode(
     canonical: bool,
     rounds: int | None,
     fit_size: bool,
-    backend: str,
-    precision: str,
-    threads: int,
-    thread_pool: str,
-    pin_threads: bool | None,
-    engine_cache: str | None,
-    rebuild_if_stale: bool,
-    dla_core: int | None,
+    runtime: LocalRuntime,
     chunk: bool,
 ) -> None:
     """Encode images into packed latent bits (default: the paper's p > 0.5)."""
@@ -732,17 +719,7 @@ def encode(
     if rounds is not None and not canonical:
         raise InvalidRequestError("--rounds applies to --canonical encoding only")
     base_seed = None if seed is None else parse_seed(seed)
-    pipe = _load(
-        bundle,
-        backend,
-        precision,
-        threads,
-        engine_cache,
-        rebuild_if_stale,
-        dla_core,
-        thread_pool,
-        pin_threads,
-    )
+    pipe = runtime.load(bundle)
     H, W, ch = pipe.image_shape
     batch = np.stack([load_image(p, H, W, ch, fit_size) for p in images])
     with warnings.catch_warnings(record=True) as caught:
@@ -781,31 +758,14 @@ def decode(
     bits_file: str,
     out_dir: str,
     force: bool,
-    backend: str,
-    precision: str,
-    threads: int,
-    thread_pool: str,
-    pin_threads: bool | None,
-    engine_cache: str | None,
-    rebuild_if_stale: bool,
-    dla_core: int | None,
+    runtime: LocalRuntime,
     chunk: bool,
 ) -> None:
     """Decode packed latent bits (.bldz or .npy) into PNG images."""
     from .bits import load_bits
     from .sampling import write_decoded
 
-    pipe = _load(
-        bundle,
-        backend,
-        precision,
-        threads,
-        engine_cache,
-        rebuild_if_stale,
-        dla_core,
-        thread_pool,
-        pin_threads,
-    )
+    pipe = runtime.load(bundle)
     latent = pipe.manifest.latent
     bits = load_bits(bits_file, (latent.height, latent.width, latent.bits))
     if not chunk and len(bits) > pipe.max_batch:
@@ -849,14 +809,7 @@ def inpaint(
     temperature: float | None,
     out_file: str,
     fit_size: bool,
-    backend: str,
-    precision: str,
-    threads: int,
-    thread_pool: str,
-    pin_threads: bool | None,
-    engine_cache: str | None,
-    rebuild_if_stale: bool,
-    dla_core: int | None,
+    runtime: LocalRuntime,
 ) -> None:
     """Regenerate the white region of MASK in IMAGE (every latent token it touches)."""
     from .images import load_image, load_mask, save_png
@@ -864,17 +817,7 @@ def inpaint(
     if Path(out_file).suffix.lower() != ".png":
         raise InvalidRequestError(f"-o must end in .png, got {out_file!r}")
     base_seed = parse_seed(seed)
-    pipe = _load(
-        bundle,
-        backend,
-        precision,
-        threads,
-        engine_cache,
-        rebuild_if_stale,
-        dla_core,
-        thread_pool,
-        pin_threads,
-    )
+    pipe = runtime.load(bundle)
     H, W, ch = pipe.image_shape
     pixels = load_image(image, H, W, ch, fit_size)
     regenerate = load_mask(mask_file, H, W)
