@@ -21,10 +21,37 @@ from bld_runtime.pipeline import Pipeline
 SEEDS, CLASSES = list(range(40, 46)), [0, 1, 2, 3, 4, 5]
 
 
-def run_python(code: str) -> subprocess.CompletedProcess:
+def run_python(code: str, probe: bool = False) -> subprocess.CompletedProcess:
+    """Run `code` (indented as here) in a fresh Python; with probe, after _AFFINITY_PROBE."""
+    source = (_AFFINITY_PROBE if probe else "") + textwrap.dedent(code)
     return subprocess.run(
-        [sys.executable, "-c", textwrap.dedent(code)], capture_output=True, text=True, check=False
+        [sys.executable, "-c", source], capture_output=True, text=True, check=False
     )
+
+
+# What the pinning tests run first in their process: a thread's CPUs as /proc shows them, and
+# `polling(task, seen)`, a block during which another thread records the CPUs of thread `task`.
+_AFFINITY_PROBE = """
+import contextlib, threading
+
+def allowed(task):
+    status = open(f"/proc/self/task/{task}/status").read()
+    return status.split("Cpus_allowed_list:")[1].split()[0]
+
+@contextlib.contextmanager
+def polling(task, seen):
+    done = threading.Event()
+    def poll():
+        while not done.is_set():
+            seen.add(allowed(task))
+    poller = threading.Thread(target=poll)
+    poller.start()
+    try:
+        yield
+    finally:
+        done.set()
+        poller.join()
+"""
 
 
 def test_shared_pool_gives_the_same_bits_and_pixels(tiny_bundle, tmp_path):
@@ -178,29 +205,20 @@ def test_cpp_pin_threads_pins_the_pool_and_the_caller_and_keeps_the_bits(cpp_bui
         os.environ["BLD_LIBRARY"] = {str(cpp_build["release"] / "libbld.so")!r}
         from bld_bench.core import Request, StageClock
         from bld_bench.cpp_contender import CppBackend
-        def allowed(task):
-            status = open(f"/proc/self/task/{{task}}/status").read()
-            return status.split("Cpus_allowed_list:")[1].split()[0]
         cpus, me = sorted(os.sched_getaffinity(0)), threading.get_native_id()
         before = {{t: allowed(t) for t in os.listdir("/proc/self/task")}}
         pinned = CppBackend({str(tiny_bundle)!r}, 2, thread_pool="shared", pin_threads=True)
         new = {{t: allowed(t) for t in os.listdir("/proc/self/task") if t not in before}}
         request = Request(seeds=np.arange(256, dtype=np.uint64), classes=np.arange(256) % 10,
                           guidance=1.5, temperature=1.0)
-        seen, done = set(), threading.Event()
-        def poll():
-            while not done.is_set():
-                seen.add(allowed(me))
-        poller = threading.Thread(target=poll)
-        poller.start()
-        images = pinned.generate(request, StageClock(8))
-        done.set()
-        poller.join()
+        seen = set()
+        with polling(me, seen):
+            images = pinned.generate(request, StageClock(8))
         plain = CppBackend({str(tiny_bundle)!r}, 2).generate(request, StageClock(8))
         print(str(cpus[1]) in new.values(), str(cpus[0]) in seen,
               sorted(os.sched_getaffinity(0)) == cpus, np.array_equal(images, plain))
         """
-    done = run_python(code)
+    done = run_python(code, probe=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["True", "True", "True", "True"]
 
@@ -245,24 +263,15 @@ def test_pin_threads_pins_the_pool_and_the_caller_and_keeps_the_bits(tiny_bundle
         from bld_runtime.backends import BackendOptions
         from bld_runtime.errors import InvalidRequestError
         from bld_runtime.pipeline import Pipeline
-        def allowed(task):
-            status = open(f"/proc/self/task/{{task}}/status").read()
-            return status.split("Cpus_allowed_list:")[1].split()[0]
         cpus, me = sorted(os.sched_getaffinity(0)), threading.get_native_id()
         before = set(os.listdir("/proc/self/task"))
         options = BackendOptions(intra_op_threads=2, thread_pool="shared", pin_threads=True)
         pipe = Pipeline.load({str(tiny_bundle)!r}, options=options)
         new = [allowed(t) for t in os.listdir("/proc/self/task") if t not in before]
-        seen, done = set(), threading.Event()
-        def poll():
-            while not done.is_set():
-                seen.add(allowed(me))
-        poller = threading.Thread(target=poll)
-        poller.start()
-        gen = pipe.generate(seeds={SEEDS * 20}, classes={CLASSES * 20}, guidance=1.5)
-        chunks = list(pipe.iter_generate(seeds={SEEDS}, classes={CLASSES}, guidance=1.5))
-        done.set()
-        poller.join()
+        seen = set()
+        with polling(me, seen):
+            gen = pipe.generate(seeds={SEEDS * 20}, classes={CLASSES * 20}, guidance=1.5)
+            chunks = list(pipe.iter_generate(seeds={SEEDS}, classes={CLASSES}, guidance=1.5))
         np.savez({str(tmp_path / "pinned.npz")!r}, bits=gen.bits, images=gen.images)
         print(str(cpus[1]) in new, str(cpus[0]) in seen, sorted(os.sched_getaffinity(0)) == cpus,
               np.array_equal(np.concatenate([c.bits for c in chunks]), gen.bits[:6]))
@@ -272,7 +281,7 @@ def test_pin_threads_pins_the_pool_and_the_caller_and_keeps_the_bits(tiny_bundle
         except InvalidRequestError as e:
             print(e)
         """
-    done = run_python(code)
+    done = run_python(code, probe=True)
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
     assert lines[0].split() == ["True", "True", "True", "True"]
@@ -351,8 +360,7 @@ def test_one_generation_at_a_time_holds_the_pinned_core(tiny_bundle):
         def work(k):
             me = threading.get_native_id()
             def step(i, n, b):
-                status = open(f"/proc/self/task/{{me}}/status").read()
-                pinned.append(status.split("Cpus_allowed_list:")[1].split()[0] == first)
+                pinned.append(allowed(me) == first)
             barrier.wait()
             bits[k] = pipe.generate(seeds=[k] * 8, classes=[1] * 8, callback=step).bits
         threads = [threading.Thread(target=work, args=(k,)) for k in range(4)]
@@ -364,6 +372,6 @@ def test_one_generation_at_a_time_holds_the_pinned_core(tiny_bundle):
         print(any(pinned), not all(pinned),
               all(np.array_equal(bits[k], alone[k]) for k in range(4)))
         """
-    done = run_python(code)
+    done = run_python(code, probe=True)
     assert done.returncode == 0, done.stderr
     assert done.stdout.split() == ["True", "True", "True"]

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from bld_runtime import __version__ as BLD_VERSION
 from bld_runtime import files
-from bld_runtime.backends import cudart
+from bld_runtime.backends import PRECISIONS, cudart
 from bld_runtime.engine_cache import (
     HARDWARE_COMPAT,
     BatchProfile,
@@ -151,9 +151,9 @@ class BuildOptions:
     graphs: tuple[str, ...] = ()  # () = every graph of the precision
 
     def __post_init__(self):
-        if self.precision not in ("fp32", "fp16", "int8"):
+        if self.precision not in PRECISIONS:
             raise InvalidRequestError(
-                f"precision must be fp32, fp16 or int8, got {self.precision!r}"
+                f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}"
             )
         if self.fp16_flag and self.precision != "fp16":
             raise InvalidRequestError(

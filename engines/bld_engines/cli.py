@@ -16,6 +16,7 @@ from pathlib import Path
 
 import click
 
+from bld_runtime.backends import PRECISIONS
 from bld_runtime.engine_cache import HARDWARE_COMPAT
 from bld_runtime.errors import InvalidRequestError
 
@@ -77,7 +78,7 @@ def key_options(f):
     )(f)
     f = click.option(
         "--precision",
-        type=click.Choice(["fp32", "fp16", "int8"]),
+        type=click.Choice(PRECISIONS),
         default="fp32",
         show_default=True,
         help="int8: the bundle's *_int8 Q/DQ step graphs (bld-export onnx --int8), strongly "

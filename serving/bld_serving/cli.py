@@ -11,6 +11,8 @@ from pathlib import Path
 
 import click
 
+from bld_runtime.backends import PRECISIONS
+
 
 @click.command("triton")
 @click.argument("bundle", type=click.Path(path_type=Path))
@@ -38,7 +40,7 @@ import click
 )
 @click.option(
     "--precision",
-    type=click.Choice(["fp32", "fp16", "int8"]),
+    type=click.Choice(PRECISIONS),
     default="fp32",
     show_default=True,
     help="int8: the bundle's *_int8 step graphs (bld-export onnx --int8), with --backend cpu "

@@ -33,6 +33,7 @@ import shutil
 from importlib import resources
 from pathlib import Path
 
+from bld_runtime.backends import PRECISIONS
 from bld_runtime.backends.base import graph_names
 from bld_runtime.errors import ManifestError
 from bld_runtime.files import replacing_directory
@@ -45,9 +46,9 @@ from .errors import ServingError
 from .plans import ANY_GPU, ROLES, VERSION_COMPATIBLE_ARG, Plans
 
 BACKENDS = ("cpu", "cuda", "tensorrt-ep", "tensorrt")
-# The bundle's fp32, fp16 or int8 graphs (int8: the *_int8 step graphs, with the runtime's cpu
-# backend or TensorRT engines of them; the onnxruntime GPU backends refuse int8, as the runtime).
-SERVED_PRECISIONS = ("fp32", "fp16", "int8")
+# Served: the bundle's graph precisions (bld_runtime.backends.PRECISIONS); int8 (the *_int8 step
+# graphs) with the runtime's cpu backend or TensorRT engines of them; the onnxruntime GPU
+# backends refuse int8, as the runtime does.
 INT8_BACKENDS = ("cpu", "tensorrt")
 DEFAULT_PLAN = "model.plan"
 
@@ -120,9 +121,9 @@ def _check_options(serving: Serving) -> None:
             raise ServingError(
                 f"--{name.replace('_', '-')} must be >= 0, got {getattr(serving, name)}"
             )
-    if serving.precision not in SERVED_PRECISIONS:
+    if serving.precision not in PRECISIONS:
         raise ServingError(
-            f"--precision must be one of {', '.join(SERVED_PRECISIONS)}, got {serving.precision!r}"
+            f"--precision must be one of {', '.join(PRECISIONS)}, got {serving.precision!r}"
         )
     if serving.precision == "int8" and serving.backend not in INT8_BACKENDS:
         raise ServingError(
