@@ -13,9 +13,9 @@ TRT_STAMP := $(VENV)/.tensorrt
 
 install: $(STAMP)
 
-# The compiled draws (setup.py) are built by the install: a change to their C sources reinstalls.
-DRAWS_SRC := setup.py $(wildcard runtime/bld_runtime/csrc/*.c runtime/bld_runtime/csrc/*.h)
-$(STAMP): pyproject.toml $(DRAWS_SRC)
+# The compiled host code (setup.py) is built by the install: a change to its C sources reinstalls.
+HOST_SRC := setup.py $(wildcard runtime/bld_runtime/csrc/*.c runtime/bld_runtime/csrc/*.h)
+$(STAMP): pyproject.toml $(HOST_SRC)
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q torch==2.13.0
@@ -100,4 +100,4 @@ arm64-check: $(STAMP)
 
 clean:
 	rm -rf $(VENV) runs $(CPP)/build $(CPP)/build-asan $(CPP)/.deps $(DOCS) build
-	rm -f runtime/bld_runtime/_draws*.so runtime/bld_runtime/_draws*.pyd
+	rm -f runtime/bld_runtime/_host*.so runtime/bld_runtime/_host*.pyd

@@ -1,7 +1,8 @@
 """The one thing pyproject.toml cannot declare without an experimental table: the Python
-runtime's draws in compiled code, bld_runtime._draws (bld_runtime/draws.py). The extension is
-optional, so that a machine without a C compiler still installs the runtime, which then draws
-with numpy (the same bits, slower). BLD_PURE_PYTHON=1 leaves it out: a wheel for another
+runtime's host loop in compiled code, bld_runtime._host (its draws, bld_runtime/draws.py, and
+the decoder's pixels, bld_runtime/images.py). The extension is optional, so that a machine
+without a C compiler still installs the runtime, which then does both with numpy (the same
+bits, slower). BLD_PURE_PYTHON=1 leaves it out: a wheel for another
 architecture than the building machine's (scripts/arm64 without binfmt)."""
 
 import os
@@ -12,12 +13,14 @@ from setuptools.command.build_ext import build_ext
 CSRC = "runtime/bld_runtime/csrc"
 
 # GCC and Clang: -O3 runs the 64 Philox lanes in SIMD registers (csrc/bld_draw_host.h); no
-# fast-math, and no contraction of a*b+c, as the C++ runtime builds the same source. MSVC's
-# defaults are already exact (/fp:precise).
-GNU_FLAGS = ["-O3", "-fno-fast-math", "-ffp-contract=off"]
+# fast-math, and no contraction of a*b+c, as the C++ runtime builds the same source.
+# -fno-trapping-math changes no value (nothing here traps on floating-point exceptions); it
+# lets the clipping comparisons of the pixels (csrc/bld_image_host.h) become SIMD selects.
+# MSVC's defaults are already exact (/fp:precise).
+GNU_FLAGS = ["-O3", "-fno-fast-math", "-ffp-contract=off", "-fno-trapping-math"]
 
 
-class BuildDraws(build_ext):
+class BuildHost(build_ext):
     def build_extensions(self):
         if self.compiler.compiler_type == "unix":
             for ext in self.extensions:
@@ -25,15 +28,15 @@ class BuildDraws(build_ext):
         super().build_extensions()
 
 
-DRAWS = Extension(
-    "bld_runtime._draws",
-    sources=[f"{CSRC}/draws.c"],
+HOST = Extension(
+    "bld_runtime._host",
+    sources=[f"{CSRC}/host.c"],
     include_dirs=[CSRC],
-    depends=[f"{CSRC}/bld_draw_host.h", f"{CSRC}/bld_philox.h"],
+    depends=[f"{CSRC}/bld_draw_host.h", f"{CSRC}/bld_philox.h", f"{CSRC}/bld_image_host.h"],
     optional=True,
 )
 
 setup(
-    ext_modules=[] if os.environ.get("BLD_PURE_PYTHON") == "1" else [DRAWS],
-    cmdclass={"build_ext": BuildDraws},
+    ext_modules=[] if os.environ.get("BLD_PURE_PYTHON") == "1" else [HOST],
+    cmdclass={"build_ext": BuildHost},
 )

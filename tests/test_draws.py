@@ -1,4 +1,4 @@
-"""The compiled draws (bld_runtime._draws, csrc/draws.c) give numpy's bits (philox.py, the
+"""The compiled draws (bld_runtime._host, csrc/host.c) give numpy's bits (philox.py, the
 reference): each draw on its own, at the ties of the contract's `u <= p`, and whole generations
 of the host loop (plain, guided, inpainted, traced) with and without them."""
 
@@ -12,13 +12,13 @@ from bld_runtime.philox import bernoulli, uniforms
 from bld_runtime.pipeline import Pipeline
 
 compiled = draws.compiled()
-needs_compiled = pytest.mark.skipif(compiled is None, reason="bld_runtime._draws is not built")
+needs_compiled = pytest.mark.skipif(compiled is None, reason="bld_runtime._host is not built")
 
 
 def test_the_installed_runtime_has_its_compiled_draws():
     """`pip install` builds them (setup.py) wherever a C compiler is, as on CI: a build that
     silently fell back to numpy would leave the rest of this file skipped."""
-    assert compiled is not None, "bld_runtime._draws was not built: reinstall with a C compiler"
+    assert compiled is not None, "bld_runtime._host was not built: reinstall with a C compiler"
     assert draws.implementation() == "compiled"
 
 

@@ -143,7 +143,7 @@ def test_the_wheel_holds_every_package_with_its_files_and_nothing_else(source, w
         for name in files:
             if name.startswith(prefix) and "__pycache__" not in name:
                 expected.add(Path(folder).name + "/" + name[len(prefix) :])
-    expected.add("bld_runtime/_draws" + sysconfig.get_config_var("EXT_SUFFIX"))  # setup.py's
+    expected.add("bld_runtime/_host" + sysconfig.get_config_var("EXT_SUFFIX"))  # setup.py's
     shipped = {name for name in wheel_names if name.split("/")[0] in packages}
     assert sorted(expected - shipped) == [], "files of the packages missing from the wheel"
     assert sorted(shipped - expected) == [], "files in the wheel that the checkout lacks"
@@ -191,7 +191,7 @@ def test_the_venv_has_no_torch_and_imports_the_installed_package(venv, tmp_path)
     out = _run(py, "-c", code, env=_clean_env(), cwd=tmp_path).stdout.splitlines()
     assert out[0] == "[]", f"importable in the wheel's venv: {out[0]}"  # the train extra's
     assert Path(out[1]).is_relative_to(venv), out[1]  # the venv's copy, not the checkout
-    assert out[2] == "compiled"  # the wheel's own bld_runtime._draws
+    assert out[2] == "compiled"  # the wheel's own bld_runtime._host
 
 
 def test_help_lists_every_command_and_a_torch_command_fails_in_one_line(venv, tmp_path):

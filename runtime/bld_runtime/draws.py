@@ -1,6 +1,6 @@
 """Which code draws the host loop's bits (backends/cpu.py): compiled or numpy, the same bits.
 
-The package builds `bld_runtime._draws` from csrc/draws.c (setup.py), the C source the C++
+The package builds `bld_runtime._host` from csrc/host.c (setup.py), the C source the C++
 runtime's draws come from too (csrc/bld_draw_host.h over csrc/bld_philox.h): the Philox words
 made on the fly in SIMD registers, one call per step for the whole batch. Where it was not
 built (no C compiler at install time; the build is optional), or with `BLD_DRAWS=numpy` in the
@@ -17,7 +17,7 @@ from types import ModuleType
 
 _compiled: ModuleType | None
 try:
-    from . import _draws as _compiled
+    from . import _host as _compiled
 except ImportError:  # not built: numpy draws
     _compiled = None
 

@@ -38,7 +38,7 @@ from numpy.typing import NDArray
 from . import backends, philox
 from .backends import ALL_PRECISIONS, BackendOptions
 from .errors import CancelledError, CodeNotSettledWarning, InvalidRequestError
-from .images import from_float, make_grid, nchw_to_nhwc, nhwc_to_nchw, save_png, to_float
+from .images import from_decoder, make_grid, nhwc_to_nchw, save_png, to_float
 from .manifest import Bundle, load_bundle
 from .request import (
     Classes,
@@ -670,7 +670,7 @@ class Pipeline:
 
     def _decode_batch(self, bits: NDArray[np.uint8]) -> NDArray[np.uint8]:
         """Decode at most max_batch latents of checked 0/1 bits to uint8 NHWC images."""
-        return from_float(nchw_to_nhwc(self.backend.decode(bits)))
+        return from_decoder(self.backend.decode(bits))
 
     def step_probs(
         self,

@@ -1,24 +1,22 @@
 /* bld_draw_host.h: the contract's draws of one image on a CPU (SAMPLING_CONTRACT.md, 2 and 4).
  *
  * The one host source of the draw, built on bld_philox.h: the C++ runtime (runtime/cpp/src/
- * draw.cpp) and the Python runtime's compiled draws (bld_runtime/csrc/draws.c) both compile it.
+ * draw.cpp) and the Python runtime's compiled draws (bld_runtime/csrc/host.c) both compile it.
  * Plain C99, host only. Build it with optimisation (-O3: the 64 Philox lanes then run in SIMD
  * registers) and without fast-math; the uniform is a product and a sum in float32, and since
  * the product by 2^-32 is exact, contracting them into one fused multiply-add changes nothing.
- * Bits are float 0/1, as the step graph reads them.
+ * Bits are float 0/1, as the step graph reads them. Mark the caller of bld_draw_image, which
+ * inlines it, BLD_SIMD_CLONES (bld_simd.h): 15 draws of 16 images of the digits model's 512-bit
+ * latent took 188 us at -O2 with 16 lanes, 43 us with 64 lanes at -O3 and the AVX-512 clone
+ * (2-core AMD EPYC), where the 32x32->64 bit multiplies of the rounds run 8 to a register and
+ * SSE2 runs 2. Same bits on every path (integer rounds; every one of the 2^32 words gives the
+ * same uniform vectorised for AVX2 and AVX-512 as in scalar code, checked).
  */
 #ifndef BLD_DRAW_HOST_H
 #define BLD_DRAW_HOST_H
 
 #include "bld_philox.h"
-
-/* Inlined into each caller, so that each SIMD clone of the caller (BLD_SIMD_CLONES, below)
-   compiles the rounds for its own instruction set. */
-#if defined(__GNUC__)
-#define BLD_HOST_INLINE static inline __attribute__((always_inline))
-#else
-#define BLD_HOST_INLINE static inline
-#endif
+#include "bld_simd.h"
 
 /* bits[e] = u_e <= p[e] for the n elements of one image (stream curand_init(seed, subsequence,
    0)), then the mask: where keep[e] != 0, bits[e] = known[e]. keep and known may be null.
@@ -59,21 +57,5 @@ BLD_HOST_INLINE void bld_threshold_image(const float *p, bld_u64 n, float *bits,
     for (bld_u64 e = 0; e < n; ++e)
         bits[e] = (keep && keep[e]) ? known[e] : (p[e] > 0.5f ? 1.0f : 0.0f);
 }
-
-/* On x86-64 Linux with GCC, a function marked BLD_SIMD_CLONES is compiled twice, for AVX-512
-   (x86-64-v4) and for the baseline, and the loader picks the one the CPU runs: the 32x32->64
-   bit multiplies of the rounds then run 8 to a register where SSE2 runs 2. Measured on the
-   digits model's 512-bit latent (2-core AMD EPYC, AVX-512): 15 draws of 16 images took 188 us
-   at -O2 with 16 lanes, 43 us with 64 lanes at -O3 and the clone. Same bits on every path
-   (integer rounds; every one of the 2^32 words gives the same uniform vectorised for AVX2 and
-   AVX-512 as in scalar code, checked). Mark the caller of bld_draw_image, which inlines it. */
-#include <stdlib.h> /* defines __GLIBC__ where the C library is glibc */
-#if defined(__x86_64__) && defined(__linux__) && defined(__GLIBC__) && defined(__GNUC__) &&   \
-    !defined(__clang__)
-/* target_clones needs the loader's ifunc: glibc has it, musl (Alpine) does not. */
-#define BLD_SIMD_CLONES __attribute__((target_clones("arch=x86-64-v4", "default")))
-#else
-#define BLD_SIMD_CLONES
-#endif
 
 #endif /* BLD_DRAW_HOST_H */

@@ -8,6 +8,7 @@
 #include <cstdio>
 #include <filesystem>
 
+#include "bld_image_host.h"
 #include "bundle.hpp"
 #include "error.hpp"
 
@@ -22,16 +23,9 @@ void to_float_nchw(const uint8_t *images, size_t n, ImageShape s, float *out) {
                     static_cast<float>(images[(i * hw + p) * s.channels + c]) / 127.5f - 1.0f;
 }
 
+BLD_SIMD_CLONES
 void from_float_nchw(const float *x, size_t n, ImageShape s, uint8_t *out) {
-    const size_t hw = s.height * s.width;
-    for (size_t i = 0; i < n; ++i)
-        for (size_t c = 0; c < s.channels; ++c)
-            for (size_t p = 0; p < hw; ++p) {
-                const float scaled = (x[(i * s.channels + c) * hw + p] + 1.0f) * 127.5f;
-                const float r = std::nearbyint(scaled);  // half to even, as numpy.rint
-                out[(i * hw + p) * s.channels + c] =
-                    std::isnan(r) ? 0 : static_cast<uint8_t>(r < 0.0f ? 0.0f : (r > 255.0f ? 255.0f : r));
-            }
+    bld_images_from_nchw(x, n, s.channels, s.height * s.width, out);  // Python's compiled pass too
 }
 
 std::vector<uint8_t> make_grid(const uint8_t *images, size_t n, ImageShape s, size_t cols,

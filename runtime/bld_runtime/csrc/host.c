@@ -1,19 +1,25 @@
-/* bld_runtime._draws: the Python runtime's draws in compiled code (bld_runtime/draws.py).
+/* bld_runtime._host: the Python runtime's host loop in compiled code.
  *
- * The host loop (backends/cpu.py) calls one of these per step for the whole batch: the Philox
- * words are made on the fly in bld_draw_host.h's 64-lane SIMD rounds, where numpy makes them
- * in passes over uint64 arrays in memory (the initial pass of all steps' uniforms took 1.2-1.4
- * ms of a batch-16 generation of the digits model; 0.03-0.04 ms compiled). The arrays arrive
- * through the buffer protocol, C-contiguous; their item types (float32, uint64, bool or
- * uint8) and their sizes are checked here, so a wrong array is a ValueError, never a write out
- * of bounds. The GIL is released for large draws only: a batch-16 draw of the demo latent
+ * The draws (bld_runtime/draws.py): the host loop (backends/cpu.py) calls one of these per step
+ * for the whole batch: the Philox words are made on the fly in bld_draw_host.h's 64-lane SIMD
+ * rounds, where numpy makes them in passes over uint64 arrays in memory (the initial pass of all
+ * steps' uniforms took 1.2-1.4 ms of a batch-16 generation of the digits model; 0.03-0.04 ms
+ * compiled). The GIL is released for large draws only: a batch-16 draw of the demo latent
  * takes 3 us, less than giving the GIL away and taking it back may cost.
+ *
+ * The pixels (bld_runtime/images.py, from_decoder): the decoder's float NCHW output as uint8
+ * NHWC images in one pass (bld_image_host.h), where numpy makes five passes and temporaries.
+ *
+ * Arrays arrive through the buffer protocol, C-contiguous; their item types (float32, uint64,
+ * bool or uint8) and their sizes are checked here, so a wrong array is a ValueError, never a
+ * write out of bounds.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <string.h>
 
 #include "bld_draw_host.h"
+#include "bld_image_host.h"
 
 BLD_SIMD_CLONES
 static void draw_batch(const float *p, const bld_u64 *seeds, bld_u64 subsequence, Py_ssize_t batch,
@@ -186,17 +192,55 @@ static PyObject *threshold(PyObject *self, PyObject *args) {
     Py_RETURN_NONE;
 }
 
+BLD_SIMD_CLONES
+static void pixels_of(const float *x, Py_ssize_t n, Py_ssize_t channels, Py_ssize_t hw,
+                      unsigned char *out) {
+    bld_images_from_nchw(x, (size_t)n, (size_t)channels, (size_t)hw, out);
+}
+
+static PyObject *pixels(PyObject *self, PyObject *args) {
+    PyObject *x_obj, *out_obj;
+    Py_ssize_t n, channels, hw;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "OnnnO:pixels", &x_obj, &n, &channels, &hw, &out_obj)) return NULL;
+    Py_ssize_t elements = elements_of(n, channels);
+    if (elements < 0 || (elements = elements_of(elements, hw)) < 0) return NULL;
+    Py_buffer x, out;
+    if (PyObject_GetBuffer(x_obj, &x, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return NULL;
+    if (PyObject_GetBuffer(out_obj, &out, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE | PyBUF_FORMAT) <
+        0) {
+        PyBuffer_Release(&x);
+        return NULL;
+    }
+    const char *problem = NULL;
+    if (!has_items(&x, "f", 4) || !has_items(&out, "B", 1))
+        problem = "x must be float32 and out uint8";
+    else if (x.len != elements * (Py_ssize_t)sizeof(float) || out.len != elements)
+        problem = "buffer sizes do not match n * channels * hw";
+    if (problem == NULL)
+        pixels_of(x.buf, n, channels, hw, out.buf);
+    PyBuffer_Release(&x);
+    PyBuffer_Release(&out);
+    if (problem != NULL) {
+        PyErr_SetString(PyExc_ValueError, problem);
+        return NULL;
+    }
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef methods[] = {
     {"draw", draw, METH_VARARGS,
      "draw(p, seeds, subsequence, n, bits, keep, known): bits = u <= p per image, then the mask."},
     {"threshold", threshold, METH_VARARGS,
      "threshold(p, batch, n, bits, keep, known): bits = p > 0.5, then the mask."},
+    {"pixels", pixels, METH_VARARGS,
+     "pixels(x, n, channels, hw, out): float NCHW -> uint8 NHWC, clip(round((x + 1) * 127.5))."},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {
-    PyModuleDef_HEAD_INIT, "_draws", "The contract's draws in compiled code (bld_runtime.draws).",
+    PyModuleDef_HEAD_INIT, "_host", "The host loop's draws and pixels in compiled code.",
     -1, methods, NULL, NULL, NULL, NULL,
 };
 
-PyMODINIT_FUNC PyInit__draws(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__host(void) { return PyModule_Create(&module); }

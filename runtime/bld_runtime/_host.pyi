@@ -1,7 +1,9 @@
-# The compiled draws (csrc/draws.c); arrays are C-contiguous, shapes checked by the caller.
+# The host loop's compiled code (csrc/host.c); arrays are C-contiguous, shapes checked by the
+# caller.
 from typing import Any
 
 def draw(
     p: Any, seeds: Any, subsequence: int, n: int, bits: Any, keep: Any, known: Any, /
 ) -> None: ...
 def threshold(p: Any, batch: int, n: int, bits: Any, keep: Any, known: Any, /) -> None: ...
+def pixels(x: Any, n: int, channels: int, hw: int, out: Any, /) -> None: ...
