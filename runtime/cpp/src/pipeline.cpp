@@ -127,8 +127,18 @@ void Pipeline::release(std::unique_ptr<Loop> loop) {
 }
 
 Generation Pipeline::generate(const Request &r) {
-    const CallerPin pin(backend_->caller_cpu());  // option pin_threads: this thread, for the call
-    Stopwatch total(r.profile), clock(r.profile);
+    Stopwatch total(r.profile);  // pinning this thread and giving its CPUs back are part of the call
+    Generation out;
+    {
+        const CallerPin pin(backend_->caller_cpu());  // option pin_threads: this thread, for the call
+        out = generate_pinned(r);
+    }
+    out.total_s = total.lap();
+    return out;
+}
+
+Generation Pipeline::generate_pinned(const Request &r) {
+    Stopwatch clock(r.profile);
     const Manifest &m = manifest();
     const size_t count = r.seeds.size(), n = latent_size(), max = size_t(m.max_batch);
     const auto K = static_cast<size_t>(num_steps());
@@ -211,9 +221,8 @@ Generation Pipeline::generate(const Request &r) {
         clock.lap();
     }
     out.images.resize(count * image_shape().pixels());
-    decode(out.bits.data(), count, out.images.data(), r.profile ? &out.decode_s : nullptr);
+    decode_bits(out.bits.data(), count, out.images.data(), r.profile ? &out.decode_s : nullptr);
     out.profiled = r.profile;
-    out.total_s = total.lap();
     return out;
 }
 
@@ -246,10 +255,14 @@ void Pipeline::encode_seeded(const uint8_t *images, size_t count, const uint64_t
 }
 
 void Pipeline::decode(const uint8_t *bits, size_t count, uint8_t *images, double *graph_seconds) {
-    const size_t n = latent_size(), max = size_t(manifest().max_batch);
-    for (size_t e = 0; e < count * n; ++e)
+    for (size_t e = 0; e < count * latent_size(); ++e)
         if (bits[e] > 1) invalid_request("bits must hold only 0 and 1");
     check_batch(count, true);
+    decode_bits(bits, count, images, graph_seconds);
+}
+
+void Pipeline::decode_bits(const uint8_t *bits, size_t count, uint8_t *images, double *graph_seconds) {
+    const size_t n = latent_size(), max = size_t(manifest().max_batch);
     const ImageShape s = image_shape();
     std::vector<float> x(std::min(count, max) * n), y(std::min(count, max) * s.pixels());
     for (size_t lo = 0; lo < count; lo += max) {

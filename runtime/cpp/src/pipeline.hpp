@@ -66,6 +66,9 @@ class Pipeline {
     std::unique_ptr<Loop> acquire(size_t batch);
     void release(std::unique_ptr<Loop> loop);
     void check_batch(size_t count, bool chunk) const;
+    Generation generate_pinned(const Request &request);  // generate, on the pinned thread
+    // decode for bits known to hold only 0 and 1 (generate's own)
+    void decode_bits(const uint8_t *bits, size_t n, uint8_t *images, double *graph_seconds);
 
     Bundle bundle_;
     std::unique_ptr<Backend> backend_;
