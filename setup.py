@@ -32,7 +32,12 @@ HOST = Extension(
     "bld_runtime._host",
     sources=[f"{CSRC}/host.c"],
     include_dirs=[CSRC],
-    depends=[f"{CSRC}/bld_draw_host.h", f"{CSRC}/bld_philox.h", f"{CSRC}/bld_image_host.h"],
+    depends=[
+        f"{CSRC}/bld_draw_host.h",
+        f"{CSRC}/bld_philox.h",
+        f"{CSRC}/bld_image_host.h",
+        f"{CSRC}/bld_simd.h",
+    ],
     optional=True,
 )
 

@@ -126,6 +126,9 @@ def test_mismatched_buffers_are_refused():
         compiled.threshold(p, 4, 2**62, np.zeros((2, 8), np.float32), None, None)
     with pytest.raises(OverflowError):
         compiled.draw(p, seeds, -1, 8, np.zeros((2, 8), np.float32), None, None)
+    misaligned = np.frombuffer(bytes(65), np.float32, count=16, offset=1).reshape(2, 8)
+    with pytest.raises(ValueError, match="aligned"):  # reading floats there is undefined in C
+        compiled.draw(misaligned, seeds, 1, 8, np.zeros((2, 8), np.float32), None, None)
 
 
 def _generations(bundle, monkeypatch, implementation):

@@ -69,13 +69,26 @@ def test_any_array_converts_as_numpy(x):
 
 
 @needs_compiled
-def test_from_decoder_is_the_compiled_pass_with_numpys_pixels():
+def test_from_decoder_runs_the_compiled_pass_on_float32_and_numpy_otherwise(monkeypatch):
     x = np.random.default_rng(0).normal(0, 0.8, (4, 3, 8, 5)).astype(np.float32)
+    calls = []
+
+    def spy(*args):
+        calls.append(args[1:4])
+        compiled(*args)
+
+    monkeypatch.setattr(images, "_compiled_pixels", spy)
     got = images.from_decoder(x)
-    assert got.dtype == np.uint8 and got.shape == (4, 8, 5, 3)
+    assert calls == [(4, 3, 40)] and got.dtype == np.uint8 and got.shape == (4, 8, 5, 3)
     np.testing.assert_array_equal(got, _reference(x))
-    x16 = x.astype(np.float16)  # not float32: numpy's path, same convention
-    np.testing.assert_array_equal(images.from_decoder(x16), _reference(x16.astype(np.float32)))
+    strided = np.random.default_rng(1).normal(0, 0.8, (4, 3, 8, 10)).astype(np.float32)[..., ::2]
+    np.testing.assert_array_equal(images.from_decoder(strided), _reference(strided))
+    assert len(calls) == 2
+    x16 = x.astype(np.float16)  # not float32: numpy's path, the compiled pass's pixels
+    np.testing.assert_array_equal(images.from_decoder(x16), _compiled(x16.astype(np.float32)))
+    assert len(calls) == 2
+    monkeypatch.setattr(images, "_compiled_pixels", None)  # not built: numpy's path
+    np.testing.assert_array_equal(images.from_decoder(x), got)
 
 
 @needs_compiled
@@ -86,8 +99,10 @@ def test_from_decoder_is_the_compiled_pass_with_numpys_pixels():
         (np.zeros(6, np.float32), 1, 1, 6, np.zeros(6, np.int8), "uint8"),
         (np.zeros(6, np.float32), 1, 1, 6, np.zeros(5, np.uint8), "sizes"),
         (np.zeros(6, np.float32), 2, 1, 6, np.zeros(12, np.uint8), "sizes"),
-        (np.zeros(6, np.float32), 1, 0, 6, np.zeros(6, np.uint8), "n > 0"),
-        (np.zeros(6, np.float32), -1, 1, 6, np.zeros(6, np.uint8), ">= 0"),
+        (np.zeros(6, np.float32), 1, 0, 6, np.zeros(6, np.uint8), "channels and hw > 0"),
+        (np.zeros(6, np.float32), 1, 1, 0, np.zeros(6, np.uint8), "channels and hw > 0"),
+        (np.zeros(6, np.float32), -1, 1, 6, np.zeros(6, np.uint8), "n must be >= 0"),
+        (np.frombuffer(bytes(25), np.float32, 6, 1), 1, 1, 6, np.zeros(6, np.uint8), "aligned"),
         (np.zeros(6, np.float32), 1 << 40, 1 << 20, 1 << 20, np.zeros(6, np.uint8), "addressable"),
     ],
 )

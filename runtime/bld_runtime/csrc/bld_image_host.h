@@ -13,9 +13,11 @@
 
 #include "bld_simd.h"
 
-/* The rounding below needs float32 arithmetic as written: no fast-math, no excess precision. */
-#if defined(__FAST_MATH__)
-#error "bld_image_host.h must be built without fast-math"
+/* The rounding below needs float32 arithmetic as written: no fast-math, no reassociation (it
+   would fold the rounding away), NaNs that exist, no excess precision. */
+#if defined(__FAST_MATH__) || defined(__ASSOCIATIVE_MATH__) ||                                   \
+    (defined(__FINITE_MATH_ONLY__) && __FINITE_MATH_ONLY__)
+#error "bld_image_host.h must be built without fast-math, -fassociative-math or -ffinite-math-only"
 #endif
 #if defined(__FLT_EVAL_METHOD__) && __FLT_EVAL_METHOD__ != 0
 #error "bld_image_host.h needs float arithmetic in float (FLT_EVAL_METHOD 0)"

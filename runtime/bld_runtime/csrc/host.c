@@ -16,6 +16,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <stdint.h>
 #include <string.h>
 
 #include "bld_draw_host.h"
@@ -50,6 +51,12 @@ static int has_items(const Py_buffer *b, const char *codes, Py_ssize_t itemsize)
     const char *f = b->format ? b->format : "B";
     if (*f == '@' || *f == '=' || *f == '<') ++f;
     return b->itemsize == itemsize && f[0] && !f[1] && strchr(codes, f[0]) != NULL;
+}
+
+/* Whether buffer b starts on a multiple of `alignment` bytes: a C-contiguous view may start
+   anywhere (np.frombuffer with an offset), and reading floats from there is undefined in C. */
+static int aligned(const Py_buffer *b, size_t alignment) {
+    return ((uintptr_t)b->buf % alignment) == 0;
 }
 
 /* The buffers of one call: p, bits (writable), keep and known (both or neither). */
@@ -98,10 +105,12 @@ static int take(Buffers *v, PyObject *p, PyObject *bits, PyObject *keep, PyObjec
         }
     }
     if (!has_items(&v->p, "f", 4) || !has_items(&v->bits, "f", 4) ||
-        (v->masked && (!has_items(&v->keep, "?B", 1) || !has_items(&v->known, "f", 4)))) {
+        (v->masked && (!has_items(&v->keep, "?B", 1) || !has_items(&v->known, "f", 4))) ||
+        !aligned(&v->p, sizeof(float)) || !aligned(&v->bits, sizeof(float)) ||
+        (v->masked && !aligned(&v->known, sizeof(float)))) {
         release(v);
         PyErr_SetString(PyExc_ValueError,
-                        "p, bits and known must be float32 and keep bool or uint8");
+                        "p, bits and known must be aligned float32 and keep bool or uint8");
         return -1;
     }
     /* elements fits: the caller checked it against PY_SSIZE_T_MAX / 4 */
@@ -203,8 +212,13 @@ static PyObject *pixels(PyObject *self, PyObject *args) {
     Py_ssize_t n, channels, hw;
     (void)self;
     if (!PyArg_ParseTuple(args, "OnnnO:pixels", &x_obj, &n, &channels, &hw, &out_obj)) return NULL;
-    Py_ssize_t elements = elements_of(n, channels);
-    if (elements < 0 || (elements = elements_of(elements, hw)) < 0) return NULL;
+    if (n < 0 || channels <= 0 || hw <= 0 ||
+        n > PY_SSIZE_T_MAX / (Py_ssize_t)sizeof(float) / channels / hw) {
+        PyErr_SetString(PyExc_ValueError,
+                        "n must be >= 0, channels and hw > 0, n * channels * hw addressable");
+        return NULL;
+    }
+    const Py_ssize_t elements = n * channels * hw;
     Py_buffer x, out;
     if (PyObject_GetBuffer(x_obj, &x, PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0) return NULL;
     if (PyObject_GetBuffer(out_obj, &out, PyBUF_C_CONTIGUOUS | PyBUF_WRITABLE | PyBUF_FORMAT) <
@@ -213,12 +227,17 @@ static PyObject *pixels(PyObject *self, PyObject *args) {
         return NULL;
     }
     const char *problem = NULL;
-    if (!has_items(&x, "f", 4) || !has_items(&out, "B", 1))
-        problem = "x must be float32 and out uint8";
+    if (!has_items(&x, "f", 4) || !has_items(&out, "B", 1) || !aligned(&x, sizeof(float)))
+        problem = "x must be aligned float32 and out uint8";
     else if (x.len != elements * (Py_ssize_t)sizeof(float) || out.len != elements)
         problem = "buffer sizes do not match n * channels * hw";
-    if (problem == NULL)
+    if (problem == NULL && elements >= RELEASE_GIL_ELEMENTS) {
+        Py_BEGIN_ALLOW_THREADS
         pixels_of(x.buf, n, channels, hw, out.buf);
+        Py_END_ALLOW_THREADS
+    } else if (problem == NULL) {
+        pixels_of(x.buf, n, channels, hw, out.buf);
+    }
     PyBuffer_Release(&x);
     PyBuffer_Release(&out);
     if (problem != NULL) {

@@ -3,6 +3,7 @@
 // conformance cases both runtimes share (tests/conformance/) and compared with the Python runtime
 // in tests/test_cpp_runtime.py.
 #include <catch2/catch.hpp>
+#include <algorithm>
 
 #include <cmath>
 #include <cstdio>
@@ -13,6 +14,7 @@
 #include <optional>
 #include <set>
 #include <string>
+#include <vector>
 
 #include "backend.hpp"
 #include "bits.hpp"
@@ -78,6 +80,26 @@ TEST_CASE("packbits with little bit order, padding and .bldz files") {
     std::filesystem::resize_file(path, 10);
     CHECK_THROWS_WITH(load_bits(path, 2, 2, 3, batch), path + " is truncated: its header has 10 of 25 bytes");
     std::filesystem::remove(path);
+}
+
+TEST_CASE("image conversion is nearbyint's at every tie, NaN and infinity, into NHWC") {
+    std::vector<float> x;
+    for (int k = -2; k < 258; ++k) {  // where round-half-even decides, and a float either side
+        const auto tie = static_cast<float>((k + 0.5) / 127.5 - 1.0);
+        x.insert(x.end(), {tie, std::nextafter(tie, 2.0f), std::nextafter(tie, -2.0f)});
+    }
+    x.insert(x.end(), {NAN, INFINITY, -INFINITY, -0.0f, 3e38f, -3e38f});
+    const size_t hw = x.size() / 3;  // three planes
+    std::vector<uint8_t> out(3 * hw);
+    from_float_nchw(x.data(), 1, {1, hw, 3}, out.data());
+    size_t wrong = 0;
+    for (size_t c = 0; c < 3; ++c)
+        for (size_t p = 0; p < hw; ++p) {
+            const float r = std::nearbyint((x[c * hw + p] + 1.0f) * 127.5f);
+            const auto want = std::isnan(r) ? uint8_t{0} : static_cast<uint8_t>(std::clamp(r, 0.0f, 255.0f));
+            wrong += out[p * 3 + c] != want;
+        }
+    CHECK(wrong == 0);
 }
 
 TEST_CASE("image conversion rounds half to even and clips; grids pad with black") {
