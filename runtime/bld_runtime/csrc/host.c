@@ -4,8 +4,9 @@
  * for the whole batch: the Philox words are made on the fly in bld_draw_host.h's 64-lane SIMD
  * rounds, where numpy makes them in passes over uint64 arrays in memory (the initial pass of all
  * steps' uniforms took 1.2-1.4 ms of a batch-16 generation of the digits model; 0.03-0.04 ms
- * compiled). The GIL is released for large draws only: a batch-16 draw of the demo latent
- * takes 3 us, less than giving the GIL away and taking it back may cost.
+ * compiled). The GIL is released for large calls only (RELEASE_GIL_ELEMENTS, the pixels too):
+ * a batch-16 draw of the demo latent takes 3 us, less than giving the GIL away and taking it
+ * back may cost.
  *
  * The pixels (bld_runtime/images.py, from_decoder): the decoder's float NCHW output as uint8
  * NHWC images in one pass (bld_image_host.h), where numpy makes five passes and temporaries.
@@ -41,7 +42,7 @@ static void threshold_batch(const float *p, Py_ssize_t batch, bld_u64 n, float *
     }
 }
 
-/* Draws of at least this many elements run without the GIL. */
+/* Calls over at least this many elements (draws, thresholds, pixels) run without the GIL. */
 #define RELEASE_GIL_ELEMENTS (1 << 16)
 
 /* Whether buffer b holds items of one of the struct-module type codes in `codes`, itemsize
